@@ -1,0 +1,137 @@
+//! Top-level arguments, logging set-up, dispatch to each command family, and exit codes.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::exit::{classify, Exit};
+use crate::output::{Format, Output};
+use crate::settings::config::{Config, DEFAULT_CONFIG};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cc-ci-agent",
+    version,
+    about = "Runs a Co-op Cloud recipe CI host"
+)]
+pub struct Cli {
+    /// Agent configuration file.
+    #[arg(long, global = true, env = "CC_CI_AGENT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Output format on stdout. Logs always go to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    format: Format,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read, check and edit enrollment.toml: which recipes the host tracks.
+    Enrollment(crate::enrollment::Args),
+    /// Inspect the agent's state database and lock.
+    State(crate::state::Args),
+}
+
+/// What every command gets: how to print, and where the configuration is.
+pub struct Context {
+    pub out: Output,
+    config: Option<PathBuf>,
+}
+
+impl Context {
+    /// Whether the user named a config file (by flag or environment).
+    pub fn config_given(&self) -> bool {
+        self.config.is_some()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        self.config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG))
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        let path = self.config_path();
+        Config::load(path).map_err(|e| {
+            let hint = if self.config.is_none() && !path.exists() {
+                " (pass --config FILE or set CC_CI_AGENT_CONFIG)"
+            } else {
+                ""
+            };
+            anyhow::Error::new(e).context(format!("invalid agent configuration{hint}"))
+        })
+    }
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap's own convention matches ours: usage errors are bad input (2).
+            return if e.use_stderr() {
+                Exit::BadInput
+            } else {
+                Exit::Success
+            }
+            .into();
+        }
+    };
+    init_tracing();
+    let ctx = Context {
+        out: Output::new(cli.format),
+        config: cli.config,
+    };
+    let result = match cli.command {
+        Command::Enrollment(args) => crate::enrollment::run(&ctx, args),
+        Command::State(args) => crate::state::run(&ctx, args),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(err) => {
+            let code = classify(&err);
+            report(&err);
+            code.into()
+        }
+    }
+}
+
+/// Prints an error chain: located input errors one per line, the rest as "error: a: b: c".
+fn report(err: &anyhow::Error) {
+    if let Some(invalid) = err.downcast_ref::<crate::settings::Invalid>() {
+        if let Some(ctx) = err
+            .chain()
+            .next()
+            .filter(|c| !c.is::<crate::settings::Invalid>())
+        {
+            eprintln!("error: {ctx}:");
+        }
+        for e in &invalid.0 {
+            eprintln!("error: {e}");
+        }
+        return;
+    }
+    let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+    eprintln!("error: {}", chain.join(": "));
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CC_CI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    // Under systemd, journald stamps each line itself.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(!no_color && std::io::stderr().is_terminal());
+    let _ = if journald {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,143 @@
+//! `enrollment check`: the file is valid, and every enrolled recipe can actually be tested.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::Target;
+use crate::cli::Context;
+use crate::exit::Exit;
+use crate::output::Tone;
+use crate::settings::enrollment::{Enrollment, TestPolicy};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory holding one test suite per recipe (`<dir>/<recipe>/`); overrides `tests_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub tests_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    pub recipe: String,
+    pub severity: Severity,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    file: PathBuf,
+    ok: bool,
+    declared: usize,
+    enrolled: usize,
+    canonical: usize,
+    poll_repos: String,
+    /// `null` when no tests directory was given, so suites were not checked.
+    tests_dir: Option<PathBuf>,
+    problems: Vec<Problem>,
+}
+
+/// Problems with test suites: enrolled + required + no `<tests_dir>/<recipe>/` is an error.
+pub fn suite_problems(enrollment: &Enrollment, tests_dir: &std::path::Path) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for r in enrollment.enrolled() {
+        let suite = tests_dir.join(&r.name);
+        let present = suite.is_dir();
+        match (&r.tests, present) {
+            (TestPolicy::Required, false) => problems.push(Problem {
+                recipe: r.name.clone(),
+                severity: Severity::Error,
+                message: format!(
+                    "enrolled with tests required, but its suite {} is missing: \
+                     add the suite, or set tests = \"exempt\" with a reason",
+                    suite.display()
+                ),
+            }),
+            (TestPolicy::Exempt { .. }, true) => problems.push(Problem {
+                recipe: r.name.clone(),
+                severity: Severity::Warning,
+                message: format!(
+                    "exempt from tests, but {} exists: remove the exemption",
+                    suite.display()
+                ),
+            }),
+            _ => {}
+        }
+    }
+    problems
+}
+
+pub fn run(ctx: &Context, target: &Target) -> Result<Exit> {
+    let enrollment = Enrollment::load(&target.file)?;
+    let problems = match &target.tests_dir {
+        Some(dir) if !dir.is_dir() => {
+            return Err(crate::settings::InputError::file(
+                dir,
+                "tests directory does not exist (tests_dir or --tests-dir)",
+            )
+            .into())
+        }
+        Some(dir) => suite_problems(&enrollment, dir),
+        None => Vec::new(),
+    };
+    let ok = !problems.iter().any(|p| p.severity == Severity::Error);
+    let report = Report {
+        file: target.file.clone(),
+        ok,
+        declared: enrollment.recipes.len(),
+        enrolled: enrollment.enrolled().count(),
+        canonical: enrollment
+            .recipes
+            .iter()
+            .filter(|r| r.enrolled && r.canonical)
+            .count(),
+        poll_repos: enrollment.poll_repos(),
+        tests_dir: target.tests_dir.clone(),
+        problems,
+    };
+    if ctx.out.is_json() {
+        ctx.out.json(&report)?;
+    } else {
+        print_human(ctx, &report);
+    }
+    Ok(if ok { Exit::Success } else { Exit::Problems })
+}
+
+fn print_human(ctx: &Context, r: &Report) {
+    let out = &ctx.out;
+    println!(
+        "{}: {} declared, {} enrolled, {} canonical",
+        r.file.display(),
+        r.declared,
+        r.enrolled,
+        r.canonical
+    );
+    match &r.tests_dir {
+        Some(dir) => println!("test suites: checked against {}", dir.display()),
+        None => println!(
+            "test suites: {} (no tests_dir in the configuration and no --tests-dir)",
+            out.paint("not checked", Tone::Warn)
+        ),
+    }
+    for p in &r.problems {
+        let label = match p.severity {
+            Severity::Error => out.paint("error", Tone::Bad),
+            Severity::Warning => out.paint("warning", Tone::Warn),
+        };
+        println!("{label}: {}: {}", p.recipe, p.message);
+    }
+    let verdict = if r.ok {
+        out.paint("ok", Tone::Good)
+    } else {
+        out.paint("problems found", Tone::Bad)
+    };
+    println!("{verdict}");
+}

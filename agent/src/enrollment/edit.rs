@@ -1,0 +1,102 @@
+//! `enrollment add`, `remove` and `import`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::Target;
+use crate::cli::Context;
+use crate::exit::{Busy, Exit};
+use crate::fsutil::write_atomic;
+use crate::settings::edit::{import_poll_repos, EnrollmentEdit, NewRecipe};
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// Recipe name (lowercase letters, digits and '-').
+    recipe: String,
+    /// Upstream git URL, if not the default from [defaults].
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Take part in the canonical sweep.
+    #[arg(long)]
+    canonical: bool,
+    /// Enroll without a test suite, giving the reason.
+    #[arg(long, value_name = "REASON")]
+    tests_exempt: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RemoveArgs {
+    recipe: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Today's comma-separated list of repository names.
+    #[arg(long, value_name = "CSV")]
+    poll_repos: String,
+    /// Where to write; `-` for stdout. Defaults to the enrollment file.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Replace an existing file.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn add(ctx: &Context, target: &Target, args: AddArgs) -> Result<Exit> {
+    let mut edit = EnrollmentEdit::open(&target.file)?;
+    let new = NewRecipe {
+        upstream: args.upstream,
+        canonical: args.canonical,
+        tests_exempt: args.tests_exempt,
+    };
+    edit.add(&args.recipe, &new)?;
+    let edited = edit.commit()?;
+    done(ctx, "added", &args.recipe, target, &edited.poll_repos())
+}
+
+pub fn remove(ctx: &Context, target: &Target, args: RemoveArgs) -> Result<Exit> {
+    let mut edit = EnrollmentEdit::open(&target.file)?;
+    edit.remove(&args.recipe)?;
+    let edited = edit.commit()?;
+    done(ctx, "removed", &args.recipe, target, &edited.poll_repos())
+}
+
+fn done(ctx: &Context, action: &str, recipe: &str, target: &Target, poll: &str) -> Result<Exit> {
+    tracing::info!(recipe, file = %target.file.display(), "{action}");
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&json!({ action: recipe, "file": target.file, "poll_repos": poll }))?;
+    } else {
+        println!(
+            "{action} {recipe} ({}); POLL_REPOS is now: {poll}",
+            target.file.display()
+        );
+    }
+    Ok(Exit::Success)
+}
+
+pub fn import(ctx: &Context, target: &Target, args: ImportArgs) -> Result<Exit> {
+    let output = args.output.unwrap_or_else(|| target.file.clone());
+    let text = import_poll_repos(&args.poll_repos, &output)?;
+    if output.as_os_str() == "-" {
+        print!("{text}");
+        return Ok(Exit::Success);
+    }
+    if output.exists() && !args.force {
+        return Err(Busy(format!(
+            "{} exists; nothing was written: pass --force to replace it",
+            output.display()
+        ))
+        .into());
+    }
+    write_atomic(&output, text.as_bytes(), 0o644)?;
+    let count = text.matches("\n[recipe.").count();
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({ "file": output, "recipes": count }))?;
+    } else {
+        println!("wrote {} with {count} recipes", output.display());
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,71 @@
+//! `enrollment list` and `enrollment poll-repos`.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::Target;
+use crate::cli::Context;
+use crate::exit::Exit;
+use crate::output::{table, Tone};
+use crate::settings::enrollment::{Enrollment, TestPolicy};
+
+pub fn list(ctx: &Context, target: &Target) -> Result<Exit> {
+    let enrollment = Enrollment::load(&target.file)?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&json!({ "file": target.file, "recipes": enrollment.recipes }))?;
+        return Ok(Exit::Success);
+    }
+    let yes_no = |b: bool, tone: Tone| {
+        if b {
+            ("yes".to_string(), Some(tone))
+        } else {
+            ("no".to_string(), Some(Tone::Dim))
+        }
+    };
+    let rows: Vec<_> = enrollment
+        .recipes
+        .iter()
+        .map(|r| {
+            let tests = match &r.tests {
+                TestPolicy::Required => ("required".to_string(), None),
+                TestPolicy::Exempt { reason } => (format!("exempt: {reason}"), Some(Tone::Warn)),
+            };
+            vec![
+                (r.name.clone(), None),
+                yes_no(r.enrolled, Tone::Good),
+                yes_no(r.canonical, Tone::Good),
+                tests,
+                (r.branch.clone(), None),
+                (r.upstream.clone(), None),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &ctx.out,
+            &[
+                "RECIPE",
+                "ENROLLED",
+                "CANONICAL",
+                "TESTS",
+                "BRANCH",
+                "UPSTREAM"
+            ],
+            &rows
+        )
+    );
+    Ok(Exit::Success)
+}
+
+pub fn poll_repos(ctx: &Context, target: &Target) -> Result<Exit> {
+    let enrollment = Enrollment::load(&target.file)?;
+    let value = enrollment.poll_repos();
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({ "poll_repos": value }))?;
+    } else {
+        println!("{value}");
+    }
+    Ok(Exit::Success)
+}

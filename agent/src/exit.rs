@@ -1,0 +1,42 @@
+//! Exit codes: one per outcome, stable, documented in docs/exit-codes.md. Never renumber; add.
+
+use crate::settings::{InputError, Invalid};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Done; nothing to report.
+    Success = 0,
+    /// An unexpected failure (I/O, a bug); the message says what.
+    Failure = 1,
+    /// Bad input: command line, `agent.toml` or `enrollment.toml`. Nothing was written.
+    BadInput = 2,
+    /// A check ran and found problems (e.g. `enrollment check`: an enrolled recipe has no suite).
+    Problems = 3,
+    /// Another agent job holds the lock, or a file changed underneath. Try again later.
+    Busy = 4,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+/// Refusal because something else is in the way (another job, a concurrent edit).
+#[derive(Debug, thiserror::Error)]
+#[error("busy: {0}")]
+pub struct Busy(pub String);
+
+/// The exit code for an error that reached `main`: typed errors decide, anything else is 1.
+pub fn classify(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if cause.is::<Invalid>() || cause.is::<InputError>() {
+            return Exit::BadInput;
+        }
+        if cause.is::<Busy>() {
+            return Exit::Busy;
+        }
+    }
+    Exit::Failure
+}

@@ -1,0 +1,144 @@
+//! The state database: one SQLite file in `state_dir`, WAL mode, versioned migrations.
+//! Everything that must survive `kill -9` is written here inside a transaction.
+
+mod lock;
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, TransactionBehavior};
+use serde::Serialize;
+
+pub use lock::{Holder, JobLock};
+
+pub const DB_FILE: &str = "state.db";
+
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Event {
+    pub at: String,
+    pub job: String,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) `state_dir/state.db` and brings its schema up to date.
+    pub fn open(state_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        let path = state_dir.join(DB_FILE);
+        let mut conn = Connection::open(&path)
+            .with_context(|| format!("cannot open state database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn, &path)?;
+        Ok(Self { conn, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    pub fn record_event(&self, job: &str, kind: &str, detail: &serde_json::Value) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO events (at, job, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now_rfc3339(), job, kind, detail.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// The newest `limit` events, newest first.
+    pub fn recent_events(&self, limit: u32) -> Result<Vec<Event>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at, job, kind, detail FROM events ORDER BY id DESC LIMIT ?1")?;
+        let rows = stmt.query_map([limit], |r| {
+            let detail: String = r.get(3)?;
+            Ok(Event {
+                at: r.get(0)?,
+                job: r.get(1)?,
+                kind: r.get(2)?,
+                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = migrations::ALL.len();
+    if current > known {
+        bail!(
+            "state database {} has schema version {current}, newer than this agent's {known}: \
+             run a cc-ci-agent at least as new as the one that last wrote it",
+            path.display()
+        );
+    }
+    for (i, sql) in migrations::ALL.iter().enumerate().skip(current) {
+        tx.execute_batch(sql)
+            .with_context(|| format!("migration {} failed", i + 1))?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_migrates_and_reopens() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let state = dir.path().join("state");
+        let ledger = Ledger::open(&state)?;
+        assert_eq!(ledger.schema_version()? as usize, migrations::ALL.len());
+        ledger.record_event("test", "hello", &serde_json::json!({"n": 1}))?;
+        drop(ledger);
+        let again = Ledger::open(&state)?;
+        let events = again.recent_events(10)?;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].detail["n"], 1);
+        let mode: String = again
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        assert_eq!(mode, "wal");
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        drop(Ledger::open(dir.path())?);
+        let conn = Connection::open(dir.path().join(DB_FILE))?;
+        conn.pragma_update(None, "user_version", 999)?;
+        drop(conn);
+        let err = Ledger::open(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("schema version 999"), "{err}");
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! cc-ci-agent: runs a Co-op Cloud recipe CI host. See README.md and docs/.
+
+pub mod cli;
+pub mod enrollment;
+pub mod exit;
+pub mod fsutil;
+pub mod ledger;
+pub mod output;
+pub mod settings;
+pub mod state;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    cc_ci_agent::cli::main()
+}

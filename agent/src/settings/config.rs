@@ -1,0 +1,344 @@
+//! `agent.toml`: the agent's own settings, rendered by the NixOS module from
+//! `services.cc-ci.settings`. See docs/configuration.md for every key.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::rules::check_url;
+use super::source::TomlSource;
+use super::Invalid;
+
+pub const DEFAULT_CONFIG: &str = "/etc/cc-ci/agent.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cc-ci";
+pub const DEFAULT_BRIDGE_UNIT: &str = "cc-ci-bridge.service";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    enrollment_file: PathBuf,
+    state_dir: Option<PathBuf>,
+    tests_dir: Option<PathBuf>,
+    forge: Option<RawForge>,
+    #[serde(default)]
+    bridge: RawBridge,
+    #[serde(default, rename = "deploy")]
+    _deploy: Reserved,
+    #[serde(default, rename = "mirrors")]
+    _mirrors: Reserved,
+    #[serde(default, rename = "sweep")]
+    _sweep: Reserved,
+    #[serde(default)]
+    disk: RawDisk,
+}
+
+/// A section whose keys arrive with a later feature; until then any key in it is unknown.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Reserved {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForge {
+    kind: ForgeKind,
+    url: Option<String>,
+    org: Option<String>,
+    token_file: Option<PathBuf>,
+    path: Option<PathBuf>,
+    allow_insecure: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    Gitea,
+    Local,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBridge {
+    unit: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    budget: Option<ByteSize>,
+}
+
+/// A size in bytes, written as an integer or as a string with a K, M, G or T suffix (powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Int(n)) => Ok(ByteSize(n)),
+            Ok(Raw::Str(s)) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a size: a whole number of bytes or a string such as \"200G\"",
+            )),
+        }
+    }
+}
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (digits, shift) = match s.strip_suffix(['K', 'M', 'G', 'T']) {
+            Some(d) => (
+                d,
+                10 * (1 + "KMGT".find(&s[s.len() - 1..]).unwrap_or(0) as u32),
+            ),
+            None => (s, 0),
+        };
+        let bad = || format!("size {s:?} must be digits with an optional K, M, G or T suffix");
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        n.checked_mul(1u64 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Forge {
+    /// Gitea or Forgejo, REST API v1.
+    Gitea {
+        url: String,
+        org: String,
+        token_file: PathBuf,
+    },
+    /// A directory of bare repositories `<path>/<recipe>.git`.
+    Local { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bridge {
+    pub unit: String,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Disk {
+    pub budget: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub path: PathBuf,
+    pub enrollment_file: PathBuf,
+    pub state_dir: PathBuf,
+    pub tests_dir: Option<PathBuf>,
+    pub forge: Option<Forge>,
+    pub bridge: Bridge,
+    pub disk: Disk,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, Invalid> {
+        let source = TomlSource::read(path)?;
+        Self::from_source(&source)
+    }
+
+    pub fn from_source(source: &TomlSource) -> Result<Self, Invalid> {
+        let raw: RawConfig = source.deserialize()?;
+        let base = source.path().parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let mut errors = Vec::new();
+
+        let forge = raw.forge.and_then(|f| {
+            let mut missing = |key: &str, v: bool| {
+                if !v {
+                    errors.push(source.error_at(
+                        &["forge", key],
+                        format!("required when kind = {:?}", kind_name(f.kind)),
+                    ));
+                }
+                v
+            };
+            match f.kind {
+                ForgeKind::Gitea => {
+                    let ok = missing("url", f.url.is_some())
+                        & missing("org", f.org.is_some())
+                        & missing("token_file", f.token_file.is_some());
+                    if f.path.is_some() {
+                        errors.push(
+                            source.error_at(&["forge", "path"], "not used with kind = \"gitea\""),
+                        );
+                    }
+                    if let Some(url) = &f.url {
+                        let web = url.starts_with("https://") || url.starts_with("http://");
+                        let checked = if web {
+                            check_url(url, f.allow_insecure.unwrap_or(false))
+                        } else {
+                            Err(format!("URL {url:?} must be https://"))
+                        };
+                        if let Err(e) = checked {
+                            errors.push(source.error_at(&["forge", "url"], e));
+                        }
+                    }
+                    ok.then(|| Forge::Gitea {
+                        url: f.url.unwrap_or_default().trim_end_matches('/').to_string(),
+                        org: f.org.unwrap_or_default(),
+                        token_file: resolve(&f.token_file.unwrap_or_default()),
+                    })
+                }
+                ForgeKind::Local => {
+                    let ok = missing("path", f.path.is_some());
+                    for (key, present) in [
+                        ("url", f.url.is_some()),
+                        ("org", f.org.is_some()),
+                        ("token_file", f.token_file.is_some()),
+                        ("allow_insecure", f.allow_insecure.is_some()),
+                    ] {
+                        if present {
+                            errors.push(
+                                source.error_at(&["forge", key], "not used with kind = \"local\""),
+                            );
+                        }
+                    }
+                    ok.then(|| Forge::Local {
+                        path: resolve(&f.path.unwrap_or_default()),
+                    })
+                }
+            }
+        });
+
+        let unit = raw
+            .bridge
+            .unit
+            .unwrap_or_else(|| DEFAULT_BRIDGE_UNIT.to_string());
+        if let Err(e) = check_unit_name(&unit) {
+            errors.push(source.error_at(&["bridge", "unit"], e));
+        }
+
+        if !errors.is_empty() {
+            return Err(Invalid(errors));
+        }
+        Ok(Self {
+            path: source.path().to_path_buf(),
+            enrollment_file: resolve(&raw.enrollment_file),
+            state_dir: resolve(
+                raw.state_dir
+                    .as_deref()
+                    .unwrap_or(Path::new(DEFAULT_STATE_DIR)),
+            ),
+            tests_dir: raw.tests_dir.as_deref().map(resolve),
+            forge,
+            bridge: Bridge {
+                unit: with_service_suffix(&unit),
+                token_file: raw.bridge.token_file.as_deref().map(resolve),
+            },
+            disk: Disk {
+                budget: raw.disk.budget,
+            },
+        })
+    }
+}
+
+fn kind_name(kind: ForgeKind) -> &'static str {
+    match kind {
+        ForgeKind::Gitea => "gitea",
+        ForgeKind::Local => "local",
+    }
+}
+
+/// A systemd unit name as `systemctl` accepts it; the agent passes it as one argv element.
+fn check_unit_name(unit: &str) -> Result<(), String> {
+    let ok = !unit.is_empty()
+        && unit.len() <= 255
+        && !unit.starts_with(['-', '.'])
+        && unit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":-_.@\\".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{unit:?} is not a systemd unit name"))
+    }
+}
+
+fn with_service_suffix(unit: &str) -> String {
+    if unit.contains('.') && !unit.ends_with('.') {
+        unit.to_string()
+    } else {
+        format!("{unit}.service")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Invalid> {
+        let source = TomlSource::parse(Path::new("/etc/cc-ci/agent.toml"), text.to_string())?;
+        Config::from_source(&source)
+    }
+
+    #[test]
+    fn minimal_config_resolves_relative_paths() -> Result<(), Invalid> {
+        let c = parse("enrollment_file = \"enrollment.toml\"\ntests_dir = \"/srv/tests\"\n")?;
+        assert_eq!(c.enrollment_file, Path::new("/etc/cc-ci/enrollment.toml"));
+        assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
+        assert_eq!(c.tests_dir.as_deref(), Some(Path::new("/srv/tests")));
+        assert_eq!(c.bridge.unit, DEFAULT_BRIDGE_UNIT);
+        assert_eq!(c.forge, None);
+        Ok(())
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("200G"), Ok(ByteSize(200 << 30)));
+        assert_eq!(ByteSize::parse("1024"), Ok(ByteSize(1024)));
+        assert_eq!(ByteSize::parse("3T"), Ok(ByteSize(3 << 40)));
+        for bad in ["", "G", "1.5G", "10 G", "-1", "1g", "99999999999T"] {
+            assert!(ByteSize::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_reserved_sections_are_errors() {
+        let Err(Invalid(errors)) =
+            parse("enrollment_file = \"e.toml\"\n[deploy]\nflake = \".#x\"\n")
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(errors[0].line, Some(3));
+        assert_eq!(errors[0].key, "deploy.flake");
+    }
+
+    #[test]
+    fn forge_kinds() -> Result<(), Invalid> {
+        let c = parse("enrollment_file = \"e\"\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n")?;
+        assert_eq!(
+            c.forge,
+            Some(Forge::Local {
+                path: "/etc/cc-ci/mirrors".into()
+            })
+        );
+        let Err(Invalid(errors)) =
+            parse("enrollment_file = \"e\"\n[forge]\nkind = \"gitea\"\nurl = \"https://h\"\n")
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! `enrollment.toml`: which recipes the CI host tracks. See docs/enrollment.md for the contract.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::rules::{check_branch, check_recipe_name, check_release_tag, check_url};
+use super::source::{InputError, TomlSource};
+use super::Invalid;
+
+pub const DEFAULT_UPSTREAM: &str = "https://git.coopcloud.tech/coop-cloud/{recipe}.git";
+pub const DEFAULT_BRANCH: &str = "main";
+pub const RECIPE_PLACEHOLDER: &str = "{recipe}";
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEnrollment {
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    recipe: BTreeMap<String, RawRecipe>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    upstream: Option<String>,
+    branch: Option<String>,
+    allow_insecure: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRecipe {
+    enrolled: Option<bool>,
+    canonical: Option<bool>,
+    upgrade_base: Option<String>,
+    tests: Option<TestsMode>,
+    reason: Option<String>,
+    upstream: Option<String>,
+    branch: Option<String>,
+    allow_insecure: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestsMode {
+    Required,
+    Exempt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum TestPolicy {
+    Required,
+    Exempt { reason: String },
+}
+
+/// One declared recipe with every default applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recipe {
+    pub name: String,
+    pub enrolled: bool,
+    pub canonical: bool,
+    pub upgrade_base: Option<String>,
+    pub tests: TestPolicy,
+    /// The upstream URL with `{recipe}` substituted.
+    pub upstream: String,
+    pub branch: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enrollment {
+    /// Sorted by name (byte order, as `POLL_REPOS` is).
+    pub recipes: Vec<Recipe>,
+}
+
+impl Enrollment {
+    pub fn load(path: &Path) -> Result<Self, Invalid> {
+        let source = TomlSource::read(path)?;
+        Self::from_source(&source)
+    }
+
+    pub fn from_source(source: &TomlSource) -> Result<Self, Invalid> {
+        let raw: RawEnrollment = source.deserialize()?;
+        let mut errors = Vec::new();
+
+        let default_insecure = raw.defaults.allow_insecure.unwrap_or(false);
+        let default_upstream = raw.defaults.upstream.as_deref().unwrap_or(DEFAULT_UPSTREAM);
+        if raw.defaults.upstream.is_some() {
+            if !default_upstream.contains(RECIPE_PLACEHOLDER) {
+                errors.push(source.error_at(
+                    &["defaults", "upstream"],
+                    "must contain {recipe}, or every recipe would share one upstream",
+                ));
+            } else if let Err(e) = check_upstream(default_upstream, "example", default_insecure) {
+                errors.push(source.error_at(&["defaults", "upstream"], e));
+            }
+        }
+        let default_branch = raw.defaults.branch.as_deref().unwrap_or(DEFAULT_BRANCH);
+        if let Err(e) = check_branch(default_branch) {
+            errors.push(source.error_at(&["defaults", "branch"], e));
+        }
+
+        let mut recipes = Vec::with_capacity(raw.recipe.len());
+        for (name, r) in raw.recipe {
+            let at = |key: &'static str| -> Vec<&str> {
+                let mut path = vec!["recipe", name.as_str()];
+                path.extend((!key.is_empty()).then_some(key));
+                path
+            };
+            if let Err(e) = check_recipe_name(&name) {
+                errors.push(source.error_at(&at(""), e));
+                continue;
+            }
+            let insecure = r.allow_insecure.unwrap_or(default_insecure);
+            let upstream_template = r.upstream.as_deref().unwrap_or(default_upstream);
+            let upstream = match check_upstream(upstream_template, &name, insecure) {
+                Ok(url) => url,
+                Err(e) => {
+                    let key = if r.upstream.is_some() {
+                        "upstream"
+                    } else {
+                        "allow_insecure"
+                    };
+                    let path = if r.upstream.is_some() || r.allow_insecure.is_some() {
+                        at(key)
+                    } else {
+                        vec!["defaults", "upstream"]
+                    };
+                    errors.push(source.error_at(&path, e));
+                    continue;
+                }
+            };
+            let branch = r.branch.unwrap_or_else(|| default_branch.to_string());
+            if let Err(e) = check_branch(&branch) {
+                errors.push(source.error_at(&at("branch"), e));
+            }
+            let tests = match (r.tests.unwrap_or(TestsMode::Required), r.reason) {
+                (TestsMode::Required, None) => TestPolicy::Required,
+                (TestsMode::Required, Some(_)) => {
+                    errors.push(source.error_at(
+                        &at("reason"),
+                        "reason is only allowed with tests = \"exempt\"",
+                    ));
+                    TestPolicy::Required
+                }
+                (TestsMode::Exempt, Some(reason)) if !reason.trim().is_empty() => {
+                    TestPolicy::Exempt { reason }
+                }
+                (TestsMode::Exempt, _) => {
+                    errors.push(source.error_at(
+                        &at("tests"),
+                        "tests = \"exempt\" needs a non-empty reason = \"...\" saying why",
+                    ));
+                    TestPolicy::Exempt {
+                        reason: String::new(),
+                    }
+                }
+            };
+            if let Some(base) = &r.upgrade_base {
+                if let Err(e) = check_release_tag(base) {
+                    errors.push(source.error_at(&at("upgrade_base"), e));
+                }
+            }
+            recipes.push(Recipe {
+                name,
+                enrolled: r.enrolled.unwrap_or(true),
+                canonical: r.canonical.unwrap_or(false),
+                upgrade_base: r.upgrade_base,
+                tests,
+                upstream,
+                branch,
+            });
+        }
+        if errors.is_empty() {
+            Ok(Self { recipes })
+        } else {
+            Err(Invalid(errors))
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Recipe> {
+        self.recipes.iter().find(|r| r.name == name)
+    }
+
+    pub fn enrolled(&self) -> impl Iterator<Item = &Recipe> {
+        self.recipes.iter().filter(|r| r.enrolled)
+    }
+
+    /// The bridge's `POLL_REPOS`: enrolled recipe names, sorted, comma-joined. `nix/lib.nix`
+    /// renders the same string; the two are compared byte for byte on `tests/enrollment/`.
+    pub fn poll_repos(&self) -> String {
+        let mut names: Vec<&str> = self.enrolled().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        names.join(",")
+    }
+}
+
+/// Substitutes `{recipe}` and checks the resulting URL.
+fn check_upstream(template: &str, recipe: &str, allow_insecure: bool) -> Result<String, String> {
+    let url = template.replace(RECIPE_PLACEHOLDER, recipe);
+    if url.contains(['{', '}']) {
+        return Err(format!(
+            "{template:?} has a placeholder other than {{recipe}}"
+        ));
+    }
+    check_url(&url, allow_insecure)?;
+    Ok(url)
+}
+
+impl From<InputError> for Invalid {
+    fn from(e: InputError) -> Self {
+        Invalid(vec![e])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Enrollment, Invalid> {
+        let source = TomlSource::parse(Path::new("e.toml"), text.to_string())?;
+        Enrollment::from_source(&source)
+    }
+
+    fn first_error(text: &str) -> InputError {
+        match parse(text) {
+            Ok(e) => panic!("accepted: {e:?}"),
+            Err(Invalid(errors)) => errors
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| panic!("no error")),
+        }
+    }
+
+    #[test]
+    fn defaults_apply() -> Result<(), Invalid> {
+        let e =
+            parse("[recipe.custom-html]\n[recipe.old]\nenrolled = false\nbranch = \"master\"\n")?;
+        assert_eq!(e.recipes.len(), 2);
+        let r = &e.recipes[0];
+        assert_eq!(
+            r.upstream,
+            "https://git.coopcloud.tech/coop-cloud/custom-html.git"
+        );
+        assert_eq!(
+            (r.branch.as_str(), r.enrolled, r.canonical),
+            ("main", true, false)
+        );
+        assert_eq!(e.recipes[1].branch, "master");
+        assert_eq!(e.poll_repos(), "custom-html");
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let e = first_error("[recipe.a]\n\n[recipe.b]\ncanonical = true\ncolour = 1\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(5), "recipe.b.colour"),
+            "{e}"
+        );
+        let e = first_error("[recipe.a]\ncanonical = \"yes\"\n");
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(2), "recipe.a.canonical"),
+            "{e}"
+        );
+        let e = first_error("[recipe.a]\n\n[recipe.\"a b\"]\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "recipe.\"a b\""), "{e}");
+        let e = first_error("[recipe.h]\ntests = \"exempt\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "recipe.h.tests"), "{e}");
+    }
+
+    #[test]
+    fn sorted_poll_repos_skips_unenrolled() -> Result<(), Invalid> {
+        let e = parse("[recipe.b]\n[recipe.a]\n[recipe.c]\nenrolled = false\n[recipe.a-1]\n")?;
+        assert_eq!(e.poll_repos(), "a,a-1,b");
+        assert_eq!(parse("")?.poll_repos(), "");
+        Ok(())
+    }
+}

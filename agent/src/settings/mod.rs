@@ -1,0 +1,14 @@
+//! The two files a user writes: `agent.toml` (config) and `enrollment.toml` (enrollment).
+
+pub mod config;
+pub mod edit;
+pub mod enrollment;
+pub mod rules;
+pub mod source;
+
+pub use source::InputError;
+
+/// A file that failed its checks: one located error per problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct Invalid(pub Vec<InputError>);

@@ -1,0 +1,185 @@
+//! Value rules shared by the enrollment file and the agent config. `nix/lib.nix` applies the same
+//! rules on the Nix side; `tests/enrollment/` holds the corpus that keeps the two in step.
+
+/// `^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$`: a DNS label, so a name is safe as a path component,
+/// a repository name on any forge, and an element of the comma-separated `POLL_REPOS`.
+pub fn check_recipe_name(name: &str) -> Result<(), String> {
+    let bytes = name.as_bytes();
+    let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    if bytes.is_empty() || bytes.len() > 64 {
+        return Err(format!("recipe name {name:?} must be 1 to 64 characters"));
+    }
+    if !bytes.iter().all(allowed) {
+        return Err(format!(
+            "recipe name {name:?} may hold only lowercase ASCII letters, digits and '-'"
+        ));
+    }
+    if bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
+        return Err(format!(
+            "recipe name {name:?} must not start or end with '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// A git branch name from a conservative character set, with git's structural rules.
+pub fn check_branch(branch: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._/+-".contains(c);
+    if branch.is_empty() || !branch.chars().all(ok_char) {
+        return Err(format!(
+            "branch {branch:?} must be non-empty and use only ASCII letters, digits and . _ / + -"
+        ));
+    }
+    let bad = branch.starts_with(['-', '/', '.'])
+        || branch.ends_with(['/', '.'])
+        || branch.ends_with(".lock")
+        || branch.contains("..")
+        || branch.contains("//")
+        || branch.contains("/.");
+    if bad {
+        return Err(format!("branch {branch:?} is not a valid git branch name"));
+    }
+    Ok(())
+}
+
+/// Remote URLs the agent hands to git: never plain http unless allowed, never a password.
+pub fn check_url(url: &str, allow_insecure: bool) -> Result<(), String> {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "URL {url:?} contains white space or control characters"
+        ));
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "URL {url:?} has no scheme: use https://, ssh://, git:// or file://"
+        ));
+    };
+    match scheme {
+        "https" | "ssh" | "git" | "file" => {}
+        "http" if allow_insecure => {}
+        "http" => {
+            return Err(format!(
+                "URL {url:?} uses http://: use https://, or set allow_insecure = true"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "URL {url:?} has scheme {scheme:?}: use https://, ssh://, git:// or file://"
+            ))
+        }
+    }
+    if scheme == "file" {
+        if !rest.starts_with('/') {
+            return Err(format!(
+                "URL {url:?} must name an absolute path (file:///...)"
+            ));
+        }
+        return Ok(());
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, authority),
+    };
+    if host.is_empty() {
+        return Err(format!("URL {url:?} has no host"));
+    }
+    if userinfo.is_some_and(|u| u.contains(':')) {
+        return Err(format!(
+            "URL {url:?} embeds a password: remove it and give the token in a token file"
+        ));
+    }
+    Ok(())
+}
+
+/// A recipe release tag, `<semver>+<app version>`: a valid semantic version with build metadata.
+pub fn check_release_tag(tag: &str) -> Result<semver::Version, String> {
+    match semver::Version::parse(tag) {
+        Ok(v) if !v.build.is_empty() => Ok(v),
+        Ok(_) => Err(format!(
+            "{tag:?} is not a release tag: it has no \"+<app version>\" part"
+        )),
+        Err(e) => Err(format!(
+            "{tag:?} is not a release tag (<semver>+<app version>): {e}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "custom-html", "0", "a1-b2", &"x".repeat(64)] {
+            assert!(check_recipe_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "-x",
+            "x-",
+            "a b",
+            "../x",
+            "a_b",
+            "café",
+            &"x".repeat(65),
+            "a.b",
+        ] {
+            assert!(check_recipe_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn branches() {
+        for ok in ["main", "master", "release/1.x", "v2+fix"] {
+            assert!(check_branch(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "-f", "a..b", "a b", "x.lock", "a/", "/a", ".a", "a/.b", "a//b", "a~1", "é",
+        ] {
+            assert!(check_branch(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        for ok in [
+            "https://git.coopcloud.tech/coop-cloud/x.git",
+            "ssh://git@host:2222/org/x.git",
+            "git://127.0.0.1/x",
+            "file:///srv/git/x.git",
+        ] {
+            assert!(check_url(ok, false).is_ok(), "{ok}");
+        }
+        assert!(check_url("http://127.0.0.1/x", false).is_err());
+        assert!(check_url("http://127.0.0.1/x", true).is_ok());
+        for bad in [
+            "ftp://h/x",
+            "git@host:org/x.git",
+            "https:///x",
+            "https://u:p@h/x",
+            "file://rel/x",
+            "https://h/a b",
+        ] {
+            assert!(check_url(bad, true).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn release_tags() {
+        assert!(check_release_tag("3.0.1+v2.0.0").is_ok());
+        assert!(check_release_tag("1.0.0+1.0.5-social-amd64").is_ok());
+        assert!(check_release_tag("2.0.0-rc.1+x").is_ok());
+        for bad in [
+            "v2.4.8",
+            "1.14.1-rootless_1",
+            "latest",
+            "1.0.0",
+            "1.0+x",
+            "01.0.0+x",
+        ] {
+            assert!(check_release_tag(bad).is_err(), "{bad}");
+        }
+    }
+}

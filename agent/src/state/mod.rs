@@ -1,0 +1,55 @@
+//! `cc-ci-agent state status`: where the state database is, its schema, who holds the lock.
+
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::cli::Context;
+use crate::exit::Exit;
+use crate::ledger::{JobLock, Ledger};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the state database, its schema version, the lock holder and recent events.
+    Status {
+        /// How many recent events to show.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+    },
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    let Command::Status { limit } = args.command;
+    let config = ctx.config()?;
+    let ledger = Ledger::open(&config.state_dir)?;
+    let holder = JobLock::holder(&config.state_dir)?;
+    let events = ledger.recent_events(limit)?;
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({
+            "database": ledger.path(),
+            "schema_version": ledger.schema_version()?,
+            "lock_holder": holder,
+            "events": events,
+        }))?;
+        return Ok(Exit::Success);
+    }
+    println!(
+        "database: {} (schema {})",
+        ledger.path().display(),
+        ledger.schema_version()?
+    );
+    match holder {
+        Some(h) => println!("lock: held by {} (pid {}) since {}", h.job, h.pid, h.since),
+        None => println!("lock: free"),
+    }
+    for e in events {
+        println!("{}  {:<10} {}  {}", e.at, e.job, e.kind, e.detail);
+    }
+    Ok(Exit::Success)
+}
