@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::exit::{classify, Exit};
 use crate::output::{Format, Output};
 use crate::settings::config::{Config, DEFAULT_CONFIG};
+use crate::settings::{InputError, Invalid};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,14 +56,14 @@ impl Context {
 
     pub fn config(&self) -> Result<Config> {
         let path = self.config_path();
-        Config::load(path).map_err(|e| {
-            let hint = if self.config.is_none() && !path.exists() {
-                " (pass --config FILE or set CC_CI_AGENT_CONFIG)"
-            } else {
-                ""
-            };
-            anyhow::Error::new(e).context(format!("invalid agent configuration{hint}"))
-        })
+        if self.config.is_none() && !path.exists() {
+            return Err(InputError::file(
+                path,
+                "no agent configuration here: pass --config FILE or set CC_CI_AGENT_CONFIG",
+            )
+            .into());
+        }
+        Ok(Config::load(path)?)
     }
 }
 
@@ -101,14 +102,7 @@ pub fn main() -> std::process::ExitCode {
 
 /// Prints an error chain: located input errors one per line, the rest as "error: a: b: c".
 fn report(err: &anyhow::Error) {
-    if let Some(invalid) = err.downcast_ref::<crate::settings::Invalid>() {
-        if let Some(ctx) = err
-            .chain()
-            .next()
-            .filter(|c| !c.is::<crate::settings::Invalid>())
-        {
-            eprintln!("error: {ctx}:");
-        }
+    if let Some(invalid) = err.downcast_ref::<Invalid>() {
         for e in &invalid.0 {
             eprintln!("error: {e}");
         }

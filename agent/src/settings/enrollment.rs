@@ -88,6 +88,7 @@ impl Enrollment {
 
         let default_insecure = raw.defaults.allow_insecure.unwrap_or(false);
         let default_upstream = raw.defaults.upstream.as_deref().unwrap_or(DEFAULT_UPSTREAM);
+        let errors_before_defaults = errors.len();
         if raw.defaults.upstream.is_some() {
             if !default_upstream.contains(RECIPE_PLACEHOLDER) {
                 errors.push(source.error_at(
@@ -98,6 +99,8 @@ impl Enrollment {
                 errors.push(source.error_at(&["defaults", "upstream"], e));
             }
         }
+        // A bad default is reported once, not again for every recipe that inherits it.
+        let defaults_upstream_ok = errors.len() == errors_before_defaults;
         let default_branch = raw.defaults.branch.as_deref().unwrap_or(DEFAULT_BRANCH);
         if let Err(e) = check_branch(default_branch) {
             errors.push(source.error_at(&["defaults", "branch"], e));
@@ -116,8 +119,11 @@ impl Enrollment {
             }
             let insecure = r.allow_insecure.unwrap_or(default_insecure);
             let upstream_template = r.upstream.as_deref().unwrap_or(default_upstream);
+            let inherited = r.upstream.is_none() && r.allow_insecure.is_none();
             let upstream = match check_upstream(upstream_template, &name, insecure) {
                 Ok(url) => url,
+                // Already reported once at defaults.upstream.
+                Err(_) if inherited && !defaults_upstream_ok => continue,
                 Err(e) => {
                     let key = if r.upstream.is_some() {
                         "upstream"

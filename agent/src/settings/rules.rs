@@ -9,9 +9,11 @@ pub fn check_recipe_name(name: &str) -> Result<(), String> {
     if bytes.is_empty() || bytes.len() > 64 {
         return Err(format!("recipe name {name:?} must be 1 to 64 characters"));
     }
-    if !bytes.iter().all(allowed) {
+    if let Some(c) = name.chars().find(|c| !c.is_ascii() || !allowed(&(*c as u8))) {
         return Err(format!(
-            "recipe name {name:?} may hold only lowercase ASCII letters, digits and '-'"
+            "recipe name {name:?} has {c:?} (U+{:04X}): only lowercase ASCII letters, digits \
+             and '-' are allowed",
+            c as u32
         ));
     }
     if bytes[0] == b'-' || bytes[bytes.len() - 1] == b'-' {
@@ -84,9 +86,11 @@ pub fn check_url(url: &str, allow_insecure: bool) -> Result<(), String> {
     if host.is_empty() {
         return Err(format!("URL {url:?} has no host"));
     }
-    if userinfo.is_some_and(|u| u.contains(':')) {
+    if let Some((user, _password)) = userinfo.and_then(|u| u.split_once(':')) {
+        // Never echo the password itself.
+        let shown = format!("{scheme}://{user}:***@{host}/...");
         return Err(format!(
-            "URL {url:?} embeds a password: remove it and give the token in a token file"
+            "URL {shown:?} embeds a password: remove it and give the token in a token file"
         ));
     }
     Ok(())
@@ -164,6 +168,12 @@ mod tests {
         ] {
             assert!(check_url(bad, true).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn password_is_never_echoed() {
+        let e = check_url("https://bot:hunter2@h/x.git", false).err().unwrap_or_default();
+        assert!(e.contains("embeds a password") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

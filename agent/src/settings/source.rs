@@ -89,11 +89,11 @@ impl TomlSource {
                 doc,
             }),
             Err(e) => {
-                let line = e.span().map(|s| line_of(&text, s.start));
+                let offset = e.span().map(|s| s.start);
                 Err(InputError {
                     file: path.to_path_buf(),
-                    line,
-                    key: String::new(),
+                    line: offset.map(|o| line_of(&text, o)),
+                    key: offset.map(|o| key_near(&text, o)).unwrap_or_default(),
                     message: format!("TOML syntax error: {}", e.message()),
                 })
             }
@@ -116,18 +116,29 @@ impl TomlSource {
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, InputError> {
         let de = toml_edit::de::Deserializer::from(self.doc.clone());
         T::deserialize(de).map_err(|e| {
-            let (line, key) = match e.span() {
-                Some(span) => (
-                    Some(line_of(&self.text, span.start)),
-                    self.key_at(span.start),
-                ),
-                None => (None, String::new()),
+            let (line, mut key) = match e.span() {
+                Some(span) => (Some(line_of(&self.text, span.start)), self.key_at(span.start)),
+                None => (None, Vec::new()),
+            };
+            // `[recipes.x]` is found as the table recipes.x; the unknown key is `recipes`.
+            let unknown = e.message().strip_prefix("unknown field `").and_then(|m| m.split('`').next());
+            if let Some(i) = unknown.and_then(|field| key.iter().rposition(|k| k == field)) {
+                key.truncate(i + 1);
+            }
+            // A missing key has no span of its own: name it inside the table that lacks it.
+            if let Some(field) = e.message().strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+                key.push(field.to_string());
+            }
+            let key = dotted(&key.iter().map(String::as_str).collect::<Vec<_>>());
+            let message = match e.message().strip_suffix(", there are no fields") {
+                Some(m) => format!("{m}: this agent version reads no keys in this section yet"),
+                None => e.message().to_string(),
             };
             InputError {
                 file: self.path.clone(),
                 line,
                 key,
-                message: e.message().to_string(),
+                message,
             }
         })
     }
@@ -142,26 +153,26 @@ impl TomlSource {
         }
     }
 
-    /// Span of the key at `path`, or of its table header when the path names a table.
+    /// Span of the key at `path`; for a key that is absent, of the nearest table that holds it.
     fn span_of(&self, path: &[&str]) -> Option<Range<usize>> {
         let mut table: &dyn toml_edit::TableLike = self.doc.as_table();
         let mut span = None;
-        for (i, part) in path.iter().enumerate() {
-            let (key, item) = table.get_key_value(part)?;
+        for part in path {
+            let Some((key, item)) = table.get_key_value(part) else { break };
             span = key.span().or_else(|| item.span()).or(span);
-            if i + 1 < path.len() {
-                table = item.as_table_like()?;
+            match item.as_table_like() {
+                Some(t) => table = t,
+                None => break,
             }
         }
         span
     }
 
     /// The dotted path of the innermost key whose key or value covers `offset`.
-    fn key_at(&self, offset: usize) -> String {
+    fn key_at(&self, offset: usize) -> Vec<String> {
         let mut best = Vec::new();
         walk(self.doc.as_table(), &mut Vec::new(), offset, &mut best);
-        let parts: Vec<&str> = best.iter().map(String::as_str).collect();
-        dotted(&parts)
+        best
     }
 }
 
@@ -182,6 +193,10 @@ fn walk(table: &Table, prefix: &mut Vec<String>, offset: usize, best: &mut Vec<S
             }
             Item::Value(v) => walk_value(v, key_hit, prefix, offset, best),
             Item::ArrayOfTables(a) => {
+                let hit = key_hit || a.iter().any(|t| t.span().is_some_and(|s| covers(&s, offset)));
+                if hit && prefix.len() > best.len() {
+                    *best = prefix.clone();
+                }
                 for t in a.iter() {
                     walk(t, prefix, offset, best);
                 }
@@ -218,6 +233,33 @@ fn walk_value(
 
 fn covers(span: &Range<usize>, offset: usize) -> bool {
     span.start <= offset && (offset < span.end || span.is_empty() && offset == span.start)
+}
+
+/// For a syntax error, where no document exists to walk: the key written on the error's line,
+/// inside the nearest table header above it (`recipe.plausible.canonical`), or that header.
+fn key_near(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let start = text.as_bytes()[..offset].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let header_of = |line: &str| {
+        let t = line.trim_start().strip_prefix('[')?;
+        let t = t.trim_start_matches('[');
+        Some(t.split(']').next().unwrap_or(t).split('#').next().unwrap_or("").trim().to_string())
+    };
+    let line = text[start..].lines().next().unwrap_or("");
+    if let Some(h) = header_of(line) {
+        return h;
+    }
+    let table = text[..start].lines().rev().find_map(header_of).unwrap_or_default();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('#'))
+        .unwrap_or("");
+    match (table.is_empty(), key.is_empty()) {
+        (_, true) => table,
+        (true, false) => key.to_string(),
+        (false, false) => format!("{table}.{key}"),
+    }
 }
 
 /// 1-based line number of a byte offset.

@@ -1,0 +1,87 @@
+//! Helpers shared by the integration tests: they drive the real `cc-ci-agent` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cc-ci-agent")
+}
+
+/// The repository root (the workspace holding `agent/` and `tests/`).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr.lines().filter(|l| !l.trim().is_empty()).collect()
+    }
+}
+
+pub fn agent(args: &[&str]) -> Run {
+    agent_in(None, args)
+}
+
+/// Runs the agent with a clean environment for the variables it reads.
+pub fn agent_in(dir: Option<&Path>, args: &[&str]) -> Run {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env_remove("CC_CI_AGENT_CONFIG").env_remove("NO_COLOR").env("CC_CI_LOG", "warn");
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    finish(cmd.output())
+}
+
+pub fn finish(out: std::io::Result<Output>) -> Run {
+    match out {
+        Ok(o) => Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        },
+        Err(e) => panic!("cannot run {}: {e}", bin()),
+    }
+}
+
+/// Every `*.toml` in a corpus directory, sorted.
+pub fn corpus(dir: &str) -> Vec<PathBuf> {
+    let dir = repo().join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The `# expect: LINE KEY` header of an invalid corpus file.
+pub fn expectation(path: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let first = text.trim_start_matches('\u{feff}').lines().next().unwrap_or_default();
+    let rest = first
+        .strip_prefix("# expect: ")
+        .unwrap_or_else(|| panic!("{} has no '# expect: LINE KEY' first line", path.display()));
+    let (line, key) = rest.split_once(' ').unwrap_or((rest, ""));
+    (line.to_string(), key.to_string())
+}
+
+/// A snapshot of a directory: every file's name and bytes, to prove nothing was written.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut all: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| (e.path(), std::fs::read(e.path()).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    all.sort();
+    all
+}

@@ -1,0 +1,160 @@
+# Pure Nix, builtins only: read enrollment.toml and render the bridge's POLL_REPOS.
+#
+# cc-ci-agent (agent/src/settings/) applies the same rules and renders the same string. The corpus
+# in tests/enrollment/ keeps the two in step: nix/tests/lib.nix checks this file against it, and
+# agent/tests/nix_parity.rs compares both implementations byte for byte on every file in it.
+let
+  inherit (builtins)
+    all
+    attrNames
+    concatStringsSep
+    elem
+    filter
+    head
+    isAttrs
+    isBool
+    isString
+    length
+    listToAttrs
+    mapAttrs
+    match
+    replaceStrings
+    sort
+    lessThan
+    typeOf
+    ;
+
+  defaultUpstream = "https://git.coopcloud.tech/coop-cloud/{recipe}.git";
+  defaultBranch = "main";
+
+  # Formats a key path as the agent does: bare keys as they are, others quoted.
+  dotted = path: concatStringsSep "." (map (k: if match "[A-Za-z0-9_-]+" k != null then k else "\"${k}\"") path);
+
+  fail = file: path: msg: throw "${file}: ${dotted path}: ${msg}";
+
+  checkKeys = file: path: allowed: attrs:
+    let unknown = filter (k: !(elem k allowed)) (attrNames attrs);
+    in if unknown == [ ] then attrs else fail file (path ++ [ (head unknown) ]) "unknown key";
+
+  # An optional typed value: `default` when absent, an error naming the key when of the wrong type.
+  opt = file: path: attrs: key: pred: typeName: default:
+    if !(attrs ? ${key}) then default
+    else if pred attrs.${key} then attrs.${key}
+    else fail file (path ++ [ key ]) "expected ${typeName}, found ${typeOf attrs.${key}}";
+
+  nameOk = name: match "[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?" name != null;
+
+  branchError = b:
+    if match "[A-Za-z0-9._/+-]+" b == null then
+      "branch \"${b}\" must be non-empty and use only ASCII letters, digits and . _ / + -"
+    else if match "[-/.].*" b != null || match ".*[/.]" b != null || match ".*[.]lock" b != null
+      || match ".*([.][.]|//|/[.]).*" b != null then
+      "branch \"${b}\" is not a valid git branch name"
+    else null;
+
+  urlError = insecure: url:
+    let
+      parts = match "([^:/]*)://(.*)" url;
+      scheme = head parts;
+      rest = builtins.elemAt parts 1;
+      authority = head (match "([^/]*).*" rest);
+      userHost = match "(.*)@(.*)" authority;
+      host = if userHost == null then authority else builtins.elemAt userHost 1;
+    in
+    if match ".*[[:space:][:cntrl:]].*" url != null then "URL \"${url}\" contains white space or control characters"
+    else if parts == null then "URL \"${url}\" has no scheme: use https://, ssh://, git:// or file://"
+    else if scheme == "http" && !insecure then "URL \"${url}\" uses http://: use https://, or set allow_insecure = true"
+    else if !(elem scheme [ "https" "ssh" "git" "file" "http" ]) then "URL \"${url}\" has scheme \"${scheme}\": use https://, ssh://, git:// or file://"
+    else if scheme == "file" then (if match "/.*" rest == null then "URL \"${url}\" must name an absolute path (file:///...)" else null)
+    else if host == "" then "URL \"${url}\" has no host"
+    # The password itself is never echoed.
+    else if userHost != null && match ".*:.*" (head userHost) != null then "URL \"${scheme}://${head (match "([^:]*):.*" (head userHost))}:***@${host}/...\" embeds a password: remove it and give the token in a token file"
+    else null;
+
+  upstreamError = template: recipe: insecure:
+    let url = replaceStrings [ "{recipe}" ] [ recipe ] template;
+    in if match ".*[{}].*" url != null then "\"${template}\" has a placeholder other than {recipe}" else urlError insecure url;
+
+  # <semver>+<app version>, as the semver crate parses it, with build metadata required.
+  num = "(0|[1-9][0-9]*)";
+  pre = "(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)";
+  build = "[0-9a-zA-Z-]+";
+  releaseTagOk = tag: match "${num}[.]${num}[.]${num}(-${pre}([.]${pre})*)?[+]${build}([.]${build})*" tag != null;
+
+  check = file: path: error: value: if error == null then value else fail file path error;
+
+  # Validates the attribute set `builtins.fromTOML` made of an enrollment file and applies every
+  # default. `file` only names the file in error messages.
+  fromAttrs = file: raw:
+    let
+      top = checkKeys file [ ] [ "defaults" "recipe" ] raw;
+      defaults = checkKeys file [ "defaults" ] [ "upstream" "branch" "allow_insecure" ]
+        (opt file [ ] top "defaults" isAttrs "a table" { });
+      dOpt = opt file [ "defaults" ] defaults;
+      defaultInsecure = dOpt "allow_insecure" isBool "a boolean" false;
+      upstreamTemplate = dOpt "upstream" isString "a string" defaultUpstream;
+      defaultBranch' = dOpt "branch" isString "a string" defaultBranch;
+      checkedDefaults =
+        (if defaults ? upstream then
+          (if match ".*[{]recipe[}].*" upstreamTemplate == null then
+            fail file [ "defaults" "upstream" ] "must contain {recipe}, or every recipe would share one upstream"
+          else check file [ "defaults" "upstream" ] (upstreamError upstreamTemplate "example" defaultInsecure) true)
+        else true)
+        && check file [ "defaults" "branch" ] (branchError defaultBranch') true;
+
+      recipeTables = opt file [ ] top "recipe" isAttrs "a table" { };
+
+      recipe = name: r0:
+        let
+          path = [ "recipe" name ];
+          r = checkKeys file path
+            [ "enrolled" "canonical" "upgrade_base" "tests" "reason" "upstream" "branch" "allow_insecure" ]
+            (if !(nameOk name) then fail file path "recipe name \"${name}\" must match [a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?"
+            else if isAttrs r0 then r0 else fail file path "expected a table, found ${typeOf r0}");
+          o = opt file path r;
+          insecure = o "allow_insecure" isBool "a boolean" defaultInsecure;
+          template = o "upstream" isString "a string" upstreamTemplate;
+          branch = o "branch" isString "a string" defaultBranch';
+          tests = o "tests" (t: isString t && elem t [ "required" "exempt" ]) "\"required\" or \"exempt\"" "required";
+          reason = o "reason" isString "a string" null;
+          upgradeBase = o "upgrade_base" isString "a string" null;
+          upstreamKey = if r ? upstream then path ++ [ "upstream" ] else if r ? allow_insecure then path ++ [ "allow_insecure" ] else [ "defaults" "upstream" ];
+        in
+        {
+          inherit name branch tests reason;
+          enrolled = o "enrolled" isBool "a boolean" true;
+          canonical = o "canonical" isBool "a boolean" false;
+          upgrade_base = if upgradeBase == null || releaseTagOk upgradeBase then upgradeBase
+            else fail file (path ++ [ "upgrade_base" ]) "\"${upgradeBase}\" is not a release tag (<semver>+<app version>)";
+          upstream =
+            let inherited = !(r ? upstream) && !(r ? allow_insecure);
+            in if inherited && !checkedDefaults then null
+            else check file upstreamKey (upstreamError template name insecure)
+              (replaceStrings [ "{recipe}" ] [ name ] template);
+          checked =
+            builtins.seq insecure true
+            && check file (path ++ [ "branch" ]) (branchError branch) true
+            && (if tests == "required" && reason != null then fail file (path ++ [ "reason" ]) "reason is only allowed with tests = \"exempt\""
+                else if tests == "exempt" && (reason == null || match "[[:space:]]*" reason != null) then
+                  fail file (path ++ [ "tests" ]) "tests = \"exempt\" needs a non-empty reason = \"...\" saying why"
+                else true);
+        };
+
+      recipes = mapAttrs recipe recipeTables;
+    in
+    # deepSeq: every check runs now, not when some attribute happens to be read.
+    builtins.deepSeq [ checkedDefaults recipes ] {
+      recipes = mapAttrs (_: r: removeAttrs r [ "checked" ]) recipes;
+    };
+
+  fromFile = path: fromAttrs (toString path) (builtins.fromTOML (builtins.readFile path));
+
+  pollRepos = enrollment:
+    concatStringsSep "," (sort lessThan (filter (n: enrollment.recipes.${n}.enrolled) (attrNames enrollment.recipes)));
+in
+{
+  inherit defaultUpstream defaultBranch fromAttrs fromFile pollRepos releaseTagOk;
+
+  # POLL_REPOS of an enrollment file, as the bridge's environment gets it.
+  pollReposOfFile = path: pollRepos (fromFile path);
+}
