@@ -114,10 +114,12 @@ fn report(err: &anyhow::Error) {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CC_CI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    // Under systemd, journald stamps each line itself.
+    // Under systemd, journald keeps info lines and stamps each line itself. At a terminal, stdout
+    // already says what happened, so only warnings go to stderr unless CC_CI_LOG asks for more.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let default = if journald { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("CC_CI_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

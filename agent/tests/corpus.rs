@@ -1,5 +1,7 @@
 //! The bad-input and rendering corpus in `tests/`: every invalid file gets one located error line,
 //! exit code 2 and no write; every valid file renders its expected POLL_REPOS.
+// Test crate: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -10,10 +12,22 @@ fn assert_located_error(file: &std::path::Path, run: &common::Run) {
     let (line, key) = expectation(file);
     assert_eq!(run.code, 2, "{shown}: exit code\nstderr: {}", run.stderr);
     let lines = run.stderr_lines();
-    assert_eq!(lines.len(), 1, "{shown}: want exactly one error line, got {lines:#?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "{shown}: want exactly one error line, got {lines:#?}"
+    );
     let want = format!("error: {shown}:{line}: {key}: ");
-    assert!(lines[0].starts_with(&want), "{shown}:\n want prefix {want}\n got        {}", lines[0]);
-    assert!(run.stdout.is_empty(), "{shown}: nothing on stdout, got {}", run.stdout);
+    assert!(
+        lines[0].starts_with(&want),
+        "{shown}:\n want prefix {want}\n got        {}",
+        lines[0]
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "{shown}: nothing on stdout, got {}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -44,7 +58,12 @@ fn edits_of_an_invalid_file_change_nothing() {
         ] {
             let run = agent(&args);
             assert_eq!(run.code, 2, "{}: {args:?}: {}", file.display(), run.stderr);
-            assert_eq!(snapshot(dir.path()), before, "{}: {args:?} wrote something", file.display());
+            assert_eq!(
+                snapshot(dir.path()),
+                before,
+                "{}: {args:?} wrote something",
+                file.display()
+            );
         }
     }
 }
@@ -76,7 +95,12 @@ fn valid_enrollment_files_render_expected_poll_repos() {
     for file in &files {
         let expected = std::fs::read_to_string(file.with_extension("poll-repos"))
             .unwrap_or_else(|e| panic!("{}: expected output: {e}", file.display()));
-        let run = agent(&["enrollment", "--file", &file.to_string_lossy(), "poll-repos"]);
+        let run = agent(&[
+            "enrollment",
+            "--file",
+            &file.to_string_lossy(),
+            "poll-repos",
+        ]);
         assert_eq!(run.code, 0, "{}: {}", file.display(), run.stderr);
         assert_eq!(run.stdout, expected, "{}", file.display());
         let check = agent(&["enrollment", "--file", &file.to_string_lossy(), "check"]);

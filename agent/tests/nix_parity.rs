@@ -1,6 +1,8 @@
 //! The NixOS module (nix/lib.nix, via builtins.fromTOML) and the agent must render the same
 //! POLL_REPOS byte for byte, and must refuse the same files. Runs Debian's `nix-instantiate`.
 //! Without it the test says so loudly, and fails when CI is set: CI must never skip it silently.
+// Test crate: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -19,8 +21,18 @@ fn nix_poll_repos(file: &Path) -> Option<String> {
         file = serde_json::to_string(&file.to_string_lossy()).unwrap_or_default(),
     );
     let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "--readonly-mode", "-E", &expr])
-        .env("NIX_STATE_DIR", std::env::temp_dir().join("cc-ci-nix-state"))
+        .args([
+            "--eval",
+            "--strict",
+            "--json",
+            "--readonly-mode",
+            "-E",
+            &expr,
+        ])
+        .env(
+            "NIX_STATE_DIR",
+            std::env::temp_dir().join("cc-ci-nix-state"),
+        )
         .output()
         .unwrap_or_else(|e| panic!("nix-instantiate: {e}"));
     if !out.status.success() {
@@ -31,7 +43,10 @@ fn nix_poll_repos(file: &Path) -> Option<String> {
 }
 
 fn nix_available() -> bool {
-    let found = Command::new("nix-instantiate").arg("--version").output().is_ok_and(|o| o.status.success());
+    let found = Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
         let msg = "nix_parity: nix-instantiate not found: the Nix/Rust POLL_REPOS comparison DID NOT RUN \
                    (install Debian's nix-bin; .ci/run does)";
@@ -48,10 +63,21 @@ fn nix_and_agent_render_the_same_poll_repos() {
     }
     let files = corpus("tests/enrollment/valid");
     for file in &files {
-        let run = agent(&["enrollment", "--file", &file.to_string_lossy(), "poll-repos"]);
+        let run = agent(&[
+            "enrollment",
+            "--file",
+            &file.to_string_lossy(),
+            "poll-repos",
+        ]);
         assert_eq!(run.code, 0, "{}: {}", file.display(), run.stderr);
-        let nix = nix_poll_repos(file).unwrap_or_else(|| panic!("{}: Nix refused a valid file", file.display()));
-        assert_eq!(format!("{nix}\n"), run.stdout, "{}: Nix and agent differ", file.display());
+        let nix = nix_poll_repos(file)
+            .unwrap_or_else(|| panic!("{}: Nix refused a valid file", file.display()));
+        assert_eq!(
+            format!("{nix}\n"),
+            run.stdout,
+            "{}: Nix and agent differ",
+            file.display()
+        );
     }
     eprintln!("nix_parity: {} valid files render identically", files.len());
 }
@@ -63,9 +89,19 @@ fn nix_refuses_every_file_the_agent_refuses() {
     }
     let files = corpus("tests/enrollment/invalid");
     for file in &files {
-        let run = agent(&["enrollment", "--file", &file.to_string_lossy(), "poll-repos"]);
+        let run = agent(&[
+            "enrollment",
+            "--file",
+            &file.to_string_lossy(),
+            "poll-repos",
+        ]);
         assert_eq!(run.code, 2, "{}", file.display());
-        assert_eq!(nix_poll_repos(file), None, "{}: Nix accepted a file the agent refuses", file.display());
+        assert_eq!(
+            nix_poll_repos(file),
+            None,
+            "{}: Nix accepted a file the agent refuses",
+            file.display()
+        );
     }
     eprintln!("nix_parity: {} invalid files refused by both", files.len());
 }

@@ -7,9 +7,10 @@ use serde_json::json;
 
 use super::Target;
 use crate::cli::Context;
-use crate::exit::{Busy, Exit};
+use crate::exit::Exit;
 use crate::fsutil::write_atomic;
 use crate::settings::edit::{import_poll_repos, EnrollmentEdit, NewRecipe};
+use crate::settings::InputError;
 
 #[derive(Debug, clap::Args)]
 pub struct AddArgs {
@@ -85,10 +86,10 @@ pub fn import(ctx: &Context, target: &Target, args: ImportArgs) -> Result<Exit> 
         return Ok(Exit::Success);
     }
     if output.exists() && !args.force {
-        return Err(Busy(format!(
-            "{} exists; nothing was written: pass --force to replace it",
-            output.display()
-        ))
+        return Err(InputError::file(
+            &output,
+            "exists; nothing was written: pass --force to replace it",
+        )
         .into());
     }
     write_atomic(&output, text.as_bytes(), 0o644)?;

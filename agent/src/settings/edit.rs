@@ -91,7 +91,15 @@ impl EnrollmentEdit {
             table.insert("tests", value("exempt"));
             table.insert("reason", value(reason.as_str()));
         }
-        table.decor_mut().set_prefix("\n");
+        // Comments at the end of the file belong to what is above them: keep them above.
+        let trailing = self.doc.trailing().as_str().unwrap_or_default().to_string();
+        self.doc.set_trailing("");
+        let blank = if self.original.trim().is_empty() {
+            ""
+        } else {
+            "\n"
+        };
+        table.decor_mut().set_prefix(format!("{trailing}{blank}"));
 
         let recipes = self.doc.entry("recipe").or_insert_with(|| {
             let mut t = Table::new();
@@ -198,6 +206,27 @@ pub fn import_poll_repos(csv: &str, origin: &Path) -> Result<String, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::{classify, Exit};
+
+    #[test]
+    fn a_file_changed_during_the_edit_is_not_overwritten() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("enrollment.toml");
+        std::fs::write(&path, "[recipe.a]\n")?;
+        let mut edit = EnrollmentEdit::open(&path)?;
+        edit.add("b", &NewRecipe::default())?;
+        std::fs::write(&path, "[recipe.a]\n[recipe.someone-else]\n")?;
+        let err = edit
+            .commit()
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("commit succeeded"))?;
+        assert_eq!(classify(&err), Exit::Busy, "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&path)?,
+            "[recipe.a]\n[recipe.someone-else]\n"
+        );
+        Ok(())
+    }
 
     #[test]
     fn import_sorts_trims_and_refuses_duplicates() -> Result<(), Invalid> {

@@ -9,7 +9,10 @@ pub fn check_recipe_name(name: &str) -> Result<(), String> {
     if bytes.is_empty() || bytes.len() > 64 {
         return Err(format!("recipe name {name:?} must be 1 to 64 characters"));
     }
-    if let Some(c) = name.chars().find(|c| !c.is_ascii() || !allowed(&(*c as u8))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !c.is_ascii() || !allowed(&(*c as u8)))
+    {
         return Err(format!(
             "recipe name {name:?} has {c:?} (U+{:04X}): only lowercase ASCII letters, digits \
              and '-' are allowed",
@@ -172,8 +175,13 @@ mod tests {
 
     #[test]
     fn password_is_never_echoed() {
-        let e = check_url("https://bot:hunter2@h/x.git", false).err().unwrap_or_default();
-        assert!(e.contains("embeds a password") && !e.contains("hunter2"), "{e}");
+        let e = check_url("https://bot:hunter2@h/x.git", false)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("embeds a password") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -117,16 +117,26 @@ impl TomlSource {
         let de = toml_edit::de::Deserializer::from(self.doc.clone());
         T::deserialize(de).map_err(|e| {
             let (line, mut key) = match e.span() {
-                Some(span) => (Some(line_of(&self.text, span.start)), self.key_at(span.start)),
+                Some(span) => (
+                    Some(line_of(&self.text, span.start)),
+                    self.key_at(span.start),
+                ),
                 None => (None, Vec::new()),
             };
             // `[recipes.x]` is found as the table recipes.x; the unknown key is `recipes`.
-            let unknown = e.message().strip_prefix("unknown field `").and_then(|m| m.split('`').next());
+            let unknown = e
+                .message()
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next());
             if let Some(i) = unknown.and_then(|field| key.iter().rposition(|k| k == field)) {
                 key.truncate(i + 1);
             }
             // A missing key has no span of its own: name it inside the table that lacks it.
-            if let Some(field) = e.message().strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+            if let Some(field) = e
+                .message()
+                .strip_prefix("missing field `")
+                .and_then(|m| m.split('`').next())
+            {
                 key.push(field.to_string());
             }
             let key = dotted(&key.iter().map(String::as_str).collect::<Vec<_>>());
@@ -158,7 +168,9 @@ impl TomlSource {
         let mut table: &dyn toml_edit::TableLike = self.doc.as_table();
         let mut span = None;
         for part in path {
-            let Some((key, item)) = table.get_key_value(part) else { break };
+            let Some((key, item)) = table.get_key_value(part) else {
+                break;
+            };
             span = key.span().or_else(|| item.span()).or(span);
             match item.as_table_like() {
                 Some(t) => table = t,
@@ -193,7 +205,9 @@ fn walk(table: &Table, prefix: &mut Vec<String>, offset: usize, best: &mut Vec<S
             }
             Item::Value(v) => walk_value(v, key_hit, prefix, offset, best),
             Item::ArrayOfTables(a) => {
-                let hit = key_hit || a.iter().any(|t| t.span().is_some_and(|s| covers(&s, offset)));
+                let hit = key_hit
+                    || a.iter()
+                        .any(|t| t.span().is_some_and(|s| covers(&s, offset)));
                 if hit && prefix.len() > best.len() {
                     *best = prefix.clone();
                 }
@@ -239,17 +253,33 @@ fn covers(span: &Range<usize>, offset: usize) -> bool {
 /// inside the nearest table header above it (`recipe.plausible.canonical`), or that header.
 fn key_near(text: &str, offset: usize) -> String {
     let offset = offset.min(text.len());
-    let start = text.as_bytes()[..offset].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let start = text.as_bytes()[..offset]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
     let header_of = |line: &str| {
         let t = line.trim_start().strip_prefix('[')?;
         let t = t.trim_start_matches('[');
-        Some(t.split(']').next().unwrap_or(t).split('#').next().unwrap_or("").trim().to_string())
+        Some(
+            t.split(']')
+                .next()
+                .unwrap_or(t)
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+        )
     };
     let line = text[start..].lines().next().unwrap_or("");
     if let Some(h) = header_of(line) {
         return h;
     }
-    let table = text[..start].lines().rev().find_map(header_of).unwrap_or_default();
+    let table = text[..start]
+        .lines()
+        .rev()
+        .find_map(header_of)
+        .unwrap_or_default();
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim())

@@ -10,7 +10,10 @@ pub fn bin() -> &'static str {
 
 /// The repository root (the workspace holding `agent/` and `tests/`).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 pub struct Run {
@@ -21,7 +24,10 @@ pub struct Run {
 
 impl Run {
     pub fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| !l.trim().is_empty()).collect()
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
     }
 }
 
@@ -32,7 +38,10 @@ pub fn agent(args: &[&str]) -> Run {
 /// Runs the agent with a clean environment for the variables it reads.
 pub fn agent_in(dir: Option<&Path>, args: &[&str]) -> Run {
     let mut cmd = Command::new(bin());
-    cmd.args(args).env_remove("CC_CI_AGENT_CONFIG").env_remove("NO_COLOR").env("CC_CI_LOG", "warn");
+    cmd.args(args)
+        .env_remove("CC_CI_AGENT_CONFIG")
+        .env_remove("NO_COLOR")
+        .env("CC_CI_LOG", "warn");
     if let Some(d) = dir {
         cmd.current_dir(d);
     }
@@ -65,7 +74,11 @@ pub fn corpus(dir: &str) -> Vec<PathBuf> {
 /// The `# expect: LINE KEY` header of an invalid corpus file.
 pub fn expectation(path: &Path) -> (String, String) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let first = text.trim_start_matches('\u{feff}').lines().next().unwrap_or_default();
+    let first = text
+        .trim_start_matches('\u{feff}')
+        .lines()
+        .next()
+        .unwrap_or_default();
     let rest = first
         .strip_prefix("# expect: ")
         .unwrap_or_else(|| panic!("{} has no '# expect: LINE KEY' first line", path.display()));
