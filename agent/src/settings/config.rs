@@ -12,6 +12,17 @@ use super::Invalid;
 pub const DEFAULT_CONFIG: &str = "/etc/cc-ci/agent.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cc-ci";
 pub const DEFAULT_BRIDGE_UNIT: &str = "cc-ci-bridge.service";
+/// Names of the systemd credentials (`LoadCredential=`) the NixOS module passes secrets by.
+pub const FORGE_TOKEN_CREDENTIAL: &str = "forge-token";
+pub const BRIDGE_TOKEN_CREDENTIAL: &str = "bridge-token";
+
+/// Where a secret is read from: the configured file, else the systemd credential of that name.
+/// Never the secret itself, so it can be named in messages.
+pub fn secret_path(configured: Option<&Path>, credential: &str) -> Option<PathBuf> {
+    configured.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| PathBuf::from(dir).join(credential))
+    })
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,10 +125,11 @@ impl ByteSize {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Forge {
     /// Gitea or Forgejo, REST API v1.
+    /// With `token_file` unset, the systemd credential [`FORGE_TOKEN_CREDENTIAL`] is read.
     Gitea {
         url: String,
         org: String,
-        token_file: PathBuf,
+        token_file: Option<PathBuf>,
     },
     /// A directory of bare repositories `<path>/<recipe>.git`.
     Local { path: PathBuf },
@@ -175,9 +187,7 @@ impl Config {
             };
             match f.kind {
                 ForgeKind::Gitea => {
-                    let ok = missing("url", f.url.is_some())
-                        & missing("org", f.org.is_some())
-                        & missing("token_file", f.token_file.is_some());
+                    let ok = missing("url", f.url.is_some()) & missing("org", f.org.is_some());
                     if f.path.is_some() {
                         errors.push(
                             source.error_at(&["forge", "path"], "not used with kind = \"gitea\""),
@@ -197,7 +207,7 @@ impl Config {
                     ok.then(|| Forge::Gitea {
                         url: f.url.unwrap_or_default().trim_end_matches('/').to_string(),
                         org: f.org.unwrap_or_default(),
-                        token_file: resolve(&f.token_file.unwrap_or_default()),
+                        token_file: f.token_file.as_deref().map(&resolve),
                     })
                 }
                 ForgeKind::Local => {
@@ -338,7 +348,9 @@ mod tests {
         else {
             panic!("accepted")
         };
-        assert_eq!(errors.len(), 2, "{errors:?}");
+        // token_file may be absent (the systemd credential is used); org may not.
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "forge.org");
         Ok(())
     }
 }

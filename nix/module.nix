@@ -1,0 +1,289 @@
+# services.cc-ci: the agent of a Co-op Cloud recipe CI host, and the bridge's enrollment.
+#
+# One declarative enrollment file (enrollmentFile) renders the bridge's POLL_REPOS here, through
+# nix/lib.nix, and is read by the agent through agent.toml: both apply the same rules.
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.services.cc-ci;
+  ccLib = import ./lib.nix;
+  settingsFormat = pkgs.formats.toml { };
+
+  stateDir = "/var/lib/cc-ci";
+  configPath = "/etc/cc-ci/agent.toml";
+  exe = lib.getExe cfg.package;
+
+  # Secrets reach units as systemd credentials under these names; the agent looks for them in
+  # $CREDENTIALS_DIRECTORY when agent.toml names no token file.
+  credentials = lib.filter (c: c.file != null) [
+    { name = "forge-token"; file = cfg.forge.tokenFile; }
+    { name = "bridge-token"; file = cfg.bridge.tokenFile; }
+  ];
+
+  # Hardening shared by every agent unit that does not need root.
+  hardening = {
+    User = "cc-ci";
+    Group = "cc-ci";
+    StateDirectory = "cc-ci";
+    StateDirectoryMode = "0750";
+    UMask = "0027";
+    ProtectSystem = "strict";
+    ProtectHome = true;
+    PrivateTmp = true;
+    PrivateDevices = true;
+    NoNewPrivileges = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    ProtectProc = "invisible";
+    ProcSubset = "pid";
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    RemoveIPC = true;
+    CapabilityBoundingSet = "";
+    AmbientCapabilities = "";
+    SystemCallArchitectures = "native";
+    SystemCallFilter = [ "@system-service" "~@privileged" "~@resources" ];
+    RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+    LoadCredential = map (c: "${c.name}:${c.file}") credentials;
+  };
+
+  timerOptions = job: defaultCalendar: {
+    enable = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = "Whether to run the ${job} job on a timer.";
+    };
+    onCalendar = lib.mkOption {
+      type = lib.types.str;
+      default = defaultCalendar;
+      example = "*-*-* 04:00:00";
+      description = "When the ${job} job runs, as a systemd `OnCalendar` expression.";
+    };
+    persistent = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = "Whether a run missed while the host was off happens at the next boot (`Persistent`).";
+    };
+    randomizedDelaySec = lib.mkOption {
+      type = lib.types.str;
+      default = "10m";
+      description = "Random delay before each run (`RandomizedDelaySec`), so jobs do not start in lockstep.";
+    };
+  };
+
+  # The jobs the agent runs on timers. `available` is false for a job whose command this agent
+  # version does not have yet: its options exist, no unit is made for it.
+  jobs = {
+    mirrors = { timer = cfg.mirrors.timer; argv = [ "mirrors" "sync" ]; available = false; };
+    sweep = { timer = cfg.sweep.timer; argv = [ "sweep" ]; available = false; };
+    health = { timer = cfg.health.timer; argv = [ "health" ]; available = false; };
+    gc = { timer = cfg.disk.gc.timer; argv = [ "gc" ]; available = false; };
+  };
+  activeJobs = lib.filterAttrs (_: j: j.available && j.timer.enable) jobs;
+
+  isStorePath = p: lib.hasPrefix "${builtins.storeDir}/" (toString p);
+in
+{
+  options.services.cc-ci = {
+    enable = lib.mkEnableOption "the cc-ci recipe CI host agent";
+
+    package = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { }";
+      description = "The cc-ci-agent package.";
+    };
+
+    enrollmentFile = lib.mkOption {
+      type = lib.types.path;
+      example = lib.literalExpression "./enrollment.toml";
+      description = ''
+        The enrollment file: which recipes this host tracks (see docs/enrollment.md). It is checked
+        at evaluation time; its enrolled recipes become the bridge's `POLL_REPOS`.
+      '';
+    };
+
+    pollRepos = lib.mkOption {
+      type = lib.types.str;
+      readOnly = true;
+      default = ccLib.pollReposOfFile cfg.enrollmentFile;
+      defaultText = lib.literalMD "the enrolled recipes of `enrollmentFile`, sorted, comma-joined";
+      description = "The `POLL_REPOS` value rendered from `enrollmentFile` (read-only).";
+    };
+
+    testsDir = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "/var/lib/cc-ci-tests";
+      description = ''
+        Directory holding one test suite per recipe (`<dir>/<recipe>/`). When set, an enrolled
+        recipe without a suite and without an exemption fails `cc-ci-enrollment-check.service`.
+      '';
+    };
+
+    bridge = {
+      unit = lib.mkOption {
+        type = lib.types.strMatching "[A-Za-z0-9:_.@-]+";
+        default = "cc-ci-bridge";
+        description = "Name of the bridge's systemd service (without `.service`); it gets `POLL_REPOS`.";
+      };
+      tokenFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/run/secrets/cc-ci-bridge-token";
+        description = ''
+          File holding the bridge's bearer token. A path as a string, so the secret never enters
+          the Nix store; units get it as the systemd credential `bridge-token`.
+        '';
+      };
+    };
+
+    forge.tokenFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "/run/secrets/cc-ci-forge-token";
+      description = ''
+        File holding the mirror forge's API token. A path as a string, so the secret never
+        enters the Nix store; units get it as the systemd credential `forge-token`.
+      '';
+    };
+
+    mirrors.timer = timerOptions "mirror sync" "hourly";
+    sweep.timer = timerOptions "canonical sweep" "weekly";
+    health.timer = timerOptions "health report" "*:0/15";
+
+    disk = {
+      budget = lib.mkOption {
+        type = lib.types.nullOr (lib.types.either lib.types.ints.unsigned (lib.types.strMatching "[0-9]+[KMGT]?"));
+        default = null;
+        example = "200G";
+        description = "Most bytes warm volumes may take in all: a number, or digits with K, M, G or T (powers of 1024).";
+      };
+      gc.timer = timerOptions "warm-volume garbage collection" "daily";
+    };
+
+    settings = lib.mkOption {
+      type = lib.types.submodule {
+        freeformType = settingsFormat.type;
+        options = {
+          enrollment_file = lib.mkOption {
+            type = lib.types.str;
+            # Interpolation, not toString: the file is copied to the store and kept in the closure.
+            default = "${cfg.enrollmentFile}";
+            defaultText = lib.literalExpression "\"\${config.services.cc-ci.enrollmentFile}\"";
+            description = "The enrollment file the agent reads.";
+          };
+          state_dir = lib.mkOption {
+            type = lib.types.str;
+            default = stateDir;
+            readOnly = true;
+            description = "Where the agent keeps its state database and lock (the units' `StateDirectory`).";
+          };
+        };
+      };
+      default = { };
+      description = ''
+        The agent's configuration, rendered to `${configPath}` (see docs/configuration.md). Keys the
+        agent does not know are errors when it starts, so a typo here fails loudly.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions =
+      [
+        {
+          # This module itself defines the unit's environment, so ask whether anything runs there.
+          assertion =
+            let bridge = config.systemd.services.${cfg.bridge.unit} or { };
+            in (bridge.serviceConfig or { }) ? ExecStart || (bridge.script or "") != "";
+          message = "services.cc-ci.bridge.unit: no systemd service named \"${cfg.bridge.unit}\" runs anything on this host (no ExecStart or script), so POLL_REPOS would reach nothing.";
+        }
+      ]
+      ++ lib.concatMap
+        (opt: [
+          {
+            assertion = opt.value == null || !isStorePath opt.value;
+            message = "services.cc-ci.${opt.name}: \"${toString opt.value}\" is in the Nix store, which every user can read: keep the secret outside it and give its path as a string.";
+          }
+          {
+            assertion = opt.value == null || lib.hasPrefix "/" opt.value;
+            message = "services.cc-ci.${opt.name}: \"${toString opt.value}\" must be an absolute path.";
+          }
+        ])
+        [
+          { name = "forge.tokenFile"; value = cfg.forge.tokenFile; }
+          { name = "bridge.tokenFile"; value = cfg.bridge.tokenFile; }
+        ]
+      ++ [
+        {
+          assertion = !(cfg.settings ? forge && cfg.settings.forge ? token_file) && !(cfg.settings ? bridge && cfg.settings.bridge ? token_file);
+          message = "services.cc-ci.settings: set secrets with services.cc-ci.forge.tokenFile and services.cc-ci.bridge.tokenFile, which pass them as systemd credentials, not as token_file settings.";
+        }
+      ];
+
+    services.cc-ci.settings = {
+      bridge.unit = cfg.bridge.unit;
+    }
+    // lib.optionalAttrs (cfg.testsDir != null) { tests_dir = cfg.testsDir; }
+    // lib.optionalAttrs (cfg.disk.budget != null) { disk.budget = cfg.disk.budget; };
+
+    environment.etc."cc-ci/agent.toml".source = settingsFormat.generate "cc-ci-agent.toml" cfg.settings;
+    environment.systemPackages = [ cfg.package ];
+
+    systemd.services =
+      {
+        ${cfg.bridge.unit}.environment.POLL_REPOS = cfg.pollRepos;
+
+        # Runs at boot and on every activation that changes the enrollment or the agent: a
+        # failed check is a failed unit, which a verified deploy treats as a regression.
+        cc-ci-enrollment-check = {
+          description = "cc-ci: check the enrollment and that every enrolled recipe is testable";
+          wantedBy = [ "multi-user.target" ];
+          restartTriggers = [ config.environment.etc."cc-ci/agent.toml".source cfg.enrollmentFile ];
+          environment.CC_CI_AGENT_CONFIG = configPath;
+          serviceConfig = hardening // {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            ExecStart = "${exe} enrollment check";
+            PrivateNetwork = true;
+          };
+        };
+      }
+      // lib.mapAttrs'
+        (name: job: lib.nameValuePair "cc-ci-${name}" {
+          description = "cc-ci: ${name}";
+          environment.CC_CI_AGENT_CONFIG = configPath;
+          serviceConfig = hardening // {
+            Type = "oneshot";
+            ExecStart = lib.escapeShellArgs ([ exe ] ++ job.argv);
+          };
+        })
+        activeJobs;
+
+    systemd.timers = lib.mapAttrs'
+      (name: job: lib.nameValuePair "cc-ci-${name}" {
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnCalendar = job.timer.onCalendar;
+          Persistent = job.timer.persistent;
+          RandomizedDelaySec = job.timer.randomizedDelaySec;
+        };
+      })
+      activeJobs;
+
+    users.users.cc-ci = {
+      isSystemUser = true;
+      group = "cc-ci";
+      home = stateDir;
+      description = "cc-ci agent";
+    };
+    users.groups.cc-ci = { };
+  };
+}

@@ -1,0 +1,40 @@
+# The cc-ci-agent package, built from this repository's Cargo workspace.
+{ lib, rustPlatform, util-linux }:
+let
+  manifest = (builtins.fromTOML (builtins.readFile ../agent/Cargo.toml)).package;
+in
+rustPlatform.buildRustPackage {
+  pname = manifest.name;
+  inherit (manifest) version;
+
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../clippy.toml
+      ../agent
+      # The integration tests read the corpus and nix/lib.nix.
+      ../tests
+      ./lib.nix
+    ];
+  };
+
+  cargoLock.lockFile = ../Cargo.lock;
+
+  # flock(1) and script(1) for the lock and terminal-colour tests.
+  nativeCheckInputs = [ util-linux ];
+  # These compare nix/lib.nix with the agent through nix-instantiate, which the build sandbox
+  # lacks; .ci/run runs them, and the flake check `lib` covers nix/lib.nix itself.
+  checkFlags = [
+    "--skip=nix_and_agent_render_the_same_poll_repos"
+    "--skip=nix_refuses_every_file_the_agent_refuses"
+  ];
+
+  meta = {
+    description = manifest.description;
+    license = lib.licenses.agpl3Plus;
+    mainProgram = "cc-ci-agent";
+    platforms = lib.platforms.linux;
+  };
+}

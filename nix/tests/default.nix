@@ -1,0 +1,33 @@
+# The flake's checks: `nix flake check` runs them all (the VM test needs KVM).
+{ pkgs, self }:
+let
+  host = self.nixosConfigurations.cc-ci.config;
+in
+{
+  package = self.packages.${pkgs.system}.cc-ci-agent;
+
+  # nix/lib.nix against the corpus; the assertion runs at evaluation time.
+  lib = pkgs.runCommand "cc-ci-lib-corpus" { checked = import ./lib.nix; } ''
+    echo "nix/lib.nix agrees with $checked corpus files" > $out
+  '';
+
+  # The agent accepts the agent.toml the module renders (unknown keys would fail it), and renders
+  # the same POLL_REPOS as the module gave the bridge. Cheap: no VM.
+  agent-config = pkgs.runCommand "cc-ci-agent-config"
+    {
+      nativeBuildInputs = [ host.services.cc-ci.package ];
+      config = host.environment.etc."cc-ci/agent.toml".source;
+      expected = host.systemd.services.cc-ci-bridge.environment.POLL_REPOS;
+    }
+    ''
+      got=$(cc-ci-agent --config "$config" enrollment poll-repos)
+      if [ "$got" != "$expected" ]; then
+        echo "agent renders '$got', the module gave the bridge '$expected'" >&2
+        exit 1
+      fi
+      cc-ci-agent --config "$config" enrollment check
+      echo ok > $out
+    '';
+
+  poll-repos = import ./poll-repos.nix { inherit pkgs self; };
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Evaluates nix/module.nix with lib.evalModules on a machine without nixpkgs, given a nixpkgs lib:
+#   NIXPKGS_LIB=/path/to/nixpkgs.lib nix/tests/eval-module.sh [path/to/cc-ci-agent]
+# (NIXPKGS_LIB is a checkout of nixpkgs or of nix-community/nixpkgs.lib: a directory with lib/.)
+# Each case in nix/tests/eval/module.nix checks itself; this script adds what needs the agent:
+# the agent must accept the agent.toml the module renders and agree with it on POLL_REPOS.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ -z "${NIXPKGS_LIB:-}" ]; then
+  echo "module evaluation: SKIPPED: NIXPKGS_LIB is not set, so lib.evalModules cannot run here" \
+       "(set it to a checkout of nixpkgs.lib; the flake checks evaluate the module with nixpkgs itself)"
+  exit 0
+fi
+[ -f "$NIXPKGS_LIB/lib/default.nix" ] || { echo "NIXPKGS_LIB=$NIXPKGS_LIB has no lib/default.nix" >&2; exit 2; }
+
+agent=$(realpath "${1:-target/debug/cc-ci-agent}")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+evaluate() { nix-instantiate --eval --strict --json nix/tests/eval/module.nix --arg nixpkgsLib "$NIXPKGS_LIB" --argstr case "$1"; }
+raw() { nix --extra-experimental-features nix-command eval --raw -f nix/tests/eval/module.nix \
+          --arg nixpkgsLib "$NIXPKGS_LIB" --argstr case "$1" "$2"; }
+fail() { echo "module evaluation: FAILED: $*" >&2; exit 1; }
+
+for case in example secrets token-in-store token-relative token-in-settings bridge-missing; do
+  out=$(evaluate "$case") || fail "case $case"
+  case $case in token-*|bridge-*) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
+done
+
+# The module and the agent agree on POLL_REPOS, and the agent accepts the rendered agent.toml.
+raw example agentToml > "$work/agent.toml"
+module_poll=$(raw example pollRepos)
+agent_poll=$("$agent" enrollment --file nix/hosts/cc-ci/enrollment.toml poll-repos)
+[ "$module_poll" = "$agent_poll" ] || fail "module renders '$module_poll', agent '$agent_poll'"
+via_config=$("$agent" --config "$work/agent.toml" enrollment poll-repos) || fail "the agent refuses the rendered agent.toml"
+[ "$via_config" = "$module_poll" ] || fail "through agent.toml the agent renders '$via_config'"
+echo "module evaluation: example: POLL_REPOS agrees (module, agent, agent via rendered agent.toml): ${module_poll:0:40}..."
+
+raw rendered agentToml > "$work/rendered.toml"
+grep -qx 'tests_dir = "/var/lib/cc-ci-tests"' "$work/rendered.toml" || fail "testsDir not rendered"
+grep -qx 'budget = 1073741824' "$work/rendered.toml" || fail "disk.budget not rendered"
+"$agent" --config "$work/rendered.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the rendered options"
+echo "module evaluation: rendered: testsDir and disk.budget reach agent.toml and the agent accepts them"
+
+# A key the agent does not know fails loudly at the agent, naming the key.
+raw unknown-setting agentToml > "$work/unknown.toml"
+set +e; err=$("$agent" --config "$work/unknown.toml" enrollment poll-repos 2>&1); code=$?; set -e
+[ "$code" = 2 ] && [[ "$err" == *": colour: unknown field"* ]] || fail "unknown setting: exit $code: $err"
+echo "module evaluation: unknown-setting: the agent refuses it: $err"
+
+# An invalid enrollment stops evaluation, naming the file and the key.
+set +e; err=$(evaluate invalid-enrollment 2>&1); code=$?; set -e
+[ "$code" != 0 ] && [[ "$err" == *"name-uppercase.toml: recipe.A: "* ]] || fail "invalid enrollment evaluated: $err"
+echo "module evaluation: invalid-enrollment: refused: $(echo "$err" | head -1)"
+echo "module evaluation: all cases passed"

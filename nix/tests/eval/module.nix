@@ -1,0 +1,85 @@
+# Evaluates nix/module.nix with lib.evalModules (see stand-in.nix), for one of several cases:
+#   nix-instantiate --eval --strict --json nix/tests/eval/module.nix \
+#     --arg nixpkgsLib /path/to/nixpkgs.lib --argstr case example
+# Each case checks itself and evaluates to what the driver (eval-module.sh) checks further.
+{ nixpkgsLib, case }:
+let
+  lib = import (nixpkgsLib + "/lib");
+  standIn = import ./stand-in.nix { inherit lib; };
+
+  eval = modules: (lib.evalModules {
+    specialArgs = { inherit (standIn) pkgs; };
+    modules = [ standIn.nixos ../../module.nix ] ++ modules;
+  }).config;
+
+  host = extra: eval [ ../../hosts/cc-ci/configuration.nix extra ];
+  failed = config: map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+
+  # The message of the one failed assertion, which must name `option`.
+  refusedFor = option: config:
+    let msgs = failed config;
+    in if builtins.length msgs == 1 && lib.hasPrefix "${option}:" (builtins.head msgs)
+    then builtins.head msgs
+    else throw "expected one failed assertion naming ${option}, got: ${builtins.toJSON msgs}";
+
+  summary = config: {
+    failedAssertions = failed config;
+    pollRepos = config.services.cc-ci.pollRepos;
+    bridgePollRepos = config.systemd.services.cc-ci-bridge.environment.POLL_REPOS;
+    agentToml = config.environment.etc."cc-ci/agent.toml".source.text;
+    checkUnit = config.systemd.services.cc-ci-enrollment-check.serviceConfig;
+    units = builtins.attrNames config.systemd.services;
+    timers = builtins.attrNames (config.systemd.timers or { });
+  };
+
+  expect = cond: msg: value: if cond then value else throw "${case}: ${msg}";
+
+  hardened = s: expect
+    (s.checkUnit.ProtectSystem == "strict" && s.checkUnit.NoNewPrivileges && s.checkUnit.PrivateTmp
+      && s.checkUnit.User == "cc-ci" && s.checkUnit.StateDirectory == "cc-ci"
+      && s.checkUnit.CapabilityBoundingSet == "")
+    "the enrollment check unit is not hardened: ${builtins.toJSON s.checkUnit}"
+    s;
+
+  cases = {
+    # The example host as the flake builds it.
+    example = let s = summary (host { }); in
+      expect (s.failedAssertions == [ ]) "assertions failed: ${builtins.toJSON s.failedAssertions}"
+        (expect (s.pollRepos == s.bridgePollRepos) "the bridge did not get the rendered POLL_REPOS"
+          (expect (builtins.elem "cc-ci-enrollment-check" s.units) "no enrollment check unit"
+            (hardened s)));
+
+    # Secrets become systemd credentials; no secret path lands in agent.toml.
+    secrets = let c = host {
+      services.cc-ci.forge.tokenFile = "/run/secrets/forge-token";
+      services.cc-ci.bridge.tokenFile = "/run/secrets/bridge-token";
+    }; s = summary c; in
+      expect (s.checkUnit.LoadCredential == [ "forge-token:/run/secrets/forge-token" "bridge-token:/run/secrets/bridge-token" ])
+        "LoadCredential: ${builtins.toJSON s.checkUnit.LoadCredential}"
+        (expect (!lib.hasInfix "/run/secrets" s.agentToml) "a secret's path is in agent.toml" (hardened s));
+
+    token-in-store = refusedFor "services.cc-ci.forge.tokenFile"
+      (host { services.cc-ci.forge.tokenFile = "${builtins.storeDir}/0000-forge-token"; });
+    token-relative = refusedFor "services.cc-ci.bridge.tokenFile"
+      (host { services.cc-ci.bridge.tokenFile = "secrets/bridge-token"; });
+    token-in-settings = refusedFor "services.cc-ci.settings"
+      (host { services.cc-ci.settings.forge.token_file = "/run/secrets/t"; });
+    bridge-missing = refusedFor "services.cc-ci.bridge.unit"
+      (host { services.cc-ci.bridge.unit = lib.mkForce "no-such-bridge"; });
+
+    # A key the agent does not know reaches agent.toml, where the agent refuses it.
+    unknown-setting = summary (host { services.cc-ci.settings.colour = "blue"; });
+
+    # Options that render into agent.toml.
+    rendered = summary (host {
+      services.cc-ci.testsDir = "/var/lib/cc-ci-tests";
+      services.cc-ci.disk.budget = lib.mkForce 1073741824;
+    });
+
+    # An invalid enrollment stops evaluation with the file and key named.
+    invalid-enrollment = summary (host {
+      services.cc-ci.enrollmentFile = lib.mkForce ../../../tests/enrollment/invalid/name-uppercase.toml;
+    });
+  };
+in
+cases.${case}

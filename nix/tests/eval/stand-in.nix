@@ -1,0 +1,75 @@
+# A stand-in for the parts of NixOS and nixpkgs that nix/module.nix touches, so that the real
+# module can be evaluated with nothing but a nixpkgs `lib` (machines without a Nix store or
+# nixpkgs). Option declarations are freeform; `formats.toml` renders real TOML text, so the agent
+# can parse exactly what the module would write. The flake's checks cover the real thing.
+{ lib }:
+let
+  inherit (lib) types;
+
+  fakeDrv = name: {
+    type = "derivation";
+    inherit name;
+    outPath = "/nix/store/00000000000000000000000000000000-${name}";
+    meta.mainProgram = name;
+  };
+
+  # TOML 1.0 writer for the values formats.toml accepts: scalars, lists, tables, lists of tables.
+  toTOML = value:
+    let
+      str = builtins.toJSON; # JSON string escapes are valid TOML basic-string escapes
+      key = k: if builtins.match "[A-Za-z0-9_-]+" k != null then k else str k;
+      isTableList = v: builtins.isList v && v != [ ] && builtins.all builtins.isAttrs v;
+      scalar = v:
+        if builtins.isBool v then (if v then "true" else "false")
+        else if builtins.isInt v || builtins.isFloat v then toString v
+        else if builtins.isList v then "[ ${lib.concatMapStringsSep ", " scalar v} ]"
+        else if builtins.isAttrs v then "{ ${lib.concatStringsSep ", " (lib.mapAttrsToList (k: x: "${key k} = ${scalar x}") v)} }"
+        else str (toString v);
+      table = path: attrs:
+        let
+          plain = lib.filterAttrs (_: v: !(builtins.isAttrs v) && !(isTableList v) && v != null) attrs;
+          tables = lib.filterAttrs (_: builtins.isAttrs) attrs;
+          tableLists = lib.filterAttrs (_: isTableList) attrs;
+          header = lib.optionalString (path != [ ]) "[${lib.concatMapStringsSep "." key path}]\n";
+        in
+        header
+        + lib.concatStrings (lib.mapAttrsToList (k: v: "${key k} = ${scalar v}\n") plain)
+        + lib.concatStrings (lib.mapAttrsToList (k: v: "\n" + table (path ++ [ k ]) v) tables)
+        + lib.concatStrings (lib.mapAttrsToList
+          (k: vs: lib.concatMapStrings (v: "\n[[${lib.concatMapStringsSep "." key (path ++ [ k ])}]]\n" + table [ ] v) vs)
+          tableLists);
+    in
+    table [ ] value;
+
+  tomlValue = types.nullOr (types.oneOf [
+    types.bool
+    types.int
+    types.float
+    types.str
+    types.path
+    (types.attrsOf tomlValue)
+    (types.listOf tomlValue)
+  ]);
+in
+{
+  inherit toTOML;
+
+  pkgs = {
+    formats.toml = { }: {
+      type = types.attrsOf tomlValue;
+      generate = name: value: { inherit name; text = toTOML value; };
+    };
+    callPackage = _: _: fakeDrv "cc-ci-agent";
+    writeShellScript = name: _: "/nix/store/00000000000000000000000000000000-${name}";
+    sqlite = fakeDrv "sqlite";
+  };
+
+  # Freeform: every NixOS option the module or the example host sets is accepted and merged.
+  nixos = {
+    freeformType = types.lazyAttrsOf types.anything;
+    options.assertions = lib.mkOption {
+      type = types.listOf types.unspecified;
+      default = [ ];
+    };
+  };
+}
