@@ -80,6 +80,12 @@ struct RawDisk {
 }
 
 /// A size in bytes, written as an integer or as a string with a K, M, G or T suffix (powers of 1024).
+///
+/// ```
+/// use cc_ci_agent::settings::config::ByteSize;
+/// assert_eq!(ByteSize::parse("200G"), Ok(ByteSize(200 * 1024 * 1024 * 1024)));
+/// assert!(ByteSize::parse("1.5G").is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ByteSize(pub u64);
 

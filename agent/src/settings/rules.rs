@@ -3,6 +3,14 @@
 
 /// `^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$`: a DNS label, so a name is safe as a path component,
 /// a repository name on any forge, and an element of the comma-separated `POLL_REPOS`.
+///
+/// ```
+/// use cc_ci_agent::settings::rules::check_recipe_name;
+/// assert!(check_recipe_name("custom-html").is_ok());
+/// // A Cyrillic look-alike is named by its code point.
+/// let err = check_recipe_name("\u{441}ustom-html").unwrap_err();
+/// assert!(err.contains("U+0441"));
+/// ```
 pub fn check_recipe_name(name: &str) -> Result<(), String> {
     let bytes = name.as_bytes();
     let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
@@ -100,6 +108,13 @@ pub fn check_url(url: &str, allow_insecure: bool) -> Result<(), String> {
 }
 
 /// A recipe release tag, `<semver>+<app version>`: a valid semantic version with build metadata.
+///
+/// ```
+/// use cc_ci_agent::settings::rules::check_release_tag;
+/// assert_eq!(check_release_tag("5.0.3+27.0.1-fpm").map(|v| v.major), Ok(5));
+/// assert!(check_release_tag("v2.4.8").is_err());
+/// assert!(check_release_tag("1.14.1-rootless_1").is_err());
+/// ```
 pub fn check_release_tag(tag: &str) -> Result<semver::Version, String> {
     match semver::Version::parse(tag) {
         Ok(v) if !v.build.is_empty() => Ok(v),
