@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{agent, corpus, expectation, snapshot};
+use common::{agent, corpus, expectation, poll_repos, snapshot};
 
 fn assert_located_error(file: &std::path::Path, run: &common::Run) {
     let shown = file.display().to_string();
@@ -95,12 +95,7 @@ fn valid_enrollment_files_render_expected_poll_repos() {
     for file in &files {
         let expected = std::fs::read_to_string(file.with_extension("poll-repos"))
             .unwrap_or_else(|e| panic!("{}: expected output: {e}", file.display()));
-        let run = agent(&[
-            "enrollment",
-            "--file",
-            &file.to_string_lossy(),
-            "poll-repos",
-        ]);
+        let run = poll_repos(file);
         assert_eq!(run.code, 0, "{}: {}", file.display(), run.stderr);
         assert_eq!(run.stdout, expected, "{}", file.display());
         let check = agent(&["enrollment", "--file", &file.to_string_lossy(), "check"]);

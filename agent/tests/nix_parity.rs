@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{agent, corpus, repo};
+use common::{corpus, poll_repos, repo};
 
 /// `Some(POLL_REPOS)` when Nix accepts the file, `None` when evaluation fails.
 fn nix_poll_repos(file: &Path) -> Option<String> {
@@ -63,12 +63,7 @@ fn nix_and_agent_render_the_same_poll_repos() {
     }
     let files = corpus("tests/enrollment/valid");
     for file in &files {
-        let run = agent(&[
-            "enrollment",
-            "--file",
-            &file.to_string_lossy(),
-            "poll-repos",
-        ]);
+        let run = poll_repos(file);
         assert_eq!(run.code, 0, "{}: {}", file.display(), run.stderr);
         let nix = nix_poll_repos(file)
             .unwrap_or_else(|| panic!("{}: Nix refused a valid file", file.display()));
@@ -89,12 +84,7 @@ fn nix_refuses_every_file_the_agent_refuses() {
     }
     let files = corpus("tests/enrollment/invalid");
     for file in &files {
-        let run = agent(&[
-            "enrollment",
-            "--file",
-            &file.to_string_lossy(),
-            "poll-repos",
-        ]);
+        let run = poll_repos(file);
         assert_eq!(run.code, 2, "{}", file.display());
         assert_eq!(
             nix_poll_repos(file),

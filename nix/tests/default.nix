@@ -4,7 +4,7 @@ let
   host = self.nixosConfigurations.cc-ci.config;
 in
 {
-  package = self.packages.${pkgs.system}.cc-ci-agent;
+  package = self.packages.${pkgs.stdenv.hostPlatform.system}.cc-ci-agent;
 
   # nix/lib.nix against the corpus; the assertion runs at evaluation time.
   lib = pkgs.runCommand "cc-ci-lib-corpus" { checked = import ./lib.nix; } ''

@@ -43,7 +43,7 @@ impl JobLock {
                     Some(h) => format!("{} (pid {}) since {}", h.job, h.pid, h.since),
                     None => "another process".to_string(),
                 };
-                return Err(Busy(format!("{who} holds {}", path.display())).into());
+                return Err(Busy(format!("{who} holds the agent lock {}", path.display())).into());
             }
             Err(TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("cannot lock {}", path.display()))
@@ -58,6 +58,7 @@ impl JobLock {
         file.seek(SeekFrom::Start(0))?;
         file.write_all(serde_json::to_string(&holder)?.as_bytes())?;
         file.sync_data()?;
+        super::adopt_owner(state_dir, &[LOCK_FILE]);
         Ok(Self { file, path })
     }
 

@@ -41,6 +41,7 @@ impl Ledger {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn, &path)?;
+        adopt_owner(state_dir, &[DB_FILE, "state.db-wal", "state.db-shm"]);
         Ok(Self { conn, path })
     }
 
@@ -100,6 +101,26 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Gives files in `state_dir` the directory's owner. The units run as the `cc-ci` user, but an
+/// operator may run the agent as root: a root-owned database would lock the units out. Only root
+/// can change an owner, so for anyone else this quietly does nothing.
+pub(crate) fn adopt_owner(state_dir: &Path, names: &[&str]) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::metadata(state_dir) else {
+        return;
+    };
+    for name in names {
+        let path = state_dir.join(name);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.uid() != dir.uid() || meta.gid() != dir.gid() {
+                if let Err(e) = std::os::unix::fs::chown(&path, Some(dir.uid()), Some(dir.gid())) {
+                    tracing::debug!(path = %path.display(), "cannot adopt the state directory's owner: {e}");
+                }
+            }
+        }
+    }
+}
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -124,6 +145,32 @@ mod tests {
             .conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))?;
         assert_eq!(mode, "wal");
+        Ok(())
+    }
+
+    /// Run as root (as CI and the deploy unit are), files created in a state directory owned by
+    /// someone else are handed to that owner.
+    #[test]
+    fn state_files_take_the_directory_owner() -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir()?;
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state)?;
+        let me = std::fs::metadata(&state)?.uid();
+        if me != 0 {
+            eprintln!("SKIPPED part: not root, so ownership cannot be handed to another user here");
+            drop(Ledger::open(&state)?);
+            return Ok(());
+        }
+        std::os::unix::fs::chown(&state, Some(65534), Some(65534))?;
+        let owner = |name: &str| std::fs::metadata(state.join(name)).map(|m| (m.uid(), m.gid()));
+        let ledger = Ledger::open(&state)?;
+        // While open, WAL mode keeps -wal and -shm beside the database; SQLite removes them on close.
+        for name in [DB_FILE, "state.db-wal", "state.db-shm"] {
+            assert_eq!(owner(name)?, (65534, 65534), "{name}");
+        }
+        drop(ledger);
+        assert_eq!(owner(DB_FILE)?, (65534, 65534));
         Ok(())
     }
 

@@ -59,6 +59,16 @@ pub fn finish(out: std::io::Result<Output>) -> Run {
     }
 }
 
+/// `cc-ci-agent enrollment --file FILE poll-repos`.
+pub fn poll_repos(file: &Path) -> Run {
+    agent(&[
+        "enrollment",
+        "--file",
+        &file.to_string_lossy(),
+        "poll-repos",
+    ])
+}
+
 /// Every `*.toml` in a corpus directory, sorted.
 pub fn corpus(dir: &str) -> Vec<PathBuf> {
     let dir = repo().join(dir);
