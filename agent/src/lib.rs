@@ -6,5 +6,6 @@ pub mod exit;
 pub mod fsutil;
 pub mod ledger;
 pub mod output;
+pub mod process;
 pub mod settings;
 pub mod state;

@@ -33,8 +33,8 @@ struct RawConfig {
     forge: Option<RawForge>,
     #[serde(default)]
     bridge: RawBridge,
-    #[serde(default, rename = "deploy")]
-    _deploy: Reserved,
+    #[serde(default)]
+    deploy: super::deploy::RawDeploy,
     #[serde(default, rename = "mirrors")]
     _mirrors: Reserved,
     #[serde(default, rename = "sweep")]
@@ -160,6 +160,7 @@ pub struct Config {
     pub tests_dir: Option<PathBuf>,
     pub forge: Option<Forge>,
     pub bridge: Bridge,
+    pub deploy: super::deploy::DeploySettings,
     pub disk: Disk,
 }
 
@@ -244,6 +245,8 @@ impl Config {
         if let Err(e) = check_unit_name(&unit) {
             errors.push(source.error_at(&["bridge", "unit"], e));
         }
+        let unit = with_service_suffix(&unit);
+        let deploy = super::deploy::resolve(raw.deploy, &unit, source, &resolve, &mut errors);
 
         if !errors.is_empty() {
             return Err(Invalid(errors));
@@ -259,9 +262,10 @@ impl Config {
             tests_dir: raw.tests_dir.as_deref().map(resolve),
             forge,
             bridge: Bridge {
-                unit: with_service_suffix(&unit),
+                unit,
                 token_file: raw.bridge.token_file.as_deref().map(resolve),
             },
+            deploy,
             disk: Disk {
                 budget: raw.disk.budget,
             },
@@ -277,7 +281,7 @@ fn kind_name(kind: ForgeKind) -> &'static str {
 }
 
 /// A systemd unit name as `systemctl` accepts it; the agent passes it as one argv element.
-fn check_unit_name(unit: &str) -> Result<(), String> {
+pub(super) fn check_unit_name(unit: &str) -> Result<(), String> {
     let ok = !unit.is_empty()
         && unit.len() <= 255
         && !unit.starts_with(['-', '.'])
@@ -332,12 +336,12 @@ mod tests {
     #[test]
     fn unknown_keys_in_reserved_sections_are_errors() {
         let Err(Invalid(errors)) =
-            parse("enrollment_file = \"e.toml\"\n[deploy]\nflake = \".#x\"\n")
+            parse("enrollment_file = \"e.toml\"\n[mirrors]\nconcurrency = 8\n")
         else {
             panic!("accepted")
         };
         assert_eq!(errors[0].line, Some(3));
-        assert_eq!(errors[0].key, "deploy.flake");
+        assert_eq!(errors[0].key, "mirrors.concurrency");
     }
 
     #[test]

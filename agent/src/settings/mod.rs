@@ -1,6 +1,7 @@
 //! The two files a user writes: `agent.toml` (config) and `enrollment.toml` (enrollment).
 
 pub mod config;
+pub mod deploy;
 pub mod edit;
 pub mod enrollment;
 pub mod rules;

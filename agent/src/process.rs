@@ -1,0 +1,308 @@
+//! The one place that starts programs. Argv only (never a shell), an optional timeout, stdout and
+//! stderr captured; a failure carries the program, its exit status and the tail of its stderr.
+//! Secrets go to children through the environment ([`Cmd::env`]), never through argv.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How much of a failed program's stderr an error keeps.
+const STDERR_TAIL: usize = 2000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} did not finish within {}s and was killed", timeout.as_secs())]
+    Timeout { program: String, timeout: Duration },
+    #[error("{program} failed ({status}){}", stderr_suffix(stderr))]
+    Failed {
+        program: String,
+        status: String,
+        code: Option<i32>,
+        stderr: String,
+    },
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let s = stderr.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(": {s}")
+    }
+}
+
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: PathBuf,
+    args: Vec<OsString>,
+    cwd: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+    timeout: Option<Duration>,
+    stdin: Option<Vec<u8>>,
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<Path>) -> Self {
+        Self {
+            program: program.as_ref().to_path_buf(),
+            args: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+            timeout: None,
+            stdin: None,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cwd = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = Some(bytes);
+        self
+    }
+
+    /// The command as a person would read it, for logs and errors (argv holds no secrets).
+    pub fn display(&self) -> String {
+        std::iter::once(self.program.as_os_str())
+            .chain(self.args.iter().map(OsString::as_os_str))
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Runs to completion (or timeout) whatever its exit status.
+    pub fn output(&self) -> Result<Finished, ProcessError> {
+        let program = self.display();
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        tracing::debug!(command = %program, "running");
+        let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        if let (Some(bytes), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
+            // A child that exits without reading its stdin is not an error of ours.
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            });
+        }
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let status = wait(&mut child, self.timeout).map_err(|e| match e {
+            WaitError::Timeout => ProcessError::Timeout {
+                program: program.clone(),
+                timeout: self.timeout.unwrap_or_default(),
+            },
+            WaitError::Io(source) => ProcessError::Spawn {
+                program: program.clone(),
+                source,
+            },
+        })?;
+        Ok(Finished {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
+
+    /// Runs and requires exit status 0; returns stdout.
+    pub fn run(&self) -> Result<String, ProcessError> {
+        let done = self.output()?;
+        if done.status.success() {
+            Ok(done.stdout)
+        } else {
+            Err(failed(self.display(), &done))
+        }
+    }
+}
+
+pub fn failed(program: String, done: &Finished) -> ProcessError {
+    let stderr = done.stderr.trim();
+    let tail = match stderr.char_indices().rev().nth(STDERR_TAIL) {
+        Some((i, _)) => format!("...{}", &stderr[i..]),
+        None => stderr.to_string(),
+    };
+    ProcessError::Failed {
+        program,
+        status: done.status.to_string(),
+        code: done.status.code(),
+        stderr: tail,
+    }
+}
+
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+enum WaitError {
+    Timeout,
+    Io(std::io::Error),
+}
+
+fn wait(child: &mut Child, timeout: Option<Duration>) -> Result<ExitStatus, WaitError> {
+    let Some(timeout) = timeout else {
+        return child.wait().map_err(WaitError::Io);
+    };
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait().map_err(WaitError::Io)? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(WaitError::Timeout);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Finds a program on `PATH`, as `which` does.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_and_status() -> Result<(), ProcessError> {
+        let out = Cmd::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 3"])
+            .output()?;
+        assert_eq!(
+            (out.code(), out.stdout.as_str(), out.stderr.as_str()),
+            (Some(3), "out\n", "err\n")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn failure_carries_program_status_and_stderr() {
+        let err = Cmd::new("sh")
+            .args(["-c", "echo boom >&2; exit 7"])
+            .run()
+            .err();
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.starts_with("sh -c ")
+                && text.contains("exit status: 7")
+                && text.ends_with(": boom"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn argv_is_never_a_shell() -> Result<(), ProcessError> {
+        let out = Cmd::new("echo").arg("$(id); rm -rf /").run()?;
+        assert_eq!(out, "$(id); rm -rf /\n");
+        Ok(())
+    }
+
+    #[test]
+    fn timeout_kills() {
+        let start = Instant::now();
+        let err = Cmd::new("sleep")
+            .arg("5")
+            .timeout(Duration::from_millis(100))
+            .run();
+        assert!(matches!(err, Err(ProcessError::Timeout { .. })));
+        assert!(start.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn stdin_and_env_reach_the_child() -> Result<(), ProcessError> {
+        let out = Cmd::new("sh")
+            .args(["-c", "cat; printf %s \"$SECRET_FOR_TEST\""])
+            .env("SECRET_FOR_TEST", "s3")
+            .stdin(b"in:".to_vec())
+            .run()?;
+        assert_eq!(out, "in:s3");
+        Ok(())
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error() {
+        let err = Cmd::new("/nonexistent/prog").run();
+        assert!(matches!(err, Err(ProcessError::Spawn { .. })));
+    }
+}
