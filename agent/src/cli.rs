@@ -36,6 +36,10 @@ enum Command {
     Enrollment(crate::enrollment::Args),
     /// Inspect the agent's state database and lock.
     State(crate::state::Args),
+    /// Build, activate, verify and commit the host's configuration, or roll back.
+    Deploy(crate::deploy::Args),
+    /// Return to an earlier system generation, verified like a deploy.
+    Rollback(crate::deploy::RollbackArgs),
 }
 
 /// What every command gets: how to print, and where the configuration is.
@@ -89,6 +93,8 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Enrollment(args) => crate::enrollment::run(&ctx, args),
         Command::State(args) => crate::state::run(&ctx, args),
+        Command::Deploy(args) => crate::deploy::run(&ctx, args),
+        Command::Rollback(args) => crate::deploy::rollback(&ctx, args),
     };
     match result {
         Ok(code) => code.into(),

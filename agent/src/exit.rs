@@ -15,6 +15,20 @@ pub enum Exit {
     Problems = 3,
     /// Another agent job holds the lock, or a file changed underneath. Try again later.
     Busy = 4,
+    /// A CI build is in flight (`busy_check`); `--force` overrides.
+    CiBusy = 5,
+    /// deploy: the flake checkout has uncommitted changes.
+    DirtyTree = 6,
+    /// deploy: the flake checkout is not at its upstream branch's commit, or upstream is unreachable.
+    StaleTree = 7,
+    /// deploy: the build failed; nothing was activated.
+    BuildFailed = 8,
+    /// deploy: the new system was activated, did not verify, and the host is back on the previous
+    /// generation, which verified.
+    RolledBack = 9,
+    /// deploy or rollback: returning to the previous generation did not verify either. The host
+    /// needs a person.
+    RollbackFailed = 10,
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -28,10 +42,15 @@ impl From<Exit> for std::process::ExitCode {
 #[error("busy: {0}")]
 pub struct Busy(pub String);
 
+/// The agent cannot work here at all: no `nixos-rebuild`, no system profile, a bad `--flake`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unusable(pub String);
+
 /// The exit code for an error that reached `main`: typed errors decide, anything else is 1.
 pub fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
-        if cause.is::<Invalid>() || cause.is::<InputError>() {
+        if cause.is::<Invalid>() || cause.is::<InputError>() || cause.is::<Unusable>() {
             return Exit::BadInput;
         }
         if cause.is::<Busy>() {

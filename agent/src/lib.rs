@@ -1,9 +1,14 @@
 //! cc-ci-agent: runs a Co-op Cloud recipe CI host. See README.md and docs/.
 
+pub mod busy;
 pub mod cli;
+pub mod deploy;
+pub mod emulator;
 pub mod enrollment;
 pub mod exit;
 pub mod fsutil;
+pub mod host;
+pub mod http;
 pub mod ledger;
 pub mod output;
 pub mod process;

@@ -37,11 +37,14 @@ fn status_creates_the_database_at_the_current_schema() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_in(dir.path());
     let v = status(&config);
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], cc_ci_agent::ledger::SCHEMA_VERSION);
     assert_eq!(v["lock_holder"], serde_json::Value::Null);
     assert!(dir.path().join("state/state.db").is_file());
     // Opening again migrates nothing and loses nothing.
-    assert_eq!(status(&config)["schema_version"], 1);
+    assert_eq!(
+        status(&config)["schema_version"],
+        cc_ci_agent::ledger::SCHEMA_VERSION
+    );
 }
 
 #[test]

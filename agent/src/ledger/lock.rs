@@ -62,6 +62,19 @@ impl JobLock {
         Ok(Self { file, path })
     }
 
+    /// Like [`JobLock::acquire`], but waits up to `wait` for the holder to finish.
+    pub fn acquire_wait(state_dir: &Path, job: &str, wait: std::time::Duration) -> Result<Self> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::acquire(state_dir, job) {
+                Err(e) if e.is::<Busy>() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Who holds the lock right now, if anyone (never blocks).
     pub fn holder(state_dir: &Path) -> Result<Option<Holder>> {
         let path = state_dir.join(LOCK_FILE);

@@ -10,4 +10,31 @@ pub const ALL: &[&str] = &[
         kind   TEXT NOT NULL,
         detail TEXT NOT NULL DEFAULT '{}'  -- JSON
     ) STRICT;",
+    // 2: the deploy journal. `state` moves by compare-and-set only, so the agent and its dead-man
+    // switch can never both act on one deploy.
+    "CREATE TABLE deploys (
+        id              INTEGER PRIMARY KEY,
+        kind            TEXT NOT NULL,          -- deploy | rollback
+        state           TEXT NOT NULL,
+        outcome         TEXT,                   -- NULL while running
+        started_at      TEXT NOT NULL,
+        finished_at     TEXT,
+        pid             INTEGER NOT NULL,
+        flake           TEXT,
+        flake_commit    TEXT,
+        flake_lock      TEXT,                   -- git object id of flake.lock at that commit
+        from_generation INTEGER,
+        from_path       TEXT,
+        to_generation   INTEGER,
+        to_path         TEXT,
+        failed_before   TEXT NOT NULL DEFAULT '[]',   -- JSON: units failing before activation
+        checks          TEXT NOT NULL DEFAULT '[]',   -- JSON: the last verification
+        rollback_checks TEXT NOT NULL DEFAULT '[]',   -- JSON: verification of the rollback
+        deadman_unit    TEXT,
+        build_ms        INTEGER,
+        activate_ms     INTEGER,
+        verify_ms       INTEGER,
+        message         TEXT
+    ) STRICT;
+    CREATE INDEX deploys_unfinished ON deploys (id) WHERE finished_at IS NULL;",
 ];

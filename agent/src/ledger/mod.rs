@@ -1,6 +1,7 @@
 //! The state database: one SQLite file in `state_dir`, WAL mode, versioned migrations.
 //! Everything that must survive `kill -9` is written here inside a transaction.
 
+mod deploys;
 mod lock;
 mod migrations;
 
@@ -11,12 +12,15 @@ use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, TransactionBehavior};
 use serde::Serialize;
 
+pub use deploys::{DeployRow, Field, State};
 pub use lock::{Holder, JobLock};
 
 pub const DB_FILE: &str = "state.db";
+/// The schema version this agent writes: the number of migrations.
+pub const SCHEMA_VERSION: usize = migrations::ALL.len();
 
 pub struct Ledger {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 

@@ -11,7 +11,7 @@ pub const DEFAULT_FLAKE: &str = ".#cc-ci";
 pub const DEFAULT_PROFILE: &str = "/nix/var/nix/profiles/system";
 pub const DEFAULT_CURRENT_SYSTEM: &str = "/run/current-system";
 /// The dead-man switch must not fire while a healthy deploy is still verifying.
-pub const DEADMAN_MARGIN: Duration = Duration::from_secs(30);
+pub const DEADMAN_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

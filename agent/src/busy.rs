@@ -1,0 +1,74 @@
+//! "Is a CI build in flight?" Deploy and sweep refuse to start while one is, unless forced.
+
+use crate::http;
+use crate::process::Cmd;
+use crate::settings::deploy::BusyCheck;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Busy {
+    Idle,
+    /// A build is in flight; what the check said about it.
+    Busy(String),
+    /// The check itself did not answer; treated as busy, since a deploy cannot tell.
+    Unknown(String),
+}
+
+pub fn check(check: &BusyCheck) -> Busy {
+    match check {
+        BusyCheck::Command { argv, timeout } => {
+            let Some((program, args)) = argv.split_first() else {
+                return Busy::Unknown("empty busy_check command".into());
+            };
+            match Cmd::new(program).args(args).timeout(*timeout).output() {
+                Ok(done) => match done.code() {
+                    Some(0) => Busy::Idle,
+                    Some(1) => Busy::Busy(first_line(&done.stdout, "a CI build is in flight")),
+                    _ => Busy::Unknown(format!("{} exited with {}", program, done.status)),
+                },
+                Err(e) => Busy::Unknown(e.to_string()),
+            }
+        }
+        BusyCheck::Url { url, timeout } => match http::get(url, *timeout) {
+            Ok(a) if (200..300).contains(&a.status) => Busy::Idle,
+            Ok(a) if a.status == 423 => Busy::Busy(first_line(&a.body, "a CI build is in flight")),
+            Ok(a) => Busy::Unknown(format!("{url} answered HTTP {}", a.status)),
+            Err(e) => Busy::Unknown(format!("{url}: {e}")),
+        },
+    }
+}
+
+fn first_line(text: &str, default: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(default)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn cmd(script: &str) -> BusyCheck {
+        BusyCheck::Command {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn command_exit_codes() {
+        assert_eq!(check(&cmd("exit 0")), Busy::Idle);
+        assert_eq!(
+            check(&cmd("echo 'plausible #41 since 10:02'; exit 1")),
+            Busy::Busy("plausible #41 since 10:02".into())
+        );
+        assert!(matches!(check(&cmd("exit 2")), Busy::Unknown(_)));
+        let slow = BusyCheck::Command {
+            argv: vec!["sleep".into(), "5".into()],
+            timeout: Duration::from_millis(100),
+        };
+        assert!(matches!(check(&slow), Busy::Unknown(_)));
+    }
+}

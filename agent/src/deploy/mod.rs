@@ -1,0 +1,75 @@
+//! `cc-ci-agent deploy`, `deploy status|history|deadman`, and `cc-ci-agent rollback`.
+
+mod flow;
+mod preflight;
+mod report;
+mod verify;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::cli::Context;
+use crate::exit::Exit;
+
+pub use flow::Options;
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    /// The configuration to deploy, PATH#NAME (default: deploy.flake, ".#cc-ci").
+    #[arg(long, value_name = "REF")]
+    flake: Option<String>,
+    /// Build and show what would change; activate nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Deploy even if a CI build is in flight.
+    #[arg(long)]
+    force: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The last deploy, and any that did not finish.
+    Status,
+    /// Past deploys and rollbacks, newest first.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Run by the dead-man timer: roll deploy ID back unless it was confirmed.
+    #[command(hide = true)]
+    Deadman { id: i64 },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The system profile generation to return to (default: the one before the current).
+    #[arg(long, value_name = "GENERATION")]
+    to: Option<u64>,
+    /// Roll back even if a CI build is in flight.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    match args.command {
+        None => report::deploy(
+            ctx,
+            args.flake,
+            Options {
+                dry_run: args.dry_run,
+                force: args.force,
+            },
+        ),
+        Some(Command::Status) => report::status(ctx),
+        Some(Command::History { limit }) => report::history(ctx, limit),
+        Some(Command::Deadman { id }) => report::deadman(ctx, id),
+    }
+}
+
+pub fn rollback(ctx: &Context, args: RollbackArgs) -> Result<Exit> {
+    report::rollback(ctx, args.to, args.force)
+}

@@ -1,0 +1,300 @@
+//! Entry points: set up config, host, lock and journal, run the flow, print the outcome.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
+
+use super::flow::{settle_unfinished, Deploy, Options, Progress, Target};
+use crate::cli::Context;
+use crate::exit::{Exit, Unusable};
+use crate::host::{Generation, Host};
+use crate::ledger::{DeployRow, JobLock, Ledger, State};
+use crate::output::{table, Tone};
+use crate::settings::config::Config;
+use crate::settings::deploy::FlakeRef;
+
+/// How long the dead-man waits for the deploy that armed it to finish on its own.
+const DEADMAN_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+fn host_of(config: &Config) -> Result<(Host, Generation)> {
+    let host = Host::from_settings(&config.deploy).map_err(|e| Unusable(format!("{e:#}")))?;
+    let current = host
+        .current_generation()
+        .map_err(|e| Unusable(format!("{e:#}")))?;
+    Ok((host, current))
+}
+
+fn finish_output(ctx: &Context, ledger: &Ledger, id: i64, exit: Exit) -> Result<Exit> {
+    if ctx.out.is_json() {
+        let row = ledger.deploy_get(id)?;
+        ctx.out
+            .json(&json!({ "deploy": row, "exit_code": exit as u8 }))?;
+    }
+    Ok(exit)
+}
+
+pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exit> {
+    let config = ctx.config()?;
+    let written = flake.unwrap_or_else(|| config.deploy.flake.clone());
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let flake = FlakeRef::parse(&written, &cwd).map_err(Unusable)?;
+    let (host, _) = host_of(&config)?;
+    let _lock = JobLock::acquire(&config.state_dir, "deploy")?;
+    let ledger = Ledger::open(&config.state_dir)?;
+    let p = Progress { out: &ctx.out };
+    settle_unfinished(&ledger, &host, &p, false)?;
+    let id = ledger.deploy_begin("deploy", Some(&flake.to_arg()))?;
+    p.line(format!("deploy #{id}"));
+    let d = Deploy {
+        id,
+        ledger: &ledger,
+        host: &host,
+        config: &config,
+        p: &p,
+    };
+    let exit = guard(&d, d.run(Target::Build(flake), opts))?;
+    finish_output(ctx, &ledger, id, exit)
+}
+
+pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
+    let config = ctx.config()?;
+    let (host, current) = host_of(&config)?;
+    let _lock = JobLock::acquire(&config.state_dir, "rollback")?;
+    let ledger = Ledger::open(&config.state_dir)?;
+    let p = Progress { out: &ctx.out };
+    let unconfirmed_from = settle_unfinished(&ledger, &host, &p, true)?;
+    let generations = host.generations()?;
+    let target = match (to, unconfirmed_from) {
+        (Some(n), _) => generations
+            .iter()
+            .find(|g| g.number == n)
+            .cloned()
+            .ok_or_else(|| {
+                let known = generations
+                    .iter()
+                    .map(|g| g.number.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Unusable(format!(
+                    "there is no generation {n} (the profile has: {known})"
+                ))
+            })?,
+        (None, Some(g)) => g,
+        (None, None) => generations
+            .iter()
+            .rev()
+            .find(|g| g.number < current.number)
+            .cloned()
+            .ok_or_else(|| {
+                Unusable(format!(
+                    "generation {} is the oldest: there is nothing to roll back to",
+                    current.number
+                ))
+            })?,
+    };
+    let id = ledger.deploy_begin("rollback", None)?;
+    p.line(format!(
+        "rollback #{id}: to generation {} ({})",
+        target.number,
+        target.path.display()
+    ));
+    let d = Deploy {
+        id,
+        ledger: &ledger,
+        host: &host,
+        config: &config,
+        p: &p,
+    };
+    // An operator's rollback that verifies is a success: exit 0, not "rolled back".
+    let exit = guard(
+        &d,
+        d.run(
+            Target::Generation(target),
+            Options {
+                dry_run: false,
+                force,
+            },
+        ),
+    )?;
+    finish_output(ctx, &ledger, id, exit)
+}
+
+/// Run by the transient timer a deploy arms. Does nothing if the deploy was confirmed.
+pub fn deadman(ctx: &Context, id: i64) -> Result<Exit> {
+    let config = ctx.config()?;
+    let (host, _) = host_of(&config)?;
+    // If the deploy that armed us is alive, let it finish: it confirms or rolls back itself.
+    let _lock = match JobLock::acquire_wait(&config.state_dir, "deploy-deadman", DEADMAN_LOCK_WAIT)
+    {
+        Ok(lock) => Some(lock),
+        Err(e) => {
+            tracing::warn!("dead-man for deploy #{id}: proceeding without the lock: {e:#}");
+            None
+        }
+    };
+    let ledger = Ledger::open(&config.state_dir)?;
+    let row = ledger
+        .deploy_get(id)?
+        .with_context(|| format!("no deploy #{id} in the journal"))?;
+    if !ledger.deploy_advance(id, &State::UNCONFIRMED, State::RollingBack)? {
+        println!(
+            "deploy #{id} is {} ({}): nothing to roll back",
+            row.state.as_str(),
+            row.outcome.as_deref().unwrap_or("running")
+        );
+        return Ok(Exit::Success);
+    }
+    let from = Generation {
+        number: u64::try_from(row.from_generation.unwrap_or_default()).unwrap_or_default(),
+        path: row.from_path.clone().unwrap_or_default().into(),
+    };
+    let failed_before = serde_json::from_value(row.failed_before.clone()).unwrap_or_default();
+    let p = Progress { out: &ctx.out };
+    let d = Deploy {
+        id,
+        ledger: &ledger,
+        host: &host,
+        config: &config,
+        p: &p,
+    };
+    let reason = format!(
+        "the dead-man switch fired: deploy #{id} was not confirmed within {}s",
+        config.deploy.confirm_timeout.as_secs()
+    );
+    guard(&d, d.roll_back(&from, &failed_before, &reason, None))
+}
+
+/// An error escaping the flow still ends its journal row.
+fn guard(d: &Deploy<'_>, result: Result<Exit>) -> Result<Exit> {
+    if let Err(e) = &result {
+        let still_open = d
+            .ledger
+            .deploy_get(d.id)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.state != State::Finished);
+        if still_open {
+            let _ = d.ledger.deploy_finish(d.id, "failed", &format!("{e:#}"));
+        }
+    }
+    result
+}
+
+pub fn status(ctx: &Context) -> Result<Exit> {
+    let config = ctx.config()?;
+    let ledger = Ledger::open(&config.state_dir)?;
+    let unfinished = ledger.deploys_unfinished()?;
+    let last = ledger.deploy_history(1)?.into_iter().next();
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&json!({ "last": last, "unfinished": unfinished }))?;
+        return Ok(Exit::Success);
+    }
+    match &last {
+        None => println!("no deploys yet"),
+        Some(row) => print_row(ctx, row),
+    }
+    for row in unfinished
+        .iter()
+        .filter(|r| Some(r.id) != last.as_ref().map(|l| l.id))
+    {
+        println!();
+        print_row(ctx, row);
+    }
+    Ok(Exit::Success)
+}
+
+fn print_row(ctx: &Context, row: &DeployRow) {
+    let outcome = row
+        .outcome
+        .clone()
+        .unwrap_or_else(|| format!("unfinished ({})", row.state.as_str()));
+    let tone = match row.outcome.as_deref() {
+        Some("deployed" | "unchanged" | "dry-run") => Tone::Good,
+        Some("rolled-back" | "build-failed") => Tone::Warn,
+        Some(o) if o.starts_with("refused") => Tone::Warn,
+        _ => Tone::Bad,
+    };
+    println!(
+        "{} #{}: {}",
+        row.kind,
+        row.id,
+        ctx.out.paint(&outcome, tone)
+    );
+    println!(
+        "  started   {}  finished {}",
+        row.started_at,
+        row.finished_at.as_deref().unwrap_or("-")
+    );
+    if let Some(flake) = &row.flake {
+        let commit = row
+            .flake_commit
+            .as_deref()
+            .map_or("-", super::preflight::short);
+        let lock = row
+            .flake_lock
+            .as_deref()
+            .map_or("-", super::preflight::short);
+        println!("  flake     {flake} at {commit} (flake.lock {lock})");
+    }
+    let gen = |g: Option<i64>| g.map_or("-".into(), |g| g.to_string());
+    println!(
+        "  from      generation {} {}",
+        gen(row.from_generation),
+        row.from_path.as_deref().unwrap_or("-")
+    );
+    println!(
+        "  to        generation {} {}",
+        gen(row.to_generation),
+        row.to_path.as_deref().unwrap_or("-")
+    );
+    if let Some(m) = &row.message {
+        println!("  {m}");
+    }
+}
+
+pub fn history(ctx: &Context, limit: u32) -> Result<Exit> {
+    let config = ctx.config()?;
+    let ledger = Ledger::open(&config.state_dir)?;
+    let rows = ledger.deploy_history(limit)?;
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({ "deploys": rows }))?;
+        return Ok(Exit::Success);
+    }
+    let cells: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let g = |g: Option<i64>| g.map_or("-".into(), |g| g.to_string());
+            vec![
+                (r.id.to_string(), None),
+                (r.kind.clone(), None),
+                (r.started_at.clone(), None),
+                (
+                    r.outcome.clone().unwrap_or_else(|| r.state.as_str().into()),
+                    None,
+                ),
+                (
+                    format!("{} → {}", g(r.from_generation), g(r.to_generation)),
+                    None,
+                ),
+                (
+                    r.flake_commit
+                        .as_deref()
+                        .map_or("-", super::preflight::short)
+                        .to_string(),
+                    None,
+                ),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &ctx.out,
+            &["ID", "KIND", "STARTED", "OUTCOME", "GENERATION", "COMMIT"],
+            &cells
+        )
+    );
+    Ok(Exit::Success)
+}

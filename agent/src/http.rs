@@ -1,0 +1,29 @@
+//! Plain HTTP GETs for checks: a timeout on the whole call, a cap on the body, no status-as-error.
+
+use std::time::Duration;
+
+/// Bodies beyond this are cut: a check needs a status and a line or two, never a page.
+const BODY_LIMIT: u64 = 64 * 1024;
+
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(BODY_LIMIT)
+        .read_to_string()
+        .unwrap_or_default();
+    Ok(Answer { status, body })
+}

@@ -1,0 +1,255 @@
+//! The deploy journal: one row per deploy or rollback, written as it goes.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{now_rfc3339, Ledger};
+use anyhow::Result;
+
+/// Where a deploy is. Stored as text; the order is the order of the happy path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Preflight,
+    Building,
+    Armed,
+    Activating,
+    Verifying,
+    Committing,
+    RollingBack,
+    Finished,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Preflight => "preflight",
+            State::Building => "building",
+            State::Armed => "armed",
+            State::Activating => "activating",
+            State::Verifying => "verifying",
+            State::Committing => "committing",
+            State::RollingBack => "rolling-back",
+            State::Finished => "finished",
+        }
+    }
+
+    fn parse(s: &str) -> State {
+        match s {
+            "preflight" => State::Preflight,
+            "building" => State::Building,
+            "armed" => State::Armed,
+            "activating" => State::Activating,
+            "verifying" => State::Verifying,
+            "committing" => State::Committing,
+            "rolling-back" => State::RollingBack,
+            _ => State::Finished,
+        }
+    }
+
+    /// States in which the new system may be active but is not committed: the dead-man's to take.
+    pub const UNCONFIRMED: [State; 3] = [State::Armed, State::Activating, State::Verifying];
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployRow {
+    pub id: i64,
+    pub kind: String,
+    pub state: State,
+    pub outcome: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub pid: i64,
+    pub flake: Option<String>,
+    pub flake_commit: Option<String>,
+    pub flake_lock: Option<String>,
+    pub from_generation: Option<i64>,
+    pub from_path: Option<String>,
+    pub to_generation: Option<i64>,
+    pub to_path: Option<String>,
+    pub failed_before: serde_json::Value,
+    pub checks: serde_json::Value,
+    pub rollback_checks: serde_json::Value,
+    pub deadman_unit: Option<String>,
+    pub build_ms: Option<i64>,
+    pub activate_ms: Option<i64>,
+    pub verify_ms: Option<i64>,
+    pub message: Option<String>,
+}
+
+const COLUMNS: &str =
+    "id, kind, state, outcome, started_at, finished_at, pid, flake, flake_commit, \
+    flake_lock, from_generation, from_path, to_generation, to_path, failed_before, checks, \
+    rollback_checks, deadman_unit, build_ms, activate_ms, verify_ms, message";
+
+fn json(s: String) -> serde_json::Value {
+    serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s))
+}
+
+impl DeployRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            state: State::parse(&r.get::<_, String>(2)?),
+            outcome: r.get(3)?,
+            started_at: r.get(4)?,
+            finished_at: r.get(5)?,
+            pid: r.get(6)?,
+            flake: r.get(7)?,
+            flake_commit: r.get(8)?,
+            flake_lock: r.get(9)?,
+            from_generation: r.get(10)?,
+            from_path: r.get(11)?,
+            to_generation: r.get(12)?,
+            to_path: r.get(13)?,
+            failed_before: json(r.get(14)?),
+            checks: json(r.get(15)?),
+            rollback_checks: json(r.get(16)?),
+            deadman_unit: r.get(17)?,
+            build_ms: r.get(18)?,
+            activate_ms: r.get(19)?,
+            verify_ms: r.get(20)?,
+            message: r.get(21)?,
+        })
+    }
+}
+
+/// A column of `deploys` that a running deploy fills in.
+#[derive(Debug, Clone, Copy)]
+pub enum Field {
+    FlakeCommit,
+    FlakeLock,
+    FromGeneration,
+    FromPath,
+    ToGeneration,
+    ToPath,
+    FailedBefore,
+    Checks,
+    RollbackChecks,
+    DeadmanUnit,
+    BuildMs,
+    ActivateMs,
+    VerifyMs,
+    Message,
+}
+
+impl Field {
+    fn column(self) -> &'static str {
+        match self {
+            Field::FlakeCommit => "flake_commit",
+            Field::FlakeLock => "flake_lock",
+            Field::FromGeneration => "from_generation",
+            Field::FromPath => "from_path",
+            Field::ToGeneration => "to_generation",
+            Field::ToPath => "to_path",
+            Field::FailedBefore => "failed_before",
+            Field::Checks => "checks",
+            Field::RollbackChecks => "rollback_checks",
+            Field::DeadmanUnit => "deadman_unit",
+            Field::BuildMs => "build_ms",
+            Field::ActivateMs => "activate_ms",
+            Field::VerifyMs => "verify_ms",
+            Field::Message => "message",
+        }
+    }
+}
+
+impl Ledger {
+    pub fn deploy_begin(&self, kind: &str, flake: Option<&str>) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO deploys (kind, state, started_at, pid, flake) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                kind,
+                State::Preflight.as_str(),
+                now_rfc3339(),
+                std::process::id(),
+                flake
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn deploy_set(&self, id: i64, field: Field, value: impl rusqlite::ToSql) -> Result<()> {
+        let sql = format!("UPDATE deploys SET {} = ?1 WHERE id = ?2", field.column());
+        self.conn.execute(&sql, params![value, id])?;
+        Ok(())
+    }
+
+    /// Moves `id` to `to` only if it is in one of `from`, recording this process as the one
+    /// acting on it; false when someone else moved it first.
+    pub fn deploy_advance(&self, id: i64, from: &[State], to: State) -> Result<bool> {
+        let placeholders = from
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "UPDATE deploys SET state = ?1, pid = ?3 WHERE id = ?2 AND state IN ({placeholders})"
+        );
+        Ok(self
+            .conn
+            .execute(&sql, params![to.as_str(), id, std::process::id()])?
+            == 1)
+    }
+
+    /// Ends a deploy with its outcome and a message, whatever state it was in.
+    pub fn deploy_finish(&self, id: i64, outcome: &str, message: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deploys SET state = ?1, outcome = ?2, message = ?3, finished_at = ?4 WHERE id = ?5",
+            params![State::Finished.as_str(), outcome, message, now_rfc3339(), id],
+        )?;
+        Ok(())
+    }
+
+    pub fn deploy_get(&self, id: i64) -> Result<Option<DeployRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM deploys WHERE id = ?1");
+        Ok(self
+            .conn
+            .query_row(&sql, [id], DeployRow::from_row)
+            .optional()?)
+    }
+
+    /// Newest first.
+    pub fn deploy_history(&self, limit: u32) -> Result<Vec<DeployRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM deploys ORDER BY id DESC LIMIT ?1");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([limit], DeployRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn deploys_unfinished(&self) -> Result<Vec<DeployRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM deploys WHERE finished_at IS NULL ORDER BY id");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], DeployRow::from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_side_wins_a_transition() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let agent = Ledger::open(dir.path())?;
+        let deadman = Ledger::open(dir.path())?;
+        let id = agent.deploy_begin("deploy", Some(".#cc-ci"))?;
+        assert!(agent.deploy_advance(id, &[State::Preflight], State::Armed)?);
+        assert!(agent.deploy_advance(id, &[State::Armed], State::Verifying)?);
+        // The dead-man takes it; the agent's commit then loses.
+        assert!(deadman.deploy_advance(id, &State::UNCONFIRMED, State::RollingBack)?);
+        assert!(!agent.deploy_advance(id, &[State::Verifying], State::Committing)?);
+        deadman.deploy_finish(id, "rolled-back", "dead-man")?;
+        let row = agent
+            .deploy_get(id)?
+            .ok_or_else(|| anyhow::anyhow!("row"))?;
+        assert_eq!(
+            (row.state, row.outcome.as_deref()),
+            (State::Finished, Some("rolled-back"))
+        );
+        assert!(agent.deploys_unfinished()?.is_empty());
+        Ok(())
+    }
+}

@@ -1,0 +1,718 @@
+//! `cc-ci-agent deploy` and `rollback` against an emulated NixOS host (see agent/src/emulator/):
+//! real git checkouts, real generation links, real transient timers; the fault matrix of the
+//! deploy issue. Each scenario ends on the exact previous generation or on the new one, with a
+//! journal row and the documented exit code.
+
+// Test crate: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cc_ci_agent::emulator::EmulatedHost;
+use cc_ci_agent::ledger::{JobLock, State};
+use common::{agent, Run};
+
+const GOOD: &str = "unit cc-ci-bridge.service active POLL_REPOS=alpha,beta\nunit cc-ci-enrollment-check.service active\n";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    host: EmulatedHost,
+    flake: PathBuf,
+    config: PathBuf,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Fixture {
+    /// A host running `running`, a flake checkout tracking an upstream, and an agent.toml whose
+    /// [deploy] section gets `deploy_keys` and which ends with `tables`.
+    fn new(running: &str, deploy_keys: &str, tables: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = EmulatedHost::create(&dir.path().join("host"), running).expect("emulated host");
+        let upstream = dir.path().join("upstream.git");
+        let flake = dir.path().join("flake");
+        git(
+            dir.path(),
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                "main",
+                &upstream.to_string_lossy(),
+            ],
+        );
+        git(
+            dir.path(),
+            &["init", "-q", "-b", "main", &flake.to_string_lossy()],
+        );
+        std::fs::create_dir_all(flake.join("host")).unwrap();
+        std::fs::write(
+            flake.join("enrollment.toml"),
+            "[recipe.alpha]\n[recipe.beta]\n",
+        )
+        .unwrap();
+        std::fs::write(flake.join("flake.lock"), "{}\n").unwrap();
+        std::fs::write(flake.join("host/cc-ci.conf"), running).unwrap();
+        git(&flake, &["add", "-A"]);
+        git(&flake, &["commit", "-q", "-m", "initial"]);
+        git(
+            &flake,
+            &["remote", "add", "origin", &upstream.to_string_lossy()],
+        );
+        git(&flake, &["push", "-q", "-u", "origin", "main"]);
+        let config = dir.path().join("agent.toml");
+        let text = format!(
+            "enrollment_file = \"flake/enrollment.toml\"\nstate_dir = \"state\"\n\n[bridge]\nunit = \"cc-ci-bridge\"\n\n\
+             [deploy]\nflake = \"{}#cc-ci\"\nconfirm_timeout = \"8s\"\nverify_timeout = \"2s\"\nverify_interval = \"200ms\"\n{}{deploy_keys}\n{tables}",
+            flake.display(),
+            host.deploy_settings()
+        );
+        std::fs::write(&config, text).unwrap();
+        Self {
+            dir,
+            host,
+            flake,
+            config,
+        }
+    }
+
+    /// Commits (and pushes) the system the next deploy builds.
+    fn commit_system(&self, conf: &str) {
+        std::fs::write(self.flake.join("host/cc-ci.conf"), conf).unwrap();
+        git(&self.flake, &["commit", "-q", "-am", "change the system"]);
+        git(&self.flake, &["push", "-q"]);
+    }
+
+    fn agent(&self, args: &[&str]) -> Run {
+        let mut full = vec!["--config", self.config.to_str().unwrap()];
+        full.extend_from_slice(args);
+        agent(&full)
+    }
+
+    fn last(&self) -> serde_json::Value {
+        let run = self.agent(&["--format", "json", "deploy", "status"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()["last"].clone()
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+/// The host is exactly where it was: same running system, same profile generation, same boot default.
+fn assert_unchanged(f: &Fixture, before: &cc_ci_agent::host::Generation) {
+    assert_eq!(f.host.generation().unwrap(), *before, "profile moved");
+    assert_eq!(
+        f.host.running().unwrap(),
+        before.path,
+        "running system moved"
+    );
+    assert_eq!(
+        f.host.boot_default().unwrap(),
+        before.path,
+        "boot default moved"
+    );
+}
+
+fn outcome(row: &serde_json::Value) -> &str {
+    row["outcome"].as_str().unwrap_or("none")
+}
+
+#[test]
+fn a_good_change_is_activated_verified_and_committed() {
+    let f = Fixture::new(GOOD, "", "");
+    let before = f.host.generation().unwrap();
+    f.commit_system(&format!("{GOOD}unit cc-ci-mirrors.timer active\n"));
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let after = f.host.generation().unwrap();
+    assert_eq!(after.number, before.number + 1);
+    assert_ne!(after.path, before.path);
+    assert_eq!(f.host.running().unwrap(), after.path);
+    assert_eq!(f.host.boot_default().unwrap(), after.path);
+    let row = f.last();
+    assert_eq!(outcome(&row), "deployed");
+    assert_eq!(row["to_generation"], after.number);
+    assert_eq!(row["from_generation"], before.number);
+    assert_eq!(
+        row["flake_commit"].as_str().unwrap(),
+        git(&f.flake, &["rev-parse", "HEAD"]).trim()
+    );
+    assert!(
+        row["flake_lock"].as_str().is_some_and(|s| s.len() == 40),
+        "{row}"
+    );
+    assert!(
+        row["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ok"] == true),
+        "{row}"
+    );
+    // The dead-man switch was armed before activation and stood down after the commit.
+    let timers = f.host.timer_log();
+    assert!(
+        timers[0].starts_with("armed cc-ci-deadman-1 8"),
+        "{timers:?}"
+    );
+    assert_eq!(timers[1], "stopped cc-ci-deadman-1", "{timers:?}");
+    assert!(run.stdout.contains("✓ bridge POLL_REPOS"), "{}", run.stdout);
+}
+
+#[test]
+fn build_failure_activates_nothing() {
+    let f = Fixture::new(GOOD, "", "");
+    let before = f.host.generation().unwrap();
+    f.commit_system("build-fail attribute 'services.cc-ci.enrollmentFile' is missing\n");
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 8, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("enrollmentFile' is missing"),
+        "the build's stderr reaches the operator: {}",
+        run.stdout
+    );
+    assert_unchanged(&f, &before);
+    assert_eq!(f.host.activations().len(), 1, "only the initial boot");
+    assert_eq!(outcome(&f.last()), "build-failed");
+    assert!(
+        f.host.timer_log().is_empty(),
+        "no dead-man armed for a failed build"
+    );
+}
+
+#[test]
+fn a_newly_failed_unit_rolls_back() {
+    let f = Fixture::new(GOOD, "", "");
+    let before = f.host.generation().unwrap();
+    f.commit_system(&format!("{GOOD}unit cc-ci-sweep.service failed\n"));
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 9, "{}\n{}", run.stdout, run.stderr);
+    assert_unchanged(&f, &before);
+    let row = f.last();
+    assert_eq!(outcome(&row), "rolled-back");
+    assert!(
+        row["message"]
+            .as_str()
+            .unwrap()
+            .contains("newly failed: cc-ci-sweep.service"),
+        "{row}"
+    );
+    assert!(
+        row["rollback_checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ok"] == true),
+        "{row}"
+    );
+    // The new system was activated (test), then the old one again.
+    let modes: Vec<String> = f
+        .host
+        .activations()
+        .iter()
+        .skip(1)
+        .map(|(m, _)| m.clone())
+        .collect();
+    assert_eq!(modes, ["test", "test"]);
+}
+
+#[test]
+fn a_hard_activation_failure_rolls_back() {
+    let f = Fixture::new(GOOD, "", "");
+    let before = f.host.generation().unwrap();
+    f.commit_system(&format!("{GOOD}activate-exit 1\n"));
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 9, "{}\n{}", run.stdout, run.stderr);
+    assert_unchanged(&f, &before);
+    assert!(
+        f.last()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("activation failed"),
+        "{}",
+        f.last()
+    );
+}
+
+#[test]
+fn a_unit_failing_before_and_after_is_not_held_against_the_deploy() {
+    let legacy = format!("{GOOD}unit legacy-backup.service failed\n");
+    let f = Fixture::new(&legacy, "", "");
+    f.commit_system(&format!("{legacy}unit cc-ci-mirrors.timer active\n"));
+    let run = f.agent(&["deploy"]);
+    // switch-to-configuration exits 4 for the old failure; the difference decides, not the code.
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("already failing before the deploy"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(outcome(&f.last()), "deployed");
+}
+
+#[test]
+fn a_bridge_poll_repos_mismatch_rolls_back() {
+    let f = Fixture::new(GOOD, "", "");
+    let before = f.host.generation().unwrap();
+    f.commit_system("unit cc-ci-bridge.service active POLL_REPOS=alpha\nunit cc-ci-enrollment-check.service active\n");
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 9, "{}\n{}", run.stdout, run.stderr);
+    assert_unchanged(&f, &before);
+    assert!(
+        f.last()["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"POLL_REPOS="alpha", the enrollment says "alpha,beta""#),
+        "{}",
+        f.last()
+    );
+}
+
+/// An HTTP server on 127.0.0.1 answering 503 to the first `failures` requests, then 200.
+fn flaky_server(failures: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/health", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            let status = if n < failures {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+        }
+    });
+    (url, count)
+}
+
+#[test]
+fn an_http_check_that_recovers_within_the_grace_period_does_not_roll_back() {
+    let (url, count) = flaky_server(3);
+    let f = Fixture::new(
+        GOOD,
+        "",
+        &format!("[[deploy.checks]]\nname = \"web\"\nurl = \"{url}\"\n"),
+    );
+    f.commit_system(&format!("{GOOD}unit web.service active\n"));
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(count.load(Ordering::SeqCst) >= 4, "the check was retried");
+    assert!(
+        run.stdout.contains("verify: ok after 4 attempt(s)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn an_http_check_that_never_recovers_rolls_back() {
+    let (url, _) = flaky_server(usize::MAX);
+    // The check fails for the old system too, so the rollback cannot verify: rollback failed.
+    let f = Fixture::new(
+        GOOD,
+        "",
+        &format!("[[deploy.checks]]\nname = \"web\"\nurl = \"{url}\"\n"),
+    );
+    let before = f.host.generation().unwrap();
+    f.commit_system(&format!("{GOOD}unit web.service active\n"));
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 10, "{}\n{}", run.stdout, run.stderr);
+    assert_unchanged(&f, &before);
+    let row = f.last();
+    assert_eq!(outcome(&row), "rollback-failed");
+    assert!(
+        row["message"]
+            .as_str()
+            .unwrap()
+            .contains("answered HTTP 503"),
+        "{row}"
+    );
+    assert!(run.stdout.contains("ROLLBACK FAILED"), "{}", run.stdout);
+}
+
+#[test]
+fn a_check_failing_only_on_the_new_system_rolls_back_cleanly() {
+    // The check passes only while the old system runs: it looks at the host's running system.
+    let f = Fixture::new(GOOD, "", "");
+    let before = f.host.generation().unwrap();
+    let probe = format!(
+        "[[deploy.checks]]\nname = \"old system\"\ncommand = [\"test\", \"{}\", \"-ef\", \"{}\"]\n",
+        f.host.root.join("run/current-system").display(),
+        before.path.display()
+    );
+    let text = std::fs::read_to_string(&f.config).unwrap() + &probe;
+    std::fs::write(&f.config, text).unwrap();
+    f.commit_system(&format!("{GOOD}unit web.service active\n"));
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 9, "{}\n{}", run.stdout, run.stderr);
+    assert_unchanged(&f, &before);
+    let row = f.last();
+    let checks = row["checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "check \"old system\"" && c["ok"] == false),
+        "{row}"
+    );
+}
+
+#[test]
+fn the_dead_man_switch_rolls_back_when_the_agent_is_killed_after_activation() {
+    // Each verification round takes a second, so the agent is mid-verification when killed.
+    let f = Fixture::new(
+        GOOD,
+        "",
+        "[[deploy.checks]]\nname = \"slow\"\ncommand = [\"sleep\", \"1\"]\n",
+    );
+    let before = f.host.generation().unwrap();
+    f.commit_system(&format!("{GOOD}unit web.service active\n"));
+    let mut child = Command::new(common::bin())
+        .args(["--config", f.config.to_str().unwrap(), "deploy"])
+        .env("CC_CI_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while f.host.activations().len() < 2 {
+        assert!(Instant::now() < deadline, "the deploy never activated");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_ne!(
+        f.host.running().unwrap(),
+        before.path,
+        "the new system was active when the agent died"
+    );
+
+    // The transient timer outlives the agent, fires, and rolls back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = f.last();
+        if row["state"] == "finished" {
+            assert_eq!(outcome(&row), "rolled-back", "{row}");
+            assert!(
+                row["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("dead-man switch fired"),
+                "{row}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead-man switch never finished: {row}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_unchanged(&f, &before);
+    assert!(
+        f.host
+            .timer_log()
+            .iter()
+            .any(|l| l == "fired cc-ci-deadman-1"),
+        "{:?}",
+        f.host.timer_log()
+    );
+}
+
+#[test]
+fn a_dead_man_switch_for_a_confirmed_deploy_does_nothing() {
+    let f = Fixture::new(GOOD, "", "");
+    f.commit_system(&format!("{GOOD}unit web.service active\n"));
+    assert_eq!(f.agent(&["deploy"]).code, 0);
+    let after = f.host.generation().unwrap();
+    let run = f.agent(&["deploy", "deadman", "1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("nothing to roll back"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(f.host.running().unwrap(), after.path);
+}
+
+#[test]
+fn a_dirty_tree_is_refused() {
+    let f = Fixture::new(GOOD, "", "");
+    let before = f.host.generation().unwrap();
+    std::fs::write(
+        f.flake.join("host/cc-ci.conf"),
+        format!("{GOOD}unit x.service active\n"),
+    )
+    .unwrap();
+    std::fs::write(f.flake.join("notes.txt"), "forgotten\n").unwrap();
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 6, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("uncommitted changes") && run.stdout.contains("notes.txt"),
+        "{}",
+        run.stdout
+    );
+    assert_unchanged(&f, &before);
+    assert_eq!(outcome(&f.last()), "refused-dirty");
+}
+
+#[test]
+fn a_tree_behind_or_ahead_of_upstream_is_refused() {
+    let f = Fixture::new(GOOD, "", "");
+    let before = f.host.generation().unwrap();
+    // Someone else pushed: the checkout is behind.
+    let other = f.dir.path().join("other");
+    git(
+        f.dir.path(),
+        &[
+            "clone",
+            "-q",
+            f.dir.path().join("upstream.git").to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(other.join("README"), "x\n").unwrap();
+    git(&other, &["add", "README"]);
+    git(&other, &["commit", "-q", "-m", "elsewhere"]);
+    git(&other, &["push", "-q"]);
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 7, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("pull (or push)"), "{}", run.stdout);
+    assert_unchanged(&f, &before);
+    assert_eq!(outcome(&f.last()), "refused-stale");
+
+    // require_synced = false lets an operator deploy anyway.
+    let text = std::fs::read_to_string(&f.config)
+        .unwrap()
+        .replace("[deploy]\n", "[deploy]\nrequire_synced = false\n");
+    std::fs::write(&f.config, text).unwrap();
+    assert_eq!(f.agent(&["deploy"]).code, 0);
+}
+
+#[test]
+fn an_unreachable_upstream_is_refused() {
+    let f = Fixture::new(GOOD, "", "");
+    std::fs::rename(
+        f.dir.path().join("upstream.git"),
+        f.dir.path().join("moved.git"),
+    )
+    .unwrap();
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 7, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("cannot reach upstream"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_concurrent_deploy_is_refused() {
+    let f = Fixture::new(GOOD, "", "");
+    let _held = JobLock::acquire(&f.state_dir(), "sweep").unwrap();
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 4, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("busy: sweep (pid"), "{}", run.stderr);
+}
+
+#[test]
+fn a_ci_build_in_flight_is_refused_unless_forced() {
+    let flag = tempfile::NamedTempFile::new().unwrap();
+    let f = Fixture::new(
+        GOOD,
+        &format!("busy_check = {{ command = [\"sh\", \"-c\", \"test -s {0} || exit 0; cat {0}; exit 1\"] }}\n", flag.path().display()),
+        "",
+    );
+    std::fs::write(flag.path(), "plausible #41 running since 10:02\n").unwrap();
+    let before = f.host.generation().unwrap();
+    f.commit_system(&format!("{GOOD}unit web.service active\n"));
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 5, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("plausible #41 running since 10:02"),
+        "{}",
+        run.stdout
+    );
+    assert_unchanged(&f, &before);
+    assert_eq!(outcome(&f.last()), "refused-ci-busy");
+    assert_eq!(f.agent(&["deploy", "--force"]).code, 0);
+    std::fs::write(flag.path(), "").unwrap();
+}
+
+#[test]
+fn dry_run_builds_and_activates_nothing_and_an_unchanged_system_is_left_alone() {
+    let f = Fixture::new(GOOD, "", "");
+    let before = f.host.generation().unwrap();
+    // The checkout describes the running system: nothing to do.
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("nothing to do"), "{}", run.stdout);
+    assert_eq!(outcome(&f.last()), "unchanged");
+
+    f.commit_system(&format!("{GOOD}unit web.service active\n"));
+    let run = f.agent(&["deploy", "--dry-run"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("dry run: would activate"),
+        "{}",
+        run.stdout
+    );
+    assert_unchanged(&f, &before);
+    assert_eq!(f.host.activations().len(), 1);
+    assert_eq!(outcome(&f.last()), "dry-run");
+}
+
+#[test]
+fn rollback_returns_to_the_previous_generation_and_verifies() {
+    let f = Fixture::new(GOOD, "", "");
+    let first = f.host.generation().unwrap();
+    f.commit_system(&format!("{GOOD}unit web.service active\n"));
+    assert_eq!(f.agent(&["deploy"]).code, 0);
+    let run = f.agent(&["rollback"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let now = f.host.generation().unwrap();
+    assert_eq!((now.number, &now.path), (first.number, &first.path));
+    assert_eq!(f.host.running().unwrap(), first.path);
+    assert_eq!(f.host.boot_default().unwrap(), first.path);
+    let row = f.last();
+    assert_eq!(
+        (row["kind"].as_str(), outcome(&row)),
+        (Some("rollback"), "deployed")
+    );
+
+    let run = f.agent(&["rollback", "--to", "99"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("there is no generation 99"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_interrupted_deploy_is_reported_on_the_next_start() {
+    let f = Fixture::new(GOOD, "", "");
+    // A deploy that died while building: its row is unfinished and its pid is gone.
+    let ledger = cc_ci_agent::ledger::Ledger::open(&f.state_dir()).unwrap();
+    let id = ledger.deploy_begin("deploy", Some("x#cc-ci")).unwrap();
+    ledger
+        .deploy_set(
+            id,
+            cc_ci_agent::ledger::Field::FromPath,
+            f.host.running().unwrap().to_string_lossy(),
+        )
+        .unwrap();
+    assert!(ledger
+        .deploy_advance(id, &[State::Preflight], State::Building)
+        .unwrap());
+    drop(ledger);
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("notice: deploy #1 (pid "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("stopped before activating anything; the host runs the system it ran before"),
+        "{}",
+        run.stdout
+    );
+    let history = f.agent(&["--format", "json", "deploy", "history"]);
+    let v: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(v["deploys"][1]["outcome"], "interrupted");
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_happens() {
+    let f = Fixture::new(GOOD, "", "");
+    let run = f.agent(&["deploy", "--flake", "github:coop-cloud/cc-ci#cc-ci"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("must be a local directory"),
+        "{}",
+        run.stderr
+    );
+
+    // A host without nixos-rebuild, or without a readable system profile, is not a NixOS host.
+    let text = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(
+        &f.config,
+        text.replace("bin/nixos-rebuild", "bin/no-such-program"),
+    )
+    .unwrap();
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nixos-rebuild not found"),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(&f.config, &text).unwrap();
+
+    std::fs::remove_file(f.host.profile()).unwrap();
+    let run = f.agent(&["deploy"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot read the system profile"),
+        "{}",
+        run.stderr
+    );
+    assert!(f.host.activations().len() == 1 && f.host.timer_log().is_empty());
+}
+
+#[test]
+fn history_and_status_read_the_journal() {
+    let f = Fixture::new(GOOD, "", "");
+    f.commit_system(&format!("{GOOD}unit web.service active\n"));
+    assert_eq!(f.agent(&["deploy"]).code, 0);
+    let run = f.agent(&["deploy", "history"]);
+    assert!(
+        run.stdout.contains("deployed") && run.stdout.contains("1 → 2"),
+        "{}",
+        run.stdout
+    );
+    let status = f.agent(&["deploy", "status"]);
+    assert!(
+        status.stdout.starts_with("deploy #1: deployed"),
+        "{}",
+        status.stdout
+    );
+}
