@@ -121,6 +121,14 @@ impl Fixture {
         serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()["last"].clone()
     }
 
+    /// Commits `conf`, deploys it, checks the exit code; returns the run and the journal row.
+    fn deploy_change(&self, conf: &str, code: i32) -> (Run, serde_json::Value) {
+        self.commit_system(conf);
+        let run = self.agent(&["deploy"]);
+        assert_eq!(run.code, code, "{}\n{}", run.stdout, run.stderr);
+        (run, self.last())
+    }
+
     fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
@@ -145,19 +153,21 @@ fn outcome(row: &serde_json::Value) -> &str {
     row["outcome"].as_str().unwrap_or("none")
 }
 
+fn assert_message(row: &serde_json::Value, part: &str) {
+    let message = row["message"].as_str().unwrap_or_default();
+    assert!(message.contains(part), "message lacks {part:?}: {row}");
+}
+
 #[test]
 fn a_good_change_is_activated_verified_and_committed() {
     let f = Fixture::new(GOOD, "", "");
     let before = f.host.generation().unwrap();
-    f.commit_system(&format!("{GOOD}unit cc-ci-mirrors.timer active\n"));
-    let run = f.agent(&["deploy"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let (run, row) = f.deploy_change(&format!("{GOOD}unit cc-ci-mirrors.timer active\n"), 0);
     let after = f.host.generation().unwrap();
     assert_eq!(after.number, before.number + 1);
     assert_ne!(after.path, before.path);
     assert_eq!(f.host.running().unwrap(), after.path);
     assert_eq!(f.host.boot_default().unwrap(), after.path);
-    let row = f.last();
     assert_eq!(outcome(&row), "deployed");
     assert_eq!(row["to_generation"], after.number);
     assert_eq!(row["from_generation"], before.number);
@@ -191,9 +201,10 @@ fn a_good_change_is_activated_verified_and_committed() {
 fn build_failure_activates_nothing() {
     let f = Fixture::new(GOOD, "", "");
     let before = f.host.generation().unwrap();
-    f.commit_system("build-fail attribute 'services.cc-ci.enrollmentFile' is missing\n");
-    let run = f.agent(&["deploy"]);
-    assert_eq!(run.code, 8, "{}\n{}", run.stdout, run.stderr);
+    let (run, row) = f.deploy_change(
+        "build-fail attribute 'services.cc-ci.enrollmentFile' is missing\n",
+        8,
+    );
     assert!(
         run.stdout.contains("enrollmentFile' is missing"),
         "the build's stderr reaches the operator: {}",
@@ -201,7 +212,7 @@ fn build_failure_activates_nothing() {
     );
     assert_unchanged(&f, &before);
     assert_eq!(f.host.activations().len(), 1, "only the initial boot");
-    assert_eq!(outcome(&f.last()), "build-failed");
+    assert_eq!(outcome(&row), "build-failed");
     assert!(
         f.host.timer_log().is_empty(),
         "no dead-man armed for a failed build"
@@ -212,19 +223,10 @@ fn build_failure_activates_nothing() {
 fn a_newly_failed_unit_rolls_back() {
     let f = Fixture::new(GOOD, "", "");
     let before = f.host.generation().unwrap();
-    f.commit_system(&format!("{GOOD}unit cc-ci-sweep.service failed\n"));
-    let run = f.agent(&["deploy"]);
-    assert_eq!(run.code, 9, "{}\n{}", run.stdout, run.stderr);
+    let (_, row) = f.deploy_change(&format!("{GOOD}unit cc-ci-sweep.service failed\n"), 9);
     assert_unchanged(&f, &before);
-    let row = f.last();
     assert_eq!(outcome(&row), "rolled-back");
-    assert!(
-        row["message"]
-            .as_str()
-            .unwrap()
-            .contains("newly failed: cc-ci-sweep.service"),
-        "{row}"
-    );
+    assert_message(&row, "newly failed: cc-ci-sweep.service");
     assert!(
         row["rollback_checks"]
             .as_array()
@@ -248,18 +250,9 @@ fn a_newly_failed_unit_rolls_back() {
 fn a_hard_activation_failure_rolls_back() {
     let f = Fixture::new(GOOD, "", "");
     let before = f.host.generation().unwrap();
-    f.commit_system(&format!("{GOOD}activate-exit 1\n"));
-    let run = f.agent(&["deploy"]);
-    assert_eq!(run.code, 9, "{}\n{}", run.stdout, run.stderr);
+    let (_, row) = f.deploy_change(&format!("{GOOD}activate-exit 1\n"), 9);
     assert_unchanged(&f, &before);
-    assert!(
-        f.last()["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("activation failed"),
-        "{}",
-        f.last()
-    );
+    assert_message(&row, "activation failed");
 }
 
 #[test]
@@ -282,17 +275,11 @@ fn a_unit_failing_before_and_after_is_not_held_against_the_deploy() {
 fn a_bridge_poll_repos_mismatch_rolls_back() {
     let f = Fixture::new(GOOD, "", "");
     let before = f.host.generation().unwrap();
-    f.commit_system("unit cc-ci-bridge.service active POLL_REPOS=alpha\nunit cc-ci-enrollment-check.service active\n");
-    let run = f.agent(&["deploy"]);
-    assert_eq!(run.code, 9, "{}\n{}", run.stdout, run.stderr);
+    let (_, row) = f.deploy_change("unit cc-ci-bridge.service active POLL_REPOS=alpha\nunit cc-ci-enrollment-check.service active\n", 9);
     assert_unchanged(&f, &before);
-    assert!(
-        f.last()["message"]
-            .as_str()
-            .unwrap()
-            .contains(r#"POLL_REPOS="alpha", the enrollment says "alpha,beta""#),
-        "{}",
-        f.last()
+    assert_message(
+        &row,
+        r#"POLL_REPOS="alpha", the enrollment says "alpha,beta""#,
     );
 }
 
@@ -330,9 +317,7 @@ fn an_http_check_that_recovers_within_the_grace_period_does_not_roll_back() {
         "",
         &format!("[[deploy.checks]]\nname = \"web\"\nurl = \"{url}\"\n"),
     );
-    f.commit_system(&format!("{GOOD}unit web.service active\n"));
-    let run = f.agent(&["deploy"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let (run, _) = f.deploy_change(&format!("{GOOD}unit web.service active\n"), 0);
     assert!(count.load(Ordering::SeqCst) >= 4, "the check was retried");
     assert!(
         run.stdout.contains("verify: ok after 4 attempt(s)"),
@@ -351,19 +336,10 @@ fn an_http_check_that_never_recovers_rolls_back() {
         &format!("[[deploy.checks]]\nname = \"web\"\nurl = \"{url}\"\n"),
     );
     let before = f.host.generation().unwrap();
-    f.commit_system(&format!("{GOOD}unit web.service active\n"));
-    let run = f.agent(&["deploy"]);
-    assert_eq!(run.code, 10, "{}\n{}", run.stdout, run.stderr);
+    let (run, row) = f.deploy_change(&format!("{GOOD}unit web.service active\n"), 10);
     assert_unchanged(&f, &before);
-    let row = f.last();
     assert_eq!(outcome(&row), "rollback-failed");
-    assert!(
-        row["message"]
-            .as_str()
-            .unwrap()
-            .contains("answered HTTP 503"),
-        "{row}"
-    );
+    assert_message(&row, "answered HTTP 503");
     assert!(run.stdout.contains("ROLLBACK FAILED"), "{}", run.stdout);
 }
 
@@ -379,11 +355,8 @@ fn a_check_failing_only_on_the_new_system_rolls_back_cleanly() {
     );
     let text = std::fs::read_to_string(&f.config).unwrap() + &probe;
     std::fs::write(&f.config, text).unwrap();
-    f.commit_system(&format!("{GOOD}unit web.service active\n"));
-    let run = f.agent(&["deploy"]);
-    assert_eq!(run.code, 9, "{}\n{}", run.stdout, run.stderr);
+    let (_, row) = f.deploy_change(&format!("{GOOD}unit web.service active\n"), 9);
     assert_unchanged(&f, &before);
-    let row = f.last();
     let checks = row["checks"].as_array().unwrap();
     assert!(
         checks
@@ -429,13 +402,7 @@ fn the_dead_man_switch_rolls_back_when_the_agent_is_killed_after_activation() {
         let row = f.last();
         if row["state"] == "finished" {
             assert_eq!(outcome(&row), "rolled-back", "{row}");
-            assert!(
-                row["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("dead-man switch fired"),
-                "{row}"
-            );
+            assert_message(&row, "dead-man switch fired");
             break;
         }
         assert!(
@@ -561,16 +528,14 @@ fn a_ci_build_in_flight_is_refused_unless_forced() {
     );
     std::fs::write(flag.path(), "plausible #41 running since 10:02\n").unwrap();
     let before = f.host.generation().unwrap();
-    f.commit_system(&format!("{GOOD}unit web.service active\n"));
-    let run = f.agent(&["deploy"]);
-    assert_eq!(run.code, 5, "{}\n{}", run.stdout, run.stderr);
+    let (run, row) = f.deploy_change(&format!("{GOOD}unit web.service active\n"), 5);
     assert!(
         run.stdout.contains("plausible #41 running since 10:02"),
         "{}",
         run.stdout
     );
     assert_unchanged(&f, &before);
-    assert_eq!(outcome(&f.last()), "refused-ci-busy");
+    assert_eq!(outcome(&row), "refused-ci-busy");
     assert_eq!(f.agent(&["deploy", "--force"]).code, 0);
     std::fs::write(flag.path(), "").unwrap();
 }
