@@ -88,6 +88,24 @@ let
   activeJobs = lib.filterAttrs (_: j: j.available && j.timer.enable) jobs;
 
   isStorePath = p: lib.hasPrefix "${builtins.storeDir}/" (toString p);
+
+  # TOML has no null: options left unset are left out, and the agent's defaults apply.
+  dropNulls = lib.filterAttrs (_: v: v != null);
+
+  checkOptions = {
+    name = lib.mkOption { type = lib.types.str; description = "What the check is called in reports."; };
+    url = lib.mkOption {
+      type = lib.types.nullOr (lib.types.strMatching "https?://.+");
+      default = null;
+      description = "GET this URL; a 2xx answer passes.";
+    };
+    command = lib.mkOption {
+      type = lib.types.nullOr (lib.types.nonEmptyListOf lib.types.str);
+      default = null;
+      description = "Run this argv (no shell); exit 0 passes.";
+    };
+    timeout = lib.mkOption { type = lib.types.str; default = "10s"; description = "How long one try may take."; };
+  };
 in
 {
   options.services.cc-ci = {
@@ -158,6 +176,57 @@ in
     sweep.timer = timerOptions "canonical sweep" "weekly";
     health.timer = timerOptions "health report" "*:0/15";
 
+    deploy = {
+      flake = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/srv/cc-ci#cc-ci";
+        description = ''
+          The configuration `cc-ci-agent deploy` builds: a local git checkout and a configuration
+          name, `PATH#NAME`. Unset: `.#cc-ci` relative to where the agent runs.
+        '';
+      };
+      requireSynced = lib.mkOption {
+        type = lib.types.bool;
+        default = true;
+        description = "Refuse to deploy a checkout whose HEAD is not its upstream branch's commit.";
+      };
+      confirmTimeout = lib.mkOption {
+        type = lib.types.str;
+        default = "120s";
+        description = "When the dead-man switch rolls an unconfirmed deploy back; at least `verifyTimeout` + 5s, plus the time activation takes.";
+      };
+      verifyTimeout = lib.mkOption {
+        type = lib.types.str;
+        default = "60s";
+        description = "How long checks may take to pass after activation (the grace period).";
+      };
+      requiredUnits = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ "${cfg.bridge.unit}.service" "cc-ci-enrollment-check.service" ]
+          ++ map (name: "cc-ci-${name}.timer") (lib.attrNames activeJobs);
+        defaultText = lib.literalMD "the bridge, the enrollment check, and the agent's timers";
+        description = "Units that must be active after activation.";
+      };
+      checks = lib.mkOption {
+        type = lib.types.listOf (lib.types.submodule { options = checkOptions; });
+        default = [ ];
+        example = lib.literalExpression ''[ { name = "bridge answers"; url = "http://127.0.0.1:8080/health"; } ]'';
+        description = "Checks that must pass after activation, each a URL or a command (not both).";
+      };
+      busyCheck = lib.mkOption {
+        type = lib.types.nullOr (lib.types.submodule {
+          options = {
+            url = lib.mkOption { type = lib.types.nullOr (lib.types.strMatching "https?://.+"); default = null; description = "2xx: idle; 423: busy."; };
+            command = lib.mkOption { type = lib.types.nullOr (lib.types.nonEmptyListOf lib.types.str); default = null; description = "Exit 0: idle; exit 1: busy."; };
+            timeout = lib.mkOption { type = lib.types.str; default = "10s"; description = "How long the check may take."; };
+          };
+        });
+        default = null;
+        description = "How to tell that a CI build is in flight, so a deploy does not cut it off.";
+      };
+    };
+
     disk = {
       budget = lib.mkOption {
         type = lib.types.nullOr (lib.types.either lib.types.ints.unsigned (lib.types.strMatching "[0-9]+[KMGT]?"));
@@ -221,7 +290,17 @@ in
           { name = "forge.tokenFile"; value = cfg.forge.tokenFile; }
           { name = "bridge.tokenFile"; value = cfg.bridge.tokenFile; }
         ]
+      ++ map
+        (c: {
+          assertion = (c.url == null) != (c.command == null);
+          message = "services.cc-ci.deploy.checks: check \"${c.name}\" needs exactly one of url or command.";
+        })
+        cfg.deploy.checks
       ++ [
+        {
+          assertion = cfg.deploy.busyCheck == null || (cfg.deploy.busyCheck.url == null) != (cfg.deploy.busyCheck.command == null);
+          message = "services.cc-ci.deploy.busyCheck: needs exactly one of url or command.";
+        }
         {
           assertion = !(cfg.settings ? forge && cfg.settings.forge ? token_file) && !(cfg.settings ? bridge && cfg.settings.bridge ? token_file);
           message = "services.cc-ci.settings: set secrets with services.cc-ci.forge.tokenFile and services.cc-ci.bridge.tokenFile, which pass them as systemd credentials, not as token_file settings.";
@@ -230,6 +309,15 @@ in
 
     services.cc-ci.settings = {
       bridge.unit = cfg.bridge.unit;
+      deploy = dropNulls {
+        inherit (cfg.deploy) flake;
+        require_synced = cfg.deploy.requireSynced;
+        confirm_timeout = cfg.deploy.confirmTimeout;
+        verify_timeout = cfg.deploy.verifyTimeout;
+        required_units = cfg.deploy.requiredUnits;
+        checks = map dropNulls cfg.deploy.checks;
+        busy_check = if cfg.deploy.busyCheck == null then null else dropNulls cfg.deploy.busyCheck;
+      };
     }
     // lib.optionalAttrs (cfg.testsDir != null) { tests_dir = cfg.testsDir; }
     // lib.optionalAttrs (cfg.disk.budget != null) { disk.budget = cfg.disk.budget; };
@@ -255,6 +343,26 @@ in
             PrivateNetwork = true;
           };
         };
+
+        # `systemctl start cc-ci-deploy` deploys without a login session to lose. It runs as root
+        # (it activates systems), and activation must neither stop nor restart it: it is the
+        # process doing the activating, and may be replacing its own package.
+        cc-ci-deploy = {
+          description = "cc-ci: deploy the host's configuration with verify-and-rollback";
+          restartIfChanged = false;
+          stopIfChanged = false;
+          path = [ config.system.build.nixos-rebuild config.nix.package pkgs.git config.systemd.package ];
+          environment.CC_CI_AGENT_CONFIG = configPath;
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStart = "${exe} deploy";
+            # No StateDirectory here: for a root unit systemd would chown the shared directory
+            # to root. tmpfiles creates it for cc-ci, and the agent gives what it writes as root
+            # to the directory's owner.
+            # A deploy that did not deploy (refused, rolled back) fails the unit; the journal
+            # (`cc-ci-agent deploy status`) says why.
+          };
+        };
       }
       // lib.mapAttrs'
         (name: job: lib.nameValuePair "cc-ci-${name}" {
@@ -277,6 +385,12 @@ in
         };
       })
       activeJobs;
+
+    systemd.tmpfiles.settings."10-cc-ci".${stateDir}.d = {
+      user = "cc-ci";
+      group = "cc-ci";
+      mode = "0750";
+    };
 
     users.users.cc-ci = {
       isSystemUser = true;

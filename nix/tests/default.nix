@@ -30,4 +30,5 @@ in
     '';
 
   poll-repos = import ./poll-repos.nix { inherit pkgs self; };
+  deploy = import ./deploy.nix { inherit pkgs self; };
 }

@@ -23,7 +23,7 @@ raw() { nix --extra-experimental-features nix-command eval --raw -f nix/tests/ev
           --arg nixpkgsLib "$NIXPKGS_LIB" --argstr case "$1" "$2"; }
 fail() { echo "module evaluation: FAILED: $*" >&2; exit 1; }
 
-for case in example secrets token-in-store token-relative token-in-settings bridge-missing; do
+for case in example secrets deploy-unit token-in-store token-relative token-in-settings bridge-missing deploy-check-both; do
   out=$(evaluate "$case") || fail "case $case"
   case $case in token-*|bridge-*) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
 done
@@ -40,8 +40,10 @@ echo "module evaluation: example: POLL_REPOS agrees (module, agent, agent via re
 raw rendered agentToml > "$work/rendered.toml"
 grep -qx 'tests_dir = "/var/lib/cc-ci-tests"' "$work/rendered.toml" || fail "testsDir not rendered"
 grep -qx 'budget = 1073741824' "$work/rendered.toml" || fail "disk.budget not rendered"
+grep -qx 'flake = "/srv/cc-ci#cc-ci"' "$work/rendered.toml" || fail "deploy.flake not rendered"
+grep -qx '\[\[deploy.checks\]\]' "$work/rendered.toml" || fail "deploy.checks not rendered"
 "$agent" --config "$work/rendered.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the rendered options"
-echo "module evaluation: rendered: testsDir and disk.budget reach agent.toml and the agent accepts them"
+echo "module evaluation: rendered: testsDir, disk.budget and deploy.* reach agent.toml and the agent accepts them"
 
 # A key the agent does not know fails loudly at the agent, naming the key.
 raw unknown-setting agentToml > "$work/unknown.toml"

@@ -28,6 +28,7 @@ let
     bridgePollRepos = config.systemd.services.cc-ci-bridge.environment.POLL_REPOS;
     agentToml = config.environment.etc."cc-ci/agent.toml".source.text;
     checkUnit = config.systemd.services.cc-ci-enrollment-check.serviceConfig;
+    deployUnit = { inherit (config.systemd.services.cc-ci-deploy) restartIfChanged stopIfChanged serviceConfig; };
     units = builtins.attrNames config.systemd.services;
     timers = builtins.attrNames (config.systemd.timers or { });
   };
@@ -74,7 +75,25 @@ let
     rendered = summary (host {
       services.cc-ci.testsDir = "/var/lib/cc-ci-tests";
       services.cc-ci.disk.budget = lib.mkForce 1073741824;
+      services.cc-ci.deploy = {
+        flake = "/srv/cc-ci#cc-ci";
+        confirmTimeout = "3m";
+        checks = [
+          { name = "bridge answers"; url = "http://127.0.0.1:8080/health"; }
+          { name = "disk mounted"; command = [ "mountpoint" "-q" "/var/lib/docker" ]; }
+        ];
+        busyCheck.url = "http://127.0.0.1:8080/busy";
+      };
     });
+
+    # The deploy unit is root, and activation never stops or restarts it.
+    deploy-unit = let s = summary (host { }); in
+      expect (!s.deployUnit.restartIfChanged && !s.deployUnit.stopIfChanged && !(s.deployUnit.serviceConfig ? User))
+        "cc-ci-deploy.service: ${builtins.toJSON s.deployUnit}"
+        s.deployUnit;
+
+    deploy-check-both = refusedFor "services.cc-ci.deploy.checks"
+      (host { services.cc-ci.deploy.checks = [ { name = "x"; url = "http://h/"; command = [ "true" ]; } ]; });
 
     # An invalid enrollment stops evaluation with the file and key named.
     invalid-enrollment = summary (host {

@@ -62,11 +62,16 @@ in
     callPackage = _: _: fakeDrv "cc-ci-agent";
     writeShellScript = name: _: "/nix/store/00000000000000000000000000000000-${name}";
     sqlite = fakeDrv "sqlite";
+    git = fakeDrv "git";
   };
 
   # Freeform: every NixOS option the module or the example host sets is accepted and merged.
   nixos = {
     freeformType = types.lazyAttrsOf types.anything;
+    # Packages the module puts on units' PATH.
+    config.system.build.nixos-rebuild = fakeDrv "nixos-rebuild";
+    config.nix.package = fakeDrv "nix";
+    config.systemd.package = fakeDrv "systemd";
     options.assertions = lib.mkOption {
       type = types.listOf types.unspecified;
       default = [ ];
