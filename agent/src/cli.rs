@@ -40,6 +40,8 @@ enum Command {
     Deploy(crate::deploy::Args),
     /// Return to an earlier system generation, verified like a deploy.
     Rollback(crate::deploy::RollbackArgs),
+    /// Keep each enrolled recipe's mirror equal to upstream.
+    Mirrors(crate::mirrors::Args),
 }
 
 /// What every command gets: how to print, and where the configuration is.
@@ -95,6 +97,7 @@ pub fn main() -> std::process::ExitCode {
         Command::State(args) => crate::state::run(&ctx, args),
         Command::Deploy(args) => crate::deploy::run(&ctx, args),
         Command::Rollback(args) => crate::deploy::rollback(&ctx, args),
+        Command::Mirrors(args) => crate::mirrors::run(&ctx, args),
     };
     match result {
         Ok(code) => code.into(),

@@ -29,6 +29,8 @@ pub enum Exit {
     /// deploy or rollback: returning to the previous generation did not verify either. The host
     /// needs a person.
     RollbackFailed = 10,
+    /// mirrors sync: some recipes failed (the others were synced); per-recipe results say which.
+    SomeFailed = 11,
 }
 
 impl From<Exit> for std::process::ExitCode {

@@ -109,13 +109,19 @@ impl Cmd {
         self
     }
 
-    /// The command as a person would read it, for logs and errors (argv holds no secrets).
+    /// The command as a person would read it, for logs and errors (argv holds no secrets); a
+    /// long one (a push of hundreds of refs) is cut.
     pub fn display(&self) -> String {
-        std::iter::once(self.program.as_os_str())
+        const MAX: usize = 300;
+        let full = std::iter::once(self.program.as_os_str())
             .chain(self.args.iter().map(OsString::as_os_str))
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" ");
+        match full.char_indices().nth(MAX) {
+            Some((i, _)) => format!("{}... ({} arguments)", &full[..i], self.args.len()),
+            None => full,
+        }
     }
 
     /// Runs to completion (or timeout) whatever its exit status.

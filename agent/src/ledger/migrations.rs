@@ -37,4 +37,22 @@ pub const ALL: &[&str] = &[
         message         TEXT
     ) STRICT;
     CREATE INDEX deploys_unfinished ON deploys (id) WHERE finished_at IS NULL;",
+    // 3: mirrors: the last sync of each recipe, and what happened over time.
+    "CREATE TABLE mirror_state (
+        recipe        TEXT PRIMARY KEY,
+        synced_at     TEXT NOT NULL,
+        result        TEXT NOT NULL,          -- in-sync | synced | created | failed
+        error         TEXT,
+        upstream_head TEXT,
+        mirror_head   TEXT,
+        tags          INTEGER
+    ) STRICT;
+    CREATE TABLE mirror_events (
+        id     INTEGER PRIMARY KEY,
+        recipe TEXT NOT NULL,
+        at     TEXT NOT NULL,
+        kind   TEXT NOT NULL,                 -- created | synced | rewritten | pr-closed | failed
+        detail TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX mirror_events_recipe ON mirror_events (recipe, id);",
 ];

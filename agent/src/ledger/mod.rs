@@ -4,6 +4,7 @@
 mod deploys;
 mod lock;
 mod migrations;
+mod mirrors;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 pub use deploys::{DeployRow, Field, State};
 pub use lock::{Holder, JobLock};
+pub use mirrors::{MirrorEvent, MirrorState};
 
 pub const DB_FILE: &str = "state.db";
 /// The schema version this agent writes: the number of migrations.

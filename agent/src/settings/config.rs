@@ -35,8 +35,8 @@ struct RawConfig {
     bridge: RawBridge,
     #[serde(default)]
     deploy: super::deploy::RawDeploy,
-    #[serde(default, rename = "mirrors")]
-    _mirrors: Reserved,
+    #[serde(default)]
+    mirrors: super::mirrors::RawMirrors,
     #[serde(default, rename = "sweep")]
     _sweep: Reserved,
     #[serde(default)]
@@ -161,6 +161,7 @@ pub struct Config {
     pub forge: Option<Forge>,
     pub bridge: Bridge,
     pub deploy: super::deploy::DeploySettings,
+    pub mirrors: super::mirrors::MirrorSettings,
     pub disk: Disk,
 }
 
@@ -172,7 +173,14 @@ impl Config {
 
     pub fn from_source(source: &TomlSource) -> Result<Self, Invalid> {
         let raw: RawConfig = source.deserialize()?;
-        let base = source.path().parent().unwrap_or(Path::new("."));
+        // Absolute, so a path means the same thing whatever directory a child process runs in.
+        let parent = source
+            .path()
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
+        let base = base.as_path();
         let resolve = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -247,6 +255,7 @@ impl Config {
         }
         let unit = with_service_suffix(&unit);
         let deploy = super::deploy::resolve(raw.deploy, &unit, source, &resolve, &mut errors);
+        let mirrors = super::mirrors::resolve(raw.mirrors, source, &mut errors);
 
         if !errors.is_empty() {
             return Err(Invalid(errors));
@@ -266,6 +275,7 @@ impl Config {
                 token_file: raw.bridge.token_file.as_deref().map(resolve),
             },
             deploy,
+            mirrors,
             disk: Disk {
                 budget: raw.disk.budget,
             },
@@ -336,12 +346,12 @@ mod tests {
     #[test]
     fn unknown_keys_in_reserved_sections_are_errors() {
         let Err(Invalid(errors)) =
-            parse("enrollment_file = \"e.toml\"\n[mirrors]\nconcurrency = 8\n")
+            parse("enrollment_file = \"e.toml\"\n[sweep]\ncommand = [\"x\"]\n")
         else {
             panic!("accepted")
         };
         assert_eq!(errors[0].line, Some(3));
-        assert_eq!(errors[0].key, "mirrors.concurrency");
+        assert_eq!(errors[0].key, "sweep.command");
     }
 
     #[test]

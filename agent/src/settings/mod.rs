@@ -4,6 +4,7 @@ pub mod config;
 pub mod deploy;
 pub mod edit;
 pub mod enrollment;
+pub mod mirrors;
 pub mod rules;
 pub mod source;
 

@@ -1,0 +1,59 @@
+//! `kind = "local"`: mirrors are bare repositories `<path>/<recipe>.git`. No pull requests.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::{Forge, Pull};
+use crate::process::Cmd;
+
+pub struct Local {
+    path: PathBuf,
+}
+
+impl Local {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    fn repo(&self, recipe: &str) -> PathBuf {
+        self.path.join(format!("{recipe}.git"))
+    }
+}
+
+impl Forge for Local {
+    fn mirror_url(&self, recipe: &str) -> String {
+        self.repo(recipe).to_string_lossy().into_owned()
+    }
+
+    fn exists(&self, recipe: &str) -> Result<bool> {
+        Ok(self.repo(recipe).join("HEAD").is_file())
+    }
+
+    fn create(&self, recipe: &str, branch: &str) -> Result<()> {
+        std::fs::create_dir_all(&self.path)
+            .with_context(|| format!("cannot create {}", self.path.display()))?;
+        Cmd::new("git")
+            .args([
+                "init",
+                "--quiet",
+                "--bare",
+                &format!("--initial-branch={branch}"),
+            ])
+            .arg(self.repo(recipe))
+            .run()?;
+        Ok(())
+    }
+
+    fn open_pulls(&self, _recipe: &str) -> Result<Vec<Pull>> {
+        Ok(Vec::new())
+    }
+
+    fn close_pull(&self, recipe: &str, number: u64, _comment: &str) -> Result<()> {
+        anyhow::bail!("a local forge has no pull requests ({recipe} #{number})")
+    }
+
+    fn git_env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,48 @@
+//! Where mirrors live: a Gitea/Forgejo org (REST API v1) or a local directory of bare repos.
+
+mod gitea;
+mod local;
+
+use anyhow::Result;
+use serde::Serialize;
+
+pub use gitea::Gitea;
+pub use local::Local;
+
+use crate::secrets::read_token;
+use crate::settings::config::{Config, Forge as ForgeSettings, FORGE_TOKEN_CREDENTIAL};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pull {
+    pub number: u64,
+    pub head_sha: String,
+    pub title: String,
+}
+
+pub trait Forge: Send + Sync {
+    /// The mirror's git URL (never with credentials in it).
+    fn mirror_url(&self, recipe: &str) -> String;
+    fn exists(&self, recipe: &str) -> Result<bool>;
+    /// Creates the mirror as an ordinary repository, which can carry pull requests.
+    fn create(&self, recipe: &str, branch: &str) -> Result<()>;
+    fn open_pulls(&self, recipe: &str) -> Result<Vec<Pull>>;
+    fn close_pull(&self, recipe: &str, number: u64, comment: &str) -> Result<()>;
+    /// Environment for git so that it authenticates to this forge, and only to it.
+    fn git_env(&self) -> Vec<(String, String)>;
+}
+
+/// The forge the configuration names.
+pub fn from_config(config: &Config) -> Result<Box<dyn Forge>> {
+    match &config.forge {
+        None => Err(crate::exit::Unusable(format!(
+            "{}: no [forge] section: mirrors need kind = \"gitea\" (url, org) or kind = \"local\" (path)",
+            config.path.display()
+        ))
+        .into()),
+        Some(ForgeSettings::Local { path }) => Ok(Box::new(Local::new(path.clone()))),
+        Some(ForgeSettings::Gitea { url, org, token_file }) => {
+            let token = read_token(token_file.as_deref(), FORGE_TOKEN_CREDENTIAL, "forge")?;
+            Ok(Box::new(Gitea::new(url, org, token)))
+        }
+    }
+}

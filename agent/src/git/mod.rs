@@ -1,0 +1,301 @@
+//! The only place that knows git's command lines: `ls-remote`, the per-recipe bare cache, and
+//! leased, atomic pushes. Credentials arrive as environment (`GIT_CONFIG_*`), never in argv.
+
+pub mod refs;
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::process::{Cmd, ProcessError};
+pub use refs::{plan, Change, RefSet, Tag};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Worth another try: the network or the server faltered.
+    Transient,
+    /// The credentials were refused. Retrying will not help.
+    Auth,
+    /// The remote refused the update: a lease did not hold, or a hook said no.
+    Rejected,
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct GitError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+fn classify(stderr: &str) -> ErrorKind {
+    let s = stderr.to_ascii_lowercase();
+    let any = |needles: &[&str]| needles.iter().any(|n| s.contains(n));
+    if any(&[
+        "authentication failed",
+        "http 401",
+        "http 403",
+        "returned error: 401",
+        "returned error: 403",
+        "permission denied",
+    ]) {
+        ErrorKind::Auth
+    } else if any(&[
+        "stale info",
+        "[rejected]",
+        "! [remote rejected]",
+        "failed to push some refs",
+        "atomic push failed",
+    ]) {
+        ErrorKind::Rejected
+    } else if any(&[
+        "could not resolve host",
+        "connection refused",
+        "connection timed out",
+        "connection reset",
+        "timed out",
+        "early eof",
+        "the remote end hung up unexpectedly",
+        "returned error: 5",
+        "http 5",
+        "temporary failure",
+        "unable to connect",
+        "did not finish within",
+    ]) {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Other
+    }
+}
+
+fn to_git_error(e: ProcessError) -> GitError {
+    let message = e.to_string();
+    let kind = match &e {
+        ProcessError::Timeout { .. } => ErrorKind::Transient,
+        ProcessError::Failed { stderr, .. } => classify(stderr),
+        ProcessError::Spawn { .. } => ErrorKind::Other,
+    };
+    GitError { kind, message }
+}
+
+#[derive(Debug, Clone)]
+pub struct Git {
+    timeout: Duration,
+    retries: u32,
+    /// Extra environment for every call (the forge's credentials, scoped to its URL).
+    env: Vec<(String, String)>,
+}
+
+impl Git {
+    pub fn new(timeout: Duration, retries: u32, env: Vec<(String, String)>) -> Self {
+        Self {
+            timeout,
+            retries,
+            env,
+        }
+    }
+
+    fn cmd(&self) -> Cmd {
+        let mut cmd = Cmd::new("git")
+            .timeout(self.timeout)
+            // Never ask a person for anything; answer in a language we can read.
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", "true")
+            .env("SSH_ASKPASS", "true")
+            .env("LC_ALL", "C");
+        for (k, v) in &self.env {
+            cmd = cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `build()` until it succeeds, fails for a reason other than the network, or runs out
+    /// of tries; waits 0.5 s, 1 s, 2 s ... between tries.
+    fn retrying<T>(&self, mut call: impl FnMut() -> Result<T, GitError>) -> Result<T, GitError> {
+        let mut pause = Duration::from_millis(500);
+        let mut tries = 0;
+        loop {
+            match call() {
+                Err(e) if e.kind == ErrorKind::Transient && tries < self.retries => {
+                    tracing::info!("transient git failure, retrying in {pause:?}: {e}");
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The branch and the tags of a remote, filtered by the server (protocol v2 ref prefixes).
+    pub fn ls_remote(&self, url: &str, branch: &str) -> Result<RefSet, GitError> {
+        let out = self.retrying(|| {
+            self.cmd()
+                .args(["-c", "protocol.version=2", "ls-remote", "--", url])
+                .arg(format!("refs/heads/{branch}"))
+                .arg("refs/tags/*")
+                .run()
+                .map_err(to_git_error)
+        })?;
+        RefSet::parse(&out, branch).map_err(|e| GitError {
+            kind: ErrorKind::Other,
+            message: e.to_string(),
+        })
+    }
+
+    pub fn init_bare(&self, path: &Path) -> Result<(), GitError> {
+        if path.join("HEAD").exists() {
+            return Ok(());
+        }
+        self.cmd()
+            .args(["init", "--quiet", "--bare"])
+            .arg(path)
+            .run()
+            .map_err(to_git_error)?;
+        Ok(())
+    }
+
+    /// Brings `cache` to upstream's branch and tags: only new objects travel; tags upstream
+    /// deleted are pruned; the branch follows even a rewrite.
+    pub fn fetch(&self, cache: &Path, url: &str, branch: &str) -> Result<(), GitError> {
+        self.retrying(|| {
+            self.cmd()
+                .arg("-C")
+                .arg(cache)
+                .args([
+                    "fetch",
+                    "--quiet",
+                    "--prune",
+                    "--no-write-fetch-head",
+                    "--",
+                    url,
+                ])
+                .arg(format!("+refs/heads/{branch}:refs/heads/{branch}"))
+                .arg("+refs/tags/*:refs/tags/*")
+                .run()
+                .map_err(to_git_error)
+        })?;
+        Ok(())
+    }
+
+    /// Fetches one ref of another remote into a private ref of the cache.
+    pub fn fetch_ref(&self, cache: &Path, url: &str, from: &str, to: &str) -> Result<(), GitError> {
+        self.retrying(|| {
+            self.cmd()
+                .arg("-C")
+                .arg(cache)
+                .args([
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--",
+                    url,
+                ])
+                .arg(format!("+{from}:{to}"))
+                .run()
+                .map_err(to_git_error)
+        })?;
+        Ok(())
+    }
+
+    /// The cache's own branch and tags, peeled, in the form `RefSet::parse` reads.
+    pub fn local_refs(&self, cache: &Path, branch: &str) -> Result<RefSet, GitError> {
+        let out = self
+            .cmd()
+            .arg("-C")
+            .arg(cache)
+            .args(["for-each-ref", "--format=%(objectname)%09%(refname)%(if)%(*objectname)%(then)%0a%(*objectname)%09%(refname)^{}%(end)"])
+            .arg(format!("refs/heads/{branch}"))
+            .arg("refs/tags")
+            .run()
+            .map_err(to_git_error)?;
+        RefSet::parse(&out, branch).map_err(|e| GitError {
+            kind: ErrorKind::Other,
+            message: e.to_string(),
+        })
+    }
+
+    /// Pushes exactly `changes` from `cache` to `url`, each guarded by a lease on the value the
+    /// mirror had when it was listed, all or nothing where the server can do atomic pushes.
+    pub fn push(&self, cache: &Path, url: &str, changes: &[Change]) -> Result<(), GitError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let push = |atomic: bool| {
+            let mut cmd =
+                self.cmd()
+                    .arg("-C")
+                    .arg(cache)
+                    .args(["push", "--porcelain", "--no-verify"]);
+            if atomic {
+                cmd = cmd.arg("--atomic");
+            }
+            cmd.args(changes.iter().map(Change::lease))
+                .arg("--")
+                .arg(url)
+                .args(changes.iter().map(Change::refspec))
+                .run()
+        };
+        match push(true) {
+            Ok(_) => Ok(()),
+            Err(ProcessError::Failed { stderr, .. })
+                if stderr.contains("does not support --atomic") =>
+            {
+                push(false).map(|_| ()).map_err(to_git_error)
+            }
+            Err(e) => Err(to_git_error(e)),
+        }
+    }
+
+    /// Whether `ancestor` is reachable from `descendant` in `cache`; false if either is missing.
+    pub fn is_ancestor(&self, cache: &Path, ancestor: &str, descendant: &str) -> bool {
+        self.cmd()
+            .arg("-C")
+            .arg(cache)
+            .args(["merge-base", "--is-ancestor", ancestor, descendant])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    pub fn has_commit(&self, cache: &Path, oid: &str) -> bool {
+        self.cmd()
+            .arg("-C")
+            .arg(cache)
+            .args(["cat-file", "-e", &format!("{oid}^{{commit}}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_failures() {
+        assert_eq!(
+            classify("fatal: Authentication failed for 'http://x/'"),
+            ErrorKind::Auth
+        );
+        assert_eq!(
+            classify("fatal: unable to access 'http://x/': The requested URL returned error: 403"),
+            ErrorKind::Auth
+        );
+        assert_eq!(
+            classify(" ! [rejected] main -> main (stale info)"),
+            ErrorKind::Rejected
+        );
+        assert_eq!(
+            classify("fatal: unable to connect to 127.0.0.1:\nConnection refused"),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            classify("fatal: the remote end hung up unexpectedly"),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            classify("fatal: '/x' does not appear to be a git repository"),
+            ErrorKind::Other
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! What a repository says about one branch and its tags, and the plan that makes a mirror equal
+//! to its upstream: pure, so it is cheap to compute, print and test.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tag {
+    /// The ref's own object: a tag object for an annotated tag, the commit for a lightweight one.
+    pub oid: String,
+    /// The commit an annotated tag points at (`^{}` in ls-remote), if it is annotated.
+    pub peeled: Option<String>,
+}
+
+impl Tag {
+    pub fn commit(&self) -> &str {
+        self.peeled.as_deref().unwrap_or(&self.oid)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RefSet {
+    pub branch: Option<String>,
+    pub tags: BTreeMap<String, Tag>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unexpected line in git's ref listing: {0:?}")]
+pub struct ParseError(pub String);
+
+fn is_oid(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64)
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+impl RefSet {
+    /// Parses `git ls-remote` output (`<oid>\t<ref>`) for `refs/heads/<branch>` and `refs/tags/*`;
+    /// other refs are ignored. Also reads `for-each-ref --format='%(objectname)%09%(refname)'`.
+    pub fn parse(text: &str, branch: &str) -> Result<Self, ParseError> {
+        let head = format!("refs/heads/{branch}");
+        let mut set = RefSet::default();
+        let mut peeled: Vec<(String, String)> = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (oid, name) = line
+                .split_once('\t')
+                .ok_or_else(|| ParseError(line.to_string()))?;
+            if !is_oid(oid) || name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(ParseError(line.to_string()));
+            }
+            if name == head {
+                set.branch = Some(oid.to_string());
+            } else if let Some(tag) = name.strip_prefix("refs/tags/") {
+                match tag.strip_suffix("^{}") {
+                    Some(base) => peeled.push((base.to_string(), oid.to_string())),
+                    None => {
+                        set.tags.insert(
+                            tag.to_string(),
+                            Tag {
+                                oid: oid.to_string(),
+                                peeled: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        for (tag, commit) in peeled {
+            if let Some(t) = set.tags.get_mut(&tag) {
+                t.peeled = Some(commit);
+            }
+        }
+        Ok(set)
+    }
+
+    /// Equal branch and equal tags, by tag object id: a re-made annotated tag on the same commit
+    /// is a change.
+    pub fn same_as(&self, other: &RefSet) -> bool {
+        self.branch == other.branch
+            && self.tags.len() == other.tags.len()
+            && self
+                .tags
+                .iter()
+                .all(|(n, t)| other.tags.get(n).is_some_and(|o| o.oid == t.oid))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Change {
+    Branch {
+        name: String,
+        from: Option<String>,
+        to: String,
+    },
+    TagCreate {
+        name: String,
+        to: String,
+    },
+    TagMove {
+        name: String,
+        from: String,
+        to: String,
+    },
+    TagDelete {
+        name: String,
+        from: String,
+    },
+}
+
+impl Change {
+    pub fn refname(&self) -> String {
+        match self {
+            Change::Branch { name, .. } => format!("refs/heads/{name}"),
+            Change::TagCreate { name, .. }
+            | Change::TagMove { name, .. }
+            | Change::TagDelete { name, .. } => {
+                format!("refs/tags/{name}")
+            }
+        }
+    }
+
+    /// What the mirror must hold for the push to go ahead (`--force-with-lease=REF:EXPECT`);
+    /// empty means the ref must not exist.
+    pub fn lease(&self) -> String {
+        let expect = match self {
+            Change::Branch { from, .. } => from.clone().unwrap_or_default(),
+            Change::TagCreate { .. } => String::new(),
+            Change::TagMove { from, .. } | Change::TagDelete { from, .. } => from.clone(),
+        };
+        format!("--force-with-lease={}:{expect}", self.refname())
+    }
+
+    /// The push refspec: forced where the ref moves, a deletion where it goes.
+    pub fn refspec(&self) -> String {
+        match self {
+            Change::Branch { to, .. }
+            | Change::TagCreate { to, .. }
+            | Change::TagMove { to, .. } => {
+                format!("+{to}:{}", self.refname())
+            }
+            Change::TagDelete { .. } => format!(":{}", self.refname()),
+        }
+    }
+}
+
+/// The changes that make `mirror`'s branch and tags equal to `upstream`'s. Nothing else is touched.
+pub fn plan(upstream: &RefSet, mirror: &RefSet, branch: &str) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if let Some(to) = &upstream.branch {
+        if mirror.branch.as_ref() != Some(to) {
+            changes.push(Change::Branch {
+                name: branch.to_string(),
+                from: mirror.branch.clone(),
+                to: to.clone(),
+            });
+        }
+    }
+    for (name, tag) in &upstream.tags {
+        match mirror.tags.get(name) {
+            None => changes.push(Change::TagCreate {
+                name: name.clone(),
+                to: tag.oid.clone(),
+            }),
+            Some(m) if m.oid != tag.oid => changes.push(Change::TagMove {
+                name: name.clone(),
+                from: m.oid.clone(),
+                to: tag.oid.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (name, tag) in &mirror.tags {
+        if !upstream.tags.contains_key(name) {
+            changes.push(Change::TagDelete {
+                name: name.clone(),
+                from: tag.oid.clone(),
+            });
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "1111111111111111111111111111111111111111";
+    const B: &str = "2222222222222222222222222222222222222222";
+    const C: &str = "3333333333333333333333333333333333333333";
+    const D: &str = "4444444444444444444444444444444444444444";
+
+    #[test]
+    fn parses_heads_annotated_and_lightweight_tags() {
+        let text = format!(
+            "{A}\trefs/heads/main\n{B}\trefs/heads/feature\n{C}\trefs/tags/1.0.0+2.0\n{A}\trefs/tags/1.0.0+2.0^{{}}\n\
+             {D}\trefs/tags/light\n{B}\trefs/pull/1/head\n"
+        );
+        let set = RefSet::parse(&text, "main").unwrap_or_default();
+        assert_eq!(set.branch.as_deref(), Some(A));
+        assert_eq!(set.tags.len(), 2);
+        assert_eq!(
+            set.tags["1.0.0+2.0"],
+            Tag {
+                oid: C.into(),
+                peeled: Some(A.into())
+            }
+        );
+        assert_eq!(set.tags["1.0.0+2.0"].commit(), A);
+        assert_eq!(set.tags["light"].commit(), D);
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        for bad in [
+            "not a line",
+            "xyz\trefs/heads/main",
+            &format!("{A}\t"),
+            &format!("{A} refs/heads/main"),
+        ] {
+            assert!(RefSet::parse(bad, "main").is_err(), "{bad}");
+        }
+        assert_eq!(RefSet::parse("", "main"), Ok(RefSet::default()));
+    }
+
+    #[test]
+    fn plans_only_what_differs() {
+        let up = RefSet::parse(
+            &format!("{B}\trefs/heads/main\n{C}\trefs/tags/new\n{D}\trefs/tags/moved\n{A}\trefs/tags/same\n"),
+            "main",
+        )
+        .unwrap_or_default();
+        let mirror = RefSet::parse(
+            &format!("{A}\trefs/heads/main\n{C}\trefs/tags/moved\n{A}\trefs/tags/same\n{B}\trefs/tags/gone\n"),
+            "main",
+        )
+        .unwrap_or_default();
+        let changes = plan(&up, &mirror, "main");
+        assert_eq!(
+            changes,
+            [
+                Change::Branch {
+                    name: "main".into(),
+                    from: Some(A.into()),
+                    to: B.into()
+                },
+                Change::TagMove {
+                    name: "moved".into(),
+                    from: C.into(),
+                    to: D.into()
+                },
+                Change::TagCreate {
+                    name: "new".into(),
+                    to: C.into()
+                },
+                Change::TagDelete {
+                    name: "gone".into(),
+                    from: B.into()
+                },
+            ]
+        );
+        assert_eq!(
+            changes[0].lease(),
+            format!("--force-with-lease=refs/heads/main:{A}")
+        );
+        assert_eq!(changes[2].lease(), "--force-with-lease=refs/tags/new:");
+        assert_eq!(changes[3].refspec(), ":refs/tags/gone");
+        assert!(plan(&up, &up, "main").is_empty());
+        assert!(up.same_as(&up) && !up.same_as(&mirror));
+    }
+
+    #[test]
+    fn a_remade_annotated_tag_on_the_same_commit_is_a_change() {
+        let old = RefSet::parse(
+            &format!("{C}\trefs/tags/v\n{A}\trefs/tags/v^{{}}\n"),
+            "main",
+        )
+        .unwrap_or_default();
+        let new = RefSet::parse(
+            &format!("{D}\trefs/tags/v\n{A}\trefs/tags/v^{{}}\n"),
+            "main",
+        )
+        .unwrap_or_default();
+        assert!(!old.same_as(&new));
+        assert_eq!(plan(&new, &old, "main").len(), 1);
+    }
+}

@@ -1,0 +1,196 @@
+//! `cc-ci-agent mirrors sync` and `mirrors status`.
+
+mod status;
+mod sync;
+
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::json;
+
+pub use sync::{Outcome, RecipeResult, Syncer};
+
+use crate::cli::Context;
+use crate::exit::{Exit, Unusable};
+use crate::forge;
+use crate::git::Git;
+use crate::ledger::{now_rfc3339, JobLock, Ledger, MirrorState};
+use crate::output::{Output, Tone};
+use crate::settings::config::Config;
+use crate::settings::enrollment::{Enrollment, Recipe};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make every enrolled recipe's mirror equal to upstream: its branch and tags, nothing else.
+    Sync {
+        /// Only these recipes (default: every enrolled recipe).
+        recipes: Vec<String>,
+    },
+    /// Per recipe: missing, in sync, behind, diverged or upstream unreachable (asked live).
+    Status {
+        /// Only these recipes (default: every enrolled recipe).
+        recipes: Vec<String>,
+    },
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    let config = ctx.config()?;
+    let enrollment = Enrollment::load(&config.enrollment_file)?;
+    match args.command {
+        Command::Sync { recipes } => {
+            let chosen = select(&enrollment, &recipes)?;
+            let _lock = JobLock::acquire(&config.state_dir, "mirrors")?;
+            let mut ledger = Ledger::open(&config.state_dir)?;
+            let results = sync_recipes(&config, &chosen, &mut ledger, &ctx.out)?;
+            let failed = results
+                .iter()
+                .filter(|r| r.outcome == Outcome::Failed)
+                .count();
+            if ctx.out.is_json() {
+                ctx.out
+                    .json(&json!({ "results": results, "failed": failed }))?;
+            } else {
+                let synced = results
+                    .iter()
+                    .filter(|r| r.outcome == Outcome::Synced)
+                    .count();
+                println!(
+                    "{} recipes: {} in sync, {synced} synced, {failed} failed",
+                    results.len(),
+                    results.len() - synced - failed
+                );
+            }
+            Ok(if failed == 0 {
+                Exit::Success
+            } else {
+                Exit::SomeFailed
+            })
+        }
+        Command::Status { recipes } => status::run(ctx, &config, &select(&enrollment, &recipes)?),
+    }
+}
+
+/// The enrolled recipes named (all of them when none are); a name not enrolled is bad input.
+fn select(enrollment: &Enrollment, names: &[String]) -> Result<Vec<Recipe>> {
+    let enrolled: Vec<Recipe> = enrollment.enrolled().cloned().collect();
+    if names.is_empty() {
+        return Ok(enrolled);
+    }
+    names
+        .iter()
+        .map(|n| {
+            enrolled
+                .iter()
+                .find(|r| &r.name == n)
+                .cloned()
+                .ok_or_else(|| Unusable(format!("{n:?} is not an enrolled recipe")).into())
+        })
+        .collect()
+}
+
+pub fn syncer<'a>(config: &Config, forge: &'a dyn forge::Forge) -> Syncer<'a> {
+    let m = &config.mirrors;
+    Syncer {
+        forge,
+        git: Git::new(m.git_timeout, m.retries, forge.git_env()),
+        cache_dir: config.state_dir.join("mirrors"),
+        close_merged_prs: m.close_merged_prs,
+    }
+}
+
+/// Syncs `recipes` (the caller holds the agent lock), records each result as it arrives, prints
+/// a line per recipe for people. The sweep calls this too.
+pub fn sync_recipes(
+    config: &Config,
+    recipes: &[Recipe],
+    ledger: &mut Ledger,
+    out: &Output,
+) -> Result<Vec<RecipeResult>> {
+    let forge = forge::from_config(config)?;
+    let syncer = syncer(config, forge.as_ref());
+    let mut results = Vec::with_capacity(recipes.len());
+    let mut record_error = None;
+    sync::sync_all(&syncer, recipes, config.mirrors.concurrency, |result| {
+        if let Err(e) = record(ledger, &result) {
+            record_error.get_or_insert(e);
+        }
+        if !out.is_json() {
+            print_result(out, &result);
+        }
+        results.push(result);
+    });
+    if let Some(e) = record_error {
+        return Err(e.context("recording mirror results in the state database"));
+    }
+    results.sort_by(|a, b| a.recipe.cmp(&b.recipe));
+    Ok(results)
+}
+
+fn record(ledger: &mut Ledger, r: &RecipeResult) -> Result<()> {
+    let result = match (r.outcome, r.created) {
+        (Outcome::Failed, _) => "failed",
+        (_, true) => "created",
+        (Outcome::Synced, false) => "synced",
+        (Outcome::InSync, false) => "in-sync",
+    };
+    let mut events = Vec::new();
+    if r.created {
+        events.push((
+            "created".to_string(),
+            "mirror repository created".to_string(),
+        ));
+    }
+    if let Some((old, new)) = &r.rewritten {
+        events.push((
+            "rewritten".into(),
+            format!("upstream's branch was rewritten: {old} is not in {new}; the mirror follows"),
+        ));
+    }
+    if r.outcome == Outcome::Synced {
+        events.push(("synced".into(), r.summary()));
+    }
+    for n in &r.closed_pulls {
+        events.push(("pr-closed".into(), format!("#{n} closed: merged upstream")));
+    }
+    if let Some(e) = &r.error {
+        events.push(("failed".into(), e.clone()));
+    }
+    let state = MirrorState {
+        recipe: r.recipe.clone(),
+        synced_at: now_rfc3339(),
+        result: result.into(),
+        error: r.error.clone(),
+        upstream_head: r.upstream_head.clone(),
+        mirror_head: if r.outcome == Outcome::Failed {
+            None
+        } else {
+            r.upstream_head.clone()
+        },
+        tags: r.tags.and_then(|n| i64::try_from(n).ok()),
+    };
+    ledger.mirror_record(&state, &events)
+}
+
+fn print_result(out: &Output, r: &RecipeResult) {
+    let (mark, text) = match r.outcome {
+        Outcome::InSync => (out.paint("=", Tone::Dim), "in sync".to_string()),
+        Outcome::Synced if r.created => (
+            out.paint("+", Tone::Good),
+            format!("created and synced: {}", r.summary()),
+        ),
+        Outcome::Synced => (
+            out.paint("✓", Tone::Good),
+            format!("synced: {}", r.summary()),
+        ),
+        Outcome::Failed => (
+            out.paint("✗", Tone::Bad),
+            r.error.clone().unwrap_or_default(),
+        ),
+    };
+    println!("{mark} {:<24} {text}", r.recipe);
+}

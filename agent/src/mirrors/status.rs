@@ -1,0 +1,166 @@
+//! `mirrors status`: asks both sides now, and reads the last sync and event from the journal.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::Context;
+use crate::exit::Exit;
+use crate::forge;
+use crate::ledger::Ledger;
+use crate::output::{table, Tone};
+use crate::settings::config::Config;
+use crate::settings::enrollment::Recipe;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standing {
+    Missing,
+    InSync,
+    /// The mirror lacks some of upstream's commits or tags, and has nothing upstream lacks.
+    Behind,
+    /// The mirror's branch has commits upstream's lacks.
+    Diverged,
+    UpstreamUnreachable,
+    MirrorUnreachable,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    recipe: String,
+    standing: Standing,
+    detail: String,
+    last_sync: Option<String>,
+    last_result: Option<String>,
+    last_event: Option<String>,
+}
+
+fn standing(syncer: &super::Syncer<'_>, recipe: &Recipe) -> (Standing, String) {
+    let name = &recipe.name;
+    match syncer.forge.exists(name) {
+        Ok(false) => return (Standing::Missing, "no mirror repository".into()),
+        Err(e) => return (Standing::MirrorUnreachable, format!("{e:#}")),
+        Ok(true) => {}
+    }
+    let up = match syncer.git.ls_remote(&recipe.upstream, &recipe.branch) {
+        Ok(up) => up,
+        Err(e) => return (Standing::UpstreamUnreachable, e.to_string()),
+    };
+    let mirror_url = syncer.forge.mirror_url(name);
+    let mirror = match syncer.git.ls_remote(&mirror_url, &recipe.branch) {
+        Ok(m) => m,
+        Err(e) => return (Standing::MirrorUnreachable, e.to_string()),
+    };
+    if up.same_as(&mirror) {
+        return (Standing::InSync, format!("{} tags", up.tags.len()));
+    }
+    let tags = crate::git::plan(&up, &mirror, &recipe.branch).len();
+    let (Some(u), Some(m)) = (&up.branch, &mirror.branch) else {
+        return (Standing::Behind, format!("{tags} refs differ"));
+    };
+    if u == m {
+        return (Standing::Behind, format!("tags differ ({tags} changes)"));
+    }
+    // Judge the ancestry in the recipe's cache, fetching both heads into private refs.
+    let cache = syncer.cache_dir.join(format!("{name}.git"));
+    let branch = format!("refs/heads/{}", recipe.branch);
+    let fetched = syncer.git.init_bare(&cache).is_ok()
+        && syncer
+            .git
+            .fetch_ref(
+                &cache,
+                &recipe.upstream,
+                &branch,
+                "refs/cc-ci/status-upstream",
+            )
+            .is_ok()
+        && syncer
+            .git
+            .fetch_ref(&cache, &mirror_url, &branch, "refs/cc-ci/status-mirror")
+            .is_ok();
+    if fetched && !syncer.git.is_ancestor(&cache, m, u) {
+        (
+            Standing::Diverged,
+            format!(
+                "the mirror's {} has commits upstream's lacks",
+                recipe.branch
+            ),
+        )
+    } else {
+        (Standing::Behind, format!("{tags} refs to update"))
+    }
+}
+
+pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
+    let forge = forge::from_config(config)?;
+    let syncer = super::syncer(config, forge.as_ref());
+    let ledger = Ledger::open(&config.state_dir)?;
+    let next = AtomicUsize::new(0);
+    let found = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..config.mirrors.concurrency.min(recipes.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(recipe) = recipes.get(i) else { break };
+                let s = standing(&syncer, recipe);
+                if let Ok(mut f) = found.lock() {
+                    f.push((recipe.name.clone(), s));
+                }
+            });
+        }
+    });
+    let mut found = found.into_inner().unwrap_or_default();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut rows = Vec::new();
+    for (recipe, (standing, detail)) in found {
+        let state = ledger.mirror_state(&recipe)?;
+        let event = ledger.mirror_events(&recipe, 1)?.into_iter().next();
+        rows.push(Row {
+            recipe,
+            standing,
+            detail,
+            last_sync: state.as_ref().map(|s| s.synced_at.clone()),
+            last_result: state.map(|s| s.result),
+            last_event: event.map(|e| format!("{} {}: {}", e.at, e.kind, e.detail)),
+        });
+    }
+    let ok = rows.iter().all(|r| r.standing == Standing::InSync);
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&json!({ "mirrors": rows, "all_in_sync": ok }))?;
+    } else {
+        let cells: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let tone = match r.standing {
+                    Standing::InSync => Tone::Good,
+                    Standing::Behind | Standing::Missing => Tone::Warn,
+                    _ => Tone::Bad,
+                };
+                let name = serde_json::to_value(r.standing)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                vec![
+                    (r.recipe.clone(), None),
+                    (name, Some(tone)),
+                    (r.last_sync.clone().unwrap_or_else(|| "never".into()), None),
+                    (r.last_event.clone().unwrap_or_default(), None),
+                    (r.detail.clone(), None),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                &ctx.out,
+                &["RECIPE", "MIRROR", "LAST SYNC", "LAST EVENT", "DETAIL"],
+                &cells
+            )
+        );
+    }
+    Ok(if ok { Exit::Success } else { Exit::Problems })
+}

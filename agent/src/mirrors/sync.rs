@@ -1,0 +1,274 @@
+//! One recipe's mirror made equal to its upstream: branch and tags, nothing else.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use serde::Serialize;
+
+use crate::forge::Forge;
+use crate::git::{plan, Change, ErrorKind, Git, RefSet};
+use crate::settings::enrollment::Recipe;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Equal already: no fetch, no push.
+    InSync,
+    /// Changes were pushed (or the mirror was created and filled).
+    Synced,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipeResult {
+    pub recipe: String,
+    pub outcome: Outcome,
+    pub created: bool,
+    pub changes: Vec<Change>,
+    /// Upstream's branch moved to a commit that does not contain the old one: (old, new).
+    pub rewritten: Option<(String, String)>,
+    pub closed_pulls: Vec<u64>,
+    pub error: Option<String>,
+    pub upstream_head: Option<String>,
+    pub tags: Option<usize>,
+}
+
+impl RecipeResult {
+    fn new(recipe: &str) -> Self {
+        Self {
+            recipe: recipe.to_string(),
+            outcome: Outcome::Failed,
+            created: false,
+            changes: Vec::new(),
+            rewritten: None,
+            closed_pulls: Vec::new(),
+            error: None,
+            upstream_head: None,
+            tags: None,
+        }
+    }
+
+    /// "main 1a2b3c4d5e6f..9f8e7d6c5b4a, 2 tags created, 1 moved, 1 deleted".
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let (mut created, mut moved, mut deleted) = (0, 0, 0);
+        for c in &self.changes {
+            match c {
+                Change::Branch { name, from, to } => {
+                    let from = from.as_deref().map_or("(none)", |f| &f[..12.min(f.len())]);
+                    parts.push(format!("{name} {from}..{}", &to[..12.min(to.len())]));
+                }
+                Change::TagCreate { .. } => created += 1,
+                Change::TagMove { .. } => moved += 1,
+                Change::TagDelete { .. } => deleted += 1,
+            }
+        }
+        let tags: Vec<String> = [(created, "created"), (moved, "moved"), (deleted, "deleted")]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        if !tags.is_empty() {
+            parts.push(format!("tags {}", tags.join(", ")));
+        }
+        if self.rewritten.is_some() {
+            parts.push("upstream rewrote its branch".into());
+        }
+        if !self.closed_pulls.is_empty() {
+            let list = self
+                .closed_pulls
+                .iter()
+                .map(|n| format!("#{n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            parts.push(format!("closed merged PRs {list}"));
+        }
+        parts.join("; ")
+    }
+}
+
+pub struct Syncer<'a> {
+    pub forge: &'a dyn Forge,
+    pub git: Git,
+    /// One persistent bare cache per recipe: `<cache_dir>/<recipe>.git`.
+    pub cache_dir: PathBuf,
+    pub close_merged_prs: bool,
+}
+
+impl Syncer<'_> {
+    pub fn sync(&self, recipe: &Recipe) -> RecipeResult {
+        let mut result = RecipeResult::new(&recipe.name);
+        if let Err(e) = self.try_sync(recipe, &mut result) {
+            result.outcome = Outcome::Failed;
+            result.error = Some(e);
+        }
+        result
+    }
+
+    fn try_sync(&self, recipe: &Recipe, result: &mut RecipeResult) -> Result<(), String> {
+        let name = &recipe.name;
+        let branch = &recipe.branch;
+        let mirror_url = self.forge.mirror_url(name);
+        if !self.forge.exists(name).map_err(|e| format!("{e:#}"))? {
+            self.forge
+                .create(name, branch)
+                .map_err(|e| format!("cannot create the mirror: {e:#}"))?;
+            result.created = true;
+        }
+
+        // The cheap look: both sides' branch and tags, filtered by the servers.
+        let upstream = self
+            .git
+            .ls_remote(&recipe.upstream, branch)
+            .map_err(|e| format!("upstream unreachable, mirror left alone: {e}"))?;
+        let mirror = self.git.ls_remote(&mirror_url, branch).map_err(|e| {
+            if e.kind == ErrorKind::Auth {
+                format!("the forge refused the credentials: {e}")
+            } else {
+                format!("mirror unreachable: {e}")
+            }
+        })?;
+        check_safe(&upstream, &mirror, branch)?;
+        result.upstream_head = upstream.branch.clone();
+        result.tags = Some(upstream.tags.len());
+        if upstream.same_as(&mirror) {
+            result.outcome = Outcome::InSync;
+            return Ok(());
+        }
+
+        // Something differs: bring the cache up to upstream, push the difference under leases.
+        let cache = self.cache_dir.join(format!("{name}.git"));
+        self.git
+            .init_bare(&cache)
+            .map_err(|e| format!("cache {}: {e}", cache.display()))?;
+        self.git
+            .fetch(&cache, &recipe.upstream, branch)
+            .map_err(|e| format!("fetching upstream: {e}"))?;
+        let fetched = self
+            .git
+            .local_refs(&cache, branch)
+            .map_err(|e| format!("reading the cache: {e}"))?;
+        check_safe(&fetched, &mirror, branch)?;
+        let changes = plan(&fetched, &mirror, branch);
+        result.upstream_head = fetched.branch.clone();
+        result.tags = Some(fetched.tags.len());
+
+        if let (Some(old), Some(new)) = (&mirror.branch, &fetched.branch) {
+            if old != new {
+                if !self.git.has_commit(&cache, old) {
+                    // The old head may be only on the mirror; fetch it to judge the ancestry.
+                    let _ = self.git.fetch_ref(
+                        &cache,
+                        &mirror_url,
+                        &format!("refs/heads/{branch}"),
+                        "refs/cc-ci/mirror-head",
+                    );
+                }
+                if self.git.has_commit(&cache, old) && !self.git.is_ancestor(&cache, old, new) {
+                    result.rewritten = Some((old.clone(), new.clone()));
+                }
+            }
+        }
+
+        self.git
+            .push(&cache, &mirror_url, &changes)
+            .map_err(|e| match e.kind {
+                ErrorKind::Rejected => format!(
+                "the mirror changed while it was being synced, so the push was refused and nothing \
+                 was overwritten; the next sync will try again: {e}"
+            ),
+                ErrorKind::Auth => format!("the forge refused the credentials: {e}"),
+                _ => format!("pushing to the mirror: {e}"),
+            })?;
+        result.changes = changes;
+        result.outcome = Outcome::Synced;
+
+        if self.close_merged_prs {
+            if let Some(head) = &fetched.branch {
+                self.close_merged(recipe, &cache, head, result)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes open mirror PRs whose head commit upstream's branch now contains.
+    fn close_merged(
+        &self,
+        recipe: &Recipe,
+        cache: &std::path::Path,
+        head: &str,
+        result: &mut RecipeResult,
+    ) -> Result<(), String> {
+        let pulls = self
+            .forge
+            .open_pulls(&recipe.name)
+            .map_err(|e| format!("synced, but listing pull requests failed: {e:#}"))?;
+        for pull in pulls {
+            if self.git.has_commit(cache, &pull.head_sha)
+                && self.git.is_ancestor(cache, &pull.head_sha, head)
+            {
+                let comment = format!(
+                    "Closed by cc-ci: this pull request's head commit {} is already on upstream's `{}` \
+                     ({}), so it has been merged upstream.",
+                    pull.head_sha, recipe.branch, recipe.upstream
+                );
+                self.forge
+                    .close_pull(&recipe.name, pull.number, &comment)
+                    .map_err(|e| {
+                        format!(
+                            "synced, but closing merged PR #{} failed: {e:#}",
+                            pull.number
+                        )
+                    })?;
+                result.closed_pulls.push(pull.number);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An upstream that looks wiped is a failure, never an instruction to wipe the mirror.
+fn check_safe(upstream: &RefSet, mirror: &RefSet, branch: &str) -> Result<(), String> {
+    if upstream.branch.is_none() {
+        return Err(format!(
+            "upstream has no branch {branch}: refusing to touch the mirror"
+        ));
+    }
+    if upstream.tags.is_empty() && !mirror.tags.is_empty() {
+        return Err(format!(
+            "upstream answered with no tags while the mirror has {}: refusing to delete them",
+            mirror.tags.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Syncs `recipes` with at most `concurrency` at once; `on_result` runs on this thread, in the
+/// order results arrive, so it can record each one as soon as it is known.
+pub fn sync_all(
+    syncer: &Syncer<'_>,
+    recipes: &[Recipe],
+    concurrency: usize,
+    mut on_result: impl FnMut(RecipeResult),
+) {
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency.clamp(1, recipes.len().max(1)) {
+            let tx = tx.clone();
+            let next = &next;
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(recipe) = recipes.get(i) else { break };
+                if tx.send(syncer.sync(recipe)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for result in rx {
+            on_result(result);
+        }
+    });
+}
