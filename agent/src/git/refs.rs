@@ -132,14 +132,13 @@ impl Change {
         format!("--force-with-lease={}:{expect}", self.refname())
     }
 
-    /// The push refspec: forced where the ref moves, a deletion where it goes.
+    /// The push refspec, or a deletion. Never with `+`: a `+` overrides the lease, and the lease
+    /// (an explicit expected value) is what allows a forced update, and only while it holds.
     pub fn refspec(&self) -> String {
         match self {
             Change::Branch { to, .. }
             | Change::TagCreate { to, .. }
-            | Change::TagMove { to, .. } => {
-                format!("+{to}:{}", self.refname())
-            }
+            | Change::TagMove { to, .. } => format!("{to}:{}", self.refname()),
             Change::TagDelete { .. } => format!(":{}", self.refname()),
         }
     }
@@ -266,6 +265,11 @@ mod tests {
         );
         assert_eq!(changes[2].lease(), "--force-with-lease=refs/tags/new:");
         assert_eq!(changes[3].refspec(), ":refs/tags/gone");
+        assert_eq!(
+            changes[0].refspec(),
+            format!("{B}:refs/heads/main"),
+            "no '+': it would override the lease"
+        );
         assert!(plan(&up, &up, "main").is_empty());
         assert!(up.same_as(&up) && !up.same_as(&mirror));
     }

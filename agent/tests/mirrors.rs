@@ -1,0 +1,572 @@
+//! `cc-ci-agent mirrors sync|status` over real protocols on 127.0.0.1: upstreams served by
+//! `git daemon`, mirrors on a test forge (Gitea endpoints and `git http-backend` over HTTP, behind
+//! a token).
+
+// Test crate: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use common::{agent, Run};
+use support::forge::TestForge;
+use support::{git, refs, GitDaemon, Upstream};
+
+const TOKEN: &str = "forge-token-0123456789abcdef";
+const ORG: &str = "recipe-maintainers";
+
+struct Fleet {
+    dir: tempfile::TempDir,
+    daemon: GitDaemon,
+    forge: TestForge,
+    upstreams: BTreeMap<String, Upstream>,
+    config: PathBuf,
+}
+
+impl Fleet {
+    fn new(names: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let up_root = dir.path().join("upstream");
+        let work_root = dir.path().join("work");
+        std::fs::create_dir_all(&up_root).unwrap();
+        std::fs::create_dir_all(&work_root).unwrap();
+        let upstreams = names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    Upstream::create(&up_root, &work_root, n, "main"),
+                )
+            })
+            .collect();
+        let daemon = GitDaemon::start(&up_root);
+        let forge = TestForge::start(&dir.path().join("forge"), ORG, TOKEN);
+        let token_file = dir.path().join("forge-token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let mut enrollment = format!(
+            "[defaults]\nupstream = \"git://127.0.0.1:{}/{{recipe}}.git\"\n",
+            daemon.port
+        );
+        for n in names {
+            enrollment.push_str(&format!("\n[recipe.{n}]\n"));
+        }
+        std::fs::write(dir.path().join("enrollment.toml"), enrollment).unwrap();
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\n\n[forge]\nkind = \"gitea\"\nurl = \"{}\"\norg = \"{ORG}\"\n\
+                 token_file = \"forge-token\"\nallow_insecure = true\n\n[mirrors]\nconcurrency = 4\nretries = 1\ngit_timeout = \"30s\"\n",
+                forge.url
+            ),
+        )
+        .unwrap();
+        Self {
+            dir,
+            daemon,
+            forge,
+            upstreams,
+            config,
+        }
+    }
+
+    fn up(&self, name: &str) -> &Upstream {
+        &self.upstreams[name]
+    }
+
+    fn agent(&self, args: &[&str]) -> Run {
+        let mut full = vec!["--config", self.config.to_str().unwrap()];
+        full.extend_from_slice(args);
+        agent(&full)
+    }
+
+    fn sync(&self) -> (Run, serde_json::Value) {
+        let run = self.agent(&["--format", "json", "mirrors", "sync"]);
+        let v = serde_json::from_str(&run.stdout).unwrap_or(serde_json::Value::Null);
+        (run, v)
+    }
+
+    /// Branch and tag refs of upstream and mirror, which a sync must make equal.
+    fn synced_refs(&self, name: &str) -> (Vec<String>, Vec<String>) {
+        let keep = |r: &String| r.ends_with(" refs/heads/main") || r.contains(" refs/tags/");
+        let up: Vec<String> = refs(&self.up(name).bare).into_iter().filter(keep).collect();
+        let mirror: Vec<String> = refs(&self.forge.repo(name))
+            .into_iter()
+            .filter(keep)
+            .collect();
+        (up, mirror)
+    }
+
+    fn assert_mirrored(&self, name: &str) {
+        let (up, mirror) = self.synced_refs(name);
+        assert!(!up.is_empty());
+        assert_eq!(
+            mirror, up,
+            "{name}: the mirror's main and tags must be upstream's exactly"
+        );
+    }
+
+    fn events(&self, name: &str) -> Vec<String> {
+        let ledger = cc_ci_agent::ledger::Ledger::open(&self.dir.path().join("state")).unwrap();
+        ledger
+            .mirror_events(name, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    fn result<'a>(&self, v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["recipe"] == name)
+            .unwrap()
+    }
+}
+
+fn assert_no_token(run: &Run) {
+    assert!(
+        !run.stdout.contains(TOKEN) && !run.stderr.contains(TOKEN),
+        "the token leaked:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[test]
+fn a_missing_mirror_is_created_as_a_normal_repository_and_filled() {
+    let f = Fleet::new(&["plausible"]);
+    f.up("plausible").tag("1.0.0+2.0.1", true);
+    f.up("plausible").commit("compose.yml", "version: '3.9'\n");
+    f.up("plausible").tag("latest", false);
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_no_token(&run);
+    assert_eq!(f.result(&v, "plausible")["created"], true);
+    f.assert_mirrored("plausible");
+    let requests = f.forge.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|(r, _)| r == "POST /api/v1/orgs/recipe-maintainers/repos"),
+        "{requests:?}"
+    );
+    assert!(
+        requests.iter().all(|(_, authorized)| *authorized),
+        "every request carried the token: {requests:?}"
+    );
+    assert_eq!(f.events("plausible"), ["synced", "created"]);
+}
+
+#[test]
+fn when_nothing_changed_there_is_no_fetch_and_no_push() {
+    let f = Fleet::new(&["plausible"]);
+    f.up("plausible").tag("1.0.0+2.0.1", true);
+    assert_eq!(f.sync().0.code, 0);
+    let before = f.forge.requests().len();
+    let cache = f.dir.path().join("state/mirrors/plausible.git");
+    let cache_refs = refs(&cache);
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(f.result(&v, "plausible")["outcome"], "in-sync");
+    let second: Vec<String> = f.forge.requests()[before..]
+        .iter()
+        .map(|(r, _)| r.clone())
+        .collect();
+    // The repository look-up, then ls-remote (protocol v2: the advertisement and one ls-refs).
+    assert_eq!(
+        second,
+        [
+            "GET /api/v1/repos/recipe-maintainers/plausible",
+            "GET /recipe-maintainers/plausible.git/info/refs?service=git-upload-pack",
+            "POST /recipe-maintainers/plausible.git/git-upload-pack",
+        ],
+        "a no-change sync only lists; it never pushes"
+    );
+    assert_eq!(refs(&cache), cache_refs, "the cache was not fetched into");
+}
+
+#[test]
+fn commits_and_tags_created_moved_and_deleted_are_mirrored_exactly() {
+    let f = Fleet::new(&["ghost"]);
+    let up = f.up("ghost");
+    up.tag("1.0.0+5.0", true);
+    up.tag("stable", false);
+    up.tag("2.0.0+5.1", true);
+    assert_eq!(f.sync().0.code, 0);
+    f.assert_mirrored("ghost");
+
+    up.commit("abra.sh", "export X=1\n");
+    up.tag("3.0.0+6.0", true); // created, annotated
+    up.delete_tag("stable");
+    up.tag("stable", false); // moved, lightweight
+    up.delete_tag("1.0.0+5.0"); // deleted
+    up.delete_tag("2.0.0+5.1");
+    up.tag("2.0.0+5.1", true); // re-made: a new tag object on another commit
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let kinds: Vec<&str> = f.result(&v, "ghost")["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["branch", "tag-move", "tag-create", "tag-move", "tag-delete"]
+    );
+    f.assert_mirrored("ghost");
+}
+
+#[test]
+fn an_upstream_force_push_is_followed_and_recorded() {
+    let f = Fleet::new(&["mumble"]);
+    let up = f.up("mumble");
+    up.commit("a", "1\n");
+    assert_eq!(f.sync().0.code, 0);
+    git(&up.work, &["reset", "-q", "--hard", "HEAD~1"]);
+    std::fs::write(up.work.join("b"), "2\n").unwrap();
+    git(&up.work, &["add", "b"]);
+    git(&up.work, &["commit", "-q", "-m", "rewritten"]);
+    git(&up.work, &["push", "-q", "--force", "origin", "main"]);
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(f.result(&v, "mumble")["rewritten"].is_array(), "{v}");
+    f.assert_mirrored("mumble");
+    assert!(f.events("mumble").contains(&"rewritten".to_string()));
+    let status = f.agent(&["mirrors", "status"]);
+    assert!(status.stdout.contains("in-sync"), "{}", status.stdout);
+}
+
+#[test]
+fn feature_branches_and_pull_request_refs_on_the_mirror_survive_byte_for_byte() {
+    let f = Fleet::new(&["n8n"]);
+    let up = f.up("n8n");
+    up.tag("1.0.0+1.0", true);
+    assert_eq!(f.sync().0.code, 0);
+    let mirror = f.forge.repo("n8n");
+    let base = git(&mirror, &["rev-parse", "refs/heads/main"])
+        .trim()
+        .to_string();
+    let tree = git(&mirror, &["rev-parse", "refs/heads/main^{tree}"])
+        .trim()
+        .to_string();
+    let feature = git(
+        &mirror,
+        &[
+            "commit-tree",
+            &tree,
+            "-p",
+            &base,
+            "-m",
+            "a maintainer's feature",
+        ],
+    )
+    .trim()
+    .to_string();
+    git(
+        &mirror,
+        &["update-ref", "refs/heads/feature/smtp", &feature],
+    );
+    git(&mirror, &["update-ref", "refs/heads/wip", &base]);
+    f.forge.add_pull("n8n", 1, &feature);
+    let others = |repo: &std::path::Path| -> Vec<String> {
+        refs(repo)
+            .into_iter()
+            .filter(|r| !r.ends_with(" refs/heads/main") && !r.contains(" refs/tags/"))
+            .collect()
+    };
+    let before = others(&mirror);
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    up.commit("compose.smtp.yml", "x\n");
+    up.tag("1.1.0+1.0", true);
+    up.delete_tag("1.0.0+5.0".replace("5.0", "1.0").as_str());
+    let (run, _) = f.sync();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    f.assert_mirrored("n8n");
+    assert_eq!(
+        others(&mirror),
+        before,
+        "feature branches and refs/pull/* are never touched"
+    );
+    assert_eq!(f.forge.pulls("n8n")[0].open, true);
+}
+
+#[test]
+fn pull_requests_merged_upstream_are_closed_and_the_others_left_open() {
+    let f = Fleet::new(&["keycloak"]);
+    let up = f.up("keycloak");
+    assert_eq!(f.sync().0.code, 0);
+    // Two maintainer branches, proposed on the mirror as PRs #1 and #2.
+    git(&up.work, &["checkout", "-q", "-b", "fix-healthcheck"]);
+    std::fs::write(up.work.join("healthcheck"), "ok\n").unwrap();
+    git(&up.work, &["add", "healthcheck"]);
+    git(&up.work, &["commit", "-q", "-m", "fix healthcheck"]);
+    let merged = git(&up.work, &["rev-parse", "HEAD"]).trim().to_string();
+    git(&up.work, &["checkout", "-q", "-b", "bump", "main"]);
+    std::fs::write(up.work.join("version"), "2\n").unwrap();
+    git(&up.work, &["add", "version"]);
+    git(&up.work, &["commit", "-q", "-m", "bump"]);
+    let unmerged = git(&up.work, &["rev-parse", "HEAD"]).trim().to_string();
+    let mirror = f.forge.repo("keycloak");
+    git(
+        &up.work,
+        &[
+            "push",
+            "-q",
+            mirror.to_str().unwrap(),
+            &format!("{merged}:refs/pull/1/head"),
+            &format!("{unmerged}:refs/pull/2/head"),
+        ],
+    );
+    f.forge.add_pull("keycloak", 1, &merged);
+    f.forge.add_pull("keycloak", 2, &unmerged);
+
+    // Upstream merges the first.
+    git(&up.work, &["checkout", "-q", "main"]);
+    git(
+        &up.work,
+        &[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            "Merge fix-healthcheck",
+            "fix-healthcheck",
+        ],
+    );
+    git(&up.work, &["push", "-q", "origin", "main"]);
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        f.result(&v, "keycloak")["closed_pulls"],
+        serde_json::json!([1])
+    );
+    let pulls = f.forge.pulls("keycloak");
+    assert!(
+        !pulls[0].open && pulls[0].comments[0].contains(&merged),
+        "{pulls:?}"
+    );
+    assert!(pulls[1].open && pulls[1].comments.is_empty(), "{pulls:?}");
+}
+
+#[test]
+fn an_unreachable_upstream_leaves_the_mirror_untouched() {
+    let mut f = Fleet::new(&["cryptpad"]);
+    f.up("cryptpad").tag("1.0.0+5.0", true);
+    assert_eq!(f.sync().0.code, 0);
+    let before = refs(&f.forge.repo("cryptpad"));
+    f.daemon.stop();
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    let err = f.result(&v, "cryptpad")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("upstream unreachable, mirror left alone"),
+        "{err}"
+    );
+    assert_eq!(refs(&f.forge.repo("cryptpad")), before);
+}
+
+#[test]
+fn an_upstream_answering_empty_or_without_tags_does_not_wipe_the_mirror() {
+    let f = Fleet::new(&["discourse"]);
+    let up = f.up("discourse");
+    up.tag("1.0.0+3.0", true);
+    up.tag("1.1.0+3.1", false);
+    assert_eq!(f.sync().0.code, 0);
+    let before = refs(&f.forge.repo("discourse"));
+
+    // Every tag gone upstream: refused, the mirror keeps them.
+    up.delete_tag("1.0.0+3.0");
+    up.delete_tag("1.1.0+3.1");
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11);
+    assert!(
+        f.result(&v, "discourse")["error"]
+            .as_str()
+            .unwrap()
+            .contains("no tags while the mirror has 2"),
+        "{v}"
+    );
+    assert_eq!(refs(&f.forge.repo("discourse")), before);
+
+    // An upstream with nothing at all.
+    std::fs::remove_dir_all(&up.bare).unwrap();
+    git(
+        up.bare.parent().unwrap(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            up.bare.to_str().unwrap(),
+        ],
+    );
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11);
+    assert!(
+        f.result(&v, "discourse")["error"]
+            .as_str()
+            .unwrap()
+            .contains("upstream has no branch main"),
+        "{v}"
+    );
+    assert_eq!(refs(&f.forge.repo("discourse")), before);
+}
+
+#[test]
+fn a_wrong_token_is_a_clear_error_that_never_prints_a_token() {
+    let f = Fleet::new(&["mailu"]);
+    let wrong = "wrong-token-fedcba9876543210";
+    std::fs::write(f.dir.path().join("forge-token"), wrong).unwrap();
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}\n{}", run.stdout, run.stderr);
+    let err = f.result(&v, "mailu")["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("HTTP 401") && err.contains("refused the token"),
+        "{err}"
+    );
+    assert_no_token(&run);
+    assert!(!run.stdout.contains(wrong) && !run.stderr.contains(wrong));
+    assert!(!f.forge.repo("mailu").exists());
+    let db = std::fs::read(f.dir.path().join("state/state.db")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&db).contains(wrong)
+            && !String::from_utf8_lossy(&db).contains(TOKEN)
+    );
+}
+
+#[test]
+fn one_recipe_failing_does_not_stop_the_others() {
+    let f = Fleet::new(&["alpha", "beta", "gamma"]);
+    std::fs::remove_dir_all(&f.up("beta").bare).unwrap();
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    assert_eq!(v["failed"], 1);
+    assert_eq!(f.result(&v, "beta")["outcome"], "failed");
+    f.assert_mirrored("alpha");
+    f.assert_mirrored("gamma");
+    let human = f.agent(&["mirrors", "sync"]);
+    assert!(
+        human.stdout.contains("✗ beta") && human.stdout.contains("1 failed"),
+        "{}",
+        human.stdout
+    );
+}
+
+#[test]
+fn a_concurrent_push_to_the_mirror_is_not_overwritten() {
+    let f = Fleet::new(&["immich"]);
+    assert_eq!(f.sync().0.code, 0);
+    f.up("immich").commit("compose.yml", "new\n");
+    let mirror = f.forge.repo("immich");
+    let tree = git(&mirror, &["rev-parse", "refs/heads/main^{tree}"])
+        .trim()
+        .to_string();
+    let parent = git(&mirror, &["rev-parse", "refs/heads/main"])
+        .trim()
+        .to_string();
+    let theirs = git(
+        &mirror,
+        &[
+            "commit-tree",
+            &tree,
+            "-p",
+            &parent,
+            "-m",
+            "pushed by someone else mid-sync",
+        ],
+    )
+    .trim()
+    .to_string();
+    let (m, t) = (mirror.clone(), theirs.clone());
+    f.forge.state.lock().unwrap().before_receive_pack = Some(Box::new(move || {
+        git(&m, &["update-ref", "refs/heads/main", &t]);
+    }));
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    assert!(
+        f.result(&v, "immich")["error"]
+            .as_str()
+            .unwrap()
+            .contains("changed while it was being synced"),
+        "{v}"
+    );
+    assert_eq!(
+        git(&mirror, &["rev-parse", "refs/heads/main"]).trim(),
+        theirs,
+        "their push survived"
+    );
+}
+
+#[test]
+fn status_tells_missing_in_sync_behind_diverged_and_unreachable_apart() {
+    let mut f = Fleet::new(&["a-in-sync", "b-behind", "c-diverged", "d-missing"]);
+    let (run, _) = f.agent_sync_only(&["a-in-sync", "b-behind", "c-diverged"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    f.up("b-behind").commit("x", "1\n");
+    let mirror = f.forge.repo("c-diverged");
+    let tree = git(&mirror, &["rev-parse", "refs/heads/main^{tree}"])
+        .trim()
+        .to_string();
+    let parent = git(&mirror, &["rev-parse", "refs/heads/main"])
+        .trim()
+        .to_string();
+    let own = git(
+        &mirror,
+        &[
+            "commit-tree",
+            &tree,
+            "-p",
+            &parent,
+            "-m",
+            "only on the mirror",
+        ],
+    )
+    .trim()
+    .to_string();
+    git(&mirror, &["update-ref", "refs/heads/main", &own]);
+    let run = f.agent(&["--format", "json", "mirrors", "status"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let standing: BTreeMap<String, String> = v["mirrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["recipe"].as_str().unwrap().to_string(),
+                r["standing"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(standing["a-in-sync"], "in-sync");
+    assert_eq!(standing["b-behind"], "behind");
+    assert_eq!(standing["c-diverged"], "diverged");
+    assert_eq!(standing["d-missing"], "missing");
+    f.daemon.stop();
+    let run = f.agent(&["--format", "json", "mirrors", "status", "a-in-sync"]);
+    assert!(
+        run.stdout.contains("upstream-unreachable"),
+        "{}",
+        run.stdout
+    );
+}
+
+impl Fleet {
+    fn agent_sync_only(&self, names: &[&str]) -> (Run, ()) {
+        let mut args = vec!["mirrors", "sync"];
+        args.extend_from_slice(names);
+        (self.agent(&args), ())
+    }
+}

@@ -1,0 +1,326 @@
+//! A test forge on 127.0.0.1: the Gitea REST endpoints the agent uses (repo get and create, open
+//! pull requests by page, comment, close) and git smart HTTP through `git http-backend`, all
+//! behind `Authorization: token ...`. Repositories are real bare repos under `root/<org>/`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use tiny_http::{Header, Request, Response, Server};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PullRec {
+    pub number: u64,
+    pub head_sha: String,
+    pub title: String,
+    pub open: bool,
+    pub comments: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub pulls: BTreeMap<String, Vec<PullRec>>,
+    /// "METHOD path" of every request, and whether its token was right.
+    pub requests: Vec<(String, bool)>,
+    /// Run once, just before the first receive-pack advertisement (a concurrent pusher).
+    pub before_receive_pack: Option<Box<dyn FnOnce() + Send>>,
+}
+
+pub struct TestForge {
+    pub url: String,
+    pub root: PathBuf,
+    pub org: String,
+    pub token: String,
+    pub state: Arc<Mutex<State>>,
+    server: Arc<Server>,
+}
+
+impl TestForge {
+    pub fn start(root: &Path, org: &str, token: &str) -> Self {
+        std::fs::create_dir_all(root.join(org)).unwrap();
+        let server = Arc::new(Server::http("127.0.0.1:0").unwrap());
+        let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+        let forge = Self {
+            url,
+            root: root.to_path_buf(),
+            org: org.to_string(),
+            token: token.to_string(),
+            state: Arc::new(Mutex::new(State::default())),
+            server: server.clone(),
+        };
+        let (root, token, state) = (forge.root.clone(), forge.token.clone(), forge.state.clone());
+        std::thread::spawn(move || {
+            for request in server.incoming_requests() {
+                let (root, token, state) = (root.clone(), token.clone(), state.clone());
+                std::thread::spawn(move || handle(request, &root, &token, &state));
+            }
+        });
+        forge
+    }
+
+    pub fn repo(&self, name: &str) -> PathBuf {
+        self.root.join(&self.org).join(format!("{name}.git"))
+    }
+
+    pub fn add_pull(&self, name: &str, number: u64, head_sha: &str) {
+        // A pull request's head lives on the mirror as refs/pull/N/head, as on Gitea.
+        super::git(
+            &self.repo(name),
+            &["update-ref", &format!("refs/pull/{number}/head"), head_sha],
+        );
+        let mut s = self.state.lock().unwrap();
+        s.pulls.entry(name.to_string()).or_default().push(PullRec {
+            number,
+            head_sha: head_sha.to_string(),
+            title: format!("PR {number}"),
+            open: true,
+            comments: Vec::new(),
+        });
+    }
+
+    pub fn pulls(&self, name: &str) -> Vec<PullRec> {
+        self.state
+            .lock()
+            .unwrap()
+            .pulls
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn requests(&self) -> Vec<(String, bool)> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+impl Drop for TestForge {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+fn json(status: u16, body: serde_json::Value) -> Response<std::io::Cursor<Vec<u8>>> {
+    Response::from_data(body.to_string().into_bytes())
+        .with_status_code(status)
+        .with_header(Header::from_bytes("Content-Type", "application/json").unwrap())
+}
+
+fn header(request: &Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str().to_string())
+}
+
+fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) {
+    let method = request.method().as_str().to_string();
+    let full = request.url().to_string();
+    let (path, query) = full
+        .split_once('?')
+        .map_or((full.clone(), String::new()), |(p, q)| {
+            (p.to_string(), q.to_string())
+        });
+    let authorized =
+        header(&request, "Authorization").as_deref() == Some(&format!("token {token}"));
+    state
+        .lock()
+        .unwrap()
+        .requests
+        .push((format!("{method} {full}"), authorized));
+    if !authorized {
+        let response = json(401, serde_json::json!({"message": "token is required"})).with_header(
+            Header::from_bytes("WWW-Authenticate", "Basic realm=\"test forge\"").unwrap(),
+        );
+        let _ = request.respond(response);
+        return;
+    }
+    if let Some(api) = path.strip_prefix("/api/v1") {
+        let mut body = String::new();
+        let _ = request.as_reader().read_to_string(&mut body);
+        let response = api_call(&method, api, &query, &body, root, state);
+        let _ = request.respond(response);
+        return;
+    }
+    if query == "service=git-receive-pack" {
+        let hook = state.lock().unwrap().before_receive_pack.take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+    cgi(request, &method, &path, &query, root);
+}
+
+fn api_call(
+    method: &str,
+    api: &str,
+    query: &str,
+    body: &str,
+    root: &Path,
+    state: &Mutex<State>,
+) -> Response<std::io::Cursor<Vec<u8>>> {
+    let parts: Vec<&str> = api.trim_matches('/').split('/').collect();
+    match (method, parts.as_slice()) {
+        ("GET", ["repos", org, repo]) => {
+            if root.join(org).join(format!("{repo}.git")).exists() {
+                json(
+                    200,
+                    serde_json::json!({ "name": repo, "full_name": format!("{org}/{repo}") }),
+                )
+            } else {
+                json(
+                    404,
+                    serde_json::json!({ "message": "The target couldn't be found." }),
+                )
+            }
+        }
+        ("POST", ["orgs", org, "repos"]) => {
+            let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let name = req["name"].as_str().unwrap_or_default();
+            let branch = req["default_branch"].as_str().unwrap_or("main");
+            assert!(
+                req.get("mirror").is_none(),
+                "mirrors must be created as normal repositories"
+            );
+            let repo = root.join(org).join(format!("{name}.git"));
+            if repo.exists() {
+                return json(
+                    409,
+                    serde_json::json!({ "message": "repository already exists" }),
+                );
+            }
+            super::git(
+                root,
+                &["init", "-q", "--bare", "-b", branch, repo.to_str().unwrap()],
+            );
+            json(201, serde_json::json!({ "name": name }))
+        }
+        ("GET", ["repos", _org, repo, "pulls"]) => {
+            let get = |k: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .and_then(|v| v.parse::<usize>().ok())
+            };
+            let (page, limit) = (get("page").unwrap_or(1), get("limit").unwrap_or(30));
+            let s = state.lock().unwrap();
+            let open: Vec<_> = s
+                .pulls
+                .get(*repo)
+                .into_iter()
+                .flatten()
+                .filter(|p| p.open)
+                .collect();
+            let items: Vec<serde_json::Value> = open
+                .iter()
+                .skip((page - 1) * limit)
+                .take(limit)
+                .map(|p| serde_json::json!({ "number": p.number, "title": p.title, "state": "open", "head": { "sha": p.head_sha, "ref": "feature" } }))
+                .collect();
+            json(200, serde_json::Value::Array(items))
+        }
+        ("POST", ["repos", _org, repo, "issues", n, "comments"]) => {
+            let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let mut s = state.lock().unwrap();
+            let pull = s
+                .pulls
+                .get_mut(*repo)
+                .and_then(|ps| ps.iter_mut().find(|p| p.number.to_string() == *n));
+            match pull {
+                Some(p) => {
+                    p.comments
+                        .push(req["body"].as_str().unwrap_or_default().to_string());
+                    json(201, serde_json::json!({ "id": 1 }))
+                }
+                None => json(404, serde_json::json!({ "message": "not found" })),
+            }
+        }
+        ("PATCH", ["repos", _org, repo, "pulls", n]) => {
+            let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let mut s = state.lock().unwrap();
+            let pull = s
+                .pulls
+                .get_mut(*repo)
+                .and_then(|ps| ps.iter_mut().find(|p| p.number.to_string() == *n));
+            match pull {
+                Some(p) if req["state"] == "closed" => {
+                    p.open = false;
+                    json(
+                        201,
+                        serde_json::json!({ "number": p.number, "state": "closed" }),
+                    )
+                }
+                _ => json(422, serde_json::json!({ "message": "unsupported" })),
+            }
+        }
+        _ => json(
+            404,
+            serde_json::json!({ "message": format!("no route {method} {api}") }),
+        ),
+    }
+}
+
+/// Runs `git http-backend` as a CGI program for one request.
+fn cgi(mut request: Request, method: &str, path: &str, query: &str, root: &Path) {
+    let mut cmd = Command::new("git");
+    cmd.arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REMOTE_USER", "cc-ci")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("REQUEST_METHOD", method)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (h, var) in [
+        ("Content-Type", "CONTENT_TYPE"),
+        ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
+        ("Git-Protocol", "HTTP_GIT_PROTOCOL"),
+    ] {
+        if let Some(v) = header(&request, h) {
+            cmd.env(var, v);
+        }
+    }
+    let mut child = cmd.spawn().expect("git http-backend");
+    let mut body = Vec::new();
+    let _ = request.as_reader().read_to_end(&mut body);
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&body);
+    });
+    let mut out = Vec::new();
+    let _ = child.stdout.take().unwrap().read_to_end(&mut out);
+    let _ = writer.join();
+    let _ = child.wait();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
+    let Some((end, sep)) = split else {
+        let _ = request.respond(Response::from_data(out).with_status_code(500));
+        return;
+    };
+    let head = String::from_utf8_lossy(&out[..end]).to_string();
+    let mut response = Response::from_data(out[end + sep..].to_vec());
+    for line in head.lines() {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("Status") {
+                let code = v
+                    .trim()
+                    .split(' ')
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(200);
+                response = response.with_status_code(code);
+            } else if let Ok(h) = Header::from_bytes(k.trim(), v.trim()) {
+                response = response.with_header(h);
+            }
+        }
+    }
+    let _ = request.respond(response);
+}

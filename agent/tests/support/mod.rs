@@ -1,0 +1,181 @@
+//! Real servers on 127.0.0.1 for the mirror tests: `git daemon` for upstreams, and a test forge
+//! speaking the Gitea endpoints the agent uses, with `git http-backend` behind it, over HTTP.
+#![allow(dead_code)]
+
+pub mod forge;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `git show-ref` of a repository, as lines, for byte-for-byte comparisons.
+pub fn refs(repo: &Path) -> Vec<String> {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .arg("show-ref")
+        .output()
+        .expect("git");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on 127.0.0.1:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `git daemon` serving every bare repository under `root` on 127.0.0.1, read-only.
+pub struct GitDaemon {
+    pub port: u16,
+    pub root: PathBuf,
+    child: Child,
+}
+
+impl GitDaemon {
+    pub fn start(root: &Path) -> Self {
+        let port = free_port();
+        // git-daemon itself, not `git daemon`, which would run it as a child that outlives a kill.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git --exec-path");
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
+            .args([
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                "--informative-errors",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", root.display()))
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        wait_for_port(port);
+        Self {
+            port,
+            root: root.to_path_buf(),
+            child,
+        }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}.git", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An upstream recipe repository: a bare repo under the daemon's root and a work tree to change it.
+pub struct Upstream {
+    pub bare: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Upstream {
+    pub fn create(daemon_root: &Path, work_root: &Path, name: &str, branch: &str) -> Self {
+        let bare = daemon_root.join(format!("{name}.git"));
+        let work = work_root.join(name);
+        git(
+            daemon_root,
+            &["init", "-q", "--bare", "-b", branch, bare.to_str().unwrap()],
+        );
+        git(
+            work_root,
+            &["init", "-q", "-b", branch, work.to_str().unwrap()],
+        );
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        let up = Self { bare, work };
+        up.commit("compose.yml", "version: '3.8'\n");
+        up
+    }
+
+    pub fn commit(&self, file: &str, content: &str) -> String {
+        std::fs::write(self.work.join(file), content).unwrap();
+        git(&self.work, &["add", file]);
+        git(
+            &self.work,
+            &["commit", "-q", "-m", &format!("change {file}")],
+        );
+        git(&self.work, &["push", "-q", "origin", "HEAD"]);
+        git(&self.work, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    pub fn tag(&self, name: &str, annotated: bool) {
+        if annotated {
+            git(
+                &self.work,
+                &["tag", "-a", name, "-m", &format!("release {name}")],
+            );
+        } else {
+            git(&self.work, &["tag", name]);
+        }
+        git(
+            &self.work,
+            &["push", "-q", "origin", &format!("refs/tags/{name}")],
+        );
+    }
+
+    pub fn delete_tag(&self, name: &str) {
+        git(&self.work, &["tag", "-d", name]);
+        git(
+            &self.work,
+            &["push", "-q", "origin", &format!(":refs/tags/{name}")],
+        );
+    }
+
+    pub fn head(&self) -> String {
+        git(&self.bare, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+}
