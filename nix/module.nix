@@ -80,7 +80,7 @@ let
   # The jobs the agent runs on timers. `available` is false for a job whose command this agent
   # version does not have yet: its options exist, no unit is made for it.
   jobs = {
-    mirrors = { timer = cfg.mirrors.timer; argv = [ "mirrors" "sync" ]; available = false; };
+    mirrors = { timer = cfg.mirrors.timer; argv = [ "mirrors" "sync" ]; available = true; };
     sweep = { timer = cfg.sweep.timer; argv = [ "sweep" ]; available = false; };
     health = { timer = cfg.health.timer; argv = [ "health" ]; available = false; };
     gc = { timer = cfg.disk.gc.timer; argv = [ "gc" ]; available = false; };
@@ -162,17 +162,59 @@ in
       };
     };
 
-    forge.tokenFile = lib.mkOption {
-      type = lib.types.nullOr lib.types.str;
-      default = null;
-      example = "/run/secrets/cc-ci-forge-token";
-      description = ''
-        File holding the mirror forge's API token. A path as a string, so the secret never
-        enters the Nix store; units get it as the systemd credential `forge-token`.
-      '';
+    forge = {
+      kind = lib.mkOption {
+        type = lib.types.nullOr (lib.types.enum [ "gitea" "local" ]);
+        default = null;
+        description = "Where mirrors live: a Gitea/Forgejo org, or a local directory of bare repositories.";
+      };
+      url = lib.mkOption {
+        type = lib.types.nullOr (lib.types.strMatching "https?://.+");
+        default = null;
+        example = "https://git.autonomic.zone";
+        description = "The forge's base URL (`kind = \"gitea\"`).";
+      };
+      org = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "recipe-maintainers";
+        description = "The org holding the mirrors (`kind = \"gitea\"`).";
+      };
+      path = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/srv/git/mirrors";
+        description = "Directory of bare repositories `<recipe>.git` (`kind = \"local\"`).";
+      };
+      allowInsecure = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = "Allow an http:// forge URL (loopback tests only).";
+      };
+      tokenFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/run/secrets/cc-ci-forge-token";
+        description = ''
+          File holding the mirror forge's API token. A path as a string, so the secret never
+          enters the Nix store; units get it as the systemd credential `forge-token`.
+        '';
+      };
     };
 
-    mirrors.timer = timerOptions "mirror sync" "hourly";
+    mirrors = {
+      timer = timerOptions "mirror sync" "hourly";
+      concurrency = lib.mkOption {
+        type = lib.types.ints.between 1 64;
+        default = 8;
+        description = "Recipes synced at once.";
+      };
+      closeMergedPrs = lib.mkOption {
+        type = lib.types.bool;
+        default = true;
+        description = "Close open mirror pull requests whose head commit is already on upstream's branch.";
+      };
+    };
     sweep.timer = timerOptions "canonical sweep" "weekly";
     health.timer = timerOptions "health report" "*:0/15";
 
@@ -298,6 +340,14 @@ in
         cfg.deploy.checks
       ++ [
         {
+          assertion = cfg.forge.kind != "gitea" || (cfg.forge.url != null && cfg.forge.org != null);
+          message = "services.cc-ci.forge: kind = \"gitea\" needs services.cc-ci.forge.url and services.cc-ci.forge.org.";
+        }
+        {
+          assertion = cfg.forge.kind != "local" || cfg.forge.path != null;
+          message = "services.cc-ci.forge.path: kind = \"local\" needs the directory of bare repositories.";
+        }
+        {
           assertion = cfg.deploy.busyCheck == null || (cfg.deploy.busyCheck.url == null) != (cfg.deploy.busyCheck.command == null);
           message = "services.cc-ci.deploy.busyCheck: needs exactly one of url or command.";
         }
@@ -309,6 +359,10 @@ in
 
     services.cc-ci.settings = {
       bridge.unit = cfg.bridge.unit;
+      mirrors = {
+        inherit (cfg.mirrors) concurrency;
+        close_merged_prs = cfg.mirrors.closeMergedPrs;
+      };
       deploy = dropNulls {
         inherit (cfg.deploy) flake;
         require_synced = cfg.deploy.requireSynced;
@@ -317,6 +371,12 @@ in
         required_units = cfg.deploy.requiredUnits;
         checks = map dropNulls cfg.deploy.checks;
         busy_check = if cfg.deploy.busyCheck == null then null else dropNulls cfg.deploy.busyCheck;
+      };
+    }
+    // lib.optionalAttrs (cfg.forge.kind != null) {
+      forge = dropNulls {
+        inherit (cfg.forge) kind url org path;
+        allow_insecure = if cfg.forge.allowInsecure then true else null;
       };
     }
     // lib.optionalAttrs (cfg.testsDir != null) { tests_dir = cfg.testsDir; }
@@ -367,10 +427,14 @@ in
       // lib.mapAttrs'
         (name: job: lib.nameValuePair "cc-ci-${name}" {
           description = "cc-ci: ${name}";
+          after = [ "network-online.target" ];
+          wants = [ "network-online.target" ];
+          path = [ pkgs.git ];
           environment.CC_CI_AGENT_CONFIG = configPath;
           serviceConfig = hardening // {
             Type = "oneshot";
             ExecStart = lib.escapeShellArgs ([ exe ] ++ job.argv);
+            ReadWritePaths = lib.optional (cfg.forge.kind == "local" && cfg.forge.path != null) cfg.forge.path;
           };
         })
         activeJobs;

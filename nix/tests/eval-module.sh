@@ -23,9 +23,9 @@ raw() { nix --extra-experimental-features nix-command eval --raw -f nix/tests/ev
           --arg nixpkgsLib "$NIXPKGS_LIB" --argstr case "$1" "$2"; }
 fail() { echo "module evaluation: FAILED: $*" >&2; exit 1; }
 
-for case in example secrets deploy-unit token-in-store token-relative token-in-settings bridge-missing deploy-check-both; do
+for case in example secrets deploy-unit mirrors-job forge-gitea-incomplete token-in-store token-relative token-in-settings bridge-missing deploy-check-both; do
   out=$(evaluate "$case") || fail "case $case"
-  case $case in token-*|bridge-*) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
+  case $case in token-*|bridge-*|forge-*|deploy-check-*) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
 done
 
 # The module and the agent agree on POLL_REPOS, and the agent accepts the rendered agent.toml.

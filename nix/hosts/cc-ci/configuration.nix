@@ -18,6 +18,13 @@
     enrollmentFile = ./enrollment.toml;
     bridge.unit = "cc-ci-bridge";
     disk.budget = "200G";
+    forge = {
+      kind = "gitea";
+      url = "https://git.autonomic.zone";
+      org = "recipe-maintainers";
+      # Not in the store: put the token here out of band (agenix, sops-nix, or by hand).
+      tokenFile = "/run/secrets/cc-ci-forge-token";
+    };
   };
 
   systemd.services.cc-ci-bridge = {

@@ -29,7 +29,10 @@ let
     agentToml = config.environment.etc."cc-ci/agent.toml".source.text;
     checkUnit = config.systemd.services.cc-ci-enrollment-check.serviceConfig;
     deployUnit = { inherit (config.systemd.services.cc-ci-deploy) restartIfChanged stopIfChanged serviceConfig; };
+    mirrorsUnit = config.systemd.services.cc-ci-mirrors.serviceConfig;
+    mirrorsTimer = config.systemd.timers.cc-ci-mirrors.timerConfig;
     units = builtins.attrNames config.systemd.services;
+    requiredUnits = config.services.cc-ci.deploy.requiredUnits;
     timers = builtins.attrNames (config.systemd.timers or { });
   };
 
@@ -52,7 +55,7 @@ let
 
     # Secrets become systemd credentials; no secret path lands in agent.toml.
     secrets = let c = host {
-      services.cc-ci.forge.tokenFile = "/run/secrets/forge-token";
+      services.cc-ci.forge.tokenFile = lib.mkForce "/run/secrets/forge-token";
       services.cc-ci.bridge.tokenFile = "/run/secrets/bridge-token";
     }; s = summary c; in
       expect (s.checkUnit.LoadCredential == [ "forge-token:/run/secrets/forge-token" "bridge-token:/run/secrets/bridge-token" ])
@@ -60,7 +63,7 @@ let
         (expect (!lib.hasInfix "/run/secrets" s.agentToml) "a secret's path is in agent.toml" (hardened s));
 
     token-in-store = refusedFor "services.cc-ci.forge.tokenFile"
-      (host { services.cc-ci.forge.tokenFile = "${builtins.storeDir}/0000-forge-token"; });
+      (host { services.cc-ci.forge.tokenFile = lib.mkForce "${builtins.storeDir}/0000-forge-token"; });
     token-relative = refusedFor "services.cc-ci.bridge.tokenFile"
       (host { services.cc-ci.bridge.tokenFile = "secrets/bridge-token"; });
     token-in-settings = refusedFor "services.cc-ci.settings"
@@ -91,6 +94,19 @@ let
       expect (!s.deployUnit.restartIfChanged && !s.deployUnit.stopIfChanged && !(s.deployUnit.serviceConfig ? User))
         "cc-ci-deploy.service: ${builtins.toJSON s.deployUnit}"
         s.deployUnit;
+
+    # The mirror sync: an hourly, persistent, randomized timer and a hardened unit with the token.
+    mirrors-job = let s = summary (host { }); in
+      expect (s.mirrorsTimer == { OnCalendar = "hourly"; Persistent = true; RandomizedDelaySec = "10m"; })
+        "cc-ci-mirrors.timer: ${builtins.toJSON s.mirrorsTimer}"
+        (expect (s.mirrorsUnit.User == "cc-ci" && s.mirrorsUnit.ProtectSystem == "strict"
+            && s.mirrorsUnit.LoadCredential == [ "forge-token:/run/secrets/cc-ci-forge-token" ]
+            && builtins.elem "cc-ci-mirrors.timer" s.requiredUnits)
+          "cc-ci-mirrors.service: ${builtins.toJSON s.mirrorsUnit}"
+          s.mirrorsUnit);
+
+    forge-gitea-incomplete = refusedFor "services.cc-ci.forge"
+      (host { services.cc-ci.forge.org = lib.mkForce null; });
 
     deploy-check-both = refusedFor "services.cc-ci.deploy.checks"
       (host { services.cc-ci.deploy.checks = [ { name = "x"; url = "http://h/"; command = [ "true" ]; } ]; });
