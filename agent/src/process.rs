@@ -154,9 +154,10 @@ impl Cmd {
                 let _ = pipe.write_all(&bytes);
             });
         }
-        let stdout = drain(child.stdout.take());
-        let stderr = drain(child.stderr.take());
-        let status = wait(&mut child, self.timeout).map_err(|e| match e {
+        let (closed_tx, closed) = std::sync::mpsc::channel();
+        let stdout = drain(child.stdout.take(), closed_tx.clone());
+        let stderr = drain(child.stderr.take(), closed_tx);
+        let status = wait(&mut child, &closed, self.timeout).map_err(|e| match e {
             WaitError::Timeout => ProcessError::Timeout {
                 program: program.clone(),
                 timeout: self.timeout.unwrap_or_default(),
@@ -198,12 +199,18 @@ pub fn failed(program: String, done: &Finished) -> ProcessError {
     }
 }
 
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+/// Reads a pipe to its end; says so on `closed`, since both pipes closing means the child exited
+/// (or shut them), which is how `wait` learns it promptly without polling.
+fn drain<R: Read + Send + 'static>(
+    pipe: Option<R>,
+    closed: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
         if let Some(mut p) = pipe {
             let _ = p.read_to_end(&mut bytes);
         }
+        let _ = closed.send(());
         String::from_utf8_lossy(&bytes).into_owned()
     })
 }
@@ -213,12 +220,24 @@ enum WaitError {
     Io(std::io::Error),
 }
 
-fn wait(child: &mut Child, timeout: Option<Duration>) -> Result<ExitStatus, WaitError> {
+fn wait(
+    child: &mut Child,
+    closed: &std::sync::mpsc::Receiver<()>,
+    timeout: Option<Duration>,
+) -> Result<ExitStatus, WaitError> {
     let Some(timeout) = timeout else {
         return child.wait().map_err(WaitError::Io);
     };
     let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
+    // First until both pipes close (normally: the child exited), then poll briefly for the
+    // status; a child that closes its pipes and lingers still meets the deadline.
+    for _ in 0..2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if closed.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    let mut pause = Duration::from_micros(200);
     loop {
         if let Some(status) = child.try_wait().map_err(WaitError::Io)? {
             return Ok(status);
@@ -229,7 +248,7 @@ fn wait(child: &mut Child, timeout: Option<Duration>) -> Result<ExitStatus, Wait
             return Err(WaitError::Timeout);
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

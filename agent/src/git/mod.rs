@@ -161,6 +161,9 @@ impl Git {
             self.cmd()
                 .arg("-C")
                 .arg(cache)
+                // Keep what arrives as a pack: exploding small packs into loose objects costs
+                // a write per object now and a re-pack at the push.
+                .args(["-c", "fetch.unpackLimit=1"])
                 .args([
                     "fetch",
                     "--quiet",

@@ -31,28 +31,38 @@ impl Ledger {
         state: &MirrorState,
         events: &[(String, String)],
     ) -> Result<()> {
+        self.mirror_record_many(&[(state.clone(), events.to_vec())])
+    }
+
+    /// Records several recipes' syncs and events in one transaction.
+    pub fn mirror_record_many(
+        &mut self,
+        entries: &[(MirrorState, Vec<(String, String)>)],
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO mirror_state (recipe, synced_at, result, error, upstream_head, mirror_head, tags)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (recipe) DO UPDATE SET synced_at = ?2, result = ?3, error = ?4,
-                upstream_head = COALESCE(?5, upstream_head), mirror_head = COALESCE(?6, mirror_head),
-                tags = COALESCE(?7, tags)",
-            params![
-                state.recipe,
-                state.synced_at,
-                state.result,
-                state.error,
-                state.upstream_head,
-                state.mirror_head,
-                state.tags
-            ],
-        )?;
-        for (kind, detail) in events {
+        for (state, events) in entries {
             tx.execute(
-                "INSERT INTO mirror_events (recipe, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![state.recipe, now_rfc3339(), kind, detail],
+                "INSERT INTO mirror_state (recipe, synced_at, result, error, upstream_head, mirror_head, tags)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (recipe) DO UPDATE SET synced_at = ?2, result = ?3, error = ?4,
+                    upstream_head = COALESCE(?5, upstream_head), mirror_head = COALESCE(?6, mirror_head),
+                    tags = COALESCE(?7, tags)",
+                params![
+                    state.recipe,
+                    state.synced_at,
+                    state.result,
+                    state.error,
+                    state.upstream_head,
+                    state.mirror_head,
+                    state.tags
+                ],
             )?;
+            for (kind, detail) in events {
+                tx.execute(
+                    "INSERT INTO mirror_events (recipe, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                    params![state.recipe, now_rfc3339(), kind, detail],
+                )?;
+            }
         }
         tx.commit()?;
         Ok(())

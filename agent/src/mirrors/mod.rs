@@ -115,8 +115,13 @@ pub fn sync_recipes(
     let syncer = syncer(config, forge.as_ref());
     let mut results = Vec::with_capacity(recipes.len());
     let mut record_error = None;
+    // What changed is recorded the moment it is known; recipes found in sync are recorded
+    // together at the end, one transaction instead of one synced commit each.
+    let mut unchanged = Vec::new();
     sync::sync_all(&syncer, recipes, config.mirrors.concurrency, |result| {
-        if let Err(e) = record(ledger, &result) {
+        if result.outcome == Outcome::InSync {
+            unchanged.push(entry(&result));
+        } else if let Err(e) = record(ledger, &result) {
             record_error.get_or_insert(e);
         }
         if !out.is_json() {
@@ -124,6 +129,9 @@ pub fn sync_recipes(
         }
         results.push(result);
     });
+    if let Err(e) = ledger.mirror_record_many(&unchanged) {
+        record_error.get_or_insert(e);
+    }
     if let Some(e) = record_error {
         return Err(e.context("recording mirror results in the state database"));
     }
@@ -132,6 +140,12 @@ pub fn sync_recipes(
 }
 
 fn record(ledger: &mut Ledger, r: &RecipeResult) -> Result<()> {
+    let (state, events) = entry(r);
+    ledger.mirror_record(&state, &events)
+}
+
+/// The journal row and events of one result.
+fn entry(r: &RecipeResult) -> (MirrorState, Vec<(String, String)>) {
     let result = match (r.outcome, r.created) {
         (Outcome::Failed, _) => "failed",
         (_, true) => "created",
@@ -173,7 +187,7 @@ fn record(ledger: &mut Ledger, r: &RecipeResult) -> Result<()> {
         },
         tags: r.tags.and_then(|n| i64::try_from(n).ok()),
     };
-    ledger.mirror_record(&state, &events)
+    (state, events)
 }
 
 fn print_result(out: &Output, r: &RecipeResult) {

@@ -117,25 +117,31 @@ impl Syncer<'_> {
             result.created = true;
         }
 
-        // The cheap look: both sides' branch and tags, filtered by the servers.
-        let upstream = self
-            .git
-            .ls_remote(&recipe.upstream, branch)
-            .map_err(|e| format!("upstream unreachable, mirror left alone: {e}"))?;
-        let mirror = self.git.ls_remote(&mirror_url, branch).map_err(|e| {
-            if e.kind == ErrorKind::Auth {
-                format!("the forge refused the credentials: {e}")
-            } else {
-                format!("mirror unreachable: {e}")
+        // The cheap look: both sides' branch and tags, filtered by the servers. A mirror created
+        // just now is known to be empty, and the fetch below tells upstream's refs.
+        let mirror = if result.created {
+            RefSet::default()
+        } else {
+            let upstream = self
+                .git
+                .ls_remote(&recipe.upstream, branch)
+                .map_err(|e| format!("upstream unreachable, mirror left alone: {e}"))?;
+            let mirror = self.git.ls_remote(&mirror_url, branch).map_err(|e| {
+                if e.kind == ErrorKind::Auth {
+                    format!("the forge refused the credentials: {e}")
+                } else {
+                    format!("mirror unreachable: {e}")
+                }
+            })?;
+            check_safe(&upstream, &mirror, branch)?;
+            result.upstream_head = upstream.branch.clone();
+            result.tags = Some(upstream.tags.len());
+            if upstream.same_as(&mirror) {
+                result.outcome = Outcome::InSync;
+                return Ok(());
             }
-        })?;
-        check_safe(&upstream, &mirror, branch)?;
-        result.upstream_head = upstream.branch.clone();
-        result.tags = Some(upstream.tags.len());
-        if upstream.same_as(&mirror) {
-            result.outcome = Outcome::InSync;
-            return Ok(());
-        }
+            mirror
+        };
 
         // Something differs: bring the cache up to upstream, push the difference under leases.
         let cache = self.cache_dir.join(format!("{name}.git"));
@@ -144,7 +150,13 @@ impl Syncer<'_> {
             .map_err(|e| format!("cache {}: {e}", cache.display()))?;
         self.git
             .fetch(&cache, &recipe.upstream, branch)
-            .map_err(|e| format!("fetching upstream: {e}"))?;
+            .map_err(|e| {
+                if e.message.contains("couldn't find remote ref") {
+                    format!("upstream has no branch {branch}: refusing to touch the mirror")
+                } else {
+                    format!("upstream unreachable, mirror left alone: {e}")
+                }
+            })?;
         let fetched = self
             .git
             .local_refs(&cache, branch)
