@@ -265,7 +265,14 @@ fn an_upstream_force_push_is_followed_and_recorded() {
     f.assert_mirrored("mumble");
     assert!(f.events("mumble").contains(&"rewritten".to_string()));
     let status = f.agent(&["mirrors", "status"]);
-    assert!(status.stdout.contains("in-sync"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("in-sync")
+            && status
+                .stdout
+                .contains("rewritten: upstream's branch was rewritten"),
+        "{}",
+        status.stdout
+    );
 }
 
 #[test]

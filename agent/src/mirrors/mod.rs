@@ -159,14 +159,15 @@ fn entry(r: &RecipeResult) -> (MirrorState, Vec<(String, String)>) {
             "mirror repository created".to_string(),
         ));
     }
+    if r.outcome == Outcome::Synced {
+        events.push(("synced".into(), r.summary()));
+    }
+    // Last, so `mirrors status` (which shows the newest event) shows it.
     if let Some((old, new)) = &r.rewritten {
         events.push((
             "rewritten".into(),
             format!("upstream's branch was rewritten: {old} is not in {new}; the mirror follows"),
         ));
-    }
-    if r.outcome == Outcome::Synced {
-        events.push(("synced".into(), r.summary()));
     }
     for n in &r.closed_pulls {
         events.push(("pr-closed".into(), format!("#{n} closed: merged upstream")));
