@@ -42,6 +42,12 @@ enum Command {
     Rollback(crate::deploy::RollbackArgs),
     /// Keep each enrolled recipe's mirror equal to upstream.
     Mirrors(crate::mirrors::Args),
+    /// Test each canonical recipe's newest release cold; promote it to canonical when green.
+    Sweep(crate::sweep::Args),
+    /// The canonicals: list, show, the upgrade base, import.
+    Canonical(crate::sweep::CanonicalArgs),
+    /// A recipe's CI runs, newest first.
+    History(crate::sweep::HistoryArgs),
 }
 
 /// What every command gets: how to print, and where the configuration is.
@@ -98,6 +104,9 @@ pub fn main() -> std::process::ExitCode {
         Command::Deploy(args) => crate::deploy::run(&ctx, args),
         Command::Rollback(args) => crate::deploy::rollback(&ctx, args),
         Command::Mirrors(args) => crate::mirrors::run(&ctx, args),
+        Command::Sweep(args) => crate::sweep::run(&ctx, args),
+        Command::Canonical(args) => crate::sweep::canonical(&ctx, args),
+        Command::History(args) => crate::sweep::history(&ctx, args),
     };
     match result {
         Ok(code) => code.into(),

@@ -31,6 +31,8 @@ pub enum Exit {
     RollbackFailed = 10,
     /// mirrors sync: some recipes failed (the others were synced); per-recipe results say which.
     SomeFailed = 11,
+    /// canonical base: the recipe has neither an upgrade_base nor a canonical.
+    NoBase = 12,
 }
 
 impl From<Exit> for std::process::ExitCode {

@@ -18,3 +18,4 @@ pub mod process;
 pub mod secrets;
 pub mod settings;
 pub mod state;
+pub mod sweep;

@@ -55,4 +55,49 @@ pub const ALL: &[&str] = &[
         detail TEXT NOT NULL
     ) STRICT;
     CREATE INDEX mirror_events_recipe ON mirror_events (recipe, id);",
+    // 4: the greenness ledger: what was tested, what it gave, and each recipe's canonical.
+    "CREATE TABLE queues (
+        id     INTEGER PRIMARY KEY,
+        recipe TEXT NOT NULL,
+        ref    TEXT NOT NULL,                 -- the branch whose releases are swept
+        UNIQUE (recipe, ref)
+    ) STRICT;
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY,
+        queue       INTEGER NOT NULL REFERENCES queues (id),
+        commit_id   TEXT NOT NULL,
+        tag         TEXT,
+        version     TEXT,
+        base        TEXT,                     -- the upgrade base handed to CI, if any
+        result      TEXT NOT NULL,            -- running | green | red | error
+        greenness   REAL,                     -- 0 green ... 1 broken
+        cold        INTEGER NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        log_path    TEXT,
+        trigger     TEXT NOT NULL,            -- sweep | forced
+        exit_code   INTEGER,
+        detail      TEXT
+    ) STRICT;
+    CREATE INDEX runs_by_commit ON runs (queue, commit_id);
+    CREATE TABLE canonicals (
+        recipe      TEXT PRIMARY KEY,
+        version     TEXT NOT NULL,
+        commit_id   TEXT NOT NULL,
+        run         INTEGER REFERENCES runs (id),   -- NULL when imported
+        promoted_at TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE sweep_state (
+        recipe        TEXT PRIMARY KEY,
+        refs_digest   TEXT NOT NULL,           -- branch head and tags when last looked at
+        latest_tag    TEXT,
+        latest_commit TEXT
+    ) STRICT;
+    CREATE TABLE sweeps (
+        id          INTEGER PRIMARY KEY,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        outcome     TEXT,                     -- done | refused-busy | refused-ci-busy | failed
+        detail      TEXT
+    ) STRICT;",
 ];

@@ -5,6 +5,7 @@ mod deploys;
 mod lock;
 mod migrations;
 mod mirrors;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -16,6 +17,7 @@ use serde::Serialize;
 pub use deploys::{DeployRow, Field, State};
 pub use lock::{Holder, JobLock};
 pub use mirrors::{MirrorEvent, MirrorState};
+pub use sweep::{Canonical, RunEnd, RunRow};
 
 pub const DB_FILE: &str = "state.db";
 /// The schema version this agent writes: the number of migrations.

@@ -32,6 +32,9 @@ pub struct RecipeResult {
     pub error: Option<String>,
     pub upstream_head: Option<String>,
     pub tags: Option<usize>,
+    /// Upstream's branch and tags as this sync saw them (the mirror's too, once synced).
+    #[serde(skip)]
+    pub refs: Option<RefSet>,
 }
 
 impl RecipeResult {
@@ -46,6 +49,7 @@ impl RecipeResult {
             error: None,
             upstream_head: None,
             tags: None,
+            refs: None,
         }
     }
 
@@ -138,6 +142,7 @@ impl Syncer<'_> {
             result.tags = Some(upstream.tags.len());
             if upstream.same_as(&mirror) {
                 result.outcome = Outcome::InSync;
+                result.refs = Some(upstream);
                 return Ok(());
             }
             mirror
@@ -165,6 +170,7 @@ impl Syncer<'_> {
         let changes = plan(&fetched, &mirror, branch);
         result.upstream_head = fetched.branch.clone();
         result.tags = Some(fetched.tags.len());
+        result.refs = Some(fetched.clone());
 
         if let (Some(old), Some(new)) = (&mirror.branch, &fetched.branch) {
             if old != new {

@@ -37,16 +37,11 @@ struct RawConfig {
     deploy: super::deploy::RawDeploy,
     #[serde(default)]
     mirrors: super::mirrors::RawMirrors,
-    #[serde(default, rename = "sweep")]
-    _sweep: Reserved,
+    #[serde(default)]
+    sweep: super::sweep::RawSweep,
     #[serde(default)]
     disk: RawDisk,
 }
-
-/// A section whose keys arrive with a later feature; until then any key in it is unknown.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Reserved {}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +157,7 @@ pub struct Config {
     pub bridge: Bridge,
     pub deploy: super::deploy::DeploySettings,
     pub mirrors: super::mirrors::MirrorSettings,
+    pub sweep: super::sweep::SweepSettings,
     pub disk: Disk,
 }
 
@@ -256,6 +252,7 @@ impl Config {
         let unit = with_service_suffix(&unit);
         let deploy = super::deploy::resolve(raw.deploy, &unit, source, &resolve, &mut errors);
         let mirrors = super::mirrors::resolve(raw.mirrors, source, &mut errors);
+        let sweep = super::sweep::resolve(raw.sweep, source, &resolve, &mut errors);
 
         if !errors.is_empty() {
             return Err(Invalid(errors));
@@ -276,6 +273,7 @@ impl Config {
             },
             deploy,
             mirrors,
+            sweep,
             disk: Disk {
                 budget: raw.disk.budget,
             },
@@ -344,14 +342,14 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_in_reserved_sections_are_errors() {
+    fn unknown_keys_in_sections_are_errors() {
         let Err(Invalid(errors)) =
-            parse("enrollment_file = \"e.toml\"\n[sweep]\ncommand = [\"x\"]\n")
+            parse("enrollment_file = \"e.toml\"\n[sweep]\ncommands = [\"x\"]\n")
         else {
             panic!("accepted")
         };
         assert_eq!(errors[0].line, Some(3));
-        assert_eq!(errors[0].key, "sweep.command");
+        assert_eq!(errors[0].key, "sweep.commands");
     }
 
     #[test]

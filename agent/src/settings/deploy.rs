@@ -217,26 +217,9 @@ pub(super) fn resolve(
     let required_units = raw
         .required_units
         .unwrap_or_else(|| vec![bridge_unit.to_string()]);
-    let busy_check = raw.busy_check.and_then(|b| {
-        let timeout = secs(b.timeout, 10);
-        match (b.command, b.url) {
-            (Some(argv), None) if !argv.is_empty() => Some(BusyCheck::Command { argv, timeout }),
-            (None, Some(url)) => match check_http_url(&url) {
-                Ok(()) => Some(BusyCheck::Url { url, timeout }),
-                Err(e) => {
-                    errors.push(source.error_at(&["deploy", "busy_check", "url"], e));
-                    None
-                }
-            },
-            _ => {
-                errors.push(source.error_at(
-                    &["deploy", "busy_check"],
-                    "needs exactly one of command = [argv...] (non-empty) or url = \"http(s)://...\"",
-                ));
-                None
-            }
-        }
-    });
+    let busy_check = raw
+        .busy_check
+        .and_then(|b| resolve_busy_check(b, "deploy", source, errors));
     let mut checks = Vec::new();
     for (i, c) in raw.checks.into_iter().enumerate() {
         let timeout = secs(c.timeout, 10);
@@ -292,6 +275,33 @@ pub(super) fn resolve(
         systemd_run: raw.systemd_run.as_deref().map(abs),
         busy_check,
         checks,
+    }
+}
+
+/// `[<section>.busy_check]`, shared by deploy and sweep.
+pub(super) fn resolve_busy_check(
+    b: RawBusyCheck,
+    section: &str,
+    source: &TomlSource,
+    errors: &mut Vec<super::InputError>,
+) -> Option<BusyCheck> {
+    let timeout = b.timeout.map_or(Duration::from_secs(10), |s| s.0);
+    match (b.command, b.url) {
+        (Some(argv), None) if !argv.is_empty() => Some(BusyCheck::Command { argv, timeout }),
+        (None, Some(url)) => match check_http_url(&url) {
+            Ok(()) => Some(BusyCheck::Url { url, timeout }),
+            Err(e) => {
+                errors.push(source.error_at(&[section, "busy_check", "url"], e));
+                None
+            }
+        },
+        _ => {
+            errors.push(source.error_at(
+                &[section, "busy_check"],
+                "needs exactly one of command = [argv...] (non-empty) or url = \"http(s)://...\"",
+            ));
+            None
+        }
     }
 }
 

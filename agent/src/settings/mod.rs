@@ -7,6 +7,7 @@ pub mod enrollment;
 pub mod mirrors;
 pub mod rules;
 pub mod source;
+pub mod sweep;
 
 pub use source::InputError;
 

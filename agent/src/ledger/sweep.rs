@@ -1,0 +1,269 @@
+//! The greenness ledger: queues, runs, canonicals, and the sweeps themselves.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use super::{now_rfc3339, Ledger};
+use anyhow::Result;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Canonical {
+    pub recipe: String,
+    pub version: String,
+    pub commit: String,
+    pub run: Option<i64>,
+    pub promoted_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub recipe: String,
+    pub branch: String,
+    pub commit: String,
+    pub tag: Option<String>,
+    pub version: Option<String>,
+    pub base: Option<String>,
+    pub result: String,
+    pub greenness: Option<f64>,
+    pub cold: bool,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub log_path: Option<String>,
+    pub trigger: String,
+    pub exit_code: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// What a finished CI run gave.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    pub result: &'static str,
+    pub greenness: f64,
+    pub exit_code: Option<i32>,
+    pub detail: String,
+}
+
+fn canonical_of(r: &Row<'_>) -> rusqlite::Result<Canonical> {
+    Ok(Canonical {
+        recipe: r.get(0)?,
+        version: r.get(1)?,
+        commit: r.get(2)?,
+        run: r.get(3)?,
+        promoted_at: r.get(4)?,
+    })
+}
+
+const RUN_COLUMNS: &str =
+    "r.id, q.recipe, q.ref, r.commit_id, r.tag, r.version, r.base, r.result, r.greenness, \
+    r.cold, r.started_at, r.finished_at, r.log_path, r.trigger, r.exit_code, r.detail";
+
+fn run_of(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: r.get(0)?,
+        recipe: r.get(1)?,
+        branch: r.get(2)?,
+        commit: r.get(3)?,
+        tag: r.get(4)?,
+        version: r.get(5)?,
+        base: r.get(6)?,
+        result: r.get(7)?,
+        greenness: r.get(8)?,
+        cold: r.get::<_, i64>(9)? != 0,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+        log_path: r.get(12)?,
+        trigger: r.get(13)?,
+        exit_code: r.get(14)?,
+        detail: r.get(15)?,
+    })
+}
+
+impl Ledger {
+    pub fn queue(&self, recipe: &str, branch: &str) -> Result<i64> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO queues (recipe, ref) VALUES (?1, ?2)",
+            params![recipe, branch],
+        )?;
+        Ok(self.conn.query_row(
+            "SELECT id FROM queues WHERE recipe = ?1 AND ref = ?2",
+            params![recipe, branch],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// A run that already judged this commit (green or red), if any.
+    pub fn judged(&self, queue: i64, commit: &str) -> Result<Option<RunRow>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN queues q ON q.id = r.queue
+             WHERE r.queue = ?1 AND r.commit_id = ?2 AND r.result IN ('green', 'red') ORDER BY r.id DESC LIMIT 1"
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, params![queue, commit], run_of)
+            .optional()?)
+    }
+
+    /// A cold CI run of `tag` at `commit` begins.
+    pub fn run_start(
+        &self,
+        queue: i64,
+        commit: &str,
+        tag: &str,
+        version: &str,
+        base: Option<&str>,
+        trigger: &str,
+    ) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs (queue, commit_id, tag, version, base, result, cold, started_at, trigger)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', 1, ?6, ?7)",
+            params![queue, commit, tag, version, base, now_rfc3339(), trigger],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn run_log(&self, id: i64, path: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET log_path = ?1 WHERE id = ?2",
+            params![path, id],
+        )?;
+        Ok(())
+    }
+
+    pub fn run_finish(&self, id: i64, end: &RunEnd) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET result = ?1, greenness = ?2, exit_code = ?3, detail = ?4, finished_at = ?5 WHERE id = ?6",
+            params![end.result, end.greenness, end.exit_code, end.detail, now_rfc3339(), id],
+        )?;
+        Ok(())
+    }
+
+    /// Records a green run and makes it the recipe's canonical, in one transaction: after a crash
+    /// the ledger holds either the old canonical and a running run, or both new.
+    pub fn finish_and_promote(
+        &mut self,
+        id: i64,
+        end: &RunEnd,
+        recipe: &str,
+        version: &str,
+        commit: &str,
+    ) -> Result<Canonical> {
+        let now = now_rfc3339();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE runs SET result = ?1, greenness = ?2, exit_code = ?3, detail = ?4, finished_at = ?5 WHERE id = ?6",
+            params![end.result, end.greenness, end.exit_code, end.detail, now, id],
+        )?;
+        tx.execute(
+            "INSERT INTO canonicals (recipe, version, commit_id, run, promoted_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (recipe) DO UPDATE SET version = ?2, commit_id = ?3, run = ?4, promoted_at = ?5",
+            params![recipe, version, commit, id, now],
+        )?;
+        tx.commit()?;
+        Ok(Canonical {
+            recipe: recipe.into(),
+            version: version.into(),
+            commit: commit.into(),
+            run: Some(id),
+            promoted_at: now,
+        })
+    }
+
+    /// Runs left `running` by an agent that died are errors, not results.
+    pub fn runs_interrupted(&self) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE runs SET result = 'error', detail = 'interrupted: the agent stopped during the run', finished_at = ?1
+             WHERE result = 'running'",
+            [now_rfc3339()],
+        )?)
+    }
+
+    pub fn canonical(&self, recipe: &str) -> Result<Option<Canonical>> {
+        Ok(self
+            .conn
+            .query_row("SELECT recipe, version, commit_id, run, promoted_at FROM canonicals WHERE recipe = ?1", [recipe], canonical_of)
+            .optional()?)
+    }
+
+    pub fn canonicals(&self) -> Result<Vec<Canonical>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT recipe, version, commit_id, run, promoted_at FROM canonicals ORDER BY recipe",
+        )?;
+        let rows = stmt.query_map([], canonical_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Sets a canonical from outside the sweep (`canonical import`).
+    pub fn canonical_set(&self, c: &Canonical) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO canonicals (recipe, version, commit_id, run, promoted_at) VALUES (?1, ?2, ?3, NULL, ?4)
+             ON CONFLICT (recipe) DO UPDATE SET version = ?2, commit_id = ?3, run = NULL, promoted_at = ?4",
+            params![c.recipe, c.version, c.commit, c.promoted_at],
+        )?;
+        Ok(())
+    }
+
+    /// Runs of `recipe`, newest first.
+    pub fn history(&self, recipe: &str, limit: u32) -> Result<Vec<RunRow>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN queues q ON q.id = r.queue WHERE q.recipe = ?1 ORDER BY r.id DESC LIMIT ?2"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![recipe, limit], run_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn sweep_state(
+        &self,
+        recipe: &str,
+    ) -> Result<Option<(String, Option<String>, Option<String>)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT refs_digest, latest_tag, latest_commit FROM sweep_state WHERE recipe = ?1",
+                [recipe],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn sweep_state_set(
+        &self,
+        recipe: &str,
+        digest: &str,
+        tag: Option<&str>,
+        commit: Option<&str>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO sweep_state (recipe, refs_digest, latest_tag, latest_commit) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (recipe) DO UPDATE SET refs_digest = ?2, latest_tag = ?3, latest_commit = ?4",
+            params![recipe, digest, tag, commit],
+        )?;
+        Ok(())
+    }
+
+    pub fn sweep_begin(&self) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO sweeps (started_at) VALUES (?1)",
+            [now_rfc3339()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn sweep_finish(&self, id: i64, outcome: &str, detail: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sweeps SET outcome = ?1, detail = ?2, finished_at = ?3 WHERE id = ?4",
+            params![outcome, detail, now_rfc3339(), id],
+        )?;
+        Ok(())
+    }
+
+    /// (outcome, detail) of recent sweeps, newest first.
+    pub fn sweeps(&self, limit: u32) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT started_at, outcome, detail FROM sweeps ORDER BY id DESC LIMIT ?1")?;
+        let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

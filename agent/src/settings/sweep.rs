@@ -1,0 +1,106 @@
+//! `[sweep]` in agent.toml: how `cc-ci-agent sweep` runs CI on new releases.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::deploy::{resolve_busy_check, BusyCheck, RawBusyCheck, Seconds};
+use super::source::TomlSource;
+
+/// Placeholders an argv template may use; anything else in braces is an error.
+pub const PLACEHOLDERS: [&str; 6] = [
+    "{recipe}",
+    "{version}",
+    "{commit}",
+    "{mirror_url}",
+    "{workdir}",
+    "{base}",
+];
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSweep {
+    command: Option<Vec<String>>,
+    teardown: Option<Vec<String>>,
+    timeout: Option<Seconds>,
+    run_timeout: Option<Seconds>,
+    canonical_export_dir: Option<PathBuf>,
+    allow_prerelease: Option<bool>,
+    busy_check: Option<RawBusyCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepSettings {
+    /// The CI run, an argv template (no shell). `None`: the sweep cannot run.
+    pub command: Option<Vec<String>>,
+    /// Always run after the CI run, pass or fail.
+    pub teardown: Option<Vec<String>>,
+    /// Longest one recipe's CI run may take.
+    pub timeout: Duration,
+    /// Longest a whole sweep may take; recipes not reached are skipped.
+    pub run_timeout: Duration,
+    pub canonical_export_dir: Option<PathBuf>,
+    pub allow_prerelease: bool,
+    pub busy_check: Option<BusyCheck>,
+}
+
+fn check_template(
+    argv: &[String],
+    key: &'static str,
+    source: &TomlSource,
+    errors: &mut Vec<super::InputError>,
+) {
+    if argv.is_empty() {
+        errors.push(source.error_at(&["sweep", key], "must name a program"));
+    }
+    for arg in argv {
+        let stripped = PLACEHOLDERS
+            .iter()
+            .fold(arg.clone(), |a, p| a.replace(p, ""));
+        if stripped.contains(['{', '}']) {
+            errors.push(source.error_at(
+                &["sweep", key],
+                format!(
+                    "{arg:?} has an unknown placeholder; known: {}",
+                    PLACEHOLDERS.join(" ")
+                ),
+            ));
+        }
+    }
+}
+
+pub(super) fn resolve(
+    raw: RawSweep,
+    source: &TomlSource,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    errors: &mut Vec<super::InputError>,
+) -> SweepSettings {
+    if let Some(argv) = &raw.command {
+        check_template(argv, "command", source, errors);
+    }
+    if let Some(argv) = &raw.teardown {
+        check_template(argv, "teardown", source, errors);
+    }
+    let timeout = raw.timeout.map_or(Duration::from_secs(2 * 3600), |s| s.0);
+    let run_timeout = raw
+        .run_timeout
+        .map_or(Duration::from_secs(24 * 3600), |s| s.0);
+    if timeout.is_zero() || run_timeout < timeout {
+        errors.push(source.error_at(
+            &["sweep", "run_timeout"],
+            "must be at least sweep.timeout, and both more than zero",
+        ));
+    }
+    SweepSettings {
+        command: raw.command,
+        teardown: raw.teardown,
+        timeout,
+        run_timeout,
+        canonical_export_dir: raw.canonical_export_dir.as_deref().map(abs),
+        allow_prerelease: raw.allow_prerelease.unwrap_or(false),
+        busy_check: raw
+            .busy_check
+            .and_then(|b| resolve_busy_check(b, "sweep", source, errors)),
+    }
+}

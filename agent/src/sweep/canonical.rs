@@ -1,0 +1,232 @@
+//! `canonical list|show|base|import` and `history RECIPE`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::cli::Context;
+use crate::exit::{Exit, Unusable};
+use crate::ledger::{Canonical, Ledger};
+use crate::output::table;
+use crate::settings::enrollment::Enrollment;
+use crate::settings::rules::check_release_tag;
+use crate::settings::InputError;
+
+#[derive(Debug, clap::Args)]
+pub struct CanonicalArgs {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every recipe's canonical: the last known-good tagged release.
+    List,
+    /// One recipe's canonical and the run that promoted it.
+    Show { recipe: String },
+    /// The version an upgrade test should start from: upgrade_base if set, else the canonical.
+    Base { recipe: String },
+    /// Read existing canonical.json files (DIR/<recipe>/canonical.json) into the ledger.
+    Import { dir: PathBuf },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    recipe: String,
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+}
+
+pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
+    let config = ctx.config()?;
+    let ledger = Ledger::open(&config.state_dir)?;
+    match args.command {
+        Command::List => {
+            let all = ledger.canonicals()?;
+            if ctx.out.is_json() {
+                ctx.out.json(&json!({ "canonicals": all }))?;
+            } else {
+                let rows: Vec<_> = all
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            (c.recipe.clone(), None),
+                            (c.version.clone(), None),
+                            (c.commit[..12.min(c.commit.len())].to_string(), None),
+                            (c.promoted_at.clone(), None),
+                            (
+                                c.run.map_or("imported".into(), |r| format!("run {r}")),
+                                None,
+                            ),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(
+                        &ctx.out,
+                        &["RECIPE", "CANONICAL", "COMMIT", "PROMOTED", "FROM"],
+                        &rows
+                    )
+                );
+            }
+            Ok(Exit::Success)
+        }
+        Command::Show { recipe } => {
+            let c = ledger.canonical(&recipe)?;
+            let run = match c.as_ref().and_then(|c| c.run) {
+                Some(id) => ledger
+                    .history(&recipe, u32::MAX)?
+                    .into_iter()
+                    .find(|r| r.id == id),
+                None => None,
+            };
+            if ctx.out.is_json() {
+                ctx.out
+                    .json(&json!({ "recipe": recipe, "canonical": c, "run": run }))?;
+                return Ok(Exit::Success);
+            }
+            match c {
+                None => println!(
+                    "{recipe}: no canonical (no green release recorded, so it is not green)"
+                ),
+                Some(c) => {
+                    println!(
+                        "{recipe}: {} at {} since {}",
+                        c.version, c.commit, c.promoted_at
+                    );
+                    if let Some(r) = run {
+                        println!(
+                            "  promoted by run {} ({}, log {})",
+                            r.id,
+                            r.detail.unwrap_or_default(),
+                            r.log_path.unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            Ok(Exit::Success)
+        }
+        Command::Base { recipe } => {
+            let enrollment = Enrollment::load(&config.enrollment_file)?;
+            let r = enrollment
+                .get(&recipe)
+                .ok_or_else(|| Unusable(format!("{recipe:?} is not declared")))?;
+            let base = r
+                .upgrade_base
+                .clone()
+                .or(ledger.canonical(&recipe)?.map(|c| c.version));
+            match base {
+                Some(b) => {
+                    if ctx.out.is_json() {
+                        ctx.out.json(&json!({ "recipe": recipe, "base": b }))?;
+                    } else {
+                        println!("{b}");
+                    }
+                    Ok(Exit::Success)
+                }
+                None => {
+                    eprintln!("{recipe}: no upgrade_base and no canonical: there is no version to upgrade from");
+                    Ok(Exit::NoBase)
+                }
+            }
+        }
+        Command::Import { dir } => {
+            let mut imported = Vec::new();
+            let entries = std::fs::read_dir(&dir)
+                .with_context(|| format!("cannot read {}", dir.display()))?;
+            let mut files: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path().join("canonical.json"))
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            let mut parsed = Vec::new();
+            for file in &files {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let c: Canonical = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| {
+                        Some(Canonical {
+                            recipe: v["recipe"].as_str()?.to_string(),
+                            version: v["version"].as_str()?.to_string(),
+                            commit: v["commit"].as_str()?.to_string(),
+                            run: None,
+                            promoted_at: v["promoted_at"].as_str().unwrap_or_default().to_string(),
+                        })
+                    })
+                    .ok_or_else(|| {
+                        InputError::file(
+                            file,
+                            "not a canonical.json (needs recipe, version, commit)",
+                        )
+                    })?;
+                check_release_tag(&c.version).map_err(|e| InputError {
+                    file: file.clone(),
+                    line: None,
+                    key: "version".into(),
+                    message: e,
+                })?;
+                crate::settings::rules::check_recipe_name(&c.recipe).map_err(|e| InputError {
+                    file: file.clone(),
+                    line: None,
+                    key: "recipe".into(),
+                    message: e,
+                })?;
+                parsed.push(c);
+            }
+            // All files checked before anything is written.
+            for c in parsed {
+                ledger.canonical_set(&c)?;
+                imported.push(c.recipe);
+            }
+            if ctx.out.is_json() {
+                ctx.out.json(&json!({ "imported": imported }))?;
+            } else {
+                println!(
+                    "imported {} canonicals: {}",
+                    imported.len(),
+                    imported.join(", ")
+                );
+            }
+            Ok(Exit::Success)
+        }
+    }
+}
+
+pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
+    let config = ctx.config()?;
+    let ledger = Ledger::open(&config.state_dir)?;
+    let runs = ledger.history(&args.recipe, args.limit)?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&json!({ "recipe": args.recipe, "runs": runs }))?;
+        return Ok(Exit::Success);
+    }
+    let rows: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                (r.id.to_string(), None),
+                (r.started_at.clone(), None),
+                (r.tag.clone().unwrap_or_default(), None),
+                (r.commit[..12.min(r.commit.len())].to_string(), None),
+                (r.result.clone(), None),
+                (r.base.clone().unwrap_or_default(), None),
+                (r.trigger.clone(), None),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &ctx.out,
+            &["RUN", "STARTED", "TAG", "COMMIT", "RESULT", "BASE", "TRIGGER"],
+            &rows
+        )
+    );
+    Ok(Exit::Success)
+}

@@ -1,0 +1,631 @@
+//! One sweep: sync the canonical recipes' mirrors, find each one's latest release, and run CI
+//! cold on it only when it is newer than the canonical; promote it when green.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use super::versions::{choose, Candidate, Release, Verdict};
+use crate::busy::{self, Busy};
+use crate::exit::{Busy as BusyError, Exit, Unusable};
+use crate::fsutil::write_atomic;
+use crate::git::{Git, RefSet};
+use crate::ledger::{Canonical, JobLock, Ledger, RunEnd};
+use crate::mirrors::{self, Outcome as MirrorOutcome, RecipeResult};
+use crate::output::{Output, Tone};
+use crate::process::Cmd;
+use crate::settings::config::Config;
+use crate::settings::enrollment::{Enrollment, Recipe};
+use crate::settings::rules::check_release_tag;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "decision", rename_all = "kebab-case")]
+pub enum Decision {
+    /// No release tag on the branch at all.
+    SkipNoRelease,
+    /// The latest release is the canonical (or older): nothing to test.
+    SkipNoNewVersion {
+        latest: String,
+    },
+    /// This commit was judged before (green or red); `--force` runs it again.
+    SkipAlreadyJudged {
+        tag: String,
+        result: String,
+    },
+    SkipMirrorFailed {
+        error: String,
+    },
+    SkipOutOfTime,
+    Promoted {
+        tag: String,
+        commit: String,
+        run: i64,
+        base: Option<String>,
+    },
+    Red {
+        tag: String,
+        commit: String,
+        run: i64,
+        kept: Option<String>,
+        detail: String,
+    },
+    Error {
+        detail: String,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecipeSweep {
+    pub recipe: String,
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+pub struct Options {
+    pub force: bool,
+    pub only: Vec<String>,
+}
+
+fn canonical_recipes(enrollment: &Enrollment, only: &[String]) -> Result<Vec<Recipe>> {
+    let all: Vec<Recipe> = enrollment
+        .enrolled()
+        .filter(|r| r.canonical)
+        .cloned()
+        .collect();
+    if only.is_empty() {
+        return Ok(all);
+    }
+    only.iter()
+        .map(|n| {
+            all.iter().find(|r| &r.name == n).cloned().ok_or_else(|| {
+                Unusable(format!(
+                    "{n:?} is not an enrolled recipe with canonical = true"
+                ))
+                .into()
+            })
+        })
+        .collect()
+}
+
+/// Every tag's name and commit, and a digest of the branch head and tags: when it has not
+/// changed since the last sweep, neither has the latest release.
+fn digest(refs: &RefSet) -> String {
+    let mut d = format!("head={}", refs.branch.as_deref().unwrap_or("-"));
+    for (name, tag) in &refs.tags {
+        d.push_str(&format!(";{name}={}", tag.oid));
+    }
+    d
+}
+
+/// The recipe's latest release on its branch, from the ledger when the refs are unchanged,
+/// else from the cache (brought up to the mirror first when it is behind).
+fn latest_release(
+    config: &Config,
+    git: &Git,
+    ledger: &Ledger,
+    recipe: &Recipe,
+    mirror_url: &str,
+    refs: &RefSet,
+) -> Result<(Option<Release>, Vec<Verdict>)> {
+    let d = digest(refs);
+    if let Some((stored, Some(tag), Some(commit))) = ledger.sweep_state(&recipe.name)? {
+        if stored == d {
+            if let Ok(version) = check_release_tag(&tag) {
+                return Ok((
+                    Some(Release {
+                        tag,
+                        commit,
+                        version,
+                    }),
+                    Vec::new(),
+                ));
+            }
+        }
+    }
+    let Some(head) = refs.branch.clone() else {
+        return Ok((None, Vec::new()));
+    };
+    let cache = config
+        .state_dir
+        .join("mirrors")
+        .join(format!("{}.git", recipe.name));
+    git.init_bare(&cache).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cached = git
+        .local_refs(&cache, &recipe.branch)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !cached.same_as(refs) {
+        git.fetch(&cache, mirror_url, &recipe.branch)
+            .map_err(|e| anyhow::anyhow!("updating the cache: {e}"))?;
+    }
+    let candidates: Vec<Candidate<'_>> = refs
+        .tags
+        .iter()
+        .map(|(n, t)| Candidate {
+            tag: n,
+            commit: t.commit(),
+        })
+        .collect();
+    let (latest, verdicts) = choose(&candidates, config.sweep.allow_prerelease, |c| {
+        git.is_ancestor(&cache, c, &head)
+    });
+    ledger.sweep_state_set(
+        &recipe.name,
+        &d,
+        latest.as_ref().map(|r| r.tag.as_str()),
+        latest.as_ref().map(|r| r.commit.as_str()),
+    )?;
+    Ok((latest, verdicts))
+}
+
+/// The upgrade base handed to CI: `upgrade_base`, else the canonical; only if strictly older.
+pub fn upgrade_base(
+    recipe: &Recipe,
+    canonical: Option<&Canonical>,
+    version: &semver::Version,
+) -> Option<String> {
+    let base = recipe
+        .upgrade_base
+        .clone()
+        .or_else(|| canonical.map(|c| c.version.clone()))?;
+    let v = check_release_tag(&base).ok()?;
+    (v.cmp_precedence(version) == std::cmp::Ordering::Less).then_some(base)
+}
+
+fn substitute(argv: &[String], values: &[(&str, &str)]) -> Vec<String> {
+    argv.iter()
+        .map(|a| {
+            values
+                .iter()
+                .fold(a.clone(), |acc, (k, v)| acc.replace(k, v))
+        })
+        .collect()
+}
+
+/// Writes `<dir>/<recipe>/canonical.json` atomically, for the harness that reattaches warm volumes.
+pub fn export(dir: &Path, c: &Canonical) -> Result<()> {
+    let path = dir.join(&c.recipe).join("canonical.json");
+    std::fs::create_dir_all(path.parent().unwrap_or(dir))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let body = serde_json::json!({
+        "recipe": c.recipe,
+        "version": c.version,
+        "commit": c.commit,
+        "status": "green",
+        "promoted_at": c.promoted_at,
+    });
+    let text = serde_json::to_string_pretty(&body)? + "\n";
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    write_atomic(&path, text.as_bytes(), 0o644)
+}
+
+struct Sweeper<'a> {
+    config: &'a Config,
+    forge: &'a dyn crate::forge::Forge,
+    git: Git,
+    out: &'a Output,
+    force: bool,
+    deadline: Instant,
+}
+
+impl Sweeper<'_> {
+    fn sweep_one(
+        &self,
+        ledger: &mut Ledger,
+        recipe: &Recipe,
+        synced: &RecipeResult,
+    ) -> Result<Decision> {
+        if synced.outcome == MirrorOutcome::Failed {
+            return Ok(Decision::SkipMirrorFailed {
+                error: synced.error.clone().unwrap_or_default(),
+            });
+        }
+        let Some(refs) = &synced.refs else {
+            return Ok(Decision::SkipMirrorFailed {
+                error: "the mirror sync reported no refs".into(),
+            });
+        };
+        let mirror_url = self.forge.mirror_url(&recipe.name);
+        let (latest, _) =
+            latest_release(self.config, &self.git, ledger, recipe, &mirror_url, refs)?;
+        let Some(release) = latest else {
+            return Ok(Decision::SkipNoRelease);
+        };
+        let canonical = ledger.canonical(&recipe.name)?;
+        if let Some(c) = &canonical {
+            let newer = match check_release_tag(&c.version) {
+                Ok(cv) => release.version.cmp_precedence(&cv) == std::cmp::Ordering::Greater,
+                Err(_) => true,
+            };
+            if !newer {
+                return Ok(Decision::SkipNoNewVersion {
+                    latest: release.tag,
+                });
+            }
+        }
+        let queue = ledger.queue(&recipe.name, &recipe.branch)?;
+        if !self.force {
+            if let Some(run) = ledger.judged(queue, &release.commit)? {
+                return Ok(Decision::SkipAlreadyJudged {
+                    tag: release.tag,
+                    result: run.result,
+                });
+            }
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Decision::SkipOutOfTime);
+        }
+        self.test_and_judge(
+            ledger,
+            recipe,
+            &release,
+            canonical.as_ref(),
+            queue,
+            &mirror_url,
+            left,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn test_and_judge(
+        &self,
+        ledger: &mut Ledger,
+        recipe: &Recipe,
+        release: &Release,
+        canonical: Option<&Canonical>,
+        queue: i64,
+        mirror_url: &str,
+        left: Duration,
+    ) -> Result<Decision> {
+        let s = &self.config.sweep;
+        let Some(command) = &s.command else {
+            return Err(Unusable(format!(
+                "{}: [sweep] has no command to run CI with",
+                self.config.path.display()
+            ))
+            .into());
+        };
+        let base = upgrade_base(recipe, canonical, &release.version);
+        let logs = self.config.state_dir.join("sweep/logs").join(&recipe.name);
+        std::fs::create_dir_all(&logs)
+            .with_context(|| format!("cannot create {}", logs.display()))?;
+        let trigger = if self.force { "forced" } else { "sweep" };
+        let run = ledger.run_start(
+            queue,
+            &release.commit,
+            &release.tag,
+            &release.tag,
+            base.as_deref(),
+            trigger,
+        )?;
+        let log = logs.join(format!("{run}.log"));
+        ledger.run_log(run, &log.to_string_lossy())?;
+        let workdir = self.config.state_dir.join("sweep/work").join(&recipe.name);
+        let _ = std::fs::remove_dir_all(&workdir);
+        std::fs::create_dir_all(&workdir)
+            .with_context(|| format!("cannot create {}", workdir.display()))?;
+        let workdir_s = workdir.to_string_lossy().into_owned();
+        let values = [
+            ("{recipe}", recipe.name.as_str()),
+            ("{version}", release.tag.as_str()),
+            ("{commit}", release.commit.as_str()),
+            ("{mirror_url}", mirror_url),
+            ("{workdir}", workdir_s.as_str()),
+            ("{base}", base.as_deref().unwrap_or("")),
+        ];
+        self.say(
+            recipe,
+            &format!("testing {} cold (CI log {})", release.tag, log.display()),
+        );
+        let argv = substitute(command, &values);
+        let timeout = s.timeout.min(left);
+        let done = Cmd::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(&workdir)
+            .timeout(timeout)
+            .output();
+        let mut text = format!("$ {}\n", argv.join(" "));
+        let end = match &done {
+            Ok(d) => {
+                text.push_str(&d.stdout);
+                text.push_str(&d.stderr);
+                if d.status.success() {
+                    RunEnd {
+                        result: "green",
+                        greenness: 0.0,
+                        exit_code: d.code(),
+                        detail: "CI exited 0".into(),
+                    }
+                } else {
+                    RunEnd {
+                        result: "red",
+                        greenness: 1.0,
+                        exit_code: d.code(),
+                        detail: format!("CI failed ({})", d.status),
+                    }
+                }
+            }
+            Err(e) => {
+                text.push_str(&format!("{e}\n"));
+                RunEnd {
+                    result: "red",
+                    greenness: 1.0,
+                    exit_code: None,
+                    detail: e.to_string(),
+                }
+            }
+        };
+        if let Some(teardown) = &s.teardown {
+            let argv = substitute(teardown, &values);
+            text.push_str(&format!("$ {}\n", argv.join(" ")));
+            match Cmd::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(&workdir)
+                .timeout(s.timeout)
+                .output()
+            {
+                Ok(d) => {
+                    text.push_str(&d.stdout);
+                    text.push_str(&d.stderr);
+                    if !d.status.success() {
+                        tracing::warn!(recipe = recipe.name, "teardown failed ({})", d.status);
+                    }
+                }
+                Err(e) => tracing::warn!(recipe = recipe.name, "teardown: {e}"),
+            }
+        }
+        write_atomic(&log, text.as_bytes(), 0o640)?;
+        let _ = std::fs::remove_dir_all(&workdir);
+        if end.result == "green" {
+            // Green, cold, the latest release, enrolled, and a tag: the only way to a canonical.
+            let c = ledger.finish_and_promote(
+                run,
+                &end,
+                &recipe.name,
+                &release.tag,
+                &release.commit,
+            )?;
+            if let Some(dir) = &s.canonical_export_dir {
+                export(dir, &c)?;
+            }
+            Ok(Decision::Promoted {
+                tag: release.tag.clone(),
+                commit: release.commit.clone(),
+                run,
+                base,
+            })
+        } else {
+            ledger.run_finish(run, &end)?;
+            Ok(Decision::Red {
+                tag: release.tag.clone(),
+                commit: release.commit.clone(),
+                run,
+                kept: canonical.map(|c| c.version.clone()),
+                detail: end.detail,
+            })
+        }
+    }
+
+    fn say(&self, recipe: &Recipe, text: &str) {
+        if !self.out.is_json() {
+            println!("  {:<24} {text}", recipe.name);
+        }
+    }
+}
+
+pub fn run(ctx: &crate::cli::Context, opts: Options) -> Result<Exit> {
+    let config = ctx.config()?;
+    let enrollment = Enrollment::load(&config.enrollment_file)?;
+    let recipes = canonical_recipes(&enrollment, &opts.only)?;
+    let mut ledger = Ledger::open(&config.state_dir)?;
+    let sweep = ledger.sweep_begin()?;
+    let _lock = match JobLock::acquire(&config.state_dir, "sweep") {
+        Ok(lock) => lock,
+        Err(e) => {
+            ledger.sweep_finish(sweep, "refused-busy", &format!("{e:#}"))?;
+            return Err(e);
+        }
+    };
+    if let Some(check) = &config.sweep.busy_check {
+        let refusal = match busy::check(check) {
+            Busy::Idle => None,
+            Busy::Busy(what) => Some(format!("a CI build is in flight ({what})")),
+            Busy::Unknown(why) => Some(format!(
+                "cannot tell whether a CI build is in flight ({why})"
+            )),
+        };
+        if let Some(why) = refusal {
+            ledger.sweep_finish(sweep, "refused-ci-busy", &why)?;
+            eprintln!("refused: {why}: the whole sweep is skipped");
+            return Ok(Exit::CiBusy);
+        }
+    }
+    if config.sweep.command.is_none() {
+        ledger.sweep_finish(sweep, "failed", "no sweep.command")?;
+        return Err(Unusable(format!(
+            "{}: [sweep] has no command to run CI with",
+            config.path.display()
+        ))
+        .into());
+    }
+    let interrupted = ledger.runs_interrupted()?;
+    if interrupted > 0 {
+        tracing::warn!(
+            "{interrupted} CI run(s) were interrupted by an earlier agent; recorded as errors"
+        );
+    }
+    // Bring canonical.json files in line with the ledger (a crash can fall between the two).
+    if let Some(dir) = &config.sweep.canonical_export_dir {
+        for c in ledger.canonicals()? {
+            export(dir, &c)?;
+        }
+    }
+    let synced = mirrors::sync_recipes(&config, &recipes, &mut ledger, &ctx.out)?;
+    let forge = crate::forge::from_config(&config)?;
+    let sweeper = Sweeper {
+        config: &config,
+        forge: forge.as_ref(),
+        git: mirrors::syncer(&config, forge.as_ref()).git,
+        out: &ctx.out,
+        force: opts.force,
+        deadline: Instant::now() + config.sweep.run_timeout,
+    };
+    let mut report = Vec::new();
+    for recipe in &recipes {
+        let Some(result) = synced.iter().find(|r| r.recipe == recipe.name) else {
+            continue;
+        };
+        let decision = match sweeper.sweep_one(&mut ledger, recipe, result) {
+            Ok(d) => d,
+            Err(e) if e.is::<Unusable>() || e.is::<BusyError>() => return Err(e),
+            Err(e) => Decision::Error {
+                detail: format!("{e:#}"),
+            },
+        };
+        print_decision(&ctx.out, &recipe.name, &decision);
+        report.push(RecipeSweep {
+            recipe: recipe.name.clone(),
+            decision,
+        });
+    }
+    let errors = report
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.decision,
+                Decision::Error { .. } | Decision::SkipMirrorFailed { .. }
+            )
+        })
+        .count();
+    let promoted = report
+        .iter()
+        .filter(|r| matches!(r.decision, Decision::Promoted { .. }))
+        .count();
+    let red = report
+        .iter()
+        .filter(|r| matches!(r.decision, Decision::Red { .. }))
+        .count();
+    let summary = format!(
+        "{} recipes: {promoted} promoted, {red} red, {errors} could not be judged",
+        report.len()
+    );
+    ledger.sweep_finish(sweep, "done", &summary)?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&serde_json::json!({ "sweep": sweep, "recipes": report }))?;
+    } else {
+        println!("{summary}");
+    }
+    Ok(if errors == 0 {
+        Exit::Success
+    } else {
+        Exit::SomeFailed
+    })
+}
+
+fn print_decision(out: &Output, recipe: &str, d: &Decision) {
+    if out.is_json() {
+        return;
+    }
+    let (mark, text) = match d {
+        Decision::SkipNoRelease => (
+            out.paint("SKIP", Tone::Dim),
+            "no-release: no release tag on the branch".into(),
+        ),
+        Decision::SkipNoNewVersion { latest } => (
+            out.paint("SKIP", Tone::Dim),
+            format!("no-new-version: {latest} is the canonical"),
+        ),
+        Decision::SkipAlreadyJudged { tag, result } => (
+            out.paint("SKIP", Tone::Dim),
+            format!("already-judged: {tag} was {result} (--force to run it again)"),
+        ),
+        Decision::SkipMirrorFailed { error } => (
+            out.paint("SKIP", Tone::Bad),
+            format!("mirror-failed: {error}"),
+        ),
+        Decision::SkipOutOfTime => (
+            out.paint("SKIP", Tone::Warn),
+            "out-of-time: sweep.run_timeout reached".into(),
+        ),
+        Decision::Promoted { tag, commit, .. } => (
+            out.paint("PROMOTED", Tone::Good),
+            format!(
+                "{tag} ({}) is the canonical",
+                &commit[..12.min(commit.len())]
+            ),
+        ),
+        Decision::Red {
+            tag, kept, detail, ..
+        } => (
+            out.paint("RED", Tone::Bad),
+            format!(
+                "{tag}: {detail}; canonical stays {}",
+                kept.as_deref().unwrap_or("(none)")
+            ),
+        ),
+        Decision::Error { detail } => (out.paint("ERROR", Tone::Bad), detail.clone()),
+    };
+    println!("{mark:<9} {recipe:<24} {text}");
+}
+
+/// `sweep --explain RECIPE`: why each tag was or was not taken.
+pub fn explain(ctx: &crate::cli::Context, name: &str) -> Result<Exit> {
+    let config = ctx.config()?;
+    let enrollment = Enrollment::load(&config.enrollment_file)?;
+    let recipe = enrollment
+        .enrolled()
+        .find(|r| r.name == name)
+        .cloned()
+        .ok_or_else(|| Unusable(format!("{name:?} is not an enrolled recipe")))?;
+    let _lock = JobLock::acquire(&config.state_dir, "sweep")?;
+    let mut ledger = Ledger::open(&config.state_dir)?;
+    let synced = mirrors::sync_recipes(
+        &config,
+        std::slice::from_ref(&recipe),
+        &mut ledger,
+        &ctx.out,
+    )?;
+    let result = synced.into_iter().next().context("no sync result")?;
+    let refs = result.refs.with_context(|| {
+        format!(
+            "the mirror sync failed: {}",
+            result.error.unwrap_or_default()
+        )
+    })?;
+    let forge = crate::forge::from_config(&config)?;
+    let git = mirrors::syncer(&config, forge.as_ref()).git;
+    // Always look afresh: an explanation should not come from a remembered answer.
+    ledger.sweep_state_set(&recipe.name, "", None, None)?;
+    let (latest, verdicts) = latest_release(
+        &config,
+        &git,
+        &ledger,
+        &recipe,
+        &forge.mirror_url(&recipe.name),
+        &refs,
+    )?;
+    let canonical = ledger.canonical(&recipe.name)?;
+    if ctx.out.is_json() {
+        ctx.out.json(&serde_json::json!({ "recipe": name, "latest": latest, "canonical": canonical, "tags": verdicts }))?;
+        return Ok(Exit::Success);
+    }
+    for v in &verdicts {
+        let mark = if v.taken {
+            ctx.out.paint("TAKEN", Tone::Good)
+        } else {
+            ctx.out.paint("ignored", Tone::Dim)
+        };
+        println!("{mark:<8} {:<32} {}", v.tag, v.reason);
+    }
+    println!(
+        "latest release: {}; canonical: {}",
+        latest.map_or("none".into(), |r| r.tag),
+        canonical.map_or("none".into(), |c| c.version)
+    );
+    Ok(Exit::Success)
+}
