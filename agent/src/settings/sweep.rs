@@ -55,19 +55,38 @@ fn check_template(
         errors.push(source.error_at(&["sweep", key], "must name a program"));
     }
     for arg in argv {
-        let stripped = PLACEHOLDERS
-            .iter()
-            .fold(arg.clone(), |a, p| a.replace(p, ""));
-        if stripped.contains(['{', '}']) {
+        if let Some(unknown) = placeholders_in(arg)
+            .into_iter()
+            .find(|p| !PLACEHOLDERS.contains(&p.as_str()))
+        {
             errors.push(source.error_at(
                 &["sweep", key],
                 format!(
-                    "{arg:?} has an unknown placeholder; known: {}",
+                    "{arg:?} has an unknown placeholder {unknown}; known: {}",
                     PLACEHOLDERS.join(" ")
                 ),
             ));
         }
     }
+}
+
+/// `{name}` with a lowercase name: what a placeholder looks like. Other braces (a shell's
+/// `${VAR:-x}`, JSON) belong to the program and pass through untouched.
+fn placeholders_in(arg: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = arg;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        let name_len = after
+            .bytes()
+            .take_while(|b| b.is_ascii_lowercase() || *b == b'_')
+            .count();
+        if name_len > 0 && after[name_len..].starts_with('}') {
+            found.push(format!("{{{}}}", &after[..name_len]));
+        }
+        rest = after;
+    }
+    found
 }
 
 pub(super) fn resolve(

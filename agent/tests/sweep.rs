@@ -1,0 +1,462 @@
+//! `cc-ci-agent sweep`, `canonical` and `history`: real upstream repos with release tags, a local
+//! forge, and a stand-in CI command whose verdict per release the test decides.
+
+// Test crate: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cc_ci_agent::ledger::{JobLock, Ledger};
+use common::{agent, Run};
+use support::{git, Upstream};
+
+/// The stand-in CI: logs "recipe version base" and fails when verdicts/<recipe>-<version> says red.
+const CI: &str = r#"echo "$1 $2 base=$3" >> "$CI_LOG"; sleep "${CI_SLEEP:-0}"; test "$(cat "$VERDICTS/$1-$2" 2>/dev/null)" != red"#;
+
+struct Sweep {
+    dir: tempfile::TempDir,
+    upstreams: Vec<(String, Upstream)>,
+    config: PathBuf,
+}
+
+impl Sweep {
+    fn new(recipes: &[&str], extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("upstream")).unwrap();
+        std::fs::create_dir_all(root.join("work")).unwrap();
+        std::fs::create_dir_all(root.join("verdicts")).unwrap();
+        let upstreams = recipes
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    Upstream::create(&root.join("upstream"), &root.join("work"), n, "main"),
+                )
+            })
+            .collect();
+        let mut enrollment = format!(
+            "[defaults]\nupstream = \"file://{}/upstream/{{recipe}}.git\"\n",
+            root.display()
+        );
+        for n in recipes {
+            enrollment.push_str(&format!("\n[recipe.{n}]\ncanonical = true\n"));
+        }
+        enrollment.push_str("\n[recipe.not-canonical]\nupstream = \"file:///nonexistent/x.git\"\n");
+        std::fs::write(root.join("enrollment.toml"), enrollment).unwrap();
+        let config = root.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\n\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n\n\
+                 [sweep]\ncommand = [\"sh\", \"-c\", {ci:?}, \"ci\", \"{{recipe}}\", \"{{version}}\", \"{{base}}\"]\n\
+                 teardown = [\"sh\", \"-c\", \"echo teardown $1 >> \\\"$CI_LOG\\\"\", \"td\", \"{{recipe}}\"]\n\
+                 canonical_export_dir = \"export\"\ntimeout = \"60s\"\n{extra}",
+                ci = CI
+            ),
+        )
+        .unwrap();
+        Self {
+            dir,
+            upstreams,
+            config,
+        }
+    }
+
+    fn up(&self, name: &str) -> &Upstream {
+        &self.upstreams.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(common::bin());
+        c.args(["--config", self.config.to_str().unwrap()])
+            .args(args)
+            .env("CI_LOG", self.path("ci.log"))
+            .env("VERDICTS", self.path("verdicts"))
+            .env("CC_CI_LOG", "warn");
+        c
+    }
+
+    fn agent(&self, args: &[&str]) -> Run {
+        common::finish(self.command(args).output())
+    }
+
+    fn sweep(&self) -> (Run, serde_json::Value) {
+        let run = self.agent(&["--format", "json", "sweep"]);
+        let v = serde_json::from_str(&run.stdout).unwrap_or(serde_json::Value::Null);
+        (run, v)
+    }
+
+    fn decision(v: &serde_json::Value, recipe: &str) -> String {
+        v["recipes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["recipe"] == recipe)
+            .unwrap()["decision"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn ci_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("ci.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with("teardown"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn red(&self, recipe: &str, version: &str) {
+        std::fs::write(self.path(&format!("verdicts/{recipe}-{version}")), "red").unwrap();
+    }
+
+    fn canonical(&self, recipe: &str) -> Option<String> {
+        Ledger::open(&self.path("state"))
+            .unwrap()
+            .canonical(recipe)
+            .unwrap()
+            .map(|c| c.version)
+    }
+}
+
+#[test]
+fn a_second_sweep_skips_everything_and_starts_no_ci() {
+    let s = Sweep::new(&["plausible", "ghost"], "");
+    s.up("plausible").tag("1.0.0+2.0", true);
+    s.up("ghost").tag("5.0.0+5.1", false);
+    let (run, v) = s.sweep();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(Sweep::decision(&v, "plausible"), "promoted");
+    assert_eq!(Sweep::decision(&v, "ghost"), "promoted");
+    assert_eq!(s.ci_calls().len(), 2);
+    let (run, v) = s.sweep();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(Sweep::decision(&v, "plausible"), "skip-no-new-version");
+    assert_eq!(Sweep::decision(&v, "ghost"), "skip-no-new-version");
+    assert_eq!(
+        s.ci_calls().len(),
+        2,
+        "the determinism proof: no CI the second time"
+    );
+}
+
+#[test]
+fn untagged_commits_are_skipped_and_never_promoted() {
+    let s = Sweep::new(&["mumble"], "");
+    let (_, v) = s.sweep();
+    assert_eq!(Sweep::decision(&v, "mumble"), "skip-no-release");
+    s.up("mumble").tag("1.0.0+1.4", true);
+    s.sweep();
+    s.up("mumble").commit("compose.yml", "untagged work\n");
+    let (run, v) = s.sweep();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(Sweep::decision(&v, "mumble"), "skip-no-new-version");
+    assert_eq!(s.ci_calls().len(), 1);
+    assert_eq!(s.canonical("mumble").as_deref(), Some("1.0.0+1.4"));
+}
+
+#[test]
+fn a_green_release_is_promoted_and_a_red_one_keeps_the_canonical() {
+    let s = Sweep::new(&["n8n"], "");
+    let up = s.up("n8n");
+    up.tag("1.0.0+1.0", true);
+    s.sweep();
+    let exported: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.path("export/n8n/canonical.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(exported["version"], "1.0.0+1.0");
+    assert_eq!(exported["status"], "green");
+    assert_eq!(exported["commit"].as_str().unwrap(), up.head());
+    assert_eq!(exported["recipe"], "n8n");
+
+    up.commit("compose.yml", "2\n");
+    up.tag("1.1.0+1.1", true);
+    s.red("n8n", "1.1.0+1.1");
+    let (run, v) = s.sweep();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(Sweep::decision(&v, "n8n"), "red");
+    assert_eq!(
+        s.canonical("n8n").as_deref(),
+        Some("1.0.0+1.0"),
+        "a red release never replaces a green canonical"
+    );
+    let exported: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.path("export/n8n/canonical.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(exported["version"], "1.0.0+1.0");
+
+    // The red commit is judged: the next sweep does not run it again, unless forced.
+    let (_, v) = s.sweep();
+    assert_eq!(Sweep::decision(&v, "n8n"), "skip-already-judged");
+    std::fs::remove_file(s.path("verdicts/n8n-1.1.0+1.1")).unwrap();
+    let run = s.agent(&["--format", "json", "sweep", "--force"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(Sweep::decision(&v, "n8n"), "promoted");
+
+    let history = s.agent(&["--format", "json", "history", "n8n"]);
+    let h: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    let results: Vec<&str> = h["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["green", "red", "green"]);
+    assert!(h["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["cold"] == true
+            && r["log_path"]
+                .as_str()
+                .is_some_and(|p| std::path::Path::new(p).is_file())));
+}
+
+#[test]
+fn the_upgrade_base_is_always_strictly_older_than_the_version() {
+    let s = Sweep::new(&["keycloak"], "");
+    let up = s.up("keycloak");
+    up.tag("1.0.0+20.0", true);
+    s.sweep();
+    up.commit("x", "1\n");
+    up.tag("2.0.0+21.0", true);
+    s.sweep();
+    let calls = s.ci_calls();
+    assert_eq!(
+        calls,
+        [
+            "keycloak 1.0.0+20.0 base=",
+            "keycloak 2.0.0+21.0 base=1.0.0+20.0"
+        ]
+    );
+
+    // A pin at or above the new version is never handed over.
+    let text = std::fs::read_to_string(s.path("enrollment.toml"))
+        .unwrap()
+        .replace(
+            "[recipe.keycloak]\ncanonical = true\n",
+            "[recipe.keycloak]\ncanonical = true\nupgrade_base = \"3.0.0+22.0\"\n",
+        );
+    std::fs::write(s.path("enrollment.toml"), text).unwrap();
+    up.commit("x", "2\n");
+    up.tag("3.0.0+22.0", true);
+    s.sweep();
+    assert_eq!(s.ci_calls().last().unwrap(), "keycloak 3.0.0+22.0 base=");
+    for call in s.ci_calls() {
+        let parts: Vec<&str> = call.split(' ').collect();
+        let base = parts[2].trim_start_matches("base=");
+        if !base.is_empty() {
+            let (b, v) = (
+                semver::Version::parse(base).unwrap(),
+                semver::Version::parse(parts[1]).unwrap(),
+            );
+            assert_eq!(b.cmp_precedence(&v), std::cmp::Ordering::Less, "{call}");
+        }
+    }
+    // canonical base: the pin wins over the canonical.
+    let base = s.agent(&["canonical", "base", "keycloak"]);
+    assert_eq!((base.code, base.stdout.trim()), (0, "3.0.0+22.0"));
+}
+
+#[test]
+fn ci_busy_or_another_agent_refuses_the_whole_sweep_and_it_is_recorded() {
+    let flag = tempfile::NamedTempFile::new().unwrap();
+    let s = Sweep::new(
+        &["immich"],
+        &format!("[sweep.busy_check]\ncommand = [\"sh\", \"-c\", \"test -s {0} || exit 0; cat {0}; exit 1\"]\n", flag.path().display()),
+    );
+    s.up("immich").tag("1.0.0+1.9", true);
+    std::fs::write(flag.path(), "immich #7 since 09:00\n").unwrap();
+    let (run, _) = s.sweep();
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert!(s.ci_calls().is_empty());
+    std::fs::write(flag.path(), "").unwrap();
+
+    let held = JobLock::acquire(&s.path("state"), "deploy").unwrap();
+    let (run, _) = s.sweep();
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(run.stderr.contains("busy: deploy"), "{}", run.stderr);
+    drop(held);
+    let sweeps = Ledger::open(&s.path("state")).unwrap().sweeps(10).unwrap();
+    let outcomes: Vec<&str> = sweeps
+        .iter()
+        .map(|(_, o, _)| o.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(outcomes, ["refused-busy", "refused-ci-busy"]);
+    assert!(s.ci_calls().is_empty());
+}
+
+#[test]
+fn prereleases_and_tags_off_the_branch_are_not_latest_and_explain_says_why() {
+    let s = Sweep::new(&["cryptpad"], "");
+    let up = s.up("cryptpad");
+    up.tag("1.0.0+5.0", true);
+    up.tag("v2.4.8", false);
+    up.commit("a", "1\n");
+    up.tag("2.0.0-rc.1+6.0", true);
+    git(&up.work, &["checkout", "-q", "-b", "side"]);
+    up.commit("b", "side\n");
+    up.tag("9.0.0+9.9", true);
+    git(&up.work, &["checkout", "-q", "main"]);
+    let (_, v) = s.sweep();
+    assert_eq!(Sweep::decision(&v, "cryptpad"), "promoted");
+    assert_eq!(s.canonical("cryptpad").as_deref(), Some("1.0.0+5.0"));
+
+    let explain = s.agent(&["sweep", "--explain", "cryptpad"]);
+    assert_eq!(explain.code, 0, "{}", explain.stderr);
+    for (tag, why) in [
+        ("1.0.0+5.0", "the latest release on the branch"),
+        ("2.0.0-rc.1+6.0", "a pre-release"),
+        ("9.0.0+9.9", "not on the branch"),
+        ("v2.4.8", "not a release"),
+    ] {
+        let line = explain
+            .stdout
+            .lines()
+            .find(|l| l.contains(tag))
+            .unwrap_or_else(|| panic!("{tag}: {}", explain.stdout));
+        assert!(line.contains(why), "{line}");
+    }
+}
+
+#[test]
+fn canonical_import_base_and_list() {
+    let s = Sweep::new(&["mailu"], "");
+    let none = s.agent(&["canonical", "base", "mailu"]);
+    assert_eq!(none.code, 12, "{}", none.stderr);
+    let import = s.path("old");
+    std::fs::create_dir_all(import.join("mailu")).unwrap();
+    std::fs::write(
+        import.join("mailu/canonical.json"),
+        r#"{"recipe":"mailu","version":"1.2.0+2024.06","commit":"0123456789abcdef0123456789abcdef01234567","status":"green","promoted_at":"2026-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let run = s.agent(&["canonical", "import", import.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(s.canonical("mailu").as_deref(), Some("1.2.0+2024.06"));
+    let base = s.agent(&["canonical", "base", "mailu"]);
+    assert_eq!(base.stdout.trim(), "1.2.0+2024.06");
+    let list = s.agent(&["canonical", "list"]);
+    assert!(
+        list.stdout.contains("mailu") && list.stdout.contains("imported"),
+        "{}",
+        list.stdout
+    );
+
+    std::fs::write(
+        import.join("mailu/canonical.json"),
+        r#"{"recipe":"mailu","version":"latest","commit":"x"}"#,
+    )
+    .unwrap();
+    let bad = s.agent(&["canonical", "import", import.to_str().unwrap()]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert_eq!(
+        s.canonical("mailu").as_deref(),
+        Some("1.2.0+2024.06"),
+        "nothing written"
+    );
+}
+
+/// kill -9 at random points during 50 promotions: the ledger and canonical.json are always a
+/// whole state, old or new, and the next complete sweep agrees with both.
+#[test]
+fn kill_9_during_promotions_never_tears_the_ledger_or_canonical_json() {
+    let s = Sweep::new(&["lasuite-docs"], "");
+    let up = s.up("lasuite-docs");
+    let json = s.path("export/lasuite-docs/canonical.json");
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut tags = Vec::new();
+    for i in 1..=50u32 {
+        up.commit("compose.yml", &format!("{i}\n"));
+        let tag = format!("{i}.0.0+1.0");
+        up.tag(&tag, false);
+        tags.push(tag);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(seed % 120);
+        let mut child = s
+            .command(&["sweep"])
+            .env("CI_SLEEP", "0.02")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while start.elapsed() < delay {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Whatever the moment, both are whole: the ledger opens and names a released tag or
+        // nothing; canonical.json parses and names a released tag.
+        let ledger_version = s.canonical("lasuite-docs");
+        if let Some(v) = &ledger_version {
+            assert!(tags.contains(v), "ledger holds {v}");
+        }
+        if json.exists() {
+            let parsed: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
+                    .expect("canonical.json is torn");
+            assert!(
+                tags.iter().any(|t| parsed["version"] == t.as_str()),
+                "{parsed}"
+            );
+        }
+    }
+    let run = s.agent(&["sweep"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(s.canonical("lasuite-docs").as_deref(), Some("50.0.0+1.0"));
+    let parsed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(parsed["version"], "50.0.0+1.0");
+    let h = s.agent(&[
+        "--format",
+        "json",
+        "history",
+        "lasuite-docs",
+        "--limit",
+        "1000",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&h.stdout).unwrap();
+    assert!(
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["result"] != "running"),
+        "no run is left running"
+    );
+}
+
+#[test]
+fn no_sweep_command_is_bad_input() {
+    let s = Sweep::new(&["ghost"], "");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let cut: String = text
+        .lines()
+        .filter(|l| !l.starts_with("command =") && !l.starts_with("teardown ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&s.config, cut).unwrap();
+    let run = s.agent(&["sweep"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("no command"), "{}", run.stderr);
+    let _ = agent;
+}
