@@ -293,7 +293,7 @@ fn ci_busy_or_another_agent_refuses_the_whole_sweep_and_it_is_recorded() {
     let sweeps = Ledger::open(&s.path("state")).unwrap().sweeps(10).unwrap();
     let outcomes: Vec<&str> = sweeps
         .iter()
-        .map(|(_, o, _)| o.as_deref().unwrap_or(""))
+        .map(|s| s.outcome.as_deref().unwrap_or(""))
         .collect();
     assert_eq!(outcomes, ["refused-busy", "refused-ci-busy"]);
     assert!(s.ci_calls().is_empty());

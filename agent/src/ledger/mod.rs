@@ -17,7 +17,7 @@ use serde::Serialize;
 pub use deploys::{DeployRow, Field, State};
 pub use lock::{Holder, JobLock};
 pub use mirrors::{MirrorEvent, MirrorState};
-pub use sweep::{Canonical, RunEnd, RunRow};
+pub use sweep::{Canonical, RunEnd, RunRow, SweepRecord, SweepState};
 
 pub const DB_FILE: &str = "state.db";
 /// The schema version this agent writes: the number of migrations.

@@ -35,6 +35,21 @@ pub struct RunRow {
     pub detail: Option<String>,
 }
 
+/// What the last look at a recipe's refs found: unchanged refs, unchanged latest release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepState {
+    pub digest: String,
+    pub latest_tag: Option<String>,
+    pub latest_commit: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepRecord {
+    pub started_at: String,
+    pub outcome: Option<String>,
+    pub detail: Option<String>,
+}
+
 /// What a finished CI run gave.
 #[derive(Debug, Clone)]
 pub struct RunEnd {
@@ -213,16 +228,19 @@ impl Ledger {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn sweep_state(
-        &self,
-        recipe: &str,
-    ) -> Result<Option<(String, Option<String>, Option<String>)>> {
+    pub fn sweep_state(&self, recipe: &str) -> Result<Option<SweepState>> {
         Ok(self
             .conn
             .query_row(
                 "SELECT refs_digest, latest_tag, latest_commit FROM sweep_state WHERE recipe = ?1",
                 [recipe],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| {
+                    Ok(SweepState {
+                        digest: r.get(0)?,
+                        latest_tag: r.get(1)?,
+                        latest_commit: r.get(2)?,
+                    })
+                },
             )
             .optional()?)
     }
@@ -259,11 +277,17 @@ impl Ledger {
     }
 
     /// (outcome, detail) of recent sweeps, newest first.
-    pub fn sweeps(&self, limit: u32) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+    pub fn sweeps(&self, limit: u32) -> Result<Vec<SweepRecord>> {
         let mut stmt = self
             .conn
             .prepare("SELECT started_at, outcome, detail FROM sweeps ORDER BY id DESC LIMIT ?1")?;
-        let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok(SweepRecord {
+                started_at: r.get(0)?,
+                outcome: r.get(1)?,
+                detail: r.get(2)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

@@ -12,7 +12,7 @@ use crate::busy::{self, Busy};
 use crate::exit::{Busy as BusyError, Exit, Unusable};
 use crate::fsutil::write_atomic;
 use crate::git::{Git, RefSet};
-use crate::ledger::{Canonical, JobLock, Ledger, RunEnd};
+use crate::ledger::{Canonical, JobLock, Ledger, RunEnd, SweepState};
 use crate::mirrors::{self, Outcome as MirrorOutcome, RecipeResult};
 use crate::output::{Output, Tone};
 use crate::process::Cmd;
@@ -110,7 +110,13 @@ fn latest_release(
     refs: &RefSet,
 ) -> Result<(Option<Release>, Vec<Verdict>)> {
     let d = digest(refs);
-    if let Some((stored, Some(tag), Some(commit))) = ledger.sweep_state(&recipe.name)? {
+    let remembered = ledger.sweep_state(&recipe.name)?;
+    if let Some(SweepState {
+        digest: stored,
+        latest_tag: Some(tag),
+        latest_commit: Some(commit),
+    }) = remembered
+    {
         if stored == d {
             if let Ok(version) = check_release_tag(&tag) {
                 return Ok((
