@@ -269,6 +269,16 @@ fn the_upgrade_base_is_always_strictly_older_than_the_version() {
     // canonical base: the pin wins over the canonical.
     let base = s.agent(&["canonical", "base", "keycloak"]);
     assert_eq!((base.code, base.stdout.trim()), (0, "3.0.0+22.0"));
+    // Once the canonical has caught up with the pin, enrollment check says it can go.
+    let check = s.agent(&["enrollment", "check"]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(
+        check.stdout.contains(
+            "warning: keycloak: upgrade_base 3.0.0+22.0 is at or below the canonical 3.0.0+22.0"
+        ),
+        "{}",
+        check.stdout
+    );
 }
 
 #[test]

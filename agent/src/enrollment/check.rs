@@ -10,6 +10,7 @@ use crate::cli::Context;
 use crate::exit::Exit;
 use crate::output::Tone;
 use crate::settings::enrollment::{Enrollment, TestPolicy};
+use crate::settings::rules::check_release_tag;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -75,6 +76,38 @@ pub fn suite_problems(enrollment: &Enrollment, tests_dir: &std::path::Path) -> V
     problems
 }
 
+/// An `upgrade_base` at or below the recipe's canonical is redundant: the canonical is already
+/// the base. Read from the state database, when there is one; nothing is created.
+fn redundant_pins(
+    enrollment: &Enrollment,
+    state_dir: Option<&std::path::Path>,
+) -> Result<Vec<Problem>> {
+    let Some(dir) = state_dir.filter(|d| d.join(crate::ledger::DB_FILE).is_file()) else {
+        return Ok(Vec::new());
+    };
+    let ledger = crate::ledger::Ledger::open(dir)?;
+    let mut problems = Vec::new();
+    for r in &enrollment.recipes {
+        let (Some(pin), Some(c)) = (&r.upgrade_base, ledger.canonical(&r.name)?) else {
+            continue;
+        };
+        let (Ok(p), Ok(cv)) = (check_release_tag(pin), check_release_tag(&c.version)) else {
+            continue;
+        };
+        if p.cmp_precedence(&cv) != std::cmp::Ordering::Greater {
+            problems.push(Problem {
+                recipe: r.name.clone(),
+                severity: Severity::Warning,
+                message: format!(
+                    "upgrade_base {pin} is at or below the canonical {}: the pin is redundant and can be removed",
+                    c.version
+                ),
+            });
+        }
+    }
+    Ok(problems)
+}
+
 pub fn run(ctx: &Context, target: &Target) -> Result<Exit> {
     let enrollment = Enrollment::load(&target.file)?;
     let problems = match &target.tests_dir {
@@ -88,6 +121,8 @@ pub fn run(ctx: &Context, target: &Target) -> Result<Exit> {
         Some(dir) => suite_problems(&enrollment, dir),
         None => Vec::new(),
     };
+    let mut problems = problems;
+    problems.extend(redundant_pins(&enrollment, target.state_dir.as_deref())?);
     let ok = !problems.iter().any(|p| p.severity == Severity::Error);
     let report = Report {
         file: target.file.clone(),

@@ -43,6 +43,8 @@ enum Command {
 struct Target {
     file: PathBuf,
     tests_dir: Option<PathBuf>,
+    /// Where the canonicals are, when a configuration was read.
+    state_dir: Option<PathBuf>,
 }
 
 impl Target {
@@ -55,8 +57,13 @@ impl Target {
                 (config.enrollment_file.clone(), Some(config))
             }
         };
+        let state_dir = config.as_ref().map(|c| c.state_dir.clone());
         let tests_dir = tests_dir.or_else(|| config.and_then(|c| c.tests_dir));
-        Ok(Self { file, tests_dir })
+        Ok(Self {
+            file,
+            tests_dir,
+            state_dir,
+        })
     }
 }
 
