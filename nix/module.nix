@@ -81,7 +81,7 @@ let
   # version does not have yet: its options exist, no unit is made for it.
   jobs = {
     mirrors = { timer = cfg.mirrors.timer; argv = [ "mirrors" "sync" ]; available = true; };
-    sweep = { timer = cfg.sweep.timer; argv = [ "sweep" ]; available = false; };
+    sweep = { timer = cfg.sweep.timer; argv = [ "sweep" ]; available = cfg.sweep.command != null; };
     health = { timer = cfg.health.timer; argv = [ "health" ]; available = false; };
     gc = { timer = cfg.disk.gc.timer; argv = [ "gc" ]; available = false; };
   };
@@ -215,7 +215,42 @@ in
         description = "Close open mirror pull requests whose head commit is already on upstream's branch.";
       };
     };
-    sweep.timer = timerOptions "canonical sweep" "weekly";
+    sweep = {
+      timer = timerOptions "canonical sweep" "weekly";
+      command = lib.mkOption {
+        type = lib.types.nullOr (lib.types.nonEmptyListOf lib.types.str);
+        default = null;
+        example = [ "/srv/cc-ci-tests/run" "{recipe}" "--version" "{version}" "--base" "{base}" "--cold" ];
+        description = ''
+          The CI run, an argv template (no shell): `{recipe}`, `{version}`, `{commit}`,
+          `{mirror_url}`, `{workdir}`, `{base}`. Exit 0 is green. Unset: no sweep job is made.
+        '';
+      };
+      teardown = lib.mkOption {
+        type = lib.types.nullOr (lib.types.nonEmptyListOf lib.types.str);
+        default = null;
+        description = "Run after every CI run, pass or fail, with the same placeholders.";
+      };
+      timeout = lib.mkOption { type = lib.types.str; default = "2h"; description = "Longest one recipe's CI run may take."; };
+      exportDir = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/var/lib/cc-ci-tests/canonical";
+        description = "Where `<recipe>/canonical.json` files are written after each promotion.";
+      };
+      allowPrerelease = lib.mkOption { type = lib.types.bool; default = false; description = "Let pre-release tags become canonicals."; };
+      extraPackages = lib.mkOption {
+        type = lib.types.listOf lib.types.package;
+        default = [ ];
+        description = "Packages the CI command needs on its PATH.";
+      };
+      extraGroups = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+        example = [ "docker" ];
+        description = "Supplementary groups for the sweep unit (a CI that drives Docker needs `docker`).";
+      };
+    };
     health.timer = timerOptions "health report" "*:0/15";
 
     deploy = {
@@ -363,6 +398,11 @@ in
         inherit (cfg.mirrors) concurrency;
         close_merged_prs = cfg.mirrors.closeMergedPrs;
       };
+      sweep = dropNulls {
+        inherit (cfg.sweep) command teardown timeout;
+        canonical_export_dir = cfg.sweep.exportDir;
+        allow_prerelease = cfg.sweep.allowPrerelease;
+      };
       deploy = dropNulls {
         inherit (cfg.deploy) flake;
         require_synced = cfg.deploy.requireSynced;
@@ -429,12 +469,14 @@ in
           description = "cc-ci: ${name}";
           after = [ "network-online.target" ];
           wants = [ "network-online.target" ];
-          path = [ pkgs.git ];
+          path = [ pkgs.git ] ++ lib.optionals (name == "sweep") cfg.sweep.extraPackages;
           environment.CC_CI_AGENT_CONFIG = configPath;
           serviceConfig = hardening // {
             Type = "oneshot";
             ExecStart = lib.escapeShellArgs ([ exe ] ++ job.argv);
-            ReadWritePaths = lib.optional (cfg.forge.kind == "local" && cfg.forge.path != null) cfg.forge.path;
+            ReadWritePaths = lib.optional (cfg.forge.kind == "local" && cfg.forge.path != null) cfg.forge.path
+              ++ lib.optional (name == "sweep" && cfg.sweep.exportDir != null) cfg.sweep.exportDir;
+            SupplementaryGroups = lib.optionals (name == "sweep") cfg.sweep.extraGroups;
           };
         })
         activeJobs;

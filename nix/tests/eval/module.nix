@@ -105,6 +105,27 @@ let
           "cc-ci-mirrors.service: ${builtins.toJSON s.mirrorsUnit}"
           s.mirrorsUnit);
 
+    # With a CI command, a weekly, persistent sweep; the command reaches agent.toml.
+    sweep-job =
+      let
+        c = host {
+          services.cc-ci.sweep = {
+            command = [ "/srv/ci/run" "{recipe}" "{version}" "{base}" ];
+            exportDir = "/var/lib/cc-ci-tests/canonical";
+            extraGroups = [ "docker" ];
+          };
+        };
+        timer = c.systemd.timers.cc-ci-sweep.timerConfig;
+        unit = c.systemd.services.cc-ci-sweep.serviceConfig;
+      in
+      expect (timer.OnCalendar == "weekly" && timer.Persistent) "cc-ci-sweep.timer: ${builtins.toJSON timer}"
+        (expect (unit.SupplementaryGroups == [ "docker" ] && builtins.elem "/var/lib/cc-ci-tests/canonical" unit.ReadWritePaths)
+          "cc-ci-sweep.service: ${builtins.toJSON unit}"
+          (summary c));
+
+    # Without one, no sweep unit at all.
+    no-sweep-command = expect (!(builtins.elem "cc-ci-sweep" (summary (host { })).units)) "a sweep unit without a command" true;
+
     forge-gitea-incomplete = refusedFor "services.cc-ci.forge"
       (host { services.cc-ci.forge.org = lib.mkForce null; });
 
