@@ -8,6 +8,7 @@ Builds N upstream recipe repositories with release tags, serves them with git-da
   no-change  the agent when nothing changed         vs the floor (ls-remote of both sides, 8 at a time)
                                                       and the naive script
   5-changed  the agent when 5 of N changed          vs its own no-change run
+  no-op sweep  `sweep` when nothing was released    vs a no-change `mirrors sync`
 Peak memory is the largest resident set of the agent or any git it ran (RUSAGE_CHILDREN of a
 fresh process per measurement). Not a test: it prints ratios; docs/performance.md records them.
 """
@@ -175,6 +176,19 @@ def main():
                 git("tag", "-f", "latest", head, cwd=bare)
 
         five_agent, five_rss = best(sync, a.runs, change_five)
+
+        # The sweep: every recipe canonical, a CI that passes; one sweep promotes them all,
+        # after which nothing new is released.
+        with open(os.path.join(root, "enrollment.toml"), "w") as f:
+            f.write(f'[defaults]\nupstream = "git://127.0.0.1:{port}/{{recipe}}.git"\n')
+            for n in names:
+                f.write(f"\n[recipe.{n}]\ncanonical = true\n")
+        with open(config, "a") as f:
+            f.write('[sweep]\ncommand = ["true"]\n')
+        sweep = [agent, "--config", config, "sweep"]
+        measured(sweep)
+        noop_sweep, sweep_rss = best(sweep, a.runs)
+        noop_sync, _ = best(sync, a.runs)
         daemon.kill()
 
         print(f"best of {a.runs} runs, {a.recipes} recipes, agent concurrency 8:")
@@ -182,7 +196,8 @@ def main():
         print(f"  no-change: agent {same_agent:6.2f}s   floor {same_floor:6.2f}s   naive script {same_naive:6.2f}s")
         print(f"             -> {same_agent / same_floor:4.2f}x the floor (target <= 1.1x), {same_naive / same_agent:4.1f}x faster than naive (target >= 7x)")
         print(f"  5-changed: agent {five_agent:6.2f}s   -> {five_agent / same_agent:4.2f}x no-change (target <= 1.3x)")
-        print(f"  peak memory (agent or any git it ran): {max(cold_rss, same_rss, five_rss) / 1024:.1f} MiB (target < 50 MiB)")
+        print(f"  no-op sweep: {noop_sweep:6.2f}s   no-change sync {noop_sync:6.2f}s   -> {noop_sweep / noop_sync:4.2f}x (target <= 1.2x)")
+        print(f"  peak memory (agent or any git it ran): {max(cold_rss, same_rss, five_rss, sweep_rss) / 1024:.1f} MiB (target < 50 MiB)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
