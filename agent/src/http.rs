@@ -11,12 +11,19 @@ pub struct Answer {
     pub body: String,
 }
 
-pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+/// A client with a timeout on the whole call, statuses returned rather than raised, and at most
+/// `max_redirects` redirects followed.
+pub fn agent(timeout: Duration, max_redirects: u32) -> ureq::Agent {
+    ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
+        .max_redirects(max_redirects)
         .build()
-        .into();
+        .into()
+}
+
+pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
+    let agent = agent(timeout, 5);
     let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let body = response

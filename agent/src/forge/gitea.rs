@@ -36,13 +36,8 @@ struct ApiHead {
 
 impl Gitea {
     pub fn new(url: &str, org: &str, token: Secret) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(60)))
-            .http_status_as_error(false)
-            // A redirect could carry the token to another host: follow none.
-            .max_redirects(0)
-            .build()
-            .into();
+        // A redirect could carry the token to another host: follow none.
+        let agent = crate::http::agent(Duration::from_secs(60), 0);
         Self {
             url: url.trim_end_matches('/').to_string(),
             org: org.to_string(),
