@@ -48,6 +48,8 @@ enum Command {
     Canonical(crate::sweep::CanonicalArgs),
     /// A recipe's CI runs, newest first.
     History(crate::sweep::HistoryArgs),
+    /// Is every enrolled recipe testable? Per recipe and for the host; writes health.json.
+    Health,
 }
 
 /// What every command gets: how to print, and where the configuration is.
@@ -107,6 +109,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Sweep(args) => crate::sweep::run(&ctx, args),
         Command::Canonical(args) => crate::sweep::canonical(&ctx, args),
         Command::History(args) => crate::sweep::history(&ctx, args),
+        Command::Health => crate::health::run(&ctx),
     };
     match result {
         Ok(code) => code.into(),

@@ -33,6 +33,10 @@ pub enum Exit {
     SomeFailed = 11,
     /// canonical base: the recipe has neither an upgrade_base nor a canonical.
     NoBase = 12,
+    /// health: something wants a look (a warning), but every enrolled recipe can be tested.
+    Degraded = 13,
+    /// health: an enrolled recipe cannot be tested as it stands.
+    Unhealthy = 14,
 }
 
 impl From<Exit> for std::process::ExitCode {

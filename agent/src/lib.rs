@@ -9,6 +9,7 @@ pub mod exit;
 pub mod forge;
 pub mod fsutil;
 pub mod git;
+pub mod health;
 pub mod host;
 pub mod http;
 pub mod ledger;

@@ -41,6 +41,16 @@ struct RawConfig {
     sweep: super::sweep::RawSweep,
     #[serde(default)]
     disk: RawDisk,
+    #[serde(default)]
+    health: RawHealth,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    metrics_file: Option<PathBuf>,
+    poll_repos_file: Option<PathBuf>,
+    stale_after: Option<super::deploy::Seconds>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +169,17 @@ pub struct Config {
     pub mirrors: super::mirrors::MirrorSettings,
     pub sweep: super::sweep::SweepSettings,
     pub disk: Disk,
+    pub health: Health,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// Prometheus text file for node_exporter's textfile collector.
+    pub metrics_file: Option<PathBuf>,
+    /// Where the bridge's live POLL_REPOS is, when the bridge is not a local unit.
+    pub poll_repos_file: Option<PathBuf>,
+    /// A mirror not synced for this long is a warning.
+    pub stale_after: std::time::Duration,
 }
 
 impl Config {
@@ -276,6 +297,14 @@ impl Config {
             sweep,
             disk: Disk {
                 budget: raw.disk.budget,
+            },
+            health: Health {
+                metrics_file: raw.health.metrics_file.as_deref().map(resolve),
+                poll_repos_file: raw.health.poll_repos_file.as_deref().map(resolve),
+                stale_after: raw
+                    .health
+                    .stale_after
+                    .map_or(std::time::Duration::from_secs(6 * 3600), |s| s.0),
             },
         })
     }

@@ -1,0 +1,352 @@
+//! `cc-ci-agent health`: is every recipe that should be tested actually testable? Answered from
+//! local state (the enrollment, the live bridge, the journal of mirror syncs and sweeps, the test
+//! suites), per recipe and for the host.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::cli::Context;
+use crate::exit::Exit;
+use crate::fsutil::write_atomic;
+use crate::ledger::{now_rfc3339, Ledger};
+use crate::output::{table, Tone};
+use crate::process::Cmd;
+use crate::settings::config::Config;
+use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
+
+pub const SCHEMA: &str = "cc-ci.health/v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Ok,
+    /// Could not be told (e.g. no tests directory configured).
+    Unknown,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Healthy,
+    Degraded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipeHealth {
+    pub recipe: String,
+    pub enrolled: bool,
+    /// `None` for a recipe declared but not enrolled: it is not expected to be testable.
+    pub verdict: Option<Verdict>,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub generated_at: String,
+    pub verdict: Verdict,
+    pub recipes: Vec<RecipeHealth>,
+}
+
+fn check(name: &'static str, status: Status, reason: impl Into<String>) -> Check {
+    Check {
+        name,
+        status,
+        reason: reason.into(),
+    }
+}
+
+/// The bridge's live POLL_REPOS: from `health.poll_repos_file`, else the running unit's environment.
+fn live_poll_repos(config: &Config) -> Result<BTreeSet<String>, String> {
+    let text = match &config.health.poll_repos_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+        None => {
+            let systemctl = config
+                .deploy
+                .systemctl
+                .clone()
+                .or_else(|| crate::process::which("systemctl"))
+                .ok_or("no systemctl here and no health.poll_repos_file")?;
+            let out = Cmd::new(systemctl)
+                .args([
+                    "show",
+                    "--property=Environment",
+                    "--value",
+                    "--",
+                    &config.bridge.unit,
+                ])
+                .timeout(Duration::from_secs(30))
+                .run()
+                .map_err(|e| e.to_string())?;
+            crate::host::systemd::parse_environment(&out)
+                .remove("POLL_REPOS")
+                .ok_or_else(|| format!("{} runs without POLL_REPOS", config.bridge.unit))?
+        }
+    };
+    Ok(text
+        .trim()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+fn age(rfc3339: &str) -> Option<Duration> {
+    let then = humantime::parse_rfc3339(rfc3339).ok()?;
+    SystemTime::now().duration_since(then).ok()
+}
+
+fn recipe_health(
+    config: &Config,
+    ledger: &Ledger,
+    live: &Result<BTreeSet<String>, String>,
+    r: &Recipe,
+) -> Result<RecipeHealth> {
+    if !r.enrolled {
+        return Ok(RecipeHealth {
+            recipe: r.name.clone(),
+            enrolled: false,
+            verdict: None,
+            checks: Vec::new(),
+        });
+    }
+    let mut checks = vec![check("declared", Status::Ok, "in the enrollment")];
+    checks.push(match live {
+        Ok(names) if names.contains(&r.name) => {
+            check("bridge", Status::Ok, "the live bridge polls it")
+        }
+        Ok(_) => check(
+            "bridge",
+            Status::Fail,
+            "enrolled, but the live bridge does not poll it: deploy to apply the enrollment",
+        ),
+        Err(e) => check(
+            "bridge",
+            Status::Unknown,
+            format!("the live bridge's POLL_REPOS cannot be read: {e}"),
+        ),
+    });
+    checks.push(match ledger.mirror_state(&r.name)? {
+        None => check(
+            "mirror",
+            Status::Warn,
+            "never synced: run `cc-ci-agent mirrors sync`",
+        ),
+        Some(m) if m.result == "failed" => check(
+            "mirror",
+            Status::Fail,
+            format!("the last sync failed: {}", m.error.unwrap_or_default()),
+        ),
+        Some(m) => match age(&m.synced_at) {
+            Some(a) if a > config.health.stale_after => check(
+                "mirror",
+                Status::Warn,
+                format!(
+                    "last synced {} ago ({})",
+                    humantime::format_duration(Duration::from_secs(a.as_secs())),
+                    m.synced_at
+                ),
+            ),
+            _ => check(
+                "mirror",
+                Status::Ok,
+                format!("{} at {}", m.result, m.synced_at),
+            ),
+        },
+    });
+    checks.push(match (&r.tests, &config.tests_dir) {
+        (TestPolicy::Exempt { reason }, _) => {
+            check("tests", Status::Warn, format!("exempt: {reason}"))
+        }
+        (TestPolicy::Required, None) => check("tests", Status::Unknown, "no tests_dir configured"),
+        (TestPolicy::Required, Some(dir)) if dir.join(&r.name).is_dir() => {
+            check("tests", Status::Ok, "suite present")
+        }
+        (TestPolicy::Required, Some(dir)) => check(
+            "tests",
+            Status::Fail,
+            format!("no suite at {}", dir.join(&r.name).display()),
+        ),
+    });
+    if r.canonical {
+        checks.push(match ledger.canonical(&r.name)? {
+            Some(c) => {
+                let days = age(&c.promoted_at).map_or(String::new(), |a| {
+                    format!(", {} days old", a.as_secs() / 86400)
+                });
+                check(
+                    "canonical",
+                    Status::Ok,
+                    format!(
+                        "{} at {}{days}",
+                        c.version,
+                        &c.commit[..12.min(c.commit.len())]
+                    ),
+                )
+            }
+            None => check(
+                "canonical",
+                Status::Warn,
+                "none yet: upgrade tests have no base",
+            ),
+        });
+        if let Some(run) = ledger.history(&r.name, 1)?.into_iter().next() {
+            let tag = run.tag.clone().unwrap_or_default();
+            checks.push(match run.result.as_str() {
+                "green" => check("last sweep", Status::Ok, format!("{tag} green")),
+                "running" => check("last sweep", Status::Ok, format!("{tag} running")),
+                other => check(
+                    "last sweep",
+                    Status::Warn,
+                    format!("{tag} {other}: {}", run.detail.unwrap_or_default()),
+                ),
+            });
+        }
+    }
+    let worst = checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
+    let verdict = match worst {
+        Status::Ok => Verdict::Healthy,
+        Status::Unknown | Status::Warn => Verdict::Degraded,
+        Status::Fail => Verdict::Failed,
+    };
+    Ok(RecipeHealth {
+        recipe: r.name.clone(),
+        enrolled: true,
+        verdict: Some(verdict),
+        checks,
+    })
+}
+
+pub fn build(config: &Config) -> Result<Report> {
+    let enrollment = Enrollment::load(&config.enrollment_file)?;
+    let ledger = Ledger::open(&config.state_dir)?;
+    let live = live_poll_repos(config);
+    let recipes = enrollment
+        .recipes
+        .iter()
+        .map(|r| recipe_health(config, &ledger, &live, r))
+        .collect::<Result<Vec<_>>>()?;
+    let verdict = recipes
+        .iter()
+        .filter_map(|r| r.verdict)
+        .max()
+        .unwrap_or(Verdict::Healthy);
+    Ok(Report {
+        schema: SCHEMA,
+        generated_at: now_rfc3339(),
+        verdict,
+        recipes,
+    })
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Healthy => "healthy",
+        Verdict::Degraded => "degraded",
+        Verdict::Failed => "failed",
+    }
+}
+
+/// Prometheus text exposition for node_exporter's textfile collector.
+pub fn metrics(report: &Report) -> String {
+    let mut text = String::from(
+        "# HELP cc_ci_host_health 1 for the host's verdict.\n# TYPE cc_ci_host_health gauge\n",
+    );
+    for v in [Verdict::Healthy, Verdict::Degraded, Verdict::Failed] {
+        text.push_str(&format!(
+            "cc_ci_host_health{{verdict=\"{}\"}} {}\n",
+            verdict_name(v),
+            u8::from(report.verdict == v)
+        ));
+    }
+    text.push_str("# HELP cc_ci_recipe_health 1 for each enrolled recipe's verdict.\n# TYPE cc_ci_recipe_health gauge\n");
+    for r in report.recipes.iter() {
+        let Some(verdict) = r.verdict else { continue };
+        for v in [Verdict::Healthy, Verdict::Degraded, Verdict::Failed] {
+            text.push_str(&format!(
+                "cc_ci_recipe_health{{recipe=\"{}\",verdict=\"{}\"}} {}\n",
+                r.recipe,
+                verdict_name(v),
+                u8::from(verdict == v)
+            ));
+        }
+    }
+    text
+}
+
+pub fn run(ctx: &Context) -> Result<Exit> {
+    let config = ctx.config()?;
+    let report = build(&config)?;
+    let json = serde_json::to_string_pretty(&report)? + "\n";
+    // Always written, for bridges that read files.
+    let path = config.state_dir.join("health.json");
+    write_atomic(&path, json.as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", path.display()))?;
+    if let Some(file) = &config.health.metrics_file {
+        write_atomic(file, metrics(&report).as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    if ctx.out.is_json() {
+        print!("{json}");
+    } else {
+        print_table(ctx, &report);
+    }
+    Ok(match report.verdict {
+        Verdict::Healthy => Exit::Success,
+        Verdict::Degraded => Exit::Degraded,
+        Verdict::Failed => Exit::Unhealthy,
+    })
+}
+
+fn print_table(ctx: &Context, report: &Report) {
+    let out = &ctx.out;
+    let tone = |v: Verdict| match v {
+        Verdict::Healthy => Tone::Good,
+        Verdict::Degraded => Tone::Warn,
+        Verdict::Failed => Tone::Bad,
+    };
+    let rows: Vec<_> = report
+        .recipes
+        .iter()
+        .map(|r| {
+            let (verdict, t) = match r.verdict {
+                Some(v) => (verdict_name(v).to_string(), Some(tone(v))),
+                None => ("not enrolled".to_string(), Some(Tone::Dim)),
+            };
+            let notes: Vec<String> = r
+                .checks
+                .iter()
+                .filter(|c| c.status != Status::Ok)
+                .map(|c| format!("{}: {}", c.name, c.reason))
+                .collect();
+            vec![
+                (r.recipe.clone(), None),
+                (verdict, t),
+                (notes.join("; "), None),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(out, &["RECIPE", "VERDICT", "WHAT NEEDS A LOOK"], &rows)
+    );
+    println!(
+        "host: {}",
+        out.paint(verdict_name(report.verdict), tone(report.verdict))
+    );
+}
