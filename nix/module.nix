@@ -82,7 +82,7 @@ let
   jobs = {
     mirrors = { timer = cfg.mirrors.timer; argv = [ "mirrors" "sync" ]; available = true; };
     sweep = { timer = cfg.sweep.timer; argv = [ "sweep" ]; available = cfg.sweep.command != null; };
-    health = { timer = cfg.health.timer; argv = [ "health" ]; available = false; };
+    health = { timer = cfg.health.timer; argv = [ "health" ]; available = true; };
     gc = { timer = cfg.disk.gc.timer; argv = [ "gc" ]; available = false; };
   };
   activeJobs = lib.filterAttrs (_: j: j.available && j.timer.enable) jobs;
@@ -251,7 +251,15 @@ in
         description = "Supplementary groups for the sweep unit (a CI that drives Docker needs `docker`).";
       };
     };
-    health.timer = timerOptions "health report" "*:0/15";
+    health = {
+      timer = timerOptions "health report" "*:0/15";
+      metricsFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/var/lib/prometheus-node-exporter-text-files/cc-ci.prom";
+        description = "Prometheus text file for node_exporter's textfile collector.";
+      };
+    };
 
     deploy = {
       flake = lib.mkOption {
@@ -398,6 +406,7 @@ in
         inherit (cfg.mirrors) concurrency;
         close_merged_prs = cfg.mirrors.closeMergedPrs;
       };
+      health = dropNulls { metrics_file = cfg.health.metricsFile; };
       sweep = dropNulls {
         inherit (cfg.sweep) command teardown timeout;
         canonical_export_dir = cfg.sweep.exportDir;
@@ -469,14 +478,21 @@ in
           description = "cc-ci: ${name}";
           after = [ "network-online.target" ];
           wants = [ "network-online.target" ];
-          path = [ pkgs.git ] ++ lib.optionals (name == "sweep") cfg.sweep.extraPackages;
+          path = [ pkgs.git ]
+            ++ lib.optionals (name == "sweep") cfg.sweep.extraPackages
+            # health reads the bridge unit's environment with systemctl.
+            ++ lib.optionals (name == "health") [ config.systemd.package ];
           environment.CC_CI_AGENT_CONFIG = configPath;
           serviceConfig = hardening // {
             Type = "oneshot";
             ExecStart = lib.escapeShellArgs ([ exe ] ++ job.argv);
             ReadWritePaths = lib.optional (cfg.forge.kind == "local" && cfg.forge.path != null) cfg.forge.path
+              ++ lib.optional (name == "health" && cfg.health.metricsFile != null) (dirOf cfg.health.metricsFile)
               ++ lib.optional (name == "sweep" && cfg.sweep.exportDir != null) cfg.sweep.exportDir;
             SupplementaryGroups = lib.optionals (name == "sweep") cfg.sweep.extraGroups;
+            # health reports a degraded (13) or failed (14) fleet; the unit itself did its job,
+            # and a failed unit would read as a regression to the next deploy.
+            SuccessExitStatus = lib.optionals (name == "health") [ 13 14 ];
           };
         })
         activeJobs;

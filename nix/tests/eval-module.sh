@@ -23,7 +23,7 @@ raw() { nix --extra-experimental-features nix-command eval --raw -f nix/tests/ev
           --arg nixpkgsLib "$NIXPKGS_LIB" --argstr case "$1" "$2"; }
 fail() { echo "module evaluation: FAILED: $*" >&2; exit 1; }
 
-for case in example secrets deploy-unit mirrors-job sweep-job no-sweep-command forge-gitea-incomplete token-in-store token-relative token-in-settings bridge-missing deploy-check-both; do
+for case in example secrets deploy-unit mirrors-job sweep-job health-job no-sweep-command forge-gitea-incomplete token-in-store token-relative token-in-settings bridge-missing deploy-check-both; do
   out=$(evaluate "$case") || fail "case $case"
   case $case in token-*|bridge-*|forge-*|deploy-check-*) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
 done
@@ -44,6 +44,10 @@ grep -qx 'flake = "/srv/cc-ci#cc-ci"' "$work/rendered.toml" || fail "deploy.flak
 grep -qx '\[\[deploy.checks\]\]' "$work/rendered.toml" || fail "deploy.checks not rendered"
 "$agent" --config "$work/rendered.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the rendered options"
 echo "module evaluation: rendered: testsDir, disk.budget and deploy.* reach agent.toml and the agent accepts them"
+
+raw health-job agentToml > "$work/health.toml"
+grep -qx 'metrics_file = "/var/lib/node-exporter/cc-ci.prom"' "$work/health.toml" || fail "health.metrics_file not rendered"
+"$agent" --config "$work/health.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the rendered [health]"
 
 raw sweep-job agentToml > "$work/sweep.toml"
 grep -qx 'command = \[ "/srv/ci/run", "{recipe}", "{version}", "{base}" \]' "$work/sweep.toml" || fail "sweep.command not rendered"

@@ -123,6 +123,17 @@ let
           "cc-ci-sweep.service: ${builtins.toJSON unit}"
           (summary c));
 
+    # The health job: every 15 minutes; a degraded or failed fleet does not fail the unit.
+    health-job =
+      let
+        c = host { services.cc-ci.health.metricsFile = "/var/lib/node-exporter/cc-ci.prom"; };
+        unit = c.systemd.services.cc-ci-health.serviceConfig;
+      in
+      expect (c.systemd.timers.cc-ci-health.timerConfig.OnCalendar == "*:0/15" && unit.SuccessExitStatus == [ 13 14 ]
+          && builtins.elem "/var/lib/node-exporter" unit.ReadWritePaths)
+        "cc-ci-health: ${builtins.toJSON unit}"
+        (summary c);
+
     # Without one, no sweep unit at all.
     no-sweep-command = expect (!(builtins.elem "cc-ci-sweep" (summary (host { })).units)) "a sweep unit without a command" true;
 
