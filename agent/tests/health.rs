@@ -130,3 +130,172 @@ fn verdicts_per_recipe_and_for_the_host() {
     );
     assert!(run.stdout.contains("host: degraded"), "{}", run.stdout);
 }
+
+/// One request the bridge stored: id header, seq header, authorization, body.
+type Seen = (String, String, String, serde_json::Value);
+
+/// A bridge on 127.0.0.1 answering with the scripted statuses in turn (then 200), recording each
+/// request's id, sequence number, authorization and body.
+struct Bridge {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    statuses: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+    delay: std::sync::Arc<std::sync::Mutex<std::time::Duration>>,
+}
+
+impl Bridge {
+    fn start() -> Self {
+        let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let url = format!(
+            "http://{}/health-report",
+            server.server_addr().to_ip().unwrap()
+        );
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let delay = std::sync::Arc::new(std::sync::Mutex::new(std::time::Duration::ZERO));
+        let (s2, st2, d2) = (seen.clone(), statuses.clone(), delay.clone());
+        std::thread::spawn(move || {
+            for mut request in server.incoming_requests() {
+                let header = |name: &str| {
+                    request
+                        .headers()
+                        .iter()
+                        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+                        .map(|h| h.value.to_string())
+                        .unwrap_or_default()
+                };
+                let (id, seq, auth) = (
+                    header("X-CC-CI-Report-Id"),
+                    header("X-CC-CI-Report-Seq"),
+                    header("Authorization"),
+                );
+                let mut body = String::new();
+                let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
+                std::thread::sleep(*d2.lock().unwrap());
+                let status = {
+                    let mut st = st2.lock().unwrap();
+                    if st.is_empty() {
+                        200
+                    } else {
+                        st.remove(0)
+                    }
+                };
+                if status == 200 {
+                    s2.lock().unwrap().push((
+                        id,
+                        seq,
+                        auth,
+                        serde_json::from_str(&body).unwrap_or_default(),
+                    ));
+                }
+                let _ = request.respond(tiny_http::Response::empty(status));
+            }
+        });
+        Self {
+            url,
+            seen,
+            statuses,
+            delay,
+        }
+    }
+
+    fn delivered(&self) -> Vec<i64> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, seq, _, _)| seq.parse().unwrap())
+            .collect()
+    }
+}
+
+fn with_bridge(dir: &tempfile::TempDir, url: &str) {
+    std::fs::write(dir.path().join("bridge-token"), "bridge-secret-token\n").unwrap();
+    let config = dir.path().join("agent.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replacen("[forge]", &format!("[bridge]\nreport_url = \"{url}\"\ntoken_file = \"bridge-token\"\nreport_timeout = \"1s\"\n\n[forge]"), 1);
+    std::fs::write(&config, text).unwrap();
+}
+
+#[test]
+fn reports_reach_the_bridge_in_order_and_wait_when_it_is_down() {
+    let (dir, config) = setup();
+    let bridge = Bridge::start();
+    with_bridge(&dir, &bridge.url);
+
+    let run = common::agent(&["--config", &config, "health"]);
+    assert!(
+        run.stdout.contains("report: delivered (1 sent)"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    {
+        let seen = bridge.seen.lock().unwrap();
+        let (id, seq, auth, body) = &seen[0];
+        assert_eq!(auth, "Bearer bridge-secret-token");
+        assert_eq!(
+            (body["id"].as_str().unwrap(), body["seq"].as_i64().unwrap()),
+            (id.as_str(), seq.parse().unwrap())
+        );
+        assert_eq!(body["schema"], "cc-ci.health/v1");
+    }
+
+    // The bridge fails (500, three tries), then refuses the token (401, no retry): both reports wait.
+    bridge.statuses.lock().unwrap().extend([500, 500, 500]);
+    let run = common::agent(&["--config", &config, "health"]);
+    assert!(
+        run.stdout.contains("report: 1 waiting for the bridge") && run.stdout.contains("HTTP 500"),
+        "{}",
+        run.stdout
+    );
+    bridge.statuses.lock().unwrap().push(401);
+    let run = common::agent(&["--config", &config, "health"]);
+    assert!(
+        run.stdout.contains("report: 2 waiting") && run.stdout.contains("refused the token"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("bridge-secret-token") && !run.stderr.contains("bridge-secret-token")
+    );
+
+    // Back up: the outbox drains oldest first, each once, then the new one.
+    let run = common::agent(&["--config", &config, "health"]);
+    assert!(
+        run.stdout.contains("report: delivered (3 sent)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(bridge.delivered(), [1, 2, 3, 4]);
+
+    // A bridge slower than the timeout: the agent cannot know the report arrived, so it keeps it
+    // and sends it again, with the same id, which the bridge uses to drop the repeats.
+    *bridge.delay.lock().unwrap() = std::time::Duration::from_secs(2);
+    let start = std::time::Instant::now();
+    let run = common::agent(&["--config", &config, "health"]);
+    assert!(run.stdout.contains("report: 1 waiting"), "{}", run.stdout);
+    assert!(start.elapsed() < std::time::Duration::from_secs(60));
+    *bridge.delay.lock().unwrap() = std::time::Duration::ZERO;
+    let run = common::agent(&["--config", &config, "health"]);
+    assert!(run.stdout.contains("report: delivered"), "{}", run.stdout);
+    let seen = bridge.seen.lock().unwrap().clone();
+    let mut by_id: Vec<(String, i64)> = Vec::new();
+    for (id, seq, _, body) in &seen {
+        assert_eq!(
+            body["id"].as_str(),
+            Some(id.as_str()),
+            "the body carries the header's id"
+        );
+        match by_id.iter().find(|(i, _)| i == id) {
+            Some((_, s)) => assert_eq!(s.to_string(), *seq, "a resend keeps its sequence number"),
+            None => by_id.push((id.clone(), seq.parse().unwrap())),
+        }
+    }
+    let seqs: Vec<i64> = by_id.iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        seqs,
+        [1, 2, 3, 4, 5, 6],
+        "deduplicated by id: each report once, in order, none lost"
+    );
+}

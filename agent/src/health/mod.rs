@@ -2,6 +2,8 @@
 //! local state (the enrollment, the live bridge, the journal of mirror syncs and sweeps, the test
 //! suites), per recipe and for the host.
 
+mod report;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -56,6 +58,11 @@ pub struct RecipeHealth {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub schema: &'static str,
+    /// Set when the report is queued for the bridge: its id and sequence number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
     pub generated_at: String,
     pub verdict: Verdict,
     pub recipes: Vec<RecipeHealth>,
@@ -248,6 +255,8 @@ pub fn build(config: &Config) -> Result<Report> {
         .unwrap_or(Verdict::Healthy);
     Ok(Report {
         schema: SCHEMA,
+        id: None,
+        seq: None,
         generated_at: now_rfc3339(),
         verdict,
         recipes,
@@ -291,7 +300,28 @@ pub fn metrics(report: &Report) -> String {
 
 pub fn run(ctx: &Context) -> Result<Exit> {
     let config = ctx.config()?;
-    let report = build(&config)?;
+    let mut report = build(&config)?;
+    // Queued before anything is sent: a report that cannot be delivered now goes first next time.
+    let mut delivery = None;
+    if let Some(url) = &config.bridge.report_url {
+        let token = crate::secrets::read_token(
+            config.bridge.token_file.as_deref(),
+            crate::settings::config::BRIDGE_TOKEN_CREDENTIAL,
+            "bridge",
+        )?;
+        let mut ledger = Ledger::open(&config.state_dir)?;
+        ledger.outbox_push(|id, seq| {
+            report.id = Some(id.to_string());
+            report.seq = Some(seq);
+            Ok(serde_json::to_string(&report)?)
+        })?;
+        delivery = Some(report::deliver(
+            &ledger,
+            url,
+            &token,
+            config.bridge.report_timeout,
+        )?);
+    }
     let json = serde_json::to_string_pretty(&report)? + "\n";
     // Always written, for bridges that read files.
     let path = config.state_dir.join("health.json");
@@ -305,6 +335,24 @@ pub fn run(ctx: &Context) -> Result<Exit> {
         print!("{json}");
     } else {
         print_table(ctx, &report);
+    }
+    if let Some(d) = delivery {
+        match &d.last_error {
+            None => tracing::info!(
+                delivered = d.delivered,
+                "health reports delivered to the bridge"
+            ),
+            Some(e) => tracing::warn!("{} health report(s) wait for the bridge: {e}", d.waiting),
+        }
+        if !ctx.out.is_json() {
+            match d.last_error {
+                None => println!("report: delivered ({} sent)", d.delivered),
+                Some(e) => println!(
+                    "report: {} waiting for the bridge; kept, sent first next time: {e}",
+                    d.waiting
+                ),
+            }
+        }
     }
     Ok(match report.verdict {
         Verdict::Healthy => Exit::Success,

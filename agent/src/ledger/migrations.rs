@@ -100,4 +100,14 @@ pub const ALL: &[&str] = &[
         outcome     TEXT,                     -- done | refused-busy | refused-ci-busy | failed
         detail      TEXT
     ) STRICT;",
+    // 5: health reports waiting for the bridge, oldest first. A row leaves only once the bridge
+    // has answered 2xx for it.
+    "CREATE TABLE outbox (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,  -- rises, never reused
+        id         TEXT NOT NULL UNIQUE,      -- the report's id; resends carry the same
+        created_at TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    ) STRICT;",
 ];

@@ -5,6 +5,7 @@ mod deploys;
 mod lock;
 mod migrations;
 mod mirrors;
+mod outbox;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use serde::Serialize;
 pub use deploys::{DeployRow, Field, State};
 pub use lock::{Holder, JobLock};
 pub use mirrors::{MirrorEvent, MirrorState};
+pub use outbox::Outgoing;
 pub use sweep::{Canonical, RunEnd, RunRow, SweepRecord, SweepState};
 
 pub const DB_FILE: &str = "state.db";

@@ -76,6 +76,8 @@ pub enum ForgeKind {
 struct RawBridge {
     unit: Option<String>,
     token_file: Option<PathBuf>,
+    report_url: Option<String>,
+    report_timeout: Option<super::deploy::Seconds>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -150,6 +152,10 @@ pub enum Forge {
 pub struct Bridge {
     pub unit: String,
     pub token_file: Option<PathBuf>,
+    /// Where health reports are POSTed, with `Authorization: Bearer` from the token.
+    pub report_url: Option<String>,
+    /// Longest one delivery attempt may take.
+    pub report_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -271,6 +277,11 @@ impl Config {
             errors.push(source.error_at(&["bridge", "unit"], e));
         }
         let unit = with_service_suffix(&unit);
+        if let Some(url) = &raw.bridge.report_url {
+            if let Err(e) = super::deploy::check_http_url(url) {
+                errors.push(source.error_at(&["bridge", "report_url"], e));
+            }
+        }
         let deploy = super::deploy::resolve(raw.deploy, &unit, source, &resolve, &mut errors);
         let mirrors = super::mirrors::resolve(raw.mirrors, source, &mut errors);
         let sweep = super::sweep::resolve(raw.sweep, source, &resolve, &mut errors);
@@ -291,6 +302,11 @@ impl Config {
             bridge: Bridge {
                 unit,
                 token_file: raw.bridge.token_file.as_deref().map(resolve),
+                report_url: raw.bridge.report_url.clone(),
+                report_timeout: raw
+                    .bridge
+                    .report_timeout
+                    .map_or(std::time::Duration::from_secs(10), |s| s.0),
             },
             deploy,
             mirrors,
