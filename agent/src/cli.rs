@@ -50,6 +50,8 @@ enum Command {
     History(crate::sweep::HistoryArgs),
     /// Is every enrolled recipe testable? Per recipe and for the host; writes health.json.
     Health,
+    /// The whole system on this machine: a fleet, a forge, an emulated host, every step.
+    Demo(crate::demo::Args),
 }
 
 /// What every command gets: how to print, and where the configuration is.
@@ -110,6 +112,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Canonical(args) => crate::sweep::canonical(&ctx, args),
         Command::History(args) => crate::sweep::history(&ctx, args),
         Command::Health => crate::health::run(&ctx),
+        Command::Demo(args) => crate::demo::run(&ctx, args),
     };
     match result {
         Ok(code) => code.into(),

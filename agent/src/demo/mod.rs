@@ -1,0 +1,239 @@
+//! `cc-ci-agent demo`: the whole system on one machine, in one directory. It builds a small fleet
+//! of upstream recipe repositories with release tags, a local forge, a flake checkout with an
+//! enrollment, and an emulated NixOS host, then runs the agent itself, step by step, as an operator
+//! would. Only the host (see `emulator`) and CI (a stand-in command) are stand-ins.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::cli::Context;
+use crate::emulator::EmulatedHost;
+use crate::exit::Exit;
+use crate::process::Cmd;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to build it (default: a new temporary directory, kept afterwards).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+const SYSTEM: &str = "unit cc-ci-bridge.service active POLL_REPOS=custom-html,hedgedoc,plausible\nunit cc-ci-enrollment-check.service active\n";
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    Ok(Cmd::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "cc-ci demo")
+        .env("GIT_AUTHOR_EMAIL", "demo@cc-ci.invalid")
+        .env("GIT_COMMITTER_NAME", "cc-ci demo")
+        .env("GIT_COMMITTER_EMAIL", "demo@cc-ci.invalid")
+        .run()?)
+}
+
+/// An upstream recipe: a bare repository and release tags, one commit each.
+fn upstream(root: &Path, name: &str, tags: &[&str]) -> Result<()> {
+    let bare = root.join("upstream").join(format!("{name}.git"));
+    let work = root.join("work").join(name);
+    git(
+        root,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            &bare.to_string_lossy(),
+        ],
+    )?;
+    git(root, &["init", "-q", "-b", "main", &work.to_string_lossy()])?;
+    for (i, tag) in tags.iter().enumerate() {
+        std::fs::write(
+            work.join("compose.yml"),
+            format!("# {name} release {i}\nversion: '3.8'\n"),
+        )?;
+        git(&work, &["add", "compose.yml"])?;
+        git(&work, &["commit", "-q", "-m", &format!("release {tag}")])?;
+        git(&work, &["tag", "-a", tag, "-m", tag])?;
+    }
+    git(
+        &work,
+        &["push", "-q", &bare.to_string_lossy(), "main", "--tags"],
+    )?;
+    Ok(())
+}
+
+/// Commits and pushes `conf` as the system the next deploy builds.
+fn commit_system(flake: &Path, conf: &str, message: &str) -> Result<()> {
+    std::fs::write(flake.join("host/cc-ci.conf"), conf)?;
+    git(flake, &["commit", "-q", "-am", message])?;
+    git(flake, &["push", "-q"])?;
+    Ok(())
+}
+
+fn build(root: &Path) -> Result<PathBuf> {
+    for d in [
+        "upstream",
+        "work",
+        "suites/custom-html",
+        "suites/plausible",
+        "flake/host",
+    ] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    upstream(root, "custom-html", &["1.0.0+1.25.3", "1.1.0+1.27.0"])?;
+    upstream(root, "plausible", &["2.0.0+v2.0.0", "3.0.1+v2.1.0"])?;
+    upstream(root, "hedgedoc", &["1.0.0+1.9.9"])?;
+
+    let flake = root.join("flake");
+    std::fs::write(
+        flake.join("enrollment.toml"),
+        format!(
+            "# The demo fleet. Upstreams are local repositories standing in for git.coopcloud.tech.\n\
+             [defaults]\nupstream = \"file://{}/upstream/{{recipe}}.git\"\n\n\
+             [recipe.custom-html]\ncanonical = true\n\n[recipe.plausible]\ncanonical = true\n\n\
+             [recipe.hedgedoc]\ntests = \"exempt\"\nreason = \"suite being written\"\n",
+            root.display()
+        ),
+    )?;
+    std::fs::write(flake.join("host/cc-ci.conf"), SYSTEM)?;
+    git(
+        root,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            &root.join("flake.git").to_string_lossy(),
+        ],
+    )?;
+    git(&flake, &["init", "-q", "-b", "main"])?;
+    git(&flake, &["add", "-A"])?;
+    git(&flake, &["commit", "-q", "-m", "the demo host"])?;
+    git(
+        &flake,
+        &[
+            "remote",
+            "add",
+            "origin",
+            &root.join("flake.git").to_string_lossy(),
+        ],
+    )?;
+    git(&flake, &["push", "-q", "-u", "origin", "main"])?;
+
+    let host = EmulatedHost::create(&root.join("host"), SYSTEM)?;
+    let config = root.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# The demo's agent configuration: a local forge, a stand-in CI, an emulated host.\n\
+             enrollment_file = \"flake/enrollment.toml\"\nstate_dir = \"state\"\ntests_dir = \"suites\"\n\n\
+             [bridge]\nunit = \"cc-ci-bridge\"\n\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n\n\
+             [sweep]\n# Stand-in CI: passes for every recipe but custom-html.\n\
+             command = [\"sh\", \"-c\", \"echo testing $1 $2 cold; test \\\"$1\\\" != custom-html\", \"ci\", \"{{recipe}}\", \"{{version}}\"]\n\
+             canonical_export_dir = \"canonical\"\n\n\
+             [deploy]\nflake = \"{}#cc-ci\"\nconfirm_timeout = \"15s\"\nverify_timeout = \"3s\"\nverify_interval = \"500ms\"\n{}",
+            flake.display(),
+            host.deploy_settings()
+        ),
+    )?;
+    Ok(config)
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    let root = match args.dir {
+        Some(d) => {
+            if d.exists()
+                && std::fs::read_dir(&d)
+                    .map(|mut e| e.next().is_some())
+                    .unwrap_or(true)
+            {
+                return Err(crate::exit::Unusable(format!(
+                    "{} is not empty: give --dir an empty or new directory",
+                    d.display()
+                ))
+                .into());
+            }
+            d
+        }
+        None => std::env::temp_dir().join(format!("cc-ci-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let root = std::path::absolute(&root)?;
+    println!("cc-ci demo in {}", root.display());
+    println!(
+        "Stand-ins: the NixOS host is emulated under host/ (nixos-rebuild, switch-to-configuration,\n\
+         systemctl, systemd-run), and CI is a shell command that passes for every recipe but\n\
+         custom-html. Everything else is the real agent, run as a separate process per step.\n"
+    );
+    let config = build(&root)?;
+    let exe = std::env::current_exe().context("cannot find the agent's own executable")?;
+    let flake = root.join("flake");
+    let format = if ctx.out.is_json() { "json" } else { "human" };
+
+    let step = |title: &str, args: &[&str], expect: u8| -> Result<()> {
+        println!("== {title}\n$ cc-ci-agent {}", args.join(" "));
+        let status = std::process::Command::new(&exe)
+            .arg("--config")
+            .arg(&config)
+            .args(["--format", format])
+            .args(args)
+            .current_dir(&root)
+            .env("CC_CI_LOG", "warn")
+            .status()
+            .with_context(|| format!("cannot run {}", exe.display()))?;
+        let code = status.code().unwrap_or(-1);
+        println!(
+            "(exit {code}{})\n",
+            if code == i32::from(expect) {
+                ", as expected"
+            } else {
+                ""
+            }
+        );
+        if code != i32::from(expect) {
+            bail!("step {title:?} exited {code}, expected {expect}");
+        }
+        Ok(())
+    };
+
+    step(
+        "check the enrollment and the test suites",
+        &["enrollment", "check"],
+        0,
+    )?;
+    step("create and sync the mirrors", &["mirrors", "sync"], 0)?;
+    step(
+        "sweep: test each canonical recipe's newest release cold",
+        &["sweep"],
+        0,
+    )?;
+    step("the canonicals", &["canonical", "list"], 0)?;
+    commit_system(
+        &flake,
+        &format!("{SYSTEM}unit cc-ci-mirrors.timer active\n"),
+        "add the mirror timer",
+    )?;
+    step("deploy a good change", &["deploy"], Exit::Success as u8)?;
+    commit_system(
+        &flake,
+        &format!("{SYSTEM}unit cc-ci-mirrors.timer active\nunit cc-ci-sweep.service failed\n"),
+        "a change that breaks a unit",
+    )?;
+    step(
+        "deploy a change that breaks a unit: rolled back",
+        &["deploy"],
+        Exit::RolledBack as u8,
+    )?;
+    step("the deploy journal", &["deploy", "history"], 0)?;
+    // hedgedoc is exempt from tests and custom-html's newest release is red: degraded.
+    step("health", &["health"], Exit::Degraded as u8)?;
+    println!(
+        "Done. Look around: cc-ci-agent --config {} state status",
+        config.display()
+    );
+    Ok(Exit::Success)
+}
