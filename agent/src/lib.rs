@@ -11,6 +11,7 @@ pub mod forge;
 pub mod fsutil;
 pub mod git;
 pub mod health;
+pub mod hooks;
 pub mod host;
 pub mod http;
 pub mod ledger;

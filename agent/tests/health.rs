@@ -299,3 +299,43 @@ fn reports_reach_the_bridge_in_order_and_wait_when_it_is_down() {
         "deduplicated by id: each report once, in order, none lost"
     );
 }
+
+#[test]
+fn health_change_fires_only_when_a_verdict_changes() {
+    let (dir, config) = setup();
+    let log = dir.path().join("hooks.log");
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!("\n[[hooks]]\nevents = [\"health-change\"]\ncommand = [\"sh\", \"-c\", \"cat >> {0}; echo >> {0}\"]\n", log.display());
+    std::fs::write(&config, text).unwrap();
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    common::agent(&["--config", &config, "health"]);
+    assert_eq!(
+        events().len(),
+        1,
+        "the first report is a change from nothing"
+    );
+    common::agent(&["--config", &config, "health"]);
+    assert_eq!(events().len(), 1, "nothing changed, nothing fired");
+    std::fs::write(dir.path().join("poll-repos"), "exempt,good,unpolled\n").unwrap();
+    common::agent(&["--config", &config, "health"]);
+    let all = events();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (
+            all[1]["previous_verdict"].as_str(),
+            all[1]["verdict"].as_str()
+        ),
+        (Some("failed"), Some("degraded"))
+    );
+    assert_eq!(
+        all[1]["changed"],
+        serde_json::json!([{ "recipe": "unpolled", "from": "failed", "to": "healthy" }])
+    );
+}

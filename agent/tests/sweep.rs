@@ -82,6 +82,7 @@ impl Sweep {
             .args(args)
             .env("CI_LOG", self.path("ci.log"))
             .env("VERDICTS", self.path("verdicts"))
+            .env("HOOK_LOG", self.path("hooks.log"))
             .env("CC_CI_LOG", "warn");
         c
     }
@@ -469,4 +470,47 @@ fn no_sweep_command_is_bad_input() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("no command"), "{}", run.stderr);
     let _ = agent;
+}
+
+#[test]
+fn hooks_hear_promotions_and_failures_and_a_failing_hook_fails_nothing() {
+    let hooks = "\n[[hooks]]\nevents = [\"promotion\", \"sweep-failure\"]\n\
+                 command = [\"sh\", \"-c\", \"cat >> \\\"$HOOK_LOG\\\"; echo >> \\\"$HOOK_LOG\\\"\"]\n\
+                 \n[[hooks]]\ncommand = [\"false\"]\n";
+    let s = Sweep::new(&["ghost", "mumble"], hooks);
+    s.up("ghost").tag("1.0.0+5.0", true);
+    s.up("mumble").tag("1.0.0+1.5", true);
+    s.red("mumble", "1.0.0+1.5");
+    let (run, _) = s.sweep();
+    assert_eq!(
+        run.code, 0,
+        "a failing hook never fails the job: {}",
+        run.stderr
+    );
+    let log = std::fs::read_to_string(s.path("hooks.log")).unwrap();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{log}");
+    let promotion = events.iter().find(|e| e["event"] == "promotion").unwrap();
+    assert_eq!(
+        (
+            promotion["recipe"].as_str(),
+            promotion["decision"]["tag"].as_str()
+        ),
+        (Some("ghost"), Some("1.0.0+5.0"))
+    );
+    let failure = events
+        .iter()
+        .find(|e| e["event"] == "sweep-failure")
+        .unwrap();
+    assert_eq!(
+        (
+            failure["recipe"].as_str(),
+            failure["decision"]["decision"].as_str()
+        ),
+        (Some("mumble"), Some("red"))
+    );
 }

@@ -25,6 +25,21 @@ fn host_of(config: &Config) -> Result<(Host, Generation)> {
     Ok((host, current))
 }
 
+/// Tells the hooks how a deploy or rollback ended.
+fn announce(config: &Config, ledger: &Ledger, id: i64) {
+    let Ok(Some(row)) = ledger.deploy_get(id) else {
+        return;
+    };
+    let details = serde_json::to_value(&row).unwrap_or_default();
+    crate::hooks::fire(config, "deploy", details.clone());
+    if matches!(
+        row.outcome.as_deref(),
+        Some("rolled-back" | "rollback-failed")
+    ) {
+        crate::hooks::fire(config, "rollback", details);
+    }
+}
+
 fn finish_output(ctx: &Context, ledger: &Ledger, id: i64, exit: Exit) -> Result<Exit> {
     if ctx.out.is_json() {
         let row = ledger.deploy_get(id)?;
@@ -54,6 +69,7 @@ pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exi
         p: &p,
     };
     let exit = guard(&d, d.run(Target::Build(flake), opts))?;
+    announce(&config, &ledger, id);
     finish_output(ctx, &ledger, id, exit)
 }
 
@@ -117,6 +133,7 @@ pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
             },
         ),
     )?;
+    announce(&config, &ledger, id);
     finish_output(ctx, &ledger, id, exit)
 }
 
@@ -162,7 +179,9 @@ pub fn deadman(ctx: &Context, id: i64) -> Result<Exit> {
         "the dead-man switch fired: deploy #{id} was not confirmed within {}s",
         config.deploy.confirm_timeout.as_secs()
     );
-    guard(&d, d.roll_back(&from, &failed_before, &reason, None))
+    let exit = guard(&d, d.roll_back(&from, &failed_before, &reason, None))?;
+    announce(&config, &ledger, id);
+    Ok(exit)
 }
 
 /// An error escaping the flow still ends its journal row.

@@ -263,6 +263,39 @@ pub fn build(config: &Config) -> Result<Report> {
     })
 }
 
+/// Fires `health-change` when the host's or any recipe's verdict differs from the last report.
+fn announce_change(config: &Config, last: &std::path::Path, report: &Report) {
+    let previous: serde_json::Value = std::fs::read_to_string(last)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let before = |recipe: &str| {
+        previous["recipes"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["recipe"] == recipe))
+            .map(|r| r["verdict"].clone())
+            .unwrap_or_default()
+    };
+    let changed: Vec<serde_json::Value> = report
+        .recipes
+        .iter()
+        .filter_map(|r| {
+            let now = serde_json::to_value(r.verdict).unwrap_or_default();
+            let was = before(&r.recipe);
+            (now != was).then(|| serde_json::json!({ "recipe": r.recipe, "from": was, "to": now }))
+        })
+        .collect();
+    let host_now = serde_json::to_value(report.verdict).unwrap_or_default();
+    if changed.is_empty() && previous["verdict"] == host_now {
+        return;
+    }
+    crate::hooks::fire(
+        config,
+        "health-change",
+        serde_json::json!({ "verdict": host_now, "previous_verdict": previous["verdict"], "changed": changed }),
+    );
+}
+
 fn verdict_name(v: Verdict) -> &'static str {
     match v {
         Verdict::Healthy => "healthy",
@@ -325,6 +358,7 @@ pub fn run(ctx: &Context) -> Result<Exit> {
     let json = serde_json::to_string_pretty(&report)? + "\n";
     // Always written, for bridges that read files.
     let path = config.state_dir.join("health.json");
+    announce_change(&config, &path, &report);
     write_atomic(&path, json.as_bytes(), 0o644)
         .with_context(|| format!("writing {}", path.display()))?;
     if let Some(file) = &config.health.metrics_file {

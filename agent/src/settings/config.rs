@@ -43,6 +43,26 @@ struct RawConfig {
     disk: RawDisk,
     #[serde(default)]
     health: RawHealth,
+    #[serde(default)]
+    hooks: Vec<RawHook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    command: Vec<String>,
+    #[serde(default)]
+    events: Vec<String>,
+    timeout: Option<super::deploy::Seconds>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hook {
+    /// argv, no shell; gets the event as JSON on stdin.
+    pub command: Vec<String>,
+    /// Events it wants; empty means all.
+    pub events: Vec<String>,
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -176,6 +196,7 @@ pub struct Config {
     pub sweep: super::sweep::SweepSettings,
     pub disk: Disk,
     pub health: Health,
+    pub hooks: Vec<Hook>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -285,6 +306,33 @@ impl Config {
         let deploy = super::deploy::resolve(raw.deploy, &unit, source, &resolve, &mut errors);
         let mirrors = super::mirrors::resolve(raw.mirrors, source, &mut errors);
         let sweep = super::sweep::resolve(raw.sweep, source, &resolve, &mut errors);
+        let mut hooks = Vec::new();
+        for h in raw.hooks {
+            if h.command.is_empty() {
+                errors.push(source.error_at(&["hooks", "command"], "must name a program"));
+            }
+            if let Some(bad) = h
+                .events
+                .iter()
+                .find(|e| !crate::hooks::EVENTS.contains(&e.as_str()))
+            {
+                errors.push(source.error_at(
+                    &["hooks", "events"],
+                    format!(
+                        "{bad:?} is not an event; known: {}",
+                        crate::hooks::EVENTS.join(", ")
+                    ),
+                ));
+            }
+            let timeout = h
+                .timeout
+                .map_or(std::time::Duration::from_secs(30), |s| s.0);
+            hooks.push(Hook {
+                command: h.command,
+                events: h.events,
+                timeout,
+            });
+        }
 
         if !errors.is_empty() {
             return Err(Invalid(errors));
@@ -322,6 +370,7 @@ impl Config {
                     .stale_after
                     .map_or(std::time::Duration::from_secs(6 * 3600), |s| s.0),
             },
+            hooks,
         })
     }
 }

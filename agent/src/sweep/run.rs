@@ -493,6 +493,16 @@ pub fn run(ctx: &crate::cli::Context, opts: Options) -> Result<Exit> {
             },
         };
         print_decision(&ctx.out, &recipe.name, &decision);
+        let details = serde_json::json!({ "recipe": recipe.name, "decision": decision });
+        match &decision {
+            Decision::Promoted { .. } => {
+                crate::hooks::fire(&config, "promotion", details);
+            }
+            Decision::Red { .. } | Decision::Error { .. } | Decision::SkipMirrorFailed { .. } => {
+                crate::hooks::fire(&config, "sweep-failure", details);
+            }
+            _ => {}
+        }
         report.push(RecipeSweep {
             recipe: recipe.name.clone(),
             decision,
