@@ -69,6 +69,9 @@ impl Progress<'_> {
 }
 
 pub struct Deploy<'a> {
+    /// Each recipe's health before anything changed; a recipe failed afterwards that was not
+    /// before is a regression.
+    pub health_before: Option<std::collections::BTreeMap<String, crate::health::Verdict>>,
     pub id: i64,
     pub ledger: &'a Ledger,
     pub host: &'a Host,
@@ -388,6 +391,7 @@ impl Deploy<'_> {
         let exp = Expectations {
             config_path: &self.config.path,
             failed_before,
+            health_before: self.health_before.as_ref(),
         };
         verify::until_ok(self.host, &exp, d.verify_timeout, d.verify_interval)
     }

@@ -62,6 +62,7 @@ pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exi
     let id = ledger.deploy_begin("deploy", Some(&flake.to_arg()))?;
     p.line(format!("deploy #{id}"));
     let d = Deploy {
+        health_before: crate::health::build(&config).ok().map(|r| crate::health::verdicts(&r)),
         id,
         ledger: &ledger,
         host: &host,
@@ -116,6 +117,7 @@ pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
         target.path.display()
     ));
     let d = Deploy {
+        health_before: crate::health::build(&config).ok().map(|r| crate::health::verdicts(&r)),
         id,
         ledger: &ledger,
         host: &host,
@@ -169,6 +171,8 @@ pub fn deadman(ctx: &Context, id: i64) -> Result<Exit> {
     let failed_before = serde_json::from_value(row.failed_before.clone()).unwrap_or_default();
     let p = Progress { out: &ctx.out };
     let d = Deploy {
+        // The new system is already active: there is no "before" to compare with.
+        health_before: None,
         id,
         ledger: &ledger,
         host: &host,

@@ -1,12 +1,13 @@
 //! Is the host healthy after an activation? Retried until every check passes or time is up, so a
 //! service that needs a few seconds to come up is not a failure.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::health::Verdict as HealthVerdict;
 use crate::host::Host;
 use crate::http;
 use crate::process::Cmd;
@@ -58,6 +59,8 @@ impl Verdict {
 pub struct Expectations<'a> {
     pub config_path: &'a Path,
     pub failed_before: &'a BTreeSet<String>,
+    /// Each enrolled recipe's health verdict before the deploy, when it could be told.
+    pub health_before: Option<&'a BTreeMap<String, HealthVerdict>>,
 }
 
 /// One round of every check.
@@ -122,7 +125,30 @@ pub fn once(host: &Host, exp: &Expectations<'_>) -> Vec<CheckResult> {
     for check in &checks {
         results.push(user_check(check));
     }
+    if let (Ok(c), Some(before)) = (&config, exp.health_before) {
+        results.push(health_regressions(c, before));
+    }
     results
+}
+
+/// A recipe failed now that was not failed before the deploy is a regression.
+fn health_regressions(config: &Config, before: &BTreeMap<String, HealthVerdict>) -> CheckResult {
+    match crate::health::build(config) {
+        Ok(report) => {
+            let now = crate::health::verdicts(&report);
+            let regressed: Vec<&str> = now
+                .iter()
+                .filter(|(r, v)| **v == HealthVerdict::Failed && before.get(*r) != Some(&HealthVerdict::Failed))
+                .map(|(r, _)| r.as_str())
+                .collect();
+            if regressed.is_empty() {
+                CheckResult::new("recipe health", true, "no recipe newly failed")
+            } else {
+                CheckResult::new("recipe health", false, format!("newly failed: {}", regressed.join(", ")))
+            }
+        }
+        Err(e) => CheckResult::new("recipe health", false, format!("{e:#}")),
+    }
 }
 
 fn bridge_poll_repos(host: &Host, bridge: &str, enrollment_file: &Path) -> CheckResult {

@@ -296,6 +296,11 @@ fn announce_change(config: &Config, last: &std::path::Path, report: &Report) {
     );
 }
 
+/// Each enrolled recipe's verdict, for comparing a host before and after a change.
+pub fn verdicts(report: &Report) -> std::collections::BTreeMap<String, Verdict> {
+    report.recipes.iter().filter_map(|r| r.verdict.map(|v| (r.recipe.clone(), v))).collect()
+}
+
 fn verdict_name(v: Verdict) -> &'static str {
     match v {
         Verdict::Healthy => "healthy",
