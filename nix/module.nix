@@ -151,6 +151,12 @@ in
         default = "cc-ci-bridge";
         description = "Name of the bridge's systemd service (without `.service`); it gets `POLL_REPOS`.";
       };
+      reportUrl = lib.mkOption {
+        type = lib.types.nullOr (lib.types.strMatching "https?://.+");
+        default = null;
+        example = "http://127.0.0.1:8080/cc-ci/health";
+        description = "Where the health job POSTs its reports, with the bridge token as a bearer token.";
+      };
       tokenFile = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
@@ -383,6 +389,10 @@ in
         cfg.deploy.checks
       ++ [
         {
+          assertion = cfg.bridge.reportUrl == null || cfg.bridge.tokenFile != null;
+          message = "services.cc-ci.bridge.reportUrl: reports need services.cc-ci.bridge.tokenFile for their bearer token.";
+        }
+        {
           assertion = cfg.forge.kind != "gitea" || (cfg.forge.url != null && cfg.forge.org != null);
           message = "services.cc-ci.forge: kind = \"gitea\" needs services.cc-ci.forge.url and services.cc-ci.forge.org.";
         }
@@ -401,7 +411,7 @@ in
       ];
 
     services.cc-ci.settings = {
-      bridge.unit = cfg.bridge.unit;
+      bridge = { inherit (cfg.bridge) unit; } // lib.optionalAttrs (cfg.bridge.reportUrl != null) { report_url = cfg.bridge.reportUrl; };
       mirrors = {
         inherit (cfg.mirrors) concurrency;
         close_merged_prs = cfg.mirrors.closeMergedPrs;

@@ -49,7 +49,7 @@ enum Command {
     /// A recipe's CI runs, newest first.
     History(crate::sweep::HistoryArgs),
     /// Is every enrolled recipe testable? Per recipe and for the host; writes health.json.
-    Health,
+    Health(crate::health::Args),
     /// The whole system on this machine: a fleet, a forge, an emulated host, every step.
     Demo(crate::demo::Args),
 }
@@ -111,7 +111,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Sweep(args) => crate::sweep::run(&ctx, args),
         Command::Canonical(args) => crate::sweep::canonical(&ctx, args),
         Command::History(args) => crate::sweep::history(&ctx, args),
-        Command::Health => crate::health::run(&ctx),
+        Command::Health(args) => crate::health::run(&ctx, args),
         Command::Demo(args) => crate::demo::run(&ctx, args),
     };
     match result {

@@ -267,7 +267,12 @@ fn a_bridge_poll_repos_mismatch_rolls_back() {
     // beta, degraded before (never synced), is failed under the new system: a health regression.
     assert_message(&row, "recipe health: newly failed: beta");
     let rollback = row["rollback_checks"].as_array().unwrap();
-    assert!(rollback.iter().any(|c| c["name"] == "recipe health" && c["ok"] == true), "{row}");
+    assert!(
+        rollback
+            .iter()
+            .any(|c| c["name"] == "recipe health" && c["ok"] == true),
+        "{row}"
+    );
 }
 
 /// An HTTP server on 127.0.0.1 answering 503 to the first `failures` requests, then 200.

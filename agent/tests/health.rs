@@ -339,3 +339,75 @@ fn health_change_fires_only_when_a_verdict_changes() {
         serde_json::json!([{ "recipe": "unpolled", "from": "failed", "to": "healthy" }])
     );
 }
+
+/// The report, as printed, written to health.json and sent to the bridge, against the schema.
+#[test]
+fn real_reports_match_the_published_schema() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("docs/health-report.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let (dir, config) = setup();
+    let bridge = Bridge::start();
+    with_bridge(&dir, &bridge.url);
+    let printed = common::agent(&["--config", &config, "--format", "json", "health"]);
+    let file = std::fs::read_to_string(dir.path().join("state/health.json")).unwrap();
+    let sent = bridge.seen.lock().unwrap()[0].3.clone();
+    for (what, report) in [
+        ("printed", serde_json::from_str(&printed.stdout).unwrap()),
+        ("health.json", serde_json::from_str(&file).unwrap()),
+        ("sent", sent),
+    ] {
+        let errors: Vec<String> = validator
+            .iter_errors(&report)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{what}: {errors:#?}");
+    }
+    // The schema can fail: a report with an unknown verdict does not pass.
+    let mut bad: serde_json::Value = serde_json::from_str(&file).unwrap();
+    bad["verdict"] = serde_json::json!("fine");
+    assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn live_asks_the_mirrors_now() {
+    let (dir, config) = setup();
+    std::fs::write(dir.path().join("poll-repos"), "exempt,good,unpolled\n").unwrap();
+    let up = Upstream {
+        bare: dir.path().join("upstream/good.git"),
+        work: dir.path().join("work/good"),
+    };
+    up.commit("compose.yml", "moved on\n");
+    let mirror_check = |args: &[&str]| -> serde_json::Value {
+        let mut full = vec!["--config", config.as_str(), "--format", "json", "health"];
+        full.extend_from_slice(args);
+        let v: serde_json::Value = serde_json::from_str(&common::agent(&full).stdout).unwrap();
+        let good = v["recipes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["recipe"] == "good")
+            .unwrap()
+            .clone();
+        good["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "mirror")
+            .unwrap()
+            .clone()
+    };
+    // From the journal, the last sync was fine; asked now, upstream has moved on.
+    assert_eq!(mirror_check(&[])["status"], "ok");
+    let live = mirror_check(&["--live"]);
+    assert_eq!(live["status"], "warn", "{live}");
+    assert!(
+        live["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("behind (asked now)"),
+        "{live}"
+    );
+}

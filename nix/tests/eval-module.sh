@@ -47,6 +47,7 @@ echo "module evaluation: rendered: testsDir, disk.budget and deploy.* reach agen
 
 raw health-job agentToml > "$work/health.toml"
 grep -qx 'metrics_file = "/var/lib/node-exporter/cc-ci.prom"' "$work/health.toml" || fail "health.metrics_file not rendered"
+grep -qx 'report_url = "http://127.0.0.1:8080/cc-ci/health"' "$work/health.toml" || fail "bridge.report_url not rendered"
 "$agent" --config "$work/health.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the rendered [health]"
 
 raw sweep-job agentToml > "$work/sweep.toml"

@@ -62,7 +62,9 @@ pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exi
     let id = ledger.deploy_begin("deploy", Some(&flake.to_arg()))?;
     p.line(format!("deploy #{id}"));
     let d = Deploy {
-        health_before: crate::health::build(&config).ok().map(|r| crate::health::verdicts(&r)),
+        health_before: crate::health::build(&config)
+            .ok()
+            .map(|r| crate::health::verdicts(&r)),
         id,
         ledger: &ledger,
         host: &host,
@@ -117,7 +119,9 @@ pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
         target.path.display()
     ));
     let d = Deploy {
-        health_before: crate::health::build(&config).ok().map(|r| crate::health::verdicts(&r)),
+        health_before: crate::health::build(&config)
+            .ok()
+            .map(|r| crate::health::verdicts(&r)),
         id,
         ledger: &ledger,
         host: &host,

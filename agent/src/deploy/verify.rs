@@ -138,13 +138,19 @@ fn health_regressions(config: &Config, before: &BTreeMap<String, HealthVerdict>)
             let now = crate::health::verdicts(&report);
             let regressed: Vec<&str> = now
                 .iter()
-                .filter(|(r, v)| **v == HealthVerdict::Failed && before.get(*r) != Some(&HealthVerdict::Failed))
+                .filter(|(r, v)| {
+                    **v == HealthVerdict::Failed && before.get(*r) != Some(&HealthVerdict::Failed)
+                })
                 .map(|(r, _)| r.as_str())
                 .collect();
             if regressed.is_empty() {
                 CheckResult::new("recipe health", true, "no recipe newly failed")
             } else {
-                CheckResult::new("recipe health", false, format!("newly failed: {}", regressed.join(", ")))
+                CheckResult::new(
+                    "recipe health",
+                    false,
+                    format!("newly failed: {}", regressed.join(", ")),
+                )
             }
         }
         Err(e) => CheckResult::new("recipe health", false, format!("{e:#}")),

@@ -118,10 +118,13 @@ fn age(rfc3339: &str) -> Option<Duration> {
     SystemTime::now().duration_since(then).ok()
 }
 
+type Live = std::collections::BTreeMap<String, (crate::mirrors::Standing, String)>;
+
 fn recipe_health(
     config: &Config,
     ledger: &Ledger,
     live: &Result<BTreeSet<String>, String>,
+    mirrors: Option<&Live>,
     r: &Recipe,
 ) -> Result<RecipeHealth> {
     if !r.enrolled {
@@ -148,34 +151,52 @@ fn recipe_health(
             format!("the live bridge's POLL_REPOS cannot be read: {e}"),
         ),
     });
-    checks.push(match ledger.mirror_state(&r.name)? {
-        None => check(
+    if let Some((standing, detail)) = mirrors.and_then(|m| m.get(&r.name)) {
+        use crate::mirrors::Standing;
+        let status = match standing {
+            Standing::InSync => Status::Ok,
+            Standing::Behind => Status::Warn,
+            _ => Status::Fail,
+        };
+        let name = serde_json::to_value(standing)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        checks.push(check(
             "mirror",
-            Status::Warn,
-            "never synced: run `cc-ci-agent mirrors sync`",
-        ),
-        Some(m) if m.result == "failed" => check(
-            "mirror",
-            Status::Fail,
-            format!("the last sync failed: {}", m.error.unwrap_or_default()),
-        ),
-        Some(m) => match age(&m.synced_at) {
-            Some(a) if a > config.health.stale_after => check(
+            status,
+            format!("{name} (asked now): {detail}"),
+        ));
+    } else {
+        checks.push(match ledger.mirror_state(&r.name)? {
+            None => check(
                 "mirror",
                 Status::Warn,
-                format!(
-                    "last synced {} ago ({})",
-                    humantime::format_duration(Duration::from_secs(a.as_secs())),
-                    m.synced_at
-                ),
+                "never synced: run `cc-ci-agent mirrors sync`",
             ),
-            _ => check(
+            Some(m) if m.result == "failed" => check(
                 "mirror",
-                Status::Ok,
-                format!("{} at {}", m.result, m.synced_at),
+                Status::Fail,
+                format!("the last sync failed: {}", m.error.unwrap_or_default()),
             ),
-        },
-    });
+            Some(m) => match age(&m.synced_at) {
+                Some(a) if a > config.health.stale_after => check(
+                    "mirror",
+                    Status::Warn,
+                    format!(
+                        "last synced {} ago ({})",
+                        humantime::format_duration(Duration::from_secs(a.as_secs())),
+                        m.synced_at
+                    ),
+                ),
+                _ => check(
+                    "mirror",
+                    Status::Ok,
+                    format!("{} at {}", m.result, m.synced_at),
+                ),
+            },
+        });
+    }
     checks.push(match (&r.tests, &config.tests_dir) {
         (TestPolicy::Exempt { reason }, _) => {
             check("tests", Status::Warn, format!("exempt: {reason}"))
@@ -240,13 +261,29 @@ fn recipe_health(
 }
 
 pub fn build(config: &Config) -> Result<Report> {
+    build_with(config, false)
+}
+
+/// With `live_mirrors`, each enrolled recipe's mirror is asked now instead of read from the
+/// last sync.
+pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
     let enrollment = Enrollment::load(&config.enrollment_file)?;
     let ledger = Ledger::open(&config.state_dir)?;
     let live = live_poll_repos(config);
+    let mirrors: Option<Live> = if live_mirrors {
+        let enrolled: Vec<Recipe> = enrollment.enrolled().cloned().collect();
+        Some(
+            crate::mirrors::standings(config, &enrolled)?
+                .into_iter()
+                .collect(),
+        )
+    } else {
+        None
+    };
     let recipes = enrollment
         .recipes
         .iter()
-        .map(|r| recipe_health(config, &ledger, &live, r))
+        .map(|r| recipe_health(config, &ledger, &live, mirrors.as_ref(), r))
         .collect::<Result<Vec<_>>>()?;
     let verdict = recipes
         .iter()
@@ -298,7 +335,11 @@ fn announce_change(config: &Config, last: &std::path::Path, report: &Report) {
 
 /// Each enrolled recipe's verdict, for comparing a host before and after a change.
 pub fn verdicts(report: &Report) -> std::collections::BTreeMap<String, Verdict> {
-    report.recipes.iter().filter_map(|r| r.verdict.map(|v| (r.recipe.clone(), v))).collect()
+    report
+        .recipes
+        .iter()
+        .filter_map(|r| r.verdict.map(|v| (r.recipe.clone(), v)))
+        .collect()
 }
 
 fn verdict_name(v: Verdict) -> &'static str {
@@ -336,9 +377,16 @@ pub fn metrics(report: &Report) -> String {
     text
 }
 
-pub fn run(ctx: &Context) -> Result<Exit> {
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Ask each mirror and its upstream now, instead of reading the last sync.
+    #[arg(long)]
+    live: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let config = ctx.config()?;
-    let mut report = build(&config)?;
+    let mut report = build_with(&config, args.live)?;
     // Queued before anything is sent: a report that cannot be delivered now goes first next time.
     let mut delivery = None;
     if let Some(url) = &config.bridge.report_url {

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
 
+pub use status::{standings, Standing};
 pub use sync::{Outcome, RecipeResult, Syncer};
 
 use crate::cli::Context;

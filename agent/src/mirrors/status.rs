@@ -94,10 +94,10 @@ fn standing(syncer: &super::Syncer<'_>, recipe: &Recipe) -> (Standing, String) {
     }
 }
 
-pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
+/// Each recipe's standing, asked of both sides now, `mirrors.concurrency` at a time; sorted.
+pub fn standings(config: &Config, recipes: &[Recipe]) -> Result<Vec<(String, (Standing, String))>> {
     let forge = forge::from_config(config)?;
     let syncer = super::syncer(config, forge.as_ref());
-    let ledger = Ledger::open(&config.state_dir)?;
     let next = AtomicUsize::new(0);
     let found = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -114,6 +114,12 @@ pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
     });
     let mut found = found.into_inner().unwrap_or_default();
     found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
+}
+
+pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
+    let found = standings(config, recipes)?;
+    let ledger = Ledger::open(&config.state_dir)?;
     let mut rows = Vec::new();
     for (recipe, (standing, detail)) in found {
         let state = ledger.mirror_state(&recipe)?;

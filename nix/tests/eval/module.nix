@@ -126,7 +126,11 @@ let
     # The health job: every 15 minutes; a degraded or failed fleet does not fail the unit.
     health-job =
       let
-        c = host { services.cc-ci.health.metricsFile = "/var/lib/node-exporter/cc-ci.prom"; };
+        c = host {
+          services.cc-ci.health.metricsFile = "/var/lib/node-exporter/cc-ci.prom";
+          services.cc-ci.bridge.reportUrl = "http://127.0.0.1:8080/cc-ci/health";
+          services.cc-ci.bridge.tokenFile = "/run/secrets/bridge-token";
+        };
         unit = c.systemd.services.cc-ci-health.serviceConfig;
       in
       expect (c.systemd.timers.cc-ci-health.timerConfig.OnCalendar == "*:0/15" && unit.SuccessExitStatus == [ 13 14 ]
