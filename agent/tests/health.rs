@@ -411,3 +411,45 @@ fn live_asks_the_mirrors_now() {
         "{live}"
     );
 }
+
+#[test]
+fn a_report_survives_kill_9_before_it_is_sent() {
+    let (dir, config) = setup();
+    let bridge = Bridge::start();
+    with_bridge(&dir, &bridge.url);
+    // The bridge takes its time: the agent is killed while its POST is in flight.
+    *bridge.delay.lock().unwrap() = std::time::Duration::from_secs(3);
+    bridge.statuses.lock().unwrap().push(503);
+    let mut child = std::process::Command::new(common::bin())
+        .args(["--config", &config, "health"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let waiting = cc_ci_agent::ledger::Ledger::open(&dir.path().join("state"))
+        .unwrap()
+        .outbox()
+        .unwrap();
+    assert_eq!(
+        waiting.len(),
+        1,
+        "queued before sending, so it outlives the agent"
+    );
+    let id = waiting[0].id.clone();
+    *bridge.delay.lock().unwrap() = std::time::Duration::ZERO;
+    let run = common::agent(&["--config", &config, "health"]);
+    assert!(
+        run.stdout.contains("report: delivered (2 sent)"),
+        "{}",
+        run.stdout
+    );
+    let seen = bridge.seen.lock().unwrap();
+    assert_eq!(seen[0].0, id, "the report built before the kill went first");
+    assert_eq!(
+        seen.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+}
