@@ -14,10 +14,12 @@ let
 
   # Secrets reach units as systemd credentials under these names; the agent looks for them in
   # $CREDENTIALS_DIRECTORY when agent.toml names no token file.
-  credentials = lib.filter (c: c.file != null) [
-    { name = "forge-token"; file = cfg.forge.tokenFile; }
-    { name = "bridge-token"; file = cfg.bridge.tokenFile; }
-  ];
+  # Each unit gets only the credentials its job reads. A credential whose file is missing fails
+  # its unit, so no unit carries one it does not need.
+  credentialsFor = job: map (c: "${c.name}:${c.file}") (lib.filter (c: c.file != null && lib.elem job c.jobs) [
+    { name = "forge-token"; file = cfg.forge.tokenFile; jobs = [ "mirrors" "sweep" ]; }
+    { name = "bridge-token"; file = cfg.bridge.tokenFile; jobs = [ "health" ]; }
+  ]);
 
   # Hardening shared by every agent unit that does not need root.
   hardening = {
@@ -50,7 +52,6 @@ let
     SystemCallArchitectures = "native";
     SystemCallFilter = [ "@system-service" "~@privileged" "~@resources" ];
     RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-    LoadCredential = map (c: "${c.name}:${c.file}") credentials;
   };
 
   timerOptions = job: defaultCalendar: {
@@ -496,6 +497,7 @@ in
           serviceConfig = hardening // {
             Type = "oneshot";
             ExecStart = lib.escapeShellArgs ([ exe ] ++ job.argv);
+            LoadCredential = credentialsFor name;
             ReadWritePaths = lib.optional (cfg.forge.kind == "local" && cfg.forge.path != null) cfg.forge.path
               ++ lib.optional (name == "health" && cfg.health.metricsFile != null) (dirOf cfg.health.metricsFile)
               ++ lib.optional (name == "sweep" && cfg.sweep.exportDir != null) cfg.sweep.exportDir;

@@ -57,9 +57,11 @@ let
     secrets = let c = host {
       services.cc-ci.forge.tokenFile = lib.mkForce "/run/secrets/forge-token";
       services.cc-ci.bridge.tokenFile = "/run/secrets/bridge-token";
-    }; s = summary c; in
-      expect (s.checkUnit.LoadCredential == [ "forge-token:/run/secrets/forge-token" "bridge-token:/run/secrets/bridge-token" ])
-        "LoadCredential: ${builtins.toJSON s.checkUnit.LoadCredential}"
+    }; s = summary c; creds = unit: c.systemd.services.${unit}.serviceConfig.LoadCredential or [ ]; in
+      expect (creds "cc-ci-mirrors" == [ "forge-token:/run/secrets/forge-token" ]
+          && creds "cc-ci-health" == [ "bridge-token:/run/secrets/bridge-token" ]
+          && creds "cc-ci-enrollment-check" == [ ])
+        "each unit gets only the credentials it reads: ${builtins.toJSON (map creds [ "cc-ci-mirrors" "cc-ci-health" "cc-ci-enrollment-check" ])}"
         (expect (!lib.hasInfix "/run/secrets" s.agentToml) "a secret's path is in agent.toml" (hardened s));
 
     token-in-store = refusedFor "services.cc-ci.forge.tokenFile"
