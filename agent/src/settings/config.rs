@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rules::check_url;
 use super::source::TomlSource;
+pub use super::values::ByteSize;
 use super::Invalid;
 
 pub const DEFAULT_CONFIG: &str = "/etc/cc-ci/agent.toml";
@@ -53,7 +54,7 @@ struct RawHook {
     command: Vec<String>,
     #[serde(default)]
     events: Vec<String>,
-    timeout: Option<super::deploy::Seconds>,
+    timeout: Option<super::values::Seconds>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,7 +71,7 @@ pub struct Hook {
 struct RawHealth {
     metrics_file: Option<PathBuf>,
     poll_repos_file: Option<PathBuf>,
-    stale_after: Option<super::deploy::Seconds>,
+    stale_after: Option<super::values::Seconds>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,61 +98,13 @@ struct RawBridge {
     unit: Option<String>,
     token_file: Option<PathBuf>,
     report_url: Option<String>,
-    report_timeout: Option<super::deploy::Seconds>,
+    report_timeout: Option<super::values::Seconds>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDisk {
     budget: Option<ByteSize>,
-}
-
-/// A size in bytes, written as an integer or as a string with a K, M, G or T suffix (powers of 1024).
-///
-/// ```
-/// use cc_ci_agent::settings::config::ByteSize;
-/// assert_eq!(ByteSize::parse("200G"), Ok(ByteSize(200 * 1024 * 1024 * 1024)));
-/// assert!(ByteSize::parse("1.5G").is_err());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ByteSize(pub u64);
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d) {
-            Ok(Raw::Int(n)) => Ok(ByteSize(n)),
-            Ok(Raw::Str(s)) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-            Err(_) => Err(serde::de::Error::custom(
-                "expected a size: a whole number of bytes or a string such as \"200G\"",
-            )),
-        }
-    }
-}
-
-impl ByteSize {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (digits, shift) = match s.strip_suffix(['K', 'M', 'G', 'T']) {
-            Some(d) => (
-                d,
-                10 * (1 + "KMGT".find(&s[s.len() - 1..]).unwrap_or(0) as u32),
-            ),
-            None => (s, 0),
-        };
-        let bad = || format!("size {s:?} must be digits with an optional K, M, G or T suffix");
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        n.checked_mul(1u64 << shift)
-            .map(ByteSize)
-            .ok_or_else(|| format!("size {s:?} is too large"))
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::source::TomlSource;
+pub use super::values::Seconds;
 
 pub const DEFAULT_FLAKE: &str = ".#cc-ci";
 pub const DEFAULT_PROFILE: &str = "/nix/var/nix/profiles/system";
@@ -49,30 +50,6 @@ pub(super) struct RawCheck {
     url: Option<String>,
     command: Option<Vec<String>>,
     timeout: Option<Seconds>,
-}
-
-/// A duration: whole seconds, or a string such as "120s", "2m", "1h 30m".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seconds(pub Duration);
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d) {
-            Ok(Raw::Int(n)) => Ok(Seconds(Duration::from_secs(n))),
-            Ok(Raw::Str(s)) => humantime::parse_duration(&s)
-                .map(Seconds)
-                .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}"))),
-            Err(_) => Err(serde::de::Error::custom(
-                "expected a duration: whole seconds or a string such as \"120s\" or \"2m\"",
-            )),
-        }
-    }
 }
 
 /// "Is a CI build in flight?" Shared by deploy and sweep.

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::deploy::Seconds;
 use super::source::TomlSource;
+use super::values::Seconds;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

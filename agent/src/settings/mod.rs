@@ -8,6 +8,7 @@ pub mod mirrors;
 pub mod rules;
 pub mod source;
 pub mod sweep;
+pub mod values;
 
 pub use source::InputError;
 

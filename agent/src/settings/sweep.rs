@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::deploy::{resolve_busy_check, BusyCheck, RawBusyCheck, Seconds};
+use super::deploy::{resolve_busy_check, BusyCheck, RawBusyCheck};
 use super::source::TomlSource;
+use super::values::Seconds;
 
 /// Placeholders an argv template may use; anything else in braces is an error.
 pub const PLACEHOLDERS: [&str; 6] = [
