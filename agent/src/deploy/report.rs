@@ -25,6 +25,16 @@ fn host_of(config: &Config) -> Result<(Host, Generation)> {
     Ok((host, current))
 }
 
+/// Each recipe's health verdict now, before anything changes; `None` if it cannot be told, in
+/// which case verification makes no health comparison.
+fn health_picture(
+    config: &Config,
+) -> Option<std::collections::BTreeMap<String, crate::health::Verdict>> {
+    crate::health::build(config)
+        .ok()
+        .map(|r| crate::health::verdicts(&r))
+}
+
 /// Tells the hooks how a deploy or rollback ended.
 fn announce(config: &Config, ledger: &Ledger, id: i64) {
     let Ok(Some(row)) = ledger.deploy_get(id) else {
@@ -62,9 +72,7 @@ pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exi
     let id = ledger.deploy_begin("deploy", Some(&flake.to_arg()))?;
     p.line(format!("deploy #{id}"));
     let d = Deploy {
-        health_before: crate::health::build(&config)
-            .ok()
-            .map(|r| crate::health::verdicts(&r)),
+        health_before: health_picture(&config),
         id,
         ledger: &ledger,
         host: &host,
@@ -119,9 +127,7 @@ pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
         target.path.display()
     ));
     let d = Deploy {
-        health_before: crate::health::build(&config)
-            .ok()
-            .map(|r| crate::health::verdicts(&r)),
+        health_before: health_picture(&config),
         id,
         ledger: &ledger,
         host: &host,
