@@ -48,6 +48,8 @@ enum Command {
     Canonical(crate::sweep::CanonicalArgs),
     /// A recipe's CI runs, newest first.
     History(crate::sweep::HistoryArgs),
+    /// Keep the warm volumes under the disk budget; never a canonical's, an in-use or a pinned one.
+    Gc(crate::gc::Args),
     /// Is every enrolled recipe testable? Per recipe and for the host; writes health.json.
     Health(crate::health::Args),
     /// The whole system on this machine: a fleet, a forge, an emulated host, every step.
@@ -111,6 +113,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Sweep(args) => crate::sweep::run(&ctx, args),
         Command::Canonical(args) => crate::sweep::canonical(&ctx, args),
         Command::History(args) => crate::sweep::history(&ctx, args),
+        Command::Gc(args) => crate::gc::run(&ctx, args),
         Command::Health(args) => crate::health::run(&ctx, args),
         Command::Demo(args) => crate::demo::run(&ctx, args),
     };

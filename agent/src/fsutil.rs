@@ -50,6 +50,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     result
 }
 
+/// Bytes an unprivileged process may still write on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Result<u64> {
+    let s = rustix::fs::statvfs(path)
+        .with_context(|| format!("cannot read free space of {}", path.display()))?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ pub mod enrollment;
 pub mod exit;
 pub mod forge;
 pub mod fsutil;
+pub mod gc;
 pub mod git;
 pub mod health;
 pub mod hooks;

@@ -66,6 +66,8 @@ pub struct Report {
     pub generated_at: String,
     pub verdict: Verdict,
     pub recipes: Vec<RecipeHealth>,
+    /// Checks of the host itself, not of one recipe (the disk budget).
+    pub host: Vec<Check>,
 }
 
 fn check(name: &'static str, status: Status, reason: impl Into<String>) -> Check {
@@ -285,9 +287,19 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
         .iter()
         .map(|r| recipe_health(config, &ledger, &live, mirrors.as_ref(), r))
         .collect::<Result<Vec<_>>>()?;
+    let mut host = Vec::new();
+    if let Some((status, reason)) = crate::gc::disk_check(config, &ledger)? {
+        host.push(check("disk", status, reason));
+    }
+    let host_verdict = host.iter().map(|c| match c.status {
+        Status::Ok | Status::Unknown => Verdict::Healthy,
+        Status::Warn => Verdict::Degraded,
+        Status::Fail => Verdict::Failed,
+    });
     let verdict = recipes
         .iter()
         .filter_map(|r| r.verdict)
+        .chain(host_verdict)
         .max()
         .unwrap_or(Verdict::Healthy);
     Ok(Report {
@@ -297,6 +309,7 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
         generated_at: now_rfc3339(),
         verdict,
         recipes,
+        host,
     })
 }
 
@@ -480,6 +493,14 @@ fn print_table(ctx: &Context, report: &Report) {
         "{}",
         table(out, &["RECIPE", "VERDICT", "WHAT NEEDS A LOOK"], &rows)
     );
+    for c in report.host.iter().filter(|c| c.status != Status::Ok) {
+        let (word, t) = match c.status {
+            Status::Warn => ("degraded", Tone::Warn),
+            Status::Fail => ("failed", Tone::Bad),
+            _ => ("unknown", Tone::Dim),
+        };
+        println!("{}: {}: {}", c.name, out.paint(word, t), c.reason);
+    }
     println!(
         "host: {}",
         out.paint(verdict_name(report.verdict), tone(report.verdict))

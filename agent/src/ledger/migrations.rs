@@ -110,4 +110,38 @@ pub const ALL: &[&str] = &[
         attempts   INTEGER NOT NULL DEFAULT 0,
         last_error TEXT
     ) STRICT;",
+    // 6: warm-volume garbage collection: each run's figures, each deletion (written before the
+    // volume is touched, finished after), and when a docker volume was last seen in use.
+    "CREATE TABLE gc_runs (
+        id              INTEGER PRIMARY KEY,
+        started_at      TEXT NOT NULL,
+        finished_at     TEXT,
+        outcome         TEXT,                 -- ok | short | some-failed | refused-busy | failed
+        budget          INTEGER,
+        min_free        INTEGER,
+        free_bytes      INTEGER,              -- before; NULL when it could not be read
+        total_bytes     INTEGER,
+        protected_bytes INTEGER,
+        freed_bytes     INTEGER NOT NULL DEFAULT 0,
+        shortfalls      TEXT NOT NULL DEFAULT '[]',  -- JSON: why the budget or min_free does not hold
+        detail          TEXT
+    ) STRICT;
+    CREATE TABLE gc_deletions (
+        id        INTEGER PRIMARY KEY,
+        gc_run    INTEGER NOT NULL REFERENCES gc_runs (id),
+        volume    TEXT NOT NULL,
+        recipe    TEXT,
+        version   TEXT,
+        bytes     INTEGER NOT NULL,
+        last_used TEXT NOT NULL,
+        reason    TEXT NOT NULL,              -- over-budget | below-min-free
+        state     TEXT NOT NULL,              -- deleting | deleted | failed | kept
+        at        TEXT NOT NULL,
+        error     TEXT
+    ) STRICT;
+    CREATE INDEX gc_deletions_unfinished ON gc_deletions (id) WHERE state = 'deleting';
+    CREATE TABLE volume_use (
+        volume    TEXT PRIMARY KEY,
+        last_used TEXT NOT NULL
+    ) STRICT;",
 ];

@@ -2,6 +2,7 @@
 //! Everything that must survive `kill -9` is written here inside a transaction.
 
 mod deploys;
+mod gc;
 mod lock;
 mod migrations;
 mod mirrors;
@@ -16,6 +17,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use serde::Serialize;
 
 pub use deploys::{DeployRow, Field, State};
+pub use gc::{Deletion, GcFigures, GcRun};
 pub use lock::{Holder, JobLock};
 pub use mirrors::{MirrorEvent, MirrorState};
 pub use outbox::Outgoing;

@@ -41,7 +41,7 @@ struct RawConfig {
     #[serde(default)]
     sweep: super::sweep::RawSweep,
     #[serde(default)]
-    disk: RawDisk,
+    disk: super::disk::RawDisk,
     #[serde(default)]
     health: RawHealth,
     #[serde(default)]
@@ -101,12 +101,6 @@ struct RawBridge {
     report_timeout: Option<super::values::Seconds>,
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDisk {
-    budget: Option<ByteSize>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Forge {
@@ -132,11 +126,6 @@ pub struct Bridge {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Disk {
-    pub budget: Option<ByteSize>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Config {
     pub path: PathBuf,
     pub enrollment_file: PathBuf,
@@ -147,7 +136,7 @@ pub struct Config {
     pub deploy: super::deploy::DeploySettings,
     pub mirrors: super::mirrors::MirrorSettings,
     pub sweep: super::sweep::SweepSettings,
-    pub disk: Disk,
+    pub disk: super::disk::Disk,
     pub health: Health,
     pub hooks: Vec<Hook>,
 }
@@ -259,6 +248,7 @@ impl Config {
         let deploy = super::deploy::resolve(raw.deploy, &unit, source, &resolve, &mut errors);
         let mirrors = super::mirrors::resolve(raw.mirrors, source, &mut errors);
         let sweep = super::sweep::resolve(raw.sweep, source, &resolve, &mut errors);
+        let disk = super::disk::resolve(raw.disk, source, &resolve, &mut errors);
         let mut hooks = Vec::new();
         for h in raw.hooks {
             if h.command.is_empty() {
@@ -312,9 +302,7 @@ impl Config {
             deploy,
             mirrors,
             sweep,
-            disk: Disk {
-                budget: raw.disk.budget,
-            },
+            disk,
             health: Health {
                 metrics_file: raw.health.metrics_file.as_deref().map(resolve),
                 poll_repos_file: raw.health.poll_repos_file.as_deref().map(resolve),

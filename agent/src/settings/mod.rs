@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod deploy;
+pub mod disk;
 pub mod edit;
 pub mod enrollment;
 pub mod mirrors;

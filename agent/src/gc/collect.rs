@@ -1,0 +1,439 @@
+//! One gc run: finish what a killed run left, take the inventory, plan, delete, record.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use anyhow::{Context as _, Result};
+
+use super::directory::Directory;
+use super::docker::Docker;
+use super::plan::{self, human_bytes, Action, Plan, Shortfall, Volume};
+use crate::cli::Context;
+use crate::exit::{Exit, Unusable};
+use crate::ledger::{JobLock, Ledger};
+use crate::output::{table, Tone};
+use crate::settings::config::Config;
+use crate::settings::disk::Volumes;
+
+enum Backend {
+    Directory(Directory),
+    Docker(Docker),
+}
+
+impl Backend {
+    fn of(volumes: &Volumes) -> Self {
+        match volumes {
+            Volumes::Directory { root } => Backend::Directory(Directory { root: root.clone() }),
+            Volumes::Docker { docker, data_root } => Backend::Docker(Docker {
+                program: docker.clone(),
+                data_root: data_root.clone(),
+            }),
+        }
+    }
+
+    /// The volumes, with docker's last use taken from the ledger; with `record`, volumes seen in
+    /// use are remembered as used now.
+    fn inventory(&self, ledger: &mut Ledger, record: bool) -> Result<Vec<Volume>> {
+        match self {
+            Backend::Directory(d) => d.inventory(),
+            Backend::Docker(d) => {
+                let mut volumes = d.inventory()?;
+                if record {
+                    let used: Vec<&str> = volumes
+                        .iter()
+                        .filter(|v| v.in_use)
+                        .map(|v| v.name.as_str())
+                        .collect();
+                    ledger.volumes_used_now(&used)?;
+                }
+                for v in &mut volumes {
+                    if let Some(t) = ledger.volume_last_used(&v.name)? {
+                        if let Ok(t) = humantime::parse_rfc3339_weak(&t) {
+                            v.last_used = v.last_used.max(t);
+                        }
+                    }
+                }
+                Ok(volumes)
+            }
+        }
+    }
+
+    fn free_bytes(&self) -> Result<u64> {
+        match self {
+            Backend::Directory(d) => d.free_bytes(),
+            Backend::Docker(d) => d.free_bytes(),
+        }
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        match self {
+            Backend::Directory(d) => d.delete(name),
+            Backend::Docker(d) => d.delete(name),
+        }
+    }
+
+    fn exists(&self, name: &str) -> Result<bool> {
+        match self {
+            Backend::Directory(d) => Ok(d.exists(name)),
+            Backend::Docker(d) => d.exists(name),
+        }
+    }
+}
+
+/// Settles deletions a killed run began: a volume still there was never touched (kept); one gone
+/// was deleted. Half-deleted directories are finished first.
+fn settle_interrupted(backend: &Backend, ledger: &Ledger) -> Result<usize> {
+    if let Backend::Directory(d) = backend {
+        for name in d.finish_interrupted()? {
+            tracing::warn!(
+                volume = name,
+                "finished deleting a volume an interrupted gc left"
+            );
+        }
+    }
+    let unfinished = ledger.deletions_unfinished()?;
+    for d in &unfinished {
+        if backend.exists(&d.volume)? {
+            ledger.deletion_end(
+                d.id,
+                "kept",
+                Some("the gc deleting it was interrupted first"),
+            )?;
+        } else {
+            ledger.deletion_end(d.id, "deleted", None)?;
+            ledger.volume_forget(&d.volume)?;
+        }
+    }
+    Ok(unfinished.len())
+}
+
+fn budget(config: &Config) -> Result<(u64, &Volumes)> {
+    match (&config.disk.budget, &config.disk.volumes) {
+        (Some(b), Some(v)) => Ok((b.0, v)),
+        _ => Err(Unusable(format!(
+            "{}: [disk] has no budget and volumes: there is nothing for gc to keep",
+            config.path.display()
+        ))
+        .into()),
+    }
+}
+
+fn make_plan(
+    config: &Config,
+    ledger: &Ledger,
+    volumes: Vec<Volume>,
+    free: Option<u64>,
+) -> Result<Plan> {
+    let (budget, _) = budget(config)?;
+    let canonicals: BTreeMap<String, String> = ledger
+        .canonicals()?
+        .into_iter()
+        .map(|c| (c.recipe, c.version))
+        .collect();
+    Ok(plan::plan(
+        volumes,
+        &plan::Inputs {
+            budget,
+            min_free: config.disk.min_free.0,
+            free,
+            grace: config.disk.grace,
+            now: SystemTime::now(),
+            canonicals: &canonicals,
+            pins: &config.disk.pin,
+        },
+    ))
+}
+
+pub fn run(ctx: &Context, dry_run: bool) -> Result<Exit> {
+    let config = ctx.config()?;
+    let (_, volumes) = budget(&config)?;
+    let backend = Backend::of(volumes);
+    let mut ledger = Ledger::open(&config.state_dir)?;
+    let free = |b: &Backend| match b.free_bytes() {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!("{e:#}; min_free is not checked");
+            None
+        }
+    };
+    if dry_run {
+        let inventory = backend.inventory(&mut ledger, false)?;
+        let plan = make_plan(&config, &ledger, inventory, free(&backend))?;
+        print(ctx, &plan, None, &[], true)?;
+        return Ok(exit_of(&plan, 0));
+    }
+
+    let id = ledger.gc_begin()?;
+    // The same lock as a sweep's: a promotion and a gc never interleave, so a volume cannot be
+    // chosen for deletion while its recipe is being promoted to it.
+    let _lock = match JobLock::acquire(&config.state_dir, "gc") {
+        Ok(l) => l,
+        Err(e) => {
+            ledger.gc_abort(id, "refused-busy", &format!("{e:#}"))?;
+            return Err(e);
+        }
+    };
+    let result = collect(&config, &backend, &mut ledger, id, &free);
+    match result {
+        Ok(c) => {
+            print(ctx, &c.plan, Some(c.freed), &c.failures, false)?;
+            Ok(exit_of(&c.plan, c.failures.len()))
+        }
+        Err(e) => {
+            ledger.gc_abort(id, "failed", &format!("{e:#}"))?;
+            Err(e)
+        }
+    }
+}
+
+/// What a gc run did: its plan, the bytes it freed, and each deletion that failed (volume, why).
+struct Collected {
+    plan: Plan,
+    freed: u64,
+    failures: Vec<(String, String)>,
+}
+
+fn collect(
+    config: &Config,
+    backend: &Backend,
+    ledger: &mut Ledger,
+    id: i64,
+    free: &dyn Fn(&Backend) -> Option<u64>,
+) -> Result<Collected> {
+    let settled = settle_interrupted(backend, ledger)?;
+    if settled > 0 {
+        tracing::warn!("{settled} deletion(s) of an interrupted gc settled");
+    }
+    let inventory = backend.inventory(ledger, true)?;
+    let plan = make_plan(config, ledger, inventory, free(backend))?;
+    let mut freed = 0u64;
+    let mut failures = Vec::new();
+    for d in plan.volumes.iter().filter(|d| d.action == Action::Delete) {
+        let v = &d.volume;
+        let row = ledger.deletion_begin(
+            id,
+            &v.name,
+            v.recipe.as_deref(),
+            v.version.as_deref(),
+            v.bytes,
+            &humantime::format_rfc3339_seconds(v.last_used).to_string(),
+            d.reason.as_str(),
+        )?;
+        tracing::info!(
+            volume = v.name,
+            bytes = v.bytes,
+            reason = d.reason.as_str(),
+            "deleting"
+        );
+        match backend.delete(&v.name) {
+            Ok(()) => {
+                ledger.deletion_end(row, "deleted", None)?;
+                ledger.volume_forget(&v.name)?;
+                freed += v.bytes;
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                ledger.deletion_end(row, "failed", Some(&why))?;
+                failures.push((v.name.clone(), why));
+            }
+        }
+    }
+    let outcome = if !failures.is_empty() {
+        "some-failed"
+    } else if plan.shortfalls.is_empty() {
+        "ok"
+    } else {
+        "short"
+    };
+    let shortfalls = serde_json::to_value(&plan.shortfalls)?;
+    let detail = format!(
+        "{} volumes, {} of a {} budget; freed {}",
+        plan.volumes.len(),
+        human_bytes(plan.total),
+        human_bytes(plan.budget),
+        human_bytes(freed)
+    );
+    ledger.gc_finish(
+        id,
+        &crate::ledger::GcFigures {
+            outcome,
+            budget: plan.budget,
+            min_free: plan.min_free,
+            free: plan.free,
+            total: plan.total,
+            protected: plan.protected,
+            freed,
+            shortfalls: &shortfalls,
+            detail: &detail,
+        },
+    )?;
+    ledger
+        .record_event(
+            "gc",
+            outcome,
+            &serde_json::json!({ "run": id, "freed": freed, "shortfalls": shortfalls }),
+        )
+        .context("cannot record the gc run")?;
+    Ok(Collected {
+        plan,
+        freed,
+        failures,
+    })
+}
+
+fn exit_of(plan: &Plan, failures: usize) -> Exit {
+    if failures > 0 {
+        Exit::SomeFailed
+    } else if plan.shortfalls.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Degraded
+    }
+}
+
+fn print(
+    ctx: &Context,
+    plan: &Plan,
+    freed: Option<u64>,
+    failures: &[(String, String)],
+    dry_run: bool,
+) -> Result<()> {
+    let out = &ctx.out;
+    if out.is_json() {
+        return out.json(&serde_json::json!({
+            "dry_run": dry_run,
+            "plan": plan,
+            "freed": freed,
+            "failures": failures.iter().map(|(v, e)| serde_json::json!({"volume": v, "error": e})).collect::<Vec<_>>(),
+            "messages": plan.shortfalls.iter().map(Shortfall::message).collect::<Vec<_>>(),
+        }));
+    }
+    let now = SystemTime::now();
+    let rows: Vec<Vec<(String, Option<Tone>)>> = plan
+        .volumes
+        .iter()
+        .map(|d| {
+            let v = &d.volume;
+            let age = now
+                .duration_since(v.last_used)
+                .map(|a| {
+                    format!(
+                        "{} ago",
+                        humantime::format_duration(std::time::Duration::from_secs(
+                            a.as_secs() / 60 * 60
+                        ))
+                    )
+                })
+                .unwrap_or_else(|_| "in the future".into());
+            let (what, tone) = match d.action {
+                Action::Delete if dry_run => ("would delete", Tone::Warn),
+                Action::Delete => ("delete", Tone::Warn),
+                Action::Keep if d.reason.is_protected() => ("keep", Tone::Good),
+                Action::Keep => ("keep", Tone::Dim),
+            };
+            let mut reason = d.reason.as_str().to_string();
+            if let Some(p) = &v.problem {
+                reason.push_str(&format!(": {p}"));
+            }
+            vec![
+                (v.name.clone(), None),
+                (v.recipe.clone().unwrap_or_else(|| "-".into()), None),
+                (v.version.clone().unwrap_or_else(|| "-".into()), None),
+                (human_bytes(v.bytes), None),
+                (
+                    if age.starts_with("0s") {
+                        "just now".into()
+                    } else {
+                        age.replace(" 0s", "")
+                    },
+                    None,
+                ),
+                (format!("{what} ({reason})"), Some(tone)),
+            ]
+        })
+        .collect();
+    println!(
+        "{}: {} volumes, {} in all, {} protected; budget {}, free {} (min_free {})",
+        if dry_run { "gc --dry-run" } else { "gc" },
+        plan.volumes.len(),
+        human_bytes(plan.total),
+        human_bytes(plan.protected),
+        human_bytes(plan.budget),
+        plan.free.map_or_else(|| "unknown".into(), human_bytes),
+        human_bytes(plan.min_free),
+    );
+    if !rows.is_empty() {
+        print!(
+            "{}",
+            table(
+                out,
+                &[
+                    "VOLUME",
+                    "RECIPE",
+                    "VERSION",
+                    "SIZE",
+                    "LAST USED",
+                    "DECISION"
+                ],
+                &rows
+            )
+        );
+    }
+    match freed {
+        Some(f) => println!(
+            "freed {} ({} volumes)",
+            human_bytes(f),
+            plan.volumes
+                .iter()
+                .filter(|d| d.action == Action::Delete)
+                .count()
+                - failures.len()
+        ),
+        None => println!("would free {}", human_bytes(plan.to_free)),
+    }
+    for (v, e) in failures {
+        println!("{} {v}: {e}", out.paint("FAILED", Tone::Bad));
+    }
+    for s in &plan.shortfalls {
+        println!("{} {}", out.paint("degraded:", Tone::Warn), s.message());
+    }
+    Ok(())
+}
+
+/// The host's disk check for `health`: from the last gc run that measured the volumes.
+/// `None` when no budget is configured.
+pub fn disk_check(
+    config: &Config,
+    ledger: &Ledger,
+) -> Result<Option<(crate::health::Status, String)>> {
+    use crate::health::Status;
+    if config.disk.budget.is_none() {
+        return Ok(None);
+    }
+    let Some(run) = ledger.gc_last_measured()? else {
+        return Ok(Some((
+            Status::Unknown,
+            "no gc run has measured the volumes yet".into(),
+        )));
+    };
+    let shortfalls: Vec<Shortfall> =
+        serde_json::from_value(run.shortfalls.clone()).unwrap_or_default();
+    if shortfalls.is_empty() {
+        let total = run.total_bytes.unwrap_or(0).max(0) as u64;
+        let budget = run.budget.unwrap_or(0).max(0) as u64;
+        return Ok(Some((
+            Status::Ok,
+            format!(
+                "{} of a {} budget (gc {})",
+                human_bytes(total.saturating_sub(run.freed_bytes.max(0) as u64)),
+                human_bytes(budget),
+                run.started_at
+            ),
+        )));
+    }
+    let text: Vec<String> = shortfalls.iter().map(Shortfall::message).collect();
+    Ok(Some((
+        Status::Warn,
+        format!("{} (gc {})", text.join("; "), run.started_at),
+    )))
+}

@@ -1,0 +1,220 @@
+//! Warm volumes as directories under one root: `<recipe>_<version>`, or any name with a
+//! `.cc-ci-volume.json` label inside.
+//!
+//! A run that uses a volume holds an `flock` on `<volume>/.cc-ci-volume.lock`; the agent takes the
+//! same lock before deleting, so it never deletes a volume in use. Deletion first renames the
+//! volume to `.cc-ci-deleting.<name>` (one atomic step: the volume is gone for every reader), then
+//! removes it; a run killed between the two leaves a tombstone the next run finishes.
+
+use std::collections::HashSet;
+use std::fs::{File, TryLockError};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context as _, Result};
+use serde::Deserialize;
+
+use super::plan::Volume;
+use crate::settings::rules::check_recipe_name;
+
+pub const LABEL_FILE: &str = ".cc-ci-volume.json";
+pub const LOCK_FILE: &str = ".cc-ci-volume.lock";
+const TOMBSTONE: &str = ".cc-ci-deleting.";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Label {
+    recipe: String,
+    version: String,
+    /// RFC 3339; when the harness last reattached it. Else the newest mtime inside counts.
+    last_used: Option<String>,
+}
+
+pub struct Directory {
+    pub root: PathBuf,
+}
+
+/// Allocated bytes and the newest modification time under `path`, without following symlinks
+/// or crossing into another filesystem. Hard links are counted once.
+fn measure(path: &Path) -> std::io::Result<(u64, SystemTime)> {
+    let top = std::fs::symlink_metadata(path)?;
+    let dev = top.dev();
+    let mut seen = HashSet::new();
+    let mut bytes = 0u64;
+    let mut newest = top.modified()?;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.dev() != dev {
+                continue;
+            }
+            if meta.nlink() > 1 && !meta.is_dir() && !seen.insert(meta.ino()) {
+                continue;
+            }
+            bytes += meta.blocks() * 512;
+            newest = newest.max(meta.modified()?);
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok((bytes + top.blocks() * 512, newest))
+}
+
+/// Whether a run holds the volume's lock now.
+fn locked(volume: &Path) -> std::io::Result<bool> {
+    match File::open(volume.join(LOCK_FILE)) {
+        Ok(f) => match f.try_lock() {
+            Ok(()) => Ok(false),
+            Err(TryLockError::WouldBlock) => Ok(true),
+            Err(TryLockError::Error(e)) => Err(e),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The recipe and version a volume belongs to: its label, else its name.
+fn identify(path: &Path, name: &str) -> std::result::Result<Option<Label>, String> {
+    match std::fs::read_to_string(path.join(LABEL_FILE)) {
+        Ok(text) => {
+            let label: Label = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: {e}", path.join(LABEL_FILE).display()))?;
+            check_recipe_name(&label.recipe)
+                .map_err(|e| format!("{}: {e}", path.join(LABEL_FILE).display()))?;
+            return Ok(Some(label));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.join(LABEL_FILE).display())),
+    }
+    Ok(name.split_once('_').and_then(|(recipe, version)| {
+        (check_recipe_name(recipe).is_ok() && !version.is_empty()).then(|| Label {
+            recipe: recipe.to_string(),
+            version: version.to_string(),
+            last_used: None,
+        })
+    }))
+}
+
+impl Directory {
+    pub fn inventory(&self) -> Result<Vec<Volume>> {
+        let entries = std::fs::read_dir(&self.root)
+            .with_context(|| format!("cannot list volumes in {}", self.root.display()))?;
+        let mut volumes = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.with_context(|| format!("cannot list volumes in {}", self.root.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let mut problem = None;
+            let (recipe, version, labelled_use) = match identify(&path, &name) {
+                Ok(Some(l)) => (Some(l.recipe), Some(l.version), l.last_used),
+                Ok(None) => (None, None, None),
+                Err(e) => {
+                    problem = Some(e);
+                    (None, None, None)
+                }
+            };
+            let (bytes, newest) = match measure(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    problem.get_or_insert(format!("cannot size {}: {e}", path.display()));
+                    (0, SystemTime::now())
+                }
+            };
+            let last_used = match labelled_use.as_deref().map(humantime::parse_rfc3339_weak) {
+                Some(Ok(t)) => t,
+                Some(Err(e)) => {
+                    problem.get_or_insert(format!(
+                        "{}: last_used: {e}",
+                        path.join(LABEL_FILE).display()
+                    ));
+                    newest
+                }
+                None => newest,
+            };
+            let in_use = locked(&path).unwrap_or_else(|e| {
+                problem.get_or_insert(format!(
+                    "cannot probe {}: {e}",
+                    path.join(LOCK_FILE).display()
+                ));
+                true
+            });
+            volumes.push(Volume {
+                name,
+                recipe,
+                version,
+                bytes,
+                last_used,
+                in_use,
+                problem,
+            });
+        }
+        volumes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(volumes)
+    }
+
+    pub fn free_bytes(&self) -> Result<u64> {
+        crate::fsutil::free_bytes(&self.root)
+    }
+
+    /// Deletes one volume, unless a run took its lock since the inventory.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let path = self.root.join(name);
+        // Held across the rename: a run that opened the lock file before waits, then finds the
+        // volume gone (it must check after locking).
+        let lock = match File::open(path.join(LOCK_FILE)) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot open {}", path.join(LOCK_FILE).display()))
+            }
+        };
+        if let Some(f) = &lock {
+            match f.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    anyhow::bail!("{name} was taken by a run since the inventory; kept")
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot lock {}", path.join(LOCK_FILE).display()))
+                }
+            }
+        }
+        let tomb = self.root.join(format!("{TOMBSTONE}{name}"));
+        std::fs::rename(&path, &tomb)
+            .with_context(|| format!("cannot move {} aside", path.display()))?;
+        drop(lock);
+        std::fs::remove_dir_all(&tomb).with_context(|| format!("cannot remove {}", tomb.display()))
+    }
+
+    /// Finishes deletions a killed run left half done; their names.
+    pub fn finish_interrupted(&self) -> Result<Vec<String>> {
+        let mut finished = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Ok(finished);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(volume) = name.strip_prefix(TOMBSTONE) {
+                std::fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                finished.push(volume.to_string());
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Whether a volume of this name is there now.
+    pub fn exists(&self, name: &str) -> bool {
+        self.root.join(name).is_dir()
+    }
+}

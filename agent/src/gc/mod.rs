@@ -1,0 +1,25 @@
+//! `cc-ci-agent gc`: keep the warm volumes under `[disk] budget` without ever deleting a
+//! canonical's volume, a volume in use, or a pinned one.
+
+mod collect;
+pub mod directory;
+pub mod docker;
+pub mod plan;
+
+use anyhow::Result;
+
+use crate::cli::Context;
+use crate::exit::Exit;
+
+pub use collect::disk_check;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the inventory and the decision for each volume; delete and record nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    collect::run(ctx, args.dry_run)
+}
