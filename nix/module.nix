@@ -84,9 +84,13 @@ let
     mirrors = { timer = cfg.mirrors.timer; argv = [ "mirrors" "sync" ]; available = true; };
     sweep = { timer = cfg.sweep.timer; argv = [ "sweep" ]; available = cfg.sweep.command != null; };
     health = { timer = cfg.health.timer; argv = [ "health" ]; available = true; };
-    gc = { timer = cfg.disk.gc.timer; argv = [ "gc" ]; available = false; };
+    gc = { timer = cfg.disk.gc.timer; argv = [ "gc" ]; available = cfg.disk.budget != null; };
   };
   activeJobs = lib.filterAttrs (_: j: j.available && j.timer.enable) jobs;
+
+  sizeType = lib.types.either lib.types.ints.unsigned (lib.types.strMatching "[0-9]+[KMGT]?");
+
+  gcOnDirectories = cfg.disk.volumes.kind == "directory";
 
   isStorePath = p: lib.hasPrefix "${builtins.storeDir}/" (toString p);
 
@@ -321,10 +325,52 @@ in
 
     disk = {
       budget = lib.mkOption {
-        type = lib.types.nullOr (lib.types.either lib.types.ints.unsigned (lib.types.strMatching "[0-9]+[KMGT]?"));
+        type = lib.types.nullOr sizeType;
         default = null;
         example = "200G";
-        description = "Most bytes warm volumes may take in all: a number, or digits with K, M, G or T (powers of 1024).";
+        description = ''
+          Most bytes warm volumes may take in all: a number, or digits with K, M, G or T (powers of
+          1024). With a budget, the daily `cc-ci-gc` job keeps the volumes under it (see docs/disk.md).
+        '';
+      };
+      minFree = lib.mkOption {
+        type = sizeType;
+        default = 0;
+        example = "20G";
+        description = "Free space to keep on the volumes' filesystem; gc deletes beyond the budget to keep it.";
+      };
+      grace = lib.mkOption {
+        type = lib.types.str;
+        default = "1d";
+        example = "3d";
+        description = "How long a volume nobody protects may stay after its last use before gc may delete it.";
+      };
+      pin = lib.mkOption {
+        type = lib.types.listOf (lib.types.strMatching "[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(@[^/]+)?");
+        default = [ ];
+        example = [ "plausible" "custom-html@1.0.0+1.25.3" ];
+        description = "Volumes gc never deletes: every volume of a recipe, or `recipe@version` for one.";
+      };
+      volumes = {
+        kind = lib.mkOption {
+          type = lib.types.enum [ "directory" "docker" ];
+          default = "directory";
+          description = ''
+            Where warm volumes live: `directory`, one directory per volume under `root`; or
+            `docker`, Docker volumes labelled `cc-ci.recipe` and `cc-ci.version`.
+          '';
+        };
+        root = lib.mkOption {
+          type = lib.types.nullOr lib.types.str;
+          default = null;
+          example = "/var/lib/cc-ci-volumes";
+          description = "With kind = \"directory\": the directory holding one directory per volume.";
+        };
+        dockerDataRoot = lib.mkOption {
+          type = lib.types.str;
+          default = "/var/lib/docker";
+          description = "With kind = \"docker\": Docker's data root, whose filesystem `minFree` is about.";
+        };
       };
       gc.timer = timerOptions "warm-volume garbage collection" "daily";
     };
@@ -406,6 +452,15 @@ in
           message = "services.cc-ci.deploy.busyCheck: needs exactly one of url or command.";
         }
         {
+          assertion = cfg.disk.budget == null || cfg.disk.volumes.kind != "directory"
+            || (cfg.disk.volumes.root != null && lib.hasPrefix "/" cfg.disk.volumes.root);
+          message = "services.cc-ci.disk.volumes.root: with a disk budget and kind = \"directory\", name the volumes' directory by an absolute path.";
+        }
+        {
+          assertion = cfg.disk.budget == null || cfg.disk.volumes.kind != "docker" || (config.virtualisation.docker.enable or false);
+          message = "services.cc-ci.disk.volumes.kind: \"docker\" needs virtualisation.docker.enable, whose docker CLI gc runs.";
+        }
+        {
           assertion = !(cfg.settings ? forge && cfg.settings.forge ? token_file) && !(cfg.settings ? bridge && cfg.settings.bridge ? token_file);
           message = "services.cc-ci.settings: set secrets with services.cc-ci.forge.tokenFile and services.cc-ci.bridge.tokenFile, which pass them as systemd credentials, not as token_file settings.";
         }
@@ -440,7 +495,16 @@ in
       };
     }
     // lib.optionalAttrs (cfg.testsDir != null) { tests_dir = cfg.testsDir; }
-    // lib.optionalAttrs (cfg.disk.budget != null) { disk.budget = cfg.disk.budget; };
+    // lib.optionalAttrs (cfg.disk.budget != null) {
+      disk = {
+        inherit (cfg.disk) budget grace pin;
+        min_free = cfg.disk.minFree;
+        volumes =
+          if cfg.disk.volumes.kind == "directory"
+          then { kind = "directory"; inherit (cfg.disk.volumes) root; }
+          else { kind = "docker"; docker = lib.getExe' config.virtualisation.docker.package "docker"; data_root = cfg.disk.volumes.dockerDataRoot; };
+      };
+    };
 
     environment.etc."cc-ci/agent.toml".source = settingsFormat.generate "cc-ci-agent.toml" cfg.settings;
     environment.systemPackages = [ cfg.package ];
@@ -487,8 +551,8 @@ in
       // lib.mapAttrs'
         (name: job: lib.nameValuePair "cc-ci-${name}" {
           description = "cc-ci: ${name}";
-          after = [ "network-online.target" ];
-          wants = [ "network-online.target" ];
+          after = lib.optionals (name != "gc") [ "network-online.target" ];
+          wants = lib.optionals (name != "gc") [ "network-online.target" ];
           path = [ pkgs.git ]
             ++ lib.optionals (name == "sweep") cfg.sweep.extraPackages
             # health reads the bridge unit's environment with systemctl.
@@ -500,8 +564,14 @@ in
             LoadCredential = credentialsFor name;
             ReadWritePaths = lib.optional (cfg.forge.kind == "local" && cfg.forge.path != null) cfg.forge.path
               ++ lib.optional (name == "health" && cfg.health.metricsFile != null) (dirOf cfg.health.metricsFile)
-              ++ lib.optional (name == "sweep" && cfg.sweep.exportDir != null) cfg.sweep.exportDir;
-            SupplementaryGroups = lib.optionals (name == "sweep") cfg.sweep.extraGroups;
+              ++ lib.optional (name == "sweep" && cfg.sweep.exportDir != null) cfg.sweep.exportDir
+              ++ lib.optional (name == "gc" && gcOnDirectories) cfg.disk.volumes.root;
+            SupplementaryGroups = lib.optionals (name == "sweep") cfg.sweep.extraGroups
+              # The docker socket is group docker's.
+              ++ lib.optionals (name == "gc" && !gcOnDirectories) [ "docker" ];
+            # gc talks to nothing but the filesystem and, for docker, its unix socket.
+            PrivateNetwork = name == "gc";
+            RestrictAddressFamilies = if name == "gc" then [ "AF_UNIX" ] else hardening.RestrictAddressFamilies;
             # health reports a degraded (13) or failed (14) fleet; the unit itself did its job,
             # and a failed unit would read as a regression to the next deploy.
             SuccessExitStatus = lib.optionals (name == "health") [ 13 14 ];
@@ -520,10 +590,19 @@ in
       })
       activeJobs;
 
-    systemd.tmpfiles.settings."10-cc-ci".${stateDir}.d = {
-      user = "cc-ci";
-      group = "cc-ci";
-      mode = "0750";
+    systemd.tmpfiles.settings."10-cc-ci" = {
+      ${stateDir}.d = {
+        user = "cc-ci";
+        group = "cc-ci";
+        mode = "0750";
+      };
+    } // lib.optionalAttrs (cfg.disk.budget != null && gcOnDirectories && cfg.disk.volumes.root != null) {
+      # CI runs make volumes here (group cc-ci); gc, as cc-ci, must be able to remove them.
+      ${cfg.disk.volumes.root}.d = {
+        user = "cc-ci";
+        group = "cc-ci";
+        mode = "2770";
+      };
     };
 
     users.users.cc-ci = {

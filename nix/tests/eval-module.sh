@@ -23,9 +23,9 @@ raw() { nix --extra-experimental-features nix-command eval --raw -f nix/tests/ev
           --arg nixpkgsLib "$NIXPKGS_LIB" --argstr case "$1" "$2"; }
 fail() { echo "module evaluation: FAILED: $*" >&2; exit 1; }
 
-for case in example secrets deploy-unit mirrors-job sweep-job health-job no-sweep-command forge-gitea-incomplete token-in-store token-relative token-in-settings bridge-missing deploy-check-both; do
+for case in example secrets deploy-unit mirrors-job sweep-job health-job gc-job gc-docker no-sweep-command forge-gitea-incomplete token-in-store token-relative token-in-settings bridge-missing deploy-check-both disk-root-missing disk-docker-disabled; do
   out=$(evaluate "$case") || fail "case $case"
-  case $case in token-*|bridge-*|forge-*|deploy-check-*) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
+  case $case in token-*|bridge-*|forge-*|deploy-check-*|disk-*) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
 done
 
 # The module and the agent agree on POLL_REPOS, and the agent accepts the rendered agent.toml.
@@ -54,6 +54,14 @@ raw sweep-job agentToml > "$work/sweep.toml"
 grep -qx 'command = \[ "/srv/ci/run", "{recipe}", "{version}", "{base}" \]' "$work/sweep.toml" || fail "sweep.command not rendered"
 "$agent" --config "$work/sweep.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the rendered [sweep]"
 echo "module evaluation: sweep-job: sweep.* reach agent.toml and the agent accepts them"
+
+raw gc-docker agentToml > "$work/gc-docker.toml"
+grep -qx 'kind = "docker"' "$work/gc-docker.toml" || fail "disk.volumes.kind not rendered"
+set +e; "$agent" --config "$work/gc-docker.toml" gc --dry-run > /dev/null 2>&1; code=$?; set -e
+# The docker CLI named there is not on this machine: the agent reads the config, then fails to run it (1).
+[ "$code" = 1 ] || fail "gc on the rendered docker [disk]: exit $code (2 would be a refused config)"
+"$agent" --config "$work/gc-docker.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the rendered docker [disk]"
+echo "module evaluation: gc-docker: disk.* reach agent.toml and the agent accepts them"
 
 # A key the agent does not know fails loudly at the agent, naming the key.
 raw unknown-setting agentToml > "$work/unknown.toml"

@@ -17,7 +17,11 @@
     enable = true;
     enrollmentFile = ./enrollment.toml;
     bridge.unit = "cc-ci-bridge";
-    disk.budget = "200G";
+    disk = {
+      budget = "200G";
+      minFree = "20G";
+      volumes.root = "/var/lib/cc-ci-volumes";
+    };
     forge = {
       kind = "gitea";
       url = "https://git.autonomic.zone";

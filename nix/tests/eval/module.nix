@@ -140,6 +140,45 @@ let
         "cc-ci-health: ${builtins.toJSON unit}"
         (summary c);
 
+    # With a budget, a daily, persistent gc on the volumes' directory, with no network at all.
+    gc-job =
+      let
+        c = host { };
+        unit = c.systemd.services.cc-ci-gc.serviceConfig;
+        toml = c.environment.etc."cc-ci/agent.toml".source.text;
+      in
+      expect (c.systemd.timers.cc-ci-gc.timerConfig.OnCalendar == "daily" && c.systemd.timers.cc-ci-gc.timerConfig.Persistent)
+        "cc-ci-gc.timer: ${builtins.toJSON c.systemd.timers.cc-ci-gc.timerConfig}"
+        (expect (unit.User == "cc-ci" && unit.PrivateNetwork && unit.RestrictAddressFamilies == [ "AF_UNIX" ]
+            && unit.CapabilityBoundingSet == "" && unit.LoadCredential == [ ]
+            && builtins.elem "/var/lib/cc-ci-volumes" unit.ReadWritePaths)
+          "cc-ci-gc.service: ${builtins.toJSON unit}"
+          (expect (lib.hasInfix "root = \"/var/lib/cc-ci-volumes\"" toml && lib.hasInfix "min_free = \"20G\"" toml)
+            "agent.toml [disk]: ${toml}"
+            (summary c)));
+
+    # Docker volumes: the docker CLI from virtualisation.docker, and the docker group for its socket.
+    gc-docker =
+      let
+        c = host {
+          virtualisation.docker = { enable = true; package = { type = "derivation"; name = "docker"; outPath = "/nix/store/00000000000000000000000000000000-docker"; }; };
+          services.cc-ci.disk.volumes = { kind = "docker"; root = lib.mkForce null; };
+        };
+        unit = c.systemd.services.cc-ci-gc.serviceConfig;
+        toml = c.environment.etc."cc-ci/agent.toml".source.text;
+      in
+      expect (unit.SupplementaryGroups == [ "docker" ] && !(unit ? ReadWritePaths && builtins.elem null unit.ReadWritePaths))
+        "cc-ci-gc.service: ${builtins.toJSON unit}"
+        (expect (lib.hasInfix "docker = \"/nix/store/00000000000000000000000000000000-docker/bin/docker\"" toml)
+          "agent.toml [disk.volumes]: ${toml}"
+          (summary c));
+
+    disk-root-missing = refusedFor "services.cc-ci.disk.volumes.root"
+      (host { services.cc-ci.disk.volumes.root = lib.mkForce null; });
+
+    disk-docker-disabled = refusedFor "services.cc-ci.disk.volumes.kind"
+      (host { services.cc-ci.disk.volumes = { kind = "docker"; root = lib.mkForce null; }; });
+
     # Without one, no sweep unit at all.
     no-sweep-command = expect (!(builtins.elem "cc-ci-sweep" (summary (host { })).units)) "a sweep unit without a command" true;
 
