@@ -154,11 +154,23 @@ impl Forge for Gitea {
                 )
             })?;
             let n = batch.len();
-            pulls.extend(batch.into_iter().map(|p| Pull {
-                number: p.number,
-                head_sha: p.head.sha,
-                title: p.title,
-            }));
+            for p in batch {
+                // The sha goes to git as an argument: only an object id may get that far.
+                let hex = p.head.sha.bytes().all(|b| b.is_ascii_hexdigit());
+                if !hex || !(p.head.sha.len() == 40 || p.head.sha.len() == 64) {
+                    bail!(
+                        "pull request #{} of {}/{recipe}: head sha {:?} is not a commit id",
+                        p.number,
+                        self.org,
+                        p.head.sha
+                    );
+                }
+                pulls.push(Pull {
+                    number: p.number,
+                    head_sha: p.head.sha,
+                    title: p.title,
+                });
+            }
             if n < PAGE_SIZE as usize {
                 return Ok(pulls);
             }

@@ -41,6 +41,15 @@ pub struct HistoryArgs {
 
 pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
     let config = ctx.config()?;
+    // An import reads and checks every file before the state database is even opened: bad input
+    // writes nothing, not even an empty database.
+    if let Command::Import { dir } = &args.command {
+        if !dir.is_dir() {
+            return Err(
+                InputError::file(dir, "not a directory of <recipe>/canonical.json files").into(),
+            );
+        }
+    }
     let ledger = Ledger::open(&config.state_dir)?;
     match args.command {
         Command::List => {

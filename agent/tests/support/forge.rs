@@ -26,6 +26,20 @@ pub struct State {
     pub requests: Vec<(String, bool)>,
     /// Run once, just before the first receive-pack advertisement (a concurrent pusher).
     pub before_receive_pack: Option<Box<dyn FnOnce() + Send>>,
+    /// Answers given instead of the real API's, for bad-input cases.
+    pub canned: Vec<Canned>,
+}
+
+/// An API answer given to any `method` request whose path (after /api/v1) starts with `path`.
+#[derive(Clone)]
+pub struct Canned {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The body never ends: `body` repeated forever, without a length.
+    pub endless: bool,
 }
 
 pub struct TestForge {
@@ -138,6 +152,38 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
         return;
     }
     if let Some(api) = path.strip_prefix("/api/v1") {
+        let canned = state
+            .lock()
+            .unwrap()
+            .canned
+            .iter()
+            .find(|c| c.method == method && api.starts_with(&c.path))
+            .cloned();
+        if let Some(c) = canned {
+            let headers: Vec<Header> = c
+                .headers
+                .iter()
+                .map(|(k, v)| Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap())
+                .collect();
+            let _ = if c.endless {
+                let body = c.body.clone();
+                let endless = Endless {
+                    pattern: body,
+                    at: 0,
+                };
+                request.respond(Response::new(c.status.into(), headers, endless, None, None))
+            } else {
+                let len = c.body.len();
+                request.respond(Response::new(
+                    c.status.into(),
+                    headers,
+                    std::io::Cursor::new(c.body),
+                    Some(len),
+                    None,
+                ))
+            };
+            return;
+        }
         let mut body = String::new();
         let _ = request.as_reader().read_to_string(&mut body);
         let response = api_call(&method, api, &query, &body, root, state);
@@ -323,4 +369,23 @@ fn cgi(mut request: Request, method: &str, path: &str, query: &str, root: &Path)
         }
     }
     let _ = request.respond(response);
+}
+
+/// A body that repeats its pattern forever.
+struct Endless {
+    pattern: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pattern.is_empty() {
+            return Ok(0);
+        }
+        for b in buf.iter_mut() {
+            *b = self.pattern[self.at];
+            self.at = (self.at + 1) % self.pattern.len();
+        }
+        Ok(buf.len())
+    }
 }
