@@ -46,13 +46,22 @@ impl Ledger {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
         let path = state_dir.join(DB_FILE);
-        let mut conn = Connection::open(&path)
-            .with_context(|| format!("cannot open state database {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&mut conn, &path)?;
+        let setup = || -> Result<Connection> {
+            let mut conn = Connection::open(&path)?;
+            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            migrate(&mut conn, &path)?;
+            Ok(conn)
+        };
+        let conn = setup().with_context(|| {
+            format!(
+                "cannot open state database {}{}",
+                path.display(),
+                diagnose(state_dir)
+            )
+        })?;
         adopt_owner(state_dir, &[DB_FILE, "state.db-wal", "state.db-shm"]);
         Ok(Self { conn, path })
     }
@@ -130,6 +139,25 @@ pub(crate) fn adopt_owner(state_dir: &Path, names: &[&str]) {
                 }
             }
         }
+    }
+}
+
+/// Why a state directory may refuse writes, said plainly: SQLite's own errors ("disk I/O error",
+/// "unable to open database file") do not tell a full disk from a read-only one.
+fn diagnose(state_dir: &Path) -> String {
+    use rustix::fs::{access, Access};
+    if access(state_dir, Access::WRITE_OK).is_err() {
+        return format!(
+            ": {} is not writable (read-only filesystem or permissions)",
+            state_dir.display()
+        );
+    }
+    match crate::fsutil::free_bytes(state_dir) {
+        Ok(0) => format!(
+            ": the filesystem of {} is full (no space left)",
+            state_dir.display()
+        ),
+        _ => String::new(),
     }
 }
 
