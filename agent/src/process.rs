@@ -186,7 +186,20 @@ impl Cmd {
 }
 
 pub fn failed(program: String, done: &Finished) -> ProcessError {
-    let stderr = done.stderr.trim();
+    // A child's stderr can carry a remote's words (git's "remote:" lines): keep line breaks and
+    // tabs, but no control character that could drive the operator's terminal.
+    let printable: String = done
+        .stderr
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let stderr = printable.trim();
     let tail = match stderr.char_indices().rev().nth(STDERR_TAIL) {
         Some((i, _)) => format!("...{}", &stderr[i..]),
         None => stderr.to_string(),
@@ -293,6 +306,26 @@ mod tests {
                 && text.contains("exit status: 7")
                 && text.ends_with(": boom"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_childs_control_characters_never_reach_the_error() {
+        let err = Cmd::new("sh")
+            .args([
+                "-c",
+                "printf 'remote: \\033]0;owned\\007\\033[2Jbad\\n\\tnext' >&2; exit 1",
+            ])
+            .run()
+            .err();
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.contains("remote:") && text.contains("bad\n\tnext"),
+            "{text:?}"
+        );
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
         );
     }
 

@@ -244,6 +244,11 @@ fn forge_answers() {
             "{}: the token was printed",
             path.display()
         );
+        assert!(
+            !all.contains('\u{1b}') && !all.contains('\u{7}'),
+            "{}: control characters from the forge reached the terminal",
+            path.display()
+        );
         // No pull request was touched, and the mirror's refs are either as they were or upstream's.
         let writes: Vec<String> = forge.requests()[requests_before..]
             .iter()

@@ -14,6 +14,31 @@ const PAGE_SIZE: u32 = 50;
 /// Bodies read at most: a page of pull requests, an error document.
 const BODY_LIMIT: u64 = 4 * 1024 * 1024;
 
+/// One page of `GET /repos/{org}/{repo}/pulls`, checked: every head sha must be a git object id,
+/// because it is handed to git as an argument.
+pub fn decode_pulls(body: &str) -> Result<Vec<Pull>> {
+    let batch: Vec<ApiPull> =
+        serde_json::from_str(body).context("not the JSON Gitea sends for pull requests")?;
+    batch
+        .into_iter()
+        .map(|p| {
+            let hex = p.head.sha.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex || !(p.head.sha.len() == 40 || p.head.sha.len() == 64) {
+                bail!(
+                    "pull request #{}: head sha {:?} is not a commit id",
+                    p.number,
+                    p.head.sha
+                );
+            }
+            Ok(Pull {
+                number: p.number,
+                head_sha: p.head.sha,
+                title: p.title,
+            })
+        })
+        .collect()
+}
+
 pub struct Gitea {
     url: String,
     org: String,
@@ -103,7 +128,13 @@ impl Gitea {
             300..=399 => ": the forge answered with a redirect, which is not followed",
             _ => "",
         };
-        let excerpt: String = body.chars().take(200).collect();
+        // The forge's words, but never its control characters: an answer must not be able to
+        // drive the operator's terminal.
+        let excerpt: String = body
+            .chars()
+            .take(200)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         bail!("{what}: HTTP {status}{hint}: {}", excerpt.trim())
     }
 }
@@ -147,30 +178,10 @@ impl Forge for Gitea {
                 self.call("GET", &path, None)?,
                 &[200],
             )?;
-            let batch: Vec<ApiPull> = serde_json::from_str(&body).with_context(|| {
-                format!(
-                    "pull requests of {}/{recipe}, page {page}: not the JSON Gitea sends",
-                    self.org
-                )
-            })?;
+            let batch = decode_pulls(&body)
+                .with_context(|| format!("pull requests of {}/{recipe}, page {page}", self.org))?;
             let n = batch.len();
-            for p in batch {
-                // The sha goes to git as an argument: only an object id may get that far.
-                let hex = p.head.sha.bytes().all(|b| b.is_ascii_hexdigit());
-                if !hex || !(p.head.sha.len() == 40 || p.head.sha.len() == 64) {
-                    bail!(
-                        "pull request #{} of {}/{recipe}: head sha {:?} is not a commit id",
-                        p.number,
-                        self.org,
-                        p.head.sha
-                    );
-                }
-                pulls.push(Pull {
-                    number: p.number,
-                    head_sha: p.head.sha,
-                    title: p.title,
-                });
-            }
+            pulls.extend(batch);
             if n < PAGE_SIZE as usize {
                 return Ok(pulls);
             }

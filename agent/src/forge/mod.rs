@@ -6,7 +6,7 @@ mod local;
 use anyhow::Result;
 use serde::Serialize;
 
-pub use gitea::Gitea;
+pub use gitea::{decode_pulls, Gitea};
 pub use local::Local;
 
 use crate::secrets::read_token;

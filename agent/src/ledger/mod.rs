@@ -55,7 +55,16 @@ impl Ledger {
             migrate(&mut conn, &path)?;
             Ok(conn)
         };
-        let conn = setup().with_context(|| {
+        // Two agents creating the database at once: switching a new file to WAL takes an
+        // exclusive lock, and SQLite reports that as "locked" at once rather than waiting out
+        // the busy timeout. Retried here, within the same patience.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut opened = setup();
+        while opened.as_ref().is_err_and(is_busy) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            opened = setup();
+        }
+        let conn = opened.with_context(|| {
             format!(
                 "cannot open state database {}{}",
                 path.display(),
@@ -142,6 +151,19 @@ pub(crate) fn adopt_owner(state_dir: &Path, names: &[&str]) {
     }
 }
 
+fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+            .is_some_and(|code| {
+                matches!(
+                    code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                )
+            })
+    })
+}
+
 /// Why a state directory may refuse writes, said plainly: SQLite's own errors ("disk I/O error",
 /// "unable to open database file") do not tell a full disk from a read-only one.
 fn diagnose(state_dir: &Path) -> String {
@@ -223,7 +245,7 @@ mod tests {
         drop(conn);
         let err = Ledger::open(dir.path())
             .err()
-            .map(|e| e.to_string())
+            .map(|e| format!("{e:#}"))
             .unwrap_or_default();
         assert!(err.contains("schema version 999"), "{err}");
         Ok(())
