@@ -32,4 +32,5 @@ in
   poll-repos = import ./poll-repos.nix { inherit pkgs self; };
   deploy = import ./deploy.nix { inherit pkgs self; };
   gc = import ./gc.nix { inherit pkgs self; };
+  hardening = import ./hardening.nix { inherit pkgs self; };
 }

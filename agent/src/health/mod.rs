@@ -363,6 +363,14 @@ fn verdict_name(v: Verdict) -> &'static str {
     }
 }
 
+/// A label value in the text exposition format: backslash, quote and newline escaped. Recipe names
+/// are checked long before, but the format must not depend on that.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Prometheus text exposition for node_exporter's textfile collector.
 pub fn metrics(report: &Report) -> String {
     let mut text = String::from(
@@ -381,7 +389,7 @@ pub fn metrics(report: &Report) -> String {
         for v in [Verdict::Healthy, Verdict::Degraded, Verdict::Failed] {
             text.push_str(&format!(
                 "cc_ci_recipe_health{{recipe=\"{}\",verdict=\"{}\"}} {}\n",
-                r.recipe,
+                label_value(&r.recipe),
                 verdict_name(v),
                 u8::from(verdict == v)
             ));
@@ -505,4 +513,25 @@ fn print_table(ctx: &Context, report: &Report) {
         "host: {}",
         out.paint(verdict_name(report.verdict), tone(report.verdict))
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_gone_backwards_makes_no_sync_stale() {
+        // A sync recorded "in the future" (the clock was set back since): no age, so not stale.
+        let future =
+            humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(86400));
+        assert_eq!(age(&future.to_string()), None);
+        let past = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(7200));
+        let a = age(&past.to_string()).map(|d| d.as_secs() / 60);
+        assert!(matches!(a, Some(119..=121)), "{a:?}");
+    }
+
+    #[test]
+    fn metric_label_values_are_escaped() {
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

@@ -1,0 +1,52 @@
+# Every agent unit's sandbox, as systemd itself scores it: `systemd-analyze security` for each, printed
+# in full, failing above an exposure of 5.0 for the units that do not run as root. The deploy unit
+# runs as root (it activates systems) and is printed for the record. Also: the forge token, written
+# where the example host expects it, is nowhere in the Nix store or /etc.
+{ pkgs, self }:
+let
+  secret = "vm-forge-token-3f9a7c21";
+in
+pkgs.testers.runNixOSTest {
+  name = "cc-ci-hardening";
+
+  nodes.machine = {
+    imports = [
+      self.nixosModules.cc-ci
+      ../hosts/cc-ci/configuration.nix
+    ];
+    # Every job gets a unit: the sweep needs a command, health a bridge to report to.
+    services.cc-ci.sweep.command = [ "/run/current-system/sw/bin/true" "{recipe}" ];
+    services.cc-ci.bridge.reportUrl = "http://127.0.0.1:9/health";
+    services.cc-ci.bridge.tokenFile = "/run/secrets/cc-ci-bridge-token";
+  };
+
+  testScript = ''
+    import re
+
+    machine.wait_for_unit("multi-user.target")
+
+    non_root = ["cc-ci-enrollment-check", "cc-ci-mirrors", "cc-ci-sweep", "cc-ci-health", "cc-ci-gc"]
+    root = ["cc-ci-deploy"]
+    scores = {}
+    for unit in non_root + root:
+        out = machine.succeed(f"systemd-analyze security --no-pager {unit}.service")
+        print(out)
+        m = re.search(r"Overall exposure level for \S+: ([0-9]+\.[0-9]+)", out)
+        assert m, f"no exposure level for {unit}: {out}"
+        scores[unit] = float(m.group(1))
+        user = machine.succeed(f"systemctl show -p User --value {unit}.service").strip()
+        assert (user == "cc-ci") == (unit in non_root), f"{unit} runs as {user!r}"
+
+    print("exposure:", ", ".join(f"{u} {s}" for u, s in scores.items()))
+    too_open = {u: s for u, s in scores.items() if u in non_root and s > 5.0}
+    assert not too_open, f"exposure above 5.0: {too_open}"
+
+    # A token put where the host reads it never reaches the store or /etc.
+    machine.succeed("mkdir -p /run/secrets && echo ${secret} > /run/secrets/cc-ci-forge-token && chmod 0400 /run/secrets/cc-ci-forge-token")
+    # The search can find things (the credential's name), so its silence about the token counts.
+    machine.succeed("grep -RlF forge-token /etc/systemd/system")
+    machine.fail("grep -RlF ${secret} /etc/cc-ci /etc/systemd/system")
+    creds = machine.succeed("systemctl show -p LoadCredential --value cc-ci-mirrors.service")
+    assert "forge-token:/run/secrets/cc-ci-forge-token" in creds, creds
+  '';
+}
