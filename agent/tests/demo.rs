@@ -18,6 +18,9 @@ fn the_demo_runs_every_step_as_expected_and_says_what_is_a_stand_in() {
         "commit: ok: generation 2",
         "rolled back: verification failed: failed units: newly failed: cc-ci-sweep.service",
         "(exit 9, as expected)",
+        "plausible_2.0.0+v2.0.0    plausible    2.0.0+v2.0.0  2.0 MiB  10 days ago  delete (over-budget)",
+        "plausible_3.0.1+v2.1.0    plausible    3.0.1+v2.1.0  1.0 MiB  just now     keep (canonical)",
+        "freed 3.0 MiB (2 volumes)",
         "host: degraded",
     ] {
         assert!(

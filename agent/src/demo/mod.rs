@@ -66,6 +66,18 @@ fn upstream(root: &Path, name: &str, tags: &[&str]) -> Result<()> {
 }
 
 /// Commits and pushes `conf` as the system the next deploy builds.
+/// A volume directory of `mib` MiB, last used `days` ago.
+fn warm_volume(root: &Path, name: &str, mib: usize, days: u64) -> Result<()> {
+    let dir = root.join("volumes").join(name);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("db"), vec![0u8; mib << 20])?;
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86400);
+    for p in [dir.join("db"), dir] {
+        std::fs::File::open(&p)?.set_modified(then)?;
+    }
+    Ok(())
+}
+
 fn commit_system(flake: &Path, conf: &str, message: &str) -> Result<()> {
     std::fs::write(flake.join("host/cc-ci.conf"), conf)?;
     git(flake, &["commit", "-q", "-am", message])?;
@@ -80,6 +92,7 @@ fn build(root: &Path) -> Result<PathBuf> {
         "suites/custom-html",
         "suites/plausible",
         "flake/host",
+        "volumes",
     ] {
         std::fs::create_dir_all(root.join(d))?;
     }
@@ -124,6 +137,14 @@ fn build(root: &Path) -> Result<PathBuf> {
     )?;
     git(&flake, &["push", "-q", "-u", "origin", "main"])?;
 
+    // Warm volumes left by earlier runs, days old: what the disk budget is about.
+    for (name, mib, days) in [
+        ("custom-html_1.0.0+1.25.3", 1, 20),
+        ("plausible_2.0.0+v2.0.0", 2, 10),
+    ] {
+        warm_volume(root, name, mib, days)?;
+    }
+
     let host = EmulatedHost::create(&root.join("host"), SYSTEM)?;
     let config = root.join("agent.toml");
     std::fs::write(
@@ -132,12 +153,14 @@ fn build(root: &Path) -> Result<PathBuf> {
             "# The demo's agent configuration: a local forge, a stand-in CI, an emulated host.\n\
              enrollment_file = \"flake/enrollment.toml\"\nstate_dir = \"state\"\ntests_dir = \"suites\"\n\n\
              [bridge]\nunit = \"cc-ci-bridge\"\n\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n\n\
-             [sweep]\n# Stand-in CI: passes for every recipe but custom-html.\n\
-             command = [\"sh\", \"-c\", \"echo testing $1 $2 cold; test \\\"$1\\\" != custom-html\", \"ci\", \"{{recipe}}\", \"{{version}}\"]\n\
+             [sweep]\n# Stand-in CI: leaves a 1 MiB warm volume, and passes for every recipe but custom-html.\n\
+             command = [\"sh\", \"-c\", \"echo testing $1 $2 cold; mkdir -p {volumes}/$1_$2 && head -c 1048576 /dev/zero > {volumes}/$1_$2/db; test \\\"$1\\\" != custom-html\", \"ci\", \"{{recipe}}\", \"{{version}}\"]\n\
              canonical_export_dir = \"canonical\"\n\n\
+             [disk]\nbudget = \"4M\"\ngrace = \"1h\"\n[disk.volumes]\nkind = \"directory\"\nroot = \"volumes\"\n\n\
              [deploy]\nflake = \"{}#cc-ci\"\nconfirm_timeout = \"15s\"\nverify_timeout = \"3s\"\nverify_interval = \"500ms\"\n{}",
             flake.display(),
-            host.deploy_settings()
+            host.deploy_settings(),
+            volumes = root.join("volumes").display(),
         ),
     )?;
     Ok(config)
@@ -229,6 +252,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         Exit::RolledBack as u8,
     )?;
     step("the deploy journal", &["deploy", "history"], 0)?;
+    // 5 MiB of warm volumes on a 4 MiB budget: the oldest unprotected go, the canonical stays.
+    step(
+        "gc: keep the warm volumes under the disk budget",
+        &["gc"],
+        Exit::Success as u8,
+    )?;
     // hedgedoc is exempt from tests and custom-html's newest release is red: degraded.
     step("health", &["health"], Exit::Degraded as u8)?;
     println!(

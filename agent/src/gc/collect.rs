@@ -291,6 +291,16 @@ fn exit_of(plan: &Plan, failures: usize) -> Exit {
     }
 }
 
+/// How long ago, in the one unit that matters at that scale.
+fn ago(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        s if s < 60 => "just now".into(),
+        s if s < 3600 => format!("{} min ago", s / 60),
+        s if s < 2 * 86400 => format!("{} h ago", s / 3600),
+        s => format!("{} days ago", s / 86400),
+    }
+}
+
 fn print(
     ctx: &Context,
     plan: &Plan,
@@ -316,15 +326,7 @@ fn print(
             let v = &d.volume;
             let age = now
                 .duration_since(v.last_used)
-                .map(|a| {
-                    format!(
-                        "{} ago",
-                        humantime::format_duration(std::time::Duration::from_secs(
-                            a.as_secs() / 60 * 60
-                        ))
-                    )
-                })
-                .unwrap_or_else(|_| "in the future".into());
+                .map_or_else(|_| "in the future".into(), ago);
             let (what, tone) = match d.action {
                 Action::Delete if dry_run => ("would delete", Tone::Warn),
                 Action::Delete => ("delete", Tone::Warn),
@@ -340,14 +342,7 @@ fn print(
                 (v.recipe.clone().unwrap_or_else(|| "-".into()), None),
                 (v.version.clone().unwrap_or_else(|| "-".into()), None),
                 (human_bytes(v.bytes), None),
-                (
-                    if age.starts_with("0s") {
-                        "just now".into()
-                    } else {
-                        age.replace(" 0s", "")
-                    },
-                    None,
-                ),
+                (age, None),
                 (format!("{what} ({reason})"), Some(tone)),
             ]
         })
