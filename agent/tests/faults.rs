@@ -65,6 +65,26 @@ impl Host {
     fn agent(&self, args: &[&str]) -> Run {
         common::finish(self.command(args).output())
     }
+
+    /// A one-byte budget and no grace: gc deletes every volume nobody protects.
+    fn delete_everything_unprotected(&self) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(
+            &self.config,
+            text.replace("budget = \"1G\"", "budget = 1\ngrace = 0"),
+        )
+        .unwrap();
+    }
+}
+
+/// A volume of `dirs` × 100 one-byte files: slow enough to remove to be caught in the middle.
+fn many_files(volume: &Path, dirs: usize) {
+    for d in 0..dirs {
+        std::fs::create_dir_all(volume.join(format!("d{d}"))).unwrap();
+        for f in 0..100 {
+            std::fs::write(volume.join(format!("d{d}/f{f}")), b"x").unwrap();
+        }
+    }
 }
 
 fn no_panic(run: &Run) {
@@ -217,19 +237,8 @@ fn sigterm_mid_job_stops_it_and_releases_the_lock() {
     let h = Host::new(None);
     // Enough files that removing the volume takes a while.
     let v = h.dir.path().join("volumes/a_1.0.0+1");
-    for d in 0..20 {
-        std::fs::create_dir_all(v.join(format!("d{d}"))).unwrap();
-        for f in 0..100 {
-            std::fs::write(v.join(format!("d{d}/f{f}")), b"x").unwrap();
-        }
-    }
-    std::fs::write(
-        &h.config,
-        std::fs::read_to_string(&h.config)
-            .unwrap()
-            .replace("budget = \"1G\"", "budget = 1\ngrace = 0"),
-    )
-    .unwrap();
+    many_files(&v, 20);
+    h.delete_everything_unprotected();
     let mut child = h
         .command(&["gc"])
         .stdout(Stdio::null())
@@ -265,21 +274,9 @@ fn two_agents_started_together_do_not_both_run() {
     let h = Host::new(None);
     // A job that holds the lock for a while: gc over many small files.
     for n in 0..4 {
-        let v = h.dir.path().join(format!("volumes/r{n}_1.0.0+1"));
-        for d in 0..5 {
-            std::fs::create_dir_all(v.join(format!("d{d}"))).unwrap();
-            for f in 0..100 {
-                std::fs::write(v.join(format!("d{d}/f{f}")), b"x").unwrap();
-            }
-        }
+        many_files(&h.dir.path().join(format!("volumes/r{n}_1.0.0+1")), 5);
     }
-    std::fs::write(
-        &h.config,
-        std::fs::read_to_string(&h.config)
-            .unwrap()
-            .replace("budget = \"1G\"", "budget = 1\ngrace = 0"),
-    )
-    .unwrap();
+    h.delete_everything_unprotected();
     let a = h
         .command(&["gc"])
         .stdout(Stdio::piped())
