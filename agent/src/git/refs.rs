@@ -35,6 +35,23 @@ fn is_oid(s: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
+/// A tag name as git itself would have made it (`git check-ref-format`'s rules, conservatively):
+/// a remote that sends anything else is not believed. Found by fuzzing: `refs/tags/` alone was
+/// taken as a tag with an empty name.
+fn is_tag_name(tag: &str) -> bool {
+    !tag.is_empty()
+        && !tag.starts_with(['/', '.', '-'])
+        && !tag.ends_with(['/', '.'])
+        && !tag.ends_with(".lock")
+        && !tag.contains("..")
+        && !tag.contains("//")
+        && !tag.contains("@{")
+        && !tag.contains("/.")
+        && !tag
+            .chars()
+            .any(|c| c.is_control() || " ~^:?*[\\".contains(c))
+}
+
 impl RefSet {
     /// Parses `git ls-remote` output (`<oid>\t<ref>`) for `refs/heads/<branch>` and `refs/tags/*`;
     /// other refs are ignored. Also reads `for-each-ref --format='%(objectname)%09%(refname)'`.
@@ -52,6 +69,9 @@ impl RefSet {
             if name == head {
                 set.branch = Some(oid.to_string());
             } else if let Some(tag) = name.strip_prefix("refs/tags/") {
+                if !is_tag_name(tag.strip_suffix("^{}").unwrap_or(tag)) {
+                    return Err(ParseError(line.to_string()));
+                }
                 match tag.strip_suffix("^{}") {
                     Some(base) => peeled.push((base.to_string(), oid.to_string())),
                     None => {
@@ -217,6 +237,13 @@ mod tests {
             "xyz\trefs/heads/main",
             &format!("{A}\t"),
             &format!("{A} refs/heads/main"),
+            // Tag names git would never make: found by fuzzing (the empty one).
+            &format!("{A}\trefs/tags/"),
+            &format!("{A}\trefs/tags/^{{}}"),
+            &format!("{A}\trefs/tags/../../heads/main"),
+            &format!("{A}\trefs/tags/x.lock"),
+            &format!("{A}\trefs/tags/a\u{1b}[2J"),
+            &format!("{A}\trefs/tags/-option"),
         ] {
             assert!(RefSet::parse(bad, "main").is_err(), "{bad}");
         }
