@@ -229,7 +229,7 @@ fn collect(
             Ok(()) => {
                 ledger.deletion_end(row, "deleted", None)?;
                 ledger.volume_forget(&v.name)?;
-                freed += v.bytes;
+                freed = freed.saturating_add(v.bytes);
             }
             Err(e) => {
                 let why = format!("{e:#}");

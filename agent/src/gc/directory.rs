@@ -54,14 +54,17 @@ fn measure(path: &Path) -> std::io::Result<(u64, SystemTime)> {
             if meta.nlink() > 1 && !meta.is_dir() && !seen.insert(meta.ino()) {
                 continue;
             }
-            bytes += meta.blocks() * 512;
+            bytes = bytes.saturating_add(meta.blocks().saturating_mul(512));
             newest = newest.max(meta.modified()?);
             if meta.is_dir() {
                 stack.push(entry.path());
             }
         }
     }
-    Ok((bytes + top.blocks() * 512, newest))
+    Ok((
+        bytes.saturating_add(top.blocks().saturating_mul(512)),
+        newest,
+    ))
 }
 
 /// Whether a run holds the volume's lock now.

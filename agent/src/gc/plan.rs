@@ -154,7 +154,9 @@ fn keep_reason(v: &Volume, i: &Inputs<'_>) -> Option<Reason> {
 }
 
 pub fn plan(volumes: Vec<Volume>, i: &Inputs<'_>) -> Plan {
-    let total: u64 = volumes.iter().map(|v| v.bytes).sum();
+    // Saturating: sizes come from outside (a docker CLI may print anything), and a sum that
+    // wraps would turn "far over budget" into "under".
+    let total: u64 = volumes.iter().fold(0, |t, v| t.saturating_add(v.bytes));
     let mut decided: Vec<Decided> = volumes
         .into_iter()
         .map(|volume| {
@@ -169,8 +171,7 @@ pub fn plan(volumes: Vec<Volume>, i: &Inputs<'_>) -> Plan {
     let protected: u64 = decided
         .iter()
         .filter(|d| d.reason.is_protected())
-        .map(|d| d.volume.bytes)
-        .sum();
+        .fold(0, |t, d| t.saturating_add(d.volume.bytes));
     let need_budget = total.saturating_sub(i.budget);
     let need_free = i.free.map_or(0, |f| i.min_free.saturating_sub(f));
 
@@ -193,7 +194,7 @@ pub fn plan(volumes: Vec<Volume>, i: &Inputs<'_>) -> Plan {
         } else {
             Reason::BelowMinFree
         };
-        to_free += decided[n].volume.bytes;
+        to_free = to_free.saturating_add(decided[n].volume.bytes);
     }
 
     let mut shortfalls = Vec::new();
@@ -462,6 +463,16 @@ mod tests {
         let p = plan(vec![future], &inputs(10, &canon, &[]));
         assert_eq!(p.volumes[0].reason, Reason::WithinGrace);
         assert_eq!(p.to_free, 0);
+    }
+
+    #[test]
+    fn absurd_sizes_saturate_instead_of_wrapping_under_the_budget() {
+        let canon = BTreeMap::new();
+        let mut huge = vol("a_1", "a", "1", 0, 90);
+        huge.bytes = u64::MAX;
+        let p = plan(vec![huge.clone(), huge], &inputs(10, &canon, &[]));
+        assert_eq!(p.total, u64::MAX);
+        assert_eq!(p.volumes[0].action, Action::Delete);
     }
 
     #[test]
