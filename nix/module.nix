@@ -540,6 +540,14 @@ in
           serviceConfig = {
             Type = "oneshot";
             ExecStart = "${exe} deploy";
+            # Root, and no ProtectSystem, capability or namespace limits: activation writes the
+            # profiles, /etc and the boot loader, sets the hostname, and restarts anything. What
+            # activation never needs is still closed.
+            PrivateTmp = true;
+            LockPersonality = true;
+            RestrictRealtime = true;
+            SystemCallArchitectures = "native";
+            RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
             # No StateDirectory here: for a root unit systemd would chown the shared directory
             # to root. tmpfiles creates it for cc-ci, and the agent gives what it writes as root
             # to the directory's owner.

@@ -93,7 +93,8 @@ let
 
     # The deploy unit is root, and activation never stops or restarts it.
     deploy-unit = let s = summary (host { }); in
-      expect (!s.deployUnit.restartIfChanged && !s.deployUnit.stopIfChanged && !(s.deployUnit.serviceConfig ? User))
+      expect (!s.deployUnit.restartIfChanged && !s.deployUnit.stopIfChanged && !(s.deployUnit.serviceConfig ? User)
+          && s.deployUnit.serviceConfig.PrivateTmp && !(s.deployUnit.serviceConfig ? ProtectSystem))
         "cc-ci-deploy.service: ${builtins.toJSON s.deployUnit}"
         s.deployUnit;
 
