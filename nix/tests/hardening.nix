@@ -3,9 +3,6 @@
 # runs as root (it activates systems) and is printed for the record. Also: the forge token, written
 # where the example host expects it, is nowhere in the Nix store or /etc.
 { pkgs, self }:
-let
-  secret = "vm-forge-token-3f9a7c21";
-in
 pkgs.testers.runNixOSTest {
   name = "cc-ci-hardening";
 
@@ -22,6 +19,7 @@ pkgs.testers.runNixOSTest {
 
   testScript = ''
     import re
+    import secrets
 
     machine.wait_for_unit("multi-user.target")
 
@@ -42,10 +40,12 @@ pkgs.testers.runNixOSTest {
     assert not too_open, f"exposure above 5.0: {too_open}"
 
     # A token put where the host reads it never reaches the store or /etc.
-    machine.succeed("mkdir -p /run/secrets && echo ${secret} > /run/secrets/cc-ci-forge-token && chmod 0400 /run/secrets/cc-ci-forge-token")
+    # Made up per run, so it can only be found where the test itself put it.
+    token = secrets.token_hex(16)
+    machine.succeed(f"mkdir -p /run/secrets && echo {token} > /run/secrets/cc-ci-forge-token && chmod 0400 /run/secrets/cc-ci-forge-token")
     # The search can find things (the credential's name), so its silence about the token counts.
     machine.succeed("grep -RlF forge-token /etc/systemd/system")
-    machine.fail("grep -RlF ${secret} /etc/cc-ci /etc/systemd/system")
+    machine.fail(f"grep -RlF {token} /etc/cc-ci /etc/systemd/system")
     creds = machine.succeed("systemctl show -p LoadCredential --value cc-ci-mirrors.service")
     assert "forge-token:/run/secrets/cc-ci-forge-token" in creds, creds
   '';
