@@ -1,7 +1,7 @@
 # Every agent unit's sandbox, as systemd itself scores it: `systemd-analyze security` for each, printed
 # in full, failing above an exposure of 5.0 for the units that do not run as root. The deploy unit
 # runs as root (it activates systems) and is printed for the record. Also: the forge token, written
-# where the example host expects it, is nowhere in the Nix store or /etc.
+# where the example host expects it and read by the mirror job, is in no log, state or config file.
 { pkgs, self }:
 pkgs.testers.runNixOSTest {
   name = "cc-ci-hardening";
@@ -43,9 +43,14 @@ pkgs.testers.runNixOSTest {
     # Made up per run, so it can only be found where the test itself put it.
     token = secrets.token_hex(16)
     machine.succeed(f"mkdir -p /run/secrets && echo {token} > /run/secrets/cc-ci-forge-token && chmod 0400 /run/secrets/cc-ci-forge-token")
+    # The mirror job reads it (and fails: the example forge is not reachable from the VM). The
+    # token must be in none of its logs, the state it wrote, or the configuration.
+    machine.execute("systemctl start cc-ci-mirrors.service")
+    machine.succeed("journalctl -u cc-ci-mirrors.service --no-pager | grep -F cc-ci-agent")
+    machine.fail(f"journalctl --no-pager | grep -F {token}")
     # The search can find things (the credential's name), so its silence about the token counts.
     machine.succeed("grep -RlF forge-token /etc/systemd/system")
-    machine.fail(f"grep -RlF {token} /etc/cc-ci /etc/systemd/system")
+    machine.fail(f"grep -RlaF {token} /etc/cc-ci /etc/systemd/system /var/lib/cc-ci")
     creds = machine.succeed("systemctl show -p LoadCredential --value cc-ci-mirrors.service")
     assert "forge-token:/run/secrets/cc-ci-forge-token" in creds, creds
   '';
