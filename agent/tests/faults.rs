@@ -196,39 +196,27 @@ fn the_database_locked_by_another_process_is_waited_for_then_refused_clearly() {
     let h = Host::new(None);
     assert_eq!(h.agent(&["gc"]).code, 0);
     let db = h.state().join("state.db");
-    let hold = |secs: u32| {
-        let mut child = Command::new("python3")
-            .args([
-                "-c",
-                "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
-                 c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(float(sys.argv[2]))\nc.execute('COMMIT')",
-            ])
-            .arg(&db)
-            .arg(secs.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "locked");
-        child
+    // Another process's view: this test process, not the agent, holds an exclusive transaction.
+    let hold = |secs: u64| {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(secs));
+            conn.execute_batch("COMMIT").unwrap();
+        })
     };
     // Held briefly: the agent waits and goes on.
-    let mut short = hold(2);
+    let short = hold(2);
     let run = h.agent(&["gc"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    short.wait().unwrap();
+    short.join().unwrap();
     // Held beyond the agent's 10 s patience: a clear error, nothing half done.
-    let mut long = hold(14);
+    let long = hold(14);
     let run = h.agent(&["gc"]);
     no_panic(&run);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("database is locked"), "{}", run.stderr);
-    long.wait().unwrap();
+    long.join().unwrap();
     assert_eq!(h.agent(&["gc"]).code, 0);
 }
 

@@ -111,7 +111,8 @@ fn budget(config: &Config) -> Result<(u64, &Volumes)> {
     match (&config.disk.budget, &config.disk.volumes) {
         (Some(b), Some(v)) => Ok((b.0, v)),
         _ => Err(Unusable(format!(
-            "{}: [disk] has no budget and volumes: there is nothing for gc to keep",
+            "{}: [disk] has no budget, so gc has nothing to keep: set budget and [disk.volumes] \
+             (docs/disk.md)",
             config.path.display()
         ))
         .into()),
