@@ -32,7 +32,8 @@ impl Host {
         std::fs::create_dir_all(dir.path().join("volumes")).unwrap();
         std::fs::write(
             dir.path().join("enrollment.toml"),
-            "[defaults]\nupstream = \"https://git.example.org/{recipe}.git\"\n\n[recipe.a]\ncanonical = true\n",
+            "[defaults]\nupstream = \"https://git.example.org/{recipe}.git\"\n\n[recipe.a]\ncanonical = true\n\n\
+             [recipe.keep]\ncanonical = true\n\n[recipe.plausible]\ncanonical = true\n",
         )
         .unwrap();
         let config = dir.path().join("agent.toml");
@@ -281,6 +282,30 @@ fn protected_volumes_over_budget_are_all_kept_and_health_says_by_how_much() {
     let (run, v) = h.gc_json(&[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(decision(&v, "c_3.0.0+1").0, "delete");
+}
+
+#[test]
+fn a_recipe_gone_from_the_enrollment_no_longer_protects_its_volume() {
+    let h = Host::new("budget = \"1M\"\ngrace = \"1d\"");
+    h.volume("a_1.0.0+1", 1, 30);
+    h.volume("gone_1.0.0+1", 1, 30);
+    h.canonical("a", "1.0.0+1");
+    h.canonical("gone", "1.0.0+1");
+    let (run, v) = h.gc_json(&[]);
+    assert_eq!(
+        decision(&v, "a_1.0.0+1"),
+        ("keep".into(), "canonical".into())
+    );
+    assert_eq!(
+        decision(&v, "gone_1.0.0+1"),
+        ("delete".into(), "over-budget".into())
+    );
+    assert_eq!(h.volumes(), vec!["a_1.0.0+1"]);
+    // Its canonical record stays.
+    let canon = h.agent(&["--format", "json", "canonical", "list"]);
+    assert!(canon.stdout.contains("\"gone\""), "{}", canon.stdout);
+    // a alone is a little over 1 MiB: short, not failed.
+    assert_eq!(run.code, 13, "{}", run.stderr);
 }
 
 #[test]

@@ -14,6 +14,7 @@ use crate::ledger::{JobLock, Ledger};
 use crate::output::{table, Tone};
 use crate::settings::config::Config;
 use crate::settings::disk::Volumes;
+use crate::settings::enrollment::Enrollment;
 
 enum Backend {
     Directory(Directory),
@@ -126,9 +127,13 @@ fn make_plan(
     free: Option<u64>,
 ) -> Result<Plan> {
     let (budget, _) = budget(config)?;
+    // A canonical protects its volume while its recipe is in the enrollment. Deleting a recipe
+    // from enrollment.toml is how an operator lets its volumes go; the canonical record stays.
+    let enrollment = Enrollment::load(&config.enrollment_file)?;
     let canonicals: BTreeMap<String, String> = ledger
         .canonicals()?
         .into_iter()
+        .filter(|c| enrollment.get(&c.recipe).is_some())
         .map(|c| (c.recipe, c.version))
         .collect();
     Ok(plan::plan(
