@@ -100,6 +100,7 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     init_tracing();
+    crate::signals::stop_on_signals();
     let ctx = Context {
         out: Output::new(cli.format),
         config: cli.config,

@@ -21,5 +21,6 @@ pub mod output;
 pub mod process;
 pub mod secrets;
 pub mod settings;
+pub mod signals;
 pub mod state;
 pub mod sweep;

@@ -1,12 +1,62 @@
 //! The one place that starts programs. Argv only (never a shell), an optional timeout, stdout and
 //! stderr captured; a failure carries the program, its exit status and the tail of its stderr.
 //! Secrets go to children through the environment ([`Cmd::env`]), never through argv.
+//!
+//! Each child leads a process group of its own, so that a timeout, or the agent being stopped
+//! (see `crate::signals`), ends the child and everything it started (a CI script's own children),
+//! not the child alone.
 
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process_group, Pid, Signal};
+
+/// Process groups of the children running now (each child's pid is its group's id).
+static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// Sends `signal` to every running child's process group: the agent is stopping.
+pub fn signal_children(signal: Signal) {
+    let groups = RUNNING.lock().map(|g| g.clone()).unwrap_or_default();
+    for group in groups {
+        if let Some(pid) = Pid::from_raw(group) {
+            let _ = kill_process_group(pid, signal);
+        }
+    }
+}
+
+/// Registers a child's group while it runs; unregisters however the wait ends.
+struct Running(i32);
+
+impl Running {
+    fn new(child: &Child) -> Self {
+        let group = i32::try_from(child.id()).unwrap_or(0);
+        if let Ok(mut g) = RUNNING.lock() {
+            g.insert(group);
+        }
+        Self(group)
+    }
+
+    /// Kills the whole group: the child and whatever it started.
+    fn kill(&self) {
+        if let Some(pid) = Pid::from_raw(self.0) {
+            let _ = kill_process_group(pid, Signal::KILL);
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut g) = RUNNING.lock() {
+            g.remove(&self.0);
+        }
+    }
+}
 
 /// How much of a failed program's stderr an error keeps.
 const STDERR_TAIL: usize = 2000;
@@ -136,7 +186,8 @@ impl Cmd {
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .process_group(0);
         if let Some(dir) = &self.cwd {
             command.current_dir(dir);
         }
@@ -148,6 +199,7 @@ impl Cmd {
             program: program.clone(),
             source,
         })?;
+        let running = Running::new(&child);
         if let (Some(bytes), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
             // A child that exits without reading its stdin is not an error of ours.
             std::thread::spawn(move || {
@@ -157,7 +209,7 @@ impl Cmd {
         let (closed_tx, closed) = std::sync::mpsc::channel();
         let stdout = drain(child.stdout.take(), closed_tx.clone());
         let stderr = drain(child.stderr.take(), closed_tx);
-        let status = wait(&mut child, &closed, self.timeout).map_err(|e| match e {
+        let status = wait(&mut child, &running, &closed, self.timeout).map_err(|e| match e {
             WaitError::Timeout => ProcessError::Timeout {
                 program: program.clone(),
                 timeout: self.timeout.unwrap_or_default(),
@@ -235,6 +287,7 @@ enum WaitError {
 
 fn wait(
     child: &mut Child,
+    running: &Running,
     closed: &std::sync::mpsc::Receiver<()>,
     timeout: Option<Duration>,
 ) -> Result<ExitStatus, WaitError> {
@@ -256,6 +309,7 @@ fn wait(
             return Ok(status);
         }
         if Instant::now() >= deadline {
+            running.kill();
             let _ = child.kill();
             let _ = child.wait();
             return Err(WaitError::Timeout);
@@ -345,6 +399,39 @@ mod tests {
             .run();
         assert!(matches!(err, Err(ProcessError::Timeout { .. })));
         assert!(start.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_timeout_kills_what_the_child_started_too() {
+        let dir = std::env::temp_dir().join(format!("cc-ci-timeout-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let pid_file = dir.join("sleep.pid");
+        let err = Cmd::new("sh")
+            .args(["-c", "sleep 30 & echo $! > \"$1\"; wait", "sh"])
+            .arg(&pid_file)
+            .timeout(Duration::from_millis(300))
+            .run();
+        assert!(matches!(err, Err(ProcessError::Timeout { .. })));
+        let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let alive = |pid: &str| {
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+            })
+        };
+        assert!(
+            !pid.trim().is_empty(),
+            "the child never wrote its grandchild's pid"
+        );
+        while alive(&pid) {
+            assert!(
+                Instant::now() < deadline,
+                "the grandchild {pid} outlived the timeout"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

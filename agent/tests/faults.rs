@@ -257,6 +257,77 @@ fn sigterm_mid_job_stops_it_and_releases_the_lock() {
     assert!(deletions.is_empty(), "{deletions:?}");
 }
 
+/// Whether a process is gone: no /proc entry, or a zombie waiting for a parent to reap it.
+fn gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn a_stop_signal_stops_the_agents_children_and_their_children_too() {
+    let h = Host::new(None);
+    // A hook that starts a grandchild and waits on it: what a CI script does.
+    let mut text = std::fs::read_to_string(&h.config).unwrap();
+    text.push_str(
+        "\n[[hooks]]\ncommand = [\"sh\", \"-c\", \"echo $$ > hook.pid; sleep 60 & echo $! > sleep.pid; wait; touch finished\"]\n\
+         events = [\"health-change\"]\ntimeout = \"120s\"\n",
+    );
+    std::fs::write(&h.config, text).unwrap();
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        for f in ["hook.pid", "sleep.pid", "state/health.json"] {
+            let _ = std::fs::remove_file(h.dir.path().join(f));
+        }
+        let child = h
+            .command(&["health"])
+            .current_dir(h.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let pids = loop {
+            let read = |f: &str| std::fs::read_to_string(h.dir.path().join(f)).ok();
+            if let (Some(a), Some(b)) = (read("hook.pid"), read("sleep.pid")) {
+                if !a.trim().is_empty() && !b.trim().is_empty() {
+                    break [a.trim().to_string(), b.trim().to_string()];
+                }
+            }
+            assert!(Instant::now() < deadline, "the hook never started");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "SIG{signal}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("stopping"),
+            "SIG{signal}"
+        );
+        // The hook's shell and its sleep stop with the agent; they do not run on orphaned.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pids.iter().all(|p| gone(p)) {
+            assert!(
+                Instant::now() < deadline,
+                "SIG{signal}: still running: {pids:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!h.dir.path().join("finished").exists());
+        assert!(JobLock::acquire(&h.state(), "test").is_ok());
+    }
+}
+
 #[test]
 fn two_agents_started_together_do_not_both_run() {
     let h = Host::new(None);
