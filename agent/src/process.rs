@@ -297,15 +297,28 @@ fn wait(
     let deadline = Instant::now() + timeout;
     // First until both pipes close (normally: the child exited), then poll briefly for the
     // status; a child that closes its pipes and lingers still meets the deadline.
-    for _ in 0..2 {
+    let mut open_pipes = 2;
+    while open_pipes > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
         if closed.recv_timeout(left).is_err() {
             break;
         }
+        open_pipes -= 1;
     }
     let mut pause = Duration::from_micros(200);
     loop {
         if let Some(status) = child.try_wait().map_err(WaitError::Io)? {
+            // The child is done; whatever still holds its pipes is something it started in the
+            // background. That gets until the deadline, then the group is ended, so that reading
+            // the pipes ends too.
+            while open_pipes > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if closed.recv_timeout(left).is_err() {
+                    running.kill();
+                    break;
+                }
+                open_pipes -= 1;
+            }
             return Ok(status);
         }
         if Instant::now() >= deadline {
@@ -432,6 +445,23 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn a_background_grandchild_holding_the_pipes_does_not_outlast_the_timeout() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let out = Cmd::new("sh")
+                .args(["-c", "sleep 30 & echo started"])
+                .timeout(Duration::from_millis(500))
+                .output();
+            let _ = tx.send(out.map(|o| (o.status.success(), o.stdout)));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(15));
+        assert!(
+            matches!(&got, Ok(Ok((true, out))) if out == "started\n"),
+            "{got:?}"
+        );
     }
 
     #[test]

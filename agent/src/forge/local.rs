@@ -41,6 +41,7 @@ impl Forge for Local {
                 &format!("--initial-branch={branch}"),
             ])
             .arg(self.repo(recipe))
+            .timeout(std::time::Duration::from_secs(60))
             .run()?;
         Ok(())
     }

@@ -139,6 +139,7 @@ impl Host {
             .arg(&self.profile)
             .arg("--set")
             .arg(system)
+            .timeout(Duration::from_secs(300))
             .run()?;
         self.current_generation()
     }
@@ -149,6 +150,7 @@ impl Host {
             .arg("--profile")
             .arg(&self.profile)
             .args(["--switch-generation", &number.to_string()])
+            .timeout(Duration::from_secs(300))
             .run()?;
         self.current_generation()
     }
