@@ -559,7 +559,8 @@ fn docker_volumes_are_listed_sized_and_removed_through_the_cli() {
              'volume ls') cat {f:?}/volume-ls.txt ;;\n\
              'volume inspect') cat {f:?}/volume-inspect.json ;;\n\
              'system df') cat {f:?}/system-df-verbose.txt ;;\n\
-             'volume rm') echo \"$3\" ;;\n\
+             'volume rm') if [ \"$3\" = \"$DOCKER_IN_USE\" ]; then \
+             echo \"Error response from daemon: remove $3: volume is in use - [3c7a1c4d2b1e]\" >&2; exit 1; fi; echo \"$3\" ;;\n\
              *) echo \"unexpected: $*\" >&2; exit 1 ;;\nesac\n",
             log = h.path("docker.log"),
             f = fixtures,
@@ -617,4 +618,28 @@ fn docker_volumes_are_listed_sized_and_removed_through_the_cli() {
         .volume_last_used("wordpress_6-1-0")
         .unwrap();
     assert!(last.is_some());
+
+    // A container takes the volume between the inventory and `volume rm`: docker refuses, the
+    // volume is kept, and that is no failure; the budget still does not hold.
+    let run = common::finish(
+        h.command(&["--format", "json", "gc"])
+            .env("DOCKER_IN_USE", "plausible_2-0-0")
+            .output(),
+    );
+    assert_eq!(run.code, 13, "{}\n{}", run.stdout, run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["kept_in_use"], serde_json::json!(["plausible_2-0-0"]));
+    assert!(
+        v["messages"][0].as_str().unwrap().starts_with("over the"),
+        "{v}"
+    );
+    let states = h.deletions();
+    assert!(
+        states.contains(&(
+            "plausible_2-0-0".into(),
+            "over-budget".into(),
+            "kept".into()
+        )),
+        "{states:?}"
+    );
 }

@@ -165,7 +165,7 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Exit> {
     if dry_run {
         let inventory = backend.inventory(&mut ledger, false)?;
         let plan = make_plan(&config, &ledger, inventory, free(&backend))?;
-        print(ctx, &plan, None, &[], true)?;
+        print(ctx, &plan, None, &[], &[], true)?;
         return Ok(exit_of(&plan, 0));
     }
 
@@ -182,7 +182,7 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Exit> {
     let result = collect(&config, &backend, &mut ledger, id, &free);
     match result {
         Ok(c) => {
-            print(ctx, &c.plan, Some(c.freed), &c.failures, false)?;
+            print(ctx, &c.plan, Some(c.freed), &c.failures, &c.taken, false)?;
             Ok(exit_of(&c.plan, c.failures.len()))
         }
         Err(e) => {
@@ -197,6 +197,8 @@ struct Collected {
     plan: Plan,
     freed: u64,
     failures: Vec<(String, String)>,
+    /// Volumes a run took between the inventory and their deletion: kept.
+    taken: Vec<String>,
 }
 
 fn collect(
@@ -213,6 +215,8 @@ fn collect(
     let inventory = backend.inventory(ledger, true)?;
     let plan = make_plan(config, ledger, inventory, free(backend))?;
     let mut freed = 0u64;
+    let mut taken_bytes = 0u64;
+    let mut taken = Vec::new();
     let mut failures = Vec::new();
     for d in plan.volumes.iter().filter(|d| d.action == Action::Delete) {
         let v = &d.volume;
@@ -237,12 +241,27 @@ fn collect(
                 ledger.volume_forget(&v.name)?;
                 freed = freed.saturating_add(v.bytes);
             }
+            Err(e) if e.is::<super::InUse>() => {
+                tracing::info!(volume = v.name, "{e}");
+                ledger.deletion_end(row, "kept", Some(&e.to_string()))?;
+                taken_bytes = taken_bytes.saturating_add(v.bytes);
+                taken.push(v.name.clone());
+            }
             Err(e) => {
                 let why = format!("{e:#}");
                 ledger.deletion_end(row, "failed", Some(&why))?;
                 failures.push((v.name.clone(), why));
             }
         }
+    }
+    // A volume kept because a run took it may leave the total over the budget after all.
+    let mut plan = plan;
+    let over = plan.total.saturating_sub(freed).saturating_sub(plan.budget);
+    if taken_bytes > 0 && over > 0 && plan.shortfalls.is_empty() {
+        plan.shortfalls.push(Shortfall::OverBudget {
+            by: over,
+            budget: plan.budget,
+        });
     }
     let outcome = if !failures.is_empty() {
         "some-failed"
@@ -284,6 +303,7 @@ fn collect(
         plan,
         freed,
         failures,
+        taken,
     })
 }
 
@@ -312,6 +332,7 @@ fn print(
     plan: &Plan,
     freed: Option<u64>,
     failures: &[(String, String)],
+    taken: &[String],
     dry_run: bool,
 ) -> Result<()> {
     let out = &ctx.out;
@@ -320,6 +341,7 @@ fn print(
             "dry_run": dry_run,
             "plan": plan,
             "freed": freed,
+            "kept_in_use": taken,
             "failures": failures.iter().map(|(v, e)| serde_json::json!({"volume": v, "error": e})).collect::<Vec<_>>(),
             "messages": plan.shortfalls.iter().map(Shortfall::message).collect::<Vec<_>>(),
         }));
@@ -388,9 +410,15 @@ fn print(
                 .iter()
                 .filter(|d| d.action == Action::Delete)
                 .count()
-                - failures.len()
+                .saturating_sub(failures.len() + taken.len())
         ),
         None => println!("would free {}", human_bytes(plan.to_free)),
+    }
+    for v in taken {
+        println!(
+            "{} {v}: a run took it since the inventory",
+            out.paint("KEPT", Tone::Good)
+        );
     }
     for (v, e) in failures {
         println!("{} {v}: {e}", out.paint("FAILED", Tone::Bad));

@@ -183,9 +183,7 @@ impl Directory {
         if let Some(f) = &lock {
             match f.try_lock() {
                 Ok(()) => {}
-                Err(TryLockError::WouldBlock) => {
-                    anyhow::bail!("{name} was taken by a run since the inventory; kept")
-                }
+                Err(TryLockError::WouldBlock) => return Err(super::InUse(name.to_string()).into()),
                 Err(TryLockError::Error(e)) => {
                     return Err(e)
                         .with_context(|| format!("cannot lock {}", path.join(LOCK_FILE).display()))
@@ -219,5 +217,38 @@ impl Directory {
     /// Whether a volume of this name is there now.
     pub fn exists(&self, name: &str) -> bool {
         self.root.join(name).is_dir()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_volume_a_run_took_since_the_inventory_is_kept_whole() -> Result<()> {
+        let root = tempfile::tempdir()?;
+        let volume = root.path().join("a_1.0.0+1");
+        std::fs::create_dir_all(volume.join("data"))?;
+        std::fs::write(volume.join("data/db"), b"x")?;
+        let lock = File::create(volume.join(LOCK_FILE))?;
+        lock.lock()?;
+        let dir = Directory {
+            root: root.path().to_path_buf(),
+        };
+        let err = dir.delete("a_1.0.0+1").err();
+        assert!(
+            err.as_ref().is_some_and(|e| e.is::<super::super::InUse>()),
+            "{err:?}"
+        );
+        assert!(volume.join("data/db").is_file());
+        drop(lock);
+        dir.delete("a_1.0.0+1")?;
+        assert!(!volume.exists());
+        assert_eq!(
+            std::fs::read_dir(root.path())?.count(),
+            0,
+            "no tombstone left"
+        );
+        Ok(())
     }
 }

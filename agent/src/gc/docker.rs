@@ -225,7 +225,14 @@ impl Docker {
     /// `docker volume rm` refuses a volume a container uses, so a run that started since the
     /// inventory keeps its volume.
     pub fn delete(&self, name: &str) -> Result<()> {
-        self.docker(&["volume", "rm", name]).map(|_| ())
+        match self.docker(&["volume", "rm", name]) {
+            Ok(_) => Ok(()),
+            // "Error response from daemon: remove NAME: volume is in use - [CONTAINER...]"
+            Err(e) if format!("{e:#}").contains("volume is in use") => {
+                Err(super::InUse(name.to_string()).into())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn exists(&self, name: &str) -> Result<bool> {

@@ -13,6 +13,11 @@ use crate::exit::Exit;
 
 pub use collect::disk_check;
 
+/// A volume a run took between the inventory and its deletion: kept, and not a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} came into use since the inventory; kept")]
+pub struct InUse(pub String);
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print the inventory and the decision for each volume; delete and record nothing.
