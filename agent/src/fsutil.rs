@@ -46,8 +46,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
+    } else {
+        remove_orphaned_temporaries(dir, &name.to_string_lossy());
     }
     result
+}
+
+/// Removes `.<name>.tmp-<pid>` files that writers killed mid-write left behind (`kill -9`, a stop
+/// signal): those whose process is gone. A live writer's file is left alone.
+fn remove_orphaned_temporaries(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Bytes an unprivileged process may still write on the filesystem holding `path`.
@@ -75,6 +98,25 @@ mod tests {
             1,
             "no temporary file left behind"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn temporaries_of_killed_writers_are_cleared_and_a_live_ones_kept() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("health.json");
+        // pid_max is at most 2^22: this writer cannot be alive.
+        let dead = dir.path().join(".health.json.tmp-4999999");
+        let live = dir.path().join(format!(
+            ".health.json.tmp-{}",
+            std::os::unix::process::parent_id()
+        ));
+        let other = dir.path().join(".other.json.tmp-4999999");
+        for f in [&dead, &live, &other] {
+            fs::write(f, b"half")?;
+        }
+        write_atomic(&p, b"{}", 0o644)?;
+        assert!(!dead.exists() && live.exists() && other.exists());
         Ok(())
     }
 
