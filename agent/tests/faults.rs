@@ -107,8 +107,11 @@ impl Tmpfs {
             Some(Self(dir))
         } else {
             eprintln!("NOT RUN HERE: this test needs to mount a tmpfs (root with CAP_SYS_ADMIN); CI runs it");
-            if std::env::var_os("CI").is_some() {
-                panic!("CI must be able to run the disk-full and read-only tests");
+            // .ci/run checks first and says so in its log, setting this when it cannot mount.
+            if std::env::var_os("CI").is_some()
+                && std::env::var_os("CC_CI_FAULTS_NO_MOUNT").is_none()
+            {
+                panic!("CI did not say it cannot mount: run the tests through .ci/run");
             }
             None
         }
