@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-use super::preflight::{self, short, Refused};
+use super::preflight::{self, Refused};
 use super::verify::{self, Expectations, Verdict};
 use crate::busy::{self, Busy};
 use crate::exit::{Busy as BusyError, Exit};
+use crate::git::short;
 use crate::host::{Activation, Generation, Host, Mode};
 use crate::ledger::{DeployRow, Field, Ledger, State};
 use crate::output::{Output, Tone};

@@ -158,14 +158,10 @@ fn check_synced(top: &Path, commit: &str) -> Result<(), Refused> {
     if upstream != commit {
         return Err(stale(format!(
             "HEAD is {} but upstream {remote} {} is {}: pull (or push) so they agree, then deploy",
-            short(commit),
+            crate::git::short(commit),
             merge.trim_start_matches("refs/heads/"),
-            short(&upstream)
+            crate::git::short(&upstream)
         )));
     }
     Ok(())
-}
-
-pub fn short(oid: &str) -> &str {
-    oid.get(..12).unwrap_or(oid)
 }

@@ -261,14 +261,8 @@ fn print_row(ctx: &Context, row: &DeployRow) {
         row.finished_at.as_deref().unwrap_or("-")
     );
     if let Some(flake) = &row.flake {
-        let commit = row
-            .flake_commit
-            .as_deref()
-            .map_or("-", super::preflight::short);
-        let lock = row
-            .flake_lock
-            .as_deref()
-            .map_or("-", super::preflight::short);
+        let commit = row.flake_commit.as_deref().map_or("-", crate::git::short);
+        let lock = row.flake_lock.as_deref().map_or("-", crate::git::short);
         println!("  flake     {flake} at {commit} (flake.lock {lock})");
     }
     let gen = |g: Option<i64>| g.map_or("-".into(), |g| g.to_string());
@@ -314,7 +308,7 @@ pub fn history(ctx: &Context, limit: u32) -> Result<Exit> {
                 (
                     r.flake_commit
                         .as_deref()
-                        .map_or("-", super::preflight::short)
+                        .map_or("-", crate::git::short)
                         .to_string(),
                     None,
                 ),

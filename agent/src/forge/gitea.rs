@@ -22,8 +22,7 @@ pub fn decode_pulls(body: &str) -> Result<Vec<Pull>> {
     batch
         .into_iter()
         .map(|p| {
-            let hex = p.head.sha.bytes().all(|b| b.is_ascii_hexdigit());
-            if !hex || !(p.head.sha.len() == 40 || p.head.sha.len() == 64) {
+            if !crate::git::is_oid(&p.head.sha) {
                 bail!(
                     "pull request #{}: head sha {:?} is not a commit id",
                     p.number,

@@ -7,7 +7,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::process::{Cmd, ProcessError};
-pub use refs::{plan, Change, RefSet, Tag};
+pub use refs::{is_oid, plan, Change, RefSet, Tag};
+
+/// An object id as people read it: its first 12 characters (all of it when shorter, or when the
+/// text is not an id at all and 12 bytes would split a character).
+pub fn short(oid: &str) -> &str {
+    oid.get(..12).unwrap_or(oid)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

@@ -29,7 +29,8 @@ pub struct RefSet {
 #[error("unexpected line in git's ref listing: {0:?}")]
 pub struct ParseError(pub String);
 
-fn is_oid(s: &str) -> bool {
+/// A full git object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+pub fn is_oid(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64)
         && s.bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())

@@ -222,11 +222,7 @@ fn recipe_health(
                 check(
                     "canonical",
                     Status::Ok,
-                    format!(
-                        "{} at {}{days}",
-                        c.version,
-                        &c.commit[..12.min(c.commit.len())]
-                    ),
+                    format!("{} at {}{days}", c.version, crate::git::short(&c.commit)),
                 )
             }
             None => check(

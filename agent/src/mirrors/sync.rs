@@ -60,8 +60,8 @@ impl RecipeResult {
         for c in &self.changes {
             match c {
                 Change::Branch { name, from, to } => {
-                    let from = from.as_deref().map_or("(none)", |f| &f[..12.min(f.len())]);
-                    parts.push(format!("{name} {from}..{}", &to[..12.min(to.len())]));
+                    let from = from.as_deref().map_or("(none)", crate::git::short);
+                    parts.push(format!("{name} {from}..{}", crate::git::short(to)));
                 }
                 Change::TagCreate { .. } => created += 1,
                 Change::TagMove { .. } => moved += 1,

@@ -63,7 +63,7 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
                         vec![
                             (c.recipe.clone(), None),
                             (c.version.clone(), None),
-                            (c.commit[..12.min(c.commit.len())].to_string(), None),
+                            (crate::git::short(&c.commit).to_string(), None),
                             (c.promoted_at.clone(), None),
                             (
                                 c.run.map_or("imported".into(), |r| format!("run {r}")),
@@ -222,7 +222,7 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
                 (r.id.to_string(), None),
                 (r.started_at.clone(), None),
                 (r.tag.clone().unwrap_or_default(), None),
-                (r.commit[..12.min(r.commit.len())].to_string(), None),
+                (crate::git::short(&r.commit).to_string(), None),
                 (r.result.clone(), None),
                 (r.base.clone().unwrap_or_default(), None),
                 (r.trigger.clone(), None),

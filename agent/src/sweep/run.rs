@@ -570,10 +570,7 @@ fn print_decision(out: &Output, recipe: &str, d: &Decision) {
         ),
         Decision::Promoted { tag, commit, .. } => (
             out.paint("PROMOTED", Tone::Good),
-            format!(
-                "{tag} ({}) is the canonical",
-                &commit[..12.min(commit.len())]
-            ),
+            format!("{tag} ({}) is the canonical", crate::git::short(commit)),
         ),
         Decision::Red {
             tag, kept, detail, ..
