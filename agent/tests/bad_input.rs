@@ -153,6 +153,42 @@ fn release_tags() {
     }
 }
 
+/// An imported canonical.json's commit must be an object id: it is shown cut to 12 characters and
+/// handed to git and CI later.
+#[test]
+fn imported_commits() {
+    for commit in [
+        "not-a-commit",
+        "ééééééééééééééééééééééééééééééééééééééé",
+        "--upload-pack=x",
+    ] {
+        let (dir, config, _) = host();
+        let import = dir.path().join("import");
+        std::fs::create_dir_all(import.join("a")).unwrap();
+        let file = import.join("a/canonical.json");
+        std::fs::write(
+            &file,
+            serde_json::json!({ "recipe": "a", "version": "1.0.0+1", "commit": commit })
+                .to_string(),
+        )
+        .unwrap();
+        let out = agent(&[
+            "--config",
+            config.to_str().unwrap(),
+            "canonical",
+            "import",
+            import.to_str().unwrap(),
+        ]);
+        no_panic(&file, &out);
+        assert_eq!(out.code, 2, "{commit:?}: {}\n{}", out.stdout, out.stderr);
+        let first = out.stderr.lines().next().unwrap_or_default().to_string();
+        assert!(
+            first.contains(&file.display().to_string()) && first.contains("commit"),
+            "{commit:?}: the error names neither the file nor the key: {first}"
+        );
+    }
+}
+
 #[test]
 fn forge_answers() {
     let cases = corpus("tests/bad-input/forge");

@@ -179,6 +179,18 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
                     key: "version".into(),
                     message: e,
                 })?;
+                if !crate::git::is_oid(&c.commit) {
+                    return Err(InputError {
+                        file: file.clone(),
+                        line: None,
+                        key: "commit".into(),
+                        message: format!(
+                            "{:?} is not a commit id (40 or 64 lowercase hex digits)",
+                            c.commit
+                        ),
+                    }
+                    .into());
+                }
                 crate::settings::rules::check_recipe_name(&c.recipe).map_err(|e| InputError {
                     file: file.clone(),
                     line: None,
