@@ -26,11 +26,27 @@ pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
     let agent = agent(timeout, 5);
     let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
-    let body = response
+    // A check needs the status; a body it cannot read is no reason to fail it.
+    let body = read_body(&mut response, BODY_LIMIT).unwrap_or_default();
+    Ok(Answer { status, body })
+}
+
+/// Reads a response's body as text, at most `limit` bytes. A longer body is an error that says so,
+/// not a truncated or empty string for a parser to stumble over.
+pub fn read_body(
+    response: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+) -> Result<String, String> {
+    response
         .body_mut()
         .with_config()
-        .limit(BODY_LIMIT)
+        .limit(limit)
         .read_to_string()
-        .unwrap_or_default();
-    Ok(Answer { status, body })
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => format!(
+                "the answer is larger than {} MiB, more than any real one; not read further",
+                limit >> 20
+            ),
+            e => format!("cannot read the answer: {e}"),
+        })
 }

@@ -107,12 +107,8 @@ impl Gitea {
         };
         let mut response = result.with_context(|| format!("{method} {url}"))?;
         let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(BODY_LIMIT)
-            .read_to_string()
-            .unwrap_or_default();
+        let body = crate::http::read_body(&mut response, BODY_LIMIT)
+            .map_err(|e| anyhow::anyhow!("{method} {path}: {e}"))?;
         Ok((status, body))
     }
 
