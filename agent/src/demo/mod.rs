@@ -33,10 +33,8 @@ fn git(dir: &Path, args: &[&str]) -> Result<String> {
         .run()?)
 }
 
-/// An upstream recipe: a bare repository and release tags, one commit each.
-fn upstream(root: &Path, name: &str, tags: &[&str]) -> Result<()> {
-    let bare = root.join("upstream").join(format!("{name}.git"));
-    let work = root.join("work").join(name);
+/// A bare repository with `main` as its default branch.
+fn init_bare(root: &Path, path: &Path) -> Result<()> {
     git(
         root,
         &[
@@ -45,9 +43,17 @@ fn upstream(root: &Path, name: &str, tags: &[&str]) -> Result<()> {
             "--bare",
             "-b",
             "main",
-            &bare.to_string_lossy(),
+            &path.to_string_lossy(),
         ],
-    )?;
+    )
+    .map(|_| ())
+}
+
+/// An upstream recipe: a bare repository and release tags, one commit each.
+fn upstream(root: &Path, name: &str, tags: &[&str]) -> Result<()> {
+    let bare = root.join("upstream").join(format!("{name}.git"));
+    let work = root.join("work").join(name);
+    init_bare(root, &bare)?;
     git(root, &["init", "-q", "-b", "main", &work.to_string_lossy()])?;
     for (i, tag) in tags.iter().enumerate() {
         std::fs::write(
@@ -112,17 +118,7 @@ fn build(root: &Path) -> Result<PathBuf> {
         ),
     )?;
     std::fs::write(flake.join("host/cc-ci.conf"), SYSTEM)?;
-    git(
-        root,
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            &root.join("flake.git").to_string_lossy(),
-        ],
-    )?;
+    init_bare(root, &root.join("flake.git"))?;
     git(&flake, &["init", "-q", "-b", "main"])?;
     git(&flake, &["add", "-A"])?;
     git(&flake, &["commit", "-q", "-m", "the demo host"])?;
