@@ -371,6 +371,16 @@ fn no_budget_or_a_busy_lock_is_refused_and_recorded() {
     assert_eq!(h.volumes(), vec!["a_1.0.0+1"]);
     drop(lock);
 
+    // Volumes where there are none: the error says which setting to look at.
+    std::fs::remove_dir_all(h.path("volumes")).unwrap();
+    let run = h.agent(&["gc"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("fix [disk.volumes] root"),
+        "{}",
+        run.stderr
+    );
+
     std::fs::write(
         &h.config,
         "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\n",
@@ -641,5 +651,20 @@ fn docker_volumes_are_listed_sized_and_removed_through_the_cli() {
             "kept".into()
         )),
         "{states:?}"
+    );
+
+    // No docker CLI where the config says: the error says what to check.
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(
+        &h.config,
+        text.replace(docker.to_str().unwrap(), "/nonexistent/docker"),
+    )
+    .unwrap();
+    let run = h.agent(&["gc", "--dry-run"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is Docker installed?"),
+        "{}",
+        run.stderr
     );
 }

@@ -104,8 +104,12 @@ fn identify(path: &Path, name: &str) -> std::result::Result<Option<Label>, Strin
 
 impl Directory {
     pub fn inventory(&self) -> Result<Vec<Volume>> {
-        let entries = std::fs::read_dir(&self.root)
-            .with_context(|| format!("cannot list volumes in {}", self.root.display()))?;
+        let entries = std::fs::read_dir(&self.root).with_context(|| {
+            format!(
+                "cannot list volumes in {} (create it, or fix [disk.volumes] root)",
+                self.root.display()
+            )
+        })?;
         let mut volumes = Vec::new();
         for entry in entries {
             let entry =

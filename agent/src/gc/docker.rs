@@ -161,7 +161,12 @@ impl Docker {
             .args(args)
             .timeout(TIMEOUT)
             .run()
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .map_err(|e| match e {
+                crate::process::ProcessError::Spawn { .. } => anyhow::anyhow!(
+                    "{e} (is Docker installed? [disk.volumes] docker names its CLI)"
+                ),
+                e => anyhow::anyhow!("{e}"),
+            })
     }
 
     /// Names of the volumes that carry the recipe label.
