@@ -9,6 +9,8 @@ let
   settingsFormat = pkgs.formats.toml { };
 
   stateDir = "/var/lib/cc-ci";
+  # Root's deploy journal and work directory: recipe CI runs as cc-ci and can write stateDir.
+  deployStateDir = "/var/lib/cc-ci-deploy";
   configPath = "/etc/cc-ci/agent.toml";
   exe = lib.getExe cfg.package;
 
@@ -480,6 +482,7 @@ in
       };
       deploy = dropNulls {
         inherit (cfg.deploy) flake;
+        state_dir = deployStateDir;
         require_synced = cfg.deploy.requireSynced;
         confirm_timeout = cfg.deploy.confirmTimeout;
         verify_timeout = cfg.deploy.verifyTimeout;
@@ -548,9 +551,10 @@ in
             RestrictRealtime = true;
             SystemCallArchitectures = "native";
             RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
-            # No StateDirectory here: for a root unit systemd would chown the shared directory
-            # to root. tmpfiles creates it for cc-ci, and the agent gives what it writes as root
-            # to the directory's owner.
+            # Its journal and builds live in a directory of root's own: stateDir is cc-ci's, and
+            # recipe CI runs as cc-ci. It still takes the agent lock in stateDir, through no link.
+            StateDirectory = "cc-ci-deploy";
+            StateDirectoryMode = "0700";
             # A deploy that did not deploy (refused, rolled back) fails the unit; the journal
             # (`cc-ci-agent deploy status`) says why.
           };

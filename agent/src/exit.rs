@@ -37,6 +37,7 @@ pub enum Exit {
     Degraded = 13,
     /// health: an enrolled recipe cannot be tested as it stands.
     Unhealthy = 14,
+    Damaged = 15,
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -56,6 +57,12 @@ pub struct Busy(pub String);
 pub struct Unusable(pub String);
 
 /// The exit code for an error that reached `main`: typed errors decide, anything else is 1.
+/// The state database is damaged (a failed integrity check, an emptied file): no job may build on
+/// it until a person restores it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Damaged(pub String);
+
 pub fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
         if cause.is::<Invalid>() || cause.is::<InputError>() || cause.is::<Unusable>() {
@@ -63,6 +70,9 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         }
         if cause.is::<Busy>() {
             return Exit::Busy;
+        }
+        if cause.is::<Damaged>() {
+            return Exit::Damaged;
         }
     }
     Exit::Failure

@@ -1,76 +1,392 @@
-//! File writes that survive `kill -9` and power loss: a reader sees the old file or the new one.
+//! File writes that survive `kill -9` and power loss (a reader sees the old file or the new one),
+//! and file access that a hostile co-tenant cannot redirect.
+//!
+//! Recipe CI runs as the agent's user and can write the state directory that root jobs (the
+//! deploy, an operator's `sudo cc-ci-agent ...`) also write. So everything here works relative to
+//! an open directory: temporaries get unpredictable names and are created with
+//! `O_EXCL|O_NOFOLLOW`, owners are changed with `fchown` on the open file, and nothing follows a
+//! link it did not make. docs/reliability.md says which user may write what.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it, renames it over `path` and syncs the
-/// directory. An existing file keeps its permission bits; a new one gets `mode`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let mode = fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(mode);
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.sync_all()
-            .with_context(|| format!("cannot sync {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync {}", dir.display()))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    } else {
-        remove_orphaned_temporaries(dir, &name.to_string_lossy());
-    }
-    result
+/// An open directory: every name below is resolved against it, never through a path again.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
 }
 
-/// Removes `.<name>.tmp-<pid>` files that writers killed mid-write left behind (`kill -9`, a stop
-/// signal): those whose process is gone. A live writer's file is left alone.
-fn remove_orphaned_temporaries(dir: &Path, name: &str) {
-    let prefix = format!(".{name}.tmp-");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
-            continue;
+/// What is found under a name, without following a link.
+struct Found {
+    kind: FileType,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Dir {
+    /// Opens `path` as a directory. The path itself is configuration (root's or the operator's), so
+    /// a link in it is followed; what is inside is not.
+    pub fn open(path: &Path) -> Result<Self> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("cannot open directory {}", path.display()))?;
+        Ok(Self {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The parent directory of `path` and the file name in it.
+    pub fn of_file(path: &Path) -> Result<(Self, String)> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
         };
-        let alive = pid
-            .parse::<u32>()
-            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if !alive {
-            let _ = fs::remove_file(entry.path());
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{} has no usable file name", path.display()))?;
+        Ok((Self::open(dir)?, name.to_string()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// The directory's owner and group.
+    pub fn owner(&self) -> Result<(u32, u32)> {
+        let s = rustix::fs::fstat(&self.fd)
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        Ok((s.st_uid, s.st_gid))
+    }
+
+    fn find(&self, name: &str) -> Option<Found> {
+        let s = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        Some(Found {
+            kind: FileType::from_raw_mode(s.st_mode),
+            mode: s.st_mode & 0o7777,
+            uid: s.st_uid,
+            gid: s.st_gid,
+        })
+    }
+
+    /// Opens (creating if missing) the regular file `name` for reading and writing, never through a
+    /// link, a FIFO or a device. A new file gets `mode` and, when root creates it, the directory's
+    /// owner. `None` when something else stands at that name.
+    pub fn open_own_file(&self, name: &str, mode: u32) -> Result<Option<File>> {
+        let flags = OFlags::RDWR
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::CLOEXEC
+            | OFlags::NOCTTY;
+        let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode)) {
+            Ok(fd) => fd,
+            // ELOOP: a link stands there; ENXIO: a FIFO or socket without a peer.
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::NXIO) => return Ok(None),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot open {}", self.path.join(name).display()))
+            }
+        };
+        let s = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(s.st_mode) != FileType::RegularFile || s.st_nlink != 1 {
+            return Ok(None);
+        }
+        rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+        let (uid, gid) = self.owner()?;
+        give(&fd, uid, gid);
+        Ok(Some(File::from(fd)))
+    }
+
+    /// Writes `bytes` as `name` atomically: a temporary beside it, synced, renamed over it, and the
+    /// directory synced. An existing regular file keeps its mode, and (when root writes) its owner
+    /// and group; a new file, or one replacing a link, gets `mode` and the directory's owner.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let target = self.path.join(name);
+        let (mode, uid, gid) = match self.find(name) {
+            Some(f) if f.kind == FileType::RegularFile => (f.mode, f.uid, f.gid),
+            _ => {
+                let (uid, gid) = self.owner()?;
+                (mode, uid, gid)
+            }
+        };
+        let (tmp, fd) = self.create_temporary(name, mode)?;
+        let result = (|| -> Result<()> {
+            give(&fd, uid, gid);
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+            let mut file = File::from(fd);
+            file.write_all(bytes)
+                .with_context(|| format!("cannot write {}", target.display()))?;
+            file.sync_all()
+                .with_context(|| format!("cannot sync {}", target.display()))?;
+            rustix::fs::renameat(&self.fd, &tmp, &self.fd, name)
+                .with_context(|| format!("cannot replace {}", target.display()))?;
+            rustix::fs::fsync(&self.fd)
+                .with_context(|| format!("cannot sync {}", self.path.display()))
+        })();
+        if result.is_err() {
+            let _ = rustix::fs::unlinkat(&self.fd, &tmp, AtFlags::empty());
+        } else {
+            self.remove_orphaned_temporaries(name);
+        }
+        result
+    }
+
+    /// A new temporary `.<name>.tmp-<pid>-<unique>`, made with `O_EXCL|O_NOFOLLOW`: whatever someone
+    /// planted at a name, we never open it.
+    fn create_temporary(&self, name: &str, mode: u32) -> Result<(String, OwnedFd)> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut last = None;
+        for _ in 0..16 {
+            let tmp = format!(".{name}.tmp-{}-{:016x}", std::process::id(), unique());
+            match rustix::fs::openat(
+                &self.fd,
+                tmp.as_str(),
+                flags,
+                Mode::from_raw_mode(mode & 0o700),
+            ) {
+                Ok(fd) => return Ok((tmp, fd)),
+                Err(rustix::io::Errno::EXIST) => last = Some(rustix::io::Errno::EXIST),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot create a temporary for {}",
+                            self.path.join(name).display()
+                        )
+                    })
+                }
+            }
+        }
+        Err(anyhow::anyhow!(
+            "cannot create a temporary for {}: {:?}",
+            self.path.join(name).display(),
+            last
+        ))
+    }
+
+    /// Removes `.<name>.tmp-<pid>[-<unique>]` files that writers killed mid-write left behind
+    /// (`kill -9`, a stop signal): those whose process is gone. A live writer's file is left
+    /// alone. Unlinking never follows a link.
+    fn remove_orphaned_temporaries(&self, name: &str) {
+        let prefix = format!(".{name}.tmp-");
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let pid = rest.split('-').next().unwrap_or_default();
+            let alive = pid
+                .parse::<u32>()
+                .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                let _ = rustix::fs::unlinkat(&self.fd, file.as_os_str(), AtFlags::empty());
+            }
         }
     }
+}
+
+impl Dir {
+    /// Refuses a directory that a user other than the one running the agent (or root) could
+    /// swap files in: group- or world-writable without the sticky bit, or owned by someone else
+    /// while the agent is not root. Root may work in the job user's directory: everything it does
+    /// there goes through this handle, which follows no link.
+    pub fn check_private(&self) -> Result<(), String> {
+        let s = rustix::fs::fstat(&self.fd).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let mode = s.st_mode & 0o7777;
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(format!(
+                "{} is writable by its group or by others (mode {mode:04o}), so another user could \
+                 replace the agent's files in it: `chmod go-w` it",
+                self.path.display()
+            ));
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if me != 0 && s.st_uid != me && s.st_uid != 0 {
+            return Err(format!(
+                "{} belongs to uid {}, and this agent runs as uid {me}: run it as the directory's \
+                 owner (the units' user), or as root",
+                self.path.display(),
+                s.st_uid
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives the regular file `name` the directory's owner, through the open file (a link or a
+    /// file with other hard links is left alone). Only root can; for anyone else a no-op.
+    ///
+    /// It opens the file only when its owner differs: a file SQLite has open must not be opened
+    /// and closed beside it, which would drop SQLite's POSIX locks.
+    pub fn adopt(&self, name: &str) {
+        let Ok((uid, gid)) = self.owner() else {
+            return;
+        };
+        match self.find(name) {
+            Some(f) if f.kind == FileType::RegularFile && (f.uid, f.gid) != (uid, gid) => {}
+            _ => return,
+        }
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let Ok(fd) = rustix::fs::openat(&self.fd, name, flags, Mode::empty()) else {
+            return;
+        };
+        let Ok(s) = rustix::fs::fstat(&fd) else {
+            return;
+        };
+        let regular = FileType::from_raw_mode(s.st_mode) == FileType::RegularFile;
+        if regular && s.st_nlink == 1 && (s.st_uid, s.st_gid) != (uid, gid) {
+            give(&fd, uid, gid);
+        }
+    }
+
+    /// The size of the regular file `name`, `None` when missing; an error when something other than
+    /// a regular file stands there.
+    pub fn regular_size(&self, name: &str) -> Result<Option<u64>, String> {
+        match self.find(name) {
+            None => Ok(None),
+            Some(f) if f.kind == FileType::RegularFile => {
+                let s = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(u64::try_from(s.st_size).unwrap_or_default()))
+            }
+            Some(_) => Err(format!(
+                "{} is not a regular file (a link or something else stands there)",
+                self.path.join(name).display()
+            )),
+        }
+    }
+}
+
+/// Hands a file to `uid:gid` when root writes it (a root job in the `cc-ci` user's directory); for
+/// anyone else it keeps the group where the writer may, and quietly does nothing otherwise.
+fn give(fd: &OwnedFd, uid: u32, gid: u32) {
+    use rustix::fs::{Gid, Uid};
+    let root = rustix::process::geteuid().is_root();
+    let owner = root.then(|| Uid::from_raw(uid));
+    if let Err(e) = rustix::fs::fchown(fd, owner, Some(Gid::from_raw(gid))) {
+        if root {
+            tracing::debug!("cannot hand a file to {uid}:{gid}: {e}");
+        }
+    }
+}
+
+/// Unpredictable enough that nobody plants a file at the name ahead of us; `O_EXCL` makes a guess
+/// that does land harmless anyway.
+fn unique() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    let stack = &nanos as *const u64 as u64;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // splitmix64 over what differs between processes, threads and calls.
+    let mut z = nanos ^ stack.rotate_left(32) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// [`Dir::write_atomic`] for a file named by path: its directory is opened once.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let (dir, name) = Dir::of_file(path)?;
+    dir.write_atomic(&name, bytes, mode)
+}
+
+/// Like [`write_atomic`], for a file the operator owns and may have linked elsewhere (the
+/// enrollment file in a checkout): a link is written at its target, and the link stays.
+pub fn write_atomic_at_target(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
+            .with_context(|| format!("cannot resolve the link {}", path.display()))?,
+        _ => path.to_path_buf(),
+    };
+    write_atomic(&target, bytes, mode)
+}
+
+/// Why a file could not be read as a small regular file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a regular file ({kind})")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{path} is larger than {limit} bytes")]
+    TooLarge { path: PathBuf, limit: u64 },
+}
+
+/// Reads a regular file of at most `limit` bytes. Never blocks on a FIFO or a device, never reads
+/// without end (`/dev/zero`); with `follow = false` a link is refused too.
+pub fn read_regular(path: &Path, limit: u64, follow: bool) -> Result<Vec<u8>, ReadError> {
+    let io = |source: std::io::Error| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
+        rustix::io::Errno::LOOP if !follow => ReadError::NotRegular {
+            path: path.to_path_buf(),
+            kind: "a symbolic link",
+        },
+        e => io(e.into()),
+    })?;
+    let s = rustix::fs::fstat(&fd).map_err(|e| io(e.into()))?;
+    let kind = match FileType::from_raw_mode(s.st_mode) {
+        FileType::RegularFile => None,
+        FileType::Directory => Some("a directory"),
+        FileType::Fifo => Some("a FIFO"),
+        FileType::Socket => Some("a socket"),
+        FileType::CharacterDevice | FileType::BlockDevice => Some("a device"),
+        _ => Some("not a plain file"),
+    };
+    if let Some(kind) = kind {
+        return Err(ReadError::NotRegular {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    let too_large = || ReadError::TooLarge {
+        path: path.to_path_buf(),
+        limit,
+    };
+    if u64::try_from(s.st_size).unwrap_or(u64::MAX) > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    File::from(fd)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// Bytes an unprivileged process may still write on the filesystem holding `path`.
@@ -83,6 +399,8 @@ pub fn free_bytes(path: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn replaces_and_keeps_mode() -> Result<()> {

@@ -71,11 +71,12 @@ fn a_holder_killed_with_sigkill_releases_the_lock() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
     fs::create_dir_all(&state).expect("mkdir");
-    // util-linux flock(1) takes the same flock(2) lock the agent uses; -o keeps the lock in flock
-    // itself rather than in the `sleep` it runs, so killing flock is killing the holder.
+    // util-linux flock(1) takes the same flock(2) lock on the state directory that the agent uses;
+    // -o keeps the lock in flock itself rather than in the `sleep` it runs, so killing flock is
+    // killing the holder.
     let child = Command::new("flock")
         .arg("-o")
-        .arg(state.join("agent.lock"))
+        .arg(&state)
         .args(["sleep", "20"])
         .stdout(Stdio::null())
         .spawn();

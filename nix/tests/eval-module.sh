@@ -42,6 +42,7 @@ grep -qx 'tests_dir = "/var/lib/cc-ci-tests"' "$work/rendered.toml" || fail "tes
 grep -qx 'budget = 1073741824' "$work/rendered.toml" || fail "disk.budget not rendered"
 grep -qx 'flake = "/srv/cc-ci#cc-ci"' "$work/rendered.toml" || fail "deploy.flake not rendered"
 grep -qx '\[\[deploy.checks\]\]' "$work/rendered.toml" || fail "deploy.checks not rendered"
+grep -qx 'state_dir = "/var/lib/cc-ci-deploy"' "$work/rendered.toml" || fail "the deploy journal is not root's own directory"
 "$agent" --config "$work/rendered.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the rendered options"
 echo "module evaluation: rendered: testsDir, disk.budget and deploy.* reach agent.toml and the agent accepts them"
 

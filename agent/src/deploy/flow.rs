@@ -381,7 +381,7 @@ impl Deploy<'_> {
     }
 
     fn workdir(&self) -> Result<PathBuf> {
-        let dir = self.config.state_dir.join("deploy");
+        let dir = self.config.deploy_state_dir().join("deploy");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(dir)

@@ -59,6 +59,36 @@ fn finish_output(ctx: &Context, ledger: &Ledger, id: i64, exit: Exit) -> Result<
     Ok(exit)
 }
 
+/// The deploy journal. Root deploys the host, so what it reads back from its journal must be
+/// something only root could have written: recipe CI runs as the owner of `state_dir`.
+pub(crate) fn open_journal(config: &Config) -> Result<Ledger> {
+    let dir = config.deploy_state_dir();
+    if rustix::process::geteuid().is_root() {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create the deploy journal's directory {}",
+                dir.display()
+            )
+        })?;
+        let owner = crate::fsutil::Dir::open(dir)?.owner()?;
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if owner.0 != 0 || mode & 0o022 != 0 {
+            return Err(Unusable(format!(
+                "{}: the deploy runs as root, and its journal in {} can be written by another user \
+                 (owner uid {}, mode {:04o}): set [deploy] state_dir to a directory only root can \
+                 write, such as /var/lib/cc-ci-deploy",
+                config.path.display(),
+                dir.display(),
+                owner.0,
+                mode & 0o7777
+            ))
+            .into());
+        }
+    }
+    Ledger::open(dir)
+}
+
 pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exit> {
     let config = ctx.config()?;
     let written = flake.unwrap_or_else(|| config.deploy.flake.clone());
@@ -66,7 +96,7 @@ pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exi
     let flake = FlakeRef::parse(&written, &cwd).map_err(Unusable)?;
     let (host, _) = host_of(&config)?;
     let _lock = JobLock::acquire(&config.state_dir, "deploy")?;
-    let ledger = Ledger::open(&config.state_dir)?;
+    let ledger = open_journal(&config)?;
     let p = Progress { out: &ctx.out };
     settle_unfinished(&ledger, &host, &p, false)?;
     let id = ledger.deploy_begin("deploy", Some(&flake.to_arg()))?;
@@ -88,7 +118,7 @@ pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
     let config = ctx.config()?;
     let (host, current) = host_of(&config)?;
     let _lock = JobLock::acquire(&config.state_dir, "rollback")?;
-    let ledger = Ledger::open(&config.state_dir)?;
+    let ledger = open_journal(&config)?;
     let p = Progress { out: &ctx.out };
     let unconfirmed_from = settle_unfinished(&ledger, &host, &p, true)?;
     let generations = host.generations()?;
@@ -162,7 +192,7 @@ pub fn deadman(ctx: &Context, id: i64) -> Result<Exit> {
             None
         }
     };
-    let ledger = Ledger::open(&config.state_dir)?;
+    let ledger = open_journal(&config)?;
     let row = ledger
         .deploy_get(id)?
         .with_context(|| format!("no deploy #{id} in the journal"))?;
@@ -216,7 +246,7 @@ fn guard(d: &Deploy<'_>, result: Result<Exit>) -> Result<Exit> {
 
 pub fn status(ctx: &Context) -> Result<Exit> {
     let config = ctx.config()?;
-    let ledger = Ledger::open(&config.state_dir)?;
+    let ledger = open_journal(&config)?;
     let unfinished = ledger.deploys_unfinished()?;
     let last = ledger.deploy_history(1)?.into_iter().next();
     if ctx.out.is_json() {
@@ -283,7 +313,7 @@ fn print_row(ctx: &Context, row: &DeployRow) {
 
 pub fn history(ctx: &Context, limit: u32) -> Result<Exit> {
     let config = ctx.config()?;
-    let ledger = Ledger::open(&config.state_dir)?;
+    let ledger = open_journal(&config)?;
     let rows = ledger.deploy_history(limit)?;
     if ctx.out.is_json() {
         ctx.out.json(&json!({ "deploys": rows }))?;

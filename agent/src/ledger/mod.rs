@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+
+use crate::exit::{Damaged, Unusable};
+use crate::fsutil::Dir;
 use serde::Serialize;
 
 pub use deploys::{DeployRow, Field, State};
@@ -45,9 +48,33 @@ impl Ledger {
     pub fn open(state_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        let dir = Dir::open(state_dir)?;
+        dir.check_private().map_err(Unusable)?;
         let path = state_dir.join(DB_FILE);
+        // An existing database that is empty lost its contents (a truncation, a bad restore):
+        // SQLite would take it for a new one and the history would be gone without a word.
+        let size = dir.regular_size(DB_FILE).map_err(Unusable)?;
+        if size.is_none() {
+            create_whole(&dir, &path)?;
+        }
+        if size == Some(0) {
+            return Err(Damaged(format!(
+                "state database {} is empty (0 bytes): its history is lost. Restore it from a \
+                 backup, or move it away to start a new one",
+                path.display()
+            ))
+            .into());
+        }
+        // A database an older agent made as root goes to the directory's owner. Before SQLite opens
+        // it: closing any other descriptor of an open SQLite file drops SQLite's POSIX locks on it.
+        // SQLite itself hands the -wal and -shm files it makes as root to the database's owner.
+        dir.adopt(DB_FILE);
         let setup = || -> Result<Connection> {
-            let mut conn = Connection::open(&path)?;
+            // No link anywhere in the path: the job user owns this directory.
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let mut conn = Connection::open_with_flags(&path, flags)?;
             conn.busy_timeout(Duration::from_secs(10))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
@@ -64,14 +91,13 @@ impl Ledger {
             std::thread::sleep(Duration::from_millis(20));
             opened = setup();
         }
-        let conn = opened.with_context(|| {
+        let conn = opened.map_err(|e| damaged_or(e, &path)).with_context(|| {
             format!(
                 "cannot open state database {}{}",
                 path.display(),
                 diagnose(state_dir)
             )
         })?;
-        adopt_owner(state_dir, &[DB_FILE, "state.db-wal", "state.db-shm"]);
         Ok(Self { conn, path })
     }
 
@@ -131,25 +157,82 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Gives files in `state_dir` the directory's owner. The units run as the `cc-ci` user, but an
-/// operator may run the agent as root: a root-owned database would lock the units out. Only root
-/// can change an owner, so for anyone else this quietly does nothing.
-pub(crate) fn adopt_owner(state_dir: &Path, names: &[&str]) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(dir) = std::fs::metadata(state_dir) else {
-        return;
-    };
-    for name in names {
-        let path = state_dir.join(name);
-        if let Ok(meta) = std::fs::metadata(&path) {
-            if meta.uid() != dir.uid() || meta.gid() != dir.gid() {
-                if let Err(e) = std::os::unix::fs::chown(&path, Some(dir.uid()), Some(dir.gid())) {
-                    tracing::debug!(path = %path.display(), "cannot adopt the state directory's owner: {e}");
-                }
-            }
+/// Makes a new database under a temporary name, migrated and in WAL mode, and moves it into
+/// place only if none is there yet. So `state.db` is never seen empty: an empty one is damage,
+/// not a database another agent is still creating.
+fn create_whole(dir: &Dir, path: &Path) -> Result<()> {
+    let tmp = format!(".{DB_FILE}.new-{}", std::process::id());
+    let tmp_path = dir.path().join(&tmp);
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = rustix::fs::unlinkat(
+            dir.fd(),
+            format!("{tmp}{suffix}"),
+            rustix::fs::AtFlags::empty(),
+        );
+    }
+    let made = (|| -> Result<()> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(&tmp_path, flags)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        migrate(&mut conn, path)?;
+        conn.close().map_err(|(_, e)| e)?;
+        dir.adopt(&tmp);
+        match rustix::fs::renameat_with(
+            dir.fd(),
+            tmp.as_str(),
+            dir.fd(),
+            DB_FILE,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            // Another agent made it first: theirs is as good as ours.
+            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(e) => Err(e.into()),
         }
+    })();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = rustix::fs::unlinkat(
+            dir.fd(),
+            format!("{tmp}{suffix}"),
+            rustix::fs::AtFlags::empty(),
+        );
+    }
+    made.with_context(|| {
+        format!(
+            "cannot create state database {}{}",
+            path.display(),
+            diagnose(dir.path())
+        )
+    })
+}
+
+/// A database SQLite calls corrupt or not a database is [`Damaged`], not a passing failure.
+fn damaged_or(e: anyhow::Error, path: &Path) -> anyhow::Error {
+    let code = e.chain().find_map(|c| {
+        c.downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+    });
+    match code {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            Damaged(format!(
+                "state database {} is damaged ({e:#}): {}",
+                path.display(),
+                DAMAGED_ADVICE
+            ))
+            .into()
+        }
+        _ => e,
     }
 }
+
+/// What to do with a damaged database, said wherever damage is found.
+pub const DAMAGED_ADVICE: &str =
+    "stop the agent's timers, keep a copy of the file, then restore it \
+     from a backup or try `sqlite3 state.db .recover`; the mirrors and canonical.json are not \
+     affected";
 
 fn is_busy(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

@@ -152,6 +152,11 @@ pub struct Health {
 }
 
 impl Config {
+    /// Where the deploy journal lives: `[deploy] state_dir`, else `state_dir`.
+    pub fn deploy_state_dir(&self) -> &Path {
+        self.deploy.state_dir.as_deref().unwrap_or(&self.state_dir)
+    }
+
     pub fn load(path: &Path) -> Result<Self, Invalid> {
         let source = TomlSource::read(path)?;
         Self::from_source(&source)

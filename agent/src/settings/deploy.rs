@@ -18,6 +18,7 @@ pub const DEADMAN_MARGIN: Duration = Duration::from_secs(5);
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDeploy {
     flake: Option<String>,
+    state_dir: Option<PathBuf>,
     require_synced: Option<bool>,
     confirm_timeout: Option<Seconds>,
     verify_timeout: Option<Seconds>,
@@ -137,6 +138,9 @@ impl FlakeRef {
 pub struct DeploySettings {
     /// As written; parsed against the working directory when a deploy starts.
     pub flake: String,
+    /// Where the deploy keeps its journal and work directory. `None`: the agent's `state_dir`.
+    /// A root deploy refuses a directory any other user can write (docs/deploy.md).
+    pub state_dir: Option<PathBuf>,
     pub require_synced: bool,
     pub confirm_timeout: Duration,
     pub verify_timeout: Duration,
@@ -232,6 +236,7 @@ pub(super) fn resolve(
     }
     DeploySettings {
         flake,
+        state_dir: raw.state_dir.as_deref().map(abs),
         require_synced: raw.require_synced.unwrap_or(true),
         confirm_timeout,
         verify_timeout,

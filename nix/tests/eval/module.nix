@@ -94,7 +94,10 @@ let
     # The deploy unit is root, and activation never stops or restarts it.
     deploy-unit = let s = summary (host { }); in
       expect (!s.deployUnit.restartIfChanged && !s.deployUnit.stopIfChanged && !(s.deployUnit.serviceConfig ? User)
-          && s.deployUnit.serviceConfig.PrivateTmp && !(s.deployUnit.serviceConfig ? ProtectSystem))
+          && s.deployUnit.serviceConfig.PrivateTmp && !(s.deployUnit.serviceConfig ? ProtectSystem)
+          # Root's journal is root's own directory, not cc-ci's.
+          && s.deployUnit.serviceConfig.StateDirectory == "cc-ci-deploy"
+          && s.deployUnit.serviceConfig.StateDirectoryMode == "0700")
         "cc-ci-deploy.service: ${builtins.toJSON s.deployUnit}"
         s.deployUnit;
 
