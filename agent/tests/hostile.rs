@@ -265,3 +265,84 @@ fn the_root_deploy_keeps_its_journal_where_the_job_user_cannot_write() {
         assert_eq!(m.uid(), JOB_UID, "{} is root's", entry.path().display());
     }
 }
+
+/// Two `enrollment add` of different names at the same moment: both exit 0 and both names are
+/// in the file, every round.
+#[test]
+fn concurrent_enrollment_edits_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("enrollment.toml");
+    std::fs::write(&file, "[recipe.base]\n").unwrap();
+    let f = file.to_string_lossy().into_owned();
+    for round in 0..20 {
+        let names = [format!("a{round}"), format!("b{round}")];
+        let children: Vec<_> = names
+            .iter()
+            .map(|n| {
+                std::process::Command::new(common::bin())
+                    .args(["enrollment", "--file", &f, "add", n])
+                    .env("CC_CI_LOG", "warn")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for n in &names {
+            assert!(
+                text.contains(&format!("[recipe.{n}]")),
+                "round {round}: {n} was lost:\n{text}"
+            );
+        }
+    }
+}
+
+/// An edit keeps the file what it was: a link stays a link and its target is edited; owner, group
+/// and mode stay; comments above a removed table and at the end stay; CRLF and a BOM stay. Only
+/// the edited table differs.
+#[test]
+fn edits_keep_the_file_what_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("checkout/enrollment.toml");
+    std::fs::create_dir(dir.path().join("checkout")).unwrap();
+    let original = "\u{feff}# The fleet of this host.\r\n# Keep it sorted.\r\n\r\n[defaults]\r\nbranch = \"main\"\r\n\r\n\
+                    # Going away soon.\r\n[recipe.old]\r\n\r\n# A note on keep.\r\n[recipe.keep]\r\ncanonical = true\r\n\r\n# The end.\r\n";
+    std::fs::write(&real, original).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+    if is_root() {
+        chown_tree(&real, JOB_UID);
+    }
+    let link = dir.path().join("enrollment.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let l = link.to_string_lossy().into_owned();
+    let before = std::fs::metadata(&real).unwrap();
+
+    let add = common::agent(&["enrollment", "--file", &l, "add", "new"]);
+    assert_eq!(add.code, 0, "{}", add.stderr);
+    let remove = common::agent(&["enrollment", "--file", &l, "remove", "old"]);
+    assert_eq!(remove.code, 0, "{}", remove.stderr);
+
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link was replaced by a plain file"
+    );
+    let after = std::fs::metadata(&real).unwrap();
+    assert_eq!(after.mode() & 0o7777, 0o640, "mode");
+    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()), "owner");
+    let text = std::fs::read_to_string(&real).unwrap();
+    let expected = "\u{feff}# The fleet of this host.\r\n# Keep it sorted.\r\n\r\n[defaults]\r\nbranch = \"main\"\r\n\r\n\
+                    # Going away soon.\r\n# A note on keep.\r\n[recipe.keep]\r\ncanonical = true\r\n\r\n# The end.\r\n\r\n[recipe.new]\r\n";
+    assert_eq!(text, expected, "{text:?}");
+}

@@ -24,17 +24,113 @@ pub struct NewRecipe {
 }
 
 pub struct EnrollmentEdit {
+    /// As the user named it, for messages.
     path: PathBuf,
+    /// Where the bytes are: the link's target when `path` is a link.
+    target: PathBuf,
+    /// The file's own flock, held from the read to the rename.
+    _lock: std::fs::File,
     original: String,
+    style: Style,
     doc: DocumentMut,
     current: Enrollment,
 }
 
+/// How the file is written, kept across an edit: a byte-order mark, CRLF line ends.
+#[derive(Debug, Clone, Copy, Default)]
+struct Style {
+    bom: bool,
+    crlf: bool,
+}
+
+impl Style {
+    fn of(raw: &str) -> Self {
+        Self {
+            bom: raw.starts_with(super::source::BOM),
+            crlf: raw.contains("\r\n"),
+        }
+    }
+
+    fn apply(self, text: &str) -> String {
+        let body = if self.crlf {
+            text.replace("\r\n", "\n").replace('\n', "\r\n")
+        } else {
+            text.to_string()
+        };
+        if self.bom {
+            format!("{}{body}", super::source::BOM)
+        } else {
+            body
+        }
+    }
+}
+
+/// How long an edit waits for another edit of the same file to finish.
+const EDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes the exclusive flock of the file at `target`. An edit replaces the file by rename, so a
+/// lock taken on the old file while it was being replaced is dropped and taken on the new one.
+fn lock_file(path: &Path, target: &Path) -> Result<std::fs::File, Invalid> {
+    use std::os::unix::fs::MetadataExt;
+    let deadline = std::time::Instant::now() + EDIT_WAIT;
+    loop {
+        let file = std::fs::File::open(target)
+            .map_err(|e| Invalid(vec![InputError::file(path, format!("cannot read: {e}"))]))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Invalid(vec![InputError::file(
+                    path,
+                    format!(
+                        "another edit has held it for {}s; nothing was written",
+                        EDIT_WAIT.as_secs()
+                    ),
+                )]))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Invalid(vec![InputError::file(
+                    path,
+                    format!("cannot lock: {e}"),
+                )]))
+            }
+        }
+        let same = match (file.metadata(), std::fs::metadata(target)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if same {
+            return Ok(file);
+        }
+    }
+}
+
 impl EnrollmentEdit {
     pub fn open(path: &Path) -> Result<Self, Invalid> {
-        let source = TomlSource::read(path)?;
-        let current = Enrollment::from_source(&source)?;
-        let original = source.text().to_string();
+        let target = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).map_err(|e| {
+                Invalid(vec![InputError::file(
+                    path,
+                    format!("cannot resolve the link: {e}"),
+                )])
+            })?,
+            _ => path.to_path_buf(),
+        };
+        let lock = lock_file(path, &target)?;
+        let raw = std::fs::read_to_string(&target)
+            .map_err(|e| Invalid(vec![InputError::file(path, format!("cannot read: {e}"))]))?;
+        let style = Style::of(&raw);
+        let source = TomlSource::read(&target).map_err(|mut e| {
+            e.file = path.to_path_buf();
+            Invalid(vec![e])
+        })?;
+        let current =
+            Enrollment::from_source(&TomlSource::parse(path, source.text().to_string())?)?;
+        // Edited with LF line ends; written back as the file had them.
+        let original = source.text().replace("\r\n", "\n");
         let doc = original.parse::<DocumentMut>().map_err(|e| {
             Invalid(vec![InputError::file(
                 path,
@@ -43,7 +139,10 @@ impl EnrollmentEdit {
         })?;
         Ok(Self {
             path: path.to_path_buf(),
-            original,
+            target,
+            _lock: lock,
+            original: raw,
+            style,
             doc,
             current,
         })
@@ -127,14 +226,59 @@ impl EnrollmentEdit {
             return Err(self.arg_error(&key, format!("cannot remove {name:?}: it is not declared")));
         }
         let removed = match self.doc.get_mut("recipe") {
-            Some(Item::Table(t)) => t.remove(name).is_some(),
-            Some(Item::Value(toml_edit::Value::InlineTable(t))) => t.remove(name).is_some(),
-            _ => false,
+            Some(Item::Table(t)) => match t.remove(name) {
+                Some(Item::Table(gone)) => Some(gone),
+                Some(_) => Some(Table::new()),
+                None => None,
+            },
+            Some(Item::Value(toml_edit::Value::InlineTable(t))) => {
+                t.remove(name).map(|_| Table::new())
+            }
+            _ => None,
         };
-        if !removed {
+        let Some(gone) = removed else {
             return Err(self.arg_error(&key, "declared in a form this command cannot edit"));
-        }
+        };
+        self.keep_comments_of(&gone);
         Ok(())
+    }
+
+    /// The comments above a removed table (a file header, a note on the next section) stay: they
+    /// go above the table that followed it, or to the end of the file.
+    fn keep_comments_of(&mut self, gone: &Table) {
+        let prefix = gone
+            .decor()
+            .prefix()
+            .and_then(|p| p.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if !prefix.lines().any(|l| l.trim_start().starts_with('#')) {
+            return;
+        }
+        let after = gone.position().unwrap_or(usize::MAX);
+        let mut tables = Vec::new();
+        explicit_tables(self.doc.as_table(), &mut Vec::new(), &mut tables);
+        let next = tables
+            .into_iter()
+            .filter(|(at, _)| *at > after)
+            .min_by_key(|(at, _)| *at)
+            .and_then(|(_, path)| table_at(self.doc.as_table_mut(), &path));
+        match next {
+            Some(t) => {
+                let own = t
+                    .decor()
+                    .prefix()
+                    .and_then(|p| p.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                t.decor_mut()
+                    .set_prefix(format!("{prefix}{}", own.trim_start_matches('\n')));
+            }
+            None => {
+                let trailing = self.doc.trailing().as_str().unwrap_or_default().to_string();
+                self.doc.set_trailing(format!("{prefix}{trailing}"));
+            }
+        }
     }
 
     /// Checks the edited text with the same parser and writes it atomically.
@@ -142,7 +286,9 @@ impl EnrollmentEdit {
         let text = self.doc.to_string();
         let source = TomlSource::parse(&self.path, text.clone())?;
         let edited = Enrollment::from_source(&source)?;
-        let on_disk = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let text = self.style.apply(&text);
+        // Under the lock, only an editor that does not take it (a person) can have changed it.
+        let on_disk = std::fs::read_to_string(&self.target).unwrap_or_default();
         if on_disk != self.original {
             return Err(Busy(format!(
                 "{} changed while it was being edited; nothing was written: run the command again",
@@ -150,9 +296,30 @@ impl EnrollmentEdit {
             ))
             .into());
         }
-        write_atomic(&self.path, text.as_bytes(), 0o644)?;
+        write_atomic(&self.target, text.as_bytes(), 0o644)?;
         Ok(edited)
     }
+}
+
+/// Every `[table]` written in the file, with its place in the document and its key path.
+fn explicit_tables(table: &Table, path: &mut Vec<String>, out: &mut Vec<(usize, Vec<String>)>) {
+    for (key, item) in table.iter() {
+        if let Item::Table(t) = item {
+            path.push(key.to_string());
+            if !t.is_implicit() {
+                out.push((t.position().unwrap_or(0), path.clone()));
+            }
+            explicit_tables(t, path, out);
+            path.pop();
+        }
+    }
+}
+
+fn table_at<'a>(mut table: &'a mut Table, path: &[String]) -> Option<&'a mut Table> {
+    for key in path {
+        table = table.get_mut(key)?.as_table_mut()?;
+    }
+    Some(table)
 }
 
 /// Today's hand-typed `POLL_REPOS` CSV turned into a new enrollment file's text.

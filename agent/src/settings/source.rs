@@ -66,6 +66,10 @@ pub fn dotted(path: &[&str]) -> String {
         .join(".")
 }
 
+/// The largest agent.toml or enrollment.toml read: far above any real one, far below memory.
+pub const MAX_FILE: u64 = 16 << 20;
+pub const BOM: &str = "\u{feff}";
+
 pub struct TomlSource {
     path: PathBuf,
     text: String,
@@ -74,10 +78,14 @@ pub struct TomlSource {
 
 impl TomlSource {
     pub fn read(path: &Path) -> Result<Self, InputError> {
-        let bytes =
-            std::fs::read(path).map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
-        let text = String::from_utf8(bytes)
+        let bytes = crate::fsutil::read_regular(path, MAX_FILE, true)
+            .map_err(|e| InputError::file(path, format!("cannot read: {e}")))?;
+        let mut text = String::from_utf8(bytes)
             .map_err(|e| InputError::file(path, format!("not UTF-8: {e}")))?;
+        // A byte-order mark is not TOML; editors put one there. Edits put it back.
+        if let Some(rest) = text.strip_prefix(BOM) {
+            text = rest.to_string();
+        }
         Self::parse(path, text)
     }
 
