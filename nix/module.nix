@@ -83,10 +83,12 @@ let
   # The jobs the agent runs on timers. `available` is false for a job whose command this agent
   # version does not have yet: its options exist, no unit is made for it.
   jobs = {
-    mirrors = { timer = cfg.mirrors.timer; argv = [ "mirrors" "sync" ]; available = true; };
-    sweep = { timer = cfg.sweep.timer; argv = [ "sweep" ]; available = cfg.sweep.command != null; };
-    health = { timer = cfg.health.timer; argv = [ "health" ]; available = true; };
-    gc = { timer = cfg.disk.gc.timer; argv = [ "gc" ]; available = cfg.disk.budget != null; };
+    # timeout: TimeoutStartSec, so a job that hangs is stopped and its timer fires again. The
+    # sweep's is above its own run_timeout (24h by default), which ends it cleanly first.
+    mirrors = { timer = cfg.mirrors.timer; argv = [ "mirrors" "sync" ]; available = true; timeout = "1h"; };
+    sweep = { timer = cfg.sweep.timer; argv = [ "sweep" ]; available = cfg.sweep.command != null; timeout = "25h"; };
+    health = { timer = cfg.health.timer; argv = [ "health" ]; available = true; timeout = "15min"; };
+    gc = { timer = cfg.disk.gc.timer; argv = [ "gc" ]; available = cfg.disk.budget != null; timeout = "3h"; };
   };
   activeJobs = lib.filterAttrs (_: j: j.available && j.timer.enable) jobs;
 
@@ -526,6 +528,7 @@ in
           serviceConfig = hardening // {
             Type = "oneshot";
             RemainAfterExit = true;
+            TimeoutStartSec = "5min";
             ExecStart = "${exe} enrollment check";
             PrivateNetwork = true;
           };
@@ -542,6 +545,8 @@ in
           environment.CC_CI_AGENT_CONFIG = configPath;
           serviceConfig = {
             Type = "oneshot";
+            # Above build_timeout (1h by default) plus verification: the deploy ends itself first.
+            TimeoutStartSec = "2h";
             ExecStart = "${exe} deploy";
             # Root, and no ProtectSystem, capability or namespace limits: activation writes the
             # profiles, /etc and the boot loader, sets the hostname, and restarts anything. What
@@ -572,6 +577,7 @@ in
           environment.CC_CI_AGENT_CONFIG = configPath;
           serviceConfig = hardening // {
             Type = "oneshot";
+            TimeoutStartSec = job.timeout;
             ExecStart = lib.escapeShellArgs ([ exe ] ++ job.argv);
             LoadCredential = credentialsFor name;
             ReadWritePaths = lib.optional (cfg.forge.kind == "local" && cfg.forge.path != null) cfg.forge.path

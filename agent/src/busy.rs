@@ -19,7 +19,12 @@ pub fn check(check: &BusyCheck) -> Busy {
             let Some((program, args)) = argv.split_first() else {
                 return Busy::Unknown("empty busy_check command".into());
             };
-            match Cmd::new(program).args(args).timeout(*timeout).output() {
+            match Cmd::new(program)
+                .args(args)
+                .clean_env(&[])
+                .timeout(*timeout)
+                .output()
+            {
                 Ok(done) => match done.code() {
                     Some(0) => Busy::Idle,
                     Some(1) => Busy::Busy(first_line(&done.stdout, "a CI build is in flight")),

@@ -35,6 +35,7 @@ pub fn fire(config: &Config, event: &str, details: Value) -> usize {
             continue;
         };
         match Cmd::new(program)
+            .clean_env(&hook.pass_env)
             .args(args)
             .stdin(stdin.clone())
             .timeout(hook.timeout)

@@ -101,12 +101,21 @@ impl Finished {
     }
 }
 
+/// What a child given a clean environment ([`Cmd::clean_env`]) keeps of the agent's: enough to
+/// find programs, name files and speak a locale. Never `CREDENTIALS_DIRECTORY` or a token.
+pub const BASE_ENV: [&str; 11] = [
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM",
+    "NIX_PATH",
+];
+
 #[derive(Debug, Clone)]
 pub struct Cmd {
     program: PathBuf,
     args: Vec<OsString>,
     cwd: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
+    /// `Some`: the child starts from an empty environment plus [`BASE_ENV`] and these names.
+    clean_env: Option<Vec<String>>,
     timeout: Option<Duration>,
     stdin: Option<Vec<u8>>,
 }
@@ -118,6 +127,7 @@ impl Cmd {
             args: Vec::new(),
             cwd: None,
             env: Vec::new(),
+            clean_env: None,
             timeout: None,
             stdin: None,
         }
@@ -149,6 +159,13 @@ impl Cmd {
         self
     }
 
+    /// For code the agent does not trust (recipe CI, hooks, checks): the child sees none of the
+    /// agent's environment but [`BASE_ENV`], the names in `pass`, and what [`Cmd::env`] sets.
+    pub fn clean_env(mut self, pass: &[String]) -> Self {
+        self.clean_env = Some(pass.to_vec());
+        self
+    }
+
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -174,26 +191,46 @@ impl Cmd {
         }
     }
 
-    /// Runs to completion (or timeout) whatever its exit status.
-    pub fn output(&self) -> Result<Finished, ProcessError> {
-        let program = self.display();
+    /// The program, its arguments, directory and environment, in a process group of its own.
+    fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
+            .stdin(Stdio::null())
+            .process_group(0);
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        if let Some(pass) = &self.clean_env {
+            command.env_clear();
+            let names = BASE_ENV
+                .iter()
+                .copied()
+                .chain(pass.iter().map(String::as_str));
+            for name in names {
+                if let Some(v) = std::env::var_os(name) {
+                    command.env(name, v);
+                }
+            }
+        }
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    /// Runs to completion (or timeout) whatever its exit status.
+    pub fn output(&self) -> Result<Finished, ProcessError> {
+        let program = self.display();
+        let mut command = self.command();
+        command
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        if let Some(dir) = &self.cwd {
-            command.current_dir(dir);
-        }
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
+            .stderr(Stdio::piped());
         tracing::debug!(command = %program, "running");
         let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
             program: program.clone(),
@@ -209,21 +246,58 @@ impl Cmd {
         let (closed_tx, closed) = std::sync::mpsc::channel();
         let stdout = drain(child.stdout.take(), closed_tx.clone());
         let stderr = drain(child.stderr.take(), closed_tx);
-        let status = wait(&mut child, &running, &closed, self.timeout).map_err(|e| match e {
-            WaitError::Timeout => ProcessError::Timeout {
-                program: program.clone(),
-                timeout: self.timeout.unwrap_or_default(),
-            },
-            WaitError::Io(source) => ProcessError::Spawn {
-                program: program.clone(),
-                source,
-            },
-        })?;
+        let status = wait(&mut child, &running, &closed, self.timeout)
+            .map_err(|e| self.wait_error(&program, e))?;
         Ok(Finished {
             status,
             stdout: stdout.join().unwrap_or_default(),
             stderr: stderr.join().unwrap_or_default(),
         })
+    }
+
+    /// Runs to completion (or timeout) with stdout and stderr going to `log` as they come, in
+    /// arrival order: at most `cap` bytes of them, then the last [`LOG_TAIL`] bytes. Nothing is
+    /// held in memory but that tail, so a CI that prints gigabytes costs no more than one that
+    /// prints a line.
+    pub fn output_logged(&self, log: std::fs::File, cap: u64) -> Result<Logged, ProcessError> {
+        let program = self.display();
+        let mut command = self.command();
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        tracing::debug!(command = %program, "running, output to its log");
+        let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        let running = Running::new(&child);
+        let sink = std::sync::Arc::new(Mutex::new(LogSink::new(log, cap)));
+        let (closed_tx, closed) = std::sync::mpsc::channel();
+        let out = drain_to(child.stdout.take(), sink.clone(), closed_tx.clone());
+        let err = drain_to(child.stderr.take(), sink.clone(), closed_tx);
+        let waited = wait(&mut child, &running, &closed, self.timeout);
+        let _ = (out.join(), err.join());
+        let (tail, dropped) = match sink.lock() {
+            Ok(mut s) => s.finish(),
+            Err(_) => (String::new(), 0),
+        };
+        let status = waited.map_err(|e| self.wait_error(&program, e))?;
+        Ok(Logged {
+            status,
+            tail,
+            dropped,
+        })
+    }
+
+    fn wait_error(&self, program: &str, e: WaitError) -> ProcessError {
+        match e {
+            WaitError::Timeout => ProcessError::Timeout {
+                program: program.to_string(),
+                timeout: self.timeout.unwrap_or_default(),
+            },
+            WaitError::Io(source) => ProcessError::Spawn {
+                program: program.to_string(),
+                source,
+            },
+        }
     }
 
     /// Runs and requires exit status 0; returns stdout.
@@ -235,6 +309,92 @@ impl Cmd {
             Err(failed(self.display(), &done))
         }
     }
+}
+
+/// How much of a logged run's last output is kept for its message and the log's end.
+pub const LOG_TAIL: usize = 64 * 1024;
+
+/// A run whose output went to its log.
+#[derive(Debug)]
+pub struct Logged {
+    pub status: ExitStatus,
+    /// The last [`LOG_TAIL`] bytes of its output.
+    pub tail: String,
+    /// Bytes over the cap that the log does not hold.
+    pub dropped: u64,
+}
+
+struct LogSink {
+    file: std::fs::File,
+    cap: u64,
+    written: u64,
+    dropped: u64,
+    tail: std::collections::VecDeque<u8>,
+}
+
+impl LogSink {
+    fn new(file: std::fs::File, cap: u64) -> Self {
+        Self {
+            file,
+            cap,
+            written: 0,
+            dropped: 0,
+            tail: std::collections::VecDeque::with_capacity(LOG_TAIL),
+        }
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        let room = usize::try_from(self.cap.saturating_sub(self.written)).unwrap_or(usize::MAX);
+        let (kept, over) = bytes.split_at(room.min(bytes.len()));
+        if !kept.is_empty() && self.file.write_all(kept).is_ok() {
+            self.written += kept.len() as u64;
+        }
+        self.dropped += over.len() as u64;
+        for &b in bytes.iter().rev().take(LOG_TAIL).rev() {
+            if self.tail.len() == LOG_TAIL {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(b);
+        }
+    }
+
+    /// Notes in the log what the cap left out and appends the tail; returns the tail.
+    fn finish(&mut self) -> (String, u64) {
+        let tail: Vec<u8> = self.tail.iter().copied().collect();
+        if self.dropped > 0 {
+            let note = format!(
+                "\n[cc-ci: the log keeps the first {} bytes; {} more were not kept. The last {} bytes follow.]\n",
+                self.written,
+                self.dropped,
+                tail.len()
+            );
+            let _ = self.file.write_all(note.as_bytes());
+            let _ = self.file.write_all(&tail);
+        }
+        let _ = self.file.sync_data();
+        (String::from_utf8_lossy(&tail).into_owned(), self.dropped)
+    }
+}
+
+fn drain_to<R: Read + Send + 'static>(
+    pipe: Option<R>,
+    sink: std::sync::Arc<Mutex<LogSink>>,
+    closed: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        if let Some(mut p) = pipe {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = p.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.take(&buf[..n]);
+                }
+            }
+        }
+        let _ = closed.send(());
+    })
 }
 
 pub fn failed(program: String, done: &Finished) -> ProcessError {

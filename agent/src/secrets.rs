@@ -28,14 +28,44 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A token file is a line; anything near this size is not one.
+const MAX_TOKEN_FILE: u64 = 64 * 1024;
+
+/// Says so when users other than the owner and its group can read the token, or its group can
+/// change it: the token is only as secret as its file.
+fn warn_if_shared(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o026 != 0 {
+            tracing::warn!(
+                "the {what} token file {} has mode {mode:03o}: other users can read or change it; `chmod 600` it",
+                path.display()
+            );
+        }
+    }
+}
+
 /// Reads the token from `configured`, else from `$CREDENTIALS_DIRECTORY/<credential>`. Errors
 /// name the file, never its content.
 pub fn read_token(configured: Option<&Path>, credential: &str, what: &str) -> Result<Secret> {
     let path: PathBuf = secret_path(configured, credential).with_context(|| {
         format!("no {what} token: set its token_file, or run under systemd with the credential {credential}")
     })?;
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the {what} token file {}", path.display()))?;
+    let bytes = crate::fsutil::read_regular(&path, MAX_TOKEN_FILE, true)
+        .with_context(|| format!("cannot read the {what} token file"))?;
+    warn_if_shared(&path, what);
+    anyhow::ensure!(
+        !bytes.starts_with("\u{feff}".as_bytes()),
+        "the {what} token file {} starts with a byte-order mark: save it as plain ASCII",
+        path.display()
+    );
+    anyhow::ensure!(
+        bytes.is_ascii(),
+        "the {what} token file {} holds non-ASCII characters: a token is plain ASCII",
+        path.display()
+    );
+    let text = String::from_utf8_lossy(&bytes);
     let token = text.trim();
     anyhow::ensure!(
         !token.is_empty(),

@@ -512,7 +512,7 @@ fn a_promotion_and_a_gc_never_interleave() {
     let ci = r#"mkdir -p "$VOLUMES/$1_$2" && head -c 2097152 /dev/zero > "$VOLUMES/$1_$2/db" && sleep 3"#;
     let mut config = std::fs::read_to_string(&h.config).unwrap();
     config.push_str(&format!(
-        "\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n\n[sweep]\ncommand = [\"sh\", \"-c\", {ci:?}, \"ci\", \"{{recipe}}\", \"{{version}}\"]\n"
+        "\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n\n[sweep]\ncommand = [\"sh\", \"-c\", {ci:?}, \"ci\", \"{{recipe}}\", \"{{version}}\"]\npass_env = [\"VOLUMES\"]\n"
     ));
     std::fs::write(&h.config, config).unwrap();
     h.volume("a_1.0.0+1", 2, 30);

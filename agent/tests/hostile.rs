@@ -340,9 +340,324 @@ fn edits_keep_the_file_what_it_was() {
     );
     let after = std::fs::metadata(&real).unwrap();
     assert_eq!(after.mode() & 0o7777, 0o640, "mode");
-    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()), "owner");
+    assert_eq!(
+        (after.uid(), after.gid()),
+        (before.uid(), before.gid()),
+        "owner"
+    );
     let text = std::fs::read_to_string(&real).unwrap();
     let expected = "\u{feff}# The fleet of this host.\r\n# Keep it sorted.\r\n\r\n[defaults]\r\nbranch = \"main\"\r\n\r\n\
                     # Going away soon.\r\n# A note on keep.\r\n[recipe.keep]\r\ncanonical = true\r\n\r\n# The end.\r\n\r\n[recipe.new]\r\n";
     assert_eq!(text, expected, "{text:?}");
+}
+
+impl Fleet {
+    /// Writes an executable script beside agent.toml.
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.root().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn append_config(&self, text: &str) {
+        let mut config = std::fs::read_to_string(&self.config).unwrap();
+        config = config.replace("[sweep]\n", &format!("[sweep]\n{text}"));
+        std::fs::write(&self.config, config).unwrap();
+    }
+
+    /// The newest CI log of the recipe.
+    fn last_log(&self) -> String {
+        let dir = self.state().join("sweep/logs/app");
+        let mut logs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        logs.sort_by_key(|p| {
+            p.file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+        });
+        std::fs::read_to_string(logs.last().unwrap()).unwrap()
+    }
+}
+
+/// Recipe CI sees none of the agent's credentials: not the variable, not the files. A credential
+/// granted by name reaches it, in a directory of the run's own.
+#[test]
+fn recipe_ci_gets_no_credential_it_was_not_granted() {
+    // A relative command[0] is relative to agent.toml, like every other path.
+    let fleet = Fleet::new("[\"./ci.sh\"]");
+    fleet.script(
+        "ci.sh",
+        "env\nfor d in \"$CREDENTIALS_DIRECTORY\" \"$AGENT_CREDS\"; do [ -n \"$d\" ] && cat \"$d\"/* ; done\nexit 0",
+    );
+    fleet.append_config("credentials = [\"registry\"]\n");
+    let creds = fleet.root().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("forge-token"), "forge-s3cret-7731\n").unwrap();
+    std::fs::write(creds.join("bridge-token"), "bridge-s3cret-8842\n").unwrap();
+    std::fs::write(creds.join("registry"), "registry-granted-9953\n").unwrap();
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let out = std::process::Command::new(common::bin())
+        .args(["--config", &fleet.config, "sweep"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("CC_CI_LOG", "warn")
+        .output()
+        .unwrap();
+    let run = common::finish(Ok(out));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let log = fleet.last_log();
+    assert!(
+        log.contains("registry-granted-9953"),
+        "the grant reached CI:\n{log}"
+    );
+    for secret in ["forge-s3cret-7731", "bridge-s3cret-8842"] {
+        assert!(!log.contains(secret), "CI read {secret}:\n{log}");
+        assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
+    }
+    assert!(
+        !log.contains(&creds.to_string_lossy().into_owned()),
+        "CI was told where the agent's credentials are:\n{log}"
+    );
+    // The agent's own tokens cannot be granted.
+    fleet.append_config("credentials = [\"forge-token\"]\n");
+    let refused = fleet.agent(&["sweep"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("sweep.credentials"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// A CI command that cannot be executed is not a red release: the run could not be judged (exit
+/// 11), and once it is fixed the release is tested, not skipped as already judged.
+#[test]
+fn a_ci_that_cannot_start_is_not_a_red_release() {
+    let fleet = Fleet::new("[\"./ci.sh\"]");
+    let ci = fleet.script("ci.sh", "exit 0");
+    std::fs::set_permissions(&ci, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let first = fleet.agent(&["sweep"]);
+    assert_eq!(first.code, 11, "{}{}", first.stdout, first.stderr);
+    let list = fleet.agent(&["--format", "json", "canonical", "list"]);
+    assert!(!list.stdout.contains("1.0.0+1.0"), "{}", list.stdout);
+
+    std::fs::set_permissions(&ci, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let second = fleet.agent(&["sweep"]);
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    assert!(
+        !second.stdout.contains("already-judged"),
+        "{}",
+        second.stdout
+    );
+    let list = fleet.agent(&["--format", "json", "canonical", "list"]);
+    assert!(
+        list.stdout.contains("1.0.0+1.0"),
+        "promoted: {}",
+        list.stdout
+    );
+}
+
+/// The peak resident memory of a process, sampled from /proc until it exits (VmHWM only grows).
+fn peak_rss_kib(child: &mut std::process::Child) -> u64 {
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status) {
+            if let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    peak
+}
+
+/// 512 MiB of CI output: the log exists while CI runs, is capped with its tail kept, and the
+/// agent's memory stays flat.
+#[test]
+fn ci_output_goes_to_its_log_as_it_comes_with_a_cap() {
+    let fleet = Fleet::new("[\"./ci.sh\"]");
+    fleet.script(
+        "ci.sh",
+        "head -c 536870912 /dev/zero | tr '\\0' 'x'\necho\necho the-last-line\nexit 1",
+    );
+    fleet.append_config("log_limit = \"1M\"\n");
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let mut child = std::process::Command::new(common::bin())
+        .args(["--config", &fleet.config, "sweep"])
+        .env("CC_CI_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let peak = peak_rss_kib(&mut child);
+    println!("agent peak RSS over 512 MiB of CI output: {peak} KiB");
+    assert!(peak < 64 * 1024, "the agent held the output: {peak} KiB");
+    let log = fleet.last_log();
+    assert!(
+        log.len() < 2 << 20,
+        "the log is capped: {} bytes",
+        log.len()
+    );
+    assert!(log.contains("more were not kept"), "the cap is said");
+    assert!(
+        log.trim_end().ends_with("the-last-line"),
+        "the tail is kept"
+    );
+    let history = fleet.agent(&["--format", "json", "history", "app"]);
+    assert!(
+        history.stdout.contains("the-last-line"),
+        "{}",
+        history.stdout
+    );
+}
+
+fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+}
+
+/// Runs the agent, killing it if it has not finished by `limit`: a hang is a failure, not a
+/// test that never ends.
+fn agent_within(args: &[&str], limit: std::time::Duration) -> common::Run {
+    let mut child = std::process::Command::new(common::bin())
+        .args(args)
+        .env("CC_CI_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("cc-ci-agent {args:?} hung for {}s", limit.as_secs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    common::finish(child.wait_with_output())
+}
+
+/// A FIFO where gc reads a volume's label and lock: gc finishes, and keeps that volume as
+/// unreadable. Files the agent is pointed at that are not regular, or are huge, are refused.
+#[test]
+fn fifos_devices_and_huge_files_are_refused_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for v in ["volumes/a_1.0.0+1", "volumes/b_1.0.0+1"] {
+        std::fs::create_dir_all(root.join(v)).unwrap();
+        std::fs::write(root.join(v).join("db"), vec![7u8; 8192]).unwrap();
+    }
+    mkfifo(&root.join("volumes/a_1.0.0+1/.cc-ci-volume.json"));
+    mkfifo(&root.join("volumes/b_1.0.0+1/.cc-ci-volume.lock"));
+    std::fs::write(root.join("enrollment.toml"), "[recipe.a]\n[recipe.b]\n").unwrap();
+    let config = root.join("agent.toml");
+    std::fs::write(
+        &config,
+        "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\n\n[disk]\nbudget = 1\ngrace = 0\n\
+         [disk.volumes]\nkind = \"directory\"\nroot = \"volumes\"\n",
+    )
+    .unwrap();
+    let c = config.to_string_lossy().into_owned();
+    let limit = std::time::Duration::from_secs(30);
+    let gc = agent_within(&["--config", &c, "--format", "json", "gc"], limit);
+    assert!([11, 13].contains(&gc.code), "{} {}", gc.code, gc.stderr);
+    assert!(
+        root.join("volumes/a_1.0.0+1/db").exists() && root.join("volumes/b_1.0.0+1/db").exists()
+    );
+    assert!(
+        gc.stdout.contains("not a regular file") || gc.stdout.contains("unreadable"),
+        "{}",
+        gc.stdout
+    );
+
+    mkfifo(&root.join("enrollment.fifo"));
+    for file in ["/dev/zero", &root.join("enrollment.fifo").to_string_lossy()] {
+        let run = agent_within(&["enrollment", "--file", file, "check"], limit);
+        assert_eq!(run.code, 2, "{file}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("not a regular file"),
+            "{file}: {}",
+            run.stderr
+        );
+    }
+    let huge = root.join("huge-token");
+    std::fs::write(&huge, vec![b'a'; 1 << 20]).unwrap();
+    let bom = root.join("bom-token");
+    std::fs::write(&bom, "\u{feff}abc\n").unwrap();
+    for (token, says) in [(&huge, "larger than"), (&bom, "byte-order mark")] {
+        std::fs::write(
+            &config,
+            format!(
+                "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\n\n[forge]\nkind = \"gitea\"\n\
+                 url = \"http://127.0.0.1:9\"\norg = \"o\"\ntoken_file = {:?}\nallow_insecure = true\n",
+                token.display().to_string()
+            ),
+        )
+        .unwrap();
+        let run = agent_within(&["--config", &c, "mirrors", "sync"], limit);
+        assert_ne!(run.code, 0);
+        assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
+    }
+}
+
+/// A corrupted page or an emptied database is said as such (exit 15, with what to do), and no job
+/// runs on it; a command that only reads does not need it.
+#[test]
+fn a_damaged_state_database_is_said_and_no_job_runs_on_it() {
+    let fleet = Fleet::new("[\"true\"]");
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    assert_eq!(fleet.agent(&["sweep"]).code, 0);
+    let db = fleet.state().join("state.db");
+    let status = fleet.agent(&["state", "status"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    // Garbage over every page but the header page: SQLite finds it on open or when checking.
+    let len = std::fs::metadata(&db).unwrap().len();
+    assert!(len >= 3 * 4096, "the database has pages to corrupt");
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.seek(std::io::SeekFrom::Start(4096)).unwrap();
+        f.write_all(&vec![0xA5; (len - 4096) as usize]).unwrap();
+    }
+    for args in [&["state", "status"][..], &["mirrors", "sync"], &["sweep"]] {
+        let run = fleet.agent(args);
+        assert_eq!(run.code, 15, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("backup"),
+            "{args:?} says what to do: {}",
+            run.stderr
+        );
+    }
+    let check = fleet.agent(&["enrollment", "check"]);
+    assert_eq!(
+        check.code, 0,
+        "a read-only command needs no database: {}",
+        check.stderr
+    );
+
+    std::fs::write(&db, b"").unwrap();
+    let _ = std::fs::remove_file(fleet.state().join("state.db-wal"));
+    let run = fleet.agent(&["mirrors", "sync"]);
+    assert_eq!(run.code, 15, "{}", run.stderr);
+    assert!(run.stderr.contains("empty"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "not silently re-created"
+    );
 }

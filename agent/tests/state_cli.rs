@@ -103,7 +103,16 @@ fn a_holder_killed_with_sigkill_releases_the_lock() {
 
     child.kill().expect("kill -9");
     child.wait().expect("wait");
-    let lock = JobLock::acquire(&state, "sweep").expect("lock free after SIGKILL");
+    // flock(1)'s forked child closes its copy of the locked descriptor just before it execs
+    // `sleep`; killed in that moment, the lock outlives the holder by that instant. Wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lock = loop {
+        match JobLock::acquire(&state, "sweep") {
+            Ok(lock) => break lock,
+            Err(e) => assert!(Instant::now() < deadline, "lock free after SIGKILL: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let holder = JobLock::holder(&state).expect("holder").expect("held");
     assert_eq!(
         (holder.job.as_str(), holder.pid),

@@ -54,7 +54,7 @@ impl Sweep {
             &config,
             format!(
                 "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\n\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n\n\
-                 [sweep]\ncommand = [\"sh\", \"-c\", {ci:?}, \"ci\", \"{{recipe}}\", \"{{version}}\", \"{{base}}\"]\n\
+                 [sweep]\ncommand = [\"sh\", \"-c\", {ci:?}, \"ci\", \"{{recipe}}\", \"{{version}}\", \"{{base}}\"]\npass_env = [\"CI_LOG\", \"VERDICTS\", \"CI_SLEEP\"]\n\
                  teardown = [\"sh\", \"-c\", \"echo teardown $1 >> \\\"$CI_LOG\\\"\", \"td\", \"{{recipe}}\"]\n\
                  canonical_export_dir = \"export\"\ntimeout = \"60s\"\n{extra}",
                 ci = CI
@@ -475,7 +475,7 @@ fn no_sweep_command_is_bad_input() {
 #[test]
 fn hooks_hear_promotions_and_failures_and_a_failing_hook_fails_nothing() {
     let hooks = "\n[[hooks]]\nevents = [\"promotion\", \"sweep-failure\"]\n\
-                 command = [\"sh\", \"-c\", \"cat >> \\\"$HOOK_LOG\\\"; echo >> \\\"$HOOK_LOG\\\"\"]\n\
+                 command = [\"sh\", \"-c\", \"cat >> \\\"$HOOK_LOG\\\"; echo >> \\\"$HOOK_LOG\\\"\"]\npass_env = [\"HOOK_LOG\"]\n\
                  \n[[hooks]]\ncommand = [\"false\"]\n";
     let s = Sweep::new(&["ghost", "mumble"], hooks);
     s.up("ghost").tag("1.0.0+5.0", true);

@@ -202,7 +202,12 @@ fn user_check(check: &UserCheck) -> CheckResult {
             let Some((program, args)) = argv.split_first() else {
                 return CheckResult::new(name, false, "empty command");
             };
-            match Cmd::new(program).args(args).timeout(check.timeout).run() {
+            match Cmd::new(program)
+                .args(args)
+                .clean_env(&[])
+                .timeout(check.timeout)
+                .run()
+            {
                 Ok(_) => CheckResult::new(name, true, "exit 0"),
                 Err(e) => CheckResult::new(name, false, e.to_string()),
             }

@@ -82,10 +82,27 @@ fn redundant_pins(
     enrollment: &Enrollment,
     state_dir: Option<&std::path::Path>,
 ) -> Result<Vec<Problem>> {
-    let Some(dir) = state_dir.filter(|d| d.join(crate::ledger::DB_FILE).is_file()) else {
+    let Some(dir) = state_dir else {
         return Ok(Vec::new());
     };
-    let ledger = crate::ledger::Ledger::open(dir)?;
+    // Only for a warning: a database that cannot be read costs the warning, not the check.
+    let found = crate::ledger::Ledger::open_read_only(dir).and_then(|l| {
+        l.map(|l| pins_at_or_below_canonical(enrollment, &l))
+            .transpose()
+    });
+    match found {
+        Ok(problems) => Ok(problems.unwrap_or_default()),
+        Err(e) => {
+            tracing::warn!("redundant pins not checked: {e:#}");
+            Ok(Vec::new())
+        }
+    }
+}
+
+fn pins_at_or_below_canonical(
+    enrollment: &Enrollment,
+    ledger: &crate::ledger::Ledger,
+) -> Result<Vec<Problem>> {
     let mut problems = Vec::new();
     for r in &enrollment.recipes {
         let (Some(pin), Some(c)) = (&r.upgrade_base, ledger.canonical(&r.name)?) else {

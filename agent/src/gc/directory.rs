@@ -69,29 +69,52 @@ fn measure(path: &Path) -> std::io::Result<(u64, SystemTime)> {
 
 /// Whether a run holds the volume's lock now.
 fn locked(volume: &Path) -> std::io::Result<bool> {
-    match File::open(volume.join(LOCK_FILE)) {
-        Ok(f) => match f.try_lock() {
+    match open_lock(volume)? {
+        Some(f) => match f.try_lock() {
             Ok(()) => Ok(false),
             Err(TryLockError::WouldBlock) => Ok(true),
             Err(TryLockError::Error(e)) => Err(e),
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
+        None => Ok(false),
     }
+}
+
+/// The volume's lock file, `None` when there is none. A run writes the volume, so what stands at
+/// that name may be anything: a FIFO would block an open forever and a link leads elsewhere. Only
+/// a regular file is a lock; anything else is an error, and the volume is kept as unreadable.
+fn open_lock(volume: &Path) -> std::io::Result<Option<File>> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let path = volume.join(LOCK_FILE);
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let fd = match rustix::fs::open(&path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(std::io::Error::other(format!("{}: {e}", path.display()))),
+    };
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file ({kind:?})",
+            path.display()
+        )));
+    }
+    Ok(Some(File::from(fd)))
 }
 
 /// The recipe and version a volume belongs to: its label, else its name.
 fn identify(path: &Path, name: &str) -> std::result::Result<Option<Label>, String> {
-    match std::fs::read_to_string(path.join(LABEL_FILE)) {
+    match crate::fsutil::read_regular(&path.join(LABEL_FILE), 64 * 1024, false) {
         Ok(text) => {
-            let label: Label = serde_json::from_str(&text)
+            let label: Label = serde_json::from_slice(&text)
                 .map_err(|e| format!("{}: {e}", path.join(LABEL_FILE).display()))?;
             check_recipe_name(&label.recipe)
                 .map_err(|e| format!("{}: {e}", path.join(LABEL_FILE).display()))?;
             return Ok(Some(label));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{}: {e}", path.join(LABEL_FILE).display())),
+        Err(crate::fsutil::ReadError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.to_string()),
     }
     Ok(name.split_once('_').and_then(|(recipe, version)| {
         (check_recipe_name(recipe).is_ok() && !version.is_empty()).then(|| Label {
@@ -176,14 +199,8 @@ impl Directory {
         let path = self.root.join(name);
         // Held across the rename: a run that opened the lock file before waits, then finds the
         // volume gone (it must check after locking).
-        let lock = match File::open(path.join(LOCK_FILE)) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot open {}", path.join(LOCK_FILE).display()))
-            }
-        };
+        let lock = open_lock(&path)
+            .with_context(|| format!("cannot open {}", path.join(LOCK_FILE).display()))?;
         if let Some(f) = &lock {
             match f.try_lock() {
                 Ok(()) => {}

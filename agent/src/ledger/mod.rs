@@ -79,6 +79,7 @@ impl Ledger {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
+            check_integrity(&conn, &path, "quick_check")?;
             migrate(&mut conn, &path)?;
             Ok(conn)
         };
@@ -99,6 +100,34 @@ impl Ledger {
             )
         })?;
         Ok(Self { conn, path })
+    }
+
+    /// Opens an existing database to read, without creating, migrating or writing anything:
+    /// `None` when there is none. For commands that only look.
+    pub fn open_read_only(state_dir: &Path) -> Result<Option<Self>> {
+        let path = state_dir.join(DB_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags)
+            .with_context(|| format!("cannot open state database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != SCHEMA_VERSION {
+            bail!(
+                "state database {} has schema {version}, this agent reads {SCHEMA_VERSION}",
+                path.display()
+            );
+        }
+        Ok(Some(Self { conn, path }))
+    }
+
+    /// SQLite's full `integrity_check`: every page, index and constraint.
+    pub fn check_integrity(&self) -> Result<()> {
+        check_integrity(&self.conn, &self.path, "integrity_check")
     }
 
     pub fn path(&self) -> &Path {
@@ -226,6 +255,25 @@ fn damaged_or(e: anyhow::Error, path: &Path) -> anyhow::Error {
         }
         _ => e,
     }
+}
+
+/// Runs `PRAGMA quick_check` (cheap: no index cross-check) or `integrity_check`; anything but
+/// "ok" is [`Damaged`].
+fn check_integrity(conn: &Connection, path: &Path, pragma: &str) -> Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA {pragma}(20)"))?;
+    let found: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    if found.len() == 1 && found[0] == "ok" {
+        return Ok(());
+    }
+    Err(Damaged(format!(
+        "state database {} fails SQLite's {pragma}: {}: {}",
+        path.display(),
+        found.join("; "),
+        DAMAGED_ADVICE
+    ))
+    .into())
 }
 
 /// What to do with a damaged database, said wherever damage is found.

@@ -25,6 +25,73 @@ pub fn secret_path(configured: Option<&Path>, credential: &str) -> Option<PathBu
     })
 }
 
+/// Every path-valued key (`*_dir`, `*_file`, `path`, `root`): nothing here expands `~` or a
+/// variable, so one written that way would name a directory literally called `~`.
+fn check_paths(
+    table: &toml_edit::Table,
+    at: &mut Vec<String>,
+    source: &TomlSource,
+    errors: &mut Vec<super::InputError>,
+) {
+    for (key, item) in table.iter() {
+        at.push(key.to_string());
+        if let Some(t) = item.as_table() {
+            check_paths(t, at, source, errors);
+        } else if let Some(t) = item.as_inline_table() {
+            check_paths(&t.clone().into_table(), at, source, errors);
+        } else if let Some(value) = item.as_str() {
+            let is_path =
+                key.ends_with("_dir") || key.ends_with("_file") || key == "path" || key == "root";
+            let problem = if !is_path {
+                None
+            } else if value.is_empty() {
+                Some("is empty: give a path".to_string())
+            } else if value.starts_with('~') {
+                Some(format!(
+                    "{value:?} starts with `~`, which is not expanded here: write the full path"
+                ))
+            } else if value.contains('$') {
+                Some(format!(
+                    "{value:?} holds `$`: variables are not expanded here, write the full path"
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                let keys: Vec<&str> = at.iter().map(String::as_str).collect();
+                errors.push(source.error_at(&keys, message));
+            }
+        }
+        at.pop();
+    }
+}
+
+/// A Gitea organisation name, as Gitea's username rule accepts one (its validation helpers, as
+/// recalled here, not checked against its source in this change): letters, digits, `-`, `_` and
+/// `.`; starting and ending with a letter or digit; never two of `-_.` in a row; at most 40.
+pub fn check_org_name(org: &str) -> Result<(), String> {
+    let bytes = org.as_bytes();
+    let edge = |b: u8| b.is_ascii_alphanumeric();
+    let valid = !org.is_empty()
+        && org.len() <= 40
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && bytes.first().copied().is_some_and(edge)
+        && bytes.last().copied().is_some_and(edge)
+        && !bytes
+            .windows(2)
+            .any(|w| b"-_.".contains(&w[0]) && b"-_.".contains(&w[1]));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{org:?} is not an organisation name (letters, digits, '-', '_' and '.', at most 40, \
+             starting and ending with a letter or digit)"
+        ))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -55,6 +122,8 @@ struct RawHook {
     #[serde(default)]
     events: Vec<String>,
     timeout: Option<super::values::Seconds>,
+    #[serde(default)]
+    pass_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -64,6 +133,8 @@ pub struct Hook {
     /// Events it wants; empty means all.
     pub events: Vec<String>,
     pub timeout: std::time::Duration,
+    /// Variables of the agent's environment it gets beyond the base set; nothing else.
+    pub pass_env: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -180,6 +251,12 @@ impl Config {
             }
         };
         let mut errors = Vec::new();
+        check_paths(source.root(), &mut Vec::new(), source, &mut errors);
+        if let Some(org) = raw.forge.as_ref().and_then(|f| f.org.as_deref()) {
+            if let Err(e) = check_org_name(org) {
+                errors.push(source.error_at(&["forge", "org"], e));
+            }
+        }
 
         let forge = raw.forge.and_then(|f| {
             let mut missing = |key: &str, v: bool| {
@@ -246,8 +323,24 @@ impl Config {
         }
         let unit = with_service_suffix(&unit);
         if let Some(url) = &raw.bridge.report_url {
-            if let Err(e) = super::deploy::check_http_url(url) {
-                errors.push(source.error_at(&["bridge", "report_url"], e));
+            // Never echoed: a URL with user information carries a password.
+            let authority = url
+                .split("://")
+                .nth(1)
+                .unwrap_or_default()
+                .split('/')
+                .next();
+            let message = if authority.is_some_and(|a| a.contains('@')) {
+                Some("holds user information (a name or password): give the bridge's token in bridge.token_file")
+            } else if url.contains('?') || url.contains('#') {
+                Some("holds a query or fragment, where secrets hide: give the bridge's token in bridge.token_file")
+            } else if super::deploy::check_http_url(url).is_err() {
+                Some("must be http:// or https:// with a host")
+            } else {
+                None
+            };
+            if let Some(m) = message {
+                errors.push(source.error_at(&["bridge", "report_url"], m));
             }
         }
         let deploy = super::deploy::resolve(raw.deploy, &unit, source, &resolve, &mut errors);
@@ -279,6 +372,7 @@ impl Config {
                 command: h.command,
                 events: h.events,
                 timeout,
+                pass_env: h.pass_env,
             });
         }
 

@@ -29,6 +29,11 @@ pub(super) struct RawSweep {
     canonical_export_dir: Option<PathBuf>,
     allow_prerelease: Option<bool>,
     busy_check: Option<RawBusyCheck>,
+    #[serde(default)]
+    pass_env: Vec<String>,
+    #[serde(default)]
+    credentials: Vec<String>,
+    log_limit: Option<super::values::ByteSize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,7 +49,17 @@ pub struct SweepSettings {
     pub canonical_export_dir: Option<PathBuf>,
     pub allow_prerelease: bool,
     pub busy_check: Option<BusyCheck>,
+    /// Variables of the agent's environment the CI command and teardown also get, beyond
+    /// [`crate::process::BASE_ENV`]. Nothing else of the agent's environment reaches them.
+    pub pass_env: Vec<String>,
+    /// Credentials of the sweep unit the CI may read, by name; the forge and bridge tokens never.
+    pub credentials: Vec<String>,
+    /// How much of one CI run's output its log keeps; the last part is kept besides.
+    pub log_limit: u64,
 }
+
+/// The agent's own credentials: never handed to recipe CI.
+pub const AGENT_CREDENTIALS: [&str; 2] = ["forge-token", "bridge-token"];
 
 fn check_template(
     argv: &[String],
@@ -112,9 +127,60 @@ pub(super) fn resolve(
             "must be at least sweep.timeout, and both more than zero",
         ));
     }
+    for name in &raw.pass_env {
+        let valid = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !name.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            errors.push(source.error_at(
+                &["sweep", "pass_env"],
+                format!("{name:?} is not an environment variable name"),
+            ));
+        } else if name == "CREDENTIALS_DIRECTORY" {
+            errors.push(source.error_at(
+                &["sweep", "pass_env"],
+                "CREDENTIALS_DIRECTORY holds the agent's own tokens: name the credentials CI may \
+                 read in sweep.credentials instead",
+            ));
+        }
+    }
+    for name in &raw.credentials {
+        if AGENT_CREDENTIALS.contains(&name.as_str()) {
+            errors.push(source.error_at(
+                &["sweep", "credentials"],
+                format!("{name:?} is the agent's own token and is never handed to recipe CI"),
+            ));
+        } else if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            errors.push(source.error_at(
+                &["sweep", "credentials"],
+                format!("{name:?} is not a credential name"),
+            ));
+        }
+    }
+    let log_limit = raw.log_limit.map_or(64 << 20, |b| b.0);
+    if log_limit < 4096 {
+        errors.push(source.error_at(&["sweep", "log_limit"], "must be at least 4 KiB"));
+    }
+    let program = |argv: Option<Vec<String>>| {
+        argv.map(|mut a| {
+            // A path with a slash is relative to this file, like every path here; a bare name is
+            // looked up on PATH.
+            if let Some(first) = a.first_mut() {
+                if first.contains('/') && !first.starts_with('/') {
+                    *first = abs(Path::new(first.as_str()))
+                        .to_string_lossy()
+                        .into_owned();
+                }
+            }
+            a
+        })
+    };
     SweepSettings {
-        command: raw.command,
-        teardown: raw.teardown,
+        command: program(raw.command),
+        teardown: program(raw.teardown),
+        pass_env: raw.pass_env,
+        credentials: raw.credentials,
+        log_limit,
         timeout,
         run_timeout,
         canonical_export_dir: raw.canonical_export_dir.as_deref().map(abs),

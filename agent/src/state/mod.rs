@@ -28,19 +28,22 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let Command::Status { limit } = args.command;
     let config = ctx.config()?;
     let ledger = Ledger::open(&config.state_dir)?;
+    // Cheap at this size, and the one place an operator asks "is the state sound?".
+    ledger.check_integrity()?;
     let holder = JobLock::holder(&config.state_dir)?;
     let events = ledger.recent_events(limit)?;
     if ctx.out.is_json() {
         ctx.out.json(&json!({
             "database": ledger.path(),
             "schema_version": ledger.schema_version()?,
+            "integrity": "ok",
             "lock_holder": holder,
             "events": events,
         }))?;
         return Ok(Exit::Success);
     }
     println!(
-        "database: {} (schema {})",
+        "database: {} (schema {}, integrity ok)",
         ledger.path().display(),
         ledger.schema_version()?
     );

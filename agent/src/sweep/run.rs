@@ -1,6 +1,7 @@
 //! One sweep: sync the canonical recipes' mirrors, find each one's latest release, and run CI
 //! cold on it only when it is newer than the canonical; promote it when green.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -179,14 +180,82 @@ pub fn upgrade_base(
     (v.cmp_precedence(version) == std::cmp::Ordering::Less).then_some(base)
 }
 
+/// Fills the placeholders of an argv template in one pass: a value that itself contains
+/// `{recipe}` (a tag, a URL) is left as it is, never substituted again.
 fn substitute(argv: &[String], values: &[(&str, &str)]) -> Vec<String> {
     argv.iter()
-        .map(|a| {
-            values
-                .iter()
-                .fold(a.clone(), |acc, (k, v)| acc.replace(k, v))
+        .map(|arg| {
+            let mut out = String::with_capacity(arg.len());
+            let mut rest = arg.as_str();
+            'scan: while !rest.is_empty() {
+                if rest.starts_with('{') {
+                    for (k, v) in values {
+                        if let Some(after) = rest.strip_prefix(k) {
+                            out.push_str(v);
+                            rest = after;
+                            continue 'scan;
+                        }
+                    }
+                }
+                let mut chars = rest.chars();
+                if let Some(c) = chars.next() {
+                    out.push(c);
+                }
+                rest = chars.as_str();
+            }
+            out
         })
         .collect()
+}
+
+/// The log file of one run, opened in the state directory without following a link.
+fn open_log(log: &Path) -> Result<std::fs::File> {
+    let (dir, name) = crate::fsutil::Dir::of_file(log)?;
+    let file = dir
+        .open_own_file(&name, 0o640)?
+        .with_context(|| format!("{} is not a plain file", log.display()))?;
+    file.set_len(0)?;
+    Ok(file)
+}
+
+/// The last non-empty line of a run's output, for its one-line detail.
+fn last_line(tail: &str) -> String {
+    let line: String = tail
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    if line.is_empty() {
+        String::new()
+    } else {
+        format!(": {line}")
+    }
+}
+
+/// Copies the credentials `names` from the sweep unit's credentials directory into a directory
+/// of the run's own: CI sees those, never the agent's tokens beside them. `None` when none are
+/// granted.
+fn grant_credentials(workdir: &Path, names: &[String]) -> Result<Option<std::path::PathBuf>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let from = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(std::path::PathBuf::from)
+        .context(
+            "sweep.credentials names credentials, but the agent has no CREDENTIALS_DIRECTORY",
+        )?;
+    let to = workdir.join(".credentials");
+    std::fs::create_dir(&to).with_context(|| format!("cannot create {}", to.display()))?;
+    std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    for name in names {
+        let bytes = crate::fsutil::read_regular(&from.join(name), 1 << 20, true)?;
+        write_atomic(&to.join(name), &bytes, 0o400)?;
+    }
+    Ok(Some(to))
 }
 
 /// Writes `<dir>/<recipe>/canonical.json` atomically, for the harness that reattaches warm volumes.
@@ -329,34 +398,48 @@ impl Sweeper<'_> {
         );
         let argv = substitute(command, &values);
         let timeout = s.timeout.min(left);
-        let done = Cmd::new(&argv[0])
-            .args(&argv[1..])
-            .current_dir(&workdir)
-            .timeout(timeout)
-            .output();
-        let mut text = format!("$ {}\n", argv.join(" "));
+        let credentials = grant_credentials(&workdir, &s.credentials)?;
+        let ci = |argv: &[String], timeout: Duration| {
+            let mut cmd = Cmd::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(&workdir)
+                .clean_env(&s.pass_env)
+                .timeout(timeout);
+            if let Some(dir) = &credentials {
+                cmd = cmd.env("CREDENTIALS_DIRECTORY", dir);
+            }
+            cmd
+        };
+        // The log exists from the start and grows as CI prints: `tail -f` works, and memory
+        // stays flat whatever CI prints.
+        let mut file = open_log(&log)?;
+        let _ = writeln!(file, "$ {}", argv.join(" "));
+        let done = ci(&argv, timeout).output_logged(file.try_clone()?, s.log_limit);
         let end = match &done {
-            Ok(d) => {
-                text.push_str(&d.stdout);
-                text.push_str(&d.stderr);
-                if d.status.success() {
-                    RunEnd {
-                        result: "green",
-                        greenness: 0.0,
-                        exit_code: d.code(),
-                        detail: "CI exited 0".into(),
-                    }
-                } else {
-                    RunEnd {
-                        result: "red",
-                        greenness: 1.0,
-                        exit_code: d.code(),
-                        detail: format!("CI failed ({})", d.status),
-                    }
+            Ok(d) if d.status.success() => RunEnd {
+                result: "green",
+                greenness: 0.0,
+                exit_code: d.status.code(),
+                detail: "CI exited 0".into(),
+            },
+            Ok(d) => RunEnd {
+                result: "red",
+                greenness: 1.0,
+                exit_code: d.status.code(),
+                detail: format!("CI failed ({}){}", d.status, last_line(&d.tail)),
+            },
+            Err(e @ crate::process::ProcessError::Spawn { .. }) => {
+                let _ = writeln!(file, "{e}");
+                // Not a verdict on the release: nothing of it ran. Tried again next sweep.
+                RunEnd {
+                    result: "error",
+                    greenness: 1.0,
+                    exit_code: None,
+                    detail: format!("CI could not be started: {e}"),
                 }
             }
             Err(e) => {
-                text.push_str(&format!("{e}\n"));
+                let _ = writeln!(file, "{e}");
                 RunEnd {
                     result: "red",
                     greenness: 1.0,
@@ -367,24 +450,24 @@ impl Sweeper<'_> {
         };
         if let Some(teardown) = &s.teardown {
             let argv = substitute(teardown, &values);
-            text.push_str(&format!("$ {}\n", argv.join(" ")));
-            match Cmd::new(&argv[0])
-                .args(&argv[1..])
-                .current_dir(&workdir)
-                .timeout(s.timeout)
-                .output()
-            {
-                Ok(d) => {
-                    text.push_str(&d.stdout);
-                    text.push_str(&d.stderr);
-                    if !d.status.success() {
-                        tracing::warn!(recipe = recipe.name, "teardown failed ({})", d.status);
-                    }
+            let _ = writeln!(file, "$ {}", argv.join(" "));
+            match ci(&argv, s.timeout).output_logged(file.try_clone()?, s.log_limit) {
+                Ok(d) if !d.status.success() => {
+                    tracing::warn!(recipe = recipe.name, "teardown failed ({})", d.status);
                 }
-                Err(e) => tracing::warn!(recipe = recipe.name, "teardown: {e}"),
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = writeln!(file, "{e}");
+                    tracing::warn!(recipe = recipe.name, "teardown: {e}");
+                }
             }
         }
-        write_atomic(&log, text.as_bytes(), 0o640)?;
+        let _ = file.sync_all();
+        if end.result == "error" {
+            ledger.run_finish(run, &end)?;
+            let _ = std::fs::remove_dir_all(&workdir);
+            return Ok(Decision::Error { detail: end.detail });
+        }
         let _ = std::fs::remove_dir_all(&workdir);
         if end.result == "green" {
             // Green, cold, the latest release, enrolled, and a tag: the only way to a canonical.

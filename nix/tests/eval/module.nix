@@ -106,6 +106,7 @@ let
       expect (s.mirrorsTimer == { OnCalendar = "hourly"; Persistent = true; RandomizedDelaySec = "10m"; })
         "cc-ci-mirrors.timer: ${builtins.toJSON s.mirrorsTimer}"
         (expect (s.mirrorsUnit.User == "cc-ci" && s.mirrorsUnit.ProtectSystem == "strict"
+            && s.mirrorsUnit.TimeoutStartSec == "1h"
             && s.mirrorsUnit.LoadCredential == [ "forge-token:/run/secrets/cc-ci-forge-token" ]
             && builtins.elem "cc-ci-mirrors.timer" s.requiredUnits)
           "cc-ci-mirrors.service: ${builtins.toJSON s.mirrorsUnit}"
