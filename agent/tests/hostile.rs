@@ -661,3 +661,48 @@ fn a_damaged_state_database_is_said_and_no_job_runs_on_it() {
         "not silently re-created"
     );
 }
+
+/// Recipe CI deletes `agent.lock` while its sweep runs: a second sweep and a mirror sync are still
+/// refused, and the first sweep's run is not marked interrupted.
+#[test]
+fn deleting_the_lock_file_mid_sweep_lets_no_second_job_in() {
+    let fleet = Fleet::new("[\"./ci.sh\"]");
+    let started = fleet.root().join("ci-started");
+    let release = fleet.root().join("ci-release");
+    fleet.script(
+        "ci.sh",
+        &format!(
+            "touch {0:?}\nrm -f \"$STATE/agent.lock\"\nwhile [ ! -e {1:?} ]; do sleep 0.05; done\nexit 0",
+            started.display().to_string(),
+            release.display().to_string()
+        ),
+    );
+    fleet.append_config("pass_env = [\"STATE\"]\n");
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let first = std::process::Command::new(common::bin())
+        .args(["--config", &fleet.config, "sweep"])
+        .env("CC_CI_LOG", "warn")
+        .env("STATE", fleet.state())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() || fleet.state().join("agent.lock").exists() {
+        assert!(std::time::Instant::now() < deadline, "CI never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = fleet.agent(&["sweep"]);
+    let sync = fleet.agent(&["mirrors", "sync"]);
+    std::fs::write(&release, "").unwrap();
+    let first = common::finish(first.wait_with_output());
+    assert_eq!(second.code, 4, "a second sweep got in: {}", second.stderr);
+    assert_eq!(sync.code, 4, "a sync got in: {}", sync.stderr);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let history = fleet.agent(&["--format", "json", "history", "app"]);
+    assert!(
+        !history.stdout.contains("interrupted"),
+        "{}",
+        history.stdout
+    );
+}
