@@ -313,17 +313,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     dir.write_atomic(&name, bytes, mode)
 }
 
-/// Like [`write_atomic`], for a file the operator owns and may have linked elsewhere (the
-/// enrollment file in a checkout): a link is written at its target, and the link stays.
-pub fn write_atomic_at_target(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let target = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
-            .with_context(|| format!("cannot resolve the link {}", path.display()))?,
-        _ => path.to_path_buf(),
-    };
-    write_atomic(&target, bytes, mode)
-}
-
 /// Why a file could not be read as a small regular file.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

@@ -232,10 +232,9 @@ impl Cmd {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         tracing::debug!(command = %program, "running");
-        let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| self.wait_error(&program, WaitError::Io(e)))?;
         let running = Running::new(&child);
         if let (Some(bytes), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
             // A child that exits without reading its stdin is not an error of ours.
@@ -264,10 +263,9 @@ impl Cmd {
         let mut command = self.command();
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         tracing::debug!(command = %program, "running, output to its log");
-        let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| self.wait_error(&program, WaitError::Io(e)))?;
         let running = Running::new(&child);
         let sink = std::sync::Arc::new(Mutex::new(LogSink::new(log, cap)));
         let (closed_tx, closed) = std::sync::mpsc::channel();

@@ -120,17 +120,20 @@ impl EnrollmentEdit {
             _ => path.to_path_buf(),
         };
         let lock = lock_file(path, &target)?;
-        let raw = std::fs::read_to_string(&target)
-            .map_err(|e| Invalid(vec![InputError::file(path, format!("cannot read: {e}"))]))?;
+        // Read once, under the lock: the same bytes give the style, the check and the edit.
+        let raw = crate::fsutil::read_regular(&target, super::source::MAX_FILE, true)
+            .map_err(|e| InputError::file(path, format!("cannot read: {e}")))
+            .and_then(|b| {
+                String::from_utf8(b).map_err(|e| InputError::file(path, format!("not UTF-8: {e}")))
+            })?;
         let style = Style::of(&raw);
-        let source = TomlSource::read(&target).map_err(|mut e| {
-            e.file = path.to_path_buf();
-            Invalid(vec![e])
-        })?;
-        let current =
-            Enrollment::from_source(&TomlSource::parse(path, source.text().to_string())?)?;
+        let text = raw
+            .strip_prefix(super::source::BOM)
+            .unwrap_or(&raw)
+            .to_string();
+        let current = Enrollment::from_source(&TomlSource::parse(path, text.clone())?)?;
         // Edited with LF line ends; written back as the file had them.
-        let original = source.text().replace("\r\n", "\n");
+        let original = text.replace("\r\n", "\n");
         let doc = original.parse::<DocumentMut>().map_err(|e| {
             Invalid(vec![InputError::file(
                 path,
