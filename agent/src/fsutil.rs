@@ -29,6 +29,7 @@ struct Found {
     mode: u32,
     uid: u32,
     gid: u32,
+    size: u64,
 }
 
 impl Dir {
@@ -75,6 +76,21 @@ impl Dir {
         Ok((s.st_uid, s.st_gid))
     }
 
+    /// Refuses a directory that anyone but root could write: where root keeps what it later
+    /// trusts (the deploy journal).
+    pub fn check_root_only(&self) -> Result<(), String> {
+        let s = rustix::fs::fstat(&self.fd).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let mode = s.st_mode & 0o7777;
+        if s.st_uid == 0 && mode & 0o022 == 0 {
+            return Ok(());
+        }
+        Err(format!(
+            "{} can be written by another user (owner uid {}, mode {mode:04o})",
+            self.path.display(),
+            s.st_uid
+        ))
+    }
+
     fn find(&self, name: &str) -> Option<Found> {
         let s = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
         Some(Found {
@@ -82,6 +98,7 @@ impl Dir {
             mode: s.st_mode & 0o7777,
             uid: s.st_uid,
             gid: s.st_gid,
+            size: u64::try_from(s.st_size).unwrap_or_default(),
         })
     }
 
@@ -264,11 +281,7 @@ impl Dir {
     pub fn regular_size(&self, name: &str) -> Result<Option<u64>, String> {
         match self.find(name) {
             None => Ok(None),
-            Some(f) if f.kind == FileType::RegularFile => {
-                let s = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| e.to_string())?;
-                Ok(Some(u64::try_from(s.st_size).unwrap_or_default()))
-            }
+            Some(f) if f.kind == FileType::RegularFile => Ok(Some(f.size)),
             Some(_) => Err(format!(
                 "{} is not a regular file (a link or something else stands there)",
                 self.path.join(name).display()

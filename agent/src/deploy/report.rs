@@ -70,18 +70,11 @@ pub(crate) fn open_journal(config: &Config) -> Result<Ledger> {
                 dir.display()
             )
         })?;
-        let owner = crate::fsutil::Dir::open(dir)?.owner()?;
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir)?.permissions().mode();
-        if owner.0 != 0 || mode & 0o022 != 0 {
+        if let Err(why) = crate::fsutil::Dir::open(dir)?.check_root_only() {
             return Err(Unusable(format!(
-                "{}: the deploy runs as root, and its journal in {} can be written by another user \
-                 (owner uid {}, mode {:04o}): set [deploy] state_dir to a directory only root can \
-                 write, such as /var/lib/cc-ci-deploy",
+                "{}: the deploy runs as root, and its journal's directory {why}: set [deploy] \
+                 state_dir to a directory only root can write, such as /var/lib/cc-ci-deploy",
                 config.path.display(),
-                dir.display(),
-                owner.0,
-                mode & 0o7777
             ))
             .into());
         }

@@ -249,12 +249,7 @@ impl EnrollmentEdit {
     /// The comments above a removed table (a file header, a note on the next section) stay: they
     /// go above the table that followed it, or to the end of the file.
     fn keep_comments_of(&mut self, gone: &Table) {
-        let prefix = gone
-            .decor()
-            .prefix()
-            .and_then(|p| p.as_str())
-            .unwrap_or_default()
-            .to_string();
+        let prefix = prefix_of(gone);
         if !prefix.lines().any(|l| l.trim_start().starts_with('#')) {
             return;
         }
@@ -268,12 +263,7 @@ impl EnrollmentEdit {
             .and_then(|(_, path)| table_at(self.doc.as_table_mut(), &path));
         match next {
             Some(t) => {
-                let own = t
-                    .decor()
-                    .prefix()
-                    .and_then(|p| p.as_str())
-                    .unwrap_or_default()
-                    .to_string();
+                let own = prefix_of(t);
                 t.decor_mut()
                     .set_prefix(format!("{prefix}{}", own.trim_start_matches('\n')));
             }
@@ -302,6 +292,16 @@ impl EnrollmentEdit {
         write_atomic(&self.target, text.as_bytes(), 0o644)?;
         Ok(edited)
     }
+}
+
+/// What stands above a table's header: blank lines and comments.
+fn prefix_of(table: &Table) -> String {
+    table
+        .decor()
+        .prefix()
+        .and_then(|p| p.as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Every `[table]` written in the file, with its place in the document and its key path.
