@@ -2,6 +2,7 @@
 
 pub mod busy;
 pub mod cli;
+pub mod deadline;
 pub mod demo;
 pub mod deploy;
 pub mod emulator;

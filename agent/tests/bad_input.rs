@@ -259,6 +259,7 @@ fn forge_answers() {
             headers,
             body,
             endless: c.get("endless").and_then(|v| v.as_bool()).unwrap_or(false),
+            times: None,
         });
         let out = sync();
         no_panic(path, &out);

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::{agent, Run};
-use support::forge::TestForge;
-use support::{git, refs, GitDaemon, Upstream};
+use support::forge::{Canned, TestForge};
+use support::odd::{CraftedRefs, Hanging};
+use support::{git, git_stdin, refs, GitDaemon, Upstream};
 
 const TOKEN: &str = "forge-token-0123456789abcdef";
 const ORG: &str = "recipe-maintainers";
@@ -532,4 +533,327 @@ impl Fleet {
         args.extend_from_slice(names);
         (self.agent(&args), ())
     }
+}
+
+impl Fleet {
+    /// Points one recipe at another upstream URL.
+    fn set_upstream(&self, name: &str, url: &str) {
+        let path = self.dir.path().join("enrollment.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let table = format!("[recipe.{name}]\n");
+        assert!(text.contains(&table));
+        let text = text.replace(
+            &table,
+            &format!("{table}upstream = \"{url}\"\nallow_insecure = true\n"),
+        );
+        std::fs::write(&path, text).unwrap();
+    }
+
+    /// Replaces the `[mirrors]` section of agent.toml.
+    fn set_mirrors(&self, settings: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let at = text.find("[mirrors]").unwrap();
+        std::fs::write(
+            &self.config,
+            format!("{}[mirrors]\n{settings}", &text[..at]),
+        )
+        .unwrap();
+    }
+
+    fn can(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        headers: &[(&str, &str)],
+        times: Option<usize>,
+    ) {
+        self.can_body(
+            method,
+            path,
+            status,
+            headers,
+            times,
+            b"{\"message\":\"canned\"}".to_vec(),
+        );
+    }
+
+    fn can_body(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        headers: &[(&str, &str)],
+        times: Option<usize>,
+        body: Vec<u8>,
+    ) {
+        let mut headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        headers.push(("Content-Type".into(), "application/json".into()));
+        self.forge.state.lock().unwrap().canned.push(Canned {
+            method: method.into(),
+            path: path.replace("ORG", ORG),
+            status,
+            headers,
+            body,
+            endless: false,
+            times,
+        });
+    }
+
+    fn requests_like(&self, prefix: &str) -> usize {
+        let prefix = prefix.replace("ORG", ORG);
+        self.forge
+            .requests()
+            .iter()
+            .filter(|(r, _)| r.starts_with(&prefix))
+            .count()
+    }
+}
+
+// Odd upstreams and a busy forge.
+
+#[test]
+fn an_unreachable_upstream_gets_no_mirror_made() {
+    let mut f = Fleet::new(&["plausible"]);
+    f.daemon.stop();
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    f.assert_error(&v, "plausible", "upstream unreachable, mirror left alone");
+    assert!(
+        !f.forge.repo("plausible").exists(),
+        "an empty mirror was made"
+    );
+    assert_eq!(f.requests_like("POST "), 0, "{:?}", f.forge.requests());
+}
+
+#[test]
+fn a_hanging_upstream_costs_one_git_timeout_in_sync_and_status() {
+    let f = Fleet::new(&["outline"]);
+    assert_eq!(f.sync().0.code, 0);
+    let before = refs(&f.forge.repo("outline"));
+    let hanging = Hanging::start();
+    f.set_upstream("outline", &hanging.url("outline"));
+    f.set_mirrors("retries = 3\ngit_timeout = \"2s\"\n");
+
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    f.assert_error(&v, "outline", "did not finish within 2s");
+    assert_eq!(hanging.connections(), 1, "a timeout was retried");
+    assert_eq!(refs(&f.forge.repo("outline")), before);
+
+    let status = f.agent(&["--format", "json", "mirrors", "status"]);
+    assert!(
+        status.stdout.contains("upstream-unreachable"),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(hanging.connections(), 2, "status retried a timeout");
+}
+
+#[test]
+fn one_recipe_cannot_take_longer_than_its_deadline() {
+    let f = Fleet::new(&["wekan"]);
+    let hanging = Hanging::start();
+    f.set_upstream("wekan", &hanging.url("wekan"));
+    f.set_mirrors("retries = 3\ngit_timeout = \"10m\"\nrecipe_timeout = \"2s\"\n");
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    f.assert_error(
+        &v,
+        "wekan",
+        "cut to what was left of mirrors.recipe_timeout",
+    );
+    assert_eq!(hanging.connections(), 1);
+}
+
+/// 20 000 commits on upstream's main, each tagged (every tenth annotated), by fast-import.
+fn many_tags(bare: &std::path::Path, n: usize) {
+    let mut script = String::new();
+    for i in 1..=n {
+        script.push_str(&format!(
+            "commit refs/heads/main\nmark :{i}\ncommitter t <t@example.org> {} +0000\ndata 2\nc\n",
+            1_600_000_000 + i
+        ));
+        if i == 1 {
+            script.push_str("from refs/heads/main^0\n");
+        }
+        script.push_str(&format!(
+            "M 644 inline n\ndata {}\n{i}\n",
+            i.to_string().len()
+        ));
+        if i % 10 == 0 {
+            script.push_str(&format!(
+                "tag 1.{i}.0+2.{i}\nfrom :{i}\ntagger t <t@example.org> 1600000000 +0000\ndata 1\nr\n"
+            ));
+        } else {
+            script.push_str(&format!("reset refs/tags/1.{i}.0+2.{i}\nfrom :{i}\n\n"));
+        }
+    }
+    git_stdin(bare, &["fast-import", "--quiet"], &script);
+}
+
+#[test]
+fn twenty_thousand_tags_are_mirrored_and_kept_exact() {
+    let f = Fleet::new(&["bigtags"]);
+    let up = f.up("bigtags");
+    many_tags(&up.bare, 20_000);
+    f.set_mirrors("git_timeout = \"10m\"\n");
+    let t = std::time::Instant::now();
+    let (run, v) = f.sync();
+    eprintln!("cold sync of 20 000 tags: {:?}", t.elapsed());
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(f.result(&v, "bigtags")["tags"], 20_000);
+    f.assert_mirrored("bigtags");
+
+    // 1 000 tags re-made on another commit, 1 000 deleted: one sync makes the mirror exact.
+    let mut edits = String::new();
+    for i in 1..=1000 {
+        edits.push_str(&format!("update refs/tags/1.{i}.0+2.{i} refs/heads/main\n"));
+        let j = i + 10_000;
+        edits.push_str(&format!("delete refs/tags/1.{j}.0+2.{j}\n"));
+    }
+    git_stdin(&up.bare, &["update-ref", "--stdin"], &edits);
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let summary = f.agent(&["mirrors", "status"]);
+    assert_eq!(summary.code, 0, "{}", summary.stdout);
+    assert_eq!(f.result(&v, "bigtags")["tags"], 19_000);
+    f.assert_mirrored("bigtags");
+}
+
+#[test]
+fn a_tag_named_like_an_option_is_mirrored() {
+    let f = Fleet::new(&["dashes"]);
+    let up = f.up("dashes");
+    up.tag("1.0.0+1.0", false);
+    git(
+        &up.bare,
+        &["update-ref", "refs/tags/-dash", "refs/heads/main"],
+    );
+    git(
+        &up.bare,
+        &["update-ref", "refs/tags/--upload-pack=x", "refs/heads/main"],
+    );
+    let (run, _) = f.sync();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    f.assert_mirrored("dashes");
+    let status = f.agent(&["mirrors", "status"]);
+    assert_eq!(status.code, 0, "{}", status.stdout);
+}
+
+#[test]
+fn a_ref_name_with_a_line_break_is_refused_not_believed() {
+    let f = Fleet::new(&["glitch"]);
+    f.up("glitch").tag("1.0.0+1.0", false);
+    assert_eq!(f.sync().0.code, 0);
+    let before = refs(&f.forge.repo("glitch"));
+    let head = f.up("glitch").head();
+    let other = "ab".repeat(20);
+    let crafted = CraftedRefs::start(vec![
+        (head.clone(), "refs/heads/main".into()),
+        (head.clone(), "refs/tags/1.0.0+1.0".into()),
+        (head, format!("refs/tags/x\n{other}\trefs/heads/main")),
+    ]);
+    f.set_upstream("glitch", &format!("{}/glitch.git", crafted.url));
+
+    let status = f.agent(&["--format", "json", "mirrors", "status"]);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let row = &v["mirrors"][0];
+    assert_eq!(row["standing"], "upstream-unreachable", "{row}");
+    assert!(
+        row["detail"].as_str().unwrap().contains("more than once"),
+        "{row}"
+    );
+
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    f.assert_error(&v, "glitch", "more than once");
+    assert_eq!(refs(&f.forge.repo("glitch")), before);
+}
+
+#[test]
+fn the_forge_is_asked_again_after_429_and_503_when_it_says_when() {
+    let f = Fleet::new(&["zammad"]);
+    // Seconds, then an HTTP date already past: the two forms RFC 9110 allows.
+    for (status, after) in [(429, "1"), (503, "Wed, 21 Oct 2015 07:28:00 GMT")] {
+        f.can(
+            "GET",
+            "/repos/ORG/zammad",
+            status,
+            &[("Retry-After", after)],
+            Some(1),
+        );
+    }
+    let (run, _) = f.sync();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let lookups = f
+        .forge
+        .requests()
+        .iter()
+        .filter(|(r, _)| *r == format!("GET /api/v1/repos/{ORG}/zammad"))
+        .count();
+    assert_eq!(lookups, 3, "429, 503, then the answer");
+    f.assert_mirrored("zammad");
+}
+
+#[test]
+fn a_create_that_failed_on_the_server_is_not_sent_twice() {
+    let f = Fleet::new(&["nextcloud"]);
+    f.can(
+        "POST",
+        "/orgs/ORG/repos",
+        503,
+        &[("Retry-After", "0")],
+        Some(1),
+    );
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    f.assert_error(&v, "nextcloud", "HTTP 503");
+    assert_eq!(
+        f.requests_like("POST /api/v1/orgs/"),
+        1,
+        "a POST was repeated"
+    );
+    assert_eq!(f.sync().0.code, 0, "the next sync makes it");
+    f.assert_mirrored("nextcloud");
+}
+
+#[test]
+fn a_retry_after_past_the_deadline_fails_at_once() {
+    let f = Fleet::new(&["bookstack"]);
+    f.can(
+        "GET",
+        "/repos/ORG/bookstack",
+        429,
+        &[("Retry-After", "3600")],
+        None,
+    );
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    f.assert_error(&v, "bookstack", "asked to wait 3600s");
+    assert_eq!(f.requests_like("GET /api/v1/repos/ORG/bookstack"), 1);
+}
+
+#[test]
+fn more_open_pull_requests_than_listed_is_a_warning_on_a_synced_recipe() {
+    let f = Fleet::new(&["lemmy"]);
+    let page: Vec<serde_json::Value> = (1..=50)
+        .map(|n| serde_json::json!({"number": n, "title": "t", "head": {"sha": "ab".repeat(20)}}))
+        .collect();
+    let body = serde_json::to_vec(&page).unwrap();
+    f.can_body("GET", "/repos/ORG/lemmy/pulls", 200, &[], None, body);
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = f.result(&v, "lemmy");
+    assert_eq!(r["outcome"], "synced");
+    let warning = r["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("more open pull requests than the agent lists"),
+        "{r}"
+    );
+    assert!(f.events("lemmy").contains(&"warning".to_string()));
+    f.assert_mirrored("lemmy");
 }

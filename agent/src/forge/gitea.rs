@@ -5,14 +5,49 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::{Forge, Pull};
+use super::{Forge, Pull, Pulls};
+use crate::deadline::Deadline;
 use crate::secrets::Secret;
 
-/// Pull request pages asked for at most: a listing that never ends is an error, not a hang.
+/// Pull request pages asked for at most: a listing that never ends stops there.
 const MAX_PAGES: u32 = 100;
 const PAGE_SIZE: u32 = 50;
 /// Bodies read at most: a page of pull requests, an error document.
 const BODY_LIMIT: u64 = 4 * 1024 * 1024;
+/// Longest a single request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Further tries of a request the forge answered with 429 or a 5xx, within the deadline.
+const RETRIES: u32 = 3;
+/// Longest wait between tries that a `Retry-After` may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+
+/// One answer of the forge, and why it was not tried again if it could have been.
+struct Answer {
+    status: u16,
+    body: String,
+    gave_up: Option<String>,
+}
+
+/// Whether the forge may answer `status` differently next time without having acted on this
+/// request. A 429 is a refusal before any work, for every method; a 5xx may come after a POST
+/// took effect, and a second comment or repository is worse than an error, so only the methods
+/// that are safe to repeat (GET, and the PATCH that sets a state) retry on it.
+fn worth_retrying(method: &str, status: u16) -> bool {
+    status == 429 || (method != "POST" && matches!(status, 500 | 502 | 503 | 504))
+}
+
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110, 10.2.3); `None` when absent or unread.
+fn retry_after(response: &ureq::http::Response<ureq::Body>) -> Option<Duration> {
+    let value = response.headers().get("retry-after")?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
 
 /// One page of `GET /repos/{org}/{repo}/pulls`, checked: every head sha must be a git object id,
 /// because it is handed to git as an argument.
@@ -61,7 +96,7 @@ struct ApiHead {
 impl Gitea {
     pub fn new(url: &str, org: &str, token: Secret) -> Self {
         // A redirect could carry the token to another host: follow none.
-        let agent = crate::http::agent(Duration::from_secs(60), 0);
+        let agent = crate::http::agent(REQUEST_TIMEOUT, 0);
         Self {
             url: url.trim_end_matches('/').to_string(),
             org: org.to_string(),
@@ -78,41 +113,110 @@ impl Gitea {
         format!("token {}", self.token.expose())
     }
 
-    /// One API call; returns status and body. Errors name the method and path, never the token.
+    /// One API call, tried again on 429 and (when safe) 5xx after the forge's `Retry-After` or
+    /// 1 s, 2 s, 4 s, never past `deadline`. Errors name the method and path, never the token.
     fn call(
         &self,
         method: &str,
         path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<(u16, String)> {
+        body: Option<&serde_json::Value>,
+        deadline: Deadline,
+    ) -> Result<Answer> {
+        let mut pause = Duration::from_secs(1);
+        for tries in 0.. {
+            let (mut answer, asked) = self.call_once(method, path, body, deadline)?;
+            if !worth_retrying(method, answer.status) {
+                return Ok(answer);
+            }
+            let wait = asked.unwrap_or(pause);
+            let stop = if tries >= RETRIES {
+                Some(format!(
+                    "still HTTP {} after {} tries",
+                    answer.status,
+                    tries + 1
+                ))
+            } else if wait > MAX_WAIT || !deadline.allows(wait) {
+                Some(format!(
+                    "the forge asked to wait {}s, past the call's deadline",
+                    wait.as_secs()
+                ))
+            } else {
+                None
+            };
+            if stop.is_some() {
+                answer.gave_up = stop;
+                return Ok(answer);
+            }
+            tracing::info!(
+                "{method} {path}: HTTP {}, trying again in {wait:?}",
+                answer.status
+            );
+            std::thread::sleep(wait);
+            pause *= 2;
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// One request, its timeout cut to what is left of `deadline`; the answer and its
+    /// `Retry-After`.
+    fn call_once(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        deadline: Deadline,
+    ) -> Result<(Answer, Option<Duration>)> {
         let url = self.api(path);
+        let (timeout, _) = deadline
+            .cap(REQUEST_TIMEOUT)
+            .map_err(|e| anyhow::anyhow!("{method} {url}: not sent: {e}"))?;
         let result = match (method, body) {
             ("GET", _) => self
                 .agent
                 .get(&url)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
                 .header("Authorization", &self.auth())
                 .header("Accept", "application/json")
                 .call(),
             ("POST", Some(b)) => self
                 .agent
                 .post(&url)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
                 .header("Authorization", &self.auth())
                 .send_json(b),
             ("PATCH", Some(b)) => self
                 .agent
                 .patch(&url)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
                 .header("Authorization", &self.auth())
                 .send_json(b),
             _ => bail!("unsupported API call {method} {path}"),
         };
         let mut response = result.with_context(|| format!("{method} {url}"))?;
         let status = response.status().as_u16();
+        let asked = retry_after(&response);
         let body = crate::http::read_body(&mut response, BODY_LIMIT)
             .map_err(|e| anyhow::anyhow!("{method} {path}: {e}"))?;
-        Ok((status, body))
+        let answer = Answer {
+            status,
+            body,
+            gave_up: None,
+        };
+        Ok((answer, asked))
     }
 
-    fn expect(&self, what: &str, (status, body): (u16, String), ok: &[u16]) -> Result<String> {
+    fn expect(&self, what: &str, answer: Answer, ok: &[u16]) -> Result<String> {
+        let Answer {
+            status,
+            body,
+            gave_up,
+        } = answer;
         if ok.contains(&status) {
             return Ok(body);
         }
@@ -123,6 +227,7 @@ impl Gitea {
             300..=399 => ": the forge answered with a redirect, which is not followed",
             _ => "",
         };
+        let gave_up = gave_up.map(|g| format!(" ({g})")).unwrap_or_default();
         // The forge's words, but never its control characters: an answer must not be able to
         // drive the operator's terminal.
         let excerpt: String = body
@@ -130,7 +235,7 @@ impl Gitea {
             .take(200)
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        bail!("{what}: HTTP {status}{hint}: {}", excerpt.trim())
+        bail!("{what}: HTTP {status}{gave_up}{hint}: {}", excerpt.trim())
     }
 }
 
@@ -139,16 +244,17 @@ impl Forge for Gitea {
         format!("{}/{}/{recipe}.git", self.url, self.org)
     }
 
-    fn exists(&self, recipe: &str) -> Result<bool> {
-        let answer = self.call("GET", &format!("/repos/{}/{recipe}", self.org), None)?;
-        if answer.0 == 404 {
+    fn exists(&self, recipe: &str, deadline: Deadline) -> Result<bool> {
+        let path = format!("/repos/{}/{recipe}", self.org);
+        let answer = self.call("GET", &path, None, deadline)?;
+        if answer.status == 404 {
             return Ok(false);
         }
         self.expect(&format!("looking up {}/{recipe}", self.org), answer, &[200])?;
         Ok(true)
     }
 
-    fn create(&self, recipe: &str, branch: &str) -> Result<()> {
+    fn create(&self, recipe: &str, branch: &str, deadline: Deadline) -> Result<()> {
         let body = serde_json::json!({
             "name": recipe,
             "default_branch": branch,
@@ -156,12 +262,13 @@ impl Forge for Gitea {
             "private": false,
             "description": format!("Mirror of the {recipe} recipe, kept by cc-ci"),
         });
-        let answer = self.call("POST", &format!("/orgs/{}/repos", self.org), Some(body))?;
+        let path = format!("/orgs/{}/repos", self.org);
+        let answer = self.call("POST", &path, Some(&body), deadline)?;
         self.expect(&format!("creating {}/{recipe}", self.org), answer, &[201])?;
         Ok(())
     }
 
-    fn open_pulls(&self, recipe: &str) -> Result<Vec<Pull>> {
+    fn open_pulls(&self, recipe: &str, deadline: Deadline) -> Result<Pulls> {
         let mut pulls = Vec::new();
         for page in 1..=MAX_PAGES {
             let path = format!(
@@ -170,7 +277,7 @@ impl Forge for Gitea {
             );
             let body = self.expect(
                 &format!("listing pull requests of {}/{recipe}", self.org),
-                self.call("GET", &path, None)?,
+                self.call("GET", &path, None, deadline)?,
                 &[200],
             )?;
             let batch = decode_pulls(&body)
@@ -178,31 +285,36 @@ impl Forge for Gitea {
             let n = batch.len();
             pulls.extend(batch);
             if n < PAGE_SIZE as usize {
-                return Ok(pulls);
+                return Ok(Pulls {
+                    pulls,
+                    complete: true,
+                });
             }
         }
-        bail!(
-            "pull requests of {}/{recipe}: still more after {MAX_PAGES} pages; refusing to go on",
-            self.org
-        )
+        Ok(Pulls {
+            pulls,
+            complete: false,
+        })
     }
 
-    fn close_pull(&self, recipe: &str, number: u64, comment: &str) -> Result<()> {
-        let answer = self.call(
-            "POST",
-            &format!("/repos/{}/{recipe}/issues/{number}/comments", self.org),
-            Some(serde_json::json!({ "body": comment })),
-        )?;
+    fn close_pull(
+        &self,
+        recipe: &str,
+        number: u64,
+        comment: &str,
+        deadline: Deadline,
+    ) -> Result<()> {
+        let body = serde_json::json!({ "body": comment });
+        let path = format!("/repos/{}/{recipe}/issues/{number}/comments", self.org);
+        let answer = self.call("POST", &path, Some(&body), deadline)?;
         self.expect(
             &format!("commenting on {}/{recipe}#{number}", self.org),
             answer,
             &[201],
         )?;
-        let answer = self.call(
-            "PATCH",
-            &format!("/repos/{}/{recipe}/pulls/{number}", self.org),
-            Some(serde_json::json!({ "state": "closed" })),
-        )?;
+        let body = serde_json::json!({ "state": "closed" });
+        let path = format!("/repos/{}/{recipe}/pulls/{number}", self.org);
+        let answer = self.call("PATCH", &path, Some(&body), deadline)?;
         self.expect(
             &format!("closing {}/{recipe}#{number}", self.org),
             answer,

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::{Forge, Pull};
+use super::{Forge, Pulls};
+use crate::deadline::Deadline;
 use crate::process::Cmd;
 
 pub struct Local {
@@ -26,11 +27,11 @@ impl Forge for Local {
         self.repo(recipe).to_string_lossy().into_owned()
     }
 
-    fn exists(&self, recipe: &str) -> Result<bool> {
+    fn exists(&self, recipe: &str, _deadline: Deadline) -> Result<bool> {
         Ok(self.repo(recipe).join("HEAD").is_file())
     }
 
-    fn create(&self, recipe: &str, branch: &str) -> Result<()> {
+    fn create(&self, recipe: &str, branch: &str, _deadline: Deadline) -> Result<()> {
         std::fs::create_dir_all(&self.path)
             .with_context(|| format!("cannot create {}", self.path.display()))?;
         Cmd::new("git")
@@ -46,11 +47,14 @@ impl Forge for Local {
         Ok(())
     }
 
-    fn open_pulls(&self, _recipe: &str) -> Result<Vec<Pull>> {
-        Ok(Vec::new())
+    fn open_pulls(&self, _recipe: &str, _deadline: Deadline) -> Result<Pulls> {
+        Ok(Pulls {
+            pulls: Vec::new(),
+            complete: true,
+        })
     }
 
-    fn close_pull(&self, recipe: &str, number: u64, _comment: &str) -> Result<()> {
+    fn close_pull(&self, recipe: &str, number: u64, _: &str, _: Deadline) -> Result<()> {
         anyhow::bail!("a local forge has no pull requests ({recipe} #{number})")
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 pub use gitea::{decode_pulls, Gitea};
 pub use local::Local;
 
+use crate::deadline::Deadline;
 use crate::secrets::read_token;
 use crate::settings::config::{Config, Forge as ForgeSettings, FORGE_TOKEN_CREDENTIAL};
 
@@ -19,14 +20,29 @@ pub struct Pull {
     pub title: String,
 }
 
+/// A recipe's open pull requests, as far as the listing went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pulls {
+    pub pulls: Vec<Pull>,
+    /// False when there were more than the agent lists; only `pulls` were looked at.
+    pub complete: bool,
+}
+
+/// Every call finishes by its `deadline`, retries included.
 pub trait Forge: Send + Sync {
     /// The mirror's git URL (never with credentials in it).
     fn mirror_url(&self, recipe: &str) -> String;
-    fn exists(&self, recipe: &str) -> Result<bool>;
+    fn exists(&self, recipe: &str, deadline: Deadline) -> Result<bool>;
     /// Creates the mirror as an ordinary repository, which can carry pull requests.
-    fn create(&self, recipe: &str, branch: &str) -> Result<()>;
-    fn open_pulls(&self, recipe: &str) -> Result<Vec<Pull>>;
-    fn close_pull(&self, recipe: &str, number: u64, comment: &str) -> Result<()>;
+    fn create(&self, recipe: &str, branch: &str, deadline: Deadline) -> Result<()>;
+    fn open_pulls(&self, recipe: &str, deadline: Deadline) -> Result<Pulls>;
+    fn close_pull(
+        &self,
+        recipe: &str,
+        number: u64,
+        comment: &str,
+        deadline: Deadline,
+    ) -> Result<()>;
     /// Environment for git so that it authenticates to this forge, and only to it.
     fn git_env(&self) -> Vec<(String, String)>;
 }

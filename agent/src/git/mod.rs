@@ -6,8 +6,14 @@ pub mod refs;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use crate::process::{Cmd, ProcessError};
 pub use refs::{is_oid, plan, Change, RefSet, Tag};
+
+/// Leased ref updates per push at most. Git checks each lease against every ref it pushes (and
+/// over HTTP passes each one to `send-pack` as an argument), so a push's cost grows with leases
+/// times tags; tag creations need no lease and are not counted.
+const LEASES_PER_PUSH: usize = 500;
 
 /// An object id as people read it: its first 12 characters (all of it when shorter, or when the
 /// text is not an id at all and 12 bytes would split a character).
@@ -23,6 +29,9 @@ pub enum ErrorKind {
     Auth,
     /// The remote refused the update: a lease did not hold, or a hook said no.
     Rejected,
+    /// The call ran out of time. Not retried: a server that hangs once hangs again, and each
+    /// try would cost the whole timeout.
+    Timeout,
     Other,
 }
 
@@ -76,7 +85,7 @@ fn classify(stderr: &str) -> ErrorKind {
 fn to_git_error(e: ProcessError) -> GitError {
     let message = e.to_string();
     let kind = match &e {
-        ProcessError::Timeout { .. } => ErrorKind::Transient,
+        ProcessError::Timeout { .. } => ErrorKind::Timeout,
         ProcessError::Failed { stderr, .. } => classify(stderr),
         ProcessError::Spawn { .. } => ErrorKind::Other,
     };
@@ -89,6 +98,8 @@ pub struct Git {
     retries: u32,
     /// Extra environment for every call (the forge's credentials, scoped to its URL).
     env: Vec<(String, String)>,
+    /// Bounds every call and every retry's pause, on top of `timeout`.
+    deadline: Deadline,
 }
 
 impl Git {
@@ -97,12 +108,26 @@ impl Git {
             timeout,
             retries,
             env,
+            deadline: Deadline::none(),
         }
     }
 
-    fn cmd(&self) -> Cmd {
+    /// The same git, with every call and retry inside `deadline`.
+    pub fn within(&self, deadline: Deadline) -> Self {
+        Self {
+            deadline,
+            ..self.clone()
+        }
+    }
+
+    /// A git command whose timeout is what is left of the deadline, when that is less.
+    fn cmd(&self) -> Result<Cmd, GitError> {
+        let (timeout, _) = self.deadline.cap(self.timeout).map_err(|e| GitError {
+            kind: ErrorKind::Timeout,
+            message: format!("not started: {e}"),
+        })?;
         let mut cmd = Cmd::new("git")
-            .timeout(self.timeout)
+            .timeout(timeout)
             // Never ask a person for anything; answer in a language we can read.
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ASKPASS", "true")
@@ -111,17 +136,37 @@ impl Git {
         for (k, v) in &self.env {
             cmd = cmd.env(k, v);
         }
-        cmd
+        Ok(cmd)
     }
 
-    /// Runs `build()` until it succeeds, fails for a reason other than the network, or runs out
-    /// of tries; waits 0.5 s, 1 s, 2 s ... between tries.
+    /// Runs a git command, naming the deadline when it was what cut the call short.
+    fn run(&self, build: impl FnOnce(Cmd) -> Cmd) -> Result<String, GitError> {
+        let (_, cut) = self.deadline.cap(self.timeout).unwrap_or_default();
+        build(self.cmd()?).run().map_err(|e| {
+            let mut e = to_git_error(e);
+            if cut && e.kind == ErrorKind::Timeout {
+                e.message = format!(
+                    "{} (cut to what was left of {})",
+                    e.message,
+                    self.deadline.what()
+                );
+            }
+            e
+        })
+    }
+
+    /// Runs `call()` until it succeeds, fails for a reason other than the network, or runs out
+    /// of tries or of time; waits 0.5 s, 1 s, 2 s ... between tries.
     fn retrying<T>(&self, mut call: impl FnMut() -> Result<T, GitError>) -> Result<T, GitError> {
         let mut pause = Duration::from_millis(500);
         let mut tries = 0;
         loop {
             match call() {
-                Err(e) if e.kind == ErrorKind::Transient && tries < self.retries => {
+                Err(e)
+                    if e.kind == ErrorKind::Transient
+                        && tries < self.retries
+                        && self.deadline.allows(pause) =>
+                {
                     tracing::info!("transient git failure, retrying in {pause:?}: {e}");
                     std::thread::sleep(pause);
                     pause *= 2;
@@ -135,12 +180,11 @@ impl Git {
     /// The branch and the tags of a remote, filtered by the server (protocol v2 ref prefixes).
     pub fn ls_remote(&self, url: &str, branch: &str) -> Result<RefSet, GitError> {
         let out = self.retrying(|| {
-            self.cmd()
-                .args(["-c", "protocol.version=2", "ls-remote", "--", url])
-                .arg(format!("refs/heads/{branch}"))
-                .arg("refs/tags/*")
-                .run()
-                .map_err(to_git_error)
+            self.run(|cmd| {
+                cmd.args(["-c", "protocol.version=2", "ls-remote", "--", url])
+                    .arg(format!("refs/heads/{branch}"))
+                    .arg("refs/tags/*")
+            })
         })?;
         RefSet::parse(&out, branch).map_err(|e| GitError {
             kind: ErrorKind::Other,
@@ -152,11 +196,7 @@ impl Git {
         if path.join("HEAD").exists() {
             return Ok(());
         }
-        self.cmd()
-            .args(["init", "--quiet", "--bare"])
-            .arg(path)
-            .run()
-            .map_err(to_git_error)?;
+        self.run(|cmd| cmd.args(["init", "--quiet", "--bare"]).arg(path))?;
         Ok(())
     }
 
@@ -164,24 +204,23 @@ impl Git {
     /// deleted are pruned; the branch follows even a rewrite.
     pub fn fetch(&self, cache: &Path, url: &str, branch: &str) -> Result<(), GitError> {
         self.retrying(|| {
-            self.cmd()
-                .arg("-C")
-                .arg(cache)
-                // Keep what arrives as a pack: exploding small packs into loose objects costs
-                // a write per object now and a re-pack at the push.
-                .args(["-c", "fetch.unpackLimit=1"])
-                .args([
-                    "fetch",
-                    "--quiet",
-                    "--prune",
-                    "--no-write-fetch-head",
-                    "--",
-                    url,
-                ])
-                .arg(format!("+refs/heads/{branch}:refs/heads/{branch}"))
-                .arg("+refs/tags/*:refs/tags/*")
-                .run()
-                .map_err(to_git_error)
+            self.run(|cmd| {
+                cmd.arg("-C")
+                    .arg(cache)
+                    // Keep what arrives as a pack: exploding small packs into loose objects
+                    // costs a write per object now and a re-pack at the push.
+                    .args(["-c", "fetch.unpackLimit=1"])
+                    .args([
+                        "fetch",
+                        "--quiet",
+                        "--prune",
+                        "--no-write-fetch-head",
+                        "--",
+                        url,
+                    ])
+                    .arg(format!("+refs/heads/{branch}:refs/heads/{branch}"))
+                    .arg("+refs/tags/*:refs/tags/*")
+            })
         })?;
         Ok(())
     }
@@ -189,90 +228,121 @@ impl Git {
     /// Fetches one ref of another remote into a private ref of the cache.
     pub fn fetch_ref(&self, cache: &Path, url: &str, from: &str, to: &str) -> Result<(), GitError> {
         self.retrying(|| {
-            self.cmd()
-                .arg("-C")
-                .arg(cache)
-                .args([
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--no-write-fetch-head",
-                    "--",
-                    url,
-                ])
-                .arg(format!("+{from}:{to}"))
-                .run()
-                .map_err(to_git_error)
+            self.run(|cmd| {
+                cmd.arg("-C")
+                    .arg(cache)
+                    .args([
+                        "fetch",
+                        "--quiet",
+                        "--no-tags",
+                        "--no-write-fetch-head",
+                        "--",
+                        url,
+                    ])
+                    .arg(format!("+{from}:{to}"))
+            })
         })?;
         Ok(())
     }
 
     /// The cache's own branch and tags, peeled, in the form `RefSet::parse` reads.
     pub fn local_refs(&self, cache: &Path, branch: &str) -> Result<RefSet, GitError> {
-        let out = self
-            .cmd()
-            .arg("-C")
-            .arg(cache)
-            .args(["for-each-ref", "--format=%(objectname)%09%(refname)%(if)%(*objectname)%(then)%0a%(*objectname)%09%(refname)^{}%(end)"])
-            .arg(format!("refs/heads/{branch}"))
-            .arg("refs/tags")
-            .run()
-            .map_err(to_git_error)?;
+        let out = self.run(|cmd| {
+            cmd.arg("-C")
+                .arg(cache)
+                .args(["for-each-ref", "--format=%(objectname)%09%(refname)%(if)%(*objectname)%(then)%0a%(*objectname)%09%(refname)^{}%(end)"])
+                .arg(format!("refs/heads/{branch}"))
+                .arg("refs/tags")
+        })?;
         RefSet::parse(&out, branch).map_err(|e| GitError {
             kind: ErrorKind::Other,
             message: e.to_string(),
         })
     }
 
-    /// Pushes exactly `changes` from `cache` to `url`, each guarded by a lease on the value the
-    /// mirror had when it was listed, all or nothing where the server can do atomic pushes.
+    /// Pushes `changes` (the plan from the cache's refs to the mirror's as listed) from `cache`
+    /// to `url`. The branch, every moved tag and every deleted tag is leased on the value the
+    /// mirror was listed with; created tags travel through one `refs/tags/*` refspec, which git
+    /// never lets overwrite an existing tag without force, so a tag that appeared meanwhile is
+    /// refused like a broken lease. The argument list grows only with moves and deletions, and
+    /// past [`LEASES_PER_PUSH`] of them they go first, in batches; then the branch and the
+    /// creations, all or nothing where the server can do atomic pushes.
     pub fn push(&self, cache: &Path, url: &str, changes: &[Change]) -> Result<(), GitError> {
         if changes.is_empty() {
             return Ok(());
         }
+        let leased: Vec<&Change> = changes
+            .iter()
+            .filter(|c| matches!(c, Change::TagMove { .. } | Change::TagDelete { .. }))
+            .collect();
+        let (early, last) = if leased.len() > LEASES_PER_PUSH {
+            (leased.as_slice(), &[][..])
+        } else {
+            (&[][..], leased.as_slice())
+        };
+        for batch in early.chunks(LEASES_PER_PUSH) {
+            let refspecs: Vec<String> = batch.iter().map(|c| c.refspec()).collect();
+            self.push_once(cache, url, batch, &refspecs)?;
+        }
+        let branch = changes.iter().find(|c| matches!(c, Change::Branch { .. }));
+        let mut refspecs: Vec<String> = branch.iter().map(|c| c.refspec()).collect();
+        refspecs.push("refs/tags/*:refs/tags/*".into());
+        // Moved tags ride on the pattern, forced by their lease; deletions are named.
+        refspecs.extend(
+            last.iter()
+                .filter(|c| matches!(c, Change::TagDelete { .. }))
+                .map(|c| c.refspec()),
+        );
+        let leases: Vec<&Change> = branch.into_iter().chain(last.iter().copied()).collect();
+        self.push_once(cache, url, &leases, &refspecs)
+    }
+
+    fn push_once(
+        &self,
+        cache: &Path,
+        url: &str,
+        leased: &[&Change],
+        refspecs: &[String],
+    ) -> Result<(), GitError> {
         let push = |atomic: bool| {
-            let mut cmd =
-                self.cmd()
+            self.run(|cmd| {
+                let cmd = cmd
                     .arg("-C")
                     .arg(cache)
                     .args(["push", "--porcelain", "--no-verify"]);
-            if atomic {
-                cmd = cmd.arg("--atomic");
-            }
-            cmd.args(changes.iter().map(Change::lease))
-                .arg("--")
-                .arg(url)
-                .args(changes.iter().map(Change::refspec))
-                .run()
+                let cmd = if atomic { cmd.arg("--atomic") } else { cmd };
+                cmd.args(leased.iter().map(|c| c.lease()))
+                    .arg("--")
+                    .arg(url)
+                    .args(refspecs)
+            })
         };
         match push(true) {
-            Ok(_) => Ok(()),
-            Err(ProcessError::Failed { stderr, .. })
-                if stderr.contains("does not support --atomic") =>
-            {
-                push(false).map(|_| ()).map_err(to_git_error)
-            }
-            Err(e) => Err(to_git_error(e)),
+            Err(e) if e.message.contains("does not support --atomic") => push(false).map(|_| ()),
+            other => other.map(|_| ()),
         }
     }
 
     /// Whether `ancestor` is reachable from `descendant` in `cache`; false if either is missing.
     pub fn is_ancestor(&self, cache: &Path, ancestor: &str, descendant: &str) -> bool {
-        self.cmd()
-            .arg("-C")
-            .arg(cache)
-            .args(["merge-base", "--is-ancestor", ancestor, descendant])
-            .output()
-            .is_ok_and(|o| o.status.success())
+        self.succeeds(|cmd| {
+            cmd.arg("-C")
+                .arg(cache)
+                .args(["merge-base", "--is-ancestor", ancestor, descendant])
+        })
     }
 
     pub fn has_commit(&self, cache: &Path, oid: &str) -> bool {
+        self.succeeds(|cmd| {
+            cmd.arg("-C")
+                .arg(cache)
+                .args(["cat-file", "-e", &format!("{oid}^{{commit}}")])
+        })
+    }
+
+    fn succeeds(&self, build: impl FnOnce(Cmd) -> Cmd) -> bool {
         self.cmd()
-            .arg("-C")
-            .arg(cache)
-            .args(["cat-file", "-e", &format!("{oid}^{{commit}}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
+            .is_ok_and(|cmd| build(cmd).output().is_ok_and(|o| o.status.success()))
     }
 }
 

@@ -26,8 +26,14 @@ pub struct RefSet {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unexpected line in git's ref listing: {0:?}")]
-pub struct ParseError(pub String);
+pub enum ParseError {
+    #[error("unexpected line in git's ref listing: {0:?}")]
+    Line(String),
+    /// Real servers list a ref once. A ref name with a newline in it, sent by a crafted server,
+    /// prints as two lines, the second naming any ref it likes: refused, not believed.
+    #[error("the ref listing names {0} more than once (a ref name with a line break in it?)")]
+    Twice(String),
+}
 
 /// A full git object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
 pub fn is_oid(s: &str) -> bool {
@@ -38,10 +44,12 @@ pub fn is_oid(s: &str) -> bool {
 
 /// A tag name as git itself would have made it (`git check-ref-format`'s rules, conservatively):
 /// a remote that sends anything else is not believed. Found by fuzzing: `refs/tags/` alone was
-/// taken as a tag with an empty name.
+/// taken as a tag with an empty name. A leading `-` is valid in a full ref name (`git tag` makes
+/// `-dash` through `refs/tags/-dash`), and tag names only ever reach git inside a refspec or
+/// after `--`, so it is accepted.
 fn is_tag_name(tag: &str) -> bool {
     !tag.is_empty()
-        && !tag.starts_with(['/', '.', '-'])
+        && !tag.starts_with(['/', '.'])
         && !tag.ends_with(['/', '.'])
         && !tag.ends_with(".lock")
         && !tag.contains("..")
@@ -59,31 +67,34 @@ impl RefSet {
     pub fn parse(text: &str, branch: &str) -> Result<Self, ParseError> {
         let head = format!("refs/heads/{branch}");
         let mut set = RefSet::default();
-        let mut peeled: Vec<(String, String)> = Vec::new();
+        let mut peeled: BTreeMap<String, String> = BTreeMap::new();
+        let twice = |name: &str| ParseError::Twice(name.to_string());
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let (oid, name) = line
-                .split_once('\t')
-                .ok_or_else(|| ParseError(line.to_string()))?;
+            let bad = || ParseError::Line(line.to_string());
+            let (oid, name) = line.split_once('\t').ok_or_else(bad)?;
             if !is_oid(oid) || name.is_empty() || name.contains(char::is_whitespace) {
-                return Err(ParseError(line.to_string()));
+                return Err(bad());
             }
             if name == head {
-                set.branch = Some(oid.to_string());
+                if set.branch.replace(oid.to_string()).is_some() {
+                    return Err(twice(name));
+                }
             } else if let Some(tag) = name.strip_prefix("refs/tags/") {
                 if !is_tag_name(tag.strip_suffix("^{}").unwrap_or(tag)) {
-                    return Err(ParseError(line.to_string()));
+                    return Err(bad());
                 }
-                match tag.strip_suffix("^{}") {
-                    Some(base) => peeled.push((base.to_string(), oid.to_string())),
+                let known = match tag.strip_suffix("^{}") {
+                    Some(base) => peeled.insert(base.to_string(), oid.to_string()).is_some(),
                     None => {
-                        set.tags.insert(
-                            tag.to_string(),
-                            Tag {
-                                oid: oid.to_string(),
-                                peeled: None,
-                            },
-                        );
+                        let tag_ref = Tag {
+                            oid: oid.to_string(),
+                            peeled: None,
+                        };
+                        set.tags.insert(tag.to_string(), tag_ref).is_some()
                     }
+                };
+                if known {
+                    return Err(twice(name));
                 }
             }
         }
@@ -136,9 +147,7 @@ impl Change {
             Change::Branch { name, .. } => format!("refs/heads/{name}"),
             Change::TagCreate { name, .. }
             | Change::TagMove { name, .. }
-            | Change::TagDelete { name, .. } => {
-                format!("refs/tags/{name}")
-            }
+            | Change::TagDelete { name, .. } => format!("refs/tags/{name}"),
         }
     }
 
@@ -244,10 +253,19 @@ mod tests {
             &format!("{A}\trefs/tags/../../heads/main"),
             &format!("{A}\trefs/tags/x.lock"),
             &format!("{A}\trefs/tags/a\u{1b}[2J"),
-            &format!("{A}\trefs/tags/-option"),
+            // A ref name with a line break, as a crafted server sends it: the same ref twice.
+            &format!("{A}\trefs/tags/x\n{B}\trefs/heads/main\n{C}\trefs/heads/main"),
+            &format!("{A}\trefs/tags/x\n{B}\trefs/tags/x"),
+            &format!("{A}\trefs/tags/x\n{B}\trefs/tags/x^{{}}\n{C}\trefs/tags/x^{{}}"),
         ] {
             assert!(RefSet::parse(bad, "main").is_err(), "{bad}");
         }
+        let dash = RefSet::parse(&format!("{A}\trefs/tags/-dash\n"), "main");
+        assert!(
+            dash.is_ok_and(|s| s.tags.contains_key("-dash")),
+            "valid in git"
+        );
+
         assert_eq!(RefSet::parse("", "main"), Ok(RefSet::default()));
     }
 

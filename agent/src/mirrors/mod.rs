@@ -101,6 +101,7 @@ pub fn syncer<'a>(config: &Config, forge: &'a dyn forge::Forge) -> Syncer<'a> {
         git: Git::new(m.git_timeout, m.retries, forge.git_env()),
         cache_dir: config.state_dir.join("mirrors"),
         close_merged_prs: m.close_merged_prs,
+        recipe_timeout: m.recipe_timeout,
     }
 }
 
@@ -173,6 +174,9 @@ fn entry(r: &RecipeResult) -> (MirrorState, Vec<(String, String)>) {
     for n in &r.closed_pulls {
         events.push(("pr-closed".into(), format!("#{n} closed: merged upstream")));
     }
+    for w in &r.warnings {
+        events.push(("warning".into(), w.clone()));
+    }
     if let Some(e) = &r.error {
         events.push(("failed".into(), e.clone()));
     }
@@ -209,4 +213,7 @@ fn print_result(out: &Output, r: &RecipeResult) {
         ),
     };
     println!("{mark} {:<24} {text}", r.recipe);
+    for w in &r.warnings {
+        println!("  {} {w}", out.paint("warning:", Tone::Warn));
+    }
 }

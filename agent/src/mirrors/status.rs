@@ -40,17 +40,19 @@ struct Row {
 
 fn standing(syncer: &super::Syncer<'_>, recipe: &Recipe) -> (Standing, String) {
     let name = &recipe.name;
-    match syncer.forge.exists(name) {
+    let deadline = syncer.deadline();
+    let git = syncer.git.within(deadline);
+    match syncer.forge.exists(name, deadline) {
         Ok(false) => return (Standing::Missing, "no mirror repository".into()),
         Err(e) => return (Standing::MirrorUnreachable, format!("{e:#}")),
         Ok(true) => {}
     }
-    let up = match syncer.git.ls_remote(&recipe.upstream, &recipe.branch) {
+    let up = match git.ls_remote(&recipe.upstream, &recipe.branch) {
         Ok(up) => up,
         Err(e) => return (Standing::UpstreamUnreachable, e.to_string()),
     };
     let mirror_url = syncer.forge.mirror_url(name);
-    let mirror = match syncer.git.ls_remote(&mirror_url, &recipe.branch) {
+    let mirror = match git.ls_remote(&mirror_url, &recipe.branch) {
         Ok(m) => m,
         Err(e) => return (Standing::MirrorUnreachable, e.to_string()),
     };
@@ -67,9 +69,8 @@ fn standing(syncer: &super::Syncer<'_>, recipe: &Recipe) -> (Standing, String) {
     // Judge the ancestry in the recipe's cache, fetching both heads into private refs.
     let cache = syncer.cache_dir.join(format!("{name}.git"));
     let branch = format!("refs/heads/{}", recipe.branch);
-    let fetched = syncer.git.init_bare(&cache).is_ok()
-        && syncer
-            .git
+    let fetched = git.init_bare(&cache).is_ok()
+        && git
             .fetch_ref(
                 &cache,
                 &recipe.upstream,
@@ -77,11 +78,10 @@ fn standing(syncer: &super::Syncer<'_>, recipe: &Recipe) -> (Standing, String) {
                 "refs/cc-ci/status-upstream",
             )
             .is_ok()
-        && syncer
-            .git
+        && git
             .fetch_ref(&cache, &mirror_url, &branch, "refs/cc-ci/status-mirror")
             .is_ok();
-    if fetched && !syncer.git.is_ancestor(&cache, m, u) {
+    if fetched && !git.is_ancestor(&cache, m, u) {
         (
             Standing::Diverged,
             format!(

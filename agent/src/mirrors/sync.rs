@@ -6,6 +6,9 @@ use std::sync::mpsc;
 
 use serde::Serialize;
 
+use std::time::Duration;
+
+use crate::deadline::Deadline;
 use crate::forge::Forge;
 use crate::git::{plan, Change, ErrorKind, Git, RefSet};
 use crate::settings::enrollment::Recipe;
@@ -29,6 +32,8 @@ pub struct RecipeResult {
     /// Upstream's branch moved to a commit that does not contain the old one: (old, new).
     pub rewritten: Option<(String, String)>,
     pub closed_pulls: Vec<u64>,
+    /// What went wrong after the mirror was made equal: pull request housekeeping.
+    pub warnings: Vec<String>,
     pub error: Option<String>,
     pub upstream_head: Option<String>,
     pub tags: Option<usize>,
@@ -46,6 +51,7 @@ impl RecipeResult {
             changes: Vec::new(),
             rewritten: None,
             closed_pulls: Vec::new(),
+            warnings: Vec::new(),
             error: None,
             upstream_head: None,
             tags: None,
@@ -98,39 +104,52 @@ pub struct Syncer<'a> {
     /// One persistent bare cache per recipe: `<cache_dir>/<recipe>.git`.
     pub cache_dir: PathBuf,
     pub close_merged_prs: bool,
+    /// One recipe's whole sync, every call and retry included.
+    pub recipe_timeout: Duration,
 }
 
 impl Syncer<'_> {
+    /// The deadline of one recipe's work, starting now.
+    pub fn deadline(&self) -> Deadline {
+        Deadline::after(self.recipe_timeout, "mirrors.recipe_timeout")
+    }
+
     pub fn sync(&self, recipe: &Recipe) -> RecipeResult {
         let mut result = RecipeResult::new(&recipe.name);
-        if let Err(e) = self.try_sync(recipe, &mut result) {
+        let deadline = self.deadline();
+        let git = self.git.within(deadline);
+        if let Err(e) = self.try_sync(recipe, &git, deadline, &mut result) {
             result.outcome = Outcome::Failed;
             result.error = Some(e);
         }
         result
     }
 
-    fn try_sync(&self, recipe: &Recipe, result: &mut RecipeResult) -> Result<(), String> {
+    fn try_sync(
+        &self,
+        recipe: &Recipe,
+        git: &Git,
+        deadline: Deadline,
+        result: &mut RecipeResult,
+    ) -> Result<(), String> {
         let name = &recipe.name;
         let branch = &recipe.branch;
         let mirror_url = self.forge.mirror_url(name);
-        if !self.forge.exists(name).map_err(|e| format!("{e:#}"))? {
-            self.forge
-                .create(name, branch)
-                .map_err(|e| format!("cannot create the mirror: {e:#}"))?;
-            result.created = true;
-        }
 
-        // The cheap look: both sides' branch and tags, filtered by the servers. A mirror created
-        // just now is known to be empty, and the fetch below tells upstream's refs.
-        let mirror = if result.created {
-            RefSet::default()
-        } else {
-            let upstream = self
-                .git
-                .ls_remote(&recipe.upstream, branch)
-                .map_err(|e| format!("upstream unreachable, mirror left alone: {e}"))?;
-            let mirror = self.git.ls_remote(&mirror_url, branch).map_err(|e| {
+        // Upstream first: an upstream that cannot be read must not get an empty mirror made.
+        let upstream = git
+            .ls_remote(&recipe.upstream, branch)
+            .map_err(|e| format!("upstream unreachable, mirror left alone: {e}"))?;
+        check_safe(&upstream, &RefSet::default(), branch)?;
+        result.upstream_head = upstream.branch.clone();
+        result.tags = Some(upstream.tags.len());
+        let mirror = if self
+            .forge
+            .exists(name, deadline)
+            .map_err(|e| format!("{e:#}"))?
+        {
+            // The cheap look: both sides' branch and tags, filtered by the servers.
+            let mirror = git.ls_remote(&mirror_url, branch).map_err(|e| {
                 if e.kind == ErrorKind::Auth {
                     format!("the forge refused the credentials: {e}")
                 } else {
@@ -138,32 +157,32 @@ impl Syncer<'_> {
                 }
             })?;
             check_safe(&upstream, &mirror, branch)?;
-            result.upstream_head = upstream.branch.clone();
-            result.tags = Some(upstream.tags.len());
             if upstream.same_as(&mirror) {
                 result.outcome = Outcome::InSync;
                 result.refs = Some(upstream);
                 return Ok(());
             }
             mirror
+        } else {
+            self.forge
+                .create(name, branch, deadline)
+                .map_err(|e| format!("cannot create the mirror: {e:#}"))?;
+            result.created = true;
+            RefSet::default()
         };
 
         // Something differs: bring the cache up to upstream, push the difference under leases.
         let cache = self.cache_dir.join(format!("{name}.git"));
-        self.git
-            .init_bare(&cache)
+        git.init_bare(&cache)
             .map_err(|e| format!("cache {}: {e}", cache.display()))?;
-        self.git
-            .fetch(&cache, &recipe.upstream, branch)
-            .map_err(|e| {
-                if e.message.contains("couldn't find remote ref") {
-                    format!("upstream has no branch {branch}: refusing to touch the mirror")
-                } else {
-                    format!("upstream unreachable, mirror left alone: {e}")
-                }
-            })?;
-        let fetched = self
-            .git
+        git.fetch(&cache, &recipe.upstream, branch).map_err(|e| {
+            if e.message.contains("couldn't find remote ref") {
+                format!("upstream has no branch {branch}: refusing to touch the mirror")
+            } else {
+                format!("upstream unreachable, mirror left alone: {e}")
+            }
+        })?;
+        let fetched = git
             .local_refs(&cache, branch)
             .map_err(|e| format!("reading the cache: {e}"))?;
         check_safe(&fetched, &mirror, branch)?;
@@ -174,37 +193,39 @@ impl Syncer<'_> {
 
         if let (Some(old), Some(new)) = (&mirror.branch, &fetched.branch) {
             if old != new {
-                if !self.git.has_commit(&cache, old) {
+                if !git.has_commit(&cache, old) {
                     // The old head may be only on the mirror; fetch it to judge the ancestry.
-                    let _ = self.git.fetch_ref(
+                    let _ = git.fetch_ref(
                         &cache,
                         &mirror_url,
                         &format!("refs/heads/{branch}"),
                         "refs/cc-ci/mirror-head",
                     );
                 }
-                if self.git.has_commit(&cache, old) && !self.git.is_ancestor(&cache, old, new) {
+                if git.has_commit(&cache, old) && !git.is_ancestor(&cache, old, new) {
                     result.rewritten = Some((old.clone(), new.clone()));
                 }
             }
         }
 
-        self.git
-            .push(&cache, &mirror_url, &changes)
+        git.push(&cache, &mirror_url, &changes)
             .map_err(|e| match e.kind {
                 ErrorKind::Rejected => format!(
-                "the mirror changed while it was being synced, so the push was refused and nothing \
-                 was overwritten; the next sync will try again: {e}"
-            ),
+                    "the mirror changed while it was being synced, so the push was refused and \
+                     nothing was overwritten; the next sync will try again: {e}"
+                ),
                 ErrorKind::Auth => format!("the forge refused the credentials: {e}"),
                 _ => format!("pushing to the mirror: {e}"),
             })?;
         result.changes = changes;
         result.outcome = Outcome::Synced;
 
+        // Housekeeping: the mirror is equal now, whatever happens here.
         if self.close_merged_prs {
             if let Some(head) = &fetched.branch {
-                self.close_merged(recipe, &cache, head, result)?;
+                if let Err(w) = self.close_merged(recipe, git, &cache, head, deadline, result) {
+                    result.warnings.push(w);
+                }
             }
         }
         Ok(())
@@ -214,17 +235,25 @@ impl Syncer<'_> {
     fn close_merged(
         &self,
         recipe: &Recipe,
+        git: &Git,
         cache: &std::path::Path,
         head: &str,
+        deadline: Deadline,
         result: &mut RecipeResult,
     ) -> Result<(), String> {
-        let pulls = self
+        let listing = self
             .forge
-            .open_pulls(&recipe.name)
+            .open_pulls(&recipe.name, deadline)
             .map_err(|e| format!("synced, but listing pull requests failed: {e:#}"))?;
-        for pull in pulls {
-            if self.git.has_commit(cache, &pull.head_sha)
-                && self.git.is_ancestor(cache, &pull.head_sha, head)
+        if !listing.complete {
+            result.warnings.push(format!(
+                "more open pull requests than the agent lists; only the first {} were checked \
+                 for having been merged upstream",
+                listing.pulls.len()
+            ));
+        }
+        for pull in listing.pulls {
+            if git.has_commit(cache, &pull.head_sha) && git.is_ancestor(cache, &pull.head_sha, head)
             {
                 let comment = format!(
                     "Closed by cc-ci: this pull request's head commit {} is already on upstream's `{}` \
@@ -232,7 +261,7 @@ impl Syncer<'_> {
                     pull.head_sha, recipe.branch, recipe.upstream
                 );
                 self.forge
-                    .close_pull(&recipe.name, pull.number, &comment)
+                    .close_pull(&recipe.name, pull.number, &comment, deadline)
                     .map_err(|e| {
                         format!(
                             "synced, but closing merged PR #{} failed: {e:#}",

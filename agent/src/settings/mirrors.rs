@@ -12,6 +12,7 @@ use super::values::Seconds;
 pub(super) struct RawMirrors {
     concurrency: Option<i64>,
     git_timeout: Option<Seconds>,
+    recipe_timeout: Option<Seconds>,
     retries: Option<i64>,
     close_merged_prs: Option<bool>,
 }
@@ -22,6 +23,8 @@ pub struct MirrorSettings {
     pub concurrency: usize,
     /// Longest a single git call may take.
     pub git_timeout: Duration,
+    /// Longest one recipe's sync (or status) may take, every call and retry included.
+    pub recipe_timeout: Duration,
     /// Further tries of a git call that failed for a transient network reason.
     pub retries: u32,
     /// Close open mirror PRs whose head commit is already on upstream's branch.
@@ -45,9 +48,14 @@ pub(super) fn resolve(
     if git_timeout.is_zero() {
         errors.push(source.error_at(&["mirrors", "git_timeout"], "must be more than zero"));
     }
+    let recipe_timeout = raw.recipe_timeout.map_or(2 * git_timeout, |s| s.0);
+    if recipe_timeout.is_zero() {
+        errors.push(source.error_at(&["mirrors", "recipe_timeout"], "must be more than zero"));
+    }
     MirrorSettings {
         concurrency: usize::try_from(concurrency.clamp(1, 64)).unwrap_or(8),
         git_timeout,
+        recipe_timeout,
         retries: u32::try_from(retries.clamp(0, 10)).unwrap_or(3),
         close_merged_prs: raw.close_merged_prs.unwrap_or(true),
     }

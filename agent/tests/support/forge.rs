@@ -40,6 +40,8 @@ pub struct Canned {
     pub body: Vec<u8>,
     /// The body never ends: `body` repeated forever, without a length.
     pub endless: bool,
+    /// Given this many times, then the real answer again (`None`: always).
+    pub times: Option<usize>,
 }
 
 pub struct TestForge {
@@ -152,13 +154,23 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
         return;
     }
     if let Some(api) = path.strip_prefix("/api/v1") {
-        let canned = state
-            .lock()
-            .unwrap()
-            .canned
-            .iter()
-            .find(|c| c.method == method && api.starts_with(&c.path))
-            .cloned();
+        let canned = {
+            let mut s = state.lock().unwrap();
+            let at = s
+                .canned
+                .iter()
+                .position(|c| c.method == method && api.starts_with(&c.path));
+            at.map(|i| {
+                let c = s.canned[i].clone();
+                if let Some(n) = &mut s.canned[i].times {
+                    *n -= 1;
+                    if *n == 0 {
+                        s.canned.remove(i);
+                    }
+                }
+                c
+            })
+        };
         if let Some(c) = canned {
             let headers: Vec<Header> = c
                 .headers
