@@ -14,6 +14,37 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// `Authorization: Basic` with this token as the password: what every Gitea and Forgejo
+    /// version accepts on git's HTTP paths, whatever the user name (services/auth/basic.go).
+    pub fn as_basic_auth(&self, user: &str) -> Secret {
+        Secret(format!(
+            "Basic {}",
+            base64(format!("{user}:{}", self.0).as_bytes())
+        ))
+    }
+}
+
+/// RFC 4648 base64 with padding: a few lines, where a crate would be a dependency for one header.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 impl fmt::Debug for Secret {
@@ -83,6 +114,21 @@ pub fn read_token(configured: Option<&Path>, credential: &str, what: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_as_rfc_4648_says() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), coded);
+        }
+        let s = Secret("t0k".into()).as_basic_auth("cc-ci");
+        assert_eq!(s.expose(), "Basic Y2MtY2k6dDBr");
+    }
 
     #[test]
     fn never_prints_itself() -> Result<()> {

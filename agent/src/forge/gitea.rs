@@ -323,6 +323,10 @@ impl Forge for Gitea {
         Ok(())
     }
 
+    fn push_auth(&self) -> Option<(String, Secret)> {
+        Some((format!("{}/", self.url), self.token.as_basic_auth("cc-ci")))
+    }
+
     fn git_env(&self) -> Vec<(String, String)> {
         // Scoped to the forge's URL: upstreams on other hosts never see the token.
         vec![

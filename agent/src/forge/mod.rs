@@ -45,6 +45,11 @@ pub trait Forge: Send + Sync {
     ) -> Result<()>;
     /// Environment for git so that it authenticates to this forge, and only to it.
     fn git_env(&self) -> Vec<(String, String)>;
+    /// The URL prefix of this forge's repositories and the `Authorization` header for pushing to
+    /// them over HTTP; `None` when pushes need none.
+    fn push_auth(&self) -> Option<(String, crate::secrets::Secret)> {
+        None
+    }
 }
 
 /// The forge the configuration names.

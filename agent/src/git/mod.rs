@@ -1,6 +1,8 @@
 //! The only place that knows git's command lines: `ls-remote`, the per-recipe bare cache, and
 //! leased, atomic pushes. Credentials arrive as environment (`GIT_CONFIG_*`), never in argv.
 
+pub mod pkt;
+mod receive_pack;
 pub mod refs;
 
 use std::path::Path;
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use crate::deadline::Deadline;
 use crate::process::{Cmd, ProcessError};
+use crate::secrets::Secret;
 pub use refs::{is_oid, plan, Change, RefSet, Tag};
 
 /// Leased ref updates per push at most. Git checks each lease against every ref it pushes (and
@@ -29,6 +32,9 @@ pub enum ErrorKind {
     Auth,
     /// The remote refused the update: a lease did not hold, or a hook said no.
     Rejected,
+    /// The server refused the update by its own rules (a protected branch or tag, an archived
+    /// repository, a quota). Retrying will not help until that is changed on the forge.
+    Refused,
     /// The call ran out of time. Not retried: a server that hangs once hangs again, and each
     /// try would cost the whole timeout.
     Timeout,
@@ -100,6 +106,8 @@ pub struct Git {
     env: Vec<(String, String)>,
     /// Bounds every call and every retry's pause, on top of `timeout`.
     deadline: Deadline,
+    /// The `Authorization` header of pushes over HTTP to URLs under the prefix (the forge's).
+    http_auth: Option<(String, Secret)>,
 }
 
 impl Git {
@@ -109,7 +117,28 @@ impl Git {
             retries,
             env,
             deadline: Deadline::none(),
+            http_auth: None,
         }
+    }
+
+    /// Sends `header` as `Authorization` with the pushes this agent speaks itself over HTTP, to
+    /// URLs that start with `prefix` only.
+    pub fn with_http_auth(self, prefix: String, header: Secret) -> Self {
+        Self {
+            http_auth: Some((prefix, header)),
+            ..self
+        }
+    }
+
+    /// What a call may take now: `timeout`, or less when the deadline is nearer.
+    fn time_left(&self) -> Result<Duration, GitError> {
+        self.deadline
+            .cap(self.timeout)
+            .map(|(t, _)| t)
+            .map_err(|e| GitError {
+                kind: ErrorKind::Timeout,
+                message: format!("not started: {e}"),
+            })
     }
 
     /// The same git, with every call and retry inside `deadline`.
@@ -261,16 +290,31 @@ impl Git {
     }
 
     /// Pushes `changes` (the plan from the cache's refs to the mirror's as listed) from `cache`
-    /// to `url`. The branch, every moved tag and every deleted tag is leased on the value the
-    /// mirror was listed with; created tags travel through one `refs/tags/*` refspec, which git
-    /// never lets overwrite an existing tag without force, so a tag that appeared meanwhile is
-    /// refused like a broken lease. The argument list grows only with moves and deletions, and
-    /// past [`LEASES_PER_PUSH`] of them they go first, in batches; then the branch and the
-    /// creations, all or nothing where the server can do atomic pushes.
+    /// to `url`, each ref only while the mirror still holds the value it was listed with, all or
+    /// nothing where the server can do atomic pushes. Over HTTP the agent speaks the protocol
+    /// itself ([`receive_pack`]), in time and memory linear in the refs. To a path, `git push`:
+    /// the branch, every moved tag and every deleted tag is leased; created tags travel through
+    /// one `refs/tags/*` refspec, which git never lets overwrite an existing tag without force,
+    /// so a tag that appeared meanwhile is refused like a broken lease. Past
+    /// [`LEASES_PER_PUSH`] moves and deletions they go first, in batches.
     pub fn push(&self, cache: &Path, url: &str, changes: &[Change]) -> Result<(), GitError> {
         if changes.is_empty() {
             return Ok(());
         }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            let auth = self
+                .http_auth
+                .as_ref()
+                .filter(|(prefix, _)| url.starts_with(prefix.as_str()))
+                .map(|(_, header)| header.expose());
+            return receive_pack::push(self, cache, url, auth, changes);
+        }
+        self.push_with_git(cache, url, changes)
+    }
+
+    /// `git push` for mirrors on a path (`kind = "local"`), where git's own transport matches
+    /// the `refs/tags/*` pattern once instead of ref by ref.
+    fn push_with_git(&self, cache: &Path, url: &str, changes: &[Change]) -> Result<(), GitError> {
         let leased: Vec<&Change> = changes
             .iter()
             .filter(|c| matches!(c, Change::TagMove { .. } | Change::TagDelete { .. }))
@@ -321,6 +365,67 @@ impl Git {
             Err(e) if e.message.contains("does not support --atomic") => push(false).map(|_| ()),
             other => other.map(|_| ()),
         }
+    }
+
+    /// Those of `oids` that `cache` has: what a pack may leave out.
+    fn present(&self, cache: &Path, oids: &[&str]) -> Result<Vec<String>, GitError> {
+        if oids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.run(|cmd| {
+            cmd.arg("-C")
+                .arg(cache)
+                .args(["cat-file", "--batch-check=%(objectname) %(objecttype)"])
+                .stdin(oids.join("\n").into_bytes())
+        })?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.ends_with(" missing"))
+            .filter_map(|l| l.split(' ').next())
+            .map(String::from)
+            .collect())
+    }
+
+    /// Packs what `wants` reach and `haves` do not into a pack file under `dir`; its path.
+    fn pack_objects(
+        &self,
+        cache: &Path,
+        dir: &Path,
+        wants: &[&str],
+        haves: &[String],
+        ofs_delta: bool,
+    ) -> Result<std::path::PathBuf, GitError> {
+        let mut revs = String::new();
+        for w in wants {
+            revs.push_str(w);
+            revs.push('\n');
+        }
+        for h in haves {
+            revs.push('^');
+            revs.push_str(h);
+            revs.push('\n');
+        }
+        let base = dir.join("push");
+        let out = self.run(|cmd| {
+            let cmd = cmd
+                .arg("-C")
+                .arg(cache)
+                .args(["pack-objects", "--revs", "--quiet"]);
+            let cmd = if ofs_delta {
+                cmd.arg("--delta-base-offset")
+            } else {
+                cmd
+            };
+            cmd.arg(&base).stdin(revs.into_bytes())
+        })?;
+        let name = out.trim();
+        if !is_oid(name) {
+            return Err(GitError {
+                kind: ErrorKind::Other,
+                message: format!("git pack-objects named its pack {name:?}"),
+            });
+        }
+        Ok(dir.join(format!("push-{name}.pack")))
     }
 
     /// Whether `ancestor` is reachable from `descendant` in `cache`; false if either is missing.

@@ -96,9 +96,13 @@ fn select(enrollment: &Enrollment, names: &[String]) -> Result<Vec<Recipe>> {
 
 pub fn syncer<'a>(config: &Config, forge: &'a dyn forge::Forge) -> Syncer<'a> {
     let m = &config.mirrors;
+    let mut git = Git::new(m.git_timeout, m.retries, forge.git_env());
+    if let Some((prefix, header)) = forge.push_auth() {
+        git = git.with_http_auth(prefix, header);
+    }
     Syncer {
         forge,
-        git: Git::new(m.git_timeout, m.retries, forge.git_env()),
+        git,
         cache_dir: config.state_dir.join("mirrors"),
         close_merged_prs: m.close_merged_prs,
         recipe_timeout: m.recipe_timeout,

@@ -215,6 +215,10 @@ impl Syncer<'_> {
                      nothing was overwritten; the next sync will try again: {e}"
                 ),
                 ErrorKind::Auth => format!("the forge refused the credentials: {e}"),
+                ErrorKind::Refused => format!(
+                    "the forge refused the push by its own rules, so a retry will not help until \
+                     that is changed on the forge: {e}"
+                ),
                 _ => format!("pushing to the mirror: {e}"),
             })?;
         result.changes = changes;

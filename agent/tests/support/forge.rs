@@ -117,6 +117,22 @@ impl Drop for TestForge {
     }
 }
 
+fn base64_decode(text: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in text.trim_end_matches('=').bytes() {
+        bits = (bits << 6) | ALPHABET.iter().position(|&a| a == c)? as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn json(status: u16, body: serde_json::Value) -> Response<std::io::Cursor<Vec<u8>>> {
     Response::from_data(body.to_string().into_bytes())
         .with_status_code(status)
@@ -139,8 +155,15 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
         .map_or((full.clone(), String::new()), |(p, q)| {
             (p.to_string(), q.to_string())
         });
+    // The token header everywhere; on git's paths also Basic with the token as the password and
+    // any user name, which every Gitea version accepts there (services/auth/basic.go).
+    let given = header(&request, "Authorization").unwrap_or_default();
+    let basic = given
+        .strip_prefix("Basic ")
+        .and_then(base64_decode)
+        .and_then(|d| d.split_once(':').map(|(_, p)| p == token));
     let authorized =
-        header(&request, "Authorization").as_deref() == Some(&format!("token {token}"));
+        given == format!("token {token}") || (!path.starts_with("/api/") && basic == Some(true));
     state
         .lock()
         .unwrap()
