@@ -837,6 +837,8 @@ fn a_retry_after_past_the_deadline_fails_at_once() {
 #[test]
 fn more_open_pull_requests_than_listed_is_a_warning_on_a_synced_recipe() {
     let f = Fleet::new(&["lemmy"]);
+    assert_eq!(f.sync().0.code, 0);
+    f.up("lemmy").commit("compose.yml", "next\n");
     let page: Vec<serde_json::Value> = (1..=50)
         .map(|n| serde_json::json!({"number": n, "title": "t", "head": {"sha": "ab".repeat(20)}}))
         .collect();
@@ -879,4 +881,128 @@ fn a_push_the_server_refuses_says_so_with_its_words() {
         "remote: Gitea: Tag 1.0.0+1.0 is protected",
     );
     assert_eq!(refs(&f.forge.repo("gitea-protected")), before);
+}
+
+#[test]
+fn an_old_gitea_that_ignores_the_token_header_on_git_paths_is_still_pushed_to() {
+    let f = Fleet::new(&["lasuite-drive"]);
+    f.forge.state.lock().unwrap().old_server = true;
+    f.up("lasuite-drive").tag("1.0.0+1.0", true);
+    let (run, _) = f.sync();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    f.assert_mirrored("lasuite-drive");
+    assert_no_token(&run);
+    f.up("lasuite-drive").commit("compose.yml", "v2\n");
+    assert_eq!(f.sync().0.code, 0);
+    f.assert_mirrored("lasuite-drive");
+}
+
+// The forge as Gitea is: repository flags, emptiness after the first push, paging.
+
+#[test]
+fn a_pull_mirror_an_archived_repo_or_no_push_right_is_refused_before_any_git_call() {
+    let f = Fleet::new(&["a-pull-mirror", "b-archived", "c-read-only"]);
+    assert_eq!(f.sync().0.code, 0);
+    {
+        let mut s = f.forge.state.lock().unwrap();
+        s.repos.get_mut("a-pull-mirror").unwrap().mirror = true;
+        s.repos.get_mut("b-archived").unwrap().archived = true;
+        s.repos.get_mut("c-read-only").unwrap().no_push = true;
+    }
+    for name in ["a-pull-mirror", "b-archived", "c-read-only"] {
+        f.up(name).commit("compose.yml", "new\n");
+    }
+    let before = f.forge.requests().len();
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    f.assert_error(&v, "a-pull-mirror", "is a pull-mirror on the forge");
+    f.assert_error(&v, "b-archived", "is archived on the forge");
+    f.assert_error(&v, "b-archived", "unarchive it");
+    f.assert_error(
+        &v,
+        "c-read-only",
+        "may not push to recipe-maintainers/c-read-only",
+    );
+    let git_calls: Vec<String> = f.forge.requests()[before..]
+        .iter()
+        .map(|(r, _)| r.clone())
+        .filter(|r| r.contains(".git/"))
+        .collect();
+    assert!(git_calls.is_empty(), "git was spoken to: {git_calls:?}");
+    let status = f.agent(&["mirrors", "status"]);
+    assert_eq!(
+        status.stdout.matches("unwritable").count(),
+        3,
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn three_new_mirrors_are_created_filled_and_green_with_no_warning() {
+    // The real host's first sync: lasuite-drive, mailu and mumble had no mirror yet.
+    let names = ["lasuite-drive", "mailu", "mumble"];
+    let f = Fleet::new(&names);
+    for n in names {
+        f.up(n).tag("1.0.0+1.0", true);
+    }
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    for n in names {
+        let r = f.result(&v, n);
+        assert!(
+            r["created"] == true && r["warnings"] == serde_json::json!([]),
+            "{r}"
+        );
+        f.assert_mirrored(n);
+        assert!(!f.events(n).contains(&"warning".to_string()));
+    }
+    // Gitea has noticed the pushes by the next sync: its pull requests are looked at again.
+    let merged = f.up("mumble").head();
+    f.forge.add_pull("mumble", 1, &merged);
+    f.up("mumble").commit("compose.yml", "next\n");
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        f.result(&v, "mumble")["closed_pulls"],
+        serde_json::json!([1])
+    );
+}
+
+#[test]
+fn a_server_maximum_below_the_page_size_hides_no_pull_request() {
+    let f = Fleet::new(&["discourse"]);
+    assert_eq!(f.sync().0.code, 0);
+    f.forge.state.lock().unwrap().max_items = Some(20);
+    let merged = f.up("discourse").head();
+    for n in 1..=45 {
+        f.forge.add_pull("discourse", n, &merged);
+    }
+    // One without a head commit (its branch is gone): skipped, and said.
+    f.forge
+        .state
+        .lock()
+        .unwrap()
+        .pulls
+        .get_mut("discourse")
+        .unwrap()
+        .push(support::forge::PullRec {
+            number: 46,
+            head_sha: String::new(),
+            title: "gone".into(),
+            open: true,
+            comments: Vec::new(),
+        });
+    f.up("discourse").commit("compose.yml", "next\n");
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = f.result(&v, "discourse");
+    assert_eq!(r["closed_pulls"].as_array().unwrap().len(), 45, "{r}");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("#46 have no head commit"),
+        "{r}"
+    );
 }

@@ -54,6 +54,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_daemon(base):
+    """git-daemon serving every repository under `base`, once it listens: (process, port)."""
+    port = free_port()
+    exec_path = git("--exec-path").strip()
+    daemon = subprocess.Popen([os.path.join(exec_path, "git-daemon"), "--reuseaddr", "--export-all",
+                               "--listen=127.0.0.1", f"--port={port}", f"--base-path={base}", base],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return daemon, port
+
+
 def build_fleet(root, n):
     """A template recipe with history and release tags, copied n times, each with a commit of its own."""
     up = os.path.join(root, "upstream")
@@ -128,17 +144,7 @@ def main():
         t = time.monotonic()
         up, names = build_fleet(root, a.recipes)
         print(f"fleet: {a.recipes} upstreams with 5 release tags each, built in {time.monotonic() - t:.1f}s")
-        port = free_port()
-        exec_path = git("--exec-path").strip()
-        daemon = subprocess.Popen([os.path.join(exec_path, "git-daemon"), "--reuseaddr", "--export-all",
-                                   "--listen=127.0.0.1", f"--port={port}", f"--base-path={up}", up],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        daemon, port = start_daemon(up)
         mirrors = os.path.join(root, "mirrors")
         naive_mirrors = os.path.join(root, "naive-mirrors")
         with open(os.path.join(root, "enrollment.toml"), "w") as f:

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::{Forge, Pull, Pulls};
+use super::{Forge, Pull, Pulls, Repository};
 use crate::deadline::Deadline;
 use crate::secrets::Secret;
 
@@ -26,6 +26,8 @@ struct Answer {
     status: u16,
     body: String,
     gave_up: Option<String>,
+    /// `X-Total-Count`: how many items a listing has in all, when the forge says.
+    total: Option<usize>,
 }
 
 /// Whether the forge may answer `status` differently next time without having acted on this
@@ -50,11 +52,15 @@ fn retry_after(response: &ureq::http::Response<ureq::Body>) -> Option<Duration> 
 }
 
 /// One page of `GET /repos/{org}/{repo}/pulls`, checked: every head sha must be a git object id,
-/// because it is handed to git as an argument.
-pub fn decode_pulls(body: &str) -> Result<Vec<Pull>> {
+/// because it is handed to git as an argument. A pull request with no head sha (Gitea sends an
+/// empty one when the head branch is gone) is returned apart, by number, to be skipped.
+pub fn decode_pulls(body: &str) -> Result<(Vec<Pull>, Vec<u64>)> {
     let batch: Vec<ApiPull> =
         serde_json::from_str(body).context("not the JSON Gitea sends for pull requests")?;
-    batch
+    let (headless, batch): (Vec<ApiPull>, Vec<ApiPull>) =
+        batch.into_iter().partition(|p| p.head.sha.is_empty());
+    let skipped = headless.into_iter().map(|p| p.number).collect();
+    let pulls = batch
         .into_iter()
         .map(|p| {
             if !crate::git::is_oid(&p.head.sha) {
@@ -70,7 +76,8 @@ pub fn decode_pulls(body: &str) -> Result<Vec<Pull>> {
                 title: p.title,
             })
         })
-        .collect()
+        .collect::<Result<Vec<Pull>>>()?;
+    Ok((pulls, skipped))
 }
 
 pub struct Gitea {
@@ -86,6 +93,25 @@ struct ApiPull {
     #[serde(default)]
     title: String,
     head: ApiHead,
+}
+
+/// The parts of `GET /repos/{owner}/{repo}` the agent reads (Gitea's `api.Repository`,
+/// modules/structs/repo.go); absent fields are taken as a plain, writable repository.
+#[derive(Deserialize, Default)]
+struct ApiRepository {
+    #[serde(default)]
+    mirror: bool,
+    #[serde(default)]
+    archived: bool,
+    #[serde(default)]
+    empty: bool,
+    #[serde(default)]
+    permissions: Option<ApiPermissions>,
+}
+
+#[derive(Deserialize)]
+struct ApiPermissions {
+    push: bool,
 }
 
 #[derive(Deserialize)]
@@ -201,12 +227,18 @@ impl Gitea {
         let mut response = result.with_context(|| format!("{method} {url}"))?;
         let status = response.status().as_u16();
         let asked = retry_after(&response);
+        let total = response
+            .headers()
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let body = crate::http::read_body(&mut response, BODY_LIMIT)
             .map_err(|e| anyhow::anyhow!("{method} {path}: {e}"))?;
         let answer = Answer {
             status,
             body,
             gave_up: None,
+            total,
         };
         Ok((answer, asked))
     }
@@ -216,6 +248,7 @@ impl Gitea {
             status,
             body,
             gave_up,
+            ..
         } = answer;
         if ok.contains(&status) {
             return Ok(body);
@@ -244,14 +277,26 @@ impl Forge for Gitea {
         format!("{}/{}/{recipe}.git", self.url, self.org)
     }
 
-    fn exists(&self, recipe: &str, deadline: Deadline) -> Result<bool> {
+    fn repository(&self, recipe: &str, deadline: Deadline) -> Result<Option<Repository>> {
         let path = format!("/repos/{}/{recipe}", self.org);
         let answer = self.call("GET", &path, None, deadline)?;
         if answer.status == 404 {
-            return Ok(false);
+            return Ok(None);
         }
-        self.expect(&format!("looking up {}/{recipe}", self.org), answer, &[200])?;
-        Ok(true)
+        let what = format!("looking up {}/{recipe}", self.org);
+        let body = self.expect(&what, answer, &[200])?;
+        let repo: ApiRepository = serde_json::from_str(&body)
+            .with_context(|| format!("{what}: not the JSON Gitea sends for a repository"))?;
+        Ok(Some(Repository {
+            mirror: repo.mirror,
+            archived: repo.archived,
+            empty: repo.empty,
+            can_push: repo.permissions.map(|p| p.push),
+        }))
+    }
+
+    fn full_name(&self, recipe: &str) -> String {
+        format!("{}/{recipe}", self.org)
     }
 
     fn create(&self, recipe: &str, branch: &str, deadline: Deadline) -> Result<()> {
@@ -268,33 +313,42 @@ impl Forge for Gitea {
         Ok(())
     }
 
+    /// Pages until an empty page or the `X-Total-Count` the forge gave: a server whose
+    /// `MAX_RESPONSE_ITEMS` is below the limit asked for sends shorter pages, not fewer pull
+    /// requests. A 404 is a repository Gitea still counts as empty just after its first push:
+    /// no pull requests (forge-facts.md, services/repository/push.go).
     fn open_pulls(&self, recipe: &str, deadline: Deadline) -> Result<Pulls> {
-        let mut pulls = Vec::new();
+        let mut listing = Pulls {
+            complete: true,
+            ..Pulls::default()
+        };
         for page in 1..=MAX_PAGES {
             let path = format!(
                 "/repos/{}/{recipe}/pulls?state=open&page={page}&limit={PAGE_SIZE}",
                 self.org
             );
+            let answer = self.call("GET", &path, None, deadline)?;
+            if answer.status == 404 && page == 1 {
+                return Ok(listing);
+            }
+            let total = answer.total;
             let body = self.expect(
                 &format!("listing pull requests of {}/{recipe}", self.org),
-                self.call("GET", &path, None, deadline)?,
+                answer,
                 &[200],
             )?;
-            let batch = decode_pulls(&body)
+            let (batch, skipped) = decode_pulls(&body)
                 .with_context(|| format!("pull requests of {}/{recipe}, page {page}", self.org))?;
-            let n = batch.len();
-            pulls.extend(batch);
-            if n < PAGE_SIZE as usize {
-                return Ok(Pulls {
-                    pulls,
-                    complete: true,
-                });
+            let n = batch.len() + skipped.len();
+            listing.pulls.extend(batch);
+            listing.skipped.extend(skipped);
+            let seen = listing.pulls.len() + listing.skipped.len();
+            if n == 0 || total.is_some_and(|t| seen >= t) {
+                return Ok(listing);
             }
         }
-        Ok(Pulls {
-            pulls,
-            complete: false,
-        })
+        listing.complete = false;
+        Ok(listing)
     }
 
     fn close_pull(
@@ -323,22 +377,10 @@ impl Forge for Gitea {
         Ok(())
     }
 
-    fn push_auth(&self) -> Option<(String, Secret)> {
+    /// Basic with the token as the password: every Gitea and Forgejo version honours it on git's
+    /// paths, where Gitea before 1.20.5 ignores a `token` header (forge-facts.md,
+    /// services/auth/basic.go). Scoped to the forge's URL: upstreams never see it.
+    fn git_auth(&self) -> Option<(String, Secret)> {
         Some((format!("{}/", self.url), self.token.as_basic_auth("cc-ci")))
-    }
-
-    fn git_env(&self) -> Vec<(String, String)> {
-        // Scoped to the forge's URL: upstreams on other hosts never see the token.
-        vec![
-            ("GIT_CONFIG_COUNT".into(), "1".into()),
-            (
-                "GIT_CONFIG_KEY_0".into(),
-                format!("http.{}/.extraHeader", self.url),
-            ),
-            (
-                "GIT_CONFIG_VALUE_0".into(),
-                format!("Authorization: {}", self.auth()),
-            ),
-        ]
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::{Forge, Pulls};
+use super::{Forge, Pulls, Repository};
 use crate::deadline::Deadline;
 use crate::process::Cmd;
 
@@ -27,8 +27,16 @@ impl Forge for Local {
         self.repo(recipe).to_string_lossy().into_owned()
     }
 
-    fn exists(&self, recipe: &str, _deadline: Deadline) -> Result<bool> {
-        Ok(self.repo(recipe).join("HEAD").is_file())
+    fn repository(&self, recipe: &str, _deadline: Deadline) -> Result<Option<Repository>> {
+        Ok(self
+            .repo(recipe)
+            .join("HEAD")
+            .is_file()
+            .then(Repository::default))
+    }
+
+    fn full_name(&self, recipe: &str) -> String {
+        self.repo(recipe).display().to_string()
     }
 
     fn create(&self, recipe: &str, branch: &str, _deadline: Deadline) -> Result<()> {
@@ -49,16 +57,12 @@ impl Forge for Local {
 
     fn open_pulls(&self, _recipe: &str, _deadline: Deadline) -> Result<Pulls> {
         Ok(Pulls {
-            pulls: Vec::new(),
             complete: true,
+            ..Pulls::default()
         })
     }
 
     fn close_pull(&self, recipe: &str, number: u64, _: &str, _: Deadline) -> Result<()> {
         anyhow::bail!("a local forge has no pull requests ({recipe} #{number})")
-    }
-
-    fn git_env(&self) -> Vec<(String, String)> {
-        Vec::new()
     }
 }

@@ -20,10 +20,49 @@ pub struct Pull {
     pub title: String,
 }
 
+/// What the forge says of an existing mirror repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Repository {
+    /// A pull-mirror: read-only, refuses pushes.
+    pub mirror: bool,
+    pub archived: bool,
+    /// No commit yet. Gitea clears this some time after the first push, not at it.
+    pub empty: bool,
+    /// Whether the token's user may push; `None` when the forge did not say.
+    pub can_push: Option<bool>,
+}
+
+impl Repository {
+    /// Why the agent cannot keep this repository as a mirror, and what to change on the forge.
+    pub fn unwritable(&self, full_name: &str) -> Option<String> {
+        if self.mirror {
+            Some(format!(
+                "{full_name} is a pull-mirror on the forge, which refuses pushes and cannot carry \
+                 pull requests: delete it (or convert it to a normal repository in its settings) and \
+                 the next sync creates it as one"
+            ))
+        } else if self.archived {
+            Some(format!(
+                "{full_name} is archived on the forge, which refuses pushes: unarchive it in the \
+                 repository's settings"
+            ))
+        } else if self.can_push == Some(false) {
+            Some(format!(
+                "the token's user may not push to {full_name}: give it write access (an org team \
+                 with write on the repository, or ownership of the org)"
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// A recipe's open pull requests, as far as the listing went.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pulls {
     pub pulls: Vec<Pull>,
+    /// Pull requests without a head commit (their branch is gone), by number: not looked at.
+    pub skipped: Vec<u64>,
     /// False when there were more than the agent lists; only `pulls` were looked at.
     pub complete: bool,
 }
@@ -32,7 +71,10 @@ pub struct Pulls {
 pub trait Forge: Send + Sync {
     /// The mirror's git URL (never with credentials in it).
     fn mirror_url(&self, recipe: &str) -> String;
-    fn exists(&self, recipe: &str, deadline: Deadline) -> Result<bool>;
+    /// The mirror repository, `None` when it does not exist.
+    fn repository(&self, recipe: &str, deadline: Deadline) -> Result<Option<Repository>>;
+    /// The mirror's name as the forge's users know it (`org/recipe`, or a path).
+    fn full_name(&self, recipe: &str) -> String;
     /// Creates the mirror as an ordinary repository, which can carry pull requests.
     fn create(&self, recipe: &str, branch: &str, deadline: Deadline) -> Result<()>;
     fn open_pulls(&self, recipe: &str, deadline: Deadline) -> Result<Pulls>;
@@ -43,11 +85,9 @@ pub trait Forge: Send + Sync {
         comment: &str,
         deadline: Deadline,
     ) -> Result<()>;
-    /// Environment for git so that it authenticates to this forge, and only to it.
-    fn git_env(&self) -> Vec<(String, String)>;
-    /// The URL prefix of this forge's repositories and the `Authorization` header for pushing to
-    /// them over HTTP; `None` when pushes need none.
-    fn push_auth(&self) -> Option<(String, crate::secrets::Secret)> {
+    /// The URL prefix of this forge's repositories and the `Authorization` header git's HTTP
+    /// calls to them carry; `None` when they need none.
+    fn git_auth(&self) -> Option<(String, crate::secrets::Secret)> {
         None
     }
 }

@@ -102,27 +102,26 @@ fn to_git_error(e: ProcessError) -> GitError {
 pub struct Git {
     timeout: Duration,
     retries: u32,
-    /// Extra environment for every call (the forge's credentials, scoped to its URL).
-    env: Vec<(String, String)>,
     /// Bounds every call and every retry's pause, on top of `timeout`.
     deadline: Deadline,
-    /// The `Authorization` header of pushes over HTTP to URLs under the prefix (the forge's).
+    /// The `Authorization` header of HTTP calls to URLs under the prefix (the forge's): given to
+    /// git as environment configuration (`http.<prefix>.extraHeader` through `GIT_CONFIG_*`),
+    /// never in argv, and sent with the pushes the agent speaks itself.
     http_auth: Option<(String, Secret)>,
 }
 
 impl Git {
-    pub fn new(timeout: Duration, retries: u32, env: Vec<(String, String)>) -> Self {
+    pub fn new(timeout: Duration, retries: u32) -> Self {
         Self {
             timeout,
             retries,
-            env,
             deadline: Deadline::none(),
             http_auth: None,
         }
     }
 
-    /// Sends `header` as `Authorization` with the pushes this agent speaks itself over HTTP, to
-    /// URLs that start with `prefix` only.
+    /// Sends `header` as `Authorization` with every HTTP call to URLs that start with `prefix`,
+    /// and to no other.
     pub fn with_http_auth(self, prefix: String, header: Secret) -> Self {
         Self {
             http_auth: Some((prefix, header)),
@@ -162,8 +161,14 @@ impl Git {
             .env("GIT_ASKPASS", "true")
             .env("SSH_ASKPASS", "true")
             .env("LC_ALL", "C");
-        for (k, v) in &self.env {
-            cmd = cmd.env(k, v);
+        if let Some((prefix, header)) = &self.http_auth {
+            cmd = cmd
+                .env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", format!("http.{prefix}.extraHeader"))
+                .env(
+                    "GIT_CONFIG_VALUE_0",
+                    format!("Authorization: {}", header.expose()),
+                );
         }
         Ok(cmd)
     }

@@ -96,8 +96,8 @@ fn select(enrollment: &Enrollment, names: &[String]) -> Result<Vec<Recipe>> {
 
 pub fn syncer<'a>(config: &Config, forge: &'a dyn forge::Forge) -> Syncer<'a> {
     let m = &config.mirrors;
-    let mut git = Git::new(m.git_timeout, m.retries, forge.git_env());
-    if let Some((prefix, header)) = forge.push_auth() {
+    let mut git = Git::new(m.git_timeout, m.retries);
+    if let Some((prefix, header)) = forge.git_auth() {
         git = git.with_http_auth(prefix, header);
     }
     Syncer {

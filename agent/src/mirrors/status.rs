@@ -26,6 +26,8 @@ pub enum Standing {
     Diverged,
     UpstreamUnreachable,
     MirrorUnreachable,
+    /// The forge will refuse pushes to it: a pull-mirror, archived, or no push permission.
+    Unwritable,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,10 +44,14 @@ fn standing(syncer: &super::Syncer<'_>, recipe: &Recipe) -> (Standing, String) {
     let name = &recipe.name;
     let deadline = syncer.deadline();
     let git = syncer.git.within(deadline);
-    match syncer.forge.exists(name, deadline) {
-        Ok(false) => return (Standing::Missing, "no mirror repository".into()),
+    match syncer.forge.repository(name, deadline) {
+        Ok(None) => return (Standing::Missing, "no mirror repository".into()),
         Err(e) => return (Standing::MirrorUnreachable, format!("{e:#}")),
-        Ok(true) => {}
+        Ok(Some(repo)) => {
+            if let Some(why) = repo.unwritable(&syncer.forge.full_name(name)) {
+                return (Standing::Unwritable, why);
+            }
+        }
     }
     let up = match git.ls_remote(&recipe.upstream, &recipe.branch) {
         Ok(up) => up,

@@ -136,18 +136,22 @@ impl Syncer<'_> {
         let branch = &recipe.branch;
         let mirror_url = self.forge.mirror_url(name);
 
-        // Upstream first: an upstream that cannot be read must not get an empty mirror made.
+        // Look before pushing: a mirror the forge will refuse is said so before any git call.
+        let repository = self
+            .forge
+            .repository(name, deadline)
+            .map_err(|e| format!("{e:#}"))?;
+        if let Some(why) = repository.and_then(|r| r.unwritable(&self.forge.full_name(name))) {
+            return Err(why);
+        }
+        // Upstream next: an upstream that cannot be read must not get an empty mirror made.
         let upstream = git
             .ls_remote(&recipe.upstream, branch)
             .map_err(|e| format!("upstream unreachable, mirror left alone: {e}"))?;
         check_safe(&upstream, &RefSet::default(), branch)?;
         result.upstream_head = upstream.branch.clone();
         result.tags = Some(upstream.tags.len());
-        let mirror = if self
-            .forge
-            .exists(name, deadline)
-            .map_err(|e| format!("{e:#}"))?
-        {
+        let mirror = if repository.is_some() {
             // The cheap look: both sides' branch and tags, filtered by the servers.
             let mirror = git.ls_remote(&mirror_url, branch).map_err(|e| {
                 if e.kind == ErrorKind::Auth {
@@ -224,8 +228,11 @@ impl Syncer<'_> {
         result.changes = changes;
         result.outcome = Outcome::Synced;
 
-        // Housekeeping: the mirror is equal now, whatever happens here.
-        if self.close_merged_prs {
+        // Housekeeping: the mirror is equal now, whatever happens here. A mirror made or still
+        // empty before this push has no pull requests yet, and Gitea answers 404 on their list
+        // until it has noticed the push.
+        let was_empty = result.created || repository.is_some_and(|r| r.empty);
+        if self.close_merged_prs && !was_empty {
             if let Some(head) = &fetched.branch {
                 if let Err(w) = self.close_merged(recipe, git, &cache, head, deadline, result) {
                     result.warnings.push(w);
@@ -249,6 +256,13 @@ impl Syncer<'_> {
             .forge
             .open_pulls(&recipe.name, deadline)
             .map_err(|e| format!("synced, but listing pull requests failed: {e:#}"))?;
+        if !listing.skipped.is_empty() {
+            let list: Vec<String> = listing.skipped.iter().map(|n| format!("#{n}")).collect();
+            result.warnings.push(format!(
+                "pull requests {} have no head commit (their branch is gone); not looked at",
+                list.join(", ")
+            ));
+        }
         if !listing.complete {
             result.warnings.push(format!(
                 "more open pull requests than the agent lists; only the first {} were checked \

@@ -19,8 +19,25 @@ pub struct PullRec {
     pub comments: Vec<String>,
 }
 
+/// What Gitea's repository answer says of one repository (`api.Repository`), and when it stops
+/// counting as empty.
+#[derive(Debug, Clone, Default)]
+pub struct RepoFlags {
+    pub mirror: bool,
+    pub archived: bool,
+    /// `permissions.push` of the token's user (true unless a test says otherwise).
+    pub no_push: bool,
+    pub empty: bool,
+    /// A push arrived while empty: the next lookup finds it non-empty. Gitea clears `is_empty`
+    /// from a queue after the push, not in it (services/repository/push.go).
+    pub pushed: bool,
+}
+
 #[derive(Default)]
 pub struct State {
+    pub repos: BTreeMap<String, RepoFlags>,
+    /// Gitea's `MAX_RESPONSE_ITEMS` (default 50): no page is longer, whatever `limit` asks.
+    pub max_items: Option<usize>,
     pub pulls: BTreeMap<String, Vec<PullRec>>,
     /// "METHOD path" of every request, and whether its token was right.
     pub requests: Vec<(String, bool)>,
@@ -28,6 +45,9 @@ pub struct State {
     pub before_receive_pack: Option<Box<dyn FnOnce() + Send>>,
     /// Answers given instead of the real API's, for bad-input cases.
     pub canned: Vec<Canned>,
+    /// Gitea before 1.20.5: a `token` header on git's paths is ignored, so the request is
+    /// anonymous there (forge-facts.md, PR 26430).
+    pub old_server: bool,
 }
 
 /// An API answer given to any `method` request whose path (after /api/v1) starts with `path`.
@@ -225,6 +245,29 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
         let _ = request.respond(response);
         return;
     }
+    let receive = query == "service=git-receive-pack" || path.ends_with("/git-receive-pack");
+    if receive {
+        // An archived repository or a pull-mirror refuses pushes with 403 (forge-facts.md).
+        let name = path
+            .trim_start_matches('/')
+            .split('/')
+            .nth(1)
+            .unwrap_or_default();
+        let name = name.trim_end_matches(".git").to_string();
+        let mut s = state.lock().unwrap();
+        let flags = s.repos.entry(name).or_default();
+        if flags.archived || flags.mirror {
+            drop(s);
+            let _ = request.respond(json(
+                403,
+                serde_json::json!({"message": "repo is archived or a mirror"}),
+            ));
+            return;
+        }
+        if path.ends_with("/git-receive-pack") {
+            flags.pushed = true;
+        }
+    }
     if query == "service=git-receive-pack" {
         let hook = state.lock().unwrap().before_receive_pack.take();
         if let Some(hook) = hook {
@@ -246,9 +289,18 @@ fn api_call(
     match (method, parts.as_slice()) {
         ("GET", ["repos", org, repo]) => {
             if root.join(org).join(format!("{repo}.git")).exists() {
+                let mut s = state.lock().unwrap();
+                let flags = s.repos.entry(repo.to_string()).or_default();
+                if flags.pushed {
+                    flags.empty = false;
+                }
                 json(
                     200,
-                    serde_json::json!({ "name": repo, "full_name": format!("{org}/{repo}") }),
+                    serde_json::json!({
+                        "name": repo, "full_name": format!("{org}/{repo}"),
+                        "mirror": flags.mirror, "archived": flags.archived, "empty": flags.empty,
+                        "permissions": { "admin": false, "push": !flags.no_push, "pull": true },
+                    }),
                 )
             } else {
                 json(
@@ -276,6 +328,8 @@ fn api_call(
                 root,
                 &["init", "-q", "--bare", "-b", branch, repo.to_str().unwrap()],
             );
+            let mut s = state.lock().unwrap();
+            s.repos.entry(name.to_string()).or_default().empty = true;
             json(201, serde_json::json!({ "name": name }))
         }
         ("GET", ["repos", _org, repo, "pulls"]) => {
@@ -285,8 +339,19 @@ fn api_call(
                     .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
                     .and_then(|v| v.parse::<usize>().ok())
             };
-            let (page, limit) = (get("page").unwrap_or(1), get("limit").unwrap_or(30));
             let s = state.lock().unwrap();
+            if s.repos.get(*repo).is_some_and(|f| f.empty) {
+                // Gitea: no pull requests of an empty repository, and a 404 for asking.
+                return json(
+                    404,
+                    serde_json::json!({ "message": "The target couldn't be found." }),
+                );
+            }
+            let max = s.max_items.unwrap_or(50);
+            let (page, limit) = (
+                get("page").unwrap_or(1),
+                get("limit").unwrap_or(30).min(max),
+            );
             let open: Vec<_> = s
                 .pulls
                 .get(*repo)
@@ -300,7 +365,9 @@ fn api_call(
                 .take(limit)
                 .map(|p| serde_json::json!({ "number": p.number, "title": p.title, "state": "open", "head": { "sha": p.head_sha, "ref": "feature" } }))
                 .collect();
-            json(200, serde_json::Value::Array(items))
+            json(200, serde_json::Value::Array(items)).with_header(
+                Header::from_bytes("X-Total-Count", open.len().to_string().as_bytes()).unwrap(),
+            )
         }
         ("POST", ["repos", _org, repo, "issues", n, "comments"]) => {
             let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
