@@ -991,7 +991,7 @@ fn a_server_maximum_below_the_page_size_hides_no_pull_request() {
             head_sha: String::new(),
             title: "gone".into(),
             open: true,
-            comments: Vec::new(),
+            ..Default::default()
         });
     f.up("discourse").commit("compose.yml", "next\n");
     let (run, v) = f.sync();
@@ -1005,4 +1005,75 @@ fn a_server_maximum_below_the_page_size_hides_no_pull_request() {
             .contains("#46 have no head commit"),
         "{r}"
     );
+}
+
+#[test]
+fn a_merged_pull_request_the_forge_will_not_close_gets_one_comment_in_five_syncs() {
+    let f = Fleet::new(&["mattermost"]);
+    assert_eq!(f.sync().0.code, 0);
+    let merged = f.up("mattermost").head();
+    f.forge.add_pull("mattermost", 7, &merged);
+    f.forge
+        .state
+        .lock()
+        .unwrap()
+        .pulls
+        .get_mut("mattermost")
+        .unwrap()[0]
+        .refuse_close = true;
+    let mut warned = 0;
+    for round in 0..5 {
+        f.up("mattermost")
+            .commit("compose.yml", &format!("round {round}\n"));
+        let (run, v) = f.sync();
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        let warnings = f.result(&v, "mattermost")["warnings"]
+            .as_array()
+            .unwrap()
+            .len();
+        warned += warnings;
+    }
+    let pulls = f.forge.pulls("mattermost");
+    assert!(pulls[0].open, "{pulls:?}");
+    assert_eq!(pulls[0].comments.len(), 1, "{pulls:?}");
+    assert!(
+        pulls[0].comments[0].contains("could not close"),
+        "{pulls:?}"
+    );
+    assert_eq!(warned, 1, "said once, when it first happened");
+}
+
+#[test]
+fn a_repository_the_forge_will_not_create_is_named_by_cause() {
+    for (status, cause) in [
+        (404, "does not exist, or the token's user cannot see it"),
+        (409, "exists, but the token's user cannot see it"),
+        (403, "may not create repositories in recipe-maintainers"),
+        (422, "will not take the name"),
+    ] {
+        let f = Fleet::new(&["peertube"]);
+        f.can("POST", "/orgs/ORG/repos", status, &[], None);
+        let (run, v) = f.sync();
+        assert_eq!(run.code, 11, "{}", run.stderr);
+        f.assert_error(&v, "peertube", &format!("HTTP {status}: "));
+        f.assert_error(&v, "peertube", cause);
+    }
+}
+
+#[test]
+fn a_renamed_repository_says_where_it_is_now() {
+    let f = Fleet::new(&["wordpress"]);
+    let moved = format!("{}/api/v1/repos/{ORG}/wordpress-old", f.forge.url);
+    f.can(
+        "GET",
+        "/repos/ORG/wordpress",
+        301,
+        &[("Location", &moved)],
+        None,
+    );
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    f.assert_error(&v, "wordpress", "renamed or moved on the forge, now at");
+    f.assert_error(&v, "wordpress", "wordpress-old");
+    assert!(!f.forge.repo("wordpress").exists());
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::{Forge, Pull, Pulls, Repository};
+use super::{Closed, Forge, Pull, Pulls, Repository};
 use crate::deadline::Deadline;
 use crate::secrets::Secret;
 
@@ -28,6 +28,25 @@ struct Answer {
     gave_up: Option<String>,
     /// `X-Total-Count`: how many items a listing has in all, when the forge says.
     total: Option<usize>,
+    /// `Location` of a redirect: where a renamed repository or org is now.
+    location: Option<String>,
+}
+
+/// A forge's words for a person to read: the first 200 characters, no control characters, so an
+/// answer cannot drive the operator's terminal.
+fn excerpt(body: &str) -> String {
+    let text: String = body
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    text.trim().to_string()
+}
+
+#[derive(Deserialize)]
+struct ApiComment {
+    #[serde(default)]
+    body: String,
 }
 
 /// Whether the forge may answer `status` differently next time without having acted on this
@@ -84,6 +103,8 @@ pub struct Gitea {
     url: String,
     org: String,
     token: Secret,
+    /// Where the token came from, for the message when the forge refuses it.
+    token_source: String,
     agent: ureq::Agent,
 }
 
@@ -120,13 +141,14 @@ struct ApiHead {
 }
 
 impl Gitea {
-    pub fn new(url: &str, org: &str, token: Secret) -> Self {
+    pub fn new(url: &str, org: &str, token: Secret, token_source: String) -> Self {
         // A redirect could carry the token to another host: follow none.
         let agent = crate::http::agent(REQUEST_TIMEOUT, 0);
         Self {
             url: url.trim_end_matches('/').to_string(),
             org: org.to_string(),
             token,
+            token_source,
             agent,
         }
     }
@@ -227,11 +249,15 @@ impl Gitea {
         let mut response = result.with_context(|| format!("{method} {url}"))?;
         let status = response.status().as_u16();
         let asked = retry_after(&response);
-        let total = response
-            .headers()
-            .get("x-total-count")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(excerpt)
+        };
+        let total = header("x-total-count").and_then(|v| v.parse().ok());
+        let location = header("location");
         let body = crate::http::read_body(&mut response, BODY_LIMIT)
             .map_err(|e| anyhow::anyhow!("{method} {path}: {e}"))?;
         let answer = Answer {
@@ -239,36 +265,49 @@ impl Gitea {
             body,
             gave_up: None,
             total,
+            location,
         };
         Ok((answer, asked))
     }
 
     fn expect(&self, what: &str, answer: Answer, ok: &[u16]) -> Result<String> {
-        let Answer {
-            status,
-            body,
-            gave_up,
-            ..
-        } = answer;
-        if ok.contains(&status) {
-            return Ok(body);
+        self.expect_with(what, answer, ok, &[])
+    }
+
+    /// `expect`, with what the forge means by some statuses in this call.
+    fn expect_with(
+        &self,
+        what: &str,
+        answer: Answer,
+        ok: &[u16],
+        causes: &[(u16, String)],
+    ) -> Result<String> {
+        if ok.contains(&answer.status) {
+            return Ok(answer.body);
         }
-        let hint = match status {
-            401 | 403 => {
-                ": the forge refused the token (check forge.token_file and the token's scopes)"
-            }
-            300..=399 => ": the forge answered with a redirect, which is not followed",
-            _ => "",
+        let status = answer.status;
+        let hint = match (causes.iter().find(|(s, _)| *s == status), status) {
+            (Some((_, cause)), _) => format!(": {cause}"),
+            (None, 401) => format!(
+                ": the forge refused the token; check {}: its token, and that it is not expired",
+                self.token_source
+            ),
+            (None, 403) => ": the forge refused the token (check forge.token_file and the token's scopes)".into(),
+            (None, 301 | 308) => match &answer.location {
+                Some(to) => format!(": renamed or moved on the forge, now at {to}; not followed, update the enrollment or forge.org"),
+                None => ": the forge answered with a redirect, which is not followed".into(),
+            },
+            (None, 300..=399) => ": the forge answered with a redirect, which is not followed".into(),
+            _ => String::new(),
         };
-        let gave_up = gave_up.map(|g| format!(" ({g})")).unwrap_or_default();
-        // The forge's words, but never its control characters: an answer must not be able to
-        // drive the operator's terminal.
-        let excerpt: String = body
-            .chars()
-            .take(200)
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        bail!("{what}: HTTP {status}{gave_up}{hint}: {}", excerpt.trim())
+        let gave_up = answer
+            .gave_up
+            .map(|g| format!(" ({g})"))
+            .unwrap_or_default();
+        bail!(
+            "{what}: HTTP {status}{gave_up}{hint}: {}",
+            excerpt(&answer.body)
+        )
     }
 }
 
@@ -309,7 +348,15 @@ impl Forge for Gitea {
         });
         let path = format!("/orgs/{}/repos", self.org);
         let answer = self.call("POST", &path, Some(&body), deadline)?;
-        self.expect(&format!("creating {}/{recipe}", self.org), answer, &[201])?;
+        let org = &self.org;
+        let causes = [
+            (404, format!("the org {org} does not exist, or the token's user cannot see it: check forge.org and the user's membership")),
+            (409, format!("{org}/{recipe} exists, but the token's user cannot see it: give the user access to it, or delete it")),
+            (403, format!("the token's user may not create repositories in {org}: make it an owner of the org or a member of a team that may create repositories, and give the token write:organization")),
+            (422, format!("the forge will not take the name {recipe:?} (reserved or invalid)")),
+            (413, "the forge's quota for the org is used up".to_string()),
+        ];
+        self.expect_with(&format!("creating {org}/{recipe}"), answer, &[201], &causes)?;
         Ok(())
     }
 
@@ -351,30 +398,51 @@ impl Forge for Gitea {
         Ok(listing)
     }
 
-    fn close_pull(
-        &self,
-        recipe: &str,
-        number: u64,
-        comment: &str,
-        deadline: Deadline,
-    ) -> Result<()> {
-        let body = serde_json::json!({ "body": comment });
-        let path = format!("/repos/{}/{recipe}/issues/{number}/comments", self.org);
-        let answer = self.call("POST", &path, Some(&body), deadline)?;
-        self.expect(
-            &format!("commenting on {}/{recipe}#{number}", self.org),
-            answer,
-            &[201],
-        )?;
+    /// Closes first, and only then may a comment say so: a comment on a pull request the forge
+    /// then refuses to close would be repeated by every sync.
+    fn close_pull(&self, recipe: &str, number: u64, deadline: Deadline) -> Result<Closed> {
         let body = serde_json::json!({ "state": "closed" });
         let path = format!("/repos/{}/{recipe}/pulls/{number}", self.org);
         let answer = self.call("PATCH", &path, Some(&body), deadline)?;
-        self.expect(
-            &format!("closing {}/{recipe}#{number}", self.org),
-            answer,
-            &[201, 200],
-        )?;
-        Ok(())
+        let why = match answer.status {
+            200 | 201 => return Ok(Closed::Closed),
+            412 => "HTTP 412: already merged on the forge, or it has open dependencies",
+            403 => "HTTP 403: the token's user may not close it (write access to the repository is needed)",
+            _ => {
+                let what = format!("closing {}/{recipe}#{number}", self.org);
+                self.expect(&what, answer, &[200, 201])?;
+                return Ok(Closed::Closed);
+            }
+        };
+        Ok(Closed::Refused(format!("{why}: {}", excerpt(&answer.body))))
+    }
+
+    fn comment_once(
+        &self,
+        recipe: &str,
+        number: u64,
+        marker: &str,
+        body: &str,
+        deadline: Deadline,
+    ) -> Result<bool> {
+        let what = format!("commenting on {}/{recipe}#{number}", self.org);
+        let comments = format!("/repos/{}/{recipe}/issues/{number}/comments", self.org);
+        for page in 1..=MAX_PAGES {
+            let path = format!("{comments}?page={page}&limit={PAGE_SIZE}");
+            let listed = self.expect(&what, self.call("GET", &path, None, deadline)?, &[200])?;
+            let batch: Vec<ApiComment> = serde_json::from_str(&listed)
+                .with_context(|| format!("{what}: not the JSON Gitea sends for comments"))?;
+            if batch.iter().any(|c| c.body.contains(marker)) {
+                return Ok(false);
+            }
+            if batch.is_empty() {
+                break;
+            }
+        }
+        let body = serde_json::json!({ "body": body });
+        let answer = self.call("POST", &comments, Some(&body), deadline)?;
+        self.expect(&what, answer, &[201])?;
+        Ok(true)
     }
 
     /// Basic with the token as the password: every Gitea and Forgejo version honours it on git's

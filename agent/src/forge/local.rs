@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::{Forge, Pulls, Repository};
+use super::{Closed, Forge, Pulls, Repository};
 use crate::deadline::Deadline;
 use crate::process::Cmd;
 
@@ -62,7 +62,18 @@ impl Forge for Local {
         })
     }
 
-    fn close_pull(&self, recipe: &str, number: u64, _: &str, _: Deadline) -> Result<()> {
+    fn close_pull(&self, recipe: &str, number: u64, _: Deadline) -> Result<Closed> {
+        anyhow::bail!("a local forge has no pull requests ({recipe} #{number})")
+    }
+
+    fn comment_once(
+        &self,
+        recipe: &str,
+        number: u64,
+        _: &str,
+        _: &str,
+        _: Deadline,
+    ) -> Result<bool> {
         anyhow::bail!("a local forge has no pull requests ({recipe} #{number})")
     }
 }

@@ -57,6 +57,14 @@ impl Repository {
     }
 }
 
+/// What became of asking the forge to close a pull request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    Closed,
+    /// The forge will not close it, and why (already merged there, open dependencies, no right).
+    Refused(String),
+}
+
 /// A recipe's open pull requests, as far as the listing went.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pulls {
@@ -78,13 +86,17 @@ pub trait Forge: Send + Sync {
     /// Creates the mirror as an ordinary repository, which can carry pull requests.
     fn create(&self, recipe: &str, branch: &str, deadline: Deadline) -> Result<()>;
     fn open_pulls(&self, recipe: &str, deadline: Deadline) -> Result<Pulls>;
-    fn close_pull(
+    fn close_pull(&self, recipe: &str, number: u64, deadline: Deadline) -> Result<Closed>;
+    /// Comments on a pull request unless a comment holding `marker` is already there; whether
+    /// it commented.
+    fn comment_once(
         &self,
         recipe: &str,
         number: u64,
-        comment: &str,
+        marker: &str,
+        body: &str,
         deadline: Deadline,
-    ) -> Result<()>;
+    ) -> Result<bool>;
     /// The URL prefix of this forge's repositories and the `Authorization` header git's HTTP
     /// calls to them carry; `None` when they need none.
     fn git_auth(&self) -> Option<(String, crate::secrets::Secret)> {
@@ -103,7 +115,11 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Forge>> {
         Some(ForgeSettings::Local { path }) => Ok(Box::new(Local::new(path.clone()))),
         Some(ForgeSettings::Gitea { url, org, token_file }) => {
             let token = read_token(token_file.as_deref(), FORGE_TOKEN_CREDENTIAL, "forge")?;
-            Ok(Box::new(Gitea::new(url, org, token)))
+            let source = token_file.as_ref().map_or_else(
+                || format!("the systemd credential {FORGE_TOKEN_CREDENTIAL}"),
+                |p| format!("forge.token_file ({})", p.display()),
+            );
+            Ok(Box::new(Gitea::new(url, org, token, source)))
         }
     }
 }

@@ -9,7 +9,10 @@ use serde::Serialize;
 use std::time::Duration;
 
 use crate::deadline::Deadline;
-use crate::forge::Forge;
+use crate::forge::{Closed, Forge};
+
+/// In every comment the agent makes on a pull request, so that it never makes a second one.
+const MARKER: &str = "<!-- cc-ci: merged upstream -->";
 use crate::git::{plan, Change, ErrorKind, Git, RefSet};
 use crate::settings::enrollment::Recipe;
 
@@ -273,20 +276,39 @@ impl Syncer<'_> {
         for pull in listing.pulls {
             if git.has_commit(cache, &pull.head_sha) && git.is_ancestor(cache, &pull.head_sha, head)
             {
-                let comment = format!(
-                    "Closed by cc-ci: this pull request's head commit {} is already on upstream's `{}` \
-                     ({}), so it has been merged upstream.",
+                let n = pull.number;
+                let merged = format!(
+                    "its head commit {} is already on upstream's `{}` ({}), so it has been merged \
+                     upstream",
                     pull.head_sha, recipe.branch, recipe.upstream
                 );
-                self.forge
-                    .close_pull(&recipe.name, pull.number, &comment, deadline)
-                    .map_err(|e| {
-                        format!(
-                            "synced, but closing merged PR #{} failed: {e:#}",
-                            pull.number
-                        )
-                    })?;
-                result.closed_pulls.push(pull.number);
+                let said = match self.forge.close_pull(&recipe.name, n, deadline) {
+                    Ok(Closed::Closed) => {
+                        result.closed_pulls.push(n);
+                        let body = format!("{MARKER}\nClosed by cc-ci: {merged}.");
+                        self.forge
+                            .comment_once(&recipe.name, n, MARKER, &body, deadline)
+                            .map(|_| None)
+                    }
+                    Ok(Closed::Refused(why)) => {
+                        let body = format!(
+                            "{MARKER}\ncc-ci could not close this pull request, although {merged}: \
+                             the forge refused ({why}). Close it by hand."
+                        );
+                        // Said on the pull request once; later syncs find the comment and are quiet.
+                        self.forge
+                            .comment_once(&recipe.name, n, MARKER, &body, deadline)
+                            .map(|new| new.then(|| format!("PR #{n} is merged upstream, but the forge refused to close it: {why}")))
+                    }
+                    Err(e) => Err(e),
+                };
+                match said {
+                    Ok(Some(warning)) => result.warnings.push(warning),
+                    Ok(None) => {}
+                    Err(e) => result
+                        .warnings
+                        .push(format!("closing merged PR #{n}: {e:#}")),
+                }
             }
         }
         Ok(())

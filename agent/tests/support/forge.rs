@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex};
 
 use tiny_http::{Header, Request, Response, Server};
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PullRec {
     pub number: u64,
     pub head_sha: String,
     pub title: String,
     pub open: bool,
     pub comments: Vec<String>,
+    /// The forge will not close it: Gitea's 412 for a pull request already merged there or with
+    /// open dependencies (routers/api/v1/repo/pull.go).
+    pub refuse_close: bool,
 }
 
 /// What Gitea's repository answer says of one repository (`api.Repository`), and when it stops
@@ -112,7 +115,7 @@ impl TestForge {
             head_sha: head_sha.to_string(),
             title: format!("PR {number}"),
             open: true,
-            comments: Vec::new(),
+            ..PullRec::default()
         });
     }
 
@@ -382,8 +385,32 @@ fn api_call(
                         .push(req["body"].as_str().unwrap_or_default().to_string());
                     json(201, serde_json::json!({ "id": 1 }))
                 }
-                None => json(404, serde_json::json!({ "message": "not found" })),
+                // Gitea answers 500, not 404, for a comment on a missing issue.
+                None => json(
+                    500,
+                    serde_json::json!({ "message": "issue does not exist" }),
+                ),
             }
+        }
+        ("GET", ["repos", _org, repo, "issues", n, "comments"]) => {
+            let s = state.lock().unwrap();
+            let page = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("page="))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(1);
+            let comments: Vec<serde_json::Value> = s
+                .pulls
+                .get(*repo)
+                .and_then(|ps| ps.iter().find(|p| p.number.to_string() == *n))
+                .map(|p| p.comments.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .skip((page - 1) * 50)
+                .take(50)
+                .map(|body| serde_json::json!({ "id": 1, "body": body }))
+                .collect();
+            json(200, serde_json::Value::Array(comments))
         }
         ("PATCH", ["repos", _org, repo, "pulls", n]) => {
             let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
@@ -393,6 +420,10 @@ fn api_call(
                 .get_mut(*repo)
                 .and_then(|ps| ps.iter_mut().find(|p| p.number.to_string() == *n));
             match pull {
+                Some(p) if p.refuse_close => json(
+                    412,
+                    serde_json::json!({ "message": "The pull request has been merged already" }),
+                ),
                 Some(p) if req["state"] == "closed" => {
                     p.open = false;
                     json(
