@@ -1073,7 +1073,8 @@ fn a_renamed_repository_says_where_it_is_now() {
     );
     let (run, v) = f.sync();
     assert_eq!(run.code, 11, "{}", run.stderr);
-    f.assert_error(&v, "wordpress", "renamed or moved on the forge, now at");
+    f.assert_error(&v, "wordpress", "a redirect to");
+    f.assert_error(&v, "wordpress", "renamed or moved");
     f.assert_error(&v, "wordpress", "wordpress-old");
     assert!(!f.forge.repo("wordpress").exists());
 }

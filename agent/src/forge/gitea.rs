@@ -292,12 +292,20 @@ impl Gitea {
                 ": the forge refused the token; check {}: its token, and that it is not expired",
                 self.token_source
             ),
-            (None, 403) => ": the forge refused the token (check forge.token_file and the token's scopes)".into(),
+            (None, 403) => {
+                ": the forge refused the token (check forge.token_file and the token's scopes)"
+                    .into()
+            }
             (None, 301 | 308) => match &answer.location {
-                Some(to) => format!(": renamed or moved on the forge, now at {to}; not followed, update the enrollment or forge.org"),
+                Some(to) => format!(
+                    ": the forge answered with a redirect to {to}, which is not followed; if the \
+                     repository or org was renamed or moved, update the enrollment or forge.org"
+                ),
                 None => ": the forge answered with a redirect, which is not followed".into(),
             },
-            (None, 300..=399) => ": the forge answered with a redirect, which is not followed".into(),
+            (None, 300..=399) => {
+                ": the forge answered with a redirect, which is not followed".into()
+            }
             _ => String::new(),
         };
         let gave_up = answer
