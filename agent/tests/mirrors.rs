@@ -1078,3 +1078,82 @@ fn a_renamed_repository_says_where_it_is_now() {
     f.assert_error(&v, "wordpress", "wordpress-old");
     assert!(!f.forge.repo("wordpress").exists());
 }
+
+#[test]
+fn check_forge_says_what_is_ready_and_what_to_change_and_writes_nothing() {
+    let f = Fleet::new(&["ready", "protected"]);
+    assert_eq!(f.sync().0.code, 0);
+    // Gitea before 1.23: a protected branch has no force-push setting and refuses them all.
+    f.forge.state.lock().unwrap().protections.insert(
+        "protected".into(),
+        vec![serde_json::json!({"branch_name": "main", "rule_name": "main", "enable_push": true})],
+    );
+    let before = f.forge.requests().len();
+    let check = |expect: i32| {
+        let run = f.agent(&["--format", "json", "mirrors", "check-forge"]);
+        assert_eq!(run.code, expect, "{}\n{}", run.stdout, run.stderr);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let verdicts: BTreeMap<String, String> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["what"].as_str().unwrap().to_string(),
+                    format!("{} {}", f["verdict"], f["detail"]),
+                )
+            })
+            .collect();
+        verdicts
+    };
+    let found = check(0);
+    assert!(found["token"].contains("cc-ci-bot"), "{found:?}");
+    assert!(found["create"].starts_with("\"ok\""), "{found:?}");
+    assert!(
+        found[&format!("{ORG}/ready")].starts_with("\"ok\""),
+        "{found:?}"
+    );
+    let protection = &found[&format!("{ORG}/protected protection of main")];
+    assert!(
+        protection.starts_with("\"warn\"") && protection.contains("force"),
+        "{found:?}"
+    );
+
+    // The user may not create in the org, and a mirror was archived: not ready.
+    {
+        let mut s = f.forge.state.lock().unwrap();
+        s.no_create = true;
+        s.repos.get_mut("ready").unwrap().archived = true;
+    }
+    let found = check(3);
+    assert!(found["create"].starts_with("\"fail\""), "{found:?}");
+    assert!(
+        found[&format!("{ORG}/ready")].contains("archived"),
+        "{found:?}"
+    );
+
+    let writes: Vec<String> = f.forge.requests()[before..]
+        .iter()
+        .map(|(r, _)| r.clone())
+        .filter(|r| !r.starts_with("GET "))
+        .collect();
+    assert!(writes.is_empty(), "check-forge wrote: {writes:?}");
+}
+
+#[test]
+fn a_token_without_the_issue_scope_syncs_green_with_a_housekeeping_warning() {
+    let f = Fleet::new(&["matrix-synapse"]);
+    assert_eq!(f.sync().0.code, 0);
+    f.forge.state.lock().unwrap().scopes =
+        Some(vec!["write:repository".into(), "write:organization".into()]);
+    let merged = f.up("matrix-synapse").head();
+    f.forge.add_pull("matrix-synapse", 3, &merged);
+    f.up("matrix-synapse").commit("compose.yml", "next\n");
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let r = f.result(&v, "matrix-synapse");
+    assert_eq!(r["outcome"], "synced");
+    let warning = r["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("required scope(s): [read:issue]"), "{r}");
+    f.assert_mirrored("matrix-synapse");
+}

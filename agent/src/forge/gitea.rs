@@ -153,6 +153,53 @@ impl Gitea {
         }
     }
 
+    pub(super) fn org(&self) -> &str {
+        &self.org
+    }
+
+    /// A GET of the API read as `T`; `None` for a 404.
+    pub(super) fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        deadline: Deadline,
+    ) -> Result<Option<T>> {
+        let answer = self.call("GET", path, None, deadline)?;
+        if answer.status == 404 {
+            return Ok(None);
+        }
+        let what = format!("GET /api/v1{}", path.split('?').next().unwrap_or(path));
+        let body = self.expect(&what, answer, &[200])?;
+        let value = serde_json::from_str(&body)
+            .with_context(|| format!("{what}: not the JSON Gitea sends"))?;
+        Ok(Some(value))
+    }
+
+    /// Whether git's push service takes the token for `recipe`'s mirror: its advertisement is
+    /// asked for, which Gitea answers only to a user who may push, and nothing is sent.
+    pub(super) fn git_push_allowed(&self, recipe: &str, deadline: Deadline) -> Result<()> {
+        use super::Forge;
+        let url = format!(
+            "{}/info/refs?service=git-receive-pack",
+            self.mirror_url(recipe)
+        );
+        let (timeout, _) = deadline.cap(REQUEST_TIMEOUT)?;
+        let response = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("Authorization", self.token.as_basic_auth("cc-ci").expose())
+            .call()
+            .with_context(|| format!("GET {url}"))?;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            401 => bail!("git refuses the token ({}): HTTP 401", self.token_source),
+            403 => bail!("git refuses the token's user a push: HTTP 403 (archived, a pull-mirror, no write access, or a token without write:repository)"),
+            s => bail!("GET {url}: HTTP {s}"),
+        }
+    }
+
     fn api(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.url)
     }
@@ -451,6 +498,10 @@ impl Forge for Gitea {
         let answer = self.call("POST", &comments, Some(&body), deadline)?;
         self.expect(&what, answer, &[201])?;
         Ok(true)
+    }
+
+    fn readiness(&self, mirrors: &[(String, String)], deadline: Deadline) -> Vec<super::Finding> {
+        self.check_readiness(mirrors, deadline)
     }
 
     /// Basic with the token as the password: every Gitea and Forgejo version honours it on git's

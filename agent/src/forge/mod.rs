@@ -2,6 +2,7 @@
 
 mod gitea;
 mod local;
+mod readiness;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -57,6 +58,24 @@ impl Repository {
     }
 }
 
+/// One answer of `mirrors check-forge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub what: String,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Ok,
+    /// Syncs work, but something they do (or this check) will not.
+    Warn,
+    /// Syncs will fail until this is changed on the forge.
+    Fail,
+}
+
 /// What became of asking the forge to close a pull request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Closed {
@@ -101,6 +120,15 @@ pub trait Forge: Send + Sync {
     /// calls to them carry; `None` when they need none.
     fn git_auth(&self) -> Option<(String, crate::secrets::Secret)> {
         None
+    }
+    /// Whether syncs to `mirrors` (recipe, branch) will work, asked without writing anything.
+    fn readiness(&self, mirrors: &[(String, String)], deadline: Deadline) -> Vec<Finding> {
+        let _ = (mirrors, deadline);
+        vec![Finding {
+            what: "forge".into(),
+            verdict: Verdict::Ok,
+            detail: "mirrors on a local path: nothing to ask".into(),
+        }]
     }
 }
 

@@ -1,5 +1,6 @@
 //! `cc-ci-agent mirrors sync` and `mirrors status`.
 
+mod check;
 mod status;
 mod sync;
 
@@ -35,6 +36,13 @@ enum Command {
     /// Per recipe: missing, in sync, behind, diverged or upstream unreachable (asked live).
     Status {
         /// Only these recipes (default: every enrolled recipe).
+        recipes: Vec<String>,
+    },
+    /// Ask the forge, writing nothing, whether syncs will work: the token for the API and for
+    /// git, the org and the right to create in it, and each existing mirror (a normal, writable
+    /// repository whose branch the bot may push and force-push). Exit 0 ready, 3 problems.
+    CheckForge {
+        /// Only these recipes' mirrors (default: every enrolled recipe's).
         recipes: Vec<String>,
     },
 }
@@ -73,6 +81,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             })
         }
         Command::Status { recipes } => status::run(ctx, &config, &select(&enrollment, &recipes)?),
+        Command::CheckForge { recipes } => {
+            check::run(ctx, &config, &select(&enrollment, &recipes)?)
+        }
     }
 }
 

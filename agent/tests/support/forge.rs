@@ -1,6 +1,26 @@
-//! A test forge on 127.0.0.1: the Gitea REST endpoints the agent uses (repo get and create, open
-//! pull requests by page, comment, close) and git smart HTTP through `git http-backend`, all
-//! behind `Authorization: token ...`. Repositories are real bare repos under `root/<org>/`.
+//! A test forge on 127.0.0.1: the Gitea REST endpoints the agent uses and git smart HTTP through
+//! `git http-backend` (so real `receive-pack`, with real server-side hooks). Repositories are
+//! real bare repos under `root/<org>/`. It follows Gitea, not the agent; where each behaviour
+//! comes from (paths in the Gitea repository; ../shared/forge-facts.md has the facts):
+//!
+//! | behaviour | follows |
+//! | --- | --- |
+//! | `Authorization: token` on the API; on git's paths also Basic with the token as the password, any user name | services/auth/oauth2.go, services/auth/basic.go |
+//! | `old_server`: a `token` header on git's paths is ignored, the request anonymous (Gitea < 1.20.5) | PR 26430 and its backports |
+//! | anonymous reads of a public repository's git; a push without credentials 401; a wrong token 401 | services/auth, routers/web/repo/githttp.go |
+//! | `scopes`: a call outside the token's scopes 403 "token does not have at least one of required scope(s)"; a write scope holds its read scope | routers/api/v1/api.go (`tokenRequiresScopes`), models/auth/access_token_scope.go |
+//! | `GET /repos/{o}/{r}`: `mirror`, `archived`, `empty`, `permissions.push`; 404 missing | modules/structs/repo.go, routers/api/v1/repo/repo.go |
+//! | `POST /orgs/{o}/repos`: 201; 409 exists; 403 `no_create` | routers/api/v1/repo/repo.go (`CreateOrgRepo`) |
+//! | a new repository is empty until the lookup after its first push; its pull-request list 404 while empty | services/repository/push.go (queued `is_empty` update) |
+//! | `archived` or `mirror`: 403 on git-receive-pack | routers/web/repo/githttp.go |
+//! | pull requests paged at `max_items` (default 50) whatever `limit` asks, with `X-Total-Count` | modules/setting (`MAX_RESPONSE_ITEMS`), routers/api/v1/repo/pull.go |
+//! | `PATCH .../pulls/{n}` closed 201; `refuse_close` 412 | routers/api/v1/repo/pull.go (`EditPullRequest`) |
+//! | a comment on a missing issue 500, not 404; comments listed by page | routers/api/v1/repo/issue_comment.go |
+//! | `GET /user`, `/orgs/{o}`, `/users/{u}/orgs/{o}/permissions` (`can_create_repository`), `/repos/{o}/{r}/branch_protections` | routers/api/v1/user, org, repo/branch.go |
+//!
+//! Still unlike Gitea: no `Link` header (only `X-Total-Count`), no renamed-repository redirects
+//! of its own (tests can them), tag protection is not modelled, and the pre-receive refusals are
+//! hooks a test writes rather than Gitea's protected-branch rules.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -38,6 +58,14 @@ pub struct RepoFlags {
 
 #[derive(Default)]
 pub struct State {
+    /// The token's user.
+    pub login: String,
+    /// The token's scopes (`None`: all of them). A call outside them gets Gitea's 403.
+    pub scopes: Option<Vec<String>>,
+    /// The token's user may not create repositories in the org.
+    pub no_create: bool,
+    /// Branch protection rules per repository, as `GET .../branch_protections` lists them.
+    pub protections: BTreeMap<String, Vec<serde_json::Value>>,
     pub repos: BTreeMap<String, RepoFlags>,
     /// Gitea's `MAX_RESPONSE_ITEMS` (default 50): no page is longer, whatever `limit` asks.
     pub max_items: Option<usize>,
@@ -86,7 +114,10 @@ impl TestForge {
             root: root.to_path_buf(),
             org: org.to_string(),
             token: token.to_string(),
-            state: Arc::new(Mutex::new(State::default())),
+            state: Arc::new(Mutex::new(State {
+                login: "cc-ci-bot".into(),
+                ..State::default()
+            })),
             server: server.clone(),
         };
         let (root, token, state) = (forge.root.clone(), forge.token.clone(), forge.state.clone());
@@ -280,6 +311,19 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
     cgi(request, &method, &path, &query, root);
 }
 
+/// The scope category a route needs, as Gitea's routers/api/v1/api.go groups them with
+/// `tokenRequiresScopes`; `None` for routes that need none.
+fn scope_category(parts: &[&str]) -> Option<&'static str> {
+    match parts {
+        ["version"] => None,
+        ["user", ..] | ["users", ..] => Some("user"),
+        ["orgs", ..] => Some("organization"),
+        ["repos", _, _, "issues", ..] => Some("issue"),
+        ["repos", ..] => Some("repository"),
+        _ => None,
+    }
+}
+
 fn api_call(
     method: &str,
     api: &str,
@@ -289,7 +333,56 @@ fn api_call(
     state: &Mutex<State>,
 ) -> Response<std::io::Cursor<Vec<u8>>> {
     let parts: Vec<&str> = api.trim_matches('/').split('/').collect();
+    if let (Some(category), Some(scopes)) =
+        (scope_category(&parts), state.lock().unwrap().scopes.clone())
+    {
+        // A write scope holds its read scope (models/auth/access_token_scope.go).
+        let level = if method == "GET" { "read" } else { "write" };
+        let needed = format!("{level}:{category}");
+        let held = scopes
+            .iter()
+            .any(|s| *s == needed || *s == format!("write:{category}"));
+        if !held {
+            return json(
+                403,
+                serde_json::json!({ "message": format!("token does not have at least one of required scope(s): [{needed}]") }),
+            );
+        }
+    }
     match (method, parts.as_slice()) {
+        ("GET", ["version"]) => json(200, serde_json::json!({ "version": "1.22.6" })),
+        ("GET", ["user"]) => {
+            let login = state.lock().unwrap().login.clone();
+            json(200, serde_json::json!({ "id": 7, "login": login }))
+        }
+        ("GET", ["orgs", org]) => {
+            if root.join(org).is_dir() {
+                json(
+                    200,
+                    serde_json::json!({ "id": 3, "name": org, "username": org }),
+                )
+            } else {
+                json(404, serde_json::json!({ "message": "GetUserByName" }))
+            }
+        }
+        ("GET", ["users", _login, "orgs", _org, "permissions"]) => {
+            let can = !state.lock().unwrap().no_create;
+            json(
+                200,
+                serde_json::json!({ "is_owner": false, "is_admin": false, "can_write": true, "can_read": true, "can_create_repository": can }),
+            )
+        }
+        ("GET", ["repos", _org, repo, "branch_protections"]) => {
+            let rules = state
+                .lock()
+                .unwrap()
+                .protections
+                .get(*repo)
+                .cloned()
+                .unwrap_or_default();
+            json(200, serde_json::Value::Array(rules))
+        }
+        ("GET", ["repos", _org, _repo, "issues"]) => json(200, serde_json::json!([])),
         ("GET", ["repos", org, repo]) => {
             if root.join(org).join(format!("{repo}.git")).exists() {
                 let mut s = state.lock().unwrap();
@@ -313,6 +406,12 @@ fn api_call(
             }
         }
         ("POST", ["orgs", org, "repos"]) => {
+            if state.lock().unwrap().no_create {
+                return json(
+                    403,
+                    serde_json::json!({ "message": "user is not allowed to create repositories in this org" }),
+                );
+            }
             let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
             let name = req["name"].as_str().unwrap_or_default();
             let branch = req["default_branch"].as_str().unwrap_or("main");
