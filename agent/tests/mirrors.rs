@@ -536,6 +536,15 @@ impl Fleet {
 }
 
 impl Fleet {
+    /// Installs a pre-receive hook (a shell script body) in a mirror: how Gitea refuses pushes
+    /// by its protection rules, with the reason on stderr.
+    fn pre_receive(&self, name: &str, body: &str) {
+        let hook = self.forge.repo(name).join("hooks/pre-receive");
+        std::fs::write(&hook, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+
     /// Points one recipe at another upstream URL.
     fn set_upstream(&self, name: &str, url: &str) {
         let path = self.dir.path().join("enrollment.toml");
@@ -862,13 +871,10 @@ fn a_push_the_server_refuses_says_so_with_its_words() {
     let f = Fleet::new(&["gitea-protected"]);
     assert_eq!(f.sync().0.code, 0);
     // What Gitea's pre-receive hook does for a protected tag: a reason on stderr, exit 1.
-    let hook = f.forge.repo("gitea-protected").join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
-        "#!/bin/sh\necho 'Gitea: Tag 1.0.0+1.0 is protected' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    f.pre_receive(
+        "gitea-protected",
+        "echo 'Gitea: Tag 1.0.0+1.0 is protected' >&2\nexit 1",
+    );
     let before = refs(&f.forge.repo("gitea-protected"));
     f.up("gitea-protected").tag("1.0.0+1.0", true);
     let (run, v) = f.sync();
@@ -1156,4 +1162,43 @@ fn a_token_without_the_issue_scope_syncs_green_with_a_housekeeping_warning() {
     let warning = r["warnings"][0].as_str().unwrap_or_default();
     assert!(warning.contains("required scope(s): [read:issue]"), "{r}");
     f.assert_mirrored("matrix-synapse");
+}
+
+#[test]
+fn a_main_protected_from_force_pushes_is_a_refusal_that_says_what_to_change() {
+    let f = Fleet::new(&["keycloak"]);
+    let up = f.up("keycloak");
+    up.commit("a", "1\n");
+    assert_eq!(f.sync().0.code, 0);
+    // Gitea's rule for a branch protected from force pushes, as its pre-receive hook applies it.
+    f.pre_receive(
+        "keycloak",
+        "while read old new ref; do\n  [ \"$ref\" = refs/heads/main ] || continue\n  \
+         git merge-base --is-ancestor \"$old\" \"$new\" || { echo 'Gitea: branch main is protected from force push' >&2; exit 1; }\ndone",
+    );
+    let before = refs(&f.forge.repo("keycloak"));
+    git(&up.work, &["reset", "-q", "--hard", "HEAD~1"]);
+    std::fs::write(up.work.join("b"), "2\n").unwrap();
+    git(&up.work, &["add", "b"]);
+    git(&up.work, &["commit", "-q", "-m", "rewritten"]);
+    git(&up.work, &["push", "-q", "--force", "origin", "main"]);
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    f.assert_error(
+        &v,
+        "keycloak",
+        "a retry will not help until that is changed on the forge",
+    );
+    f.assert_error(
+        &v,
+        "keycloak",
+        "remote: Gitea: branch main is protected from force push",
+    );
+    assert_eq!(refs(&f.forge.repo("keycloak")), before);
+    let health = f.agent(&["health"]);
+    assert!(
+        health.stdout.contains("protected from force push"),
+        "health shows the refusal until it is fixed:\n{}",
+        health.stdout
+    );
 }
