@@ -255,11 +255,7 @@ fn an_upstream_force_push_is_followed_and_recorded() {
     let up = f.up("mumble");
     up.commit("a", "1\n");
     assert_eq!(f.sync().0.code, 0);
-    git(&up.work, &["reset", "-q", "--hard", "HEAD~1"]);
-    std::fs::write(up.work.join("b"), "2\n").unwrap();
-    git(&up.work, &["add", "b"]);
-    git(&up.work, &["commit", "-q", "-m", "rewritten"]);
-    git(&up.work, &["push", "-q", "--force", "origin", "main"]);
+    up.rewrite_last("b", "2\n");
     let (run, v) = f.sync();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(f.result(&v, "mumble")["rewritten"].is_array(), "{v}");
@@ -1177,11 +1173,7 @@ fn a_main_protected_from_force_pushes_is_a_refusal_that_says_what_to_change() {
          git merge-base --is-ancestor \"$old\" \"$new\" || { echo 'Gitea: branch main is protected from force push' >&2; exit 1; }\ndone",
     );
     let before = refs(&f.forge.repo("keycloak"));
-    git(&up.work, &["reset", "-q", "--hard", "HEAD~1"]);
-    std::fs::write(up.work.join("b"), "2\n").unwrap();
-    git(&up.work, &["add", "b"]);
-    git(&up.work, &["commit", "-q", "-m", "rewritten"]);
-    git(&up.work, &["push", "-q", "--force", "origin", "main"]);
+    up.rewrite_last("b", "2\n");
     let (run, v) = f.sync();
     assert_eq!(run.code, 11, "{}", run.stderr);
     f.assert_error(

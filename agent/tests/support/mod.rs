@@ -195,6 +195,16 @@ impl Upstream {
         );
     }
 
+    /// Replaces the last commit with another (`file` holding `content`) and force-pushes it:
+    /// upstream rewrote its branch.
+    pub fn rewrite_last(&self, file: &str, content: &str) {
+        git(&self.work, &["reset", "-q", "--hard", "HEAD~1"]);
+        std::fs::write(self.work.join(file), content).unwrap();
+        git(&self.work, &["add", file]);
+        git(&self.work, &["commit", "-q", "-m", "rewritten"]);
+        git(&self.work, &["push", "-q", "--force", "origin", "main"]);
+    }
+
     pub fn head(&self) -> String {
         git(&self.bare, &["rev-parse", "HEAD"]).trim().to_string()
     }
