@@ -1194,3 +1194,19 @@ fn a_main_protected_from_force_pushes_is_a_refusal_that_says_what_to_change() {
         health.stdout
     );
 }
+
+#[test]
+fn check_forge_tells_a_server_that_takes_only_the_token_header_on_git_paths() {
+    let f = Fleet::new(&["jitsi"]);
+    assert_eq!(f.sync().0.code, 0);
+    f.forge.state.lock().unwrap().proxy_eats_basic = true;
+    let run = f.agent(&["mirrors", "check-forge"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("only as an `Authorization: token` header"),
+        "{}",
+        run.stdout
+    );
+    assert_no_token(&run);
+}

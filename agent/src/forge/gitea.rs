@@ -183,17 +183,26 @@ impl Gitea {
             self.mirror_url(recipe)
         );
         let (timeout, _) = deadline.cap(REQUEST_TIMEOUT)?;
-        let response = self
-            .agent
-            .get(&url)
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .header("Authorization", self.token.as_basic_auth("cc-ci").expose())
-            .call()
-            .with_context(|| format!("GET {url}"))?;
-        match response.status().as_u16() {
+        let ask = |auth: &str| {
+            self.agent
+                .get(&url)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .header("Authorization", auth)
+                .call()
+                .map(|r| r.status().as_u16())
+                .with_context(|| format!("GET {url}"))
+        };
+        let basic = self.token.as_basic_auth("cc-ci");
+        match ask(basic.expose())? {
             200 => Ok(()),
+            // Only when Basic fails: does the server take the token in the other form?
+            401 if ask(&self.auth())? == 200 => bail!(
+                "git takes the token only as an `Authorization: token` header, not as Basic, \
+                 which the agent sends: a proxy in front of the forge may be taking Basic \
+                 credentials for itself"
+            ),
             401 => bail!("git refuses the token ({}): HTTP 401", self.token_source),
             403 => bail!("git refuses the token's user a push: HTTP 403 (archived, a pull-mirror, no write access, or a token without write:repository)"),
             s => bail!("GET {url}: HTTP {s}"),

@@ -13,14 +13,15 @@
 //! | `POST /orgs/{o}/repos`: 201; 409 exists; 403 `no_create` | routers/api/v1/repo/repo.go (`CreateOrgRepo`) |
 //! | a new repository is empty until the lookup after its first push; its pull-request list 404 while empty | services/repository/push.go (queued `is_empty` update) |
 //! | `archived` or `mirror`: 403 on git-receive-pack | routers/web/repo/githttp.go |
-//! | pull requests paged at `max_items` (default 50) whatever `limit` asks, with `X-Total-Count` | modules/setting (`MAX_RESPONSE_ITEMS`), routers/api/v1/repo/pull.go |
+//! | pull requests paged at `max_items` (default 50) whatever `limit` asks, with `X-Total-Count` and `Link` | modules/setting (`MAX_RESPONSE_ITEMS`), routers/api/v1/repo/pull.go |
 //! | `PATCH .../pulls/{n}` closed 201; `refuse_close` 412 | routers/api/v1/repo/pull.go (`EditPullRequest`) |
 //! | a comment on a missing issue 500, not 404; comments listed by page | routers/api/v1/repo/issue_comment.go |
 //! | `GET /user`, `/orgs/{o}`, `/users/{u}/orgs/{o}/permissions` (`can_create_repository`), `/repos/{o}/{r}/branch_protections` | routers/api/v1/user, org, repo/branch.go |
 //!
-//! Still unlike Gitea: no `Link` header (only `X-Total-Count`), no renamed-repository redirects
-//! of its own (tests can them), tag protection is not modelled, and the pre-receive refusals are
-//! hooks a test writes rather than Gitea's protected-branch rules.
+//! Still unlike Gitea: no renamed-repository redirects of its own (tests can them), no `Bearer`
+//! header (Gitea 1.25 takes one; the agent sends `token`), tag and branch protection are
+//! pre-receive hooks a test writes rather than Gitea's rules, and `Link` is sent on pull-request
+//! pages only.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -79,6 +80,9 @@ pub struct State {
     /// Gitea before 1.20.5: a `token` header on git's paths is ignored, so the request is
     /// anonymous there (forge-facts.md, PR 26430).
     pub old_server: bool,
+    /// A proxy in front of the forge that takes Basic credentials for itself: git's paths see
+    /// none (not a Gitea behaviour; the setup `check-forge` must tell apart).
+    pub proxy_eats_basic: bool,
 }
 
 /// An API answer given to any `method` request whose path (after /api/v1) starts with `path`.
@@ -209,20 +213,35 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
         .map_or((full.clone(), String::new()), |(p, q)| {
             (p.to_string(), q.to_string())
         });
-    // The token header everywhere; on git's paths also Basic with the token as the password and
-    // any user name, which every Gitea version accepts there (services/auth/basic.go).
+    // The token header everywhere (ignored on git's paths by an old server); on git's paths also
+    // Basic with the token as the password and any user name, which every Gitea version accepts
+    // there (services/auth/basic.go). No credential on git's paths is an anonymous reader of a
+    // public repository, who may fetch but not push; a wrong one is a 401.
+    let git_path = !path.starts_with("/api/");
+    let (old_server, eats_basic) = {
+        let s = state.lock().unwrap();
+        (s.old_server, s.proxy_eats_basic)
+    };
     let given = header(&request, "Authorization").unwrap_or_default();
     let basic = given
         .strip_prefix("Basic ")
         .and_then(base64_decode)
-        .and_then(|d| d.split_once(':').map(|(_, p)| p == token));
-    let authorized =
-        given == format!("token {token}") || (!path.starts_with("/api/") && basic == Some(true));
+        .and_then(|d| d.split_once(':').map(|(_, p)| p == token))
+        .filter(|_| !eats_basic);
+    let token_header = given.strip_prefix("token ").map(|t| t == token);
+    let credential = match (git_path, basic, token_header) {
+        (true, Some(ok), _) => Some(ok),
+        (true, None, Some(_)) if old_server => None,
+        (_, _, Some(ok)) => Some(ok),
+        _ => None,
+    };
+    let reading = query == "service=git-upload-pack" || path.ends_with("/git-upload-pack");
+    let authorized = credential == Some(true) || (credential.is_none() && git_path && reading);
     state
         .lock()
         .unwrap()
         .requests
-        .push((format!("{method} {full}"), authorized));
+        .push((format!("{method} {full}"), credential == Some(true)));
     if !authorized {
         let response = json(401, serde_json::json!({"message": "token is required"})).with_header(
             Header::from_bytes("WWW-Authenticate", "Basic realm=\"test forge\"").unwrap(),
@@ -435,6 +454,7 @@ fn api_call(
             json(201, serde_json::json!({ "name": name }))
         }
         ("GET", ["repos", _org, repo, "pulls"]) => {
+            let _org = *_org;
             let get = |k: &str| {
                 query
                     .split('&')
@@ -467,9 +487,20 @@ fn api_call(
                 .take(limit)
                 .map(|p| serde_json::json!({ "number": p.number, "title": p.title, "state": "open", "head": { "sha": p.head_sha, "ref": "feature" } }))
                 .collect();
-            json(200, serde_json::Value::Array(items)).with_header(
-                Header::from_bytes("X-Total-Count", open.len().to_string().as_bytes()).unwrap(),
-            )
+            // Gitea's paging headers (routers/api/v1/repo/pull.go, `ctx.SetLinkHeader`).
+            let last = open.len().div_ceil(limit.max(1)).max(1);
+            let link = |p: usize, rel: &str| {
+                format!("<http://forge/api/v1/repos/{_org}/{repo}/pulls?page={p}&limit={limit}>; rel=\"{rel}\"")
+            };
+            let mut links = vec![link(last, "last")];
+            if page < last {
+                links.insert(0, link(page + 1, "next"));
+            }
+            json(200, serde_json::Value::Array(items))
+                .with_header(
+                    Header::from_bytes("X-Total-Count", open.len().to_string().as_bytes()).unwrap(),
+                )
+                .with_header(Header::from_bytes("Link", links.join(",").as_bytes()).unwrap())
         }
         ("POST", ["repos", _org, repo, "issues", n, "comments"]) => {
             let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
