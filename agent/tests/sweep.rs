@@ -514,3 +514,24 @@ fn hooks_hear_promotions_and_failures_and_a_failing_hook_fails_nothing() {
         (Some("mumble"), Some("red"))
     );
 }
+
+#[test]
+fn an_exempt_recipe_is_never_promoted_and_check_says_the_settings_conflict() {
+    let s = Sweep::new(&["outline"], "");
+    let enrollment = s.path("enrollment.toml");
+    let text = std::fs::read_to_string(&enrollment).unwrap().replace(
+        "[recipe.outline]\ncanonical = true\n",
+        "[recipe.outline]\ncanonical = true\ntests = \"exempt\"\nreason = \"suite being written\"\n",
+    );
+    std::fs::write(&enrollment, text).unwrap();
+    s.up("outline").tag("1.0.0+1.0", true);
+    let (run, v) = s.sweep();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(Sweep::decision(&v, "outline"), "skip-exempt");
+    assert!(s.ci_calls().is_empty(), "no CI for a recipe with no suite");
+    assert_eq!(s.canonical("outline"), None);
+    let check = s.agent(&["enrollment", "check"]);
+    assert_eq!(check.code, 3, "{}\n{}", check.stdout, check.stderr);
+    let all = format!("{}{}", check.stdout, check.stderr);
+    assert!(all.contains("conflict"), "{all}");
+}

@@ -76,6 +76,23 @@ pub fn suite_problems(enrollment: &Enrollment, tests_dir: &std::path::Path) -> V
     problems
 }
 
+/// Settings that contradict each other: a canonical recipe exempt from tests would be promoted
+/// by nothing, so the sweep never promotes it.
+fn conflicts(enrollment: &Enrollment) -> Vec<Problem> {
+    enrollment
+        .enrolled()
+        .filter(|r| r.canonical && matches!(r.tests, TestPolicy::Exempt { .. }))
+        .map(|r| Problem {
+            recipe: r.name.clone(),
+            severity: Severity::Error,
+            message: "canonical = true and tests = \"exempt\" conflict: with no suite there is \
+                      nothing to judge a release by, so the sweep never promotes it; give it a \
+                      suite, or set canonical = false"
+                .into(),
+        })
+        .collect()
+}
+
 /// An `upgrade_base` at or below the recipe's canonical is redundant: the canonical is already
 /// the base. Read from the state database, when there is one; nothing is created.
 fn redundant_pins(
@@ -139,6 +156,7 @@ pub fn run(ctx: &Context, target: &Target) -> Result<Exit> {
         None => Vec::new(),
     };
     let mut problems = problems;
+    problems.extend(conflicts(&enrollment));
     problems.extend(redundant_pins(&enrollment, target.state_dir.as_deref())?);
     let ok = !problems.iter().any(|p| p.severity == Severity::Error);
     let report = Report {

@@ -18,7 +18,7 @@ use crate::mirrors::{self, Outcome as MirrorOutcome, RecipeResult};
 use crate::output::{Output, Tone};
 use crate::process::Cmd;
 use crate::settings::config::Config;
-use crate::settings::enrollment::{Enrollment, Recipe};
+use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
 use crate::settings::rules::check_release_tag;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -26,6 +26,10 @@ use crate::settings::rules::check_release_tag;
 pub enum Decision {
     /// No release tag on the branch at all.
     SkipNoRelease,
+    /// `tests = "exempt"`: no suite to judge a release by, so nothing is promoted.
+    SkipExempt {
+        reason: String,
+    },
     /// The latest release is the canonical (or older): nothing to test.
     SkipNoNewVersion {
         latest: String,
@@ -293,6 +297,11 @@ impl Sweeper<'_> {
         recipe: &Recipe,
         synced: &RecipeResult,
     ) -> Result<Decision> {
+        if let TestPolicy::Exempt { reason } = &recipe.tests {
+            return Ok(Decision::SkipExempt {
+                reason: reason.clone(),
+            });
+        }
         if synced.outcome == MirrorOutcome::Failed {
             return Ok(Decision::SkipMirrorFailed {
                 error: synced.error.clone().unwrap_or_default(),
@@ -634,6 +643,10 @@ fn print_decision(out: &Output, recipe: &str, d: &Decision) {
         Decision::SkipNoRelease => (
             out.paint("SKIP", Tone::Dim),
             "no-release: no release tag on the branch".into(),
+        ),
+        Decision::SkipExempt { reason } => (
+            out.paint("SKIP", Tone::Warn),
+            format!("exempt: no suite to judge a release by ({reason}), so nothing is promoted"),
         ),
         Decision::SkipNoNewVersion { latest } => (
             out.paint("SKIP", Tone::Dim),
