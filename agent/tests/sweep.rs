@@ -535,3 +535,40 @@ fn an_exempt_recipe_is_never_promoted_and_check_says_the_settings_conflict() {
     let all = format!("{}{}", check.stdout, check.stderr);
     assert!(all.contains("conflict"), "{all}");
 }
+
+#[test]
+fn a_new_tag_on_a_commit_already_green_is_promoted_without_running_ci_again() {
+    let s = Sweep::new(&["mattermost"], "");
+    let up = s.up("mattermost");
+    up.tag("10.3.0+10.3.0", true);
+    let (_, v) = s.sweep();
+    assert_eq!(Sweep::decision(&v, "mattermost"), "promoted");
+    assert_eq!(s.ci_calls().len(), 1);
+    // The same commit, tagged again as the next version.
+    up.tag("10.4.0+10.4.0", false);
+    let (run, v) = s.sweep();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(Sweep::decision(&v, "mattermost"), "promoted", "{v}");
+    assert_eq!(v["recipes"][0]["green_as"], "10.3.0+10.3.0", "{v}");
+    assert_eq!(s.canonical("mattermost").as_deref(), Some("10.4.0+10.4.0"));
+    assert_eq!(
+        s.ci_calls().len(),
+        1,
+        "the commit's green result was reused"
+    );
+    let base = s.agent(&["canonical", "base", "mattermost"]);
+    assert_eq!(base.stdout.trim(), "10.4.0+10.4.0", "{}", base.stderr);
+    // A red commit tagged again stays judged red.
+    up.commit("compose.yml", "broken\n");
+    up.tag("10.5.0+10.5.0", true);
+    s.red("mattermost", "10.5.0+10.5.0");
+    s.sweep();
+    up.tag("10.5.1+10.5.1", false);
+    let (_, v) = s.sweep();
+    assert_eq!(
+        Sweep::decision(&v, "mattermost"),
+        "skip-already-judged",
+        "{v}"
+    );
+    assert_eq!(s.canonical("mattermost").as_deref(), Some("10.4.0+10.4.0"));
+}

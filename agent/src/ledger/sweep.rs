@@ -184,6 +184,30 @@ impl Ledger {
         })
     }
 
+    /// Makes `version` the canonical on the strength of an earlier green run of the same commit
+    /// (the commit was green under another tag): the canonical names that run.
+    pub fn promote_judged(
+        &self,
+        run: i64,
+        recipe: &str,
+        version: &str,
+        commit: &str,
+    ) -> Result<Canonical> {
+        let now = now_rfc3339();
+        self.conn.execute(
+            "INSERT INTO canonicals (recipe, version, commit_id, run, promoted_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (recipe) DO UPDATE SET version = ?2, commit_id = ?3, run = ?4, promoted_at = ?5",
+            params![recipe, version, commit, run, now],
+        )?;
+        Ok(Canonical {
+            recipe: recipe.into(),
+            version: version.into(),
+            commit: commit.into(),
+            run: Some(run),
+            promoted_at: now,
+        })
+    }
+
     /// Runs left `running` by an agent that died are errors, not results.
     pub fn runs_interrupted(&self) -> Result<usize> {
         Ok(self.conn.execute(

@@ -48,6 +48,9 @@ pub enum Decision {
         commit: String,
         run: i64,
         base: Option<String>,
+        /// The tag under which this commit was already judged green: not run again.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        green_as: Option<String>,
     },
     Red {
         tag: String,
@@ -333,6 +336,27 @@ impl Sweeper<'_> {
         let queue = ledger.queue(&recipe.name, &recipe.branch)?;
         if !self.force {
             if let Some(run) = ledger.judged(queue, &release.commit)? {
+                let earlier = run.tag.clone().unwrap_or_default();
+                if run.result == "green" && earlier != release.tag {
+                    // The same commit, green under another tag: the same tree was judged, so
+                    // its result is this tag's too (docs/sweep.md).
+                    let c = ledger.promote_judged(
+                        run.id,
+                        &recipe.name,
+                        &release.tag,
+                        &release.commit,
+                    )?;
+                    if let Some(dir) = &self.config.sweep.canonical_export_dir {
+                        export(dir, &c)?;
+                    }
+                    return Ok(Decision::Promoted {
+                        tag: release.tag,
+                        commit: release.commit,
+                        run: run.id,
+                        base: None,
+                        green_as: Some(earlier),
+                    });
+                }
                 return Ok(Decision::SkipAlreadyJudged {
                     tag: release.tag,
                     result: run.result,
@@ -495,6 +519,7 @@ impl Sweeper<'_> {
                 commit: release.commit.clone(),
                 run,
                 base,
+                green_as: None,
             })
         } else {
             ledger.run_finish(run, &end)?;
@@ -664,9 +689,20 @@ fn print_decision(out: &Output, recipe: &str, d: &Decision) {
             out.paint("SKIP", Tone::Warn),
             "out-of-time: sweep.run_timeout reached".into(),
         ),
-        Decision::Promoted { tag, commit, .. } => (
+        Decision::Promoted {
+            tag,
+            commit,
+            green_as,
+            ..
+        } => (
             out.paint("PROMOTED", Tone::Good),
-            format!("{tag} ({}) is the canonical", crate::git::short(commit)),
+            match green_as {
+                Some(was) => format!(
+                    "{tag} ({}) is the canonical: its commit was green as {was}, not run again",
+                    crate::git::short(commit)
+                ),
+                None => format!("{tag} ({}) is the canonical", crate::git::short(commit)),
+            },
         ),
         Decision::Red {
             tag, kept, detail, ..
