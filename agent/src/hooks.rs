@@ -9,10 +9,11 @@ use crate::process::Cmd;
 use crate::settings::config::Config;
 
 /// The events hooks can ask for.
-pub const EVENTS: [&str; 5] = [
+pub const EVENTS: [&str; 6] = [
     "deploy",
     "rollback",
     "promotion",
+    "canonical-demoted",
     "sweep-failure",
     "health-change",
 ];

@@ -572,3 +572,61 @@ fn a_new_tag_on_a_commit_already_green_is_promoted_without_running_ci_again() {
     );
     assert_eq!(s.canonical("mattermost").as_deref(), Some("10.4.0+10.4.0"));
 }
+
+#[test]
+fn a_canonical_whose_tag_is_deleted_or_moved_upstream_is_demoted() {
+    let s = Sweep::new(&["gitea"], "");
+    let up = s.up("gitea");
+    up.tag("1.0.0+1.0", true);
+    s.sweep();
+    up.commit("compose.yml", "v2\n");
+    up.tag("1.1.0+1.1", false);
+    s.sweep();
+    assert_eq!(s.canonical("gitea").as_deref(), Some("1.1.0+1.1"));
+
+    // The lightweight canonical tag deleted upstream: back to the green release still tagged.
+    up.delete_tag("1.1.0+1.1");
+    // The hourly sync sees it first; base already answers from the mirror as synced.
+    assert_eq!(s.agent(&["mirrors", "sync", "gitea"]).code, 0);
+    let before = s.agent(&["canonical", "base", "gitea"]);
+    let (run, v) = s.sweep();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        before.stdout.trim(),
+        "1.0.0+1.0",
+        "base before the sweep recorded it"
+    );
+    assert_eq!(s.canonical("gitea").as_deref(), Some("1.0.0+1.0"), "{v}");
+    assert_eq!(Sweep::decision(&v, "gitea"), "skip-no-new-version", "{v}");
+    let base = s.agent(&["canonical", "base", "gitea"]);
+    assert_eq!(base.stdout.trim(), "1.0.0+1.0");
+    let health = s.agent(&["health"]);
+    assert!(health.stdout.contains("demoted"), "{}", health.stdout);
+    assert_eq!(s.ci_calls().len(), 2);
+
+    // The annotated one re-made on a new commit: no green release is left tagged, and the
+    // re-made tag is a new release, tested.
+    up.commit("compose.yml", "v3\n");
+    support::git(&up.work, &["tag", "-f", "-a", "1.0.0+1.0", "-m", "re-made"]);
+    support::git(
+        &up.work,
+        &["push", "-q", "--force", "origin", "refs/tags/1.0.0+1.0"],
+    );
+    let (run, v) = s.sweep();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(Sweep::decision(&v, "gitea"), "promoted", "{v}");
+    assert_eq!(
+        s.ci_calls().len(),
+        3,
+        "the moved tag was tested at its new commit"
+    );
+    let head = up.head();
+    let list = s.agent(&["--format", "json", "canonical", "list"]);
+    assert!(list.stdout.contains(&head), "{}", list.stdout);
+    let health = s.agent(&["health"]);
+    assert!(
+        !health.stdout.contains("demoted"),
+        "resolved by the promotion: {}",
+        health.stdout
+    );
+}

@@ -214,8 +214,20 @@ fn recipe_health(
         ),
     });
     if r.canonical {
-        checks.push(match ledger.canonical(&r.name)? {
-            Some(c) => {
+        let canonical = ledger.canonical(&r.name)?;
+        // A demotion stands until a release is promoted after it.
+        let demoted = ledger
+            .mirror_events(&r.name, 200)?
+            .into_iter()
+            .find(|e| e.kind == "canonical-demoted" || e.kind == "promoted")
+            .filter(|e| e.kind == "canonical-demoted");
+        checks.push(match (canonical, demoted) {
+            (_, Some(e)) => check(
+                "canonical",
+                Status::Warn,
+                format!("{} ({}); the next green release ends this", e.detail, e.at),
+            ),
+            (Some(c), None) => {
                 let days = age(&c.promoted_at).map_or(String::new(), |a| {
                     format!(", {} days old", a.as_secs() / 86400)
                 });
@@ -225,7 +237,7 @@ fn recipe_health(
                     format!("{} at {}{days}", c.version, crate::git::short(&c.commit)),
                 )
             }
-            None => check(
+            (None, None) => check(
                 "canonical",
                 Status::Warn,
                 "none yet: upgrade tests have no base",

@@ -174,6 +174,7 @@ impl Ledger {
              ON CONFLICT (recipe) DO UPDATE SET version = ?2, commit_id = ?3, run = ?4, promoted_at = ?5",
             params![recipe, version, commit, id, now],
         )?;
+        promoted_event(&tx, recipe, version, &now)?;
         tx.commit()?;
         Ok(Canonical {
             recipe: recipe.into(),
@@ -187,18 +188,21 @@ impl Ledger {
     /// Makes `version` the canonical on the strength of an earlier green run of the same commit
     /// (the commit was green under another tag): the canonical names that run.
     pub fn promote_judged(
-        &self,
+        &mut self,
         run: i64,
         recipe: &str,
         version: &str,
         commit: &str,
     ) -> Result<Canonical> {
         let now = now_rfc3339();
-        self.conn.execute(
+        let tx = self.conn.transaction()?;
+        tx.execute(
             "INSERT INTO canonicals (recipe, version, commit_id, run, promoted_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (recipe) DO UPDATE SET version = ?2, commit_id = ?3, run = ?4, promoted_at = ?5",
             params![recipe, version, commit, run, now],
         )?;
+        promoted_event(&tx, recipe, version, &now)?;
+        tx.commit()?;
         Ok(Canonical {
             recipe: recipe.into(),
             version: version.into(),
@@ -206,6 +210,42 @@ impl Ledger {
             run: Some(run),
             promoted_at: now,
         })
+    }
+
+    /// Green runs of `recipe` on any branch, newest first.
+    pub fn green_runs(&self, recipe: &str) -> Result<Vec<RunRow>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN queues q ON q.id = r.queue
+             WHERE q.recipe = ?1 AND r.result = 'green' ORDER BY r.id DESC"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([recipe], run_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The canonical's tag is gone or names another commit now: `to` (version, commit, run)
+    /// replaces it, or nothing does; a `canonical-demoted` event says why. One transaction.
+    pub fn demote_canonical(
+        &mut self,
+        recipe: &str,
+        to: Option<(&str, &str, i64)>,
+        detail: &str,
+    ) -> Result<()> {
+        let now = now_rfc3339();
+        let tx = self.conn.transaction()?;
+        match to {
+            Some((version, commit, run)) => tx.execute(
+                "UPDATE canonicals SET version = ?2, commit_id = ?3, run = ?4, promoted_at = ?5 WHERE recipe = ?1",
+                params![recipe, version, commit, run, now],
+            )?,
+            None => tx.execute("DELETE FROM canonicals WHERE recipe = ?1", [recipe])?,
+        };
+        tx.execute(
+            "INSERT INTO mirror_events (recipe, at, kind, detail) VALUES (?1, ?2, 'canonical-demoted', ?3)",
+            params![recipe, now, detail],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Runs left `running` by an agent that died are errors, not results.
@@ -314,4 +354,19 @@ impl Ledger {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// A `promoted` event beside every promotion: the events say, in order, whether a demotion
+/// still stands (timestamps have whole seconds, and both can fall in one).
+fn promoted_event(
+    tx: &rusqlite::Transaction<'_>,
+    recipe: &str,
+    version: &str,
+    at: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO mirror_events (recipe, at, kind, detail) VALUES (?1, ?2, 'promoted', ?3)",
+        params![recipe, at, format!("{version} promoted to canonical")],
+    )?;
+    Ok(())
 }

@@ -8,11 +8,79 @@ use serde_json::json;
 
 use crate::cli::Context;
 use crate::exit::{Exit, Unusable};
-use crate::ledger::{Canonical, Ledger};
+use crate::git::RefSet;
+use crate::ledger::{Canonical, Ledger, RunRow};
 use crate::output::table;
 use crate::settings::enrollment::Enrollment;
 use crate::settings::rules::check_release_tag;
 use crate::settings::InputError;
+
+/// Whether the canonical is still a release that exists: its tag is on the mirror and names the
+/// canonical's commit.
+pub fn holds(c: &Canonical, refs: &RefSet) -> bool {
+    refs.tags
+        .get(&c.version)
+        .is_some_and(|t| t.commit() == c.commit)
+}
+
+/// What a canonical that no longer holds falls back to: the highest version among the green
+/// runs whose tag still names the commit that was judged.
+pub fn fallback<'a>(greens: &'a [RunRow], refs: &RefSet) -> Option<(&'a str, &'a RunRow)> {
+    greens
+        .iter()
+        .filter_map(|run| {
+            let tag = run.tag.as_deref()?;
+            let version = check_release_tag(tag).ok()?;
+            refs.tags
+                .get(tag)
+                .is_some_and(|t| t.commit() == run.commit)
+                .then_some((version, tag, run))
+        })
+        .max_by(|a, b| a.0.cmp_precedence(&b.0))
+        .map(|(_, tag, run)| (tag, run))
+}
+
+/// The canonical's version if its tag still names its commit in the recipe's cache (the mirror
+/// as last synced), else the release it falls back to: never a version whose tag is gone. Reads
+/// only; the next sweep records the demotion.
+fn standing_canonical(
+    config: &crate::settings::config::Config,
+    ledger: &Ledger,
+    recipe: &crate::settings::enrollment::Recipe,
+) -> Result<Option<String>> {
+    let Some(c) = ledger.canonical(&recipe.name)? else {
+        return Ok(None);
+    };
+    let cache = config
+        .state_dir
+        .join("mirrors")
+        .join(format!("{}.git", recipe.name));
+    if !cache.join("HEAD").is_file() {
+        return Ok(Some(c.version));
+    }
+    let git = crate::git::Git::new(config.mirrors.git_timeout, 0);
+    let refs = git
+        .local_refs(&cache, &recipe.branch)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", cache.display()))?;
+    if holds(&c, &refs) {
+        return Ok(Some(c.version));
+    }
+    let greens = ledger.green_runs(&recipe.name)?;
+    Ok(fallback(&greens, &refs).map(|(tag, _)| tag.to_string()))
+}
+
+/// Why a canonical that no longer holds does not, in words.
+pub fn why_not(c: &Canonical, refs: &RefSet) -> String {
+    match refs.tags.get(&c.version) {
+        None => format!("its tag {} was deleted upstream", c.version),
+        Some(t) => format!(
+            "its tag {} now names {}, not the commit that was judged ({})",
+            c.version,
+            crate::git::short(t.commit()),
+            crate::git::short(&c.commit)
+        ),
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct CanonicalArgs {
@@ -123,10 +191,10 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
             let r = enrollment
                 .get(&recipe)
                 .ok_or_else(|| Unusable(format!("{recipe:?} is not declared")))?;
-            let base = r
-                .upgrade_base
-                .clone()
-                .or(ledger.canonical(&recipe)?.map(|c| c.version));
+            let base = match r.upgrade_base.clone() {
+                Some(pin) => Some(pin),
+                None => standing_canonical(&config, &ledger, r)?,
+            };
             match base {
                 Some(b) => {
                     if ctx.out.is_json() {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use super::canonical;
 use super::versions::{choose, Candidate, Release, Verdict};
 use crate::busy::{self, Busy};
 use crate::exit::{Busy as BusyError, Exit, Unusable};
@@ -315,6 +316,7 @@ impl Sweeper<'_> {
                 error: "the mirror sync reported no refs".into(),
             });
         };
+        self.recheck_canonical(ledger, recipe, refs)?;
         let mirror_url = self.forge.mirror_url(&recipe.name);
         let (latest, _) =
             latest_release(self.config, &self.git, ledger, recipe, &mirror_url, refs)?;
@@ -531,6 +533,50 @@ impl Sweeper<'_> {
                 detail: end.detail,
             })
         }
+    }
+
+    /// A canonical whose tag was deleted or re-made on another commit is no release any more: it
+    /// falls back to the best green release still tagged, or to none, recorded and announced. A
+    /// moved tag is then a new release at its new commit, tested like any other.
+    fn recheck_canonical(&self, ledger: &mut Ledger, recipe: &Recipe, refs: &RefSet) -> Result<()> {
+        let Some(c) = ledger.canonical(&recipe.name)? else {
+            return Ok(());
+        };
+        if canonical::holds(&c, refs) {
+            return Ok(());
+        }
+        let greens = ledger.green_runs(&recipe.name)?;
+        let to = canonical::fallback(&greens, refs);
+        let why = canonical::why_not(&c, refs);
+        let detail = match to {
+            Some((tag, _)) => format!("canonical {} demoted: {why}; now {tag}", c.version),
+            None => format!(
+                "canonical {} demoted: {why}; no other green release is still tagged, so there is none",
+                c.version
+            ),
+        };
+        ledger.demote_canonical(
+            &recipe.name,
+            to.map(|(tag, run)| (tag, run.commit.as_str(), run.id)),
+            &detail,
+        )?;
+        if let Some(dir) = &self.config.sweep.canonical_export_dir {
+            match ledger.canonical(&recipe.name)? {
+                Some(now) => export(dir, &now)?,
+                None => {
+                    let _ = std::fs::remove_file(dir.join(&recipe.name).join("canonical.json"));
+                }
+            }
+        }
+        self.say(recipe, &detail);
+        let details = serde_json::json!({
+            "recipe": recipe.name,
+            "from": c.version,
+            "to": to.map(|(tag, _)| tag),
+            "detail": detail,
+        });
+        crate::hooks::fire(self.config, "canonical-demoted", details);
+        Ok(())
     }
 
     fn say(&self, recipe: &Recipe, text: &str) {
