@@ -594,7 +594,7 @@ fn a_canonical_whose_tag_is_deleted_or_moved_upstream_is_demoted() {
     assert_eq!(
         before.stdout.trim(),
         "1.0.0+1.0",
-        "base before the sweep recorded it"
+        "base after the sync, before the sweep"
     );
     assert_eq!(s.canonical("gitea").as_deref(), Some("1.0.0+1.0"), "{v}");
     assert_eq!(Sweep::decision(&v, "gitea"), "skip-no-new-version", "{v}");
