@@ -1,8 +1,45 @@
 //! `--format human|json` and colour: colour only when stdout is a terminal and `NO_COLOR` is unset.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
+
+/// Set once stdout is found closed (`cc-ci-agent health | head -1`): from then on output is
+/// dropped and the job goes on, records what it does, and exits as it would have. Printing never
+/// decides whether work is recorded.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout, and flushes; a closed or failing stdout is remembered and never an error.
+pub fn write_stdout(bytes: &[u8]) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if out.write_all(bytes).and_then(|()| out.flush()).is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether stdout was found closed.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// `println!` that survives a closed stdout ([`write_stdout`]).
+#[macro_export]
+macro_rules! say {
+    () => { $crate::output::write_stdout(b"\n") };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
+
+/// `print!` that survives a closed stdout ([`write_stdout`]).
+#[macro_export]
+macro_rules! say_raw {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format!($($arg)*).as_bytes()) };
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -53,9 +90,9 @@ impl Output {
     }
 
     pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, value)?;
-        writeln!(out)?;
+        let mut text = serde_json::to_vec_pretty(value)?;
+        text.push(b'\n');
+        write_stdout(&text);
         Ok(())
     }
 }

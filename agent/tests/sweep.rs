@@ -630,3 +630,61 @@ fn a_canonical_whose_tag_is_deleted_or_moved_upstream_is_demoted() {
         health.stdout
     );
 }
+
+/// Runs the agent with its stdout a pipe whose reading end is already closed, as in
+/// `cc-ci-agent health | head -0`.
+fn with_stdout_closed(s: &Sweep, args: &[&str]) -> (i32, String) {
+    let mut child = s
+        .command(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_command_survives_a_closed_stdout_and_records_what_it_did() {
+    let s = Sweep::new(&["wekan"], "");
+    s.up("wekan").tag("1.0.0+1.0", true);
+    for format in ["human", "json"] {
+        for args in [
+            &["mirrors", "sync", "wekan"][..],
+            &["sweep"],
+            &["sweep", "--explain"],
+            &["mirrors", "status", "wekan"],
+            &["canonical", "list"],
+            &["canonical", "show", "wekan"],
+            &["canonical", "base", "wekan"],
+            &["history", "wekan"],
+            &["health"],
+            &["state", "status"],
+            &["enrollment", "list"],
+            &["enrollment", "check"],
+            &["gc", "--dry-run"],
+            &["--help"],
+        ] {
+            let mut full = vec!["--format", format];
+            full.extend_from_slice(args);
+            let (code, stderr) = with_stdout_closed(&s, &full);
+            assert!(
+                code != 101 && !stderr.contains("panicked"),
+                "{full:?} under a closed stdout: exit {code}\n{stderr}"
+            );
+        }
+    }
+    // The sweep run first under a closed pipe still promoted, recorded and finished.
+    assert_eq!(s.canonical("wekan").as_deref(), Some("1.0.0+1.0"));
+    let ledger = Ledger::open(&s.path("state")).unwrap();
+    let sweeps = ledger.sweeps(10).unwrap();
+    assert!(
+        sweeps.iter().all(|r| r.outcome.as_deref() == Some("done")),
+        "every sweep row finished: {:?}",
+        sweeps.iter().map(|r| &r.outcome).collect::<Vec<_>>()
+    );
+}

@@ -182,8 +182,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     };
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let root = std::path::absolute(&root)?;
-    println!("cc-ci demo in {}", root.display());
-    println!(
+    crate::say!("cc-ci demo in {}", root.display());
+    crate::say!(
         "Stand-ins: the NixOS host is emulated under host/ (nixos-rebuild, switch-to-configuration,\n\
          systemctl, systemd-run), and CI is a shell command that passes for every recipe but\n\
          custom-html. Everything else is the real agent, run as a separate process per step.\n"
@@ -194,7 +194,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let format = if ctx.out.is_json() { "json" } else { "human" };
 
     let step = |title: &str, args: &[&str], expect: u8| -> Result<()> {
-        println!("== {title}\n$ cc-ci-agent {}", args.join(" "));
+        crate::say!("== {title}\n$ cc-ci-agent {}", args.join(" "));
         let status = std::process::Command::new(&exe)
             .arg("--config")
             .arg(&config)
@@ -205,7 +205,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             .status()
             .with_context(|| format!("cannot run {}", exe.display()))?;
         let code = status.code().unwrap_or(-1);
-        println!(
+        crate::say!(
             "(exit {code}{})\n",
             if code == i32::from(expect) {
                 ", as expected"
@@ -256,7 +256,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     )?;
     // hedgedoc is exempt from tests and custom-html's newest release is red: degraded.
     step("health", &["health"], Exit::Degraded as u8)?;
-    println!(
+    crate::say!(
         "Done. Look around: cc-ci-agent --config {} state status",
         config.display()
     );

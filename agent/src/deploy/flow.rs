@@ -45,7 +45,7 @@ pub struct Progress<'a> {
 impl Progress<'_> {
     pub fn line(&self, text: impl AsRef<str>) {
         if !self.out.is_json() {
-            println!("{}", text.as_ref());
+            crate::say!("{}", text.as_ref());
         }
     }
 

@@ -190,7 +190,7 @@ pub fn deadman(ctx: &Context, id: i64) -> Result<Exit> {
         .deploy_get(id)?
         .with_context(|| format!("no deploy #{id} in the journal"))?;
     if !ledger.deploy_advance(id, &State::UNCONFIRMED, State::RollingBack)? {
-        println!(
+        crate::say!(
             "deploy #{id} is {} ({}): nothing to roll back",
             row.state.as_str(),
             row.outcome.as_deref().unwrap_or("running")
@@ -248,14 +248,14 @@ pub fn status(ctx: &Context) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     match &last {
-        None => println!("no deploys yet"),
+        None => crate::say!("no deploys yet"),
         Some(row) => print_row(ctx, row),
     }
     for row in unfinished
         .iter()
         .filter(|r| Some(r.id) != last.as_ref().map(|l| l.id))
     {
-        println!();
+        crate::say!();
         print_row(ctx, row);
     }
     Ok(Exit::Success)
@@ -272,13 +272,13 @@ fn print_row(ctx: &Context, row: &DeployRow) {
         Some(o) if o.starts_with("refused") => Tone::Warn,
         _ => Tone::Bad,
     };
-    println!(
+    crate::say!(
         "{} #{}: {}",
         row.kind,
         row.id,
         ctx.out.paint(&outcome, tone)
     );
-    println!(
+    crate::say!(
         "  started   {}  finished {}",
         row.started_at,
         row.finished_at.as_deref().unwrap_or("-")
@@ -286,21 +286,21 @@ fn print_row(ctx: &Context, row: &DeployRow) {
     if let Some(flake) = &row.flake {
         let commit = row.flake_commit.as_deref().map_or("-", crate::git::short);
         let lock = row.flake_lock.as_deref().map_or("-", crate::git::short);
-        println!("  flake     {flake} at {commit} (flake.lock {lock})");
+        crate::say!("  flake     {flake} at {commit} (flake.lock {lock})");
     }
     let gen = |g: Option<i64>| g.map_or("-".into(), |g| g.to_string());
-    println!(
+    crate::say!(
         "  from      generation {} {}",
         gen(row.from_generation),
         row.from_path.as_deref().unwrap_or("-")
     );
-    println!(
+    crate::say!(
         "  to        generation {} {}",
         gen(row.to_generation),
         row.to_path.as_deref().unwrap_or("-")
     );
     if let Some(m) = &row.message {
-        println!("  {m}");
+        crate::say!("  {m}");
     }
 }
 
@@ -338,7 +338,7 @@ pub fn history(ctx: &Context, limit: u32) -> Result<Exit> {
             ]
         })
         .collect();
-    print!(
+    crate::say_raw!(
         "{}",
         table(
             &ctx.out,

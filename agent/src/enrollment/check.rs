@@ -183,7 +183,7 @@ pub fn run(ctx: &Context, target: &Target) -> Result<Exit> {
 
 fn print_human(ctx: &Context, r: &Report) {
     let out = &ctx.out;
-    println!(
+    crate::say!(
         "{}: {} declared, {} enrolled, {} canonical",
         r.file.display(),
         r.declared,
@@ -191,8 +191,8 @@ fn print_human(ctx: &Context, r: &Report) {
         r.canonical
     );
     match &r.tests_dir {
-        Some(dir) => println!("test suites: checked against {}", dir.display()),
-        None => println!(
+        Some(dir) => crate::say!("test suites: checked against {}", dir.display()),
+        None => crate::say!(
             "test suites: {} (no tests_dir in the configuration and no --tests-dir)",
             out.paint("not checked", Tone::Warn)
         ),
@@ -202,12 +202,12 @@ fn print_human(ctx: &Context, r: &Report) {
             Severity::Error => out.paint("error", Tone::Bad),
             Severity::Warning => out.paint("warning", Tone::Warn),
         };
-        println!("{label}: {}: {}", p.recipe, p.message);
+        crate::say!("{label}: {}: {}", p.recipe, p.message);
     }
     let verdict = if r.ok {
         out.paint("ok", Tone::Good)
     } else {
         out.paint("problems found", Tone::Bad)
     };
-    println!("{verdict}");
+    crate::say!("{verdict}");
 }

@@ -70,7 +70,7 @@ fn done(ctx: &Context, action: &str, recipe: &str, target: &Target, poll: &str) 
         ctx.out
             .json(&json!({ action: recipe, "file": target.file, "poll_repos": poll }))?;
     } else {
-        println!(
+        crate::say!(
             "{action} {recipe} ({}); POLL_REPOS is now: {poll}",
             target.file.display()
         );
@@ -82,7 +82,7 @@ pub fn import(ctx: &Context, target: &Target, args: ImportArgs) -> Result<Exit> 
     let output = args.output.unwrap_or_else(|| target.file.clone());
     let text = import_poll_repos(&args.poll_repos, &output)?;
     if output.as_os_str() == "-" {
-        print!("{text}");
+        crate::say_raw!("{text}");
         return Ok(Exit::Success);
     }
     if output.exists() && !args.force {
@@ -97,7 +97,7 @@ pub fn import(ctx: &Context, target: &Target, args: ImportArgs) -> Result<Exit> 
     if ctx.out.is_json() {
         ctx.out.json(&json!({ "file": output, "recipes": count }))?;
     } else {
-        println!("wrote {} with {count} recipes", output.display());
+        crate::say!("wrote {} with {count} recipes", output.display());
     }
     Ok(Exit::Success)
 }

@@ -41,7 +41,7 @@ pub fn list(ctx: &Context, target: &Target) -> Result<Exit> {
             ]
         })
         .collect();
-    print!(
+    crate::say_raw!(
         "{}",
         table(
             &ctx.out,
@@ -65,7 +65,7 @@ pub fn poll_repos(ctx: &Context, target: &Target) -> Result<Exit> {
     if ctx.out.is_json() {
         ctx.out.json(&json!({ "poll_repos": value }))?;
     } else {
-        println!("{value}");
+        crate::say!("{value}");
     }
     Ok(Exit::Success)
 }

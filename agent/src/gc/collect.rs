@@ -375,7 +375,7 @@ fn print(
             ]
         })
         .collect();
-    println!(
+    crate::say!(
         "{}: {} volumes, {} in all, {} protected; budget {}, free {} (min_free {})",
         if dry_run { "gc --dry-run" } else { "gc" },
         plan.volumes.len(),
@@ -386,7 +386,7 @@ fn print(
         human_bytes(plan.min_free),
     );
     if !rows.is_empty() {
-        print!(
+        crate::say_raw!(
             "{}",
             table(
                 out,
@@ -403,7 +403,7 @@ fn print(
         );
     }
     match freed {
-        Some(f) => println!(
+        Some(f) => crate::say!(
             "freed {} ({} volumes)",
             human_bytes(f),
             plan.volumes
@@ -412,19 +412,19 @@ fn print(
                 .count()
                 .saturating_sub(failures.len() + taken.len())
         ),
-        None => println!("would free {}", human_bytes(plan.to_free)),
+        None => crate::say!("would free {}", human_bytes(plan.to_free)),
     }
     for v in taken {
-        println!(
+        crate::say!(
             "{} {v}: a run took it since the inventory",
             out.paint("KEPT", Tone::Good)
         );
     }
     for (v, e) in failures {
-        println!("{} {v}: {e}", out.paint("FAILED", Tone::Bad));
+        crate::say!("{} {v}: {e}", out.paint("FAILED", Tone::Bad));
     }
     for s in &plan.shortfalls {
-        println!("{} {}", out.paint("degraded:", Tone::Warn), s.message());
+        crate::say!("{} {}", out.paint("degraded:", Tone::Warn), s.message());
     }
     Ok(())
 }

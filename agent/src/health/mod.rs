@@ -448,7 +448,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             .with_context(|| format!("writing {}", file.display()))?;
     }
     if ctx.out.is_json() {
-        print!("{json}");
+        crate::say_raw!("{json}");
     } else {
         print_table(ctx, &report);
     }
@@ -462,8 +462,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         }
         if !ctx.out.is_json() {
             match d.last_error {
-                None => println!("report: delivered ({} sent)", d.delivered),
-                Some(e) => println!(
+                None => crate::say!("report: delivered ({} sent)", d.delivered),
+                Some(e) => crate::say!(
                     "report: {} waiting for the bridge; kept, sent first next time: {e}",
                     d.waiting
                 ),
@@ -505,7 +505,7 @@ fn print_table(ctx: &Context, report: &Report) {
             ]
         })
         .collect();
-    print!(
+    crate::say_raw!(
         "{}",
         table(out, &["RECIPE", "VERDICT", "WHAT NEEDS A LOOK"], &rows)
     );
@@ -515,9 +515,9 @@ fn print_table(ctx: &Context, report: &Report) {
             Status::Fail => ("failed", Tone::Bad),
             _ => ("unknown", Tone::Dim),
         };
-        println!("{}: {}: {}", c.name, out.paint(word, t), c.reason);
+        crate::say!("{}: {}: {}", c.name, out.paint(word, t), c.reason);
     }
-    println!(
+    crate::say!(
         "host: {}",
         out.paint(verdict_name(report.verdict), tone(report.verdict))
     );

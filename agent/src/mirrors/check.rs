@@ -39,7 +39,7 @@ pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
                 ]
             })
             .collect();
-        print!("{}", table(&ctx.out, &["CHECK", "", "DETAIL"], &rows));
+        crate::say_raw!("{}", table(&ctx.out, &["CHECK", "", "DETAIL"], &rows));
     }
     Ok(if ready { Exit::Success } else { Exit::Problems })
 }

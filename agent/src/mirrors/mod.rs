@@ -68,7 +68,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
                     .iter()
                     .filter(|r| r.outcome == Outcome::Synced)
                     .count();
-                println!(
+                crate::say!(
                     "{} recipes: {} in sync, {synced} synced, {failed} failed",
                     results.len(),
                     results.len() - synced - failed
@@ -227,8 +227,8 @@ fn print_result(out: &Output, r: &RecipeResult) {
             r.error.clone().unwrap_or_default(),
         ),
     };
-    println!("{mark} {:<24} {text}", r.recipe);
+    crate::say!("{mark} {:<24} {text}", r.recipe);
     for w in &r.warnings {
-        println!("  {} {w}", out.paint("warning:", Tone::Warn));
+        crate::say!("  {} {w}", out.paint("warning:", Tone::Warn));
     }
 }

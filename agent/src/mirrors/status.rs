@@ -165,7 +165,7 @@ pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
                 ]
             })
             .collect();
-        print!(
+        crate::say_raw!(
             "{}",
             table(
                 &ctx.out,

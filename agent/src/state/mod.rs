@@ -42,17 +42,17 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         }))?;
         return Ok(Exit::Success);
     }
-    println!(
+    crate::say!(
         "database: {} (schema {}, integrity ok)",
         ledger.path().display(),
         ledger.schema_version()?
     );
     match holder {
-        Some(h) => println!("lock: held by {} (pid {}) since {}", h.job, h.pid, h.since),
-        None => println!("lock: free"),
+        Some(h) => crate::say!("lock: held by {} (pid {}) since {}", h.job, h.pid, h.since),
+        None => crate::say!("lock: free"),
     }
     for e in events {
-        println!("{}  {:<10} {}  {}", e.at, e.job, e.kind, e.detail);
+        crate::say!("{}  {:<10} {}  {}", e.at, e.job, e.kind, e.detail);
     }
     Ok(Exit::Success)
 }

@@ -140,7 +140,7 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
                         ]
                     })
                     .collect();
-                print!(
+                crate::say_raw!(
                     "{}",
                     table(
                         &ctx.out,
@@ -166,16 +166,18 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
                 return Ok(Exit::Success);
             }
             match c {
-                None => println!(
+                None => crate::say!(
                     "{recipe}: no canonical (no green release recorded, so it is not green)"
                 ),
                 Some(c) => {
-                    println!(
+                    crate::say!(
                         "{recipe}: {} at {} since {}",
-                        c.version, c.commit, c.promoted_at
+                        c.version,
+                        c.commit,
+                        c.promoted_at
                     );
                     if let Some(r) = run {
-                        println!(
+                        crate::say!(
                             "  promoted by run {} ({}, log {})",
                             r.id,
                             r.detail.unwrap_or_default(),
@@ -200,7 +202,7 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
                     if ctx.out.is_json() {
                         ctx.out.json(&json!({ "recipe": recipe, "base": b }))?;
                     } else {
-                        println!("{b}");
+                        crate::say!("{b}");
                     }
                     Ok(Exit::Success)
                 }
@@ -275,7 +277,7 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
             if ctx.out.is_json() {
                 ctx.out.json(&json!({ "imported": imported }))?;
             } else {
-                println!(
+                crate::say!(
                     "imported {} canonicals: {}",
                     imported.len(),
                     imported.join(", ")
@@ -309,7 +311,7 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
             ]
         })
         .collect();
-    print!(
+    crate::say_raw!(
         "{}",
         table(
             &ctx.out,

@@ -581,7 +581,7 @@ impl Sweeper<'_> {
 
     fn say(&self, recipe: &Recipe, text: &str) {
         if !self.out.is_json() {
-            println!("  {:<24} {text}", recipe.name);
+            crate::say!("  {:<24} {text}", recipe.name);
         }
     }
 }
@@ -697,7 +697,7 @@ pub fn run(ctx: &crate::cli::Context, opts: Options) -> Result<Exit> {
         ctx.out
             .json(&serde_json::json!({ "sweep": sweep, "recipes": report }))?;
     } else {
-        println!("{summary}");
+        crate::say!("{summary}");
     }
     Ok(if errors == 0 {
         Exit::Success
@@ -761,7 +761,7 @@ fn print_decision(out: &Output, recipe: &str, d: &Decision) {
         ),
         Decision::Error { detail } => (out.paint("ERROR", Tone::Bad), detail.clone()),
     };
-    println!("{mark:<9} {recipe:<24} {text}");
+    crate::say!("{mark:<9} {recipe:<24} {text}");
 }
 
 /// `sweep --explain RECIPE`: why each tag was or was not taken.
@@ -811,9 +811,9 @@ pub fn explain(ctx: &crate::cli::Context, name: &str) -> Result<Exit> {
         } else {
             ctx.out.paint("ignored", Tone::Dim)
         };
-        println!("{mark:<8} {:<32} {}", v.tag, v.reason);
+        crate::say!("{mark:<8} {:<32} {}", v.tag, v.reason);
     }
-    println!(
+    crate::say!(
         "latest release: {}; canonical: {}",
         latest.map_or("none".into(), |r| r.tag),
         canonical.map_or("none".into(), |c| c.version)
