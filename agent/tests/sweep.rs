@@ -656,7 +656,7 @@ fn every_command_survives_a_closed_stdout_and_records_what_it_did() {
         for args in [
             &["mirrors", "sync", "wekan"][..],
             &["sweep"],
-            &["sweep", "--explain"],
+            &["sweep", "--explain", "wekan"],
             &["mirrors", "status", "wekan"],
             &["canonical", "list"],
             &["canonical", "show", "wekan"],
@@ -686,5 +686,42 @@ fn every_command_survives_a_closed_stdout_and_records_what_it_did() {
         sweeps.iter().all(|r| r.outcome.as_deref() == Some("done")),
         "every sweep row finished: {:?}",
         sweeps.iter().map(|r| &r.outcome).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn explain_reads_only_takes_no_lock_and_says_as_of_when() {
+    let s = Sweep::new(&["cryptpad"], "");
+    let up = s.up("cryptpad");
+    up.tag("1.0.0+5.0", true);
+    s.sweep();
+    // Upstream moves on; a deploy holds the job lock.
+    up.commit("compose.yml", "next\n");
+    up.tag("1.1.0+5.1", true);
+    let held = JobLock::acquire(&s.path("state"), "deploy").unwrap();
+    let db = std::fs::read(s.path("state/state.db")).unwrap();
+    let mirror = support::refs(&s.path("mirrors/cryptpad.git"));
+    let explain = s.agent(&["sweep", "--explain", "cryptpad"]);
+    assert_eq!(explain.code, 0, "{}", explain.stderr);
+    assert!(
+        explain.stdout.contains("latest release: 1.0.0+5.0"),
+        "{}",
+        explain.stdout
+    );
+    assert!(
+        explain.stdout.contains("the mirror as of"),
+        "{}",
+        explain.stdout
+    );
+    drop(held);
+    assert_eq!(
+        support::refs(&s.path("mirrors/cryptpad.git")),
+        mirror,
+        "nothing pushed"
+    );
+    assert_eq!(
+        std::fs::read(s.path("state/state.db")).unwrap(),
+        db,
+        "nothing written"
     );
 }

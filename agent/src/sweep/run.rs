@@ -154,6 +154,24 @@ fn latest_release(
         git.fetch(&cache, mirror_url, &recipe.branch)
             .map_err(|e| anyhow::anyhow!("updating the cache: {e}"))?;
     }
+    let (latest, verdicts) = release_in(config, git, &cache, refs, &head);
+    ledger.sweep_state_set(
+        &recipe.name,
+        &d,
+        latest.as_ref().map(|r| r.tag.as_str()),
+        latest.as_ref().map(|r| r.commit.as_str()),
+    )?;
+    Ok((latest, verdicts))
+}
+
+/// The latest release among `refs`' tags on the branch at `head`, judged in `cache`.
+fn release_in(
+    config: &Config,
+    git: &Git,
+    cache: &Path,
+    refs: &RefSet,
+    head: &str,
+) -> (Option<Release>, Vec<Verdict>) {
     let candidates: Vec<Candidate<'_>> = refs
         .tags
         .iter()
@@ -162,16 +180,9 @@ fn latest_release(
             commit: t.commit(),
         })
         .collect();
-    let (latest, verdicts) = choose(&candidates, config.sweep.allow_prerelease, |c| {
-        git.is_ancestor(&cache, c, &head)
-    });
-    ledger.sweep_state_set(
-        &recipe.name,
-        &d,
-        latest.as_ref().map(|r| r.tag.as_str()),
-        latest.as_ref().map(|r| r.commit.as_str()),
-    )?;
-    Ok((latest, verdicts))
+    choose(&candidates, config.sweep.allow_prerelease, |c| {
+        git.is_ancestor(cache, c, head)
+    })
 }
 
 /// The upgrade base handed to CI: `upgrade_base`, else the canonical; only if strictly older.
@@ -765,6 +776,8 @@ fn print_decision(out: &Output, recipe: &str, d: &Decision) {
 }
 
 /// `sweep --explain RECIPE`: why each tag was or was not taken.
+/// `sweep --explain RECIPE`: reads only. No lock, no sync, nothing written: the tags are the
+/// mirror's as last synced (the recipe's cache), and the answer says so.
 pub fn explain(ctx: &crate::cli::Context, name: &str) -> Result<Exit> {
     let config = ctx.config()?;
     let enrollment = Enrollment::load(&config.enrollment_file)?;
@@ -773,36 +786,34 @@ pub fn explain(ctx: &crate::cli::Context, name: &str) -> Result<Exit> {
         .find(|r| r.name == name)
         .cloned()
         .ok_or_else(|| Unusable(format!("{name:?} is not an enrolled recipe")))?;
-    let _lock = JobLock::acquire(&config.state_dir, "sweep")?;
-    let mut ledger = Ledger::open(&config.state_dir)?;
-    let synced = mirrors::sync_recipes(
-        &config,
-        std::slice::from_ref(&recipe),
-        &mut ledger,
-        &ctx.out,
-    )?;
-    let result = synced.into_iter().next().context("no sync result")?;
-    let refs = result.refs.with_context(|| {
-        format!(
-            "the mirror sync failed: {}",
-            result.error.unwrap_or_default()
-        )
-    })?;
-    let forge = crate::forge::from_config(&config)?;
-    let git = mirrors::syncer(&config, forge.as_ref()).git;
-    // Always look afresh: an explanation should not come from a remembered answer.
-    ledger.sweep_state_set(&recipe.name, "", None, None)?;
-    let (latest, verdicts) = latest_release(
-        &config,
-        &git,
-        &ledger,
-        &recipe,
-        &forge.mirror_url(&recipe.name),
-        &refs,
-    )?;
-    let canonical = ledger.canonical(&recipe.name)?;
+    let cache = config
+        .state_dir
+        .join("mirrors")
+        .join(format!("{}.git", recipe.name));
+    if !cache.join("HEAD").is_file() {
+        return Err(Unusable(format!(
+            "{name}: never synced, so there are no tags to explain: run `cc-ci-agent mirrors sync {name}` first"
+        ))
+        .into());
+    }
+    let git = Git::new(config.mirrors.git_timeout, 0);
+    let refs = git
+        .local_refs(&cache, &recipe.branch)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", cache.display()))?;
+    let head = refs.branch.clone().unwrap_or_default();
+    let (latest, verdicts) = release_in(&config, &git, &cache, &refs, &head);
+    let ledger = Ledger::open_read_only(&config.state_dir)?;
+    let synced_at = match &ledger {
+        Some(l) => l.mirror_state(&recipe.name)?.map(|m| m.synced_at),
+        None => None,
+    };
+    let as_of = synced_at.unwrap_or_else(|| "an unrecorded sync".into());
+    let canonical = match &ledger {
+        Some(l) => l.canonical(&recipe.name)?,
+        None => None,
+    };
     if ctx.out.is_json() {
-        ctx.out.json(&serde_json::json!({ "recipe": name, "latest": latest, "canonical": canonical, "tags": verdicts }))?;
+        ctx.out.json(&serde_json::json!({ "recipe": name, "latest": latest, "canonical": canonical, "tags": verdicts, "as_of": as_of }))?;
         return Ok(Exit::Success);
     }
     for v in &verdicts {
@@ -814,7 +825,7 @@ pub fn explain(ctx: &crate::cli::Context, name: &str) -> Result<Exit> {
         crate::say!("{mark:<8} {:<32} {}", v.tag, v.reason);
     }
     crate::say!(
-        "latest release: {}; canonical: {}",
+        "latest release: {}; canonical: {} (the mirror as of {as_of}; `mirrors sync` to look again)",
         latest.map_or("none".into(), |r| r.tag),
         canonical.map_or("none".into(), |c| c.version)
     );
