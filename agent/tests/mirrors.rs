@@ -1210,3 +1210,20 @@ fn check_forge_tells_a_server_that_takes_only_the_token_header_on_git_paths() {
     );
     assert_no_token(&run);
 }
+
+#[test]
+fn an_upstream_without_the_branch_names_the_branches_it_has_and_the_key() {
+    let f = Fleet::new(&["rallly"]);
+    let up = f.up("rallly");
+    // An older recipe: its branch is master.
+    git(&up.bare, &["branch", "-m", "main", "master"]);
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}", run.stderr);
+    f.assert_error(&v, "rallly", "upstream has no branch main (it has master");
+    f.assert_error(
+        &v,
+        "rallly",
+        "set branch = \"master\" in its [recipe.rallly] table",
+    );
+    assert!(!f.forge.repo("rallly").exists(), "no mirror made");
+}

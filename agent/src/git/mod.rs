@@ -226,6 +226,27 @@ impl Git {
         })
     }
 
+    /// The branch names a remote has, for a message when the configured one is missing.
+    pub fn branches(&self, url: &str) -> Result<Vec<String>, GitError> {
+        let out = self.run(|cmd| {
+            cmd.args([
+                "-c",
+                "protocol.version=2",
+                "ls-remote",
+                "--heads",
+                "--",
+                url,
+            ])
+        })?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter_map(|(_, name)| name.strip_prefix("refs/heads/"))
+            .filter(|n| !n.chars().any(char::is_control))
+            .map(String::from)
+            .collect())
+    }
+
     pub fn init_bare(&self, path: &Path) -> Result<(), GitError> {
         if path.join("HEAD").exists() {
             return Ok(());

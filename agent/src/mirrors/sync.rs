@@ -151,7 +151,9 @@ impl Syncer<'_> {
         let upstream = git
             .ls_remote(&recipe.upstream, branch)
             .map_err(|e| format!("upstream unreachable, mirror left alone: {e}"))?;
-        check_safe(&upstream, &RefSet::default(), branch)?;
+        if upstream.branch.is_none() {
+            return Err(no_branch(git, recipe));
+        }
         result.upstream_head = upstream.branch.clone();
         result.tags = Some(upstream.tags.len());
         let mirror = if repository.is_some() {
@@ -313,6 +315,25 @@ impl Syncer<'_> {
         }
         Ok(())
     }
+}
+
+/// "upstream has no branch main", with the branches it has and the key to change.
+fn no_branch(git: &Git, recipe: &Recipe) -> String {
+    let branch = &recipe.branch;
+    let has = match git.branches(&recipe.upstream) {
+        Ok(b) if b.is_empty() => "it has no branches at all".to_string(),
+        Ok(mut b) => {
+            b.truncate(10);
+            let likely = b.iter().find(|n| *n == "master").unwrap_or(&b[0]);
+            format!(
+                "it has {}; if the recipe's branch is one of those, set branch = \"{likely}\" in its [recipe.{}] table",
+                b.join(", "),
+                recipe.name
+            )
+        }
+        Err(_) => "its branches could not be listed".into(),
+    };
+    format!("upstream has no branch {branch} ({has}): refusing to touch the mirror")
 }
 
 /// An upstream that looks wiped is a failure, never an instruction to wipe the mirror.
