@@ -406,6 +406,12 @@ fn an_upstream_answering_empty_or_without_tags_does_not_wipe_the_mirror() {
     assert_eq!(run.code, 11);
     f.assert_error(&v, "discourse", "no tags while the mirror has 2");
     assert_eq!(refs(&f.forge.repo("discourse")), before);
+    let status = f.agent(&["mirrors", "status", "discourse"]);
+    assert!(
+        status.stdout.contains("refused") && !status.stdout.contains("behind"),
+        "a sync refuses it, so it is not behind:\n{}",
+        status.stdout
+    );
 
     // An upstream with nothing at all.
     std::fs::remove_dir_all(&up.bare).unwrap();

@@ -28,6 +28,9 @@ pub enum Standing {
     MirrorUnreachable,
     /// The forge will refuse pushes to it: a pull-mirror, archived, or no push permission.
     Unwritable,
+    /// Upstream looks wiped (no branch, or no tags while the mirror has some): a sync refuses
+    /// to follow it until a person looks.
+    Refused,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +67,10 @@ fn standing(syncer: &super::Syncer<'_>, recipe: &Recipe) -> (Standing, String) {
     };
     if up.same_as(&mirror) {
         return (Standing::InSync, format!("{} tags", up.tags.len()));
+    }
+    // What a sync refuses to do is not "behind": the sync will not catch up.
+    if let Err(why) = super::sync::check_safe(&up, &mirror, &recipe.branch) {
+        return (Standing::Refused, why);
     }
     let tags = crate::git::plan(&up, &mirror, &recipe.branch).len();
     let (Some(u), Some(m)) = (&up.branch, &mirror.branch) else {

@@ -337,7 +337,7 @@ fn no_branch(git: &Git, recipe: &Recipe) -> String {
 }
 
 /// An upstream that looks wiped is a failure, never an instruction to wipe the mirror.
-fn check_safe(upstream: &RefSet, mirror: &RefSet, branch: &str) -> Result<(), String> {
+pub(super) fn check_safe(upstream: &RefSet, mirror: &RefSet, branch: &str) -> Result<(), String> {
     if upstream.branch.is_none() {
         return Err(format!(
             "upstream has no branch {branch}: refusing to touch the mirror"
