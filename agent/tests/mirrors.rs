@@ -412,6 +412,25 @@ fn an_upstream_answering_empty_or_without_tags_does_not_wipe_the_mirror() {
         "a sync refuses it, so it is not behind:\n{}",
         status.stdout
     );
+    // An operator accepts it, once, for this recipe: recorded.
+    assert_eq!(
+        f.agent(&["mirrors", "sync", "--accept-deletions"]).code,
+        2,
+        "names needed"
+    );
+    let accepted = f.agent(&["mirrors", "sync", "--accept-deletions", "discourse"]);
+    assert_eq!(accepted.code, 0, "{}\n{}", accepted.stdout, accepted.stderr);
+    f.assert_mirrored("discourse");
+    assert!(!refs(&f.forge.repo("discourse"))
+        .iter()
+        .any(|r| r.contains("refs/tags/")));
+    assert!(f
+        .events("discourse")
+        .contains(&"deletions-accepted".to_string()));
+    up.tag("2.0.0+4.0", true);
+    up.delete_tag("2.0.0+4.0");
+    assert_eq!(f.sync().0.code, 0, "nothing left to refuse");
+    let before = refs(&f.forge.repo("discourse"));
 
     // An upstream with nothing at all.
     std::fs::remove_dir_all(&up.bare).unwrap();

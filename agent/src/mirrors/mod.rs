@@ -32,6 +32,10 @@ enum Command {
     Sync {
         /// Only these recipes (default: every enrolled recipe).
         recipes: Vec<String>,
+        /// Accept, this once and for the recipes named, that upstream deleted every tag: the
+        /// mirror's are deleted too, and that is recorded. Without it such an upstream is refused.
+        #[arg(long, requires = "recipes")]
+        accept_deletions: bool,
     },
     /// Per recipe: missing, in sync, behind, diverged or upstream unreachable (asked live).
     Status {
@@ -51,11 +55,15 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let config = ctx.config()?;
     let enrollment = Enrollment::load(&config.enrollment_file)?;
     match args.command {
-        Command::Sync { recipes } => {
+        Command::Sync {
+            recipes,
+            accept_deletions,
+        } => {
             let chosen = select(&enrollment, &recipes)?;
             let _lock = JobLock::acquire(&config.state_dir, "mirrors")?;
             let mut ledger = Ledger::open(&config.state_dir)?;
-            let results = sync_recipes(&config, &chosen, &mut ledger, &ctx.out)?;
+            let results =
+                sync_accepting(&config, &chosen, &mut ledger, &ctx.out, accept_deletions)?;
             let failed = results
                 .iter()
                 .filter(|r| r.outcome == Outcome::Failed)
@@ -117,6 +125,7 @@ pub fn syncer<'a>(config: &Config, forge: &'a dyn forge::Forge) -> Syncer<'a> {
         cache_dir: config.state_dir.join("mirrors"),
         close_merged_prs: m.close_merged_prs,
         recipe_timeout: m.recipe_timeout,
+        accept_deletions: false,
     }
 }
 
@@ -128,8 +137,22 @@ pub fn sync_recipes(
     ledger: &mut Ledger,
     out: &Output,
 ) -> Result<Vec<RecipeResult>> {
+    sync_accepting(config, recipes, ledger, out, false)
+}
+
+/// [`sync_recipes`], accepting (or not) that upstream deleted every tag.
+fn sync_accepting(
+    config: &Config,
+    recipes: &[Recipe],
+    ledger: &mut Ledger,
+    out: &Output,
+    accept_deletions: bool,
+) -> Result<Vec<RecipeResult>> {
     let forge = forge::from_config(config)?;
-    let syncer = syncer(config, forge.as_ref());
+    let syncer = Syncer {
+        accept_deletions,
+        ..syncer(config, forge.as_ref())
+    };
     let mut results = Vec::with_capacity(recipes.len());
     let mut record_error = None;
     // What changed is recorded the moment it is known; recipes found in sync are recorded
@@ -191,6 +214,12 @@ fn entry(r: &RecipeResult) -> (MirrorState, Vec<(String, String)>) {
     }
     for w in &r.warnings {
         events.push(("warning".into(), w.clone()));
+    }
+    if let Some(n) = r.accepted_deletions {
+        events.push((
+            "deletions-accepted".into(),
+            format!("upstream has no tags; the mirror's {n} deleted, as an operator accepted"),
+        ));
     }
     if let Some(e) = &r.error {
         events.push(("failed".into(), e.clone()));

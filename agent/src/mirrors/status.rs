@@ -69,7 +69,7 @@ fn standing(syncer: &super::Syncer<'_>, recipe: &Recipe) -> (Standing, String) {
         return (Standing::InSync, format!("{} tags", up.tags.len()));
     }
     // What a sync refuses to do is not "behind": the sync will not catch up.
-    if let Err(why) = super::sync::check_safe(&up, &mirror, &recipe.branch) {
+    if let Err(why) = super::sync::check_safe(&up, &mirror, &recipe.branch, false) {
         return (Standing::Refused, why);
     }
     let tags = crate::git::plan(&up, &mirror, &recipe.branch).len();

@@ -37,6 +37,8 @@ pub struct RecipeResult {
     pub closed_pulls: Vec<u64>,
     /// What went wrong after the mirror was made equal: pull request housekeeping.
     pub warnings: Vec<String>,
+    /// The mirror's tags deleted because an operator accepted that upstream has none.
+    pub accepted_deletions: Option<usize>,
     pub error: Option<String>,
     pub upstream_head: Option<String>,
     pub tags: Option<usize>,
@@ -55,6 +57,7 @@ impl RecipeResult {
             rewritten: None,
             closed_pulls: Vec::new(),
             warnings: Vec::new(),
+            accepted_deletions: None,
             error: None,
             upstream_head: None,
             tags: None,
@@ -109,6 +112,8 @@ pub struct Syncer<'a> {
     pub close_merged_prs: bool,
     /// One recipe's whole sync, every call and retry included.
     pub recipe_timeout: Duration,
+    /// An operator accepted, for this run, that upstream deleted every tag.
+    pub accept_deletions: bool,
 }
 
 impl Syncer<'_> {
@@ -165,7 +170,7 @@ impl Syncer<'_> {
                     format!("mirror unreachable: {e}")
                 }
             })?;
-            check_safe(&upstream, &mirror, branch)?;
+            check_safe(&upstream, &mirror, branch, self.accept_deletions)?;
             if upstream.same_as(&mirror) {
                 result.outcome = Outcome::InSync;
                 result.refs = Some(upstream);
@@ -194,7 +199,10 @@ impl Syncer<'_> {
         let fetched = git
             .local_refs(&cache, branch)
             .map_err(|e| format!("reading the cache: {e}"))?;
-        check_safe(&fetched, &mirror, branch)?;
+        check_safe(&fetched, &mirror, branch, self.accept_deletions)?;
+        if fetched.tags.is_empty() && !mirror.tags.is_empty() {
+            result.accepted_deletions = Some(mirror.tags.len());
+        }
         let changes = plan(&fetched, &mirror, branch);
         result.upstream_head = fetched.branch.clone();
         result.tags = Some(fetched.tags.len());
@@ -337,15 +345,22 @@ fn no_branch(git: &Git, recipe: &Recipe) -> String {
 }
 
 /// An upstream that looks wiped is a failure, never an instruction to wipe the mirror.
-pub(super) fn check_safe(upstream: &RefSet, mirror: &RefSet, branch: &str) -> Result<(), String> {
+pub(super) fn check_safe(
+    upstream: &RefSet,
+    mirror: &RefSet,
+    branch: &str,
+    accept_deletions: bool,
+) -> Result<(), String> {
     if upstream.branch.is_none() {
         return Err(format!(
             "upstream has no branch {branch}: refusing to touch the mirror"
         ));
     }
-    if upstream.tags.is_empty() && !mirror.tags.is_empty() {
+    if upstream.tags.is_empty() && !mirror.tags.is_empty() && !accept_deletions {
         return Err(format!(
-            "upstream answered with no tags while the mirror has {}: refusing to delete them",
+            "upstream answered with no tags while the mirror has {}: refusing to delete them; \
+             if upstream really deleted every tag, accept it once with \
+             `cc-ci-agent mirrors sync --accept-deletions RECIPE`",
             mirror.tags.len()
         ));
     }
