@@ -725,3 +725,27 @@ fn explain_reads_only_takes_no_lock_and_says_as_of_when() {
         "nothing written"
     );
 }
+
+#[test]
+fn state_status_shows_the_latest_events_of_every_job() {
+    let s = Sweep::new(&["ghost"], "");
+    s.up("ghost").tag("5.0.0+5.1", true);
+    s.sweep();
+    let status = s.agent(&["state", "status"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    for (job, kind) in [
+        ("mirrors", "created"),
+        ("sweep", "promoted"),
+        ("sweep", "done"),
+        ("ci", "green"),
+    ] {
+        assert!(
+            status
+                .stdout
+                .lines()
+                .any(|l| l.contains(job) && l.contains(kind)),
+            "no {job} {kind} event:\n{}",
+            status.stdout
+        );
+    }
+}

@@ -150,9 +150,7 @@ impl Ledger {
 
     /// The newest `limit` events, newest first.
     pub fn recent_events(&self, limit: u32) -> Result<Vec<Event>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT at, job, kind, detail FROM events ORDER BY id DESC LIMIT ?1")?;
+        let mut stmt = self.conn.prepare(RECENT_EVENTS)?;
         let rows = stmt.query_map([limit], |r| {
             let detail: String = r.get(3)?;
             Ok(Event {
@@ -165,6 +163,18 @@ impl Ledger {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+/// The newest events of every job, by time: gc's own events, mirror events, sweeps, CI runs
+/// and deploys, each as (at, job, kind, detail).
+const RECENT_EVENTS: &str = "
+    SELECT at, job, kind, detail FROM (
+        SELECT at, job, kind, detail, 0 AS src, id FROM events
+        UNION ALL SELECT at, CASE WHEN kind IN ('promoted', 'canonical-demoted') THEN 'sweep' ELSE 'mirrors' END, kind, json_quote(recipe || ': ' || detail), 1, id FROM mirror_events
+        UNION ALL SELECT started_at, 'sweep', COALESCE(outcome, 'running'), json_quote(COALESCE(detail, '')), 2, id FROM sweeps
+        UNION ALL SELECT r.started_at, 'ci', r.result, json_quote(q.recipe || ' ' || COALESCE(r.tag, r.commit_id)), 3, r.id
+            FROM runs r JOIN queues q ON q.id = r.queue
+        UNION ALL SELECT started_at, kind, COALESCE(outcome, 'running'), json_quote(state), 4, id FROM deploys
+    ) ORDER BY at DESC, src, id DESC LIMIT ?1";
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
