@@ -402,3 +402,78 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         })
         .ok_or(())
 }
+
+#[test]
+fn set_changes_a_declared_recipe_and_keeps_the_rest_of_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = example_copy(dir.path());
+    let before = read(&file);
+    let f = file.to_string_lossy();
+    let set = |args: &[&str]| {
+        let mut full = vec!["enrollment", "--file", &f, "set"];
+        full.extend_from_slice(args);
+        agent(&full)
+    };
+    let run = set(&[
+        "custom-html",
+        "--canonical",
+        "--branch",
+        "master",
+        "--upgrade-base",
+        "1.2.0+1.25",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = read(&file);
+    assert!(
+        after.contains("canonical = true") && after.contains("branch = \"master\""),
+        "{after}"
+    );
+    assert!(after.contains("upgrade_base = \"1.2.0+1.25\""), "{after}");
+    for line in before.lines().filter(|l| l.trim_start().starts_with('#')) {
+        assert!(after.contains(line), "comment lost: {line}\n{after}");
+    }
+    let list = agent(&["--format", "json", "enrollment", "--file", &f, "list"]);
+    assert!(
+        list.stdout.contains("\"branch\": \"master\""),
+        "{}",
+        list.stdout
+    );
+
+    // And back: the keys go, the defaults apply again.
+    assert_eq!(
+        set(&["custom-html", "--no-canonical", "--no-upgrade-base"]).code,
+        0
+    );
+    let after = read(&file);
+    assert!(!after.contains("upgrade_base = \"1.2.0+1.25\""), "{after}");
+    assert_eq!(
+        set(&["hedgedoc", "--tests-required", "--not-enrolled"]).code,
+        0
+    );
+    let after = read(&file);
+    assert!(
+        !after.contains("suite being written") && after.contains("enrolled = false"),
+        "{after}"
+    );
+    let poll = agent(&["enrollment", "--file", &f, "poll-repos"]);
+    assert!(!poll.stdout.contains("hedgedoc"), "{}", poll.stdout);
+
+    // Refusals write nothing and name the key.
+    let unchanged = read(&file);
+    let bad = set(&["custom-html", "--upgrade-base", "v1"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("upgrade_base"), "{}", bad.stderr);
+    assert_eq!(set(&["ghost", "--canonical"]).code, 2, "not declared");
+    assert_eq!(
+        set(&["custom-html", "--canonical", "--no-canonical"]).code,
+        2
+    );
+    assert_eq!(read(&file), unchanged);
+    let again = agent(&["enrollment", "--file", &f, "add", "custom-html"]);
+    assert_eq!(again.code, 2);
+    assert!(
+        again.stderr.contains("enrollment set custom-html"),
+        "{}",
+        again.stderr
+    );
+}

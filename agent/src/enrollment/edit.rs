@@ -1,4 +1,4 @@
-//! `enrollment add`, `remove` and `import`.
+//! `enrollment add`, `set`, `remove` and `import`.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use super::Target;
 use crate::cli::Context;
 use crate::exit::Exit;
 use crate::fsutil::write_atomic;
-use crate::settings::edit::{import_poll_repos, EnrollmentEdit, NewRecipe};
+use crate::settings::edit::{import_poll_repos, EnrollmentEdit, NewRecipe, RecipeChanges};
 use crate::settings::InputError;
 
 #[derive(Debug, clap::Args)]
@@ -25,6 +25,68 @@ pub struct AddArgs {
     /// Enroll without a test suite, giving the reason.
     #[arg(long, value_name = "REASON")]
     tests_exempt: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SetArgs {
+    /// A declared recipe.
+    recipe: String,
+    /// Take part in the canonical sweep.
+    #[arg(long, conflicts_with = "no_canonical")]
+    canonical: bool,
+    /// Take no part in the canonical sweep.
+    #[arg(long)]
+    no_canonical: bool,
+    /// Pin the upgrade base to this release tag.
+    #[arg(long, value_name = "VERSION", conflicts_with = "no_upgrade_base")]
+    upgrade_base: Option<String>,
+    /// Remove the upgrade-base pin: the canonical is the base.
+    #[arg(long)]
+    no_upgrade_base: bool,
+    /// The recipe's branch (older recipes use master).
+    #[arg(long, value_name = "BRANCH")]
+    branch: Option<String>,
+    /// Upstream git URL.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Exempt from tests, giving the reason.
+    #[arg(long, value_name = "REASON", conflicts_with = "tests_required")]
+    tests_exempt: Option<String>,
+    /// Tests required again (removes an exemption).
+    #[arg(long)]
+    tests_required: bool,
+    /// Enrolled: mirrored, polled, swept.
+    #[arg(long, conflicts_with = "not_enrolled")]
+    enrolled: bool,
+    /// Declared but not enrolled.
+    #[arg(long)]
+    not_enrolled: bool,
+}
+
+/// `--x` / `--no-x` as a change: `Some(true)`, `Some(false)`, or none asked for.
+fn either(on: bool, off: bool) -> Option<bool> {
+    (on || off).then_some(on)
+}
+
+impl SetArgs {
+    fn changes(&self) -> RecipeChanges {
+        RecipeChanges {
+            canonical: either(self.canonical, self.no_canonical),
+            upgrade_base: match (&self.upgrade_base, self.no_upgrade_base) {
+                (Some(v), _) => Some(Some(v.clone())),
+                (None, true) => Some(None),
+                (None, false) => None,
+            },
+            branch: self.branch.clone(),
+            upstream: self.upstream.clone(),
+            tests_exempt: match (&self.tests_exempt, self.tests_required) {
+                (Some(r), _) => Some(Some(r.clone())),
+                (None, true) => Some(None),
+                (None, false) => None,
+            },
+            enrolled: either(self.enrolled, self.not_enrolled),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +117,14 @@ pub fn add(ctx: &Context, target: &Target, args: AddArgs) -> Result<Exit> {
     edit.add(&args.recipe, &new)?;
     let edited = edit.commit()?;
     done(ctx, "added", &args.recipe, target, &edited.poll_repos())
+}
+
+pub fn set(ctx: &Context, target: &Target, args: SetArgs) -> Result<Exit> {
+    let changes = args.changes();
+    let mut edit = EnrollmentEdit::open(&target.file)?;
+    edit.set(&args.recipe, &changes)?;
+    let edited = edit.commit()?;
+    done(ctx, "set", &args.recipe, target, &edited.poll_repos())
 }
 
 pub fn remove(ctx: &Context, target: &Target, args: RemoveArgs) -> Result<Exit> {

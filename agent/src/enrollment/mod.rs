@@ -33,6 +33,8 @@ enum Command {
     PollRepos,
     /// Declare and enroll a recipe, keeping the file's comments and order.
     Add(edit::AddArgs),
+    /// Change a declared recipe's settings, keeping the file's comments and order.
+    Set(edit::SetArgs),
     /// Remove a recipe's declaration, keeping the file's comments and order.
     Remove(edit::RemoveArgs),
     /// Write a new enrollment file from today's POLL_REPOS CSV.
@@ -76,6 +78,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             check::run(ctx, &target)
         }
         Command::Add(a) => edit::add(ctx, &Target::resolve(ctx, args.file, None)?, a),
+        Command::Set(a) => edit::set(ctx, &Target::resolve(ctx, args.file, None)?, a),
         Command::Remove(a) => edit::remove(ctx, &Target::resolve(ctx, args.file, None)?, a),
         Command::Import(a) => edit::import(ctx, &Target::resolve(ctx, args.file, None)?, a),
     }

@@ -23,6 +23,19 @@ pub struct NewRecipe {
     pub tests_exempt: Option<String>,
 }
 
+/// What `enrollment set` changes in one recipe's table; `None` leaves a key as it is.
+#[derive(Debug, Default)]
+pub struct RecipeChanges {
+    pub canonical: Option<bool>,
+    /// `Some(None)` removes the pin.
+    pub upgrade_base: Option<Option<String>>,
+    pub branch: Option<String>,
+    pub upstream: Option<String>,
+    /// `Some(Some(reason))` exempts, `Some(None)` requires tests.
+    pub tests_exempt: Option<Option<String>>,
+    pub enrolled: Option<bool>,
+}
+
 pub struct EnrollmentEdit {
     /// As the user named it, for messages.
     path: PathBuf,
@@ -169,7 +182,10 @@ impl EnrollmentEdit {
             } else {
                 "it is already declared with enrolled = false: set enrolled = true there instead"
             };
-            return Err(self.arg_error(&key, format!("cannot add {name:?}: {hint}")));
+            return Err(self.arg_error(
+                &key,
+                format!("cannot add {name:?}: {hint}; `enrollment set {name} ...` changes it"),
+            ));
         }
         if let Some(url) = &new.upstream {
             check_url(url, false).map_err(|e| self.arg_error(&format!("{key}.upstream"), e))?;
@@ -219,6 +235,62 @@ impl EnrollmentEdit {
                 );
             }
             _ => return Err(self.arg_error("recipe", "is not a table")),
+        }
+        Ok(())
+    }
+
+    /// Changes keys of a declared recipe's own table; the whole file is checked again at commit.
+    pub fn set(&mut self, name: &str, changes: &RecipeChanges) -> Result<(), Invalid> {
+        let key = format!("recipe.{name}");
+        if self.current.get(name).is_none() {
+            return Err(self.arg_error(
+                &key,
+                format!("cannot set {name:?}: it is not declared (`enrollment add` declares it)"),
+            ));
+        }
+        if let Some(url) = &changes.upstream {
+            check_url(url, false).map_err(|e| self.arg_error(&format!("{key}.upstream"), e))?;
+        }
+        if let Some(Some(reason)) = &changes.tests_exempt {
+            if reason.trim().is_empty() {
+                return Err(
+                    self.arg_error(&format!("{key}.reason"), "the exemption needs a reason")
+                );
+            }
+        }
+        let table = match self.doc.get_mut("recipe").and_then(|r| r.get_mut(name)) {
+            Some(Item::Table(t)) => t,
+            _ => return Err(self.arg_error(
+                &key,
+                "declared in a form this command cannot edit (an inline table): edit it by hand",
+            )),
+        };
+        let mut put = |k: &str, v: Option<toml_edit::Value>| match v {
+            Some(v) => {
+                table.insert(k, Item::Value(v));
+            }
+            None => {
+                table.remove(k);
+            }
+        };
+        if let Some(c) = changes.canonical {
+            put("canonical", c.then(|| true.into()));
+        }
+        if let Some(pin) = &changes.upgrade_base {
+            put("upgrade_base", pin.as_deref().map(Into::into));
+        }
+        if let Some(b) = &changes.branch {
+            put("branch", Some(b.as_str().into()));
+        }
+        if let Some(u) = &changes.upstream {
+            put("upstream", Some(u.as_str().into()));
+        }
+        if let Some(exempt) = &changes.tests_exempt {
+            put("tests", exempt.as_ref().map(|_| "exempt".into()));
+            put("reason", exempt.as_deref().map(Into::into));
+        }
+        if let Some(e) = changes.enrolled {
+            put("enrolled", (!e).then(|| false.into()));
         }
         Ok(())
     }
