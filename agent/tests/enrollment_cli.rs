@@ -477,3 +477,24 @@ fn set_changes_a_declared_recipe_and_keeps_the_rest_of_the_file() {
         again.stderr
     );
 }
+
+#[test]
+fn import_canonical_makes_every_recipe_take_part_in_the_sweep() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("enrollment.toml");
+    let o = out.to_string_lossy();
+    let csv = "plausible,custom-html,hedgedoc";
+    let run = agent(&[
+        "enrollment",
+        "--file",
+        &o,
+        "import",
+        "--poll-repos",
+        csv,
+        "--canonical",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let check = agent(&["--format", "json", "enrollment", "--file", &o, "check"]);
+    let v: serde_json::Value = serde_json::from_str(&check.stdout).expect("json");
+    assert_eq!(v["canonical"], 3, "{v}");
+}

@@ -105,6 +105,9 @@ pub struct ImportArgs {
     /// Replace an existing file.
     #[arg(long)]
     force: bool,
+    /// Every imported recipe takes part in the canonical sweep.
+    #[arg(long)]
+    canonical: bool,
 }
 
 pub fn add(ctx: &Context, target: &Target, args: AddArgs) -> Result<Exit> {
@@ -150,7 +153,7 @@ fn done(ctx: &Context, action: &str, recipe: &str, target: &Target, poll: &str) 
 
 pub fn import(ctx: &Context, target: &Target, args: ImportArgs) -> Result<Exit> {
     let output = args.output.unwrap_or_else(|| target.file.clone());
-    let text = import_poll_repos(&args.poll_repos, &output)?;
+    let text = import_poll_repos(&args.poll_repos, &output, args.canonical)?;
     if output.as_os_str() == "-" {
         crate::say_raw!("{text}");
         return Ok(Exit::Success);

@@ -398,7 +398,7 @@ fn table_at<'a>(mut table: &'a mut Table, path: &[String]) -> Option<&'a mut Tab
 }
 
 /// Today's hand-typed `POLL_REPOS` CSV turned into a new enrollment file's text.
-pub fn import_poll_repos(csv: &str, origin: &Path) -> Result<String, Invalid> {
+pub fn import_poll_repos(csv: &str, origin: &Path, canonical: bool) -> Result<String, Invalid> {
     let mut errors = Vec::new();
     let mut names: Vec<&str> = Vec::new();
     for (i, entry) in csv.split(',').map(str::trim).enumerate() {
@@ -438,6 +438,9 @@ pub fn import_poll_repos(csv: &str, origin: &Path) -> Result<String, Invalid> {
     ));
     for name in &names {
         text.push_str(&format!("\n[recipe.{name}]\n"));
+        if canonical {
+            text.push_str("canonical = true\n");
+        }
     }
     // The same parser that reads the file checks what we are about to write.
     let source = TomlSource::parse(origin, text.clone())?;
@@ -472,14 +475,18 @@ mod tests {
 
     #[test]
     fn import_sorts_trims_and_refuses_duplicates() -> Result<(), Invalid> {
-        let text = import_poll_repos(" plausible,custom-html ,, hedgedoc,", Path::new("e.toml"))?;
+        let text = import_poll_repos(
+            " plausible,custom-html ,, hedgedoc,",
+            Path::new("e.toml"),
+            false,
+        )?;
         let source = TomlSource::parse(Path::new("e.toml"), text)?;
         assert_eq!(
             Enrollment::from_source(&source)?.poll_repos(),
             "custom-html,hedgedoc,plausible"
         );
-        assert!(import_poll_repos("a,b,a", Path::new("e.toml")).is_err());
-        assert!(import_poll_repos("a,B", Path::new("e.toml")).is_err());
+        assert!(import_poll_repos("a,b,a", Path::new("e.toml"), false).is_err());
+        assert!(import_poll_repos("a,B", Path::new("e.toml"), false).is_err());
         Ok(())
     }
 }
