@@ -122,6 +122,20 @@ impl Sweep {
         std::fs::write(self.path(&format!("verdicts/{recipe}-{version}")), "red").unwrap();
     }
 
+    /// The named check of `health`'s host list.
+    fn host_check(&self, name: &str) -> serde_json::Value {
+        let health = self.agent(&["--format", "json", "health"]);
+        let v: serde_json::Value = serde_json::from_str(&health.stdout).unwrap();
+        let found = v["host"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name);
+        found
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} check: {v}"))
+    }
+
     fn canonical(&self, recipe: &str) -> Option<String> {
         Ledger::open(&self.path("state"))
             .unwrap()
@@ -308,6 +322,34 @@ fn ci_busy_or_another_agent_refuses_the_whole_sweep_and_it_is_recorded() {
         .collect();
     assert_eq!(outcomes, ["refused-busy", "refused-ci-busy"]);
     assert!(s.ci_calls().is_empty());
+    // Shown nowhere no more: health says the week's sweep was refused.
+    let sweep = s.host_check("sweep");
+    assert_eq!(sweep["status"], "warn", "{sweep}");
+    assert!(
+        sweep["reason"]
+            .as_str()
+            .unwrap()
+            .contains("was refused (refused-busy)"),
+        "{sweep}"
+    );
+}
+
+#[test]
+fn a_hollow_sweep_over_no_canonical_recipe_is_a_health_warning() {
+    let s = Sweep::new(&["nextcloud"], "");
+    let enrollment = s.path("enrollment.toml");
+    let text = std::fs::read_to_string(&enrollment)
+        .unwrap()
+        .replace("canonical = true\n", "");
+    std::fs::write(&enrollment, text).unwrap();
+    let (run, _) = s.sweep();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let sweep = s.host_check("sweep");
+    assert_eq!(sweep["status"], "warn", "{sweep}");
+    assert!(
+        sweep["reason"].as_str().unwrap().contains("judge nothing"),
+        "{sweep}"
+    );
 }
 
 #[test]

@@ -270,6 +270,47 @@ fn recipe_health(
     })
 }
 
+/// The sweep as a whole: a sweep that was refused is a week's releases not judged, and a sweep
+/// over no canonical recipe is green timers that promote nothing (the "hollow" sweep a real host
+/// ran for months). `None` when no recipe is canonical and no sweep ever ran: nothing to say.
+fn sweep_check(enrollment: &Enrollment, ledger: &Ledger) -> Result<Option<(Status, String)>> {
+    let canonical = enrollment.enrolled().filter(|r| r.canonical).count();
+    let last = ledger.sweeps(1)?.into_iter().next();
+    Ok(match (canonical, last) {
+        (0, None) => None,
+        (0, Some(_)) => Some((
+            Status::Warn,
+            "sweeps run, but no enrolled recipe has canonical = true: they judge nothing and \
+             promote nothing (`enrollment set RECIPE --canonical`)"
+                .into(),
+        )),
+        (_, None) => Some((
+            Status::Warn,
+            "no sweep has run yet: canonical recipes have no judged release".into(),
+        )),
+        (_, Some(s)) => match s.outcome.as_deref() {
+            Some(o) if o.starts_with("refused") => Some((
+                Status::Warn,
+                format!(
+                    "the last sweep ({}) was refused ({o}): {}; this period's releases are not judged",
+                    s.started_at,
+                    s.detail.unwrap_or_default()
+                ),
+            )),
+            Some("failed") => Some((
+                Status::Warn,
+                format!(
+                    "the last sweep ({}) failed: {}",
+                    s.started_at,
+                    s.detail.unwrap_or_default()
+                ),
+            )),
+            Some(o) => Some((Status::Ok, format!("last sweep {} ({o})", s.started_at))),
+            None => Some((Status::Ok, format!("a sweep is running since {}", s.started_at))),
+        },
+    })
+}
+
 pub fn build(config: &Config) -> Result<Report> {
     build_with(config, false)
 }
@@ -298,6 +339,9 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
     let mut host = Vec::new();
     if let Some((status, reason)) = crate::gc::disk_check(config, &ledger)? {
         host.push(check("disk", status, reason));
+    }
+    if let Some((status, reason)) = sweep_check(&enrollment, &ledger)? {
+        host.push(check("sweep", status, reason));
     }
     let host_verdict = host.iter().map(|c| match c.status {
         Status::Ok | Status::Unknown => Verdict::Healthy,
