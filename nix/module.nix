@@ -471,6 +471,8 @@ in
       ];
 
     services.cc-ci.settings = {
+      # The timers fire around the same hours: a job that meets another's lock waits its turn.
+      lock_wait = lib.mkDefault "30m";
       bridge = { inherit (cfg.bridge) unit; } // lib.optionalAttrs (cfg.bridge.reportUrl != null) { report_url = cfg.bridge.reportUrl; };
       mirrors = {
         inherit (cfg.mirrors) concurrency;

@@ -791,3 +791,43 @@ fn state_status_shows_the_latest_events_of_every_job() {
         );
     }
 }
+
+#[test]
+fn a_job_that_meets_the_lock_waits_its_turn_within_lock_wait() {
+    use std::io::BufRead;
+    let s = Sweep::new(&["ghost"], "");
+    s.up("ghost").tag("5.0.0+5.1", true);
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, format!("lock_wait = \"60s\"\n{config}")).unwrap();
+    let held = JobLock::acquire(&s.path("state"), "gc").unwrap();
+    let mut child = s
+        .command(&["sweep"])
+        .env("CC_CI_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The event, not a sleep: the sweep says it is waiting, then the lock is let go.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.contains("waiting up to 60s") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(
+        seen.contains("gc (pid"),
+        "the sweep names who holds the lock:\n{seen}"
+    );
+    drop(held);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{seen}");
+    assert_eq!(
+        s.canonical("ghost").as_deref(),
+        Some("5.0.0+5.1"),
+        "the week's sweep was not lost"
+    );
+}

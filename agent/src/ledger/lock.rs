@@ -97,9 +97,14 @@ impl JobLock {
     /// Like [`JobLock::acquire`], but waits up to `wait` for the holder to finish.
     pub fn acquire_wait(state_dir: &Path, job: &str, wait: std::time::Duration) -> Result<Self> {
         let deadline = std::time::Instant::now() + wait;
+        let mut said = false;
         loop {
             match Self::acquire(state_dir, job) {
                 Err(e) if e.is::<Busy>() && std::time::Instant::now() < deadline => {
+                    if !said {
+                        tracing::info!("{e:#}; waiting up to {}s for it", wait.as_secs());
+                        said = true;
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(200));
                 }
                 other => return other,

@@ -60,7 +60,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             accept_deletions,
         } => {
             let chosen = select(&enrollment, &recipes)?;
-            let _lock = JobLock::acquire(&config.state_dir, "mirrors")?;
+            let _lock = JobLock::acquire_wait(&config.state_dir, "mirrors", config.lock_wait)?;
             let mut ledger = Ledger::open(&config.state_dir)?;
             let results =
                 sync_accepting(&config, &chosen, &mut ledger, &ctx.out, accept_deletions)?;

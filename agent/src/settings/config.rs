@@ -98,6 +98,7 @@ struct RawConfig {
     enrollment_file: PathBuf,
     state_dir: Option<PathBuf>,
     tests_dir: Option<PathBuf>,
+    lock_wait: Option<super::values::Seconds>,
     forge: Option<RawForge>,
     #[serde(default)]
     bridge: RawBridge,
@@ -202,6 +203,10 @@ pub struct Config {
     pub enrollment_file: PathBuf,
     pub state_dir: PathBuf,
     pub tests_dir: Option<PathBuf>,
+    /// How long a job (mirror sync, sweep, gc) waits for another job's lock before it gives up
+    /// with exit 4: timers that fire together take turns instead of one losing its run. Zero
+    /// (the default for a person at a terminal) refuses at once; the NixOS module sets 30 minutes.
+    pub lock_wait: std::time::Duration,
     pub forge: Option<Forge>,
     pub bridge: Bridge,
     pub deploy: super::deploy::DeploySettings,
@@ -388,6 +393,7 @@ impl Config {
                     .unwrap_or(Path::new(DEFAULT_STATE_DIR)),
             ),
             tests_dir: raw.tests_dir.as_deref().map(resolve),
+            lock_wait: raw.lock_wait.map_or(std::time::Duration::ZERO, |s| s.0),
             forge,
             bridge: Bridge {
                 unit,

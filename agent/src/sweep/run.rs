@@ -603,7 +603,7 @@ pub fn run(ctx: &crate::cli::Context, opts: Options) -> Result<Exit> {
     let recipes = canonical_recipes(&enrollment, &opts.only)?;
     let mut ledger = Ledger::open(&config.state_dir)?;
     let sweep = ledger.sweep_begin()?;
-    let _lock = match JobLock::acquire(&config.state_dir, "sweep") {
+    let _lock = match JobLock::acquire_wait(&config.state_dir, "sweep", config.lock_wait) {
         Ok(lock) => lock,
         Err(e) => {
             ledger.sweep_finish(sweep, "refused-busy", &format!("{e:#}"))?;
