@@ -122,22 +122,31 @@ pub fn main() -> std::process::ExitCode {
         Ok(code) => code.into(),
         Err(err) => {
             let code = classify(&err);
-            report(&err);
+            report(&err, code, ctx.out.is_json());
             code.into()
         }
     }
 }
 
 /// Prints an error chain: located input errors one per line, the rest as "error: a: b: c".
-fn report(err: &anyhow::Error) {
-    if let Some(invalid) = err.downcast_ref::<Invalid>() {
-        for e in &invalid.0 {
-            eprintln!("error: {e}");
-        }
-        return;
+/// The error on stderr for people; in JSON mode also as `{"error": ..., "exit": N}` on stdout, so
+/// a script reading stdout gets an answer it can parse whatever happened.
+fn report(err: &anyhow::Error, code: Exit, json: bool) {
+    let lines: Vec<String> = match err.downcast_ref::<Invalid>() {
+        Some(invalid) => invalid.0.iter().map(ToString::to_string).collect(),
+        None => vec![err
+            .chain()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ")],
+    };
+    for line in &lines {
+        eprintln!("error: {line}");
     }
-    let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-    eprintln!("error: {}", chain.join(": "));
+    if json {
+        let body = serde_json::json!({ "error": lines.join("\n"), "exit": code as u8 });
+        crate::output::write_stdout(format!("{body}\n").as_bytes());
+    }
 }
 
 fn init_tracing() {

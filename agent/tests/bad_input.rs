@@ -84,6 +84,14 @@ fn command_lines() {
             path.display(),
             out.stderr
         );
+        if let Some(want) = c.get("stdout").and_then(|v| v.as_str()) {
+            assert!(
+                out.stdout.contains(want),
+                "{}: stdout lacks {want:?}:\n{}",
+                path.display(),
+                out.stdout
+            );
+        }
         assert_eq!(
             snapshot(dir.path()),
             before,

@@ -69,6 +69,16 @@ fn standing_canonical(
     Ok(fallback(&greens, &refs).map(|(tag, _)| tag.to_string()))
 }
 
+/// A recipe name the enrollment declares, or bad input (exit 2): a typo must not read as "no
+/// history".
+fn declared(config: &crate::settings::config::Config, name: &str) -> Result<()> {
+    let enrollment = Enrollment::load(&config.enrollment_file)?;
+    if enrollment.get(name).is_none() {
+        return Err(Unusable(format!("{name:?} is not a declared recipe")).into());
+    }
+    Ok(())
+}
+
 /// Why a canonical that no longer holds does not, in words.
 pub fn why_not(c: &Canonical, refs: &RefSet) -> String {
     match refs.tags.get(&c.version) {
@@ -117,6 +127,10 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
                 InputError::file(dir, "not a directory of <recipe>/canonical.json files").into(),
             );
         }
+    }
+    // A name the enrollment does not declare is bad input, before anything is opened.
+    if let Command::Show { recipe } | Command::Base { recipe } = &args.command {
+        declared(&config, recipe)?;
     }
     let ledger = Ledger::open(&config.state_dir)?;
     match args.command {
@@ -290,6 +304,7 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
 
 pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
     let config = ctx.config()?;
+    declared(&config, &args.recipe)?;
     let ledger = Ledger::open(&config.state_dir)?;
     let runs = ledger.history(&args.recipe, args.limit)?;
     if ctx.out.is_json() {
