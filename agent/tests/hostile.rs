@@ -610,8 +610,10 @@ fn fifos_devices_and_huge_files_are_refused_not_read() {
         )
         .unwrap();
         let run = agent_within(&["--config", &c, "mirrors", "sync"], limit);
-        assert_ne!(run.code, 0);
+        // Bad input, named by the key that points at it (exit 2).
+        assert_eq!(run.code, 2, "{}", run.stderr);
         assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
+        assert!(run.stderr.contains("forge.token_file"), "{}", run.stderr);
     }
 }
 

@@ -142,7 +142,14 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Forge>> {
         .into()),
         Some(ForgeSettings::Local { path }) => Ok(Box::new(Local::new(path.clone()))),
         Some(ForgeSettings::Gitea { url, org, token_file }) => {
-            let token = read_token(token_file.as_deref(), FORGE_TOKEN_CREDENTIAL, "forge")?;
+            // A token that cannot be read is bad input, named by the key that points at it.
+            let token = read_token(token_file.as_deref(), FORGE_TOKEN_CREDENTIAL, "forge")
+                .map_err(|e| {
+                    crate::exit::Unusable(format!(
+                        "{}: forge.token_file: {e:#}",
+                        config.path.display()
+                    ))
+                })?;
             let source = token_file.as_ref().map_or_else(
                 || format!("the systemd credential {FORGE_TOKEN_CREDENTIAL}"),
                 |p| format!("forge.token_file ({})", p.display()),
