@@ -1252,3 +1252,28 @@ fn an_upstream_without_the_branch_names_the_branches_it_has_and_the_key() {
     );
     assert!(!f.forge.repo("rallly").exists(), "no mirror made");
 }
+
+#[test]
+fn status_with_an_unreadable_token_reports_each_mirror_instead_of_aborting() {
+    let f = Fleet::new(&["ghost", "mumble"]);
+    std::fs::remove_file(f.dir.path().join("forge-token")).unwrap();
+    let status = f.agent(&["mirrors", "status"]);
+    assert_eq!(status.code, 3, "{}\n{}", status.stdout, status.stderr);
+    assert_eq!(
+        status.stdout.matches("mirror-unreachable").count(),
+        2,
+        "{}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("forge.token_file"),
+        "{}",
+        status.stdout
+    );
+    let sync = f.agent(&["mirrors", "sync"]);
+    assert_eq!(
+        sync.code, 2,
+        "a sync cannot run without it: bad input\n{}",
+        sync.stderr
+    );
+}

@@ -109,7 +109,18 @@ fn standing(syncer: &super::Syncer<'_>, recipe: &Recipe) -> (Standing, String) {
 
 /// Each recipe's standing, asked of both sides now, `mirrors.concurrency` at a time; sorted.
 pub fn standings(config: &Config, recipes: &[Recipe]) -> Result<Vec<(String, (Standing, String))>> {
-    let forge = forge::from_config(config)?;
+    // A forge that cannot be used (no token, an unreadable one) is each mirror unreachable, said
+    // per recipe: a report, not an abort.
+    let forge = match forge::from_config(config) {
+        Ok(f) => f,
+        Err(e) => {
+            let why = format!("{e:#}");
+            return Ok(recipes
+                .iter()
+                .map(|r| (r.name.clone(), (Standing::MirrorUnreachable, why.clone())))
+                .collect());
+        }
+    };
     let syncer = super::syncer(config, forge.as_ref());
     let next = AtomicUsize::new(0);
     let found = Mutex::new(Vec::new());
