@@ -239,7 +239,7 @@ impl Config {
     }
 
     pub fn from_source(source: &TomlSource) -> Result<Self, Invalid> {
-        let raw: RawConfig = source.deserialize()?;
+        let raw: RawConfig = source.deserialize().map_err(Invalid)?;
         // Absolute, so a path means the same thing whatever directory a child process runs in.
         let parent = source
             .path()
@@ -458,6 +458,25 @@ mod tests {
     fn parse(text: &str) -> Result<Config, Invalid> {
         let source = TomlSource::parse(Path::new("/etc/cc-ci/agent.toml"), text.to_string())?;
         Config::from_source(&source)
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_each_at_its_line() {
+        let text = "enrollment_file = \"e\"\ncolour = true\n\n[mirrors]\nconcurency = 8\ngit_timeout = \"5m\"\nretrys = 2\n";
+        let Err(Invalid(errors)) = parse(text) else {
+            panic!("accepted");
+        };
+        let found: Vec<(Option<usize>, &str)> =
+            errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (Some(2), "colour"),
+                (Some(5), "mirrors.concurency"),
+                (Some(7), "mirrors.retrys")
+            ],
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl Enrollment {
     }
 
     pub fn from_source(source: &TomlSource) -> Result<Self, Invalid> {
-        let raw: RawEnrollment = source.deserialize()?;
+        let raw: RawEnrollment = source.deserialize().map_err(Invalid)?;
         let mut errors = Vec::new();
 
         let default_insecure = raw.defaults.allow_insecure.unwrap_or(false);

@@ -121,9 +121,46 @@ impl TomlSource {
     }
 
     /// Deserializes the whole document; type errors and unknown keys come back located.
-    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, InputError> {
+    ///
+    /// Every unknown key is reported, not only the first: a `key = value` line found unknown is
+    /// blanked (the same bytes, as spaces, so every later line keeps its number) and the
+    /// document read again, until it reads or an error of another kind is found.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Vec<InputError>> {
+        let mut errors = Vec::new();
+        let mut text = self.text.clone();
+        for _ in 0..64 {
+            let Ok(doc) = ImDocument::parse(text.clone()) else {
+                break;
+            };
+            let source = TomlSource {
+                path: self.path.clone(),
+                text: text.clone(),
+                doc,
+            };
+            match source.deserialize_once::<T>() {
+                Ok(value) if errors.is_empty() => return Ok(value),
+                Ok(_) => break,
+                Err((error, unknown_at)) => {
+                    errors.push(error);
+                    match unknown_at.and_then(|at| key_line(&text, at)) {
+                        Some(line) => text.replace_range(line.clone(), &" ".repeat(line.len())),
+                        None => break,
+                    }
+                }
+            }
+        }
+        Err(errors)
+    }
+
+    /// One reading; on an unknown key, also where it is.
+    fn deserialize_once<T: DeserializeOwned>(&self) -> Result<T, (InputError, Option<usize>)> {
         let de = toml_edit::de::Deserializer::from(self.doc.clone());
         T::deserialize(de).map_err(|e| {
+            let unknown_at = e
+                .message()
+                .starts_with("unknown field `")
+                .then(|| e.span().map(|s| s.start))
+                .flatten();
             let (line, mut key) = match e.span() {
                 Some(span) => (
                     Some(line_of(&self.text, span.start)),
@@ -152,12 +189,13 @@ impl TomlSource {
                 Some(m) => format!("{m}: this agent version reads no keys in this section yet"),
                 None => e.message().to_string(),
             };
-            InputError {
+            let error = InputError {
                 file: self.path.clone(),
                 line,
                 key,
                 message,
-            }
+            };
+            (error, unknown_at)
         })
     }
 
@@ -301,6 +339,23 @@ fn key_near(text: &str, offset: usize) -> String {
 }
 
 /// 1-based line number of a byte offset.
+/// The byte range of the line holding `offset`, when it is a `key = value` line (not a table
+/// header, not inside a value that spans lines: blanking it must leave valid TOML).
+fn key_line(text: &str, offset: usize) -> Option<Range<usize>> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let end = text
+        .get(offset..)?
+        .find('\n')
+        .map_or(text.len(), |i| offset + i);
+    let line = text.get(start..end)?;
+    if line.trim_start().starts_with('[') || !line.contains('=') {
+        return None;
+    }
+    let mut blanked = text.to_string();
+    blanked.replace_range(start..end, &" ".repeat(end - start));
+    ImDocument::parse(blanked).ok().map(|_| start..end)
+}
+
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
