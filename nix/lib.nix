@@ -13,6 +13,7 @@ let
     head
     isAttrs
     isBool
+    isList
     isString
     length
     listToAttrs
@@ -87,7 +88,9 @@ let
   # default. `file` only names the file in error messages.
   fromAttrs = file: raw:
     let
-      top = checkKeys file [ ] [ "defaults" "recipe" ] raw;
+      top = checkKeys file [ ] [ "defaults" "recipe" "bridge" ] raw;
+      bridge = checkKeys file [ "bridge" ] [ "also_poll" ] (opt file [ ] top "bridge" isAttrs "a table" { });
+      alsoPoll = opt file [ "bridge" ] bridge "also_poll" isList "a list" [ ];
       defaults = checkKeys file [ "defaults" ] [ "upstream" "branch" "allow_insecure" ]
         (opt file [ ] top "defaults" isAttrs "a table" { });
       dOpt = opt file [ "defaults" ] defaults;
@@ -141,16 +144,30 @@ let
         };
 
       recipes = mapAttrs recipe recipeTables;
+
+      # Repositories the bridge polls that are not recipes: names, each once, none a recipe.
+      checkedAlsoPoll = builtins.genList
+        (i:
+          let n = builtins.elemAt alsoPoll i; at = [ "bridge" "also_poll" ];
+          in
+          if !(isString n) || !(nameOk n) then fail file at "entry ${toString i}: must be a repository name matching [a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?"
+          else if recipeTables ? ${n} then fail file at "entry ${toString i}: \"${n}\" is declared as a recipe too"
+          else if builtins.length (filter (m: m == n) alsoPoll) > 1 then fail file at "entry ${toString i}: \"${n}\" is listed twice"
+          else n)
+        (builtins.length alsoPoll);
     in
     # deepSeq: every check runs now, not when some attribute happens to be read.
-    builtins.deepSeq [ checkedDefaults recipes ] {
+    builtins.deepSeq [ checkedDefaults recipes checkedAlsoPoll ] {
       recipes = mapAttrs (_: r: removeAttrs r [ "checked" ]) recipes;
+      also_poll = checkedAlsoPoll;
     };
 
   fromFile = path: fromAttrs (toString path) (builtins.fromTOML (builtins.readFile path));
 
   pollRepos = enrollment:
-    concatStringsSep "," (sort lessThan (filter (n: enrollment.recipes.${n}.enrolled) (attrNames enrollment.recipes)));
+    concatStringsSep "," (sort lessThan
+      (filter (n: enrollment.recipes.${n}.enrolled) (attrNames enrollment.recipes)
+        ++ (enrollment.also_poll or [ ])));
 in
 {
   inherit defaultUpstream defaultBranch fromAttrs fromFile pollRepos releaseTagOk;

@@ -479,11 +479,11 @@ fn set_changes_a_declared_recipe_and_keeps_the_rest_of_the_file() {
 }
 
 #[test]
-fn import_canonical_makes_every_recipe_take_part_in_the_sweep() {
+fn import_canonical_keeps_a_repository_that_is_not_a_recipe_polled_and_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("enrollment.toml");
     let o = out.to_string_lossy();
-    let csv = "plausible,custom-html,hedgedoc";
+    let csv = "plausible,cc-ci,ghost";
     let run = agent(&[
         "enrollment",
         "--file",
@@ -492,9 +492,32 @@ fn import_canonical_makes_every_recipe_take_part_in_the_sweep() {
         "--poll-repos",
         csv,
         "--canonical",
+        "--not-recipe",
+        "cc-ci",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+    let poll = agent(&["enrollment", "--file", &o, "poll-repos"]);
+    assert_eq!(
+        poll.stdout, "cc-ci,ghost,plausible\n",
+        "POLL_REPOS unchanged"
+    );
     let check = agent(&["--format", "json", "enrollment", "--file", &o, "check"]);
     let v: serde_json::Value = serde_json::from_str(&check.stdout).expect("json");
-    assert_eq!(v["canonical"], 3, "{v}");
+    assert_eq!(
+        (v["declared"].clone(), v["canonical"].clone()),
+        (2.into(), 2.into()),
+        "{v}"
+    );
+    let wrong = agent(&[
+        "enrollment",
+        "--file",
+        &o,
+        "import",
+        "--poll-repos",
+        csv,
+        "--force",
+        "--not-recipe",
+        "bridge",
+    ]);
+    assert_eq!(wrong.code, 2, "{}", wrong.stderr);
 }

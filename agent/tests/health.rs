@@ -453,3 +453,54 @@ fn a_report_survives_kill_9_before_it_is_sent() {
         ["1", "2"]
     );
 }
+
+#[test]
+fn the_bridge_polling_what_is_not_enrolled_is_said_and_also_poll_is_not_a_recipe() {
+    let (dir, config) = setup();
+    let root = dir.path();
+    // The bridge polls the host's own repository and a recipe enrolled nowhere.
+    std::fs::write(root.join("poll-repos"), "cc-ci,exempt,good,gone\n").unwrap();
+    let host = |run: &common::Run| -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        v["host"].as_array().cloned().unwrap_or_default()
+    };
+    let run = common::agent(&["--config", &config, "--format", "json", "health"]);
+    let bridge: Vec<_> = host(&run)
+        .into_iter()
+        .filter(|c| c["name"] == "bridge")
+        .collect();
+    assert_eq!(bridge.len(), 1, "{}", run.stdout);
+    let reason = bridge[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("cc-ci, gone"), "{reason}");
+
+    // Declared as polled but not a recipe: no longer said, and never checked as a recipe.
+    let enrollment = root.join("enrollment.toml");
+    let text = std::fs::read_to_string(&enrollment).unwrap();
+    std::fs::write(
+        &enrollment,
+        format!("[bridge]\nalso_poll = [\"cc-ci\"]\n\n{text}"),
+    )
+    .unwrap();
+    let run = common::agent(&["--config", &config, "--format", "json", "health"]);
+    let bridge: Vec<_> = host(&run)
+        .into_iter()
+        .filter(|c| c["name"] == "bridge")
+        .collect();
+    let reason = bridge[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("gone") && !reason.contains("cc-ci"),
+        "{reason}"
+    );
+    assert!(
+        !run.stdout.contains("\"recipe\": \"cc-ci\""),
+        "{}",
+        run.stdout
+    );
+    let poll = common::agent(&[
+        "enrollment",
+        "--file",
+        enrollment.to_str().unwrap(),
+        "poll-repos",
+    ]);
+    assert_eq!(poll.stdout, "cc-ci,exempt,good,unpolled\n");
+}

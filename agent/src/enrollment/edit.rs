@@ -108,6 +108,10 @@ pub struct ImportArgs {
     /// Every imported recipe takes part in the canonical sweep.
     #[arg(long)]
     canonical: bool,
+    /// A name in the list that is not a recipe (the host's own repository): kept in POLL_REPOS
+    /// through `[bridge] also_poll`, never mirrored or swept. Repeatable.
+    #[arg(long, value_name = "NAME")]
+    not_recipe: Vec<String>,
 }
 
 pub fn add(ctx: &Context, target: &Target, args: AddArgs) -> Result<Exit> {
@@ -153,7 +157,7 @@ fn done(ctx: &Context, action: &str, recipe: &str, target: &Target, poll: &str) 
 
 pub fn import(ctx: &Context, target: &Target, args: ImportArgs) -> Result<Exit> {
     let output = args.output.unwrap_or_else(|| target.file.clone());
-    let text = import_poll_repos(&args.poll_repos, &output, args.canonical)?;
+    let text = import_poll_repos(&args.poll_repos, &output, args.canonical, &args.not_recipe)?;
     if output.as_os_str() == "-" {
         crate::say_raw!("{text}");
         return Ok(Exit::Success);

@@ -270,6 +270,29 @@ fn recipe_health(
     })
 }
 
+/// The other direction of the `bridge` check: names the live bridge polls that are neither an
+/// enrolled recipe nor in `[bridge] also_poll`.
+fn polled_but_not_enrolled(
+    enrollment: &Enrollment,
+    live: &Result<BTreeSet<String>, String>,
+) -> Option<String> {
+    let names = live.as_ref().ok()?;
+    let extra: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| {
+            !enrollment.enrolled().any(|r| r.name == *n)
+                && !enrollment.also_poll.iter().any(|a| a == n)
+        })
+        .collect();
+    (!extra.is_empty()).then(|| {
+        format!(
+            "the live bridge polls {}, which the enrollment neither enrolls nor lists in [bridge] also_poll: deploy to apply the enrollment, or declare them",
+            extra.join(", ")
+        )
+    })
+}
+
 /// The sweep as a whole: a sweep that was refused is a week's releases not judged, and a sweep
 /// over no canonical recipe is green timers that promote nothing (the "hollow" sweep a real host
 /// ran for months). `None` when no recipe is canonical and no sweep ever ran: nothing to say.
@@ -342,6 +365,9 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
     }
     if let Some((status, reason)) = sweep_check(&enrollment, &ledger)? {
         host.push(check("sweep", status, reason));
+    }
+    if let Some(reason) = polled_but_not_enrolled(&enrollment, &live) {
+        host.push(check("bridge", Status::Warn, reason));
     }
     let host_verdict = host.iter().map(|c| match c.status {
         Status::Ok | Status::Unknown => Verdict::Healthy,

@@ -398,7 +398,12 @@ fn table_at<'a>(mut table: &'a mut Table, path: &[String]) -> Option<&'a mut Tab
 }
 
 /// Today's hand-typed `POLL_REPOS` CSV turned into a new enrollment file's text.
-pub fn import_poll_repos(csv: &str, origin: &Path, canonical: bool) -> Result<String, Invalid> {
+pub fn import_poll_repos(
+    csv: &str,
+    origin: &Path,
+    canonical: bool,
+    not_recipes: &[String],
+) -> Result<String, Invalid> {
     let mut errors = Vec::new();
     let mut names: Vec<&str> = Vec::new();
     for (i, entry) in csv.split(',').map(str::trim).enumerate() {
@@ -424,9 +429,20 @@ pub fn import_poll_repos(csv: &str, origin: &Path, canonical: bool) -> Result<St
             names.push(entry);
         }
     }
+    for n in not_recipes {
+        if !names.contains(&n.as_str()) {
+            errors.push(InputError {
+                file: "--not-recipe".into(),
+                line: None,
+                key: n.clone(),
+                message: format!("{n:?} is not in --poll-repos"),
+            });
+        }
+    }
     if !errors.is_empty() {
         return Err(Invalid(errors));
     }
+    names.retain(|n| !not_recipes.iter().any(|r| r == n));
     names.sort_unstable();
     let mut text = String::from(
         "# Recipes the cc-ci host tracks. See docs/enrollment.md for every key.\n\
@@ -436,6 +452,15 @@ pub fn import_poll_repos(csv: &str, origin: &Path, canonical: bool) -> Result<St
         "upstream = {:?}\nbranch = {:?}\n",
         DEFAULT_UPSTREAM, DEFAULT_BRANCH
     ));
+    if !not_recipes.is_empty() {
+        let mut polled: Vec<&String> = not_recipes.iter().collect();
+        polled.sort_unstable();
+        let list: Vec<String> = polled.iter().map(|n| format!("{n:?}")).collect();
+        text.push_str(&format!(
+            "\n# Polled by the bridge, but not recipes: never mirrored or swept.\n[bridge]\nalso_poll = [{}]\n",
+            list.join(", ")
+        ));
+    }
     for name in &names {
         text.push_str(&format!("\n[recipe.{name}]\n"));
         if canonical {
@@ -479,14 +504,15 @@ mod tests {
             " plausible,custom-html ,, hedgedoc,",
             Path::new("e.toml"),
             false,
+            &[],
         )?;
         let source = TomlSource::parse(Path::new("e.toml"), text)?;
         assert_eq!(
             Enrollment::from_source(&source)?.poll_repos(),
             "custom-html,hedgedoc,plausible"
         );
-        assert!(import_poll_repos("a,b,a", Path::new("e.toml"), false).is_err());
-        assert!(import_poll_repos("a,B", Path::new("e.toml"), false).is_err());
+        assert!(import_poll_repos("a,b,a", Path::new("e.toml"), false, &[]).is_err());
+        assert!(import_poll_repos("a,B", Path::new("e.toml"), false, &[]).is_err());
         Ok(())
     }
 }

@@ -19,7 +19,17 @@ struct RawEnrollment {
     #[serde(default)]
     defaults: RawDefaults,
     #[serde(default)]
+    bridge: RawBridgeSection,
+    #[serde(default)]
     recipe: BTreeMap<String, RawRecipe>,
+}
+
+/// `[bridge]`: what the bridge polls besides the enrolled recipes.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBridgeSection {
+    #[serde(default)]
+    also_poll: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -74,6 +84,9 @@ pub struct Recipe {
 pub struct Enrollment {
     /// Sorted by name (byte order, as `POLL_REPOS` is).
     pub recipes: Vec<Recipe>,
+    /// Repositories the bridge polls that are not recipes (`[bridge] also_poll`, the host's
+    /// own repository): in `POLL_REPOS`, never mirrored, swept or checked as recipes.
+    pub also_poll: Vec<String>,
 }
 
 impl Enrollment {
@@ -180,8 +193,27 @@ impl Enrollment {
                 branch,
             });
         }
+        let mut also_poll = Vec::new();
+        for (i, name) in raw.bridge.also_poll.into_iter().enumerate() {
+            let at = source.error_at(&["bridge", "also_poll"], String::new());
+            let fail = |m: String| InputError {
+                message: format!("entry {i}: {m}"),
+                ..at.clone()
+            };
+            if let Err(e) = check_recipe_name(&name) {
+                errors.push(fail(e));
+            } else if recipes.iter().any(|r| r.name == name) {
+                errors.push(fail(format!(
+                    "{name:?} is declared as a recipe too: it is one or the other"
+                )));
+            } else if also_poll.contains(&name) {
+                errors.push(fail(format!("{name:?} is listed twice")));
+            } else {
+                also_poll.push(name);
+            }
+        }
         if errors.is_empty() {
-            Ok(Self { recipes })
+            Ok(Self { recipes, also_poll })
         } else {
             Err(Invalid(errors))
         }
@@ -198,7 +230,11 @@ impl Enrollment {
     /// The bridge's `POLL_REPOS`: enrolled recipe names, sorted, comma-joined. `nix/lib.nix`
     /// renders the same string; the two are compared byte for byte on `tests/enrollment/`.
     pub fn poll_repos(&self) -> String {
-        let mut names: Vec<&str> = self.enrolled().map(|r| r.name.as_str()).collect();
+        let mut names: Vec<&str> = self
+            .enrolled()
+            .map(|r| r.name.as_str())
+            .chain(self.also_poll.iter().map(String::as_str))
+            .collect();
         names.sort_unstable();
         names.join(",")
     }
