@@ -284,12 +284,19 @@ fn the_upgrade_base_is_always_strictly_older_than_the_version() {
     // canonical base: the pin wins over the canonical.
     let base = s.agent(&["canonical", "base", "keycloak"]);
     assert_eq!((base.code, base.stdout.trim()), (0, "3.0.0+22.0"));
-    // Once the canonical has caught up with the pin, enrollment check says it can go.
+    // The canonical is the pinned version: the pin is not redundant (it still holds the base if
+    // that canonical were demoted to an older, broken one).
     let check = s.agent(&["enrollment", "check"]);
     assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(!check.stdout.contains("redundant"), "{}", check.stdout);
+    // Once the canonical is past the pin, enrollment check says it can go.
+    up.commit("x", "3\n");
+    up.tag("4.0.0+23.0", true);
+    s.sweep();
+    let check = s.agent(&["enrollment", "check"]);
     assert!(
         check.stdout.contains(
-            "warning: keycloak: upgrade_base 3.0.0+22.0 is at or below the canonical 3.0.0+22.0"
+            "warning: keycloak: upgrade_base 3.0.0+22.0 is below the canonical 4.0.0+23.0"
         ),
         "{}",
         check.stdout

@@ -128,12 +128,12 @@ fn pins_at_or_below_canonical(
         let (Ok(p), Ok(cv)) = (check_release_tag(pin), check_release_tag(&c.version)) else {
             continue;
         };
-        if p.cmp_precedence(&cv) != std::cmp::Ordering::Greater {
+        if p.cmp_precedence(&cv) == std::cmp::Ordering::Less {
             problems.push(Problem {
                 recipe: r.name.clone(),
                 severity: Severity::Warning,
                 message: format!(
-                    "upgrade_base {pin} is at or below the canonical {}: the pin is redundant and can be removed",
+                    "upgrade_base {pin} is below the canonical {}: the pin is redundant and can be removed",
                     c.version
                 ),
             });
