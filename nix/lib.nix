@@ -91,10 +91,11 @@ let
       top = checkKeys file [ ] [ "defaults" "recipe" "bridge" ] raw;
       bridge = checkKeys file [ "bridge" ] [ "also_poll" ] (opt file [ ] top "bridge" isAttrs "a table" { });
       alsoPoll = opt file [ "bridge" ] bridge "also_poll" isList "a list" [ ];
-      defaults = checkKeys file [ "defaults" ] [ "upstream" "branch" "allow_insecure" ]
+      defaults = checkKeys file [ "defaults" ] [ "upstream" "branch" "allow_insecure" "canonical" ]
         (opt file [ ] top "defaults" isAttrs "a table" { });
       dOpt = opt file [ "defaults" ] defaults;
       defaultInsecure = dOpt "allow_insecure" isBool "a boolean" false;
+      defaultCanonical = dOpt "canonical" isBool "a boolean" false;
       upstreamTemplate = dOpt "upstream" isString "a string" defaultUpstream;
       defaultBranch' = dOpt "branch" isString "a string" defaultBranch;
       checkedDefaults =
@@ -126,7 +127,7 @@ let
         {
           inherit name branch tests reason;
           enrolled = o "enrolled" isBool "a boolean" true;
-          canonical = o "canonical" isBool "a boolean" false;
+          canonical = o "canonical" isBool "a boolean" defaultCanonical;
           upgrade_base = if upgradeBase == null || releaseTagOk upgradeBase then upgradeBase
             else fail file (path ++ [ "upgrade_base" ]) "\"${upgradeBase}\" is not a release tag (<semver>+<app version>)";
           upstream =
@@ -157,7 +158,7 @@ let
         (builtins.length alsoPoll);
     in
     # deepSeq: every check runs now, not when some attribute happens to be read.
-    builtins.deepSeq [ checkedDefaults recipes checkedAlsoPoll ] {
+    builtins.deepSeq [ checkedDefaults defaultCanonical recipes checkedAlsoPoll ] {
       recipes = mapAttrs (_: r: removeAttrs r [ "checked" ]) recipes;
       also_poll = checkedAlsoPoll;
     };

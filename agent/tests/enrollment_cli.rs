@@ -521,3 +521,48 @@ fn import_canonical_keeps_a_repository_that_is_not_a_recipe_polled_and_nothing_e
     ]);
     assert_eq!(wrong.code, 2, "{}", wrong.stderr);
 }
+
+#[test]
+fn canonical_in_defaults_applies_and_set_writes_only_what_differs_from_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("enrollment.toml");
+    fs::write(
+        &file,
+        "[defaults]\ncanonical = true\n\n[recipe.plausible]\n\n[recipe.hedgedoc]\n",
+    )
+    .unwrap();
+    let f = file.to_string_lossy();
+    let canonical = || {
+        let check = agent(&["--format", "json", "enrollment", "--file", &f, "check"]);
+        serde_json::from_str::<serde_json::Value>(&check.stdout).expect("json")["canonical"].clone()
+    };
+    assert_eq!(canonical(), 2);
+    assert_eq!(
+        agent(&[
+            "enrollment",
+            "--file",
+            &f,
+            "set",
+            "hedgedoc",
+            "--no-canonical"
+        ])
+        .code,
+        0
+    );
+    assert!(
+        read(&file).contains("[recipe.hedgedoc]\ncanonical = false"),
+        "{}",
+        read(&file)
+    );
+    assert_eq!(canonical(), 1);
+    assert_eq!(
+        agent(&["enrollment", "--file", &f, "set", "hedgedoc", "--canonical"]).code,
+        0
+    );
+    assert!(
+        !read(&file).contains("canonical = false"),
+        "{}",
+        read(&file)
+    );
+    assert_eq!(canonical(), 2);
+}

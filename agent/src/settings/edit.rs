@@ -258,6 +258,12 @@ impl EnrollmentEdit {
                 );
             }
         }
+        let default_canonical = self
+            .doc
+            .get("defaults")
+            .and_then(|d| d.get("canonical"))
+            .and_then(Item::as_bool)
+            .unwrap_or(false);
         let table = match self.doc.get_mut("recipe").and_then(|r| r.get_mut(name)) {
             Some(Item::Table(t)) => t,
             _ => return Err(self.arg_error(
@@ -274,7 +280,8 @@ impl EnrollmentEdit {
             }
         };
         if let Some(c) = changes.canonical {
-            put("canonical", c.then(|| true.into()));
+            // The key goes when the value is the default's; it stays to say otherwise.
+            put("canonical", (c != default_canonical).then(|| c.into()));
         }
         if let Some(pin) = &changes.upgrade_base {
             put("upgrade_base", pin.as_deref().map(Into::into));

@@ -38,6 +38,8 @@ struct RawDefaults {
     upstream: Option<String>,
     branch: Option<String>,
     allow_insecure: Option<bool>,
+    /// Every recipe takes part in the sweep unless its own table says `canonical = false`.
+    canonical: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -186,7 +188,7 @@ impl Enrollment {
             recipes.push(Recipe {
                 name,
                 enrolled: r.enrolled.unwrap_or(true),
-                canonical: r.canonical.unwrap_or(false),
+                canonical: r.canonical.or(raw.defaults.canonical).unwrap_or(false),
                 upgrade_base: r.upgrade_base,
                 tests,
                 upstream,
