@@ -566,3 +566,58 @@ fn canonical_in_defaults_applies_and_set_writes_only_what_differs_from_it() {
     );
     assert_eq!(canonical(), 2);
 }
+
+#[test]
+fn add_takes_the_settings_set_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = example_copy(dir.path());
+    let f = file.to_string_lossy();
+    let run = agent(&[
+        "enrollment",
+        "--file",
+        &f,
+        "add",
+        "discourse",
+        "--canonical",
+        "--branch",
+        "master",
+        "--upgrade-base",
+        "1.0.0+3.1",
+        "--not-enrolled",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let list = agent(&["--format", "json", "enrollment", "--file", &f, "list"]);
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).expect("json");
+    let r = v["recipes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "discourse")
+        .cloned();
+    let r = r.unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(
+        (
+            r["branch"].clone(),
+            r["upgrade_base"].clone(),
+            r["enrolled"].clone(),
+            r["canonical"].clone()
+        ),
+        (
+            "master".into(),
+            "1.0.0+3.1".into(),
+            false.into(),
+            true.into()
+        ),
+        "{r}"
+    );
+    let bad = agent(&[
+        "enrollment",
+        "--file",
+        &f,
+        "add",
+        "ghost",
+        "--upgrade-base",
+        "v2",
+    ]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+}

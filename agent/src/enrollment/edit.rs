@@ -25,6 +25,15 @@ pub struct AddArgs {
     /// Enroll without a test suite, giving the reason.
     #[arg(long, value_name = "REASON")]
     tests_exempt: Option<String>,
+    /// The recipe's branch, if not the default from [defaults].
+    #[arg(long, value_name = "BRANCH")]
+    branch: Option<String>,
+    /// Pin the upgrade base to this release tag.
+    #[arg(long, value_name = "VERSION")]
+    upgrade_base: Option<String>,
+    /// Declare it without enrolling it.
+    #[arg(long)]
+    not_enrolled: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,6 +129,9 @@ pub fn add(ctx: &Context, target: &Target, args: AddArgs) -> Result<Exit> {
         upstream: args.upstream,
         canonical: args.canonical,
         tests_exempt: args.tests_exempt,
+        branch: args.branch,
+        upgrade_base: args.upgrade_base,
+        not_enrolled: args.not_enrolled,
     };
     edit.add(&args.recipe, &new)?;
     let edited = edit.commit()?;

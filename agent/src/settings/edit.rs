@@ -21,6 +21,10 @@ pub struct NewRecipe {
     pub upstream: Option<String>,
     pub canonical: bool,
     pub tests_exempt: Option<String>,
+    pub branch: Option<String>,
+    pub upgrade_base: Option<String>,
+    /// Declared but not enrolled.
+    pub not_enrolled: bool,
 }
 
 /// What `enrollment set` changes in one recipe's table; `None` leaves a key as it is.
@@ -204,6 +208,15 @@ impl EnrollmentEdit {
         }
         if new.canonical {
             table.insert("canonical", value(true));
+        }
+        if let Some(b) = &new.branch {
+            table.insert("branch", value(b.as_str()));
+        }
+        if let Some(v) = &new.upgrade_base {
+            table.insert("upgrade_base", value(v.as_str()));
+        }
+        if new.not_enrolled {
+            table.insert("enrolled", value(false));
         }
         if let Some(reason) = &new.tests_exempt {
             table.insert("tests", value("exempt"));
