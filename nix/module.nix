@@ -478,7 +478,13 @@ in
         inherit (cfg.mirrors) concurrency;
         close_merged_prs = cfg.mirrors.closeMergedPrs;
       };
-      health = dropNulls { metrics_file = cfg.health.metricsFile; };
+      health = dropNulls {
+        metrics_file = cfg.health.metricsFile;
+        # The default weekly sweep, plus a day: a week without a finished sweep is said.
+        sweep_within =
+          if cfg.sweep.command != null && cfg.sweep.timer.enable && cfg.sweep.timer.onCalendar == "weekly"
+          then lib.mkDefault "8d" else null;
+      };
       sweep = dropNulls {
         inherit (cfg.sweep) command teardown timeout;
         canonical_export_dir = cfg.sweep.exportDir;

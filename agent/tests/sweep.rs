@@ -838,3 +838,30 @@ fn a_job_that_meets_the_lock_waits_its_turn_within_lock_wait() {
         "the week's sweep was not lost"
     );
 }
+
+#[test]
+fn no_sweep_done_within_its_period_is_a_health_warning() {
+    let s = Sweep::new(&["peertube"], "\n[health]\nsweep_within = \"7d\"\n");
+    s.up("peertube").tag("1.0.0+1.0", true);
+    let never = s.host_check("sweep");
+    assert!(
+        never["reason"].as_str().unwrap().contains("never"),
+        "{never}"
+    );
+    s.sweep();
+    assert_eq!(s.host_check("sweep")["status"], "ok");
+    // The week's sweep did not happen: the last one that ran to its end is eight days old.
+    let db = rusqlite::Connection::open(s.path("state/state.db")).unwrap();
+    db.execute("UPDATE sweeps SET started_at = '2026-01-01T00:00:00Z'", [])
+        .unwrap();
+    drop(db);
+    let late = s.host_check("sweep");
+    assert_eq!(late["status"], "warn", "{late}");
+    assert!(
+        late["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no sweep has completed within"),
+        "{late}"
+    );
+}

@@ -319,9 +319,31 @@ fn polled_but_not_enrolled(
 /// The sweep as a whole: a sweep that was refused is a week's releases not judged, and a sweep
 /// over no canonical recipe is green timers that promote nothing (the "hollow" sweep a real host
 /// ran for months). `None` when no recipe is canonical and no sweep ever ran: nothing to say.
-fn sweep_check(enrollment: &Enrollment, ledger: &Ledger) -> Result<Option<(Status, String)>> {
+fn sweep_check(
+    enrollment: &Enrollment,
+    ledger: &Ledger,
+    within: Option<Duration>,
+) -> Result<Option<(Status, String)>> {
     let canonical = enrollment.enrolled().filter(|r| r.canonical).count();
-    let last = ledger.sweeps(1)?.into_iter().next();
+    let recent = ledger.sweeps(100)?;
+    let last = recent.first().cloned();
+    // With the sweep's period known: the newest sweep that ran to its end is recent enough.
+    if let (Some(within), true) = (within, canonical > 0) {
+        let done = recent.iter().find(|s| s.outcome.as_deref() == Some("done"));
+        let late = done
+            .and_then(|s| age(&s.started_at))
+            .is_none_or(|a| a > within);
+        if late {
+            let since = done.map_or("never".to_string(), |s| format!("last at {}", s.started_at));
+            return Ok(Some((
+                Status::Warn,
+                format!(
+                    "no sweep has completed within health.sweep_within ({}; {since}): the timer may be off, or every sweep was refused",
+                    humantime::format_duration(within)
+                ),
+            )));
+        }
+    }
     Ok(match (canonical, last) {
         (0, None) => None,
         (0, Some(_)) => Some((
@@ -386,7 +408,7 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
     if let Some((status, reason)) = crate::gc::disk_check(config, &ledger)? {
         host.push(check("disk", status, reason));
     }
-    if let Some((status, reason)) = sweep_check(&enrollment, &ledger)? {
+    if let Some((status, reason)) = sweep_check(&enrollment, &ledger, config.health.sweep_within)? {
         host.push(check("sweep", status, reason));
     }
     if let Some(reason) = polled_but_not_enrolled(&enrollment, &live) {

@@ -144,6 +144,7 @@ struct RawHealth {
     metrics_file: Option<PathBuf>,
     poll_repos_file: Option<PathBuf>,
     stale_after: Option<super::values::Seconds>,
+    sweep_within: Option<super::values::Seconds>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +226,8 @@ pub struct Health {
     pub poll_repos_file: Option<PathBuf>,
     /// A mirror not synced for this long is a warning.
     pub stale_after: std::time::Duration,
+    /// The sweep's period plus a margin: no sweep done within it is a warning.
+    pub sweep_within: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -415,6 +418,7 @@ impl Config {
                     .health
                     .stale_after
                     .map_or(std::time::Duration::from_secs(6 * 3600), |s| s.0),
+                sweep_within: raw.health.sweep_within.map(|s| s.0),
             },
             hooks,
         })
