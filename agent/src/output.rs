@@ -97,10 +97,41 @@ impl Output {
     }
 }
 
-/// Left-aligned columns; widths from the plain text so colour codes do not skew them.
+/// Cells longer than this, or of more than one line, show their first line and a note number.
+const CELL_MAX: usize = 100;
+
+/// A cell as a table shows it: one line, at most [`CELL_MAX`] characters, and the note number
+/// under which the whole text follows the table when it had to be cut.
+fn one_line(cell: &str, notes: &mut Vec<String>) -> String {
+    let first = cell
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    if first.len() == cell.len() && first.chars().count() <= CELL_MAX {
+        return cell.to_string();
+    }
+    notes.push(cell.trim().to_string());
+    let cut: String = first.chars().take(CELL_MAX).collect();
+    let more = if cut.len() < first.len() { "..." } else { "" };
+    format!("{cut}{more} [{}]", notes.len())
+}
+
+/// Left-aligned columns, one line per row; widths from the plain text so colour codes do not
+/// skew them. A cell too long for a line (a failing git call's whole message) shows its first
+/// line, and the whole text follows the table as a numbered note.
 pub fn table(out: &Output, header: &[&str], rows: &[Vec<(String, Option<Tone>)>]) -> String {
+    let mut notes = Vec::new();
+    let rows: Vec<Vec<(String, Option<Tone>)>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|(cell, tone)| (one_line(cell, &mut notes), *tone))
+                .collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, (cell, _)) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
@@ -127,8 +158,40 @@ pub fn table(out: &Output, header: &[&str], rows: &[Vec<(String, Option<Tone>)>]
             .collect(),
         &mut text,
     );
-    for row in rows {
+    for row in &rows {
         line(row.clone(), &mut text);
     }
+    for (i, note) in notes.iter().enumerate() {
+        text.push_str(&format!("[{}] {note}\n", i + 1));
+    }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_keeps_one_line_per_row_and_puts_long_cells_in_notes() {
+        let out = Output::new(Format::Human);
+        let long = format!(
+            "upstream unreachable: {}\nfatal: the remote end hung up",
+            "x".repeat(150)
+        );
+        let rows = vec![
+            vec![("a".to_string(), None), ("fine".to_string(), None)],
+            vec![("b".to_string(), None), (long.clone(), None)],
+        ];
+        let text = table(&out, &["NAME", "DETAIL"], &rows);
+        let lines: Vec<&str> = text.lines().collect();
+        // Header, two rows, then the note: the whole message, its two lines.
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[2].starts_with('b') && lines[2].ends_with("... [1]"),
+            "{text}"
+        );
+        assert!(lines[2].chars().count() < 120, "{text}");
+        let note = text.split_once("[1] ").map(|(_, n)| n.to_string());
+        assert_eq!(note, Some(format!("{long}\n")));
+    }
 }
