@@ -33,26 +33,59 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Read, check and edit enrollment.toml: which recipes the host tracks.
+    #[command(
+        after_help = "Exit: 0 ok, 2 invalid input (nothing written), 3 problems found (check), 4 the file changed underneath. See docs/enrollment.md. Every code: docs/exit-codes.md."
+    )]
     Enrollment(crate::enrollment::Args),
     /// Inspect the agent's state database and lock.
+    #[command(
+        after_help = "Exit: 0 ok, 15 damaged state. See docs/reliability.md. Every code: docs/exit-codes.md."
+    )]
     State(crate::state::Args),
     /// Build, activate, verify and commit the host's configuration, or roll back.
+    #[command(
+        after_help = "Exit: 0 deployed, 2 bad input, 4 busy, 5 CI busy, 6 dirty tree, 7 stale tree, 8 build failed, 9 rolled back, 10 rollback failed. See docs/deploy.md. Every code: docs/exit-codes.md."
+    )]
     Deploy(crate::deploy::Args),
     /// Return to an earlier system generation, verified like a deploy.
+    #[command(
+        after_help = "Exit: 0 rolled back and verified, 2 bad input, 4 busy, 10 rollback failed. See docs/deploy.md. Every code: docs/exit-codes.md."
+    )]
     Rollback(crate::deploy::RollbackArgs),
     /// Keep each enrolled recipe's mirror equal to upstream.
+    #[command(
+        after_help = "Exit: 0 in sync or synced (status: all in sync; check-forge: ready), 2 bad input, 3 problems (status, check-forge), 4 busy, 11 some recipes failed. See docs/mirrors.md. Every code: docs/exit-codes.md."
+    )]
     Mirrors(crate::mirrors::Args),
     /// Test each canonical recipe's newest release cold; promote it to canonical when green.
+    #[command(
+        after_help = "Exit: 0 done, 2 bad input, 4 busy, 5 CI busy, 11 some recipes could not be judged. See docs/sweep.md. Every code: docs/exit-codes.md."
+    )]
     Sweep(crate::sweep::Args),
     /// The canonicals: list, show, the upgrade base, import.
+    #[command(
+        after_help = "Exit: 0 ok, 2 bad input, 12 no base (canonical base). See docs/sweep.md. Every code: docs/exit-codes.md."
+    )]
     Canonical(crate::sweep::CanonicalArgs),
     /// A recipe's CI runs, newest first.
+    #[command(
+        after_help = "Exit: 0 ok, 2 an unknown recipe. See docs/sweep.md. Every code: docs/exit-codes.md."
+    )]
     History(crate::sweep::HistoryArgs),
     /// Keep the warm volumes under the disk budget; never a canonical's, an in-use or a pinned one.
+    #[command(
+        after_help = "Exit: 0 within budget, 2 bad input, 4 busy, 11 some deletions failed. See docs/disk.md. Every code: docs/exit-codes.md."
+    )]
     Gc(crate::gc::Args),
     /// Is every enrolled recipe testable? Per recipe and for the host; writes health.json.
+    #[command(
+        after_help = "Exit: 0 healthy, 13 degraded, 14 unhealthy, 2 bad input. See docs/health.md. Every code: docs/exit-codes.md."
+    )]
     Health(crate::health::Args),
     /// The whole system on this machine: a fleet, a forge, an emulated host, every step.
+    #[command(
+        after_help = "Exit: 0 when every step gave the code it should. See README.md. Every code: docs/exit-codes.md."
+    )]
     Demo(crate::demo::Args),
 }
 
@@ -167,4 +200,44 @@ fn init_tracing() {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command family's help names its exit codes and its doc page.
+    #[test]
+    fn every_command_names_its_exit_codes_and_doc_page() {
+        for cmd in super::Cli::command().get_subcommands() {
+            let after = cmd
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(
+                after.contains("Exit: 0") && after.contains("docs/exit-codes.md"),
+                "{}: {after:?}",
+                cmd.get_name()
+            );
+        }
+    }
+
+    /// Every argument and flag of every command says what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        let mut missing = Vec::new();
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        walk(&super::Cli::command(), "cc-ci-agent", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
 }

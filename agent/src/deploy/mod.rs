@@ -36,12 +36,16 @@ enum Command {
     Status,
     /// Past deploys and rollbacks, newest first.
     History {
+        /// How many to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
     /// Run by the dead-man timer: roll deploy ID back unless it was confirmed.
     #[command(hide = true)]
-    Deadman { id: i64 },
+    Deadman {
+        /// The deploy's journal id.
+        id: i64,
+    },
 }
 
 #[derive(Debug, clap::Args)]

@@ -100,6 +100,7 @@ impl SetArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RemoveArgs {
+    /// A declared recipe.
     recipe: String,
 }
 

@@ -103,16 +103,27 @@ enum Command {
     /// Every recipe's canonical: the last known-good tagged release.
     List,
     /// One recipe's canonical and the run that promoted it.
-    Show { recipe: String },
+    Show {
+        /// A declared recipe.
+        recipe: String,
+    },
     /// The version an upgrade test should start from: upgrade_base if set, else the canonical.
-    Base { recipe: String },
+    Base {
+        /// A declared recipe.
+        recipe: String,
+    },
     /// Read existing canonical.json files (DIR/<recipe>/canonical.json) into the ledger.
-    Import { dir: PathBuf },
+    Import {
+        /// The directory of <recipe>/canonical.json files.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
+    /// A declared recipe.
     recipe: String,
+    /// How many runs to show.
     #[arg(long, default_value_t = 20)]
     limit: u32,
 }
