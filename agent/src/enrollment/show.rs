@@ -36,6 +36,7 @@ pub fn list(ctx: &Context, target: &Target) -> Result<Exit> {
                 yes_no(r.enrolled, Tone::Good),
                 yes_no(r.canonical, Tone::Good),
                 tests,
+                (r.upgrade_base.clone().unwrap_or_else(|| "-".into()), None),
                 (r.branch.clone(), None),
                 (r.upstream.clone(), None),
             ]
@@ -50,6 +51,7 @@ pub fn list(ctx: &Context, target: &Target) -> Result<Exit> {
                 "ENROLLED",
                 "CANONICAL",
                 "TESTS",
+                "BASE PIN",
                 "BRANCH",
                 "UPSTREAM"
             ],
