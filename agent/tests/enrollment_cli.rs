@@ -610,6 +610,13 @@ fn add_takes_the_settings_set_does() {
         ),
         "{r}"
     );
+    // The table shows every key too: the pin has its column.
+    let human = agent(&["enrollment", "--file", &f, "list"]);
+    assert!(
+        human.stdout.contains("BASE PIN") && human.stdout.contains("1.0.0+3.1"),
+        "{}",
+        human.stdout
+    );
     let bad = agent(&[
         "enrollment",
         "--file",
