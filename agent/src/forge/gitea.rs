@@ -175,7 +175,11 @@ impl Gitea {
     }
 
     /// Whether git's push service takes the token for `recipe`'s mirror: its advertisement is
-    /// asked for, which Gitea answers only to a user who may push, and nothing is sent.
+    /// asked for, and nothing is sent. Gitea answers it to a signed-in user who may read the
+    /// repository and whose token holds write:repository; an archived repository or a
+    /// pull-mirror answers 403. With a git that has proc-receive (2.29 on) it leaves the user's
+    /// right to push to its pre-receive hook, so that right is read from the API's
+    /// `permissions.push` instead (routers/web/repo/githttp.go, `httpBase`).
     pub(super) fn git_push_allowed(&self, recipe: &str, deadline: Deadline) -> Result<()> {
         use super::Forge;
         let url = format!(
@@ -204,7 +208,13 @@ impl Gitea {
                  credentials for itself"
             ),
             401 => bail!("git refuses the token ({}): HTTP 401", self.token_source),
-            403 => bail!("git refuses the token's user a push: HTTP 403 (archived, a pull-mirror, no write access, or a token without write:repository)"),
+            403 => bail!(
+                "git's push service refuses: HTTP 403 (an archived repository, a pull-mirror, or a \
+                 token without write:repository)"
+            ),
+            404 => {
+                bail!("git cannot see the repository: HTTP 404 (the token's user may not read it)")
+            }
             s => bail!("GET {url}: HTTP {s}"),
         }
     }

@@ -203,7 +203,7 @@ impl Gitea {
             Ok(()) => finding(
                 &full,
                 Verdict::Ok,
-                "a normal repository; git accepts the token for pushing",
+                "a normal repository; git's push service takes the token (the user's right to push is the API's permissions.push, checked above; Gitea checks it again in its pre-receive hook)",
             ),
             Err(e) => finding(&full, Verdict::Fail, format!("{e:#}")),
         }];

@@ -325,7 +325,11 @@ impl Remote<'_> {
             403 => (
                 ErrorKind::Refused,
                 "the forge refused the push: an archived repository, a pull-mirror, or a token \
-                 without write access to it",
+                 without write:repository",
+            ),
+            404 => (
+                ErrorKind::Other,
+                "the forge shows no such repository to the token's user (it may not read it)",
             ),
             500..=599 => (ErrorKind::Transient, "the forge failed"),
             _ => (ErrorKind::Other, "unexpected answer"),

@@ -8,7 +8,7 @@
 //! | `Authorization: token` on the API; on git's paths also Basic with the token as the password, any user name | services/auth/oauth2.go, services/auth/basic.go |
 //! | `old_server`: a `token` header on git's paths is ignored, the request anonymous (Gitea < 1.20.5) | PR 26430 and its backports |
 //! | anonymous reads of a public repository's git; a push without credentials 401; a wrong token 401 | services/auth, routers/web/repo/githttp.go |
-//! | `scopes`: a call outside the token's scopes 403 "token does not have at least one of required scope(s)"; a write scope holds its read scope | routers/api/v1/api.go (`tokenRequiresScopes`), models/auth/access_token_scope.go |
+//! | `scopes`: a call outside the token's scopes 403 "token does not have at least one of required scope(s)"; a write scope holds its read scope; `/users/{u}/orgs/{o}/permissions` needs both user and organization; git's push service needs write:repository | routers/api/v1/api.go (`tokenRequiresScopes`), models/auth/access_token_scope.go, routers/web/repo/githttp.go (`CheckRepoScopedToken`) |
 //! | `GET /repos/{o}/{r}`: `mirror`, `archived`, `empty`, `permissions.push`; 404 missing | modules/structs/repo.go, routers/api/v1/repo/repo.go |
 //! | `POST /orgs/{o}/repos`: 201; 409 exists; 403 `no_create` | routers/api/v1/repo/repo.go (`CreateOrgRepo`) |
 //! | a new repository is empty until the lookup after its first push; its pull-request list 404 while empty | services/repository/push.go (queued `is_empty` update) |
@@ -18,7 +18,11 @@
 //! | a comment on a missing issue 500, not 404; comments listed by page | routers/api/v1/repo/issue_comment.go |
 //! | `GET /user`, `/orgs/{o}`, `/users/{u}/orgs/{o}/permissions` (`can_create_repository`), `/repos/{o}/{r}/branch_protections` | routers/api/v1/user, org, repo/branch.go |
 //!
-//! Still unlike Gitea: no renamed-repository redirects of its own (tests can them), no `Bearer`
+//! Still unlike Gitea: `no_push` is only the API's `permissions.push` (Gitea, with a git that
+//! has proc-receive, serves the push advertisement to any reader and refuses in its pre-receive
+//! hook: tests that need that refusal write the hook), anonymous API reads get 401 (Gitea
+//! answers them for public repositories; the agent always sends its token), no
+//! renamed-repository redirects of its own (tests can them), no `Bearer`
 //! header (Gitea 1.25 takes one; the agent sends `token`), tag and branch protection are
 //! pre-receive hooks a test writes rather than Gitea's rules, and `Link` is sent on pull-request
 //! pages only.
@@ -300,7 +304,13 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
     }
     let receive = query == "service=git-receive-pack" || path.ends_with("/git-receive-pack");
     if receive {
-        // An archived repository or a pull-mirror refuses pushes with 403 (forge-facts.md).
+        // git's push service asks the token for write:repository (`CheckRepoScopedToken` in
+        // routers/web/repo/githttp.go); an archived repository or a pull-mirror refuses pushes
+        // with 403 (forge-facts.md).
+        if let Err(refused) = scope_held(state, "write", &["repository"]) {
+            let _ = request.respond(refused);
+            return;
+        }
         let name = path
             .trim_start_matches('/')
             .split('/')
@@ -332,15 +342,41 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
 
 /// The scope category a route needs, as Gitea's routers/api/v1/api.go groups them with
 /// `tokenRequiresScopes`; `None` for routes that need none.
-fn scope_category(parts: &[&str]) -> Option<&'static str> {
+fn scope_categories(parts: &[&str]) -> &'static [&'static str] {
     match parts {
-        ["version"] => None,
-        ["user", ..] | ["users", ..] => Some("user"),
-        ["orgs", ..] => Some("organization"),
-        ["repos", _, _, "issues", ..] => Some("issue"),
-        ["repos", ..] => Some("repository"),
-        _ => None,
+        ["version"] => &[],
+        ["users", _, "orgs", ..] => &["user", "organization"],
+        ["user", ..] | ["users", ..] => &["user"],
+        ["orgs", ..] => &["organization"],
+        ["repos", _, _, "issues", ..] => &["issue"],
+        ["repos", ..] => &["repository"],
+        _ => &[],
     }
+}
+
+/// Gitea's 403 when the token's scopes (when a test sets them) lack `level` on any of
+/// `categories`; a write scope holds its read scope (models/auth/access_token_scope.go).
+fn scope_held(
+    state: &Mutex<State>,
+    level: &str,
+    categories: &[&str],
+) -> Result<(), Response<std::io::Cursor<Vec<u8>>>> {
+    let Some(scopes) = state.lock().unwrap().scopes.clone() else {
+        return Ok(());
+    };
+    for category in categories {
+        let needed = format!("{level}:{category}");
+        let held = scopes
+            .iter()
+            .any(|s| *s == needed || *s == format!("write:{category}"));
+        if !held {
+            return Err(json(
+                403,
+                serde_json::json!({ "message": format!("token does not have at least one of required scope(s): [{needed}]") }),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn api_call(
@@ -352,21 +388,9 @@ fn api_call(
     state: &Mutex<State>,
 ) -> Response<std::io::Cursor<Vec<u8>>> {
     let parts: Vec<&str> = api.trim_matches('/').split('/').collect();
-    if let (Some(category), Some(scopes)) =
-        (scope_category(&parts), state.lock().unwrap().scopes.clone())
-    {
-        // A write scope holds its read scope (models/auth/access_token_scope.go).
-        let level = if method == "GET" { "read" } else { "write" };
-        let needed = format!("{level}:{category}");
-        let held = scopes
-            .iter()
-            .any(|s| *s == needed || *s == format!("write:{category}"));
-        if !held {
-            return json(
-                403,
-                serde_json::json!({ "message": format!("token does not have at least one of required scope(s): [{needed}]") }),
-            );
-        }
+    let level = if method == "GET" { "read" } else { "write" };
+    if let Err(refused) = scope_held(state, level, scope_categories(&parts)) {
+        return refused;
     }
     match (method, parts.as_slice()) {
         ("GET", ["version"]) => json(200, serde_json::json!({ "version": "1.22.6" })),
