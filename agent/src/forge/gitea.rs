@@ -271,6 +271,15 @@ impl Gitea {
         unreachable!("the loop returns")
     }
 
+    /// Every API request: its own timeout, the token, JSON asked for.
+    fn prepare<B>(&self, r: ureq::RequestBuilder<B>, timeout: Duration) -> ureq::RequestBuilder<B> {
+        r.config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("Authorization", &self.auth())
+            .header("Accept", "application/json")
+    }
+
     /// One request, its timeout cut to what is left of `deadline`; the answer and its
     /// `Retry-After`.
     fn call_once(
@@ -285,31 +294,9 @@ impl Gitea {
             .cap(REQUEST_TIMEOUT)
             .map_err(|e| anyhow::anyhow!("{method} {url}: not sent: {e}"))?;
         let result = match (method, body) {
-            ("GET", _) => self
-                .agent
-                .get(&url)
-                .config()
-                .timeout_global(Some(timeout))
-                .build()
-                .header("Authorization", &self.auth())
-                .header("Accept", "application/json")
-                .call(),
-            ("POST", Some(b)) => self
-                .agent
-                .post(&url)
-                .config()
-                .timeout_global(Some(timeout))
-                .build()
-                .header("Authorization", &self.auth())
-                .send_json(b),
-            ("PATCH", Some(b)) => self
-                .agent
-                .patch(&url)
-                .config()
-                .timeout_global(Some(timeout))
-                .build()
-                .header("Authorization", &self.auth())
-                .send_json(b),
+            ("GET", _) => self.prepare(self.agent.get(&url), timeout).call(),
+            ("POST", Some(b)) => self.prepare(self.agent.post(&url), timeout).send_json(b),
+            ("PATCH", Some(b)) => self.prepare(self.agent.patch(&url), timeout).send_json(b),
             _ => bail!("unsupported API call {method} {path}"),
         };
         let mut response = result.with_context(|| format!("{method} {url}"))?;

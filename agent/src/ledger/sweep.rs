@@ -169,20 +169,9 @@ impl Ledger {
             "UPDATE runs SET result = ?1, greenness = ?2, exit_code = ?3, detail = ?4, finished_at = ?5 WHERE id = ?6",
             params![end.result, end.greenness, end.exit_code, end.detail, now, id],
         )?;
-        tx.execute(
-            "INSERT INTO canonicals (recipe, version, commit_id, run, promoted_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (recipe) DO UPDATE SET version = ?2, commit_id = ?3, run = ?4, promoted_at = ?5",
-            params![recipe, version, commit, id, now],
-        )?;
-        promoted_event(&tx, recipe, version, &now)?;
+        let c = promote_in(&tx, id, recipe, version, commit, now)?;
         tx.commit()?;
-        Ok(Canonical {
-            recipe: recipe.into(),
-            version: version.into(),
-            commit: commit.into(),
-            run: Some(id),
-            promoted_at: now,
-        })
+        Ok(c)
     }
 
     /// Makes `version` the canonical on the strength of an earlier green run of the same commit
@@ -194,22 +183,10 @@ impl Ledger {
         version: &str,
         commit: &str,
     ) -> Result<Canonical> {
-        let now = now_rfc3339();
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO canonicals (recipe, version, commit_id, run, promoted_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (recipe) DO UPDATE SET version = ?2, commit_id = ?3, run = ?4, promoted_at = ?5",
-            params![recipe, version, commit, run, now],
-        )?;
-        promoted_event(&tx, recipe, version, &now)?;
+        let c = promote_in(&tx, run, recipe, version, commit, now_rfc3339())?;
         tx.commit()?;
-        Ok(Canonical {
-            recipe: recipe.into(),
-            version: version.into(),
-            commit: commit.into(),
-            run: Some(run),
-            promoted_at: now,
-        })
+        Ok(c)
     }
 
     /// Green runs of `recipe` on any branch, newest first.
@@ -356,17 +333,31 @@ impl Ledger {
     }
 }
 
-/// A `promoted` event beside every promotion: the events say, in order, whether a demotion
-/// still stands (timestamps have whole seconds, and both can fall in one).
-fn promoted_event(
+/// Makes `version` at `commit` the recipe's canonical on the strength of green `run`, with a
+/// `promoted` event beside it: the events say, in order, whether a demotion still stands
+/// (timestamps have whole seconds, and both can fall in one).
+fn promote_in(
     tx: &rusqlite::Transaction<'_>,
+    run: i64,
     recipe: &str,
     version: &str,
-    at: &str,
-) -> Result<()> {
+    commit: &str,
+    now: String,
+) -> Result<Canonical> {
+    tx.execute(
+        "INSERT INTO canonicals (recipe, version, commit_id, run, promoted_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (recipe) DO UPDATE SET version = ?2, commit_id = ?3, run = ?4, promoted_at = ?5",
+        params![recipe, version, commit, run, now],
+    )?;
     tx.execute(
         "INSERT INTO mirror_events (recipe, at, kind, detail) VALUES (?1, ?2, 'promoted', ?3)",
-        params![recipe, at, format!("{version} promoted to canonical")],
+        params![recipe, now, format!("{version} promoted to canonical")],
     )?;
-    Ok(())
+    Ok(Canonical {
+        recipe: recipe.into(),
+        version: version.into(),
+        commit: commit.into(),
+        run: Some(run),
+        promoted_at: now,
+    })
 }

@@ -71,12 +71,15 @@ fn standing_canonical(
 
 /// A recipe name the enrollment declares, or bad input (exit 2): a typo must not read as "no
 /// history".
-fn declared(config: &crate::settings::config::Config, name: &str) -> Result<()> {
+fn declared(
+    config: &crate::settings::config::Config,
+    name: &str,
+) -> Result<crate::settings::enrollment::Recipe> {
     let enrollment = Enrollment::load(&config.enrollment_file)?;
-    if enrollment.get(name).is_none() {
-        return Err(Unusable(format!("{name:?} is not a declared recipe")).into());
-    }
-    Ok(())
+    enrollment
+        .get(name)
+        .cloned()
+        .ok_or_else(|| Unusable(format!("{name:?} is not a declared recipe")).into())
 }
 
 /// Why a canonical that no longer holds does not, in words.
@@ -140,9 +143,10 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
         }
     }
     // A name the enrollment does not declare is bad input, before anything is opened.
-    if let Command::Show { recipe } | Command::Base { recipe } = &args.command {
-        declared(&config, recipe)?;
-    }
+    let named = match &args.command {
+        Command::Show { recipe } | Command::Base { recipe } => Some(declared(&config, recipe)?),
+        _ => None,
+    };
     let ledger = Ledger::open(&config.state_dir)?;
     match args.command {
         Command::List => {
@@ -214,13 +218,10 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Base { recipe } => {
-            let enrollment = Enrollment::load(&config.enrollment_file)?;
-            let r = enrollment
-                .get(&recipe)
-                .ok_or_else(|| Unusable(format!("{recipe:?} is not declared")))?;
+            let r = named.context("the recipe was looked up above")?;
             let base = match r.upgrade_base.clone() {
                 Some(pin) => Some(pin),
-                None => standing_canonical(&config, &ledger, r)?,
+                None => standing_canonical(&config, &ledger, &r)?,
             };
             match base {
                 Some(b) => {
