@@ -77,9 +77,22 @@ fn warn_if_shared(path: &Path, what: &str) {
     }
 }
 
+/// [`read_token_file`] as bad input (exit 2), named by the `agent.toml` key that points at it:
+/// `<config>: forge.token_file: ...`.
+pub fn read_token(
+    configured: Option<&Path>,
+    credential: &str,
+    what: &str,
+    config: &Path,
+) -> Result<Secret> {
+    read_token_file(configured, credential, what).map_err(|e| {
+        crate::exit::Unusable(format!("{}: {what}.token_file: {e:#}", config.display())).into()
+    })
+}
+
 /// Reads the token from `configured`, else from `$CREDENTIALS_DIRECTORY/<credential>`. Errors
 /// name the file, never its content.
-pub fn read_token(configured: Option<&Path>, credential: &str, what: &str) -> Result<Secret> {
+fn read_token_file(configured: Option<&Path>, credential: &str, what: &str) -> Result<Secret> {
     let path: PathBuf = secret_path(configured, credential).with_context(|| {
         format!("no {what} token: set its token_file, or run under systemd with the credential {credential}")
     })?;
@@ -135,11 +148,11 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("t");
         std::fs::write(&file, "s3cr3t-token\n")?;
-        let s = read_token(Some(&file), "forge-token", "forge")?;
+        let s = read_token_file(Some(&file), "forge-token", "forge")?;
         assert_eq!(s.expose(), "s3cr3t-token");
         assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
         std::fs::write(&file, "\n")?;
-        let err = read_token(Some(&file), "forge-token", "forge")
+        let err = read_token_file(Some(&file), "forge-token", "forge")
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

@@ -143,13 +143,12 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Forge>> {
         Some(ForgeSettings::Local { path }) => Ok(Box::new(Local::new(path.clone()))),
         Some(ForgeSettings::Gitea { url, org, token_file }) => {
             // A token that cannot be read is bad input, named by the key that points at it.
-            let token = read_token(token_file.as_deref(), FORGE_TOKEN_CREDENTIAL, "forge")
-                .map_err(|e| {
-                    crate::exit::Unusable(format!(
-                        "{}: forge.token_file: {e:#}",
-                        config.path.display()
-                    ))
-                })?;
+            let token = read_token(
+                token_file.as_deref(),
+                FORGE_TOKEN_CREDENTIAL,
+                "forge",
+                &config.path,
+            )?;
             let source = token_file.as_ref().map_or_else(
                 || format!("the systemd credential {FORGE_TOKEN_CREDENTIAL}"),
                 |p| format!("forge.token_file ({})", p.display()),

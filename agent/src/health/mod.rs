@@ -538,13 +538,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             config.bridge.token_file.as_deref(),
             crate::settings::config::BRIDGE_TOKEN_CREDENTIAL,
             "bridge",
-        )
-        .map_err(|e| {
-            crate::exit::Unusable(format!(
-                "{}: bridge.token_file: {e:#}",
-                config.path.display()
-            ))
-        })?;
+            &config.path,
+        )?;
         let mut ledger = Ledger::open(&config.state_dir)?;
         ledger.outbox_push(|id, seq| {
             report.id = Some(id.to_string());
