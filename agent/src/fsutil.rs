@@ -131,6 +131,66 @@ impl Dir {
         Ok(Some(File::from(fd)))
     }
 
+    /// Opens (creating if missing) the subdirectory `name`, never through a link: what stands at
+    /// the name must be a directory. A new one gets `mode` and, when root creates it, this
+    /// directory's owner.
+    pub fn subdir(&self, name: &str, mode: u32) -> Result<Dir> {
+        let path = self.path.join(name);
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => anyhow::bail!(
+                "{} is not a directory (a link or a file stands there): remove it",
+                path.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        };
+        let (uid, gid) = self.owner()?;
+        give(&fd, uid, gid);
+        Ok(Dir { fd, path })
+    }
+
+    /// Opens the existing regular file `name` for reading, never through a link; `None` when
+    /// missing or something else stands there.
+    pub fn open_existing(&self, name: &str) -> Option<File> {
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::empty()).ok()?;
+        let s = rustix::fs::fstat(&fd).ok()?;
+        (FileType::from_raw_mode(s.st_mode) == FileType::RegularFile).then(|| File::from(fd))
+    }
+
+    /// Opens the existing subdirectory `name`, never through a link; `None` when there is none.
+    pub fn existing_subdir(&self, name: &str) -> Option<Dir> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::empty()).ok()?;
+        Some(Dir {
+            fd,
+            path: self.path.join(name),
+        })
+    }
+
+    /// Whether `name` still names the very file `file` is open on (not a replacement).
+    pub fn names(&self, name: &str, file: &File) -> bool {
+        let (Ok(here), Ok(open)) = (
+            rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW),
+            rustix::fs::fstat(file),
+        ) else {
+            return false;
+        };
+        (here.st_dev, here.st_ino) == (open.st_dev, open.st_ino)
+    }
+
+    /// Removes the entry `name` (a file or a link, never what a link points to).
+    pub fn remove(&self, name: &str) -> Result<()> {
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())
+            .with_context(|| format!("cannot remove {}", self.path.join(name).display()))
+    }
+
     /// Writes `bytes` as `name` atomically: a temporary beside it, synced, renamed over it, and the
     /// directory synced. An existing regular file keeps its mode, and (when root writes) its owner
     /// and group; a new file, or one replacing a link, gets `mode` and the directory's owner.

@@ -16,7 +16,9 @@ use common::{agent, Run};
 use support::{git, Upstream};
 
 /// The stand-in CI: logs "recipe version base" and fails when verdicts/<recipe>-<version> says red.
-const CI: &str = r#"echo "$1 $2 base=$3" >> "$CI_LOG"; sleep "${CI_SLEEP:-0}"; test "$(cat "$VERDICTS/$1-$2" 2>/dev/null)" != red"#;
+/// With `CI_GATE` set, each run first waits for that file to appear (a CI run as long as the test
+/// wants).
+const CI: &str = r#"echo "$1 $2 base=$3" >> "$CI_LOG"; while [ -n "$CI_GATE" ] && [ ! -e "$CI_GATE" ]; do sleep 0.05; done; sleep "${CI_SLEEP:-0}"; test "$(cat "$VERDICTS/$1-$2" 2>/dev/null)" != red"#;
 
 struct Sweep {
     dir: tempfile::TempDir,
@@ -54,7 +56,7 @@ impl Sweep {
             &config,
             format!(
                 "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\n\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n\n\
-                 [sweep]\ncommand = [\"sh\", \"-c\", {ci:?}, \"ci\", \"{{recipe}}\", \"{{version}}\", \"{{base}}\"]\npass_env = [\"CI_LOG\", \"VERDICTS\", \"CI_SLEEP\"]\n\
+                 [sweep]\ncommand = [\"sh\", \"-c\", {ci:?}, \"ci\", \"{{recipe}}\", \"{{version}}\", \"{{base}}\"]\npass_env = [\"CI_LOG\", \"VERDICTS\", \"CI_SLEEP\", \"CI_GATE\"]\n\
                  teardown = [\"sh\", \"-c\", \"echo teardown $1 >> \\\"$CI_LOG\\\"\", \"td\", \"{{recipe}}\"]\n\
                  canonical_export_dir = \"export\"\ntimeout = \"60s\"\n{extra}",
                 ci = CI
@@ -863,5 +865,155 @@ fn no_sweep_done_within_its_period_is_a_health_warning() {
             .unwrap()
             .contains("no sweep has completed within"),
         "{late}"
+    );
+}
+
+/// The week's sweep is in the middle of a long CI run: the hourly mirror sync goes on for every
+/// other recipe, stands aside for the one under test (not a failure), and gc, which must not
+/// delete a volume in use, waits its turn. When the CI run ends, nothing was lost.
+/// A disk budget, so that gc has work to be refused or to do.
+const DISK: &str =
+    "\n[disk]\nbudget = \"1G\"\n\n[disk.volumes]\nkind = \"directory\"\nroot = \"volumes\"\n";
+
+#[test]
+fn mirror_syncs_go_on_while_a_sweep_runs_its_ci() {
+    let s = Sweep::new(&["ghost", "plausible"], DISK);
+    std::fs::create_dir_all(s.path("volumes")).unwrap();
+    s.up("ghost").tag("5.0.0+5.1", true);
+    s.up("plausible").tag("1.0.0+2.0", true);
+    let gate = s.path("gate");
+    let sweep = s
+        .command(&["--format", "json", "sweep"])
+        .env("CI_GATE", &gate)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The event: the sweep's first CI run has begun (and waits for the gate).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let testing = loop {
+        if let Some(first) = s.ci_calls().first() {
+            break first.split(' ').next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the sweep never started CI");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let other = if testing == "ghost" {
+        "plausible"
+    } else {
+        "ghost"
+    };
+    s.up(other).commit("compose.yml", "moved on upstream\n");
+    s.up(&testing).commit("compose.yml", "moved on upstream\n");
+
+    let sync = s.agent(&["mirrors", "sync", "ghost", "plausible"]);
+    assert_eq!(sync.code, 0, "{}\n{}", sync.stdout, sync.stderr);
+    let mirror = |r: &str| {
+        support::git(
+            &s.path(&format!("mirrors/{r}.git")),
+            &["rev-parse", "refs/heads/main"],
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(
+        mirror(other),
+        s.up(other).head(),
+        "the other recipe was synced during the CI run:\n{}",
+        sync.stdout
+    );
+    assert_ne!(
+        mirror(&testing),
+        s.up(&testing).head(),
+        "the recipe under test is left alone"
+    );
+    let line = sync
+        .stdout
+        .lines()
+        .find(|l| l.contains(&testing))
+        .unwrap_or_default();
+    assert!(
+        line.contains("not synced this run") && line.contains("sweep (pid"),
+        "{}",
+        sync.stdout
+    );
+    let gc = s.agent(&["gc"]);
+    assert_eq!(gc.code, 4, "gc waits for the sweep: {}", gc.stderr);
+
+    std::fs::write(&gate, "").unwrap();
+    let out = sweep.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(Sweep::decision(&v, "ghost"), "promoted");
+    assert_eq!(Sweep::decision(&v, "plausible"), "promoted");
+    let after = s.agent(&["mirrors", "sync", &testing]);
+    assert_eq!(after.code, 0, "{}", after.stderr);
+    assert_eq!(
+        mirror(&testing),
+        s.up(&testing).head(),
+        "synced once the sweep let go"
+    );
+}
+
+/// The hourly sync, the daily gc and the weekly sweep fire at the same second, twenty times: each
+/// waits its turn within lock_wait, none is refused and none is lost.
+#[test]
+fn three_jobs_started_at_once_are_neither_refused_nor_lost() {
+    let s = Sweep::new(&["ghost"], DISK);
+    std::fs::create_dir_all(s.path("volumes")).unwrap();
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, format!("lock_wait = \"120s\"\n{config}")).unwrap();
+    for round in 1..=20 {
+        let version = format!("{round}.0.0+1.0");
+        s.up("ghost").commit("compose.yml", &format!("{round}\n"));
+        s.up("ghost").tag(&version, round % 2 == 0);
+        let jobs: Vec<_> = [&["sweep"][..], &["mirrors", "sync", "ghost"], &["gc"]]
+            .iter()
+            .map(|args| {
+                let child = s
+                    .command(args)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (args.join(" "), child)
+            })
+            .collect();
+        for (job, child) in jobs {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {job} exited {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(
+            s.canonical("ghost").as_deref(),
+            Some(version.as_str()),
+            "round {round}: the sweep was lost"
+        );
+    }
+    let db = rusqlite::Connection::open(s.path("state/state.db")).unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT count(*) FROM sweeps WHERE outcome = 'done'"),
+        20
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM sweeps WHERE outcome <> 'done'"),
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM gc_runs WHERE outcome = 'ok'"),
+        20
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM gc_runs WHERE outcome <> 'ok'"),
+        0
     );
 }

@@ -60,10 +60,15 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             accept_deletions,
         } => {
             let chosen = select(&enrollment, &recipes)?;
-            let _lock = JobLock::acquire_wait(&config.state_dir, "mirrors", config.lock_wait)?;
+            let lock = JobLock::mirrors(&config.state_dir, config.lock_wait)?;
             let mut ledger = Ledger::open(&config.state_dir)?;
-            let results =
-                sync_accepting(&config, &chosen, &mut ledger, &ctx.out, accept_deletions)?;
+            let results = sync_accepting(
+                &config,
+                &chosen,
+                &mut ledger,
+                &ctx.out,
+                (&lock, accept_deletions),
+            )?;
             let failed = results
                 .iter()
                 .filter(|r| r.outcome == Outcome::Failed)
@@ -72,14 +77,16 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
                 ctx.out
                     .json(&json!({ "results": results, "failed": failed }))?;
             } else {
-                let synced = results
-                    .iter()
-                    .filter(|r| r.outcome == Outcome::Synced)
-                    .count();
+                let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+                let busy = match count(Outcome::Busy) {
+                    0 => String::new(),
+                    n => format!(", {n} left to the job testing them"),
+                };
                 crate::say!(
-                    "{} recipes: {} in sync, {synced} synced, {failed} failed",
+                    "{} recipes: {} in sync, {} synced, {failed} failed{busy}",
                     results.len(),
-                    results.len() - synced - failed
+                    count(Outcome::InSync),
+                    count(Outcome::Synced),
                 );
             }
             Ok(if failed == 0 {
@@ -129,15 +136,16 @@ pub fn syncer<'a>(config: &Config, forge: &'a dyn forge::Forge) -> Syncer<'a> {
     }
 }
 
-/// Syncs `recipes` (the caller holds the agent lock), records each result as it arrives, prints
-/// a line per recipe for people. The sweep calls this too.
+/// Syncs `recipes` (the caller holds `lock`, and each recipe's lock is taken in turn), records
+/// each result as it arrives, prints a line per recipe for people. The sweep calls this too.
 pub fn sync_recipes(
     config: &Config,
     recipes: &[Recipe],
     ledger: &mut Ledger,
     out: &Output,
+    lock: &JobLock,
 ) -> Result<Vec<RecipeResult>> {
-    sync_accepting(config, recipes, ledger, out, false)
+    sync_accepting(config, recipes, ledger, out, (lock, false))
 }
 
 /// [`sync_recipes`], accepting (or not) that upstream deleted every tag.
@@ -146,7 +154,7 @@ fn sync_accepting(
     recipes: &[Recipe],
     ledger: &mut Ledger,
     out: &Output,
-    accept_deletions: bool,
+    (lock, accept_deletions): (&JobLock, bool),
 ) -> Result<Vec<RecipeResult>> {
     let forge = forge::from_config(config)?;
     let syncer = Syncer {
@@ -158,17 +166,35 @@ fn sync_accepting(
     // What changed is recorded the moment it is known; recipes found in sync are recorded
     // together at the end, one transaction instead of one synced commit each.
     let mut unchanged = Vec::new();
-    sync::sync_all(&syncer, recipes, config.mirrors.concurrency, |result| {
-        if result.outcome == Outcome::InSync {
-            unchanged.push(entry(&result));
-        } else if let Err(e) = record(ledger, &result) {
-            record_error.get_or_insert(e);
-        }
-        if !out.is_json() {
-            print_result(out, &result);
-        }
-        results.push(result);
-    });
+    let locks = (lock, config.lock_wait);
+    sync::sync_all(
+        &syncer,
+        recipes,
+        config.mirrors.concurrency,
+        locks,
+        |result| {
+            let recorded = match result.outcome {
+                Outcome::InSync => {
+                    unchanged.push(entry(&result));
+                    Ok(())
+                }
+                // Its holder records what it does; this run only notes that it stood aside.
+                Outcome::Busy => ledger.record_event(
+                    "mirrors",
+                    "busy",
+                    &json!({ "recipe": result.recipe, "detail": result.error }),
+                ),
+                Outcome::Synced | Outcome::Failed => record(ledger, &result),
+            };
+            if let Err(e) = recorded {
+                record_error.get_or_insert(e);
+            }
+            if !out.is_json() {
+                print_result(out, &result);
+            }
+            results.push(result);
+        },
+    );
     if let Err(e) = ledger.mirror_record_many(&unchanged) {
         record_error.get_or_insert(e);
     }
@@ -187,7 +213,7 @@ fn record(ledger: &mut Ledger, r: &RecipeResult) -> Result<()> {
 /// The journal row and events of one result.
 fn entry(r: &RecipeResult) -> (MirrorState, Vec<(String, String)>) {
     let result = match (r.outcome, r.created) {
-        (Outcome::Failed, _) => "failed",
+        (Outcome::Failed | Outcome::Busy, _) => "failed",
         (_, true) => "created",
         (Outcome::Synced, false) => "synced",
         (Outcome::InSync, false) => "in-sync",
@@ -254,6 +280,13 @@ fn print_result(out: &Output, r: &RecipeResult) {
         Outcome::Failed => (
             out.paint("✗", Tone::Bad),
             r.error.clone().unwrap_or_default(),
+        ),
+        Outcome::Busy => (
+            out.paint("~", Tone::Warn),
+            format!(
+                "not synced this run: {}; that job synced it when it began",
+                r.error.as_deref().unwrap_or("busy")
+            ),
         ),
     };
     crate::say!("{mark} {:<24} {text}", r.recipe);

@@ -2,14 +2,16 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 
 use serde::Serialize;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
+use crate::exit::Busy;
 use crate::forge::{Closed, Forge};
+use crate::ledger::JobLock;
 
 /// In every comment the agent makes on a pull request, so that it never makes a second one.
 const MARKER: &str = "<!-- cc-ci: merged upstream -->";
@@ -24,6 +26,9 @@ pub enum Outcome {
     /// Changes were pushed (or the mirror was created and filled).
     Synced,
     Failed,
+    /// Another job (the sweep, testing it) held the recipe past `lock_wait`: not synced this run,
+    /// and not a failure; the holder synced it when it began.
+    Busy,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +53,21 @@ pub struct RecipeResult {
 }
 
 impl RecipeResult {
+    fn failed(recipe: &Recipe, error: String) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::new(&recipe.name)
+        }
+    }
+
+    fn busy(recipe: &Recipe, why: String) -> Self {
+        Self {
+            outcome: Outcome::Busy,
+            error: Some(why),
+            ..Self::new(&recipe.name)
+        }
+    }
+
     fn new(recipe: &str) -> Self {
         Self {
             recipe: recipe.to_string(),
@@ -367,25 +387,59 @@ pub(super) fn check_safe(
     Ok(())
 }
 
-/// Syncs `recipes` with at most `concurrency` at once; `on_result` runs on this thread, in the
-/// order results arrive, so it can record each one as soon as it is known.
+/// Syncs `recipes` with at most `concurrency` at once, each under its recipe lock; `on_result`
+/// runs on this thread, in the order results arrive, so it can record each one as soon as it is
+/// known.
+///
+/// A recipe whose lock another job holds (the sweep, running its CI) is put off until every other
+/// recipe is done, then waited for until `wait` after the start; still held then, it is
+/// [`Outcome::Busy`], left to its holder.
 pub fn sync_all(
     syncer: &Syncer<'_>,
     recipes: &[Recipe],
     concurrency: usize,
+    (lock, wait): (&JobLock, Duration),
     mut on_result: impl FnMut(RecipeResult),
 ) {
+    let until = Instant::now() + wait;
     let next = AtomicUsize::new(0);
+    let put_off = Mutex::new(Vec::new());
     let (tx, rx) = mpsc::channel();
     std::thread::scope(|scope| {
         for _ in 0..concurrency.clamp(1, recipes.len().max(1)) {
             let tx = tx.clone();
-            let next = &next;
-            scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(recipe) = recipes.get(i) else { break };
-                if tx.send(syncer.sync(recipe)).is_err() {
-                    break;
+            let (next, put_off) = (&next, &put_off);
+            scope.spawn(move || {
+                while let Some(recipe) = recipes.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let result = match lock.recipe(&recipe.name, Duration::ZERO) {
+                        Ok(_held) => syncer.sync(recipe),
+                        Err(e) if e.is::<Busy>() => {
+                            put_off
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(recipe);
+                            continue;
+                        }
+                        Err(e) => RecipeResult::failed(recipe, format!("{e:#}")),
+                    };
+                    if tx.send(result).is_err() {
+                        return;
+                    }
+                }
+                loop {
+                    let Some(recipe) = put_off.lock().unwrap_or_else(|p| p.into_inner()).pop()
+                    else {
+                        return;
+                    };
+                    let left = until.saturating_duration_since(Instant::now());
+                    let result = match lock.recipe(&recipe.name, left) {
+                        Ok(_held) => syncer.sync(recipe),
+                        Err(e) if e.is::<Busy>() => RecipeResult::busy(recipe, format!("{e:#}")),
+                        Err(e) => RecipeResult::failed(recipe, format!("{e:#}")),
+                    };
+                    if tx.send(result).is_err() {
+                        return;
+                    }
                 }
             });
         }

@@ -30,14 +30,15 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let ledger = Ledger::open(&config.state_dir)?;
     // Cheap at this size, and the one place an operator asks "is the state sound?".
     ledger.check_integrity()?;
-    let holder = JobLock::holder(&config.state_dir)?;
+    let holders = JobLock::holders(&config.state_dir)?;
     let events = ledger.recent_events(limit)?;
     if ctx.out.is_json() {
         ctx.out.json(&json!({
             "database": ledger.path(),
             "schema_version": ledger.schema_version()?,
             "integrity": "ok",
-            "lock_holder": holder,
+            "lock_holder": holders.first(),
+            "lock_holders": holders,
             "events": events,
         }))?;
         return Ok(Exit::Success);
@@ -47,9 +48,11 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         ledger.path().display(),
         ledger.schema_version()?
     );
-    match holder {
-        Some(h) => crate::say!("lock: held by {} (pid {}) since {}", h.job, h.pid, h.since),
-        None => crate::say!("lock: free"),
+    if holders.is_empty() {
+        crate::say!("lock: free");
+    }
+    for h in &holders {
+        crate::say!("lock: held by {} (pid {}) since {}", h.job, h.pid, h.since);
     }
     for e in events {
         crate::say!("{}  {:<10} {}  {}", e.at, e.job, e.kind, e.detail);

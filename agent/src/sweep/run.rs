@@ -317,7 +317,7 @@ impl Sweeper<'_> {
                 reason: reason.clone(),
             });
         }
-        if synced.outcome == MirrorOutcome::Failed {
+        if matches!(synced.outcome, MirrorOutcome::Failed | MirrorOutcome::Busy) {
             return Ok(Decision::SkipMirrorFailed {
                 error: synced.error.clone().unwrap_or_default(),
             });
@@ -603,7 +603,8 @@ pub fn run(ctx: &crate::cli::Context, opts: Options) -> Result<Exit> {
     let recipes = canonical_recipes(&enrollment, &opts.only)?;
     let mut ledger = Ledger::open(&config.state_dir)?;
     let sweep = ledger.sweep_begin()?;
-    let _lock = match JobLock::acquire_wait(&config.state_dir, "sweep", config.lock_wait) {
+    // Mirror syncs go on beside the sweep, for every recipe but the one under test.
+    let lock = match JobLock::acquire_wait(&config.state_dir, "sweep", config.lock_wait) {
         Ok(lock) => lock,
         Err(e) => {
             ledger.sweep_finish(sweep, "refused-busy", &format!("{e:#}"))?;
@@ -644,7 +645,7 @@ pub fn run(ctx: &crate::cli::Context, opts: Options) -> Result<Exit> {
             export(dir, &c)?;
         }
     }
-    let synced = mirrors::sync_recipes(&config, &recipes, &mut ledger, &ctx.out)?;
+    let synced = mirrors::sync_recipes(&config, &recipes, &mut ledger, &ctx.out, &lock)?;
     let forge = crate::forge::from_config(&config)?;
     let sweeper = Sweeper {
         config: &config,
@@ -659,10 +660,18 @@ pub fn run(ctx: &crate::cli::Context, opts: Options) -> Result<Exit> {
         let Some(result) = synced.iter().find(|r| r.recipe == recipe.name) else {
             continue;
         };
-        let decision = match sweeper.sweep_one(&mut ledger, recipe, result) {
-            Ok(d) => d,
-            Err(e) if e.is::<Unusable>() || e.is::<BusyError>() => return Err(e),
-            Err(e) => Decision::Error {
+        // A recipe another job holds past lock_wait is not judged this week, and says why.
+        let decision = match lock
+            .recipe(&recipe.name, config.lock_wait)
+            .map_err(|e| Decision::Error {
+                detail: format!("{e:#}"),
+            })
+            .map(|_held| sweeper.sweep_one(&mut ledger, recipe, result))
+        {
+            Err(d) => d,
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) if e.is::<Unusable>() || e.is::<BusyError>() => return Err(e),
+            Ok(Err(e)) => Decision::Error {
                 detail: format!("{e:#}"),
             },
         };
