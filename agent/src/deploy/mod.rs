@@ -1,8 +1,11 @@
 //! `cc-ci-agent deploy`, `deploy status|history|deadman`, and `cc-ci-agent rollback`.
 
-mod flow;
+mod commands;
+mod interrupted;
+mod machine;
+mod observer;
 mod preflight;
-mod report;
+mod steps;
 mod verify;
 
 use anyhow::Result;
@@ -11,7 +14,7 @@ use clap::Subcommand;
 use crate::cli::Context;
 use crate::exit::Exit;
 
-pub use flow::Options;
+pub use steps::Options;
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -60,7 +63,7 @@ pub struct RollbackArgs {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     match args.command {
-        None => report::deploy(
+        None => commands::deploy(
             ctx,
             args.flake,
             Options {
@@ -68,12 +71,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
                 force: args.force,
             },
         ),
-        Some(Command::Status) => report::status(ctx),
-        Some(Command::History { limit }) => report::history(ctx, limit),
-        Some(Command::Deadman { id }) => report::deadman(ctx, id),
+        Some(Command::Status) => commands::status(ctx),
+        Some(Command::History { limit }) => commands::history(ctx, limit),
+        Some(Command::Deadman { id }) => commands::deadman(ctx, id),
     }
 }
 
 pub fn rollback(ctx: &Context, args: RollbackArgs) -> Result<Exit> {
-    report::rollback(ctx, args.to, args.force)
+    commands::rollback(ctx, args.to, args.force)
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::exit::Exit;
+use crate::ledger::Outcome;
 use crate::process::Cmd;
 
 /// The tree being deployed, as recorded in the journal.
@@ -15,19 +15,17 @@ pub struct Tree {
     pub flake_lock: Option<String>,
 }
 
-/// A refusal: the deploy does not start. Each kind has its own exit code.
+/// A refusal: the deploy does not start. Each kind is its own outcome, with its own exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Refused {
-    pub exit: Exit,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub message: String,
 }
 
 impl Refused {
-    pub fn new(exit: Exit, outcome: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(outcome: Outcome, message: impl Into<String>) -> Self {
         Self {
-            exit,
             outcome,
             message: message.into(),
         }
@@ -42,7 +40,7 @@ fn git(dir: &Path) -> Cmd {
 }
 
 pub fn tree(dir: &Path, require_synced: bool) -> Result<Tree, Refused> {
-    let bad = |m: String| Refused::new(Exit::BadInput, "refused-not-a-checkout", m);
+    let bad = |m: String| Refused::new(Outcome::RefusedNotACheckout, m);
     if !dir.is_dir() {
         return Err(bad(format!(
             "the flake directory {} does not exist",
@@ -79,8 +77,7 @@ pub fn tree(dir: &Path, require_synced: bool) -> Result<Tree, Refused> {
             String::new()
         };
         return Err(Refused::new(
-            Exit::DirtyTree,
-            "refused-dirty",
+            Outcome::RefusedDirty,
             format!(
                 "{} has uncommitted changes, so what would be deployed is not what any commit says: \
                  commit or stash them first. {}{more}",
@@ -109,8 +106,7 @@ pub fn tree(dir: &Path, require_synced: bool) -> Result<Tree, Refused> {
 fn check_synced(top: &Path, commit: &str) -> Result<(), Refused> {
     let stale = |m: String| {
         Refused::new(
-            Exit::StaleTree,
-            "refused-stale",
+            Outcome::RefusedStale,
             format!("{m} (deploy.require_synced = true: the deployed tree must be upstream's)"),
         )
     };

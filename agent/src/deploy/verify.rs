@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::machine::Machine;
 use crate::health::Verdict as HealthVerdict;
-use crate::host::Host;
 use crate::http;
 use crate::process::Cmd;
 use crate::settings::config::Config;
@@ -64,7 +64,7 @@ pub struct Expectations<'a> {
 }
 
 /// One round of every check.
-pub fn once(host: &Host, exp: &Expectations<'_>) -> Vec<CheckResult> {
+pub fn once(host: &dyn Machine, exp: &Expectations<'_>) -> Vec<CheckResult> {
     // Activation may have replaced agent.toml: read it again, as the new system wrote it.
     let config = Config::load(exp.config_path);
     let mut results = Vec::new();
@@ -157,7 +157,7 @@ fn health_regressions(config: &Config, before: &BTreeMap<String, HealthVerdict>)
     }
 }
 
-fn bridge_poll_repos(host: &Host, bridge: &str, enrollment_file: &Path) -> CheckResult {
+fn bridge_poll_repos(host: &dyn Machine, bridge: &str, enrollment_file: &Path) -> CheckResult {
     let name = "bridge POLL_REPOS";
     let expected = match Enrollment::load(enrollment_file) {
         Ok(e) => e.poll_repos(),
@@ -217,7 +217,7 @@ fn user_check(check: &UserCheck) -> CheckResult {
 
 /// Rounds of [`once`] until all pass or `timeout` has passed since the first.
 pub fn until_ok(
-    host: &Host,
+    host: &dyn Machine,
     exp: &Expectations<'_>,
     timeout: Duration,
     interval: Duration,

@@ -4,6 +4,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{now_rfc3339, Ledger};
+use crate::exit::Exit;
 use anyhow::Result;
 
 /// Where a deploy is. Stored as text; the order is the order of the happy path.
@@ -51,12 +52,106 @@ impl State {
     pub const UNCONFIRMED: [State; 3] = [State::Armed, State::Activating, State::Verifying];
 }
 
+/// How a deploy or rollback ended: the word in the journal and the exit code it gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Active, verified, and the boot default.
+    Deployed,
+    /// The host already runs what would be deployed.
+    Unchanged,
+    /// Built and shown; nothing activated.
+    DryRun,
+    /// Nothing was activated.
+    BuildFailed,
+    /// The new system did not verify; the old one is back and verified.
+    RolledBack,
+    /// Going back did not verify either: the host needs a person.
+    RollbackFailed,
+    /// An error stopped it (the message says which); see the row's state for how far it got.
+    Failed,
+    /// An agent that died left it unfinished; a later one closed the row.
+    Interrupted,
+    RefusedNotACheckout,
+    RefusedDirty,
+    RefusedStale,
+    RefusedCiBusy,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 12] = [
+        Outcome::Deployed,
+        Outcome::Unchanged,
+        Outcome::DryRun,
+        Outcome::BuildFailed,
+        Outcome::RolledBack,
+        Outcome::RollbackFailed,
+        Outcome::Failed,
+        Outcome::Interrupted,
+        Outcome::RefusedNotACheckout,
+        Outcome::RefusedDirty,
+        Outcome::RefusedStale,
+        Outcome::RefusedCiBusy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Deployed => "deployed",
+            Outcome::Unchanged => "unchanged",
+            Outcome::DryRun => "dry-run",
+            Outcome::BuildFailed => "build-failed",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::RollbackFailed => "rollback-failed",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+            Outcome::RefusedNotACheckout => "refused-not-a-checkout",
+            Outcome::RefusedDirty => "refused-dirty",
+            Outcome::RefusedStale => "refused-stale",
+            Outcome::RefusedCiBusy => "refused-ci-busy",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<Outcome> {
+        Self::ALL.into_iter().find(|o| o.as_str() == word)
+    }
+
+    pub fn exit(self) -> Exit {
+        match self {
+            Outcome::Deployed | Outcome::Unchanged | Outcome::DryRun => Exit::Success,
+            Outcome::BuildFailed => Exit::BuildFailed,
+            Outcome::RolledBack => Exit::RolledBack,
+            Outcome::RollbackFailed => Exit::RollbackFailed,
+            Outcome::Failed | Outcome::Interrupted => Exit::Failure,
+            Outcome::RefusedNotACheckout => Exit::BadInput,
+            Outcome::RefusedDirty => Exit::DirtyTree,
+            Outcome::RefusedStale => Exit::StaleTree,
+            Outcome::RefusedCiBusy => Exit::CiBusy,
+        }
+    }
+
+    /// Went back to the old system (or tried to): what the rollback hook is for.
+    pub fn went_back(self) -> bool {
+        matches!(self, Outcome::RolledBack | Outcome::RollbackFailed)
+    }
+
+    /// The deploy did not start: nothing on the host changed.
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            Outcome::RefusedNotACheckout
+                | Outcome::RefusedDirty
+                | Outcome::RefusedStale
+                | Outcome::RefusedCiBusy
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DeployRow {
     pub id: i64,
     pub kind: String,
     pub state: State,
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub pid: i64,
@@ -92,7 +187,16 @@ impl DeployRow {
             id: r.get(0)?,
             kind: r.get(1)?,
             state: State::parse(&r.get::<_, String>(2)?),
-            outcome: r.get(3)?,
+            outcome: match r.get::<_, Option<String>>(3)? {
+                None => None,
+                Some(word) => Some(Outcome::parse(&word).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        3,
+                        rusqlite::types::Type::Text,
+                        format!("{word:?} is not a deploy outcome").into(),
+                    )
+                })?),
+            },
             started_at: r.get(4)?,
             finished_at: r.get(5)?,
             pid: r.get(6)?,
@@ -194,10 +298,10 @@ impl Ledger {
     }
 
     /// Ends a deploy with its outcome and a message, whatever state it was in.
-    pub fn deploy_finish(&self, id: i64, outcome: &str, message: &str) -> Result<()> {
+    pub fn deploy_finish(&self, id: i64, outcome: Outcome, message: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE deploys SET state = ?1, outcome = ?2, message = ?3, finished_at = ?4 WHERE id = ?5",
-            params![State::Finished.as_str(), outcome, message, now_rfc3339(), id],
+            params![State::Finished.as_str(), outcome.as_str(), message, now_rfc3339(), id],
         )?;
         Ok(())
     }
@@ -241,15 +345,27 @@ mod tests {
         // The dead-man takes it; the agent's commit then loses.
         assert!(deadman.deploy_advance(id, &State::UNCONFIRMED, State::RollingBack)?);
         assert!(!agent.deploy_advance(id, &[State::Verifying], State::Committing)?);
-        deadman.deploy_finish(id, "rolled-back", "dead-man")?;
+        deadman.deploy_finish(id, Outcome::RolledBack, "dead-man")?;
         let row = agent
             .deploy_get(id)?
             .ok_or_else(|| anyhow::anyhow!("row"))?;
         assert_eq!(
-            (row.state, row.outcome.as_deref()),
-            (State::Finished, Some("rolled-back"))
+            (row.state, row.outcome),
+            (State::Finished, Some(Outcome::RolledBack))
         );
         assert!(agent.deploys_unfinished()?.is_empty());
         Ok(())
+    }
+
+    #[test]
+    fn every_outcome_reads_back_as_the_word_it_was_written_as() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+            assert_eq!(
+                serde_json::to_value(o).ok(),
+                Some(serde_json::Value::String(o.as_str().into()))
+            );
+        }
+        assert_eq!(Outcome::parse("deployed-ish"), None);
     }
 }

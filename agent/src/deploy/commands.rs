@@ -1,15 +1,18 @@
-//! Entry points: set up config, host, lock and journal, run the flow, print the outcome.
+//! The deploy subcommands: set up config, host, lock and journal, run the steps, print the outcome.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use serde_json::json;
 
-use super::flow::{settle_unfinished, Deploy, Options, Progress, Target};
+use super::interrupted::settle_unfinished;
+use super::machine::Live;
+use super::observer::{Event, Observer, Printer};
+use super::steps::{Deadman, Deploy, Options, Target};
 use crate::cli::Context;
 use crate::exit::{Exit, Unusable};
 use crate::host::{Generation, Host};
-use crate::ledger::{DeployRow, JobLock, Ledger, State};
+use crate::ledger::{DeployRow, JobLock, Ledger, Outcome, State};
 use crate::output::{table, Tone};
 use crate::settings::config::Config;
 use crate::settings::deploy::FlakeRef;
@@ -42,15 +45,13 @@ fn announce(config: &Config, ledger: &Ledger, id: i64) {
     };
     let details = serde_json::to_value(&row).unwrap_or_default();
     crate::hooks::fire(config, "deploy", details.clone());
-    if matches!(
-        row.outcome.as_deref(),
-        Some("rolled-back" | "rollback-failed")
-    ) {
+    if row.outcome.is_some_and(Outcome::went_back) {
         crate::hooks::fire(config, "rollback", details);
     }
 }
 
-fn finish_output(ctx: &Context, ledger: &Ledger, id: i64, exit: Exit) -> Result<Exit> {
+fn finish_output(ctx: &Context, ledger: &Ledger, id: i64, outcome: Outcome) -> Result<Exit> {
+    let exit = outcome.exit();
     if ctx.out.is_json() {
         let row = ledger.deploy_get(id)?;
         ctx.out
@@ -90,21 +91,53 @@ pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exi
     let (host, _) = host_of(&config)?;
     let _lock = JobLock::acquire(&config.state_dir, "deploy")?;
     let ledger = open_journal(&config)?;
-    let p = Progress { out: &ctx.out };
-    settle_unfinished(&ledger, &host, &p, false)?;
+    let printer = Printer { out: &ctx.out };
+    settle_unfinished(&ledger, &host, &printer, false)?;
     let id = ledger.deploy_begin("deploy", Some(&flake.to_arg()))?;
-    p.line(format!("deploy #{id}"));
-    let d = Deploy {
-        health_before: health_picture(&config),
-        id,
-        ledger: &ledger,
-        host: &host,
+    printer.on(&Event::Line(format!("deploy #{id}")));
+    let checks = Live {
         config: &config,
-        p: &p,
+        machine: &host,
+        health_before: health_picture(&config),
     };
-    let exit = guard(&d, d.run(Target::Build(flake), opts))?;
+    let d = steps(&config, id, &ledger, &host, &checks, &printer)?;
+    let outcome = guard(&d, d.run(Target::Build(flake), opts))?;
     announce(&config, &ledger, id);
-    finish_output(ctx, &ledger, id, exit)
+    finish_output(ctx, &ledger, id, outcome)
+}
+
+/// The state machine for journal row `id`, on the real host.
+fn steps<'a>(
+    config: &Config,
+    id: i64,
+    journal: &'a Ledger,
+    host: &'a Host,
+    checks: &'a Live<'a>,
+    observer: &'a dyn Observer,
+) -> Result<Deploy<'a>> {
+    let exe = std::env::current_exe()
+        .context("cannot find the agent's own executable for the dead-man switch")?;
+    let argv = vec![
+        exe.to_string_lossy().into_owned(),
+        "--config".into(),
+        config.path.to_string_lossy().into_owned(),
+        "deploy".into(),
+        "deadman".into(),
+        id.to_string(),
+    ];
+    Ok(Deploy {
+        id,
+        journal,
+        machine: host,
+        checks,
+        observer,
+        deadman: Deadman {
+            after: config.deploy.confirm_timeout,
+            argv,
+        },
+        workdir: config.deploy_state_dir().join("deploy"),
+        lost_wait: config.deploy.verify_timeout + Duration::from_secs(300),
+    })
 }
 
 pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
@@ -112,8 +145,8 @@ pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
     let (host, current) = host_of(&config)?;
     let _lock = JobLock::acquire(&config.state_dir, "rollback")?;
     let ledger = open_journal(&config)?;
-    let p = Progress { out: &ctx.out };
-    let unconfirmed_from = settle_unfinished(&ledger, &host, &p, true)?;
+    let printer = Printer { out: &ctx.out };
+    let unconfirmed_from = settle_unfinished(&ledger, &host, &printer, true)?;
     let generations = host.generations()?;
     let target = match (to, unconfirmed_from) {
         (Some(n), _) => generations
@@ -144,21 +177,19 @@ pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
             })?,
     };
     let id = ledger.deploy_begin("rollback", None)?;
-    p.line(format!(
+    printer.on(&Event::Line(format!(
         "rollback #{id}: to generation {} ({})",
         target.number,
         target.path.display()
-    ));
-    let d = Deploy {
-        health_before: health_picture(&config),
-        id,
-        ledger: &ledger,
-        host: &host,
+    )));
+    let checks = Live {
         config: &config,
-        p: &p,
+        machine: &host,
+        health_before: health_picture(&config),
     };
-    // An operator's rollback that verifies is a success: exit 0, not "rolled back".
-    let exit = guard(
+    let d = steps(&config, id, &ledger, &host, &checks, &printer)?;
+    // An operator's rollback that verifies is "deployed": exit 0, not "rolled back".
+    let outcome = guard(
         &d,
         d.run(
             Target::Generation(target),
@@ -169,7 +200,7 @@ pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
         ),
     )?;
     announce(&config, &ledger, id);
-    finish_output(ctx, &ledger, id, exit)
+    finish_output(ctx, &ledger, id, outcome)
 }
 
 /// Run by the transient timer a deploy arms. Does nothing if the deploy was confirmed.
@@ -193,7 +224,7 @@ pub fn deadman(ctx: &Context, id: i64) -> Result<Exit> {
         crate::say!(
             "deploy #{id} is {} ({}): nothing to roll back",
             row.state.as_str(),
-            row.outcome.as_deref().unwrap_or("running")
+            row.outcome.map_or("running", Outcome::as_str)
         );
         return Ok(Exit::Success);
     }
@@ -202,36 +233,36 @@ pub fn deadman(ctx: &Context, id: i64) -> Result<Exit> {
         path: row.from_path.clone().unwrap_or_default().into(),
     };
     let failed_before = serde_json::from_value(row.failed_before.clone()).unwrap_or_default();
-    let p = Progress { out: &ctx.out };
-    let d = Deploy {
+    let printer = Printer { out: &ctx.out };
+    let checks = Live {
+        config: &config,
+        machine: &host,
         // The new system is already active: there is no "before" to compare with.
         health_before: None,
-        id,
-        ledger: &ledger,
-        host: &host,
-        config: &config,
-        p: &p,
     };
+    let d = steps(&config, id, &ledger, &host, &checks, &printer)?;
     let reason = format!(
         "the dead-man switch fired: deploy #{id} was not confirmed within {}s",
         config.deploy.confirm_timeout.as_secs()
     );
-    let exit = guard(&d, d.roll_back(&from, &failed_before, &reason, None))?;
+    let outcome = guard(&d, d.roll_back(&from, &failed_before, &reason, None))?;
     announce(&config, &ledger, id);
-    Ok(exit)
+    Ok(outcome.exit())
 }
 
-/// An error escaping the flow still ends its journal row.
-fn guard(d: &Deploy<'_>, result: Result<Exit>) -> Result<Exit> {
+/// An error escaping the steps still ends its journal row.
+fn guard(d: &Deploy<'_>, result: Result<Outcome>) -> Result<Outcome> {
     if let Err(e) = &result {
         let still_open = d
-            .ledger
+            .journal
             .deploy_get(d.id)
             .ok()
             .flatten()
             .is_some_and(|r| r.state != State::Finished);
         if still_open {
-            let _ = d.ledger.deploy_finish(d.id, "failed", &format!("{e:#}"));
+            let _ = d
+                .journal
+                .deploy_finish(d.id, Outcome::Failed, &format!("{e:#}"));
         }
     }
     result
@@ -262,14 +293,14 @@ pub fn status(ctx: &Context) -> Result<Exit> {
 }
 
 fn print_row(ctx: &Context, row: &DeployRow) {
-    let outcome = row
-        .outcome
-        .clone()
-        .unwrap_or_else(|| format!("unfinished ({})", row.state.as_str()));
-    let tone = match row.outcome.as_deref() {
-        Some("deployed" | "unchanged" | "dry-run") => Tone::Good,
-        Some("rolled-back" | "build-failed") => Tone::Warn,
-        Some(o) if o.starts_with("refused") => Tone::Warn,
+    let outcome = row.outcome.map_or_else(
+        || format!("unfinished ({})", row.state.as_str()),
+        |o| o.as_str().to_string(),
+    );
+    let tone = match row.outcome {
+        Some(Outcome::Deployed | Outcome::Unchanged | Outcome::DryRun) => Tone::Good,
+        Some(Outcome::RolledBack | Outcome::BuildFailed) => Tone::Warn,
+        Some(o) if o.is_refusal() => Tone::Warn,
         _ => Tone::Bad,
     };
     crate::say!(
@@ -321,7 +352,9 @@ pub fn history(ctx: &Context, limit: u32) -> Result<Exit> {
                 (r.kind.clone(), None),
                 (r.started_at.clone(), None),
                 (
-                    r.outcome.clone().unwrap_or_else(|| r.state.as_str().into()),
+                    r.outcome
+                        .map_or(r.state.as_str(), Outcome::as_str)
+                        .to_string(),
                     None,
                 ),
                 (

@@ -1,0 +1,192 @@
+//! What a deploy tells people as it goes. The state machine reports events; it never prints.
+//! [`Printer`] writes them for people (nothing in JSON mode, where the journal row is printed at
+//! the end); the unit tests record them.
+
+use std::path::Path;
+
+use super::verify::Verdict;
+use crate::host::{Activation, Generation};
+use crate::output::{Output, Tone};
+
+/// One thing that happened, in the order it happened. Each is recorded in the journal first.
+pub enum Event<'a> {
+    /// A line said as it is: what a deploy or rollback is for, and the like.
+    Line(String),
+    Tree {
+        flake: &'a str,
+        commit: &'a str,
+        flake_lock: Option<&'a str>,
+    },
+    CiIdle,
+    Refused(&'a str),
+    From(&'a Generation),
+    FailingBefore(Vec<&'a str>),
+    /// The running system is not the profile's current generation's.
+    RunningElsewhere {
+        running: Option<&'a Path>,
+        generation: u64,
+    },
+    Built {
+        system: &'a Path,
+        seconds: f64,
+    },
+    BuildFailed(&'a str),
+    /// A dry run, or nothing to do: the deploy ends here, said in full.
+    Ended(&'a str),
+    Armed {
+        unit: &'a str,
+        seconds: u64,
+    },
+    Activated(Result<Activation, &'a str>),
+    Verified(&'a Verdict),
+    Committed(&'a str),
+    RollingBack(&'a str),
+    RolledBack {
+        verdict: &'a Verdict,
+        message: &'a str,
+    },
+    RollbackFailed {
+        verdict: &'a Verdict,
+        message: &'a str,
+    },
+    /// The dead-man switch took the deploy over; then what it said when it finished.
+    Lost,
+    DeadmanDone(&'a str),
+    /// Something a person should know that is not this deploy's doing.
+    Notice(&'a str),
+}
+
+pub trait Observer {
+    fn on(&self, event: &Event<'_>);
+}
+
+/// Lines for people.
+pub struct Printer<'a> {
+    pub out: &'a Output,
+}
+
+impl Printer<'_> {
+    fn line(&self, text: impl AsRef<str>) {
+        if !self.out.is_json() {
+            crate::say!("{}", text.as_ref());
+        }
+    }
+
+    fn mark(&self, ok: bool) -> String {
+        if ok {
+            self.out.paint("ok", Tone::Good)
+        } else {
+            self.out.paint("FAILED", Tone::Bad)
+        }
+    }
+
+    fn verdict(&self, v: &Verdict) {
+        for r in &v.results {
+            let sign = if r.ok {
+                self.out.paint("✓", Tone::Good)
+            } else {
+                self.out.paint("✗", Tone::Bad)
+            };
+            self.line(format!("    {sign} {}: {}", r.name, r.detail));
+        }
+    }
+
+    /// In JSON mode stdout carries only the journal row: a refusal or notice still reaches
+    /// stderr.
+    fn also_stderr(&self, what: &str, text: &str) {
+        if self.out.is_json() {
+            eprintln!("{what}: {text}");
+        }
+    }
+}
+
+impl Observer for Printer<'_> {
+    fn on(&self, event: &Event<'_>) {
+        let paint = |text: &str, tone| self.out.paint(text, tone);
+        match event {
+            Event::Line(text) => self.line(text),
+            Event::Tree {
+                flake,
+                commit,
+                flake_lock,
+            } => self.line(format!(
+                "tree: {flake} at {} (flake.lock {})",
+                crate::git::short(commit),
+                flake_lock.map_or("none", crate::git::short)
+            )),
+            Event::CiIdle => self.line("CI: no build in flight"),
+            Event::Refused(message) => {
+                self.line(format!("{}: {message}", paint("refused", Tone::Bad)));
+                self.also_stderr("error", message);
+            }
+            Event::From(g) => self.line(format!(
+                "from: generation {} {}",
+                g.number,
+                g.path.display()
+            )),
+            Event::FailingBefore(units) => self.line(format!(
+                "already failing before the deploy (not held against it): {}",
+                units.join(", ")
+            )),
+            Event::RunningElsewhere {
+                running,
+                generation,
+            } => self.line(format!(
+                "{}: the running system ({}) is not generation {generation}'s; a rollback returns to generation {generation}",
+                paint("note", Tone::Warn),
+                running.map_or("unknown".into(), |p| p.display().to_string()),
+            )),
+            Event::Built { system, seconds } => self.line(format!(
+                "build: {} ({seconds:.1}s) {}",
+                self.mark(true),
+                system.display()
+            )),
+            Event::BuildFailed(e) => self.line(format!("build: {}: {e}", self.mark(false))),
+            Event::Ended(message) => self.line(message),
+            Event::Armed { unit, seconds } => self.line(format!(
+                "dead-man switch: {unit}.timer rolls back in {seconds}s unless this deploy is confirmed"
+            )),
+            Event::Activated(Ok(Activation::Clean)) => {
+                self.line(format!("activate: {}", self.mark(true)));
+            }
+            Event::Activated(Ok(Activation::UnitsFailed)) => self.line(
+                "activate: done; switch-to-configuration reports failed units (judged against those failing before)",
+            ),
+            Event::Activated(Err(e)) => {
+                self.line(format!("activate: {}: {e}", self.mark(false)));
+            }
+            Event::Verified(v) => {
+                self.line(format!(
+                    "verify: {} after {} attempt(s), {:.1}s",
+                    self.mark(v.ok),
+                    v.attempts,
+                    v.elapsed_ms as f64 / 1000.0
+                ));
+                self.verdict(v);
+            }
+            Event::Committed(message) => {
+                self.line(format!("commit: {}: {message}", self.mark(true)));
+            }
+            Event::RollingBack(reason) => {
+                self.line(format!("{}: {reason}", paint("rolling back", Tone::Warn)));
+            }
+            Event::RolledBack { verdict, message } => {
+                self.line(format!("rollback: {}", self.mark(true)));
+                self.verdict(verdict);
+                self.line(format!("{}: {message}", paint("rolled back", Tone::Warn)));
+            }
+            Event::RollbackFailed { verdict, message } => {
+                self.verdict(verdict);
+                self.line(format!("{}: {message}", paint("ROLLBACK FAILED", Tone::Bad)));
+            }
+            Event::Lost => self.line(
+                "the dead-man switch took this deploy over before it was confirmed; waiting for its rollback",
+            ),
+            Event::DeadmanDone(message) => self.line(format!("dead-man switch: {message}")),
+            Event::Notice(message) => {
+                self.line(format!("{}: {message}", paint("notice", Tone::Warn)));
+                self.also_stderr("notice", message);
+            }
+        }
+    }
+}
