@@ -14,6 +14,8 @@ rustPlatform.buildRustPackage {
       ../Cargo.lock
       ../clippy.toml
       ../agent
+      # A workspace member: the emulated host the deploy tests use (never installed).
+      ../testkit
       # The integration tests read the corpus and nix/lib.nix.
       ../tests
       ./lib.nix
@@ -21,6 +23,10 @@ rustPlatform.buildRustPackage {
   };
 
   cargoLock.lockFile = ../Cargo.lock;
+
+  # Only the agent is built and installed; the testkit (demo, emulated host) stays out.
+  cargoBuildFlags = [ "-p" "cc-ci-agent" ];
+  cargoTestFlags = [ "-p" "cc-ci-agent" ];
 
   # flock(1) and script(1) for the lock and terminal-colour tests.
   nativeCheckInputs = [ util-linux ];

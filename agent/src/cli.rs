@@ -82,11 +82,6 @@ enum Command {
         after_help = "Exit: 0 healthy, 13 degraded, 14 unhealthy, 2 bad input. See docs/health.md. Every code: docs/exit-codes.md."
     )]
     Health(crate::health::Args),
-    /// The whole system on this machine: a fleet, a forge, an emulated host, every step.
-    #[command(
-        after_help = "Exit: 0 when every step gave the code it should. See README.md. Every code: docs/exit-codes.md."
-    )]
-    Demo(crate::demo::Args),
 }
 
 /// What every command gets: how to print, and where the configuration is.
@@ -119,7 +114,12 @@ impl Context {
 }
 
 pub fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse() {
+    main_from(std::env::args_os())
+}
+
+/// [`main`] for an argument list of its own (the first is the program's name).
+pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -149,7 +149,6 @@ pub fn main() -> std::process::ExitCode {
         Command::History(args) => crate::sweep::history(&ctx, args),
         Command::Gc(args) => crate::gc::run(&ctx, args),
         Command::Health(args) => crate::health::run(&ctx, args),
-        Command::Demo(args) => crate::demo::run(&ctx, args),
     };
     match result {
         Ok(code) => code.into(),

@@ -3,9 +3,7 @@
 pub mod busy;
 pub mod cli;
 pub mod deadline;
-pub mod demo;
 pub mod deploy;
-pub mod emulator;
 pub mod enrollment;
 pub mod exit;
 pub mod forge;

@@ -1,4 +1,4 @@
-//! `cc-ci-agent deploy` and `rollback` against an emulated NixOS host (see agent/src/emulator/):
+//! `cc-ci-agent deploy` and `rollback` against an emulated NixOS host (see testkit/src/emulator/):
 //! real git checkouts, real generation links, real transient timers; the fault matrix of the
 //! deploy issue. Each scenario ends on the exact previous generation or on the new one, with a
 //! journal row and the documented exit code.
@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cc_ci_agent::emulator::EmulatedHost;
 use cc_ci_agent::ledger::{JobLock, State};
+use cc_ci_testkit::emulator::EmulatedHost;
 use common::{agent, Run};
 use support::git;
 

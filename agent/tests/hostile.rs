@@ -203,7 +203,7 @@ fn the_root_deploy_keeps_its_journal_where_the_job_user_cannot_write() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let host = cc_ci_agent::emulator::EmulatedHost::create(
+    let host = cc_ci_testkit::emulator::EmulatedHost::create(
         &dir.path().join("host"),
         "unit cc-ci-bridge.service active POLL_REPOS=app\n",
     )

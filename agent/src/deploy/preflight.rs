@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::git::{Checkout, Git};
 use crate::ledger::Outcome;
-use crate::process::Cmd;
 
 /// The tree being deployed, as recorded in the journal.
 #[derive(Debug, Clone)]
@@ -32,11 +32,9 @@ impl Refused {
     }
 }
 
-fn git(dir: &Path) -> Cmd {
-    Cmd::new("git")
-        .arg("-C")
-        .arg(dir)
-        .timeout(Duration::from_secs(60))
+/// Git for the checkout: a minute per call, no retries (a person is waiting).
+fn git() -> Git {
+    Git::new(Duration::from_secs(60), 0)
 }
 
 pub fn tree(dir: &Path, require_synced: bool) -> Result<Tree, Refused> {
@@ -47,34 +45,23 @@ pub fn tree(dir: &Path, require_synced: bool) -> Result<Tree, Refused> {
             dir.display()
         )));
     }
-    let top = git(dir)
-        .args(["rev-parse", "--show-toplevel"])
-        .run()
-        .map_err(|e| {
-            bad(format!(
-                "the flake directory {} is not a git checkout: {e}",
-                dir.display()
-            ))
-        })?;
-    let top = Path::new(top.trim());
-    let commit = git(top)
-        .args(["rev-parse", "--verify", "HEAD"])
-        .run()
-        .map_err(|e| bad(format!("{} has no commit: {e}", top.display())))?
-        .trim()
-        .to_string();
-
-    let status = git(top)
-        .args(["status", "--porcelain=v1", "--untracked-files=normal"])
-        .run()
-        .map_err(|e| bad(e.to_string()))?;
-    if !status.trim().is_empty() {
-        let files: Vec<&str> = status.lines().take(10).collect();
-        let more = status.lines().count().saturating_sub(files.len());
-        let more = if more > 0 {
-            format!(" (and {more} more)")
-        } else {
-            String::new()
+    let git = git();
+    let checkout = git.checkout(dir).map_err(|e| {
+        bad(format!(
+            "the flake directory {} is not a git checkout: {e}",
+            dir.display()
+        ))
+    })?;
+    let top = checkout.top();
+    let commit = checkout
+        .head()
+        .map_err(|e| bad(format!("{} has no commit: {e}", top.display())))?;
+    let changes = checkout.changes().map_err(|e| bad(e.to_string()))?;
+    if !changes.is_empty() {
+        let files: Vec<&str> = changes.iter().take(10).map(String::as_str).collect();
+        let more = match changes.len() - files.len() {
+            0 => String::new(),
+            n => format!(" (and {n} more)"),
         };
         return Err(Refused::new(
             Outcome::RefusedDirty,
@@ -86,70 +73,38 @@ pub fn tree(dir: &Path, require_synced: bool) -> Result<Tree, Refused> {
             ),
         ));
     }
-
     if require_synced {
-        check_synced(top, &commit)?;
+        check_synced(&checkout, &commit)?;
     }
-    let flake_lock = git(top)
-        .args([
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{commit}:flake.lock"),
-        ])
-        .run()
-        .ok()
-        .map(|s| s.trim().to_string());
+    let flake_lock = checkout.blob(&commit, "flake.lock");
     Ok(Tree { commit, flake_lock })
 }
 
-fn check_synced(top: &Path, commit: &str) -> Result<(), Refused> {
+fn check_synced(checkout: &Checkout<'_>, commit: &str) -> Result<(), Refused> {
     let stale = |m: String| {
         Refused::new(
             Outcome::RefusedStale,
             format!("{m} (deploy.require_synced = true: the deployed tree must be upstream's)"),
         )
     };
-    let branch = git(top)
-        .args(["symbolic-ref", "--quiet", "--short", "HEAD"])
-        .run()
-        .map_err(|_| {
-            stale(format!(
-                "{} is on a detached HEAD, not on a branch",
-                top.display()
-            ))
-        })?;
-    let branch = branch.trim();
-    let config = |key: String| {
-        git(top)
-            .args(["config", "--get", &key])
-            .run()
-            .ok()
-            .map(|s| s.trim().to_string())
+    let Some(branch) = checkout.branch() else {
+        return Err(stale(format!(
+            "{} is on a detached HEAD, not on a branch",
+            checkout.top().display()
+        )));
     };
-    let (Some(remote), Some(merge)) = (
-        config(format!("branch.{branch}.remote")),
-        config(format!("branch.{branch}.merge")),
-    ) else {
+    let Some((remote, merge)) = checkout.upstream_of(&branch) else {
         return Err(stale(format!(
             "branch {branch} has no upstream: set one with `git branch --set-upstream-to=origin/{branch}`"
         )));
     };
-    let listed = git(top)
-        .args(["ls-remote", "--heads", "--", &remote, &merge])
-        .run()
+    let upstream = checkout
+        .remote_commit(&remote, &merge)
         .map_err(|e| {
             stale(format!(
                 "cannot reach upstream {remote} to check that the tree is current: {e}"
             ))
-        })?;
-    let upstream = listed
-        .lines()
-        .find_map(|l| {
-            l.split_once('\t')
-                .filter(|(_, r)| *r == merge)
-                .map(|(oid, _)| oid.to_string())
-        })
+        })?
         .ok_or_else(|| stale(format!("upstream {remote} has no branch {merge}")))?;
     if upstream != commit {
         return Err(stale(format!(

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use super::{Closed, Forge, Pulls, Repository};
 use crate::deadline::Deadline;
-use crate::process::Cmd;
+use crate::git::Git;
 
 pub struct Local {
     path: PathBuf,
@@ -42,16 +42,7 @@ impl Forge for Local {
     fn create(&self, recipe: &str, branch: &str, _deadline: Deadline) -> Result<()> {
         std::fs::create_dir_all(&self.path)
             .with_context(|| format!("cannot create {}", self.path.display()))?;
-        Cmd::new("git")
-            .args([
-                "init",
-                "--quiet",
-                "--bare",
-                &format!("--initial-branch={branch}"),
-            ])
-            .arg(self.repo(recipe))
-            .timeout(std::time::Duration::from_secs(60))
-            .run()?;
+        Git::new(std::time::Duration::from_secs(60), 0).create_bare(&self.repo(recipe), branch)?;
         Ok(())
     }
 

@@ -1,6 +1,8 @@
-//! The only place that knows git's command lines: `ls-remote`, the per-recipe bare cache, and
-//! leased, atomic pushes. Credentials arrive as environment (`GIT_CONFIG_*`), never in argv.
+//! The only place that knows git's command lines: `ls-remote`, the per-recipe bare cache,
+//! leased, atomic pushes, and the deploy's look at its checkout. Credentials arrive as environment
+//! (`GIT_CONFIG_*`), never in argv.
 
+mod checkout;
 pub mod pkt;
 mod receive_pack;
 pub mod refs;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use crate::deadline::Deadline;
 use crate::process::{Cmd, ProcessError};
 use crate::secrets::Secret;
+pub use checkout::Checkout;
 pub use refs::{is_oid, plan, Change, RefSet, Tag};
 
 /// Leased ref updates per push at most. Git checks each lease against every ref it pushes (and
@@ -245,6 +248,16 @@ impl Git {
             .filter(|n| !n.chars().any(char::is_control))
             .map(String::from)
             .collect())
+    }
+
+    /// A new, empty bare repository whose HEAD names `branch` (a mirror forge's repository).
+    pub fn create_bare(&self, path: &Path, branch: &str) -> Result<(), GitError> {
+        self.run(|cmd| {
+            cmd.args(["init", "--quiet", "--bare"])
+                .arg(format!("--initial-branch={branch}"))
+                .arg(path)
+        })?;
+        Ok(())
     }
 
     pub fn init_bare(&self, path: &Path) -> Result<(), GitError> {

@@ -15,7 +15,6 @@ use crate::exit::Exit;
 use crate::fsutil::write_atomic;
 use crate::ledger::{now_rfc3339, Ledger};
 use crate::output::{table, Tone};
-use crate::process::Cmd;
 use crate::settings::config::Config;
 use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
 
@@ -83,28 +82,10 @@ fn live_poll_repos(config: &Config) -> Result<BTreeSet<String>, String> {
     let text = match &config.health.poll_repos_file {
         Some(file) => std::fs::read_to_string(file)
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
-        None => {
-            let systemctl = config
-                .deploy
-                .systemctl
-                .clone()
-                .or_else(|| crate::process::which("systemctl"))
-                .ok_or("no systemctl here and no health.poll_repos_file")?;
-            let out = Cmd::new(systemctl)
-                .args([
-                    "show",
-                    "--property=Environment",
-                    "--value",
-                    "--",
-                    &config.bridge.unit,
-                ])
-                .timeout(Duration::from_secs(30))
-                .run()
-                .map_err(|e| e.to_string())?;
-            crate::host::systemd::parse_environment(&out)
-                .remove("POLL_REPOS")
-                .ok_or_else(|| format!("{} runs without POLL_REPOS", config.bridge.unit))?
-        }
+        None => crate::host::unit_environment(&config.deploy, &config.bridge.unit)
+            .map_err(|e| format!("{e:#}"))?
+            .remove("POLL_REPOS")
+            .ok_or_else(|| format!("{} runs without POLL_REPOS", config.bridge.unit))?,
     };
     parse_poll_repos(&text).map_err(|e| match &config.health.poll_repos_file {
         Some(file) => format!("{}: {e}", file.display()),

@@ -70,6 +70,20 @@ fn program(configured: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
     }
 }
 
+/// The environment `unit` runs with, asked of the configured `systemctl` (else `PATH`'s) without
+/// the rest of a NixOS host: what `health` needs on any machine.
+pub fn unit_environment(s: &DeploySettings, unit: &str) -> Result<BTreeMap<String, String>> {
+    show_environment(&program(&s.systemctl, "systemctl")?, unit)
+}
+
+fn show_environment(systemctl: &Path, unit: &str) -> Result<BTreeMap<String, String>> {
+    let out = Cmd::new(systemctl)
+        .args(["show", "--property=Environment", "--value", "--", unit])
+        .timeout(Duration::from_secs(30))
+        .run()?;
+    Ok(systemd::parse_environment(&out))
+}
+
 impl Host {
     pub fn from_settings(s: &DeploySettings) -> Result<Self> {
         Ok(Self {
@@ -194,11 +208,7 @@ impl Host {
 
     /// The environment of a unit as systemd runs it.
     pub fn unit_environment(&self, unit: &str) -> Result<BTreeMap<String, String>> {
-        let out = Cmd::new(&self.systemctl)
-            .args(["show", "--property=Environment", "--value", "--", unit])
-            .timeout(Duration::from_secs(30))
-            .run()?;
-        Ok(systemd::parse_environment(&out))
+        show_environment(&self.systemctl, unit)
     }
 
     /// A transient timer that runs `argv` after `delay` unless stopped: it lives in systemd, not

@@ -146,13 +146,11 @@ fn latest_release(
         .state_dir
         .join("mirrors")
         .join(format!("{}.git", recipe.name));
-    git.init_bare(&cache).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cached = git
-        .local_refs(&cache, &recipe.branch)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    git.init_bare(&cache)?;
+    let cached = git.local_refs(&cache, &recipe.branch)?;
     if !cached.same_as(refs) {
         git.fetch(&cache, mirror_url, &recipe.branch)
-            .map_err(|e| anyhow::anyhow!("updating the cache: {e}"))?;
+            .context("updating the cache")?;
     }
     let (latest, verdicts) = release_in(config, git, &cache, refs, &head);
     ledger.sweep_state_set(

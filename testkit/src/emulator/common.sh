@@ -1,4 +1,4 @@
-# A stand-in for one NixOS host program, used by cc-ci-agent's tests and by `cc-ci-agent demo`.
+# A stand-in for one NixOS host program, used by cc-ci's tests and by the demo (`cc-ci-demo`).
 # It follows the real program's contract (arguments, exit codes, generation links, unit states)
 # on a host laid out under $HOST instead of /.
 set -euo pipefail

@@ -1,7 +1,7 @@
 //! An emulated NixOS host under a directory: stand-ins for `nixos-rebuild`, `switch-to-configuration`,
 //! `nix-env`, `systemctl` and `systemd-run` that follow the real programs' contract (store paths,
 //! `system-N-link` generations, exit 4 for failed units, transient timers that fire unless stopped).
-//! Used by the tests and by `cc-ci-agent demo`, where there is no NixOS to deploy to; the NixOS VM
+//! Used by the tests and by the demo (`cc-ci-demo`), where there is no NixOS to deploy to; the NixOS VM
 //! tests cover the real programs.
 //!
 //! A system is described by a text file, `host/<name>.conf` in the flake directory:
@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::host::generation;
-use crate::process::Cmd;
+use cc_ci_agent::host::generation;
+use cc_ci_agent::process::Cmd;
 
 const COMMON: &str = include_str!("common.sh");
 const PROGRAMS: [(&str, &str); 5] = [

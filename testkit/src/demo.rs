@@ -1,4 +1,4 @@
-//! `cc-ci-agent demo`: the whole system on one machine, in one directory. It builds a small fleet
+//! The demo (`cc-ci-demo`): the whole system on one machine, in one directory. It builds a small fleet
 //! of upstream recipe repositories with release tags, a local forge, a flake checkout with an
 //! enrollment, and an emulated NixOS host, then runs the agent itself, step by step, as an operator
 //! would. Only the host (see `emulator`) and CI (a stand-in command) are stand-ins.
@@ -6,17 +6,50 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use clap::Parser;
 
-use crate::cli::Context;
 use crate::emulator::EmulatedHost;
-use crate::exit::Exit;
-use crate::process::Cmd;
+use cc_ci_agent::exit::Exit;
+use cc_ci_agent::output::Format;
+use cc_ci_agent::process::Cmd;
+use cc_ci_agent::say;
 
-#[derive(Debug, clap::Args)]
+/// The whole system on this machine: a fleet, a forge, an emulated host, every step.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cc-ci-demo",
+    after_help = "Exit: 0 when every step gave the code it should, 1 when one did not, 2 for bad input. See README.md."
+)]
 pub struct Args {
     /// Where to build it (default: a new temporary directory, kept afterwards).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// How the agent's steps print on stdout.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+}
+
+/// Parses the arguments, runs the demo, and says what failed.
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    let args = match Args::try_parse_from(args) {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::BadInput
+            } else {
+                Exit::Success
+            }
+            .into();
+        }
+    };
+    match run(args) {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            cc_ci_agent::exit::classify(&e).into()
+        }
+    }
 }
 
 const SYSTEM: &str = "unit cc-ci-bridge.service active POLL_REPOS=custom-html,hedgedoc,plausible\nunit cc-ci-enrollment-check.service active\n";
@@ -162,7 +195,7 @@ fn build(root: &Path) -> Result<PathBuf> {
     Ok(config)
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+fn run(args: Args) -> Result<Exit> {
     let root = match args.dir {
         Some(d) => {
             if d.exists()
@@ -170,7 +203,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
                     .map(|mut e| e.next().is_some())
                     .unwrap_or(true)
             {
-                return Err(crate::exit::Unusable(format!(
+                return Err(cc_ci_agent::exit::Unusable(format!(
                     "{} is not empty: give --dir an empty or new directory",
                     d.display()
                 ))
@@ -182,20 +215,25 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     };
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let root = std::path::absolute(&root)?;
-    crate::say!("cc-ci demo in {}", root.display());
-    crate::say!(
+    say!("cc-ci demo in {}", root.display());
+    say!(
         "Stand-ins: the NixOS host is emulated under host/ (nixos-rebuild, switch-to-configuration,\n\
          systemctl, systemd-run), and CI is a shell command that passes for every recipe but\n\
          custom-html. Everything else is the real agent, run as a separate process per step.\n"
     );
     let config = build(&root)?;
-    let exe = std::env::current_exe().context("cannot find the agent's own executable")?;
+    // The agent is in this binary too: `cc-ci-demo agent ARGS` (see src/bin/cc-ci-demo.rs).
+    let exe = std::env::current_exe().context("cannot find the demo's own executable")?;
     let flake = root.join("flake");
-    let format = if ctx.out.is_json() { "json" } else { "human" };
+    let format = match args.format {
+        Format::Json => "json",
+        Format::Human => "human",
+    };
 
     let step = |title: &str, args: &[&str], expect: u8| -> Result<()> {
-        crate::say!("== {title}\n$ cc-ci-agent {}", args.join(" "));
+        say!("== {title}\n$ cc-ci-agent {}", args.join(" "));
         let status = std::process::Command::new(&exe)
+            .arg("agent")
             .arg("--config")
             .arg(&config)
             .args(["--format", format])
@@ -205,7 +243,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             .status()
             .with_context(|| format!("cannot run {}", exe.display()))?;
         let code = status.code().unwrap_or(-1);
-        crate::say!(
+        say!(
             "(exit {code}{})\n",
             if code == i32::from(expect) {
                 ", as expected"
@@ -256,11 +294,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     )?;
     // hedgedoc is exempt from tests and custom-html's newest release is red: degraded.
     step("health", &["health"], Exit::Degraded as u8)?;
-    // A command that works as printed: the binary by its full path, not a name on PATH.
-    let me =
-        std::env::current_exe().map_or_else(|_| "cc-ci-agent".into(), |p| p.display().to_string());
-    crate::say!(
-        "Done. Look around: {me} --config {} state status",
+    // A command that works as printed: this binary by its full path, running the agent.
+    say!(
+        "Done. Look around: {} agent --config {} state status",
+        exe.display(),
         config.display()
     );
     Ok(Exit::Success)

@@ -1,0 +1,90 @@
+//! A work tree the deploy builds from (the host's own flake checkout): its top, HEAD, whether it
+//! is clean, and what its upstream branch is at. Read only: nothing here changes the checkout.
+
+use std::path::{Path, PathBuf};
+
+use super::{Git, GitError};
+
+/// A git work tree, found from any directory in it.
+pub struct Checkout<'a> {
+    git: &'a Git,
+    top: PathBuf,
+}
+
+impl Git {
+    /// The work tree `dir` is in.
+    pub fn checkout(&self, dir: &Path) -> Result<Checkout<'_>, GitError> {
+        let top = self.run(|cmd| {
+            cmd.arg("-C")
+                .arg(dir)
+                .args(["rev-parse", "--show-toplevel"])
+        })?;
+        Ok(Checkout {
+            git: self,
+            top: PathBuf::from(top.trim()),
+        })
+    }
+}
+
+impl Checkout<'_> {
+    pub fn top(&self) -> &Path {
+        &self.top
+    }
+
+    fn git(&self, args: &[&str]) -> Result<String, GitError> {
+        self.git
+            .run(|cmd| cmd.arg("-C").arg(&self.top).args(args))
+            .map(|out| out.trim_end().to_string())
+    }
+
+    /// The commit HEAD names.
+    pub fn head(&self) -> Result<String, GitError> {
+        self.git(&["rev-parse", "--verify", "HEAD"])
+    }
+
+    /// Changed and untracked files, as `git status --porcelain` lists them; empty when clean.
+    pub fn changes(&self) -> Result<Vec<String>, GitError> {
+        let out = self.git(&["status", "--porcelain=v1", "--untracked-files=normal"])?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    /// The branch HEAD is on; `None` on a detached HEAD.
+    pub fn branch(&self) -> Option<String> {
+        self.git(&["symbolic-ref", "--quiet", "--short", "HEAD"])
+            .ok()
+    }
+
+    /// The remote and the ref a branch follows (`branch.<b>.remote` and `.merge`).
+    pub fn upstream_of(&self, branch: &str) -> Option<(String, String)> {
+        let get = |key: String| self.git(&["config", "--get", &key]).ok();
+        Some((
+            get(format!("branch.{branch}.remote"))?,
+            get(format!("branch.{branch}.merge"))?,
+        ))
+    }
+
+    /// The commit `merge` names on `remote` now; `None` when the remote has no such ref.
+    pub fn remote_commit(&self, remote: &str, merge: &str) -> Result<Option<String>, GitError> {
+        let listed = self.git(&["ls-remote", "--heads", "--", remote, merge])?;
+        Ok(listed.lines().find_map(|l| {
+            l.split_once('\t')
+                .filter(|(_, r)| *r == merge)
+                .map(|(oid, _)| oid.to_string())
+        }))
+    }
+
+    /// The object id of `path` at `commit`, if the commit has it.
+    pub fn blob(&self, commit: &str, path: &str) -> Option<String> {
+        self.git(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{commit}:{path}"),
+        ])
+        .ok()
+    }
+}

@@ -1,0 +1,120 @@
+//! The source's own rules, checked on the source: each program's command lines live in one
+//! place. `git` is spoken only in `src/git/`; systemd and the NixOS tools only in `src/host/`;
+//! processes start only through `process::Cmd`. And the binary holds no test kit.
+
+// Test crate: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+/// Programs whose command lines belong to `git/` or `host/`, as a name in a string or a variable.
+const TOOLS: [(&str, &str); 5] = [
+    ("git", "git/"),
+    ("systemctl", "host/"),
+    ("nixos-rebuild", "host/"),
+    ("nix-env", "host/"),
+    ("systemd-run", "host/"),
+];
+
+fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            sources(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+/// The text of each `Cmd::new(...)` argument in `text`, with its line number.
+fn cmd_arguments(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (at, _) in text.match_indices("Cmd::new(") {
+        let rest = &text[at + "Cmd::new(".len()..];
+        let mut depth = 1;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                depth += match c {
+                    '(' => 1,
+                    ')' => -1,
+                    _ => 0,
+                };
+                depth == 0
+            })
+            .map_or(rest.len(), |(i, _)| i);
+        let line = text[..at].lines().count().max(1);
+        out.push((line, rest[..end].to_string()));
+    }
+    out
+}
+
+/// Whether an argument names `tool`: `"git"`, or a variable or path such as `systemctl`,
+/// `self.nix_env` or `bin.join("nixos-rebuild")`.
+fn names(argument: &str, tool: &str) -> bool {
+    let ident = tool.replace('-', "_");
+    let words: Vec<&str> = argument
+        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+        .collect();
+    words.contains(&tool) || words.contains(&ident.as_str())
+}
+
+#[test]
+fn each_program_is_spoken_only_in_its_own_folder() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut wrong = Vec::new();
+    for file in &files {
+        let rel = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(file).unwrap();
+        for (line, argument) in cmd_arguments(&text) {
+            for (tool, home) in TOOLS {
+                if names(&argument, tool) && !rel.starts_with(home) {
+                    wrong.push(format!(
+                        "src/{rel}:{line}: Cmd::new({argument}) belongs in src/{home}"
+                    ));
+                }
+            }
+        }
+        if rel != "process.rs" && text.contains("Command::new(") {
+            wrong.push(format!("src/{rel}: starts a process without process::Cmd"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_check_sees_what_it_looks_for() {
+    let text = "let a = Cmd::new(\"git\").arg(x);\nlet b = Cmd::new(&self.nix_env);\nCmd::new(bin.join(\"nixos-rebuild\"))";
+    let args = cmd_arguments(text);
+    assert_eq!(args.len(), 3);
+    assert!(names(&args[0].1, "git"));
+    assert!(names(&args[1].1, "nix-env"));
+    assert!(names(&args[2].1, "nixos-rebuild"));
+    assert!(!names("\"gitea\"", "git"));
+    assert_eq!(args[1].0, 2);
+}
+
+/// The release binary holds no test kit: no demo command, no emulated host's scripts.
+#[test]
+fn the_agent_binary_holds_no_demo_and_no_emulated_host() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_cc-ci-agent"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("mirrors"), "{help}");
+    assert!(!help.contains("demo"), "{help}");
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_cc-ci-agent")).unwrap();
+    let marker = b"A stand-in for one NixOS host program";
+    assert!(
+        !binary.windows(marker.len()).any(|w| w == marker),
+        "the emulated host's scripts are in the agent binary"
+    );
+}
