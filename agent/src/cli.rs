@@ -117,20 +117,27 @@ pub fn main() -> std::process::ExitCode {
     main_from(std::env::args_os())
 }
 
+/// Parses a command line, or prints clap's message and gives the exit code for it: usage errors
+/// are bad input (2, clap's own convention too), `--help` and `--version` success.
+pub fn parse<T: clap::Parser>(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<T, std::process::ExitCode> {
+    T::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            Exit::BadInput
+        } else {
+            Exit::Success
+        }
+        .into()
+    })
+}
+
 /// [`main`] for an argument list of its own (the first is the program's name).
 pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match parse(args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            // clap's own convention matches ours: usage errors are bad input (2).
-            return if e.use_stderr() {
-                Exit::BadInput
-            } else {
-                Exit::Success
-            }
-            .into();
-        }
+        Err(code) => return code,
     };
     init_tracing();
     crate::signals::stop_on_signals();

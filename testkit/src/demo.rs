@@ -31,17 +31,9 @@ pub struct Args {
 
 /// Parses the arguments, runs the demo, and says what failed.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    let args = match Args::try_parse_from(args) {
+    let args: Args = match cc_ci_agent::cli::parse(args) {
         Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                Exit::BadInput
-            } else {
-                Exit::Success
-            }
-            .into();
-        }
+        Err(code) => return code,
     };
     match run(args) {
         Ok(exit) => exit.into(),
