@@ -1,15 +1,14 @@
 //! Top-level arguments, logging set-up, dispatch to each command family, and exit codes.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use crate::context::Context;
+use crate::error::Invalid;
 use crate::exit::{classify, Exit};
 use crate::output::{Format, Output};
-use crate::settings::config::{Config, DEFAULT_CONFIG};
-use crate::settings::{InputError, Invalid};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,35 +83,6 @@ enum Command {
     Health(crate::health::Args),
 }
 
-/// What every command gets: how to print, and where the configuration is.
-pub struct Context {
-    pub out: Output,
-    config: Option<PathBuf>,
-}
-
-impl Context {
-    /// Whether the user named a config file (by flag or environment).
-    pub fn config_given(&self) -> bool {
-        self.config.is_some()
-    }
-
-    pub fn config_path(&self) -> &Path {
-        self.config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG))
-    }
-
-    pub fn config(&self) -> Result<Config> {
-        let path = self.config_path();
-        if self.config.is_none() && !path.exists() {
-            return Err(InputError::file(
-                path,
-                "no agent configuration here: pass --config FILE or set CC_CI_AGENT_CONFIG",
-            )
-            .into());
-        }
-        Ok(Config::load(path)?)
-    }
-}
-
 pub fn main() -> std::process::ExitCode {
     main_from(std::env::args_os())
 }
@@ -141,10 +111,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::pro
     };
     init_tracing();
     crate::signals::stop_on_signals();
-    let ctx = Context {
-        out: Output::new(cli.format),
-        config: cli.config,
-    };
+    let ctx = Context::new(Output::new(cli.format), cli.config);
     let result = match cli.command {
         Command::Enrollment(args) => crate::enrollment::run(&ctx, args),
         Command::State(args) => crate::state::run(&ctx, args),

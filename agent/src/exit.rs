@@ -1,6 +1,6 @@
 //! Exit codes: one per outcome, stable, documented in docs/exit-codes.md. Never renumber; add.
 
-use crate::settings::{InputError, Invalid};
+use crate::error::{Busy, Damaged, InputError, Invalid, Unusable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -45,23 +45,6 @@ impl From<Exit> for std::process::ExitCode {
         std::process::ExitCode::from(e as u8)
     }
 }
-
-/// Refusal because something else is in the way (another job, a concurrent edit).
-#[derive(Debug, thiserror::Error)]
-#[error("busy: {0}")]
-pub struct Busy(pub String);
-
-/// The agent cannot work here at all: no `nixos-rebuild`, no system profile, a bad `--flake`.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Unusable(pub String);
-
-/// The exit code for an error that reached `main`: typed errors decide, anything else is 1.
-/// The state database is damaged (a failed integrity check, an emptied file): no job may build on
-/// it until a person restores it.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Damaged(pub String);
 
 pub fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {

@@ -6,20 +6,11 @@ use serde_json::{json, Value};
 
 use crate::ledger::now_rfc3339;
 use crate::process::Cmd;
-use crate::settings::config::Config;
-
-/// The events hooks can ask for.
-pub const EVENTS: [&str; 6] = [
-    "deploy",
-    "rollback",
-    "promotion",
-    "canonical-demoted",
-    "sweep-failure",
-    "health-change",
-];
+use crate::settings::config::{Config, HookEvent};
 
 /// Runs every hook that wants `event`; returns how many failed (they are logged, nothing more).
-pub fn fire(config: &Config, event: &str, details: Value) -> usize {
+pub fn fire(config: &Config, event: HookEvent, details: Value) -> usize {
+    let event = event.as_str();
     let mut payload =
         json!({ "event": event, "at": now_rfc3339(), "host": config.path.display().to_string() });
     if let (Some(p), Value::Object(d)) = (payload.as_object_mut(), details) {
@@ -30,7 +21,7 @@ pub fn fire(config: &Config, event: &str, details: Value) -> usize {
     for hook in config
         .hooks
         .iter()
-        .filter(|h| h.events.is_empty() || h.events.iter().any(|e| e == event))
+        .filter(|h| h.events.is_empty() || h.events.iter().any(|e| e.as_str() == event))
     {
         let Some((program, args)) = hook.command.split_first() else {
             continue;

@@ -2,9 +2,11 @@
 
 pub mod busy;
 pub mod cli;
+pub mod context;
 pub mod deadline;
 pub mod deploy;
 pub mod enrollment;
+pub mod error;
 pub mod exit;
 pub mod forge;
 pub mod fsutil;

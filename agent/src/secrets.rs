@@ -86,7 +86,7 @@ pub fn read_token(
     config: &Path,
 ) -> Result<Secret> {
     read_token_file(configured, credential, what).map_err(|e| {
-        crate::exit::Unusable(format!("{}: {what}.token_file: {e:#}", config.display())).into()
+        crate::error::Unusable(format!("{}: {what}.token_file: {e:#}", config.display())).into()
     })
 }
 

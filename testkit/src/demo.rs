@@ -195,7 +195,7 @@ fn run(args: Args) -> Result<Exit> {
                     .map(|mut e| e.next().is_some())
                     .unwrap_or(true)
             {
-                return Err(cc_ci_agent::exit::Unusable(format!(
+                return Err(cc_ci_agent::error::Unusable(format!(
                     "{} is not empty: give --dir an empty or new directory",
                     d.display()
                 ))

@@ -111,12 +111,41 @@ def main():
     print(f"Cmd::new of {', '.join(TOOLS)} outside git/ and host/: {len(cmds)}")
     for c in cmds:
         print(f"  {c}")
-    cycles = sorted(
-        {tuple(sorted((a, b))) for a, bs in uses.items() for b in bs if a in uses.get(b, ())}
-    )
-    print(f"pairs of top-level modules that import each other: {len(cycles)}")
-    for a, b in cycles:
-        print(f"  {a} <-> {b}")
+    cycles = circles(uses)
+    print(f"import cycles between top-level modules: {len(cycles)}")
+    for c in cycles:
+        print(f"  {' -> '.join(c)}")
+
+
+def circles(uses):
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(uses.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(uses):
+        if v not in index:
+            visit(v)
+    return out
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ use super::interrupted::settle_unfinished;
 use super::machine::Live;
 use super::observer::{Event, Observer, Printer};
 use super::steps::{Deadman, Deploy, Options, Target};
-use crate::cli::Context;
-use crate::exit::{Exit, Unusable};
+use crate::context::Context;
+use crate::error::Unusable;
+use crate::exit::Exit;
 use crate::host::{Generation, Host};
 use crate::ledger::{DeployRow, JobLock, Ledger, Outcome, State};
 use crate::output::{table, Tone};
-use crate::settings::config::Config;
+use crate::settings::config::{Config, HookEvent};
 use crate::settings::deploy::FlakeRef;
 
 /// How long the dead-man waits for the deploy that armed it to finish on its own.
@@ -44,9 +45,9 @@ fn announce(config: &Config, ledger: &Ledger, id: i64) {
         return;
     };
     let details = serde_json::to_value(&row).unwrap_or_default();
-    crate::hooks::fire(config, "deploy", details.clone());
+    crate::hooks::fire(config, HookEvent::Deploy, details.clone());
     if row.outcome.is_some_and(Outcome::went_back) {
-        crate::hooks::fire(config, "rollback", details);
+        crate::hooks::fire(config, HookEvent::Rollback, details);
     }
 }
 

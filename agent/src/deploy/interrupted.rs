@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use super::machine::Machine;
 use super::observer::{Event, Observer};
-use crate::exit::Busy;
+use crate::error::Busy;
 use crate::host::Generation;
 use crate::ledger::{DeployRow, Ledger, Outcome, State};
 

@@ -11,7 +11,7 @@ mod verify;
 use anyhow::Result;
 use clap::Subcommand;
 
-use crate::cli::Context;
+use crate::context::Context;
 use crate::exit::Exit;
 
 pub use steps::Options;

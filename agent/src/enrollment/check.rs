@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::Target;
-use crate::cli::Context;
+use crate::context::Context;
 use crate::exit::Exit;
 use crate::output::Tone;
 use crate::settings::enrollment::{Enrollment, TestPolicy};
@@ -146,7 +146,7 @@ pub fn run(ctx: &Context, target: &Target) -> Result<Exit> {
     let enrollment = Enrollment::load(&target.file)?;
     let problems = match &target.tests_dir {
         Some(dir) if !dir.is_dir() => {
-            return Err(crate::settings::InputError::file(
+            return Err(crate::error::InputError::file(
                 dir,
                 "tests directory does not exist (tests_dir or --tests-dir)",
             )

@@ -6,11 +6,11 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Target;
-use crate::cli::Context;
+use crate::context::Context;
+use crate::error::InputError;
 use crate::exit::Exit;
 use crate::fsutil::write_atomic;
 use crate::settings::edit::{import_poll_repos, EnrollmentEdit, NewRecipe, RecipeChanges};
-use crate::settings::InputError;
 
 #[derive(Debug, clap::Args)]
 pub struct AddArgs {

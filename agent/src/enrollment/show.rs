@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Target;
-use crate::cli::Context;
+use crate::context::Context;
 use crate::exit::Exit;
 use crate::output::{table, Tone};
 use crate::settings::enrollment::{Enrollment, TestPolicy};

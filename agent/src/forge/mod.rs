@@ -135,7 +135,7 @@ pub trait Forge: Send + Sync {
 /// The forge the configuration names.
 pub fn from_config(config: &Config) -> Result<Box<dyn Forge>> {
     match &config.forge {
-        None => Err(crate::exit::Unusable(format!(
+        None => Err(crate::error::Unusable(format!(
             "{}: no [forge] section: mirrors need kind = \"gitea\" (url, org) or kind = \"local\" (path)",
             config.path.display()
         ))

@@ -8,8 +8,9 @@ use anyhow::{Context as _, Result};
 use super::directory::Directory;
 use super::docker::Docker;
 use super::plan::{self, human_bytes, Action, Plan, Shortfall, Volume};
-use crate::cli::Context;
-use crate::exit::{Exit, Unusable};
+use crate::context::Context;
+use crate::error::Unusable;
+use crate::exit::Exit;
 use crate::ledger::{JobLock, Ledger};
 use crate::output::{table, Tone};
 use crate::settings::config::Config;
@@ -429,19 +430,25 @@ fn print(
     Ok(())
 }
 
-/// The host's disk check for `health`: from the last gc run that measured the volumes.
+/// Where the warm volumes stand against the disk budget, as the last gc measured them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskStanding {
+    /// No gc run has measured them yet.
+    Unmeasured(String),
+    /// Under the budget.
+    Within(String),
+    /// The budget or `min_free` could not be met (everything left is protected).
+    Short(String),
+}
+
+/// The host's disk standing for `health`: from the last gc run that measured the volumes.
 /// `None` when no budget is configured.
-pub fn disk_check(
-    config: &Config,
-    ledger: &Ledger,
-) -> Result<Option<(crate::health::Status, String)>> {
-    use crate::health::Status;
+pub fn disk_check(config: &Config, ledger: &Ledger) -> Result<Option<DiskStanding>> {
     if config.disk.budget.is_none() {
         return Ok(None);
     }
     let Some(run) = ledger.gc_last_measured()? else {
-        return Ok(Some((
-            Status::Unknown,
+        return Ok(Some(DiskStanding::Unmeasured(
             "no gc run has measured the volumes yet".into(),
         )));
     };
@@ -450,19 +457,17 @@ pub fn disk_check(
     if shortfalls.is_empty() {
         let total = run.total_bytes.unwrap_or(0).max(0) as u64;
         let budget = run.budget.unwrap_or(0).max(0) as u64;
-        return Ok(Some((
-            Status::Ok,
-            format!(
-                "{} of a {} budget (gc {})",
-                human_bytes(total.saturating_sub(run.freed_bytes.max(0) as u64)),
-                human_bytes(budget),
-                run.started_at
-            ),
-        )));
+        return Ok(Some(DiskStanding::Within(format!(
+            "{} of a {} budget (gc {})",
+            human_bytes(total.saturating_sub(run.freed_bytes.max(0) as u64)),
+            human_bytes(budget),
+            run.started_at
+        ))));
     }
     let text: Vec<String> = shortfalls.iter().map(Shortfall::message).collect();
-    Ok(Some((
-        Status::Warn,
-        format!("{} (gc {})", text.join("; "), run.started_at),
-    )))
+    Ok(Some(DiskStanding::Short(format!(
+        "{} (gc {})",
+        text.join("; "),
+        run.started_at
+    ))))
 }

@@ -8,10 +8,10 @@ pub mod plan;
 
 use anyhow::Result;
 
-use crate::cli::Context;
+use crate::context::Context;
 use crate::exit::Exit;
 
-pub use collect::disk_check;
+pub use collect::{disk_check, DiskStanding};
 
 /// A volume a run took between the inventory and its deletion: kept, and not a failure.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use crate::cli::Context;
+use crate::context::Context;
 use crate::exit::Exit;
 use crate::fsutil::write_atomic;
 use crate::ledger::{now_rfc3339, Ledger};
@@ -386,7 +386,13 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
         .map(|r| recipe_health(config, &ledger, &live, mirrors.as_ref(), r))
         .collect::<Result<Vec<_>>>()?;
     let mut host = Vec::new();
-    if let Some((status, reason)) = crate::gc::disk_check(config, &ledger)? {
+    if let Some(standing) = crate::gc::disk_check(config, &ledger)? {
+        use crate::gc::DiskStanding;
+        let (status, reason) = match standing {
+            DiskStanding::Unmeasured(r) => (Status::Unknown, r),
+            DiskStanding::Within(r) => (Status::Ok, r),
+            DiskStanding::Short(r) => (Status::Warn, r),
+        };
         host.push(check("disk", status, reason));
     }
     if let Some((status, reason)) = sweep_check(&enrollment, &ledger, config.health.sweep_within)? {
@@ -445,7 +451,7 @@ fn announce_change(config: &Config, last: &std::path::Path, report: &Report) {
     }
     crate::hooks::fire(
         config,
-        "health-change",
+        crate::settings::config::HookEvent::HealthChange,
         serde_json::json!({ "verdict": host_now, "previous_verdict": previous["verdict"], "changed": changed }),
     );
 }

@@ -28,7 +28,7 @@ use anyhow::{Context, Result};
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
-use crate::exit::Busy;
+use crate::error::Busy;
 use crate::fsutil::Dir;
 
 /// The exclusive holder's note; the lock itself is on the directory.

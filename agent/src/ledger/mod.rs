@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 
-use crate::exit::{Damaged, Unusable};
+use crate::error::{Damaged, Unusable};
 use crate::fsutil::Dir;
 use serde::Serialize;
 

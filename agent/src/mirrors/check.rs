@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde_json::json;
 
-use crate::cli::Context;
+use crate::context::Context;
 use crate::deadline::Deadline;
 use crate::exit::Exit;
 use crate::forge::{self, Verdict};

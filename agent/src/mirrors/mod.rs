@@ -11,8 +11,9 @@ use serde_json::json;
 pub use status::{standings, Standing};
 pub use sync::{Outcome, RecipeResult, Syncer};
 
-use crate::cli::Context;
-use crate::exit::{Exit, Unusable};
+use crate::context::Context;
+use crate::error::Unusable;
+use crate::exit::Exit;
 use crate::forge;
 use crate::git::Git;
 use crate::ledger::{now_rfc3339, JobLock, Ledger, MirrorState};

@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::exit::Busy;
+use crate::error::Busy;
 use crate::forge::{Closed, Forge};
 use crate::ledger::JobLock;
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::rules::check_url;
 use super::source::TomlSource;
 pub use super::values::ByteSize;
-use super::Invalid;
+use crate::error::Invalid;
 
 pub const DEFAULT_CONFIG: &str = "/etc/cc-ci/agent.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cc-ci";
@@ -31,7 +31,7 @@ fn check_paths(
     table: &toml_edit::Table,
     at: &mut Vec<String>,
     source: &TomlSource,
-    errors: &mut Vec<super::InputError>,
+    errors: &mut Vec<crate::error::InputError>,
 ) {
     for (key, item) in table.iter() {
         at.push(key.to_string());
@@ -127,12 +127,51 @@ struct RawHook {
     pass_env: Vec<String>,
 }
 
+/// What a hook can be run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookEvent {
+    Deploy,
+    Rollback,
+    Promotion,
+    CanonicalDemoted,
+    SweepFailure,
+    HealthChange,
+}
+
+impl HookEvent {
+    pub const ALL: [HookEvent; 6] = [
+        HookEvent::Deploy,
+        HookEvent::Rollback,
+        HookEvent::Promotion,
+        HookEvent::CanonicalDemoted,
+        HookEvent::SweepFailure,
+        HookEvent::HealthChange,
+    ];
+
+    /// The name written in `[[hooks]] events` and sent as `event` on the hook's stdin.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::Deploy => "deploy",
+            HookEvent::Rollback => "rollback",
+            HookEvent::Promotion => "promotion",
+            HookEvent::CanonicalDemoted => "canonical-demoted",
+            HookEvent::SweepFailure => "sweep-failure",
+            HookEvent::HealthChange => "health-change",
+        }
+    }
+
+    fn parse(name: &str) -> Option<HookEvent> {
+        Self::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hook {
     /// argv, no shell; gets the event as JSON on stdin.
     pub command: Vec<String>,
     /// Events it wants; empty means all.
-    pub events: Vec<String>,
+    pub events: Vec<HookEvent>,
     pub timeout: std::time::Duration,
     /// Variables of the agent's environment it gets beyond the base set; nothing else.
     pub pass_env: Vec<String>,
@@ -360,25 +399,25 @@ impl Config {
             if h.command.is_empty() {
                 errors.push(source.error_at(&["hooks", "command"], "must name a program"));
             }
-            if let Some(bad) = h
-                .events
-                .iter()
-                .find(|e| !crate::hooks::EVENTS.contains(&e.as_str()))
-            {
-                errors.push(source.error_at(
-                    &["hooks", "events"],
-                    format!(
-                        "{bad:?} is not an event; known: {}",
-                        crate::hooks::EVENTS.join(", ")
-                    ),
-                ));
+            let mut events = Vec::new();
+            for name in &h.events {
+                match HookEvent::parse(name) {
+                    Some(e) => events.push(e),
+                    None => errors.push(source.error_at(
+                        &["hooks", "events"],
+                        format!(
+                            "{name:?} is not an event; known: {}",
+                            HookEvent::ALL.map(HookEvent::as_str).join(", ")
+                        ),
+                    )),
+                }
             }
             let timeout = h
                 .timeout
                 .map_or(std::time::Duration::from_secs(30), |s| s.0);
             hooks.push(Hook {
                 command: h.command,
-                events: h.events,
+                events,
                 timeout,
                 pass_env: h.pass_env,
             });

@@ -164,7 +164,7 @@ pub(super) fn resolve(
     bridge_unit: &str,
     source: &TomlSource,
     abs: &dyn Fn(&Path) -> PathBuf,
-    errors: &mut Vec<super::InputError>,
+    errors: &mut Vec<crate::error::InputError>,
 ) -> DeploySettings {
     let at = |key: &'static str| ["deploy", key];
     let flake = raw.flake.unwrap_or_else(|| DEFAULT_FLAKE.to_string());
@@ -265,7 +265,7 @@ pub(super) fn resolve_busy_check(
     b: RawBusyCheck,
     section: &str,
     source: &TomlSource,
-    errors: &mut Vec<super::InputError>,
+    errors: &mut Vec<crate::error::InputError>,
 ) -> Option<BusyCheck> {
     let timeout = b.timeout.map_or(Duration::from_secs(10), |s| s.0);
     match (b.command, b.url) {

@@ -98,7 +98,7 @@ pub(super) fn resolve(
     raw: RawDisk,
     source: &TomlSource,
     abs: &dyn Fn(&Path) -> PathBuf,
-    errors: &mut Vec<super::InputError>,
+    errors: &mut Vec<crate::error::InputError>,
 ) -> Disk {
     let mut pin = Vec::new();
     for text in &raw.pin {

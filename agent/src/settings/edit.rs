@@ -11,9 +11,10 @@ use toml_edit::{value, DocumentMut, Item, Table};
 
 use super::enrollment::{Enrollment, DEFAULT_BRANCH, DEFAULT_UPSTREAM};
 use super::rules::{check_recipe_name, check_url};
-use super::source::{InputError, TomlSource};
-use super::Invalid;
-use crate::exit::Busy;
+use super::source::TomlSource;
+use crate::error::Busy;
+use crate::error::InputError;
+use crate::error::Invalid;
 use crate::fsutil::write_atomic;
 
 #[derive(Debug, Default, Clone)]

@@ -6,8 +6,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::rules::{check_branch, check_recipe_name, check_release_tag, check_url};
-use super::source::{InputError, TomlSource};
-use super::Invalid;
+use super::source::TomlSource;
+use crate::error::InputError;
+use crate::error::Invalid;
 
 pub const DEFAULT_UPSTREAM: &str = "https://git.coopcloud.tech/coop-cloud/{recipe}.git";
 pub const DEFAULT_BRANCH: &str = "main";

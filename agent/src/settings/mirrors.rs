@@ -34,7 +34,7 @@ pub struct MirrorSettings {
 pub(super) fn resolve(
     raw: RawMirrors,
     source: &TomlSource,
-    errors: &mut Vec<super::InputError>,
+    errors: &mut Vec<crate::error::InputError>,
 ) -> MirrorSettings {
     let concurrency = raw.concurrency.unwrap_or(8);
     if !(1..=64).contains(&concurrency) {

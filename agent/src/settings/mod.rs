@@ -10,10 +10,3 @@ pub mod rules;
 pub mod source;
 pub mod sweep;
 pub mod values;
-
-pub use source::InputError;
-
-/// A file that failed its checks: one located error per problem found.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
-pub struct Invalid(pub Vec<InputError>);

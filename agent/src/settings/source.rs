@@ -1,52 +1,13 @@
 //! A TOML file kept together with its text, so that every error can name the file, the line and
 //! the dotted key it is about. Parsing, deserializing and later checks all report through here.
 
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+
+use crate::error::InputError;
 use toml_edit::{ImDocument, Item, Table, Value};
-
-/// Bad input in a file the user wrote: one line, `FILE:LINE: KEY: MESSAGE`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct InputError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    /// Dotted key path (`recipe.plausible.upstream`), or empty when the error is about the file.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for InputError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        // Messages from the parsers can span lines; the contract is one line per error.
-        let message = self
-            .message
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        write!(f, ": {message}")
-    }
-}
-
-impl InputError {
-    pub fn file(file: &Path, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            line: None,
-            key: String::new(),
-            message: message.into(),
-        }
-    }
-}
 
 /// Formats a key path the way TOML would accept it back: bare keys as they are, others quoted.
 pub fn dotted(path: &[&str]) -> String {

@@ -65,7 +65,7 @@ fn check_template(
     argv: &[String],
     key: &'static str,
     source: &TomlSource,
-    errors: &mut Vec<super::InputError>,
+    errors: &mut Vec<crate::error::InputError>,
 ) {
     if argv.is_empty() {
         errors.push(source.error_at(&["sweep", key], "must name a program"));
@@ -109,7 +109,7 @@ pub(super) fn resolve(
     raw: RawSweep,
     source: &TomlSource,
     abs: &dyn Fn(&Path) -> PathBuf,
-    errors: &mut Vec<super::InputError>,
+    errors: &mut Vec<crate::error::InputError>,
 ) -> SweepSettings {
     if let Some(argv) = &raw.command {
         check_template(argv, "command", source, errors);

@@ -6,14 +6,15 @@ use anyhow::{Context as _, Result};
 use clap::Subcommand;
 use serde_json::json;
 
-use crate::cli::Context;
-use crate::exit::{Exit, Unusable};
+use crate::context::Context;
+use crate::error::InputError;
+use crate::error::Unusable;
+use crate::exit::Exit;
 use crate::git::RefSet;
 use crate::ledger::{Canonical, Ledger, RunRow};
 use crate::output::table;
 use crate::settings::enrollment::Enrollment;
 use crate::settings::rules::check_release_tag;
-use crate::settings::InputError;
 
 /// Whether the canonical is still a release that exists: its tag is on the mirror and names the
 /// canonical's commit.

@@ -6,7 +6,7 @@ pub mod versions;
 
 use anyhow::Result;
 
-use crate::cli::Context;
+use crate::context::Context;
 use crate::exit::Exit;
 
 pub use canonical::{CanonicalArgs, HistoryArgs};

@@ -11,14 +11,15 @@ use serde::Serialize;
 use super::canonical;
 use super::versions::{choose, Candidate, Release, Verdict};
 use crate::busy::{self, Busy};
-use crate::exit::{Busy as BusyError, Exit, Unusable};
+use crate::error::{Busy as BusyError, Unusable};
+use crate::exit::Exit;
 use crate::fsutil::write_atomic;
 use crate::git::{Git, RefSet};
 use crate::ledger::{Canonical, JobLock, Ledger, RunEnd, SweepState};
 use crate::mirrors::{self, Outcome as MirrorOutcome, RecipeResult};
 use crate::output::{Output, Tone};
 use crate::process::Cmd;
-use crate::settings::config::Config;
+use crate::settings::config::{Config, HookEvent};
 use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
 use crate::settings::rules::check_release_tag;
 
@@ -584,7 +585,7 @@ impl Sweeper<'_> {
             "to": to.map(|(tag, _)| tag),
             "detail": detail,
         });
-        crate::hooks::fire(self.config, "canonical-demoted", details);
+        crate::hooks::fire(self.config, HookEvent::CanonicalDemoted, details);
         Ok(())
     }
 
@@ -595,7 +596,7 @@ impl Sweeper<'_> {
     }
 }
 
-pub fn run(ctx: &crate::cli::Context, opts: Options) -> Result<Exit> {
+pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
     let config = ctx.config()?;
     let enrollment = Enrollment::load(&config.enrollment_file)?;
     let recipes = canonical_recipes(&enrollment, &opts.only)?;
@@ -677,10 +678,10 @@ pub fn run(ctx: &crate::cli::Context, opts: Options) -> Result<Exit> {
         let details = serde_json::json!({ "recipe": recipe.name, "decision": decision });
         match &decision {
             Decision::Promoted { .. } => {
-                crate::hooks::fire(&config, "promotion", details);
+                crate::hooks::fire(&config, HookEvent::Promotion, details);
             }
             Decision::Red { .. } | Decision::Error { .. } | Decision::SkipMirrorFailed { .. } => {
-                crate::hooks::fire(&config, "sweep-failure", details);
+                crate::hooks::fire(&config, HookEvent::SweepFailure, details);
             }
             _ => {}
         }
@@ -785,7 +786,7 @@ fn print_decision(out: &Output, recipe: &str, d: &Decision) {
 /// `sweep --explain RECIPE`: why each tag was or was not taken.
 /// `sweep --explain RECIPE`: reads only. No lock, no sync, nothing written: the tags are the
 /// mirror's as last synced (the recipe's cache), and the answer says so.
-pub fn explain(ctx: &crate::cli::Context, name: &str) -> Result<Exit> {
+pub fn explain(ctx: &crate::context::Context, name: &str) -> Result<Exit> {
     let config = ctx.config()?;
     let enrollment = Enrollment::load(&config.enrollment_file)?;
     let recipe = enrollment
