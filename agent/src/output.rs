@@ -75,6 +75,40 @@ impl Output {
         self.format == Format::Json
     }
 
+    /// Prints a command's answer in the format asked for, the one place `--format` decides what
+    /// stdout gets: `value` as JSON for a script, or what `human` prints for a person. Both are
+    /// the same answer; a command records what it did before it answers.
+    pub fn answer<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce(&Output),
+    ) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => self.json(value),
+            Format::Human => {
+                human(self);
+                Ok(())
+            }
+        }
+    }
+
+    /// A line of progress for a person while a command works; nothing in JSON, where the
+    /// answer at the end says it all.
+    pub fn progress(&self, text: impl AsRef<str>) {
+        if self.format == Format::Human {
+            crate::say!("{}", text.as_ref());
+        }
+    }
+
+    /// Something a person must see even when stdout is JSON: `human` on stdout, or `plain` on
+    /// stderr in JSON mode (where stdout carries only the answer).
+    pub fn aside(&self, human: impl AsRef<str>, plain: impl AsRef<str>) {
+        match self.format {
+            Format::Human => crate::say!("{}", human.as_ref()),
+            Format::Json => eprintln!("{}", plain.as_ref()),
+        }
+    }
+
     pub fn paint(&self, text: &str, tone: Tone) -> String {
         if !self.colour {
             return text.to_string();

@@ -186,3 +186,19 @@ fn no_module_imports_back_up() {
     toy.insert("b".to_string(), ["a".to_string()].into());
     assert!(cycle_from(&toy, "a").is_some(), "the check finds a cycle");
 }
+
+/// `--format` is decided in one place (`Output::answer`, `progress`, `aside`) and the CLI's
+/// error report: no command asks "is it JSON?" itself.
+#[test]
+fn no_command_branches_on_the_output_format() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let asking: Vec<String> = files
+        .iter()
+        .filter(|f| !f.ends_with("output.rs") && !f.ends_with("cli.rs"))
+        .filter(|f| std::fs::read_to_string(f).unwrap().contains(".is_json()"))
+        .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    assert!(asking.is_empty(), "these branch on the format: {asking:?}");
+}

@@ -14,7 +14,7 @@ use crate::error::Unusable;
 use crate::exit::Exit;
 use crate::host::{Generation, Host};
 use crate::ledger::{DeployRow, JobLock, Ledger, Outcome, State};
-use crate::output::{table, Tone};
+use crate::output::{table, Output, Tone};
 use crate::settings::config::{Config, HookEvent};
 use crate::settings::deploy::FlakeRef;
 
@@ -53,11 +53,10 @@ fn announce(config: &Config, ledger: &Ledger, id: i64) {
 
 fn finish_output(ctx: &Context, ledger: &Ledger, id: i64, outcome: Outcome) -> Result<Exit> {
     let exit = outcome.exit();
-    if ctx.out.is_json() {
-        let row = ledger.deploy_get(id)?;
-        ctx.out
-            .json(&json!({ "deploy": row, "exit_code": exit as u8 }))?;
-    }
+    // People saw the steps as they went; a script gets the journal row.
+    let row = ledger.deploy_get(id)?;
+    ctx.out
+        .answer(&json!({ "deploy": row, "exit_code": exit as u8 }), |_| {})?;
     Ok(exit)
 }
 
@@ -274,26 +273,24 @@ pub fn status(ctx: &Context) -> Result<Exit> {
     let ledger = open_journal(&config)?;
     let unfinished = ledger.deploys_unfinished()?;
     let last = ledger.deploy_history(1)?.into_iter().next();
-    if ctx.out.is_json() {
-        ctx.out
-            .json(&json!({ "last": last, "unfinished": unfinished }))?;
-        return Ok(Exit::Success);
-    }
-    match &last {
-        None => crate::say!("no deploys yet"),
-        Some(row) => print_row(ctx, row),
-    }
-    for row in unfinished
-        .iter()
-        .filter(|r| Some(r.id) != last.as_ref().map(|l| l.id))
-    {
-        crate::say!();
-        print_row(ctx, row);
-    }
+    ctx.out
+        .answer(&json!({ "last": last, "unfinished": unfinished }), |out| {
+            match &last {
+                None => crate::say!("no deploys yet"),
+                Some(row) => print_row(out, row),
+            }
+            for row in unfinished
+                .iter()
+                .filter(|r| Some(r.id) != last.as_ref().map(|l| l.id))
+            {
+                crate::say!();
+                print_row(out, row);
+            }
+        })?;
     Ok(Exit::Success)
 }
 
-fn print_row(ctx: &Context, row: &DeployRow) {
+fn print_row(out: &Output, row: &DeployRow) {
     let outcome = row.outcome.map_or_else(
         || format!("unfinished ({})", row.state.as_str()),
         |o| o.as_str().to_string(),
@@ -304,12 +301,7 @@ fn print_row(ctx: &Context, row: &DeployRow) {
         Some(o) if o.is_refusal() => Tone::Warn,
         _ => Tone::Bad,
     };
-    crate::say!(
-        "{} #{}: {}",
-        row.kind,
-        row.id,
-        ctx.out.paint(&outcome, tone)
-    );
+    crate::say!("{} #{}: {}", row.kind, row.id, out.paint(&outcome, tone));
     crate::say!(
         "  started   {}  finished {}",
         row.started_at,
@@ -340,45 +332,43 @@ pub fn history(ctx: &Context, limit: u32) -> Result<Exit> {
     let config = ctx.config()?;
     let ledger = open_journal(&config)?;
     let rows = ledger.deploy_history(limit)?;
-    if ctx.out.is_json() {
-        ctx.out.json(&json!({ "deploys": rows }))?;
-        return Ok(Exit::Success);
-    }
-    let cells: Vec<_> = rows
-        .iter()
-        .map(|r| {
-            let g = |g: Option<i64>| g.map_or("-".into(), |g| g.to_string());
-            vec![
-                (r.id.to_string(), None),
-                (r.kind.clone(), None),
-                (r.started_at.clone(), None),
-                (
-                    r.outcome
-                        .map_or(r.state.as_str(), Outcome::as_str)
-                        .to_string(),
-                    None,
-                ),
-                (
-                    format!("{} → {}", g(r.from_generation), g(r.to_generation)),
-                    None,
-                ),
-                (
-                    r.flake_commit
-                        .as_deref()
-                        .map_or("-", crate::git::short)
-                        .to_string(),
-                    None,
-                ),
-            ]
-        })
-        .collect();
-    crate::say_raw!(
-        "{}",
-        table(
-            &ctx.out,
-            &["ID", "KIND", "STARTED", "OUTCOME", "GENERATION", "COMMIT"],
-            &cells
-        )
-    );
+    ctx.out.answer(&json!({ "deploys": rows }), |out| {
+        let cells: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let g = |g: Option<i64>| g.map_or("-".into(), |g| g.to_string());
+                vec![
+                    (r.id.to_string(), None),
+                    (r.kind.clone(), None),
+                    (r.started_at.clone(), None),
+                    (
+                        r.outcome
+                            .map_or(r.state.as_str(), Outcome::as_str)
+                            .to_string(),
+                        None,
+                    ),
+                    (
+                        format!("{} → {}", g(r.from_generation), g(r.to_generation)),
+                        None,
+                    ),
+                    (
+                        r.flake_commit
+                            .as_deref()
+                            .map_or("-", crate::git::short)
+                            .to_string(),
+                        None,
+                    ),
+                ]
+            })
+            .collect();
+        crate::say_raw!(
+            "{}",
+            table(
+                out,
+                &["ID", "KIND", "STARTED", "OUTCOME", "GENERATION", "COMMIT"],
+                &cells
+            )
+        );
+    })?;
     Ok(Exit::Success)
 }

@@ -67,9 +67,7 @@ pub struct Printer<'a> {
 
 impl Printer<'_> {
     fn line(&self, text: impl AsRef<str>) {
-        if !self.out.is_json() {
-            crate::say!("{}", text.as_ref());
-        }
+        self.out.progress(text);
     }
 
     fn mark(&self, ok: bool) -> String {
@@ -90,14 +88,6 @@ impl Printer<'_> {
             self.line(format!("    {sign} {}: {}", r.name, r.detail));
         }
     }
-
-    /// In JSON mode stdout carries only the journal row: a refusal or notice still reaches
-    /// stderr.
-    fn also_stderr(&self, what: &str, text: &str) {
-        if self.out.is_json() {
-            eprintln!("{what}: {text}");
-        }
-    }
 }
 
 impl Observer for Printer<'_> {
@@ -115,10 +105,10 @@ impl Observer for Printer<'_> {
                 flake_lock.map_or("none", crate::git::short)
             )),
             Event::CiIdle => self.line("CI: no build in flight"),
-            Event::Refused(message) => {
-                self.line(format!("{}: {message}", paint("refused", Tone::Bad)));
-                self.also_stderr("error", message);
-            }
+            Event::Refused(message) => self.out.aside(
+                format!("{}: {message}", paint("refused", Tone::Bad)),
+                format!("error: {message}"),
+            ),
             Event::From(g) => self.line(format!(
                 "from: generation {} {}",
                 g.number,
@@ -183,10 +173,10 @@ impl Observer for Printer<'_> {
                 "the dead-man switch took this deploy over before it was confirmed; waiting for its rollback",
             ),
             Event::DeadmanDone(message) => self.line(format!("dead-man switch: {message}")),
-            Event::Notice(message) => {
-                self.line(format!("{}: {message}", paint("notice", Tone::Warn)));
-                self.also_stderr("notice", message);
-            }
+            Event::Notice(message) => self.out.aside(
+                format!("{}: {message}", paint("notice", Tone::Warn)),
+                format!("notice: {message}"),
+            ),
         }
     }
 }

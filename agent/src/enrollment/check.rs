@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::Target;
 use crate::context::Context;
 use crate::exit::Exit;
-use crate::output::Tone;
+use crate::output::{Output, Tone};
 use crate::settings::enrollment::{Enrollment, TestPolicy};
 use crate::settings::rules::check_release_tag;
 
@@ -173,16 +173,11 @@ pub fn run(ctx: &Context, target: &Target) -> Result<Exit> {
         tests_dir: target.tests_dir.clone(),
         problems,
     };
-    if ctx.out.is_json() {
-        ctx.out.json(&report)?;
-    } else {
-        print_human(ctx, &report);
-    }
+    ctx.out.answer(&report, |out| print_human(out, &report))?;
     Ok(if ok { Exit::Success } else { Exit::Problems })
 }
 
-fn print_human(ctx: &Context, r: &Report) {
-    let out = &ctx.out;
+fn print_human(out: &Output, r: &Report) {
     crate::say!(
         "{}: {} declared, {} enrolled, {} canonical",
         r.file.display(),

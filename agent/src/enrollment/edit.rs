@@ -156,15 +156,15 @@ pub fn remove(ctx: &Context, target: &Target, args: RemoveArgs) -> Result<Exit> 
 
 fn done(ctx: &Context, action: &str, recipe: &str, target: &Target, poll: &str) -> Result<Exit> {
     tracing::info!(recipe, file = %target.file.display(), "{action}");
-    if ctx.out.is_json() {
-        ctx.out
-            .json(&json!({ action: recipe, "file": target.file, "poll_repos": poll }))?;
-    } else {
-        crate::say!(
-            "{action} {recipe} ({}); POLL_REPOS is now: {poll}",
-            target.file.display()
-        );
-    }
+    ctx.out.answer(
+        &json!({ action: recipe, "file": target.file, "poll_repos": poll }),
+        |_| {
+            crate::say!(
+                "{action} {recipe} ({}); POLL_REPOS is now: {poll}",
+                target.file.display()
+            );
+        },
+    )?;
     Ok(Exit::Success)
 }
 
@@ -184,10 +184,9 @@ pub fn import(ctx: &Context, target: &Target, args: ImportArgs) -> Result<Exit> 
     }
     write_atomic(&output, text.as_bytes(), 0o644)?;
     let count = text.matches("\n[recipe.").count();
-    if ctx.out.is_json() {
-        ctx.out.json(&json!({ "file": output, "recipes": count }))?;
-    } else {
-        crate::say!("wrote {} with {count} recipes", output.display());
-    }
+    ctx.out
+        .answer(&json!({ "file": output, "recipes": count }), |_| {
+            crate::say!("wrote {} with {count} recipes", output.display());
+        })?;
     Ok(Exit::Success)
 }

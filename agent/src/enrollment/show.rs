@@ -11,63 +11,60 @@ use crate::settings::enrollment::{Enrollment, TestPolicy};
 
 pub fn list(ctx: &Context, target: &Target) -> Result<Exit> {
     let enrollment = Enrollment::load(&target.file)?;
-    if ctx.out.is_json() {
-        ctx.out
-            .json(&json!({ "file": target.file, "recipes": enrollment.recipes }))?;
-        return Ok(Exit::Success);
-    }
-    let yes_no = |b: bool, tone: Tone| {
-        if b {
-            ("yes".to_string(), Some(tone))
-        } else {
-            ("no".to_string(), Some(Tone::Dim))
-        }
-    };
-    let rows: Vec<_> = enrollment
-        .recipes
-        .iter()
-        .map(|r| {
-            let tests = match &r.tests {
-                TestPolicy::Required => ("required".to_string(), None),
-                TestPolicy::Exempt { reason } => (format!("exempt: {reason}"), Some(Tone::Warn)),
-            };
-            vec![
-                (r.name.clone(), None),
-                yes_no(r.enrolled, Tone::Good),
-                yes_no(r.canonical, Tone::Good),
-                tests,
-                (r.upgrade_base.clone().unwrap_or_else(|| "-".into()), None),
-                (r.branch.clone(), None),
-                (r.upstream.clone(), None),
-            ]
-        })
-        .collect();
-    crate::say_raw!(
-        "{}",
-        table(
-            &ctx.out,
-            &[
-                "RECIPE",
-                "ENROLLED",
-                "CANONICAL",
-                "TESTS",
-                "BASE PIN",
-                "BRANCH",
-                "UPSTREAM"
-            ],
-            &rows
-        )
-    );
+    let answer = json!({ "file": target.file, "recipes": enrollment.recipes });
+    ctx.out.answer(&answer, |out| {
+        let yes_no = |b: bool, tone: Tone| {
+            if b {
+                ("yes".to_string(), Some(tone))
+            } else {
+                ("no".to_string(), Some(Tone::Dim))
+            }
+        };
+        let rows: Vec<_> = enrollment
+            .recipes
+            .iter()
+            .map(|r| {
+                let tests = match &r.tests {
+                    TestPolicy::Required => ("required".to_string(), None),
+                    TestPolicy::Exempt { reason } => {
+                        (format!("exempt: {reason}"), Some(Tone::Warn))
+                    }
+                };
+                vec![
+                    (r.name.clone(), None),
+                    yes_no(r.enrolled, Tone::Good),
+                    yes_no(r.canonical, Tone::Good),
+                    tests,
+                    (r.upgrade_base.clone().unwrap_or_else(|| "-".into()), None),
+                    (r.branch.clone(), None),
+                    (r.upstream.clone(), None),
+                ]
+            })
+            .collect();
+        crate::say_raw!(
+            "{}",
+            table(
+                out,
+                &[
+                    "RECIPE",
+                    "ENROLLED",
+                    "CANONICAL",
+                    "TESTS",
+                    "BASE PIN",
+                    "BRANCH",
+                    "UPSTREAM"
+                ],
+                &rows
+            )
+        );
+    })?;
     Ok(Exit::Success)
 }
 
 pub fn poll_repos(ctx: &Context, target: &Target) -> Result<Exit> {
     let enrollment = Enrollment::load(&target.file)?;
     let value = enrollment.poll_repos();
-    if ctx.out.is_json() {
-        ctx.out.json(&json!({ "poll_repos": value }))?;
-    } else {
-        crate::say!("{value}");
-    }
+    ctx.out
+        .answer(&json!({ "poll_repos": value }), |_| crate::say!("{value}"))?;
     Ok(Exit::Success)
 }

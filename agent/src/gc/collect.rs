@@ -336,98 +336,96 @@ fn print(
     taken: &[String],
     dry_run: bool,
 ) -> Result<()> {
-    let out = &ctx.out;
-    if out.is_json() {
-        return out.json(&serde_json::json!({
-            "dry_run": dry_run,
-            "plan": plan,
-            "freed": freed,
-            "kept_in_use": taken,
-            "failures": failures.iter().map(|(v, e)| serde_json::json!({"volume": v, "error": e})).collect::<Vec<_>>(),
-            "messages": plan.shortfalls.iter().map(Shortfall::message).collect::<Vec<_>>(),
-        }));
-    }
-    let now = SystemTime::now();
-    let rows: Vec<Vec<(String, Option<Tone>)>> = plan
-        .volumes
-        .iter()
-        .map(|d| {
-            let v = &d.volume;
-            let age = now
-                .duration_since(v.last_used)
-                .map_or_else(|_| "in the future".into(), ago);
-            let (what, tone) = match d.action {
-                Action::Delete if dry_run => ("would delete", Tone::Warn),
-                Action::Delete => ("delete", Tone::Warn),
-                Action::Keep if d.reason.is_protected() => ("keep", Tone::Good),
-                Action::Keep => ("keep", Tone::Dim),
-            };
-            let mut reason = d.reason.as_str().to_string();
-            if let Some(p) = &v.problem {
-                reason.push_str(&format!(": {p}"));
-            }
-            vec![
-                (v.name.clone(), None),
-                (v.recipe.clone().unwrap_or_else(|| "-".into()), None),
-                (v.version.clone().unwrap_or_else(|| "-".into()), None),
-                (human_bytes(v.bytes), None),
-                (age, None),
-                (format!("{what} ({reason})"), Some(tone)),
-            ]
-        })
-        .collect();
-    crate::say!(
-        "{}: {} volumes, {} in all, {} protected; budget {}, free {} (min_free {})",
-        if dry_run { "gc --dry-run" } else { "gc" },
-        plan.volumes.len(),
-        human_bytes(plan.total),
-        human_bytes(plan.protected),
-        human_bytes(plan.budget),
-        plan.free.map_or_else(|| "unknown".into(), human_bytes),
-        human_bytes(plan.min_free),
-    );
-    if !rows.is_empty() {
-        crate::say_raw!(
-            "{}",
-            table(
-                out,
-                &[
-                    "VOLUME",
-                    "RECIPE",
-                    "VERSION",
-                    "SIZE",
-                    "LAST USED",
-                    "DECISION"
-                ],
-                &rows
-            )
-        );
-    }
-    match freed {
-        Some(f) => crate::say!(
-            "freed {} ({} volumes)",
-            human_bytes(f),
-            plan.volumes
-                .iter()
-                .filter(|d| d.action == Action::Delete)
-                .count()
-                .saturating_sub(failures.len() + taken.len())
-        ),
-        None => crate::say!("would free {}", human_bytes(plan.to_free)),
-    }
-    for v in taken {
+    let answer = serde_json::json!({
+        "dry_run": dry_run,
+        "plan": plan,
+        "freed": freed,
+        "kept_in_use": taken,
+        "failures": failures.iter().map(|(v, e)| serde_json::json!({"volume": v, "error": e})).collect::<Vec<_>>(),
+        "messages": plan.shortfalls.iter().map(Shortfall::message).collect::<Vec<_>>(),
+    });
+    ctx.out.answer(&answer, |out| {
+        let now = SystemTime::now();
+        let rows: Vec<Vec<(String, Option<Tone>)>> = plan
+            .volumes
+            .iter()
+            .map(|d| {
+                let v = &d.volume;
+                let age = now
+                    .duration_since(v.last_used)
+                    .map_or_else(|_| "in the future".into(), ago);
+                let (what, tone) = match d.action {
+                    Action::Delete if dry_run => ("would delete", Tone::Warn),
+                    Action::Delete => ("delete", Tone::Warn),
+                    Action::Keep if d.reason.is_protected() => ("keep", Tone::Good),
+                    Action::Keep => ("keep", Tone::Dim),
+                };
+                let mut reason = d.reason.as_str().to_string();
+                if let Some(p) = &v.problem {
+                    reason.push_str(&format!(": {p}"));
+                }
+                vec![
+                    (v.name.clone(), None),
+                    (v.recipe.clone().unwrap_or_else(|| "-".into()), None),
+                    (v.version.clone().unwrap_or_else(|| "-".into()), None),
+                    (human_bytes(v.bytes), None),
+                    (age, None),
+                    (format!("{what} ({reason})"), Some(tone)),
+                ]
+            })
+            .collect();
         crate::say!(
-            "{} {v}: a run took it since the inventory",
-            out.paint("KEPT", Tone::Good)
+            "{}: {} volumes, {} in all, {} protected; budget {}, free {} (min_free {})",
+            if dry_run { "gc --dry-run" } else { "gc" },
+            plan.volumes.len(),
+            human_bytes(plan.total),
+            human_bytes(plan.protected),
+            human_bytes(plan.budget),
+            plan.free.map_or_else(|| "unknown".into(), human_bytes),
+            human_bytes(plan.min_free),
         );
-    }
-    for (v, e) in failures {
-        crate::say!("{} {v}: {e}", out.paint("FAILED", Tone::Bad));
-    }
-    for s in &plan.shortfalls {
-        crate::say!("{} {}", out.paint("degraded:", Tone::Warn), s.message());
-    }
-    Ok(())
+        if !rows.is_empty() {
+            crate::say_raw!(
+                "{}",
+                table(
+                    out,
+                    &[
+                        "VOLUME",
+                        "RECIPE",
+                        "VERSION",
+                        "SIZE",
+                        "LAST USED",
+                        "DECISION"
+                    ],
+                    &rows
+                )
+            );
+        }
+        match freed {
+            Some(f) => crate::say!(
+                "freed {} ({} volumes)",
+                human_bytes(f),
+                plan.volumes
+                    .iter()
+                    .filter(|d| d.action == Action::Delete)
+                    .count()
+                    .saturating_sub(failures.len() + taken.len())
+            ),
+            None => crate::say!("would free {}", human_bytes(plan.to_free)),
+        }
+        for v in taken {
+            crate::say!(
+                "{} {v}: a run took it since the inventory",
+                out.paint("KEPT", Tone::Good)
+            );
+        }
+        for (v, e) in failures {
+            crate::say!("{} {v}: {e}", out.paint("FAILED", Tone::Bad));
+        }
+        for s in &plan.shortfalls {
+            crate::say!("{} {}", out.paint("degraded:", Tone::Warn), s.message());
+        }
+    })
 }
 
 /// Where the warm volumes stand against the disk budget, as the last gc measured them.

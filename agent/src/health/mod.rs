@@ -14,7 +14,7 @@ use crate::context::Context;
 use crate::exit::Exit;
 use crate::fsutil::write_atomic;
 use crate::ledger::{now_rfc3339, Ledger};
-use crate::output::{table, Tone};
+use crate::output::{table, Output, Tone};
 use crate::settings::config::Config;
 use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
 
@@ -550,12 +550,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         write_atomic(file, metrics(&report).as_bytes(), 0o644)
             .with_context(|| format!("writing {}", file.display()))?;
     }
-    if ctx.out.is_json() {
-        crate::say_raw!("{json}");
-    } else {
-        print_table(ctx, &report);
-    }
-    if let Some(d) = delivery {
+    if let Some(d) = &delivery {
         match &d.last_error {
             None => tracing::info!(
                 delivered = d.delivered,
@@ -563,7 +558,11 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             ),
             Some(e) => tracing::warn!("{} health report(s) wait for the bridge: {e}", d.waiting),
         }
-        if !ctx.out.is_json() {
+    }
+    // The JSON answer is the report as written to health.json.
+    ctx.out.answer(&report, |out| {
+        print_table(out, &report);
+        if let Some(d) = delivery {
             match d.last_error {
                 None => crate::say!("report: delivered ({} sent)", d.delivered),
                 Some(e) => crate::say!(
@@ -572,7 +571,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
                 ),
             }
         }
-    }
+    })?;
     Ok(match report.verdict {
         Verdict::Healthy => Exit::Success,
         Verdict::Degraded => Exit::Degraded,
@@ -580,8 +579,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     })
 }
 
-fn print_table(ctx: &Context, report: &Report) {
-    let out = &ctx.out;
+fn print_table(out: &Output, report: &Report) {
     let tone = |v: Verdict| match v {
         Verdict::Healthy => Tone::Good,
         Verdict::Degraded => Tone::Warn,

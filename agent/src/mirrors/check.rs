@@ -20,26 +20,24 @@ pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
     let deadline = Deadline::after(config.mirrors.recipe_timeout, "mirrors.recipe_timeout");
     let found = forge.readiness(&mirrors, deadline);
     let ready = found.iter().all(|f| f.verdict != Verdict::Fail);
-    if ctx.out.is_json() {
-        ctx.out
-            .json(&json!({ "findings": found, "ready": ready }))?;
-    } else {
-        let rows: Vec<_> = found
-            .iter()
-            .map(|f| {
-                let (word, tone) = match f.verdict {
-                    Verdict::Ok => ("ok", Tone::Good),
-                    Verdict::Warn => ("warn", Tone::Warn),
-                    Verdict::Fail => ("fail", Tone::Bad),
-                };
-                vec![
-                    (f.what.clone(), None),
-                    (word.to_string(), Some(tone)),
-                    (f.detail.clone(), None),
-                ]
-            })
-            .collect();
-        crate::say_raw!("{}", table(&ctx.out, &["CHECK", "", "DETAIL"], &rows));
-    }
+    ctx.out
+        .answer(&json!({ "findings": found, "ready": ready }), |out| {
+            let rows: Vec<_> = found
+                .iter()
+                .map(|f| {
+                    let (word, tone) = match f.verdict {
+                        Verdict::Ok => ("ok", Tone::Good),
+                        Verdict::Warn => ("warn", Tone::Warn),
+                        Verdict::Fail => ("fail", Tone::Bad),
+                    };
+                    vec![
+                        (f.what.clone(), None),
+                        (word.to_string(), Some(tone)),
+                        (f.detail.clone(), None),
+                    ]
+                })
+                .collect();
+            crate::say_raw!("{}", table(out, &["CHECK", "", "DETAIL"], &rows));
+        })?;
     Ok(if ready { Exit::Success } else { Exit::Problems })
 }

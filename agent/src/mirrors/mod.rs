@@ -74,22 +74,20 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
                 .iter()
                 .filter(|r| r.outcome == Outcome::Failed)
                 .count();
-            if ctx.out.is_json() {
-                ctx.out
-                    .json(&json!({ "results": results, "failed": failed }))?;
-            } else {
-                let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
-                let busy = match count(Outcome::Busy) {
-                    0 => String::new(),
-                    n => format!(", {n} left to the job testing them"),
-                };
-                crate::say!(
-                    "{} recipes: {} in sync, {} synced, {failed} failed{busy}",
-                    results.len(),
-                    count(Outcome::InSync),
-                    count(Outcome::Synced),
-                );
-            }
+            ctx.out
+                .answer(&json!({ "results": results, "failed": failed }), |_| {
+                    let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+                    let busy = match count(Outcome::Busy) {
+                        0 => String::new(),
+                        n => format!(", {n} left to the job testing them"),
+                    };
+                    crate::say!(
+                        "{} recipes: {} in sync, {} synced, {failed} failed{busy}",
+                        results.len(),
+                        count(Outcome::InSync),
+                        count(Outcome::Synced),
+                    );
+                })?;
             Ok(if failed == 0 {
                 Exit::Success
             } else {
@@ -190,9 +188,8 @@ fn sync_accepting(
             if let Err(e) = recorded {
                 record_error.get_or_insert(e);
             }
-            if !out.is_json() {
-                print_result(out, &result);
-            }
+            // Each result for people as it arrives; the answer at the end has them all.
+            print_result(out, &result);
             results.push(result);
         },
     );
@@ -290,8 +287,8 @@ fn print_result(out: &Output, r: &RecipeResult) {
             ),
         ),
     };
-    crate::say!("{mark} {:<24} {text}", r.recipe);
+    out.progress(format!("{mark} {:<24} {text}", r.recipe));
     for w in &r.warnings {
-        crate::say!("  {} {w}", out.paint("warning:", Tone::Warn));
+        out.progress(format!("  {} {w}", out.paint("warning:", Tone::Warn)));
     }
 }

@@ -158,39 +158,37 @@ pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
         });
     }
     let ok = rows.iter().all(|r| r.standing == Standing::InSync);
-    if ctx.out.is_json() {
-        ctx.out
-            .json(&json!({ "mirrors": rows, "all_in_sync": ok }))?;
-    } else {
-        let cells: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                let tone = match r.standing {
-                    Standing::InSync => Tone::Good,
-                    Standing::Behind | Standing::Missing => Tone::Warn,
-                    _ => Tone::Bad,
-                };
-                let name = serde_json::to_value(r.standing)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                vec![
-                    (r.recipe.clone(), None),
-                    (name, Some(tone)),
-                    (r.last_sync.clone().unwrap_or_else(|| "never".into()), None),
-                    (r.last_event.clone().unwrap_or_default(), None),
-                    (r.detail.clone(), None),
-                ]
-            })
-            .collect();
-        crate::say_raw!(
-            "{}",
-            table(
-                &ctx.out,
-                &["RECIPE", "MIRROR", "LAST SYNC", "LAST EVENT", "DETAIL"],
-                &cells
-            )
-        );
-    }
+    ctx.out
+        .answer(&json!({ "mirrors": rows, "all_in_sync": ok }), |out| {
+            let cells: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    let tone = match r.standing {
+                        Standing::InSync => Tone::Good,
+                        Standing::Behind | Standing::Missing => Tone::Warn,
+                        _ => Tone::Bad,
+                    };
+                    let name = serde_json::to_value(r.standing)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
+                    vec![
+                        (r.recipe.clone(), None),
+                        (name, Some(tone)),
+                        (r.last_sync.clone().unwrap_or_else(|| "never".into()), None),
+                        (r.last_event.clone().unwrap_or_default(), None),
+                        (r.detail.clone(), None),
+                    ]
+                })
+                .collect();
+            crate::say_raw!(
+                "{}",
+                table(
+                    out,
+                    &["RECIPE", "MIRROR", "LAST SYNC", "LAST EVENT", "DETAIL"],
+                    &cells
+                )
+            );
+        })?;
     Ok(if ok { Exit::Success } else { Exit::Problems })
 }

@@ -32,30 +32,32 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     ledger.check_integrity()?;
     let holders = JobLock::holders(&config.state_dir)?;
     let events = ledger.recent_events(limit)?;
-    if ctx.out.is_json() {
-        ctx.out.json(&json!({
+    let schema = ledger.schema_version()?;
+    ctx.out.answer(
+        &json!({
             "database": ledger.path(),
-            "schema_version": ledger.schema_version()?,
+            "schema_version": schema,
             "integrity": "ok",
             "lock_holder": holders.first(),
             "lock_holders": holders,
             "events": events,
-        }))?;
-        return Ok(Exit::Success);
-    }
-    crate::say!(
-        "database: {} (schema {}, integrity ok)",
-        ledger.path().display(),
-        ledger.schema_version()?
-    );
-    if holders.is_empty() {
-        crate::say!("lock: free");
-    }
-    for h in &holders {
-        crate::say!("lock: held by {} (pid {}) since {}", h.job, h.pid, h.since);
-    }
-    for e in events {
-        crate::say!("{}  {:<10} {}  {}", e.at, e.job, e.kind, e.detail);
-    }
+        }),
+        |_| {
+            crate::say!(
+                "database: {} (schema {}, integrity ok)",
+                ledger.path().display(),
+                schema
+            );
+            if holders.is_empty() {
+                crate::say!("lock: free");
+            }
+            for h in &holders {
+                crate::say!("lock: held by {} (pid {}) since {}", h.job, h.pid, h.since);
+            }
+            for e in events {
+                crate::say!("{}  {:<10} {}  {}", e.at, e.job, e.kind, e.detail);
+            }
+        },
+    )?;
     Ok(Exit::Success)
 }

@@ -150,169 +150,125 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
     };
     let ledger = Ledger::open(&config.state_dir)?;
     match args.command {
-        Command::List => {
-            let all = ledger.canonicals()?;
-            if ctx.out.is_json() {
-                ctx.out.json(&json!({ "canonicals": all }))?;
-            } else {
-                let rows: Vec<_> = all
-                    .iter()
-                    .map(|c| {
-                        vec![
-                            (c.recipe.clone(), None),
-                            (c.version.clone(), None),
-                            (crate::git::short(&c.commit).to_string(), None),
-                            (c.promoted_at.clone(), None),
-                            (
-                                c.run.map_or("imported".into(), |r| format!("run {r}")),
-                                None,
-                            ),
-                        ]
-                    })
-                    .collect();
-                crate::say_raw!(
-                    "{}",
-                    table(
-                        &ctx.out,
-                        &["RECIPE", "CANONICAL", "COMMIT", "PROMOTED", "FROM"],
-                        &rows
-                    )
-                );
-            }
-            Ok(Exit::Success)
-        }
-        Command::Show { recipe } => {
-            let c = ledger.canonical(&recipe)?;
-            let run = match c.as_ref().and_then(|c| c.run) {
-                Some(id) => ledger
-                    .history(&recipe, u32::MAX)?
-                    .into_iter()
-                    .find(|r| r.id == id),
-                None => None,
-            };
-            if ctx.out.is_json() {
-                ctx.out
-                    .json(&json!({ "recipe": recipe, "canonical": c, "run": run }))?;
-                return Ok(Exit::Success);
-            }
-            match c {
-                None => crate::say!(
-                    "{recipe}: no canonical (no green release recorded, so it is not green)"
-                ),
-                Some(c) => {
-                    crate::say!(
-                        "{recipe}: {} at {} since {}",
-                        c.version,
-                        c.commit,
-                        c.promoted_at
-                    );
-                    if let Some(r) = run {
-                        crate::say!(
-                            "  promoted by run {} ({}, log {})",
-                            r.id,
-                            r.detail.unwrap_or_default(),
-                            r.log_path.unwrap_or_default()
-                        );
-                    }
-                }
-            }
-            Ok(Exit::Success)
-        }
-        Command::Base { recipe } => {
+        Command::List => list(ctx, &ledger),
+        Command::Show { recipe } => show(ctx, &ledger, &recipe),
+        Command::Base { .. } => {
             let r = named.context("the recipe was looked up above")?;
-            let base = match r.upgrade_base.clone() {
-                Some(pin) => Some(pin),
-                None => standing_canonical(&config, &ledger, &r)?,
-            };
-            match base {
-                Some(b) => {
-                    if ctx.out.is_json() {
-                        ctx.out.json(&json!({ "recipe": recipe, "base": b }))?;
-                    } else {
-                        crate::say!("{b}");
-                    }
-                    Ok(Exit::Success)
-                }
-                None => {
-                    eprintln!("{recipe}: no upgrade_base and no canonical: there is no version to upgrade from");
-                    Ok(Exit::NoBase)
-                }
-            }
+            base(ctx, &config, &ledger, &r)
         }
-        Command::Import { dir } => {
-            let mut imported = Vec::new();
-            let entries = std::fs::read_dir(&dir)
-                .with_context(|| format!("cannot read {}", dir.display()))?;
-            let mut files: Vec<PathBuf> = entries
-                .flatten()
-                .map(|e| e.path().join("canonical.json"))
-                .filter(|p| p.is_file())
-                .collect();
-            files.sort();
-            let mut parsed = Vec::new();
-            for file in &files {
-                let text = std::fs::read_to_string(file)
-                    .with_context(|| format!("cannot read {}", file.display()))?;
-                let c: Canonical = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| {
-                        Some(Canonical {
-                            recipe: v["recipe"].as_str()?.to_string(),
-                            version: v["version"].as_str()?.to_string(),
-                            commit: v["commit"].as_str()?.to_string(),
-                            run: None,
-                            promoted_at: v["promoted_at"].as_str().unwrap_or_default().to_string(),
-                        })
-                    })
-                    .ok_or_else(|| {
-                        InputError::file(
-                            file,
-                            "not a canonical.json (needs recipe, version, commit)",
-                        )
-                    })?;
-                check_release_tag(&c.version).map_err(|e| InputError {
-                    file: file.clone(),
-                    line: None,
-                    key: "version".into(),
-                    message: e,
-                })?;
-                if !crate::git::is_oid(&c.commit) {
-                    return Err(InputError {
-                        file: file.clone(),
-                        line: None,
-                        key: "commit".into(),
-                        message: format!(
-                            "{:?} is not a commit id (40 or 64 lowercase hex digits)",
-                            c.commit
-                        ),
-                    }
-                    .into());
-                }
-                crate::settings::rules::check_recipe_name(&c.recipe).map_err(|e| InputError {
-                    file: file.clone(),
-                    line: None,
-                    key: "recipe".into(),
-                    message: e,
-                })?;
-                parsed.push(c);
-            }
-            // All files checked before anything is written.
-            for c in parsed {
-                ledger.canonical_set(&c)?;
-                imported.push(c.recipe);
-            }
-            if ctx.out.is_json() {
-                ctx.out.json(&json!({ "imported": imported }))?;
-            } else {
+        Command::Import { dir } => import(ctx, &ledger, &dir),
+    }
+}
+
+fn list(ctx: &Context, ledger: &Ledger) -> Result<Exit> {
+    let all = ledger.canonicals()?;
+    ctx.out.answer(&json!({ "canonicals": all }), |out| {
+        let rows: Vec<_> = all
+            .iter()
+            .map(|c| {
+                vec![
+                    (c.recipe.clone(), None),
+                    (c.version.clone(), None),
+                    (crate::git::short(&c.commit).to_string(), None),
+                    (c.promoted_at.clone(), None),
+                    (
+                        c.run.map_or("imported".into(), |r| format!("run {r}")),
+                        None,
+                    ),
+                ]
+            })
+            .collect();
+        let header = ["RECIPE", "CANONICAL", "COMMIT", "PROMOTED", "FROM"];
+        crate::say_raw!("{}", table(out, &header, &rows));
+    })?;
+    Ok(Exit::Success)
+}
+
+fn show(ctx: &Context, ledger: &Ledger, recipe: &str) -> Result<Exit> {
+    let c = ledger.canonical(recipe)?;
+    let run = match c.as_ref().and_then(|c| c.run) {
+        Some(id) => ledger
+            .history(recipe, u32::MAX)?
+            .into_iter()
+            .find(|r| r.id == id),
+        None => None,
+    };
+    let answer = json!({ "recipe": recipe, "canonical": c, "run": run });
+    ctx.out.answer(&answer, |_| match c {
+        None => {
+            crate::say!("{recipe}: no canonical (no green release recorded, so it is not green)")
+        }
+        Some(c) => {
+            crate::say!(
+                "{recipe}: {} at {} since {}",
+                c.version,
+                c.commit,
+                c.promoted_at
+            );
+            if let Some(r) = run {
                 crate::say!(
-                    "imported {} canonicals: {}",
-                    imported.len(),
-                    imported.join(", ")
+                    "  promoted by run {} ({}, log {})",
+                    r.id,
+                    r.detail.unwrap_or_default(),
+                    r.log_path.unwrap_or_default()
                 );
             }
-            Ok(Exit::Success)
         }
+    })?;
+    Ok(Exit::Success)
+}
+
+fn base(
+    ctx: &Context,
+    config: &crate::settings::config::Config,
+    ledger: &Ledger,
+    r: &crate::settings::enrollment::Recipe,
+) -> Result<Exit> {
+    let base = match r.upgrade_base.clone() {
+        Some(pin) => Some(pin),
+        None => standing_canonical(config, ledger, r)?,
+    };
+    let Some(b) = base else {
+        eprintln!(
+            "{}: no upgrade_base and no canonical: there is no version to upgrade from",
+            r.name
+        );
+        return Ok(Exit::NoBase);
+    };
+    ctx.out
+        .answer(&json!({ "recipe": r.name, "base": b }), |_| {
+            crate::say!("{b}")
+        })?;
+    Ok(Exit::Success)
+}
+
+/// Every `DIR/<recipe>/canonical.json`, all checked before any is written.
+fn import(ctx: &Context, ledger: &Ledger, dir: &std::path::Path) -> Result<Exit> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path().join("canonical.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let parsed = files
+        .iter()
+        .map(|f| super::export::read(f))
+        .collect::<Result<Vec<_>>>()?;
+    let mut imported = Vec::new();
+    for c in parsed {
+        ledger.canonical_set(&c)?;
+        imported.push(c.recipe);
     }
+    ctx.out.answer(&json!({ "imported": imported }), |_| {
+        crate::say!(
+            "imported {} canonicals: {}",
+            imported.len(),
+            imported.join(", ")
+        );
+    })?;
+    Ok(Exit::Success)
 }
 
 pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
@@ -320,32 +276,30 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
     declared(&config, &args.recipe)?;
     let ledger = Ledger::open(&config.state_dir)?;
     let runs = ledger.history(&args.recipe, args.limit)?;
-    if ctx.out.is_json() {
-        ctx.out
-            .json(&json!({ "recipe": args.recipe, "runs": runs }))?;
-        return Ok(Exit::Success);
-    }
-    let rows: Vec<_> = runs
-        .iter()
-        .map(|r| {
-            vec![
-                (r.id.to_string(), None),
-                (r.started_at.clone(), None),
-                (r.tag.clone().unwrap_or_default(), None),
-                (crate::git::short(&r.commit).to_string(), None),
-                (r.result.clone(), None),
-                (r.base.clone().unwrap_or_default(), None),
-                (r.trigger.clone(), None),
-            ]
-        })
-        .collect();
-    crate::say_raw!(
-        "{}",
-        table(
-            &ctx.out,
-            &["RUN", "STARTED", "TAG", "COMMIT", "RESULT", "BASE", "TRIGGER"],
-            &rows
-        )
-    );
+    ctx.out
+        .answer(&json!({ "recipe": args.recipe, "runs": runs }), |out| {
+            let rows: Vec<_> = runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        (r.id.to_string(), None),
+                        (r.started_at.clone(), None),
+                        (r.tag.clone().unwrap_or_default(), None),
+                        (crate::git::short(&r.commit).to_string(), None),
+                        (r.result.clone(), None),
+                        (r.base.clone().unwrap_or_default(), None),
+                        (r.trigger.clone(), None),
+                    ]
+                })
+                .collect();
+            crate::say_raw!(
+                "{}",
+                table(
+                    out,
+                    &["RUN", "STARTED", "TAG", "COMMIT", "RESULT", "BASE", "TRIGGER"],
+                    &rows
+                )
+            );
+        })?;
     Ok(Exit::Success)
 }

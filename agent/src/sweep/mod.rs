@@ -1,6 +1,7 @@
 //! `cc-ci-agent sweep`, `canonical ...` and `history`: the canonical sweep and its ledger.
 
 mod canonical;
+mod export;
 mod run;
 pub mod versions;
 
@@ -37,4 +38,5 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 }
 
 pub use canonical::{canonical, history};
-pub use run::{export, upgrade_base};
+pub use export::export;
+pub use run::upgrade_base;

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::canonical;
+use super::export::export;
 use super::versions::{choose, Candidate, Release, Verdict};
 use crate::busy::{self, Busy};
 use crate::error::{Busy as BusyError, Unusable};
@@ -277,24 +278,6 @@ fn grant_credentials(workdir: &Path, names: &[String]) -> Result<Option<std::pat
 }
 
 /// Writes `<dir>/<recipe>/canonical.json` atomically, for the harness that reattaches warm volumes.
-pub fn export(dir: &Path, c: &Canonical) -> Result<()> {
-    let path = dir.join(&c.recipe).join("canonical.json");
-    std::fs::create_dir_all(path.parent().unwrap_or(dir))
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    let body = serde_json::json!({
-        "recipe": c.recipe,
-        "version": c.version,
-        "commit": c.commit,
-        "status": "green",
-        "promoted_at": c.promoted_at,
-    });
-    let text = serde_json::to_string_pretty(&body)? + "\n";
-    if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
-        return Ok(());
-    }
-    write_atomic(&path, text.as_bytes(), 0o644)
-}
-
 struct Sweeper<'a> {
     config: &'a Config,
     forge: &'a dyn crate::forge::Forge,
@@ -590,9 +573,7 @@ impl Sweeper<'_> {
     }
 
     fn say(&self, recipe: &Recipe, text: &str) {
-        if !self.out.is_json() {
-            crate::say!("  {:<24} {text}", recipe.name);
-        }
+        self.out.progress(format!("  {:<24} {text}", recipe.name));
     }
 }
 
@@ -712,12 +693,10 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
         report.len()
     );
     ledger.sweep_finish(sweep, "done", &summary)?;
-    if ctx.out.is_json() {
-        ctx.out
-            .json(&serde_json::json!({ "sweep": sweep, "recipes": report }))?;
-    } else {
-        crate::say!("{summary}");
-    }
+    ctx.out.answer(
+        &serde_json::json!({ "sweep": sweep, "recipes": report }),
+        |_| crate::say!("{summary}"),
+    )?;
     Ok(if errors == 0 {
         Exit::Success
     } else {
@@ -725,10 +704,8 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
     })
 }
 
+/// A recipe's decision for people, as it is made (the JSON answer at the end lists them all).
 fn print_decision(out: &Output, recipe: &str, d: &Decision) {
-    if out.is_json() {
-        return;
-    }
     let (mark, text) = match d {
         Decision::SkipNoRelease => (
             out.paint("SKIP", Tone::Dim),
@@ -780,7 +757,7 @@ fn print_decision(out: &Output, recipe: &str, d: &Decision) {
         ),
         Decision::Error { detail } => (out.paint("ERROR", Tone::Bad), detail.clone()),
     };
-    crate::say!("{mark:<9} {recipe:<24} {text}");
+    out.progress(format!("{mark:<9} {recipe:<24} {text}"));
 }
 
 /// `sweep --explain RECIPE`: why each tag was or was not taken.
@@ -820,22 +797,20 @@ pub fn explain(ctx: &crate::context::Context, name: &str) -> Result<Exit> {
         Some(l) => l.canonical(&recipe.name)?,
         None => None,
     };
-    if ctx.out.is_json() {
-        ctx.out.json(&serde_json::json!({ "recipe": name, "latest": latest, "canonical": canonical, "tags": verdicts, "as_of": as_of }))?;
-        return Ok(Exit::Success);
-    }
-    for v in &verdicts {
-        let mark = if v.taken {
-            ctx.out.paint("TAKEN", Tone::Good)
-        } else {
-            ctx.out.paint("ignored", Tone::Dim)
-        };
-        crate::say!("{mark:<8} {:<32} {}", v.tag, v.reason);
-    }
-    crate::say!(
-        "latest release: {}; canonical: {} (the mirror as of {as_of}; `mirrors sync` to look again)",
-        latest.map_or("none".into(), |r| r.tag),
-        canonical.map_or("none".into(), |c| c.version)
-    );
+    ctx.out.answer(&serde_json::json!({ "recipe": name, "latest": latest, "canonical": canonical, "tags": verdicts, "as_of": as_of }), |out| {
+        for v in &verdicts {
+            let mark = if v.taken {
+                out.paint("TAKEN", Tone::Good)
+            } else {
+                out.paint("ignored", Tone::Dim)
+            };
+            crate::say!("{mark:<8} {:<32} {}", v.tag, v.reason);
+        }
+        crate::say!(
+            "latest release: {}; canonical: {} (the mirror as of {as_of}; `mirrors sync` to look again)",
+            latest.map_or("none".into(), |r| r.tag),
+            canonical.map_or("none".into(), |c| c.version)
+        );
+    })?;
     Ok(Exit::Success)
 }
