@@ -40,7 +40,7 @@ enum Command {
     #[command(
         after_help = "Exit: 0 ok, 15 damaged state. See docs/reliability.md. Every code: docs/exit-codes.md."
     )]
-    State(crate::state::Args),
+    State(crate::database::Args),
     /// Build, activate, verify and commit the host's configuration, or roll back.
     #[command(
         after_help = "Exit: 0 deployed, 2 bad input, 4 busy, 5 CI busy, 6 dirty tree, 7 stale tree, 8 build failed, 9 rolled back, 10 rollback failed. See docs/deploy.md. Every code: docs/exit-codes.md."
@@ -114,7 +114,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::pro
     let ctx = Context::new(Output::new(cli.format), cli.config);
     let result = match cli.command {
         Command::Enrollment(args) => crate::enrollment::run(&ctx, args),
-        Command::State(args) => crate::state::run(&ctx, args),
+        Command::State(args) => crate::database::run(&ctx, args),
         Command::Deploy(args) => crate::deploy::run(&ctx, args),
         Command::Rollback(args) => crate::deploy::rollback(&ctx, args),
         Command::Mirrors(args) => crate::mirrors::run(&ctx, args),

@@ -3,6 +3,7 @@
 pub mod busy;
 pub mod cli;
 pub mod context;
+pub mod database;
 pub mod deadline;
 pub mod deploy;
 pub mod enrollment;
@@ -23,5 +24,4 @@ pub mod process;
 pub mod secrets;
 pub mod settings;
 pub mod signals;
-pub mod state;
 pub mod sweep;

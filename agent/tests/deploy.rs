@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cc_ci_agent::ledger::{JobLock, State};
+use cc_ci_agent::ledger::{JobLock, Stage};
 use cc_ci_testkit::emulator::EmulatedHost;
 use common::{agent, Run};
 use support::git;
@@ -597,7 +597,7 @@ fn an_interrupted_deploy_is_reported_on_the_next_start() {
         )
         .unwrap();
     assert!(ledger
-        .deploy_advance(id, &[State::Preflight], State::Building)
+        .deploy_advance(id, &[Stage::Preflight], Stage::Building)
         .unwrap());
     drop(ledger);
     let run = f.agent(&["deploy"]);

@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::error::Unusable;
 use crate::exit::Exit;
 use crate::host::{Generation, Host};
-use crate::ledger::{DeployRow, JobLock, Ledger, Outcome, State};
+use crate::ledger::{DeployRow, JobLock, Ledger, Outcome, Stage};
 use crate::output::{table, Output, Tone};
 use crate::settings::config::{Config, HookEvent};
 use crate::settings::deploy::FlakeRef;
@@ -220,7 +220,7 @@ pub fn deadman(ctx: &Context, id: i64) -> Result<Exit> {
     let row = ledger
         .deploy_get(id)?
         .with_context(|| format!("no deploy #{id} in the journal"))?;
-    if !ledger.deploy_advance(id, &State::UNCONFIRMED, State::RollingBack)? {
+    if !ledger.deploy_advance(id, &Stage::UNCONFIRMED, Stage::RollingBack)? {
         crate::say!(
             "deploy #{id} is {} ({}): nothing to roll back",
             row.state.as_str(),
@@ -258,7 +258,7 @@ fn guard(d: &Deploy<'_>, result: Result<Outcome>) -> Result<Outcome> {
             .deploy_get(d.id)
             .ok()
             .flatten()
-            .is_some_and(|r| r.state != State::Finished);
+            .is_some_and(|r| r.state != Stage::Finished);
         if still_open {
             let _ = d
                 .journal

@@ -9,7 +9,7 @@ use super::machine::Machine;
 use super::observer::{Event, Observer};
 use crate::error::Busy;
 use crate::host::Generation;
-use crate::ledger::{DeployRow, Ledger, Outcome, State};
+use crate::ledger::{DeployRow, Ledger, Outcome, Stage};
 
 fn process_alive(pid: i64) -> bool {
     pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -35,7 +35,7 @@ pub fn settle_unfinished(
                 .is_ok_and(|s| s == "active")
         });
         let alive = process_alive(row.pid) && row.pid != i64::from(std::process::id());
-        if State::UNCONFIRMED.contains(&row.state) && (pending || alive) {
+        if Stage::UNCONFIRMED.contains(&row.state) && (pending || alive) {
             if !take_over {
                 return Err(Busy(format!(
                     "deploy #{} was not confirmed and its dead-man switch will roll the host back to generation {}: \
@@ -45,7 +45,7 @@ pub fn settle_unfinished(
                 ))
                 .into());
             }
-            if journal.deploy_advance(row.id, &State::UNCONFIRMED, State::RollingBack)? {
+            if journal.deploy_advance(row.id, &Stage::UNCONFIRMED, Stage::RollingBack)? {
                 if let Some(unit) = &row.deadman_unit {
                     machine.disarm(unit)?;
                 }
@@ -63,7 +63,7 @@ pub fn settle_unfinished(
             }
             continue;
         }
-        if row.state == State::RollingBack && alive {
+        if row.state == Stage::RollingBack && alive {
             return Err(Busy(format!(
                 "deploy #{} is being rolled back by pid {}",
                 row.id, row.pid
@@ -87,13 +87,13 @@ fn generation_of(row: &DeployRow) -> Option<Generation> {
 /// Says what an interrupted deploy did and where the host is now.
 pub fn describe(row: &DeployRow, running: Option<&PathBuf>) -> String {
     let stage = match row.state {
-        State::Preflight | State::Building => "stopped before activating anything",
-        State::Armed | State::Activating | State::Verifying => {
+        Stage::Preflight | Stage::Building => "stopped before activating anything",
+        Stage::Armed | Stage::Activating | Stage::Verifying => {
             "stopped before it was confirmed, and its dead-man switch is gone (a reboot?)"
         }
-        State::Committing => "stopped while making the new system the boot default",
-        State::RollingBack => "stopped while rolling back",
-        State::Finished => "finished",
+        Stage::Committing => "stopped while making the new system the boot default",
+        Stage::RollingBack => "stopped while rolling back",
+        Stage::Finished => "finished",
     };
     let from = row.from_path.as_deref().map(PathBuf::from);
     let to = row.to_path.as_deref().map(PathBuf::from);

@@ -20,7 +20,7 @@ use super::preflight::Refused;
 use super::verify::Verdict;
 use crate::busy::Busy;
 use crate::host::{Generation, Mode};
-use crate::ledger::{Field, Ledger, Outcome, State};
+use crate::ledger::{Field, Ledger, Outcome, Stage};
 use crate::settings::deploy::FlakeRef;
 
 /// What to activate.
@@ -114,7 +114,7 @@ impl Deploy<'_> {
         match verdict {
             Ok(()) => self.commit(&target, &to, &before, &unit),
             Err(reason) => {
-                if !self.advance(&[State::Verifying], State::RollingBack)? {
+                if !self.advance(&[Stage::Verifying], Stage::RollingBack)? {
                     return self.lost();
                 }
                 self.roll_back(&before.from, &before.failed, &reason, Some(&unit))
@@ -127,7 +127,7 @@ impl Deploy<'_> {
         Ok(outcome)
     }
 
-    fn advance(&self, from: &[State], to: State) -> Result<bool> {
+    fn advance(&self, from: &[Stage], to: Stage) -> Result<bool> {
         self.journal.deploy_advance(self.id, from, to)
     }
 
@@ -209,7 +209,7 @@ impl Deploy<'_> {
         let to = match target {
             Target::Generation(g) => g.path.clone(),
             Target::Build(flake) => {
-                self.advance(&[State::Preflight], State::Building)?;
+                self.advance(&[Stage::Preflight], Stage::Building)?;
                 std::fs::create_dir_all(&self.workdir)
                     .with_context(|| format!("cannot create {}", self.workdir.display()))?;
                 let t = Instant::now();
@@ -291,7 +291,7 @@ impl Deploy<'_> {
         }
         self.journal
             .deploy_set(self.id, Field::DeadmanUnit, &unit)?;
-        self.advance(&[State::Preflight, State::Building], State::Armed)?;
+        self.advance(&[Stage::Preflight, Stage::Building], Stage::Armed)?;
         self.observer.on(&Event::Armed {
             unit: &unit,
             seconds: after.as_secs(),
@@ -301,7 +301,7 @@ impl Deploy<'_> {
 
     /// Step 5: activate without committing. `None`: the dead-man took the deploy over first.
     fn activate(&self, to: &Path) -> Result<Option<Activated>> {
-        if !self.advance(&[State::Armed], State::Activating)? {
+        if !self.advance(&[Stage::Armed], Stage::Activating)? {
             return Ok(None);
         }
         let t = Instant::now();
@@ -323,7 +323,7 @@ impl Deploy<'_> {
 
     /// Step 6, verify: `Ok` to commit, or the reason to roll back. `None`: the dead-man took over.
     fn verify(&self, before: &Before, activated: Activated) -> Result<Option<Result<(), String>>> {
-        if !self.advance(&[State::Activating], State::Verifying)? {
+        if !self.advance(&[Stage::Activating], Stage::Verifying)? {
             return Ok(None);
         }
         let (verdict, failed) = match activated {
@@ -351,7 +351,7 @@ impl Deploy<'_> {
     /// Step 7: make the verified system the boot default and stand the dead-man down. A commit
     /// that fails rolls back.
     fn commit(&self, target: &Target, to: &Path, before: &Before, unit: &str) -> Result<Outcome> {
-        if !self.advance(&[State::Verifying], State::Committing)? {
+        if !self.advance(&[Stage::Verifying], Stage::Committing)? {
             return self.lost();
         }
         let committed = (|| -> Result<Generation> {
@@ -377,7 +377,7 @@ impl Deploy<'_> {
                 Ok(Outcome::Deployed)
             }
             Err(e) => {
-                self.advance(&[State::Committing], State::RollingBack)?;
+                self.advance(&[Stage::Committing], Stage::RollingBack)?;
                 let reason = format!("commit failed: {e:#}");
                 self.roll_back(&before.from, &before.failed, &reason, Some(unit))
             }
@@ -460,7 +460,7 @@ impl Deploy<'_> {
                 .journal
                 .deploy_get(self.id)?
                 .context("the deploy's journal row vanished")?;
-            if row.state == State::Finished {
+            if row.state == Stage::Finished {
                 self.observer.on(&Event::DeadmanDone(
                     row.message.as_deref().unwrap_or_default(),
                 ));

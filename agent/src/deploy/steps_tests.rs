@@ -118,7 +118,7 @@ impl Machine for FakeHost {
         self.call(&format!("activate {mode} {which}"))?;
         if let (Some((state, id)), "new") = (&self.deadman_fires, which) {
             let deadman = Ledger::open(state)?;
-            assert!(deadman.deploy_advance(*id, &State::UNCONFIRMED, State::RollingBack)?);
+            assert!(deadman.deploy_advance(*id, &Stage::UNCONFIRMED, Stage::RollingBack)?);
             deadman.deploy_finish(*id, Outcome::RolledBack, "the dead-man rolled it back")?;
         }
         if mode == "test" {
@@ -357,7 +357,7 @@ fn a_good_deploy_builds_arms_activates_verifies_and_commits_in_that_order() {
     );
     assert_eq!(
         (r.row.state, r.row.to_generation),
-        (State::Finished, Some(2))
+        (Stage::Finished, Some(2))
     );
     assert_eq!(r.row.deadman_unit.as_deref(), Some(UNIT));
 }

@@ -2,7 +2,7 @@
 //! local state (the enrollment, the live bridge, the journal of mirror syncs and sweeps, the test
 //! suites), per recipe and for the host.
 
-mod report;
+mod delivery;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
@@ -533,7 +533,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             report.seq = Some(seq);
             Ok(serde_json::to_string(&report)?)
         })?;
-        delivery = Some(report::deliver(
+        delivery = Some(delivery::deliver(
             &ledger,
             url,
             &token,

@@ -7,10 +7,11 @@ use super::{now_rfc3339, Ledger};
 use crate::exit::Exit;
 use anyhow::Result;
 
-/// Where a deploy is. Stored as text; the order is the order of the happy path.
+/// How far a deploy has come (the journal's `state` column). Stored as text; the order is the
+/// order of the happy path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum State {
+pub enum Stage {
     Preflight,
     Building,
     Armed,
@@ -21,35 +22,35 @@ pub enum State {
     Finished,
 }
 
-impl State {
+impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Preflight => "preflight",
-            State::Building => "building",
-            State::Armed => "armed",
-            State::Activating => "activating",
-            State::Verifying => "verifying",
-            State::Committing => "committing",
-            State::RollingBack => "rolling-back",
-            State::Finished => "finished",
+            Stage::Preflight => "preflight",
+            Stage::Building => "building",
+            Stage::Armed => "armed",
+            Stage::Activating => "activating",
+            Stage::Verifying => "verifying",
+            Stage::Committing => "committing",
+            Stage::RollingBack => "rolling-back",
+            Stage::Finished => "finished",
         }
     }
 
-    fn parse(s: &str) -> State {
+    fn parse(s: &str) -> Stage {
         match s {
-            "preflight" => State::Preflight,
-            "building" => State::Building,
-            "armed" => State::Armed,
-            "activating" => State::Activating,
-            "verifying" => State::Verifying,
-            "committing" => State::Committing,
-            "rolling-back" => State::RollingBack,
-            _ => State::Finished,
+            "preflight" => Stage::Preflight,
+            "building" => Stage::Building,
+            "armed" => Stage::Armed,
+            "activating" => Stage::Activating,
+            "verifying" => Stage::Verifying,
+            "committing" => Stage::Committing,
+            "rolling-back" => Stage::RollingBack,
+            _ => Stage::Finished,
         }
     }
 
     /// States in which the new system may be active but is not committed: the dead-man's to take.
-    pub const UNCONFIRMED: [State; 3] = [State::Armed, State::Activating, State::Verifying];
+    pub const UNCONFIRMED: [Stage; 3] = [Stage::Armed, Stage::Activating, Stage::Verifying];
 }
 
 /// How a deploy or rollback ended: the word in the journal and the exit code it gives.
@@ -150,7 +151,7 @@ impl Outcome {
 pub struct DeployRow {
     pub id: i64,
     pub kind: String,
-    pub state: State,
+    pub state: Stage,
     pub outcome: Option<Outcome>,
     pub started_at: String,
     pub finished_at: Option<String>,
@@ -186,7 +187,7 @@ impl DeployRow {
         Ok(Self {
             id: r.get(0)?,
             kind: r.get(1)?,
-            state: State::parse(&r.get::<_, String>(2)?),
+            state: Stage::parse(&r.get::<_, String>(2)?),
             outcome: match r.get::<_, Option<String>>(3)? {
                 None => None,
                 Some(word) => Some(Outcome::parse(&word).ok_or_else(|| {
@@ -265,7 +266,7 @@ impl Ledger {
             "INSERT INTO deploys (kind, state, started_at, pid, flake) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 kind,
-                State::Preflight.as_str(),
+                Stage::Preflight.as_str(),
                 now_rfc3339(),
                 std::process::id(),
                 flake
@@ -282,7 +283,7 @@ impl Ledger {
 
     /// Moves `id` to `to` only if it is in one of `from`, recording this process as the one
     /// acting on it; false when someone else moved it first.
-    pub fn deploy_advance(&self, id: i64, from: &[State], to: State) -> Result<bool> {
+    pub fn deploy_advance(&self, id: i64, from: &[Stage], to: Stage) -> Result<bool> {
         let placeholders = from
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
@@ -301,7 +302,7 @@ impl Ledger {
     pub fn deploy_finish(&self, id: i64, outcome: Outcome, message: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE deploys SET state = ?1, outcome = ?2, message = ?3, finished_at = ?4 WHERE id = ?5",
-            params![State::Finished.as_str(), outcome.as_str(), message, now_rfc3339(), id],
+            params![Stage::Finished.as_str(), outcome.as_str(), message, now_rfc3339(), id],
         )?;
         Ok(())
     }
@@ -340,18 +341,18 @@ mod tests {
         let agent = Ledger::open(dir.path())?;
         let deadman = Ledger::open(dir.path())?;
         let id = agent.deploy_begin("deploy", Some(".#cc-ci"))?;
-        assert!(agent.deploy_advance(id, &[State::Preflight], State::Armed)?);
-        assert!(agent.deploy_advance(id, &[State::Armed], State::Verifying)?);
+        assert!(agent.deploy_advance(id, &[Stage::Preflight], Stage::Armed)?);
+        assert!(agent.deploy_advance(id, &[Stage::Armed], Stage::Verifying)?);
         // The dead-man takes it; the agent's commit then loses.
-        assert!(deadman.deploy_advance(id, &State::UNCONFIRMED, State::RollingBack)?);
-        assert!(!agent.deploy_advance(id, &[State::Verifying], State::Committing)?);
+        assert!(deadman.deploy_advance(id, &Stage::UNCONFIRMED, Stage::RollingBack)?);
+        assert!(!agent.deploy_advance(id, &[Stage::Verifying], Stage::Committing)?);
         deadman.deploy_finish(id, Outcome::RolledBack, "dead-man")?;
         let row = agent
             .deploy_get(id)?
             .ok_or_else(|| anyhow::anyhow!("row"))?;
         assert_eq!(
             (row.state, row.outcome),
-            (State::Finished, Some(Outcome::RolledBack))
+            (Stage::Finished, Some(Outcome::RolledBack))
         );
         assert!(agent.deploys_unfinished()?.is_empty());
         Ok(())

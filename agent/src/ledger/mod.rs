@@ -19,7 +19,7 @@ use crate::error::{Damaged, Unusable};
 use crate::fsutil::Dir;
 use serde::Serialize;
 
-pub use deploys::{DeployRow, Field, Outcome, State};
+pub use deploys::{DeployRow, Field, Outcome, Stage};
 pub use gc::{Deletion, GcFigures, GcRun};
 pub use lock::{Holder, JobLock};
 pub use mirrors::{MirrorEvent, MirrorState};

@@ -1,4 +1,5 @@
-//! `cc-ci-agent state status`: where the state database is, its schema, who holds the lock.
+//! `cc-ci-agent state status`: the state database (the ledger) as an operator looks at it: where it
+//! is, its schema and integrity, who holds the locks, the latest events.
 
 use anyhow::Result;
 use clap::Subcommand;
