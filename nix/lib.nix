@@ -169,9 +169,13 @@ let
     concatStringsSep "," (sort lessThan
       (filter (n: enrollment.recipes.${n}.enrolled) (attrNames enrollment.recipes)
         ++ (enrollment.also_poll or [ ])));
+  # A duration as the agent reads one (humantime): "90s", "2m", "1h 30m". The module types its
+  # duration options with it; agent/tests/nix_parity.rs holds it against the agent's parser.
+  durationPattern =
+    "( *[0-9]+([.][0-9]+)? *(nsec|ns|usec|us|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y))+ *";
 in
 {
-  inherit defaultUpstream defaultBranch fromAttrs fromFile pollRepos releaseTagOk;
+  inherit defaultUpstream defaultBranch durationPattern fromAttrs fromFile pollRepos releaseTagOk;
 
   # POLL_REPOS of an enrollment file, as the bridge's environment gets it.
   pollReposOfFile = path: pollRepos (fromFile path);

@@ -94,6 +94,14 @@ let
 
   sizeType = lib.types.either lib.types.ints.unsigned (lib.types.strMatching "[0-9]+[KMGT]?");
 
+  # A duration as the agent reads one (humantime): "90s", "2m", "1h 30m"; or whole seconds.
+  # Checked at evaluation, so a typo stops the build instead of the agent at run time.
+  durationType = lib.types.either lib.types.ints.unsigned (lib.types.strMatching ccLib.durationPattern);
+
+  # What the typed options render is a default: `settings` wins where it says otherwise.
+  # (Values already given a priority, such as lock_wait's mkDefault, keep theirs.)
+  asDefaults = lib.mapAttrsRecursiveCond (v: !(v ? _type)) (_: v: if v ? _type then v else lib.mkDefault v);
+
   gcOnDirectories = cfg.disk.volumes.kind == "directory";
 
   isStorePath = p: lib.hasPrefix "${builtins.storeDir}/" (toString p);
@@ -113,7 +121,7 @@ let
       default = null;
       description = "Run this argv (no shell); exit 0 passes.";
     };
-    timeout = lib.mkOption { type = lib.types.str; default = "10s"; description = "How long one try may take."; };
+    timeout = lib.mkOption { type = durationType; default = "10s"; description = "How long one try may take."; };
   };
 in
 {
@@ -246,7 +254,7 @@ in
         default = null;
         description = "Run after every CI run, pass or fail, with the same placeholders.";
       };
-      timeout = lib.mkOption { type = lib.types.str; default = "2h"; description = "Longest one recipe's CI run may take."; };
+      timeout = lib.mkOption { type = durationType; default = "2h"; description = "Longest one recipe's CI run may take."; };
       exportDir = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
@@ -292,12 +300,12 @@ in
         description = "Refuse to deploy a checkout whose HEAD is not its upstream branch's commit.";
       };
       confirmTimeout = lib.mkOption {
-        type = lib.types.str;
+        type = durationType;
         default = "120s";
         description = "When the dead-man switch rolls an unconfirmed deploy back; at least `verifyTimeout` + 5s, plus the time activation takes.";
       };
       verifyTimeout = lib.mkOption {
-        type = lib.types.str;
+        type = durationType;
         default = "60s";
         description = "How long checks may take to pass after activation (the grace period).";
       };
@@ -319,7 +327,7 @@ in
           options = {
             url = lib.mkOption { type = lib.types.nullOr (lib.types.strMatching "https?://.+"); default = null; description = "2xx: idle; 423: busy."; };
             command = lib.mkOption { type = lib.types.nullOr (lib.types.nonEmptyListOf lib.types.str); default = null; description = "Exit 0: idle; exit 1: busy."; };
-            timeout = lib.mkOption { type = lib.types.str; default = "10s"; description = "How long the check may take."; };
+            timeout = lib.mkOption { type = durationType; default = "10s"; description = "How long the check may take."; };
           };
         });
         default = null;
@@ -344,7 +352,7 @@ in
         description = "Free space to keep on the volumes' filesystem; gc deletes beyond the budget to keep it.";
       };
       grace = lib.mkOption {
-        type = lib.types.str;
+        type = durationType;
         default = "1d";
         example = "3d";
         description = "How long a volume nobody protects may stay after its last use before gc may delete it.";
@@ -470,7 +478,7 @@ in
         }
       ];
 
-    services.cc-ci.settings = {
+    services.cc-ci.settings = asDefaults ({
       # The timers fire around the same hours: a job that meets another's lock waits its turn.
       lock_wait = lib.mkDefault "30m";
       bridge = { inherit (cfg.bridge) unit; } // lib.optionalAttrs (cfg.bridge.reportUrl != null) { report_url = cfg.bridge.reportUrl; };
@@ -517,7 +525,7 @@ in
           then { kind = "directory"; inherit (cfg.disk.volumes) root; }
           else { kind = "docker"; docker = lib.getExe' config.virtualisation.docker.package "docker"; data_root = cfg.disk.volumes.dockerDataRoot; };
       };
-    };
+    });
 
     environment.etc."cc-ci/agent.toml".source = settingsFormat.generate "cc-ci-agent.toml" cfg.settings;
     environment.systemPackages = [ cfg.package ];

@@ -95,3 +95,103 @@ fn nix_refuses_every_file_the_agent_refuses() {
     }
     eprintln!("nix_parity: {} invalid files refused by both", files.len());
 }
+
+/// Whether `text` matches nix/lib.nix's `durationPattern`, as the module's duration type checks it.
+fn nix_takes_duration(text: &str) -> bool {
+    let lib = repo().join("nix/lib.nix");
+    let expr = format!(
+        "builtins.match (import {lib}).durationPattern {text} != null",
+        lib = serde_json::to_string(&lib.to_string_lossy()).unwrap_or_default(),
+        text = serde_json::to_string(text).unwrap_or_default(),
+    );
+    let out = Command::new("nix-instantiate")
+        .args([
+            "--eval",
+            "--strict",
+            "--json",
+            "--readonly-mode",
+            "-E",
+            &expr,
+        ])
+        .env(
+            "NIX_STATE_DIR",
+            std::env::temp_dir().join("cc-ci-nix-state"),
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("nix-instantiate: {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim() == "true"
+}
+
+/// The module's duration type accepts exactly the durations the agent accepts (on these samples,
+/// among them each unit the agent knows): a typo stops evaluation, and nothing the agent would
+/// take is refused.
+#[test]
+fn the_module_and_the_agent_take_the_same_durations() {
+    if !nix_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let samples = [
+        "90s",
+        "2m",
+        "1h 30m",
+        "1h30m",
+        "500ms",
+        "30min",
+        "8d",
+        "1w",
+        "2 h",
+        "10sec",
+        "1 hour",
+        "3days",
+        "1y",
+        "2months",
+        "",
+        "two minutes",
+        "10",
+        "1.5h",
+        "0.25s",
+        ".5h",
+        "1.h",
+        "-1s",
+        "1h-",
+        "s",
+        "1 fortnight",
+        "5 m s",
+    ];
+    for text in samples {
+        let config = dir.path().join("agent.toml");
+        std::fs::write(dir.path().join("enrollment.toml"), "").unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "enrollment_file = \"enrollment.toml\"\nlock_wait = {}\n",
+                toml_string(text)
+            ),
+        )
+        .unwrap();
+        let agent = common::agent(&[
+            "--config",
+            config.to_str().unwrap(),
+            "enrollment",
+            "poll-repos",
+        ]);
+        // 2 with the duration named is refusal; anything else got past the duration.
+        let agent_takes = !(agent.code == 2 && agent.stderr.contains("lock_wait"));
+        assert_eq!(
+            nix_takes_duration(text),
+            agent_takes,
+            "{text:?}: the module and the agent disagree ({})",
+            agent.stderr.trim()
+        );
+    }
+}
+
+fn toml_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap()
+}

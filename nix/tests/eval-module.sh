@@ -23,9 +23,9 @@ raw() { nix --extra-experimental-features nix-command eval --raw -f nix/tests/ev
           --arg nixpkgsLib "$NIXPKGS_LIB" --argstr case "$1" "$2"; }
 fail() { echo "module evaluation: FAILED: $*" >&2; exit 1; }
 
-for case in example secrets deploy-unit mirrors-job sweep-job health-job gc-job gc-docker no-sweep-command forge-gitea-incomplete token-in-store token-relative token-in-settings bridge-missing deploy-check-both disk-root-missing disk-docker-disabled; do
+for case in example settings-override duration-bad secrets deploy-unit mirrors-job sweep-job health-job gc-job gc-docker no-sweep-command forge-gitea-incomplete token-in-store token-relative token-in-settings bridge-missing deploy-check-both disk-root-missing disk-docker-disabled; do
   out=$(evaluate "$case") || fail "case $case"
-  case $case in token-*|bridge-*|forge-*|deploy-check-*|disk-*) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
+  case $case in token-*|bridge-*|forge-*|deploy-check-*|disk-*|duration-*) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
 done
 
 # The module and the agent agree on POLL_REPOS, and the agent accepts the rendered agent.toml.
@@ -36,6 +36,10 @@ agent_poll=$("$agent" enrollment --file nix/hosts/cc-ci/enrollment.toml poll-rep
 via_config=$("$agent" --config "$work/agent.toml" enrollment poll-repos) || fail "the agent refuses the rendered agent.toml"
 [ "$via_config" = "$module_poll" ] || fail "through agent.toml the agent renders '$via_config'"
 echo "module evaluation: example: POLL_REPOS agrees (module, agent, agent via rendered agent.toml): ${module_poll:0:40}..."
+
+raw settings-override agentToml > "$work/override.toml"
+"$agent" --config "$work/override.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the overridden settings"
+echo "module evaluation: settings-override: settings win over the typed options, and the agent accepts the result"
 
 raw rendered agentToml > "$work/rendered.toml"
 grep -qx 'tests_dir = "/var/lib/cc-ci-tests"' "$work/rendered.toml" || fail "testsDir not rendered"

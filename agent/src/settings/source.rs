@@ -122,6 +122,10 @@ impl TomlSource {
                 .starts_with("unknown field `")
                 .then(|| e.span().map(|s| s.start))
                 .flatten();
+            // A field missing from the file itself comes with the root table's span: it is
+            // named alone, not inside the first key that span starts at.
+            let whole = e.message().starts_with("missing field `")
+                && e.span() == self.doc.as_table().span();
             let (line, mut key) = match e.span() {
                 Some(span) => (
                     Some(line_of(&self.text, span.start)),
@@ -136,6 +140,9 @@ impl TomlSource {
                 .and_then(|m| m.split('`').next());
             if let Some(i) = unknown.and_then(|field| key.iter().rposition(|k| k == field)) {
                 key.truncate(i + 1);
+            }
+            if whole {
+                key.clear();
             }
             // A missing key has no span of its own: name it inside the table that lacks it.
             if let Some(field) = e

@@ -46,6 +46,29 @@ let
     s;
 
   cases = {
+    # `settings` overrides what a typed option renders (the options are only defaults), and a
+    # duration option refuses what the agent would refuse.
+    settings-override = let
+      c = host {
+        services.cc-ci.deploy.flake = "/srv/cc-ci#cc-ci";
+        services.cc-ci.settings.deploy.confirm_timeout = "200s";
+        services.cc-ci.settings.mirrors.concurrency = 2;
+        services.cc-ci.settings.lock_wait = "5m";
+      };
+      toml = c.environment.etc."cc-ci/agent.toml".source.text;
+      has = line: builtins.elem line (lib.splitString "\n" toml);
+    in
+      expect (has "confirm_timeout = \"200s\"") "settings.deploy.confirm_timeout did not win: ${toml}"
+        (expect (has "concurrency = 2") "settings.mirrors.concurrency did not win: ${toml}"
+          (expect (has "lock_wait = \"5m\"") "settings.lock_wait did not win: ${toml}"
+            (expect (has "flake = \"/srv/cc-ci#cc-ci\"") "the typed option no longer renders: ${toml}"
+              { agentToml = toml; })));
+
+    duration-bad = let
+      c = host { services.cc-ci.deploy.confirmTimeout = "two minutes"; };
+      tried = builtins.tryEval (builtins.deepSeq c.environment.etc."cc-ci/agent.toml".source.text true);
+    in expect (!tried.success) "a duration the agent would refuse was accepted" "refused";
+
     # The example host as the flake builds it.
     example = let s = summary (host { }); in
       expect (s.failedAssertions == [ ]) "assertions failed: ${builtins.toJSON s.failedAssertions}"
