@@ -96,7 +96,8 @@ let
 
   # A duration as the agent reads one (humantime): "90s", "2m", "1h 30m"; or whole seconds.
   # Checked at evaluation, so a typo stops the build instead of the agent at run time.
-  durationType = lib.types.either lib.types.ints.unsigned (lib.types.strMatching ccLib.durationPattern);
+  durationType = lib.types.either lib.types.ints.unsigned (lib.types.strMatching ccLib.durationPattern)
+    // { description = "duration (\"90s\", \"2m\", \"1h 30m\") or whole seconds"; };
 
   # What the typed options render is a default: `settings` wins where it says otherwise.
   # (Values already given a priority, such as lock_wait's mkDefault, keep theirs.)

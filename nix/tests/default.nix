@@ -29,6 +29,22 @@ in
       echo ok > $out
     '';
 
+  # docs/nixos.md's options table is what the module's declarations render (nix/options-doc.nix),
+  # evaluated here with the real NixOS modules.
+  options-doc = pkgs.runCommand "cc-ci-options-doc"
+    {
+      generated = pkgs.writeText "options.md" (import ../options-doc.nix {
+        inherit (pkgs) lib;
+        options = self.nixosConfigurations.cc-ci.options.services.cc-ci;
+      });
+      documented = ../../docs/nixos.md;
+    }
+    ''
+      awk '/^<!-- options: generated/{on=1; next} /^<!-- options: end -->/{on=0} on && /^\|/' "$documented" > documented.md
+      diff -u documented.md "$generated" || { echo "docs/nixos.md's options table differs from the module: regenerate it (docs/development.md)" >&2; exit 1; }
+      touch $out
+    '';
+
   poll-repos = import ./poll-repos.nix { inherit pkgs self; };
   deploy = import ./deploy.nix { inherit pkgs self; };
   gc = import ./gc.nix { inherit pkgs self; };

@@ -28,6 +28,23 @@ for case in example settings-override duration-bad secrets deploy-unit mirrors-j
   case $case in token-*|bridge-*|forge-*|deploy-check-*|disk-*|duration-*) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
 done
 
+# docs/nixos.md's options table is the one the module's declarations render.
+raw options-doc text > "$work/options.md"
+documented() { awk '/^<!-- options: generated/{on=1; next} /^<!-- options: end -->/{on=0} on && /^\|/' docs/nixos.md; }
+if [ "${CC_CI_WRITE_OPTIONS_DOC:-}" = 1 ]; then
+  awk -v table="$work/options.md" '
+    /^<!-- options: generated/ { print; inblock=1; next }
+    inblock && /-->$/ && !printed { print; print ""; while ((getline line < table) > 0) print line; print ""; printed=1; next }
+    /^<!-- options: end -->/ { inblock=0 }
+    inblock && printed { next }
+    { print }' docs/nixos.md > "$work/nixos.md"
+  cp "$work/nixos.md" docs/nixos.md
+  echo "module evaluation: options-doc: docs/nixos.md rewritten"
+fi
+diff -u <(documented) "$work/options.md" > "$work/options.diff" \
+  || { cat "$work/options.diff" >&2; fail "docs/nixos.md's options table differs from the module (regenerate: CC_CI_WRITE_OPTIONS_DOC=1 $0)"; }
+echo "module evaluation: options-doc: docs/nixos.md's table is the module's ($(wc -l < "$work/options.md") lines)"
+
 # The module and the agent agree on POLL_REPOS, and the agent accepts the rendered agent.toml.
 raw example agentToml > "$work/agent.toml"
 module_poll=$(raw example pollRepos)

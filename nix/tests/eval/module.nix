@@ -7,10 +7,11 @@ let
   lib = import (nixpkgsLib + "/lib");
   standIn = import ./stand-in.nix { inherit lib; };
 
-  eval = modules: (lib.evalModules {
+  evaluated = modules: lib.evalModules {
     specialArgs = { inherit (standIn) pkgs; };
     modules = [ standIn.nixos ../../module.nix ] ++ modules;
-  }).config;
+  };
+  eval = modules: (evaluated modules).config;
 
   host = extra: eval [ ../../hosts/cc-ci/configuration.nix extra ];
   failed = config: map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
@@ -46,6 +47,12 @@ let
     s;
 
   cases = {
+    # The options table docs/nixos.md carries, rendered from the declarations.
+    options-doc.text = import ../../options-doc.nix {
+      inherit lib;
+      options = (evaluated [ ../../hosts/cc-ci/configuration.nix ]).options.services.cc-ci;
+    };
+
     # `settings` overrides what a typed option renders (the options are only defaults), and a
     # duration option refuses what the agent would refuse.
     settings-override = let

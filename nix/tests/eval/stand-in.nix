@@ -41,7 +41,9 @@ let
     in
     table [ ] value;
 
-  tomlValue = types.nullOr (types.oneOf [
+  # Named, as nixpkgs' formats.toml names its value type: a recursive type has no description
+  # of its own, and the options table asks for one.
+  tomlValue = (types.nullOr (types.oneOf [
     types.bool
     types.int
     types.float
@@ -49,7 +51,8 @@ let
     types.path
     (types.attrsOf tomlValue)
     (types.listOf tomlValue)
-  ]);
+  ]))
+    // { description = "TOML value"; };
 in
 {
   inherit toTOML;
