@@ -2,7 +2,7 @@
 #
 # cc-ci-agent (agent/src/settings/) applies the same rules and renders the same string. The corpus
 # in tests/enrollment/ keeps the two in step: nix/tests/lib.nix checks this file against it, and
-# agent/tests/nix_parity.rs compares both implementations byte for byte on every file in it.
+# agent/tests/suite/nix_parity.rs compares both implementations byte for byte on every file in it.
 let
   inherit (builtins)
     all
@@ -170,7 +170,7 @@ let
       (filter (n: enrollment.recipes.${n}.enrolled) (attrNames enrollment.recipes)
         ++ (enrollment.also_poll or [ ])));
   # A duration as the agent reads one (humantime): "90s", "2m", "1h 30m". The module types its
-  # duration options with it; agent/tests/nix_parity.rs holds it against the agent's parser.
+  # duration options with it; agent/tests/suite/nix_parity.rs holds it against the agent's parser.
   durationPattern =
     "( *[0-9]+([.][0-9]+)? *(nsec|ns|usec|us|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y))+ *";
 in

@@ -67,6 +67,31 @@ impl Deadline {
     }
 }
 
+/// The pauses between tries of a call that failed for a reason worth another try: `first`, then
+/// twice as long each time, for at most `tries` more tries. Git calls and forge API calls share it.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pause: Duration,
+    left: u32,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, tries: u32) -> Self {
+        Self {
+            pause: first,
+            left: tries,
+        }
+    }
+
+    /// The pause before the next try; `None` when no tries are left.
+    pub fn next_pause(&mut self) -> Option<Duration> {
+        self.left = self.left.checked_sub(1)?;
+        let pause = self.pause;
+        self.pause = self.pause.saturating_mul(2);
+        Some(pause)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +120,17 @@ mod tests {
             e.map(|e| e.to_string()).as_deref(),
             Some("mirrors.recipe_timeout (0s) ran out")
         );
+    }
+
+    #[test]
+    fn backoff_doubles_and_stops_after_its_tries() {
+        let mut b = Backoff::new(Duration::from_millis(500), 3);
+        let pauses: Vec<_> = std::iter::from_fn(|| b.next_pause()).collect();
+        assert_eq!(
+            pauses,
+            [500, 1000, 2000].map(Duration::from_millis),
+            "then no more"
+        );
+        assert_eq!(Backoff::new(Duration::from_secs(1), 0).next_pause(), None);
     }
 }

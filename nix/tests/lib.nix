@@ -18,7 +18,7 @@ let
     (corpus ../../tests/enrollment/valid);
 
   # TOML syntax errors abort evaluation outright (tryEval cannot catch them), so only files that
-  # parse are refused here; agent/tests/nix_parity.rs runs every invalid file in its own process.
+  # parse are refused here; agent/tests/suite/nix_parity.rs runs every invalid file in its own process.
   parses = file: (tryEval (builtins.fromTOML (readFile file))).success;
   invalid = map
     (file:

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::{Closed, Forge, Pull, Pulls, Repository};
-use crate::deadline::Deadline;
+use crate::deadline::{Backoff, Deadline};
 use crate::secrets::Secret;
 
 /// Pull request pages asked for at most: a listing that never ends stops there.
@@ -106,6 +106,8 @@ pub struct Gitea {
     /// Where the token came from, for the message when the forge refuses it.
     token_source: String,
     agent: ureq::Agent,
+    /// The first pause before asking again after a 429 or 5xx without `Retry-After`.
+    retry_pause: Duration,
 }
 
 #[derive(Deserialize)]
@@ -141,7 +143,13 @@ struct ApiHead {
 }
 
 impl Gitea {
-    pub fn new(url: &str, org: &str, token: Secret, token_source: String) -> Self {
+    pub fn new(
+        url: &str,
+        org: &str,
+        token: Secret,
+        token_source: String,
+        retry_pause: Duration,
+    ) -> Self {
         // A redirect could carry the token to another host: follow none.
         let agent = crate::http::agent(REQUEST_TIMEOUT, 0);
         Self {
@@ -150,6 +158,7 @@ impl Gitea {
             token,
             token_source,
             agent,
+            retry_pause,
         }
     }
 
@@ -228,7 +237,8 @@ impl Gitea {
     }
 
     /// One API call, tried again on 429 and (when safe) 5xx after the forge's `Retry-After` or
-    /// 1 s, 2 s, 4 s, never past `deadline`. Errors name the method and path, never the token.
+    /// `mirrors.retry_pause` (1 s, 2 s, 4 s by default), never past `deadline`. Errors name the
+    /// method and path, never the token.
     fn call(
         &self,
         method: &str,
@@ -236,14 +246,15 @@ impl Gitea {
         body: Option<&serde_json::Value>,
         deadline: Deadline,
     ) -> Result<Answer> {
-        let mut pause = Duration::from_secs(1);
+        let mut backoff = Backoff::new(self.retry_pause, RETRIES);
         for tries in 0.. {
             let (mut answer, asked) = self.call_once(method, path, body, deadline)?;
             if !worth_retrying(method, answer.status) {
                 return Ok(answer);
             }
-            let wait = asked.unwrap_or(pause);
-            let stop = if tries >= RETRIES {
+            let own = backoff.next_pause();
+            let wait = asked.or(own).unwrap_or_default();
+            let stop = if own.is_none() {
                 Some(format!(
                     "still HTTP {} after {} tries",
                     answer.status,
@@ -266,7 +277,6 @@ impl Gitea {
                 answer.status
             );
             std::thread::sleep(wait);
-            pause *= 2;
         }
         unreachable!("the loop returns")
     }

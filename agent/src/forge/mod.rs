@@ -153,7 +153,8 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Forge>> {
                 || format!("the systemd credential {FORGE_TOKEN_CREDENTIAL}"),
                 |p| format!("forge.token_file ({})", p.display()),
             );
-            Ok(Box::new(Gitea::new(url, org, token, source)))
+            let pause = config.mirrors.retry_pause;
+            Ok(Box::new(Gitea::new(url, org, token, source, pause)))
         }
     }
 }

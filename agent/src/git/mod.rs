@@ -10,7 +10,7 @@ pub mod refs;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::deadline::Deadline;
+use crate::deadline::{Backoff, Deadline};
 use crate::process::{Cmd, ProcessError};
 use crate::secrets::Secret;
 pub use checkout::Checkout;
@@ -105,6 +105,8 @@ fn to_git_error(e: ProcessError) -> GitError {
 pub struct Git {
     timeout: Duration,
     retries: u32,
+    /// The first pause before another try of a call that failed transiently; then doubled.
+    retry_pause: Duration,
     /// Bounds every call and every retry's pause, on top of `timeout`.
     deadline: Deadline,
     /// The `Authorization` header of HTTP calls to URLs under the prefix (the forge's): given to
@@ -118,8 +120,17 @@ impl Git {
         Self {
             timeout,
             retries,
+            retry_pause: Duration::from_secs(1),
             deadline: Deadline::none(),
             http_auth: None,
+        }
+    }
+
+    /// Pauses `first` before the first retry (`mirrors.retry_pause`), then twice as long each time.
+    pub fn with_retry_pause(self, first: Duration) -> Self {
+        Self {
+            retry_pause: first,
+            ..self
         }
     }
 
@@ -193,22 +204,18 @@ impl Git {
     }
 
     /// Runs `call()` until it succeeds, fails for a reason other than the network, or runs out
-    /// of tries or of time; waits 0.5 s, 1 s, 2 s ... between tries.
+    /// of tries or of time; the pauses between tries double from `retry_pause`.
     fn retrying<T>(&self, mut call: impl FnMut() -> Result<T, GitError>) -> Result<T, GitError> {
-        let mut pause = Duration::from_millis(500);
-        let mut tries = 0;
+        let mut backoff = Backoff::new(self.retry_pause, self.retries);
         loop {
             match call() {
-                Err(e)
-                    if e.kind == ErrorKind::Transient
-                        && tries < self.retries
-                        && self.deadline.allows(pause) =>
-                {
-                    tracing::info!("transient git failure, retrying in {pause:?}: {e}");
-                    std::thread::sleep(pause);
-                    pause *= 2;
-                    tries += 1;
-                }
+                Err(e) if e.kind == ErrorKind::Transient => match backoff.next_pause() {
+                    Some(pause) if self.deadline.allows(pause) => {
+                        tracing::info!("transient git failure, retrying in {pause:?}: {e}");
+                        std::thread::sleep(pause);
+                    }
+                    _ => return Err(e),
+                },
                 other => return other,
             }
         }

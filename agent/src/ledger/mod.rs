@@ -75,7 +75,7 @@ impl Ledger {
                 | OpenFlags::SQLITE_OPEN_NOFOLLOW
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX;
             let mut conn = Connection::open_with_flags(&path, flags)?;
-            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.busy_handler(Some(wait_while_busy))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -86,7 +86,7 @@ impl Ledger {
         // Two agents creating the database at once: switching a new file to WAL takes an
         // exclusive lock, and SQLite reports that as "locked" at once rather than waiting out
         // the busy timeout. Retried here, within the same patience.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + busy_wait();
         let mut opened = setup();
         while opened.as_ref().is_err_and(is_busy) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -114,7 +114,7 @@ impl Ledger {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags)
             .with_context(|| format!("cannot open state database {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_handler(Some(wait_while_busy))?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version != SCHEMA_VERSION {
             bail!(
@@ -291,6 +291,36 @@ pub const DAMAGED_ADVICE: &str =
     "stop the agent's timers, keep a copy of the file, then restore it \
      from a backup or try `sqlite3 state.db .recover`; the mirrors and canonical.json are not \
      affected";
+
+/// How long a job waits while another process holds the state database ("database is locked"):
+/// 10 s, or `CC_CI_DB_BUSY_WAIT` (a duration such as "30s"), for a host whose jobs hold it longer
+/// and for tests that need not wait 10 s to see the refusal.
+fn busy_wait() -> Duration {
+    static WAIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *WAIT.get_or_init(|| {
+        std::env::var("CC_CI_DB_BUSY_WAIT")
+            .ok()
+            .and_then(|v| humantime::parse_duration(&v).ok())
+            .unwrap_or(Duration::from_secs(10))
+    })
+}
+
+/// SQLite's busy handler: says once that it waits, then tries every 10 ms until [`busy_wait`]
+/// has passed.
+fn wait_while_busy(tries: i32) -> bool {
+    const STEP: Duration = Duration::from_millis(10);
+    if tries == 0 {
+        tracing::info!(
+            "the state database is held by another process; waiting up to {}s",
+            busy_wait().as_secs()
+        );
+    }
+    if STEP * u32::try_from(tries).unwrap_or(u32::MAX) >= busy_wait() {
+        return false;
+    }
+    std::thread::sleep(STEP);
+    true
+}
 
 fn is_busy(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

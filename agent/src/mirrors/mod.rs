@@ -121,7 +121,7 @@ fn select(enrollment: &Enrollment, names: &[String]) -> Result<Vec<Recipe>> {
 
 pub fn syncer<'a>(config: &Config, forge: &'a dyn forge::Forge) -> Syncer<'a> {
     let m = &config.mirrors;
-    let mut git = Git::new(m.git_timeout, m.retries);
+    let mut git = Git::new(m.git_timeout, m.retries).with_retry_pause(m.retry_pause);
     if let Some((prefix, header)) = forge.git_auth() {
         git = git.with_http_auth(prefix, header);
     }

@@ -14,6 +14,7 @@ pub(super) struct RawMirrors {
     git_timeout: Option<Seconds>,
     recipe_timeout: Option<Seconds>,
     retries: Option<i64>,
+    retry_pause: Option<Seconds>,
     close_merged_prs: Option<bool>,
 }
 
@@ -27,6 +28,8 @@ pub struct MirrorSettings {
     pub recipe_timeout: Duration,
     /// Further tries of a git call that failed for a transient network reason.
     pub retries: u32,
+    /// The first pause before another try, of a git call or a forge API call; then doubled.
+    pub retry_pause: Duration,
     /// Close open mirror PRs whose head commit is already on upstream's branch.
     pub close_merged_prs: bool,
 }
@@ -57,6 +60,7 @@ pub(super) fn resolve(
         git_timeout,
         recipe_timeout,
         retries: u32::try_from(retries.clamp(0, 10)).unwrap_or(3),
+        retry_pause: raw.retry_pause.map_or(Duration::from_secs(1), |s| s.0),
         close_merged_prs: raw.close_merged_prs.unwrap_or(true),
     }
 }

@@ -3,11 +3,8 @@
 //! huge output) may make the agent follow it, hang, grow without bound, leak a secret or mis-record
 //! a result. docs/reliability.md lists each case with its test.
 
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,5 @@
 //! The state database and the job lock, seen from separate processes.
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

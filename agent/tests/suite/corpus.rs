@@ -1,9 +1,6 @@
 //! The bad-input and rendering corpus in `tests/`: every invalid file gets one located error line,
 //! exit code 2 and no write; every valid file renders its expected POLL_REPOS.
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use common::{agent, corpus, expectation, poll_repos, snapshot};
 

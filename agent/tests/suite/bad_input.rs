@@ -3,11 +3,8 @@
 //! not. (Enrollment and config files are the corpus in tests/enrollment/ and tests/config/, walked
 //! by corpus.rs and checked against Nix by nix_parity.rs.)
 
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 
@@ -225,7 +222,9 @@ fn forge_answers() {
             &config,
             format!(
                 "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\n\n[forge]\nkind = \"gitea\"\nurl = \"{}\"\norg = \"org\"\n\
-                 token_file = \"token\"\nallow_insecure = true\n\n[mirrors]\nretries = 0\ngit_timeout = \"20s\"\n",
+                 token_file = \"token\"\nallow_insecure = true\n\n[mirrors]\nretries = 0\ngit_timeout = \"20s\"\n\
+                 # The forge's 5xx answers are asked again: not a second's wait each here.\n\
+                 retry_pause = \"10ms\"\n",
                 forge.url
             ),
         )

@@ -1,11 +1,8 @@
 //! `cc-ci-agent sweep`, `canonical` and `history`: real upstream repos with release tags, a local
 //! forge, and a stand-in CI command whose verdict per release the test decides.
 
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

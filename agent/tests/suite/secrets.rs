@@ -3,11 +3,8 @@
 //! (`/proc/<pid>/cmdline`), in stdout and stderr at debug log level, in the state database, in
 //! health.json and the metrics file, and anywhere else under the state directory.
 
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

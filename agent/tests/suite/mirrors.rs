@@ -2,11 +2,8 @@
 //! `git daemon`, mirrors on a test forge (Gitea endpoints and `git http-backend` over HTTP, behind
 //! a token).
 
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

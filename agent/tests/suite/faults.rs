@@ -2,10 +2,7 @@
 //! state directory, the database locked by another process, SIGTERM mid-job, two agents at once.
 //! docs/reliability.md lists every fault with the test that proves it.
 
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -196,30 +193,44 @@ fn a_read_only_state_directory_is_a_clear_error() {
 
 #[test]
 fn the_database_locked_by_another_process_is_waited_for_then_refused_clearly() {
+    use std::io::BufRead;
     let h = Host::new(None);
     assert_eq!(h.agent(&["gc"]).code, 0);
     let db = h.state().join("state.db");
     // Another process's view: this test process, not the agent, holds an exclusive transaction.
-    let hold = |secs: u64| {
+    let hold = || {
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(secs));
-            conn.execute_batch("COMMIT").unwrap();
-        })
+        conn
     };
-    // Held briefly: the agent waits and goes on.
-    let short = hold(2);
-    let run = h.agent(&["gc"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    short.join().unwrap();
-    // Held beyond the agent's 10 s patience: a clear error, nothing half done.
-    let long = hold(14);
-    let run = h.agent(&["gc"]);
+    // Held while the agent starts: it says it waits, and once let go it goes on.
+    let held = hold();
+    let mut child = h
+        .command(&["gc"])
+        .env("CC_CI_LOG", "info")
+        .env("CC_CI_DB_BUSY_WAIT", "60s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("held by another process; waiting up to 60s") {
+        said.clear();
+        assert!(
+            stderr.read_line(&mut said).unwrap() > 0,
+            "the agent never said it waits"
+        );
+    }
+    held.execute_batch("COMMIT").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // Held past its patience: a clear error, nothing half done.
+    let held = hold();
+    let run = common::finish(h.command(&["gc"]).env("CC_CI_DB_BUSY_WAIT", "1s").output());
     no_panic(&run);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("database is locked"), "{}", run.stderr);
-    long.join().unwrap();
+    held.execute_batch("COMMIT").unwrap();
     assert_eq!(h.agent(&["gc"]).code, 0);
 }
 

@@ -2,11 +2,8 @@
 //! held by this process, and the docker backend through a stand-in `docker` that prints recorded
 //! CLI output and logs its argv.
 
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::fs::File;
 use std::io::Write;

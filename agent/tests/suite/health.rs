@@ -1,11 +1,8 @@
 //! `cc-ci-agent health` over a real fleet: upstream repos, a local forge, a synced and swept
 //! state, a bridge whose live POLL_REPOS is a file.
 
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use support::Upstream;
 
@@ -140,10 +137,17 @@ struct Bridge {
     url: String,
     seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
     statuses: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
-    delay: std::sync::Arc<std::sync::Mutex<std::time::Duration>>,
+    /// While set, each request waits before it is answered: a bridge that takes its time.
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Requests that reached the bridge, counted as they arrive (before any wait).
+    arrived: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Bridge {
+    fn hold(&self, held: bool) {
+        self.held.store(held, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn start() -> Self {
         let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let url = format!(
@@ -152,10 +156,17 @@ impl Bridge {
         );
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let statuses = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let delay = std::sync::Arc::new(std::sync::Mutex::new(std::time::Duration::ZERO));
-        let (s2, st2, d2) = (seen.clone(), statuses.clone(), delay.clone());
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let arrived = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s2, st2, h2, a2) = (
+            seen.clone(),
+            statuses.clone(),
+            held.clone(),
+            arrived.clone(),
+        );
         std::thread::spawn(move || {
             for mut request in server.incoming_requests() {
+                a2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let header = |name: &str| {
                     request
                         .headers()
@@ -171,7 +182,9 @@ impl Bridge {
                 );
                 let mut body = String::new();
                 let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
-                std::thread::sleep(*d2.lock().unwrap());
+                while h2.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
                 let status = {
                     let mut st = st2.lock().unwrap();
                     if st.is_empty() {
@@ -195,7 +208,8 @@ impl Bridge {
             url,
             seen,
             statuses,
-            delay,
+            held,
+            arrived,
         }
     }
 
@@ -271,12 +285,12 @@ fn reports_reach_the_bridge_in_order_and_wait_when_it_is_down() {
 
     // A bridge slower than the timeout: the agent cannot know the report arrived, so it keeps it
     // and sends it again, with the same id, which the bridge uses to drop the repeats.
-    *bridge.delay.lock().unwrap() = std::time::Duration::from_secs(2);
+    bridge.hold(true);
     let start = std::time::Instant::now();
     let run = common::agent(&["--config", &config, "health"]);
     assert!(run.stdout.contains("report: 1 waiting"), "{}", run.stdout);
     assert!(start.elapsed() < std::time::Duration::from_secs(60));
-    *bridge.delay.lock().unwrap() = std::time::Duration::ZERO;
+    bridge.hold(false);
     let run = common::agent(&["--config", &config, "health"]);
     assert!(run.stdout.contains("report: delivered"), "{}", run.stdout);
     let seen = bridge.seen.lock().unwrap().clone();
@@ -418,7 +432,7 @@ fn a_report_survives_kill_9_before_it_is_sent() {
     let bridge = Bridge::start();
     with_bridge(&dir, &bridge.url);
     // The bridge takes its time: the agent is killed while its POST is in flight.
-    *bridge.delay.lock().unwrap() = std::time::Duration::from_secs(3);
+    bridge.hold(true);
     bridge.statuses.lock().unwrap().push(503);
     let mut child = std::process::Command::new(common::bin())
         .args(["--config", &config, "health"])
@@ -426,7 +440,15 @@ fn a_report_survives_kill_9_before_it_is_sent() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    // The event: the POST has reached the bridge.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while bridge.arrived.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the report never reached the bridge"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let waiting = cc_ci_agent::ledger::Ledger::open(&dir.path().join("state"))
@@ -439,7 +461,7 @@ fn a_report_survives_kill_9_before_it_is_sent() {
         "queued before sending, so it outlives the agent"
     );
     let id = waiting[0].id.clone();
-    *bridge.delay.lock().unwrap() = std::time::Duration::ZERO;
+    bridge.hold(false);
     let run = common::agent(&["--config", &config, "health"]);
     assert!(
         run.stdout.contains("report: delivered (2 sent)"),

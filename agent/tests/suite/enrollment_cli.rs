@@ -1,8 +1,5 @@
 //! `cc-ci-agent enrollment ...` driven as a user would, in temp dirs.
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

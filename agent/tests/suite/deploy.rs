@@ -3,11 +3,8 @@
 //! deploy issue. Each scenario ends on the exact previous generation or on the new one, with a
 //! journal row and the documented exit code.
 
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

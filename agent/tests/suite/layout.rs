@@ -2,9 +2,6 @@
 //! place. `git` is spoken only in `src/git/`; systemd and the NixOS tools only in `src/host/`;
 //! processes start only through `process::Cmd`. And the binary holds no test kit.
 
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 
 /// Programs whose command lines belong to `git/` or `host/`, as a name in a string or a variable.

@@ -1,10 +1,7 @@
 //! The NixOS module (nix/lib.nix, via builtins.fromTOML) and the agent must render the same
 //! POLL_REPOS byte for byte, and must refuse the same files. Runs Debian's `nix-instantiate`.
 //! Without it the test says so loudly, and fails when CI is set: CI must never skip it silently.
-// Test crate: a panic is how a failure is reported.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
