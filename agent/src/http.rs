@@ -12,9 +12,14 @@ pub struct Answer {
 }
 
 /// A client with a timeout on the whole call, statuses returned rather than raised, and at most
-/// `max_redirects` redirects followed.
+/// `max_redirects` redirects followed. It trusts the host's certificate store (on NixOS,
+/// `security.pki`), as git does: a forge or bridge behind a private CA works for both or neither.
 pub fn agent(timeout: Duration, max_redirects: u32) -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
     ureq::Agent::config_builder()
+        .tls_config(tls)
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(max_redirects)
@@ -49,4 +54,17 @@ pub fn read_body(
             ),
             e => format!("cannot read the answer: {e}"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A private CA in the host's store works for the agent's HTTPS as it does for git's.
+    #[test]
+    fn the_agent_trusts_the_hosts_certificate_store() {
+        let agent = super::agent(std::time::Duration::from_secs(1), 0);
+        assert!(matches!(
+            agent.config().tls_config().root_certs(),
+            ureq::tls::RootCerts::PlatformVerifier
+        ));
+    }
 }
