@@ -464,6 +464,34 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
+    /// Threads of one process writing one file at once: each temporary is its own, so none
+    /// fails and the file is always one whole write.
+    #[test]
+    fn threads_writing_one_file_never_collide() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("f");
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..8)
+                .map(|t| {
+                    let path = &path;
+                    scope.spawn(move || -> Result<()> {
+                        for i in 0..50 {
+                            write_atomic(path, format!("{t}-{i}").repeat(100).as_bytes(), 0o644)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            writers
+                .into_iter()
+                .try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("a writer panicked"))?)
+        })?;
+        let text = std::fs::read_to_string(&path)?;
+        let piece = &text[..text.len() / 100];
+        assert_eq!(text, piece.repeat(100), "a torn or mixed file");
+        Ok(())
+    }
+
     #[test]
     fn replaces_and_keeps_mode() -> Result<()> {
         let dir = tempfile::tempdir()?;
