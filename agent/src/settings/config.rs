@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::rules::check_url;
 use super::source::TomlSource;
 pub use super::values::ByteSize;
-use crate::error::Invalid;
+use crate::error::{InputError, Invalid};
 
 pub const DEFAULT_CONFIG: &str = "/etc/cc-ci/agent.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cc-ci";
@@ -305,61 +305,9 @@ impl Config {
             }
         }
 
-        let forge = raw.forge.and_then(|f| {
-            let mut missing = |key: &str, v: bool| {
-                if !v {
-                    errors.push(source.error_at(
-                        &["forge", key],
-                        format!("required when kind = {:?}", kind_name(f.kind)),
-                    ));
-                }
-                v
-            };
-            match f.kind {
-                ForgeKind::Gitea => {
-                    let ok = missing("url", f.url.is_some()) & missing("org", f.org.is_some());
-                    if f.path.is_some() {
-                        errors.push(
-                            source.error_at(&["forge", "path"], "not used with kind = \"gitea\""),
-                        );
-                    }
-                    if let Some(url) = &f.url {
-                        let web = url.starts_with("https://") || url.starts_with("http://");
-                        let checked = if web {
-                            check_url(url, f.allow_insecure.unwrap_or(false))
-                        } else {
-                            Err(format!("URL {url:?} must be https://"))
-                        };
-                        if let Err(e) = checked {
-                            errors.push(source.error_at(&["forge", "url"], e));
-                        }
-                    }
-                    ok.then(|| Forge::Gitea {
-                        url: f.url.unwrap_or_default().trim_end_matches('/').to_string(),
-                        org: f.org.unwrap_or_default(),
-                        token_file: f.token_file.as_deref().map(&resolve),
-                    })
-                }
-                ForgeKind::Local => {
-                    let ok = missing("path", f.path.is_some());
-                    for (key, present) in [
-                        ("url", f.url.is_some()),
-                        ("org", f.org.is_some()),
-                        ("token_file", f.token_file.is_some()),
-                        ("allow_insecure", f.allow_insecure.is_some()),
-                    ] {
-                        if present {
-                            errors.push(
-                                source.error_at(&["forge", key], "not used with kind = \"local\""),
-                            );
-                        }
-                    }
-                    ok.then(|| Forge::Local {
-                        path: resolve(&f.path.unwrap_or_default()),
-                    })
-                }
-            }
-        });
+        let forge = raw
+            .forge
+            .and_then(|f| resolve_forge(f, source, &resolve, &mut errors));
 
         let unit = raw
             .bridge
@@ -370,58 +318,13 @@ impl Config {
         }
         let unit = with_service_suffix(&unit);
         if let Some(url) = &raw.bridge.report_url {
-            // Never echoed: a URL with user information carries a password.
-            let authority = url
-                .split("://")
-                .nth(1)
-                .unwrap_or_default()
-                .split('/')
-                .next();
-            let message = if authority.is_some_and(|a| a.contains('@')) {
-                Some("holds user information (a name or password): give the bridge's token in bridge.token_file")
-            } else if url.contains('?') || url.contains('#') {
-                Some("holds a query or fragment, where secrets hide: give the bridge's token in bridge.token_file")
-            } else if super::deploy::check_http_url(url).is_err() {
-                Some("must be http:// or https:// with a host")
-            } else {
-                None
-            };
-            if let Some(m) = message {
-                errors.push(source.error_at(&["bridge", "report_url"], m));
-            }
+            check_report_url(url, source, &mut errors);
         }
         let deploy = super::deploy::resolve(raw.deploy, &unit, source, &resolve, &mut errors);
         let mirrors = super::mirrors::resolve(raw.mirrors, source, &mut errors);
         let sweep = super::sweep::resolve(raw.sweep, source, &resolve, &mut errors);
         let disk = super::disk::resolve(raw.disk, source, &resolve, &mut errors);
-        let mut hooks = Vec::new();
-        for h in raw.hooks {
-            if h.command.is_empty() {
-                errors.push(source.error_at(&["hooks", "command"], "must name a program"));
-            }
-            let mut events = Vec::new();
-            for name in &h.events {
-                match HookEvent::parse(name) {
-                    Some(e) => events.push(e),
-                    None => errors.push(source.error_at(
-                        &["hooks", "events"],
-                        format!(
-                            "{name:?} is not an event; known: {}",
-                            HookEvent::ALL.map(HookEvent::as_str).join(", ")
-                        ),
-                    )),
-                }
-            }
-            let timeout = h
-                .timeout
-                .map_or(std::time::Duration::from_secs(30), |s| s.0);
-            hooks.push(Hook {
-                command: h.command,
-                events,
-                timeout,
-                pass_env: h.pass_env,
-            });
-        }
+        let hooks = resolve_hooks(raw.hooks, source, &mut errors);
 
         if !errors.is_empty() {
             return Err(Invalid(errors));
@@ -462,6 +365,124 @@ impl Config {
             hooks,
         })
     }
+}
+
+/// `[forge]`, checked for its kind: the keys it needs, and none it does not use.
+fn resolve_forge(
+    f: RawForge,
+    source: &TomlSource,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    errors: &mut Vec<InputError>,
+) -> Option<Forge> {
+    let mut missing = |key: &str, v: bool| {
+        if !v {
+            errors.push(source.error_at(
+                &["forge", key],
+                format!("required when kind = {:?}", kind_name(f.kind)),
+            ));
+        }
+        v
+    };
+    match f.kind {
+        ForgeKind::Gitea => {
+            let ok = missing("url", f.url.is_some()) & missing("org", f.org.is_some());
+            if f.path.is_some() {
+                errors.push(source.error_at(&["forge", "path"], "not used with kind = \"gitea\""));
+            }
+            if let Some(url) = &f.url {
+                let web = url.starts_with("https://") || url.starts_with("http://");
+                let checked = if web {
+                    check_url(url, f.allow_insecure.unwrap_or(false))
+                } else {
+                    Err(format!("URL {url:?} must be https://"))
+                };
+                if let Err(e) = checked {
+                    errors.push(source.error_at(&["forge", "url"], e));
+                }
+            }
+            ok.then(|| Forge::Gitea {
+                url: f.url.unwrap_or_default().trim_end_matches('/').to_string(),
+                org: f.org.unwrap_or_default(),
+                token_file: f.token_file.as_deref().map(&resolve),
+            })
+        }
+        ForgeKind::Local => {
+            let ok = missing("path", f.path.is_some());
+            for (key, present) in [
+                ("url", f.url.is_some()),
+                ("org", f.org.is_some()),
+                ("token_file", f.token_file.is_some()),
+                ("allow_insecure", f.allow_insecure.is_some()),
+            ] {
+                if present {
+                    errors.push(source.error_at(&["forge", key], "not used with kind = \"local\""));
+                }
+            }
+            ok.then(|| Forge::Local {
+                path: resolve(&f.path.unwrap_or_default()),
+            })
+        }
+    }
+}
+
+/// `bridge.report_url`: an http(s) URL with a host, and no secret in it.
+fn check_report_url(url: &str, source: &TomlSource, errors: &mut Vec<InputError>) {
+    // Never echoed: a URL with user information carries a password.
+    let authority = url
+        .split("://")
+        .nth(1)
+        .unwrap_or_default()
+        .split('/')
+        .next();
+    let message = if authority.is_some_and(|a| a.contains('@')) {
+        Some("holds user information (a name or password): give the bridge's token in bridge.token_file")
+    } else if url.contains('?') || url.contains('#') {
+        Some("holds a query or fragment, where secrets hide: give the bridge's token in bridge.token_file")
+    } else if super::deploy::check_http_url(url).is_err() {
+        Some("must be http:// or https:// with a host")
+    } else {
+        None
+    };
+    if let Some(m) = message {
+        errors.push(source.error_at(&["bridge", "report_url"], m));
+    }
+}
+
+/// `[[hooks]]`: each names a program, and only events there are.
+fn resolve_hooks(
+    raw: Vec<RawHook>,
+    source: &TomlSource,
+    errors: &mut Vec<InputError>,
+) -> Vec<Hook> {
+    let mut hooks = Vec::new();
+    for h in raw {
+        if h.command.is_empty() {
+            errors.push(source.error_at(&["hooks", "command"], "must name a program"));
+        }
+        let mut events = Vec::new();
+        for name in &h.events {
+            match HookEvent::parse(name) {
+                Some(e) => events.push(e),
+                None => errors.push(source.error_at(
+                    &["hooks", "events"],
+                    format!(
+                        "{name:?} is not an event; known: {}",
+                        HookEvent::ALL.map(HookEvent::as_str).join(", ")
+                    ),
+                )),
+            }
+        }
+        let timeout = h
+            .timeout
+            .map_or(std::time::Duration::from_secs(30), |s| s.0);
+        hooks.push(Hook {
+            command: h.command,
+            events,
+            timeout,
+            pass_env: h.pass_env,
+        });
+    }
+    hooks
 }
 
 fn kind_name(kind: ForgeKind) -> &'static str {
