@@ -38,6 +38,9 @@ pub enum Exit {
     /// health: an enrolled recipe cannot be tested as it stands.
     Unhealthy = 14,
     Damaged = 15,
+    /// deploy --pull: HEAD is not an ancestor of its upstream branch (local commits, or upstream
+    /// rewrote the branch); nothing was pulled or deployed.
+    Diverged = 16,
 }
 
 impl From<Exit> for std::process::ExitCode {

@@ -196,6 +196,7 @@ pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
             Options {
                 dry_run: false,
                 force,
+                pull: false,
             },
         ),
     )?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::preflight::{self, Refused, Tree};
+use super::preflight::{self, Pulled, Refused, Tree};
 use super::verify::{self, Expectations, Verdict};
 use crate::busy::{self, Busy};
 use crate::host::{Activation, Generation, Host, Mode};
@@ -77,6 +77,8 @@ impl Machine for Host {
 
 /// What the deploy asks of the world around the host.
 pub trait Checks {
+    /// `deploy --pull`: the checkout fast-forwarded to its upstream branch, or why not.
+    fn pull(&self, flake: &FlakeRef) -> Result<Pulled, Refused>;
     /// Pre-flight: the checkout to build, or why it must not be.
     fn tree(&self, flake: &FlakeRef) -> Result<Tree, Refused>;
     /// Whether a CI build is in flight; `None` when no busy check is configured.
@@ -96,6 +98,10 @@ pub struct Live<'a> {
 }
 
 impl Checks for Live<'_> {
+    fn pull(&self, flake: &FlakeRef) -> Result<Pulled, Refused> {
+        preflight::pull(&flake.dir)
+    }
+
     fn tree(&self, flake: &FlakeRef) -> Result<Tree, Refused> {
         preflight::tree(&flake.dir, self.config.deploy.require_synced)
     }

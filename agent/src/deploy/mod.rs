@@ -28,6 +28,11 @@ pub struct Args {
     /// Deploy even if a CI build is in flight.
     #[arg(long)]
     force: bool,
+    /// First fetch the checkout's upstream branch and fast-forward a clean checkout to it; a
+    /// dirty tree, a diverged HEAD or an unreachable upstream is refused (never a merge, rebase,
+    /// reset or stash).
+    #[arg(long)]
+    pull: bool,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -69,6 +74,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             Options {
                 dry_run: args.dry_run,
                 force: args.force,
+                pull: args.pull,
             },
         ),
         Some(Command::Status) => commands::status(ctx),

@@ -17,6 +17,11 @@ pub enum Event<'a> {
         commit: &'a str,
         flake_lock: Option<&'a str>,
     },
+    /// `--pull`: HEAD before and after (the same: upstream had nothing new).
+    Pulled {
+        from: &'a str,
+        to: &'a str,
+    },
     CiIdle,
     Refused(&'a str),
     From(&'a Generation),
@@ -103,6 +108,15 @@ impl Observer for Printer<'_> {
                 "tree: {flake} at {} (flake.lock {})",
                 crate::git::short(commit),
                 flake_lock.map_or("none", crate::git::short)
+            )),
+            Event::Pulled { from, to } if from == to => self.line(format!(
+                "pull: already at upstream's {}",
+                crate::git::short(to)
+            )),
+            Event::Pulled { from, to } => self.line(format!(
+                "pull: fast-forwarded {} to upstream's {}",
+                crate::git::short(from),
+                crate::git::short(to)
             )),
             Event::CiIdle => self.line("CI: no build in flight"),
             Event::Refused(message) => self.out.aside(

@@ -116,3 +116,81 @@ fn check_synced(checkout: &Checkout<'_>, commit: &str) -> Result<(), Refused> {
     }
     Ok(())
 }
+
+/// What `deploy --pull` did to the checkout: HEAD before and after (the same when upstream had
+/// nothing new).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    pub from: String,
+    pub to: String,
+}
+
+/// Fetches the checkout's upstream branch and fast-forwards a clean checkout to it. A dirty
+/// tree, a HEAD that is not an ancestor of upstream's, or an upstream that cannot be reached is
+/// a refusal, and the checkout is left as it was.
+pub fn pull(dir: &Path) -> Result<Pulled, Refused> {
+    let git = git();
+    let checkout = git.checkout(dir).map_err(|e| {
+        Refused::new(
+            Outcome::RefusedNotACheckout,
+            format!(
+                "the flake directory {} is not a git checkout: {e}",
+                dir.display()
+            ),
+        )
+    })?;
+    let top = checkout.top().display().to_string();
+    let stale = |m: String| Refused::new(Outcome::RefusedStale, m);
+    let changes = checkout.changes().map_err(|e| stale(e.to_string()))?;
+    if !changes.is_empty() {
+        return Err(Refused::new(
+            Outcome::RefusedDirty,
+            format!(
+                "{top} has uncommitted changes ({}): --pull fast-forwards only a clean checkout, \
+                 and never stashes; commit or remove them",
+                changes
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let from = checkout.head().map_err(|e| stale(e.to_string()))?;
+    let Some(branch) = checkout.branch() else {
+        return Err(stale(format!(
+            "{top} is on a detached HEAD: there is no branch to pull"
+        )));
+    };
+    let Some((remote, merge)) = checkout.upstream_of(&branch) else {
+        return Err(stale(format!(
+            "branch {branch} has no upstream to pull: set one with `git branch --set-upstream-to=origin/{branch}`"
+        )));
+    };
+    let to = checkout
+        .fetch(&remote, &merge)
+        .map_err(|e| stale(format!("cannot fetch {merge} from upstream {remote}: {e}")))?;
+    if to == from {
+        return Ok(Pulled { from, to });
+    }
+    if !checkout.contains(&to, &from) {
+        return Err(Refused::new(
+            Outcome::RefusedDiverged,
+            format!(
+                "HEAD {} is not in upstream {remote}'s {} ({}): local commits, or a rewritten \
+                 branch; --pull only fast-forwards, so reconcile the checkout by hand",
+                crate::git::short(&from),
+                merge.trim_start_matches("refs/heads/"),
+                crate::git::short(&to)
+            ),
+        ));
+    }
+    checkout.fast_forward(&to).map_err(|e| {
+        stale(format!(
+            "cannot fast-forward {top} to {}: {e}",
+            crate::git::short(&to)
+        ))
+    })?;
+    Ok(Pulled { from, to })
+}

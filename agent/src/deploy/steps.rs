@@ -35,6 +35,8 @@ pub enum Target {
 pub struct Options {
     pub dry_run: bool,
     pub force: bool,
+    /// Fast-forward the checkout to its upstream branch first.
+    pub pull: bool,
 }
 
 /// The dead-man switch: the transient timer that rolls an unconfirmed deploy back.
@@ -139,6 +141,15 @@ impl Deploy<'_> {
 
     /// Step 1: the tree is a clean, current checkout, and no CI build is in flight (unless forced).
     fn preflight(&self, target: &Target, opts: Options) -> Result<Option<Outcome>> {
+        if let (Target::Build(flake), true) = (target, opts.pull) {
+            match self.checks.pull(flake) {
+                Ok(p) => self.observer.on(&Event::Pulled {
+                    from: &p.from,
+                    to: &p.to,
+                }),
+                Err(r) => return self.refuse(r),
+            }
+        }
         if let Target::Build(flake) = target {
             match self.checks.tree(flake) {
                 Ok(tree) => {

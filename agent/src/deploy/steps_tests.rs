@@ -172,6 +172,14 @@ impl<'a> FakeChecks<'a> {
 }
 
 impl Checks for FakeChecks<'_> {
+    fn pull(&self, _flake: &FlakeRef) -> Result<crate::deploy::preflight::Pulled, Refused> {
+        self.host.calls.borrow_mut().push("pull".into());
+        Ok(crate::deploy::preflight::Pulled {
+            from: "a".repeat(40),
+            to: "b".repeat(40),
+        })
+    }
+
     fn tree(&self, _flake: &FlakeRef) -> Result<Tree, Refused> {
         match self.tree {
             Some(o) => Err(Refused::new(o, format!("{} by the fake", o.as_str()))),
@@ -215,6 +223,7 @@ impl Observer for Recorder<'_> {
         let name = match event {
             Event::Line(_) => "line",
             Event::Tree { .. } => "tree",
+            Event::Pulled { .. } => "pulled",
             Event::CiIdle => "ci-idle",
             Event::Refused(_) => "refused",
             Event::From(_) => "from",
@@ -590,4 +599,23 @@ fn a_generation_is_switched_to_not_set_as_a_new_one() {
             &format!("disarm {UNIT}"),
         ]
     );
+}
+
+#[test]
+fn pull_comes_first_and_only_when_asked() {
+    let host = FakeHost::new();
+    let checks = FakeChecks::new(&host, &[true]);
+    let pull = Options {
+        pull: true,
+        ..Options::default()
+    };
+    let r = run(&host, &checks, build(), pull);
+    assert_eq!(r.outcome.unwrap(), Outcome::Deployed);
+    assert_eq!(r.calls[..2], ["pull", "build"]);
+    assert_eq!(r.events[..2], ["pulled", "tree"]);
+
+    let host = FakeHost::new();
+    let checks = FakeChecks::new(&host, &[true]);
+    let r = run(&host, &checks, build(), Options::default());
+    assert!(!r.calls.contains(&"pull".to_string()), "{:?}", r.calls);
 }

@@ -1,5 +1,6 @@
 //! A work tree the deploy builds from (the host's own flake checkout): its top, HEAD, whether it
-//! is clean, and what its upstream branch is at. Read only: nothing here changes the checkout.
+//! is clean, and what its upstream branch is at. The one change it makes is a fast-forward, and
+//! only `deploy --pull` asks for it: never a merge, rebase, reset or stash.
 
 use std::path::{Path, PathBuf};
 
@@ -75,6 +76,28 @@ impl Checkout<'_> {
                 .filter(|(_, r)| *r == merge)
                 .map(|(oid, _)| oid.to_string())
         }))
+    }
+
+    /// Fetches `merge` from `remote` (no tags): the commit it names there now.
+    pub fn fetch(&self, remote: &str, merge: &str) -> Result<String, GitError> {
+        self.git(&["fetch", "--quiet", "--no-tags", "--", remote, merge])?;
+        self.git(&["rev-parse", "--verify", "FETCH_HEAD^{commit}"])
+    }
+
+    /// Whether `descendant` contains `ancestor` (the same commit counts).
+    pub fn contains(&self, descendant: &str, ancestor: &str) -> bool {
+        self.git.succeeds(|cmd| {
+            cmd.arg("-C")
+                .arg(&self.top)
+                .args(["merge-base", "--is-ancestor", ancestor, descendant])
+        })
+    }
+
+    /// Moves the branch and the work tree forward to `commit`, which must contain HEAD: git
+    /// refuses anything but a fast-forward, and touches nothing when it refuses.
+    pub fn fast_forward(&self, commit: &str) -> Result<(), GitError> {
+        self.git(&["merge", "--ff-only", "--quiet", commit])
+            .map(drop)
     }
 
     /// The object id of `path` at `commit`, if the commit has it.

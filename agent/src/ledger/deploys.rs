@@ -76,11 +76,12 @@ pub enum Outcome {
     RefusedNotACheckout,
     RefusedDirty,
     RefusedStale,
+    RefusedDiverged,
     RefusedCiBusy,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 12] = [
+    const ALL: [Outcome; 13] = [
         Outcome::Deployed,
         Outcome::Unchanged,
         Outcome::DryRun,
@@ -92,6 +93,7 @@ impl Outcome {
         Outcome::RefusedNotACheckout,
         Outcome::RefusedDirty,
         Outcome::RefusedStale,
+        Outcome::RefusedDiverged,
         Outcome::RefusedCiBusy,
     ];
 
@@ -108,6 +110,7 @@ impl Outcome {
             Outcome::RefusedNotACheckout => "refused-not-a-checkout",
             Outcome::RefusedDirty => "refused-dirty",
             Outcome::RefusedStale => "refused-stale",
+            Outcome::RefusedDiverged => "refused-diverged",
             Outcome::RefusedCiBusy => "refused-ci-busy",
         }
     }
@@ -126,6 +129,7 @@ impl Outcome {
             Outcome::RefusedNotACheckout => Exit::BadInput,
             Outcome::RefusedDirty => Exit::DirtyTree,
             Outcome::RefusedStale => Exit::StaleTree,
+            Outcome::RefusedDiverged => Exit::Diverged,
             Outcome::RefusedCiBusy => Exit::CiBusy,
         }
     }
@@ -142,6 +146,7 @@ impl Outcome {
             Outcome::RefusedNotACheckout
                 | Outcome::RefusedDirty
                 | Outcome::RefusedStale
+                | Outcome::RefusedDiverged
                 | Outcome::RefusedCiBusy
         )
     }

@@ -671,3 +671,126 @@ fn history_and_status_read_the_journal() {
         status.stdout
     );
 }
+
+/// A checkout that pulls from its upstream over git:// on 127.0.0.1, and a second clone of that
+/// upstream, where changes land as a merge on the forge would land them.
+fn pulling() -> (Fixture, support::GitDaemon, PathBuf) {
+    let f = Fixture::new(GOOD, "", "");
+    let daemon = support::GitDaemon::start(f.dir.path());
+    git(
+        &f.flake,
+        &["remote", "set-url", "origin", &daemon.url("upstream")],
+    );
+    let elsewhere = f.dir.path().join("elsewhere");
+    let upstream = f.dir.path().join("upstream.git");
+    git(
+        f.dir.path(),
+        &[
+            "clone",
+            "-q",
+            &upstream.to_string_lossy(),
+            &elsewhere.to_string_lossy(),
+        ],
+    );
+    (f, daemon, elsewhere)
+}
+
+/// Lands `conf` upstream from the second clone; the commit it made.
+fn land(elsewhere: &std::path::Path, conf: &str) -> String {
+    std::fs::write(elsewhere.join("host/cc-ci.conf"), conf).unwrap();
+    git(elsewhere, &["commit", "-q", "-am", "landed on the forge"]);
+    git(elsewhere, &["push", "-q", "origin", "main"]);
+    git(elsewhere, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+fn head(f: &Fixture) -> String {
+    git(&f.flake, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+#[test]
+fn pull_deploys_what_landed_upstream_and_then_has_nothing_to_do() {
+    let (f, _daemon, elsewhere) = pulling();
+    let landed = land(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
+    );
+    let run = f.agent(&["deploy", "--pull"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("pull: fast-forwarded"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(head(&f), landed, "the checkout is at what landed");
+    let row = f.last();
+    assert_eq!(outcome(&row), "deployed");
+    assert_eq!(row["flake_commit"], landed.as_str());
+    assert_eq!(f.host.unit_state("cc-ci-mirrors.timer"), "active");
+    // Nothing new: one fetch, no change, nothing deployed twice.
+    let again = f.agent(&["deploy", "--pull"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("pull: already at upstream's"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(outcome(&f.last()), "unchanged");
+}
+
+#[test]
+fn pull_refuses_a_dirty_tree_a_diverged_head_and_an_unreachable_upstream() {
+    let (f, _daemon, elsewhere) = pulling();
+    let before = f.host.generation().unwrap();
+    land(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
+    );
+    let start = head(&f);
+
+    std::fs::write(f.flake.join("notes.txt"), "work in progress\n").unwrap();
+    let dirty = f.agent(&["deploy", "--pull"]);
+    assert_eq!(dirty.code, 6, "{}\n{}", dirty.stdout, dirty.stderr);
+    assert_eq!(outcome(&f.last()), "refused-dirty");
+    assert_eq!(head(&f), start, "nothing pulled into a dirty tree");
+    assert!(
+        f.flake.join("notes.txt").is_file(),
+        "nothing stashed or removed"
+    );
+    std::fs::remove_file(f.flake.join("notes.txt")).unwrap();
+
+    std::fs::write(f.flake.join("local.txt"), "a commit only here\n").unwrap();
+    git(&f.flake, &["add", "local.txt"]);
+    git(&f.flake, &["commit", "-q", "-m", "local only"]);
+    let local = head(&f);
+    let diverged = f.agent(&["deploy", "--pull"]);
+    assert_eq!(
+        diverged.code, 16,
+        "{}\n{}",
+        diverged.stdout, diverged.stderr
+    );
+    let row = f.last();
+    assert_eq!(outcome(&row), "refused-diverged");
+    assert!(
+        row["message"]
+            .as_str()
+            .unwrap()
+            .contains("only fast-forwards"),
+        "{row}"
+    );
+    assert_eq!(head(&f), local, "no merge, no rebase, no reset");
+    assert_eq!(
+        git(&f.flake, &["rev-list", "--count", "--merges", "HEAD"]).trim(),
+        "0"
+    );
+
+    git(&f.flake, &["reset", "-q", "--hard", &start]);
+    git(
+        &f.flake,
+        &["remote", "set-url", "origin", "git://127.0.0.1:1/gone.git"],
+    );
+    let gone = f.agent(&["deploy", "--pull"]);
+    assert_eq!(gone.code, 7, "{}\n{}", gone.stdout, gone.stderr);
+    assert_eq!(outcome(&f.last()), "refused-stale");
+    assert!(gone.stdout.contains("cannot fetch"), "{}", gone.stdout);
+    assert_unchanged(&f, &before);
+}
