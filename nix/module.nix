@@ -92,6 +92,35 @@ let
   };
   activeJobs = lib.filterAttrs (_: j: j.available && j.timer.enable) jobs;
 
+  # The deploy's unit: root, and left alone by the activation it performs.
+  deployUnit = description: argv: {
+    description = "cc-ci: ${description}";
+    restartIfChanged = false;
+    stopIfChanged = false;
+    path = [ config.system.build.nixos-rebuild config.nix.package pkgs.git config.systemd.package ];
+    environment.CC_CI_AGENT_CONFIG = configPath;
+    serviceConfig = {
+      Type = "oneshot";
+      # Above build_timeout (1h by default) plus verification: the deploy ends itself first.
+      TimeoutStartSec = "2h";
+      ExecStart = lib.escapeShellArgs ([ exe ] ++ argv);
+      # Root, and no ProtectSystem, capability or namespace limits: activation writes the
+      # profiles, /etc and the boot loader, sets the hostname, and restarts anything. What
+      # activation never needs is still closed.
+      PrivateTmp = true;
+      LockPersonality = true;
+      RestrictRealtime = true;
+      SystemCallArchitectures = "native";
+      RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
+      # Its journal and builds live in a directory of root's own: stateDir is cc-ci's, and
+      # recipe CI runs as cc-ci. It still takes the agent lock in stateDir, through no link.
+      StateDirectory = "cc-ci-deploy";
+      StateDirectoryMode = "0700";
+      # A deploy that did not deploy (refused, rolled back) fails the unit; the journal
+      # (`cc-ci-agent deploy status`) says why.
+    };
+  };
+
   sizeType = lib.types.either lib.types.ints.unsigned (lib.types.strMatching "[0-9]+[KMGT]?");
 
   # A duration as the agent reads one (humantime): "90s", "2m", "1h 30m"; or whole seconds.
@@ -286,6 +315,16 @@ in
     };
 
     deploy = {
+      # Deploying what lands: the timer that runs `cc-ci-agent deploy --auto` (docs/deploy.md).
+      auto = timerOptions "deploy-what-lands" "*:0/5" // {
+        enable = lib.mkEnableOption "deploying what lands on the checkout's upstream branch: every `onCalendar`, `cc-ci-agent deploy --auto` fast-forwards the `deploy.flake` checkout to its upstream and deploys it with verify-and-rollback (an idle host does one `ls-remote`)";
+        randomizedDelaySec = lib.mkOption {
+          type = lib.types.str;
+          default = "30s";
+          description = "Random delay before each run (`RandomizedDelaySec`).";
+        };
+      };
+
       flake = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
@@ -313,7 +352,8 @@ in
       requiredUnits = lib.mkOption {
         type = lib.types.listOf lib.types.str;
         default = [ "${cfg.bridge.unit}.service" "cc-ci-enrollment-check.service" ]
-          ++ map (name: "cc-ci-${name}.timer") (lib.attrNames activeJobs);
+          ++ map (name: "cc-ci-${name}.timer") (lib.attrNames activeJobs)
+          ++ lib.optional cfg.deploy.auto.enable "cc-ci-deploy-auto.timer";
         defaultText = lib.literalMD "the bridge, the enrollment check, and the agent's timers";
         description = "Units that must be active after activation.";
       };
@@ -449,6 +489,10 @@ in
         cfg.deploy.checks
       ++ [
         {
+          assertion = !cfg.deploy.auto.enable || cfg.deploy.flake != null;
+          message = "services.cc-ci.deploy.auto.enable: deploying what lands needs services.cc-ci.deploy.flake, the checkout to pull and deploy (\"/srv/cc-ci#cc-ci\").";
+        }
+        {
           assertion = cfg.bridge.reportUrl == null || cfg.bridge.tokenFile != null;
           message = "services.cc-ci.bridge.reportUrl: reports need services.cc-ci.bridge.tokenFile for their bearer token.";
         }
@@ -554,33 +598,11 @@ in
         # `systemctl start cc-ci-deploy` deploys without a login session to lose. It runs as root
         # (it activates systems), and activation must neither stop nor restart it: it is the
         # process doing the activating, and may be replacing its own package.
-        cc-ci-deploy = {
-          description = "cc-ci: deploy the host's configuration with verify-and-rollback";
-          restartIfChanged = false;
-          stopIfChanged = false;
-          path = [ config.system.build.nixos-rebuild config.nix.package pkgs.git config.systemd.package ];
-          environment.CC_CI_AGENT_CONFIG = configPath;
-          serviceConfig = {
-            Type = "oneshot";
-            # Above build_timeout (1h by default) plus verification: the deploy ends itself first.
-            TimeoutStartSec = "2h";
-            ExecStart = "${exe} deploy";
-            # Root, and no ProtectSystem, capability or namespace limits: activation writes the
-            # profiles, /etc and the boot loader, sets the hostname, and restarts anything. What
-            # activation never needs is still closed.
-            PrivateTmp = true;
-            LockPersonality = true;
-            RestrictRealtime = true;
-            SystemCallArchitectures = "native";
-            RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
-            # Its journal and builds live in a directory of root's own: stateDir is cc-ci's, and
-            # recipe CI runs as cc-ci. It still takes the agent lock in stateDir, through no link.
-            StateDirectory = "cc-ci-deploy";
-            StateDirectoryMode = "0700";
-            # A deploy that did not deploy (refused, rolled back) fails the unit; the journal
-            # (`cc-ci-agent deploy status`) says why.
-          };
-        };
+        cc-ci-deploy = deployUnit "deploy the host's configuration with verify-and-rollback" [ "deploy" ];
+      }
+      // lib.optionalAttrs cfg.deploy.auto.enable {
+        # The same unit for the timer: pull what landed, deploy it, or do nothing (one ls-remote).
+        cc-ci-deploy-auto = deployUnit "deploy what lands on the checkout's upstream branch" [ "deploy" "--auto" ];
       }
       // lib.mapAttrs'
         (name: job: lib.nameValuePair "cc-ci-${name}" {
@@ -623,7 +645,17 @@ in
           RandomizedDelaySec = job.timer.randomizedDelaySec;
         };
       })
-      activeJobs;
+      activeJobs
+    // lib.optionalAttrs cfg.deploy.auto.enable {
+      cc-ci-deploy-auto = {
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnCalendar = cfg.deploy.auto.onCalendar;
+          Persistent = cfg.deploy.auto.persistent;
+          RandomizedDelaySec = cfg.deploy.auto.randomizedDelaySec;
+        };
+      };
+    };
 
     systemd.tmpfiles.settings."10-cc-ci" = {
       ${stateDir}.d = {

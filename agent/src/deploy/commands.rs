@@ -21,7 +21,7 @@ use crate::settings::deploy::FlakeRef;
 /// How long the dead-man waits for the deploy that armed it to finish on its own.
 const DEADMAN_LOCK_WAIT: Duration = Duration::from_secs(60);
 
-fn host_of(config: &Config) -> Result<(Host, Generation)> {
+pub(super) fn host_of(config: &Config) -> Result<(Host, Generation)> {
     let host = Host::from_settings(&config.deploy).map_err(|e| Unusable(format!("{e:#}")))?;
     let current = host
         .current_generation()
@@ -31,7 +31,7 @@ fn host_of(config: &Config) -> Result<(Host, Generation)> {
 
 /// Each recipe's health verdict now, before anything changes; `None` if it cannot be told, in
 /// which case verification makes no health comparison.
-fn health_picture(
+pub(super) fn health_picture(
     config: &Config,
 ) -> Option<std::collections::BTreeMap<String, crate::health::Verdict>> {
     crate::health::build(config)
@@ -40,7 +40,7 @@ fn health_picture(
 }
 
 /// Tells the hooks how a deploy or rollback ended.
-fn announce(config: &Config, ledger: &Ledger, id: i64) {
+pub(super) fn announce(config: &Config, ledger: &Ledger, id: i64) {
     let Ok(Some(row)) = ledger.deploy_get(id) else {
         return;
     };
@@ -51,7 +51,12 @@ fn announce(config: &Config, ledger: &Ledger, id: i64) {
     }
 }
 
-fn finish_output(ctx: &Context, ledger: &Ledger, id: i64, outcome: Outcome) -> Result<Exit> {
+pub(super) fn finish_output(
+    ctx: &Context,
+    ledger: &Ledger,
+    id: i64,
+    outcome: Outcome,
+) -> Result<Exit> {
     let exit = outcome.exit();
     // People saw the steps as they went; a script gets the journal row.
     let row = ledger.deploy_get(id)?;
@@ -83,27 +88,43 @@ pub(crate) fn open_journal(config: &Config) -> Result<Ledger> {
     Ledger::open(dir)
 }
 
-pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exit> {
-    let config = ctx.config()?;
+/// `--flake`, else `deploy.flake`, relative to the working directory.
+pub(super) fn flake_of(config: &Config, flake: Option<String>) -> Result<FlakeRef> {
     let written = flake.unwrap_or_else(|| config.deploy.flake.clone());
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
-    let flake = FlakeRef::parse(&written, &cwd).map_err(Unusable)?;
+    Ok(FlakeRef::parse(&written, &cwd).map_err(Unusable)?)
+}
+
+pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exit> {
+    let config = ctx.config()?;
+    let flake = flake_of(&config, flake)?;
     let (host, _) = host_of(&config)?;
     let _lock = JobLock::acquire(&config.state_dir, "deploy")?;
     let ledger = open_journal(&config)?;
     let printer = Printer { out: &ctx.out };
     settle_unfinished(&ledger, &host, &printer, false)?;
+    run_deploy(ctx, &config, (&host, &ledger, &printer), flake, opts)
+}
+
+/// One deploy of `flake`, its journal row begun here: the steps, the hooks, the answer.
+pub(super) fn run_deploy(
+    ctx: &Context,
+    config: &Config,
+    (host, ledger, printer): (&Host, &Ledger, &Printer<'_>),
+    flake: FlakeRef,
+    opts: Options,
+) -> Result<Exit> {
     let id = ledger.deploy_begin("deploy", Some(&flake.to_arg()))?;
     printer.on(&Event::Line(format!("deploy #{id}")));
     let checks = Live {
-        config: &config,
-        machine: &host,
-        health_before: health_picture(&config),
+        config,
+        machine: host,
+        health_before: health_picture(config),
     };
-    let d = steps(&config, id, &ledger, &host, &checks, &printer)?;
+    let d = steps(config, id, ledger, host, &checks, printer)?;
     let outcome = guard(&d, d.run(Target::Build(flake), opts))?;
-    announce(&config, &ledger, id);
-    finish_output(ctx, &ledger, id, outcome)
+    announce(config, ledger, id);
+    finish_output(ctx, ledger, id, outcome)
 }
 
 /// The state machine for journal row `id`, on the real host.

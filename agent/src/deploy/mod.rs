@@ -1,5 +1,6 @@
 //! `cc-ci-agent deploy`, `deploy status|history|deadman`, and `cc-ci-agent rollback`.
 
+mod auto;
 mod commands;
 mod interrupted;
 mod machine;
@@ -33,6 +34,14 @@ pub struct Args {
     /// reset or stash).
     #[arg(long)]
     pull: bool,
+    /// What the deploy timer runs: --pull, but quiet when nothing landed (one ls-remote), when
+    /// the landed commit already went back once, or while CI or another job is busy; a refusal
+    /// is recorded once per state.
+    #[arg(long, conflicts_with_all = ["pull", "dry_run", "force"])]
+    auto: bool,
+    /// With --auto: try again a commit whose deploy went back.
+    #[arg(long, requires = "auto")]
+    retry: bool,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -68,6 +77,7 @@ pub struct RollbackArgs {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     match args.command {
+        None if args.auto => auto::run(ctx, args.flake, args.retry),
         None => commands::deploy(
             ctx,
             args.flake,

@@ -194,3 +194,18 @@ pub fn pull(dir: &Path) -> Result<Pulled, Refused> {
     })?;
     Ok(Pulled { from, to })
 }
+
+/// The checkout's HEAD and the commit its upstream branch names now (one `ls-remote`, nothing
+/// fetched): what `deploy --auto` compares before doing anything.
+pub fn upstream_head(dir: &Path) -> Result<(String, String), String> {
+    let git = git();
+    let checkout = git.checkout(dir).map_err(|e| e.to_string())?;
+    let head = checkout.head().map_err(|e| e.to_string())?;
+    let branch = checkout.branch().ok_or("a detached HEAD")?;
+    let (remote, merge) = checkout.upstream_of(&branch).ok_or("no upstream")?;
+    let upstream = checkout
+        .remote_commit(&remote, &merge)
+        .map_err(|e| e.to_string())?
+        .ok_or("upstream has no such branch")?;
+    Ok((head, upstream))
+}

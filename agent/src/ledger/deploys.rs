@@ -320,6 +320,17 @@ impl Ledger {
             .optional()?)
     }
 
+    /// The newest deploy that got as far as reading `commit` from its checkout.
+    pub fn deploy_last_of_commit(&self, commit: &str) -> Result<Option<DeployRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM deploys WHERE kind = 'deploy' AND flake_commit = ?1 ORDER BY id DESC LIMIT 1"
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, [commit], DeployRow::from_row)
+            .optional()?)
+    }
+
     /// Newest first.
     pub fn deploy_history(&self, limit: u32) -> Result<Vec<DeployRow>> {
         let sql = format!("SELECT {COLUMNS} FROM deploys ORDER BY id DESC LIMIT ?1");

@@ -794,3 +794,132 @@ fn pull_refuses_a_dirty_tree_a_diverged_head_and_an_unreachable_upstream() {
     assert!(gone.stdout.contains("cannot fetch"), "{}", gone.stdout);
     assert_unchanged(&f, &before);
 }
+
+fn journal_rows(f: &Fixture) -> usize {
+    let run = f.agent(&["--format", "json", "deploy", "history", "--limit", "1000"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    v["deploys"].as_array().unwrap().len()
+}
+
+/// The timer's run: a merge is deployed; then runs with nothing new write nothing.
+#[test]
+fn auto_deploys_what_landed_and_then_idles_without_a_journal_row() {
+    let (f, _daemon, elsewhere) = pulling();
+    let landed = land(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
+    );
+    let run = f.agent(&["deploy", "--auto"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(outcome(&f.last()), "deployed");
+    assert_eq!(head(&f), landed);
+    let rows = journal_rows(&f);
+    for _ in 0..3 {
+        let idle = f.agent(&["deploy", "--auto"]);
+        assert_eq!(idle.code, 0, "{}", idle.stderr);
+        assert!(idle.stdout.contains("nothing new"), "{}", idle.stdout);
+    }
+    assert_eq!(journal_rows(&f), rows, "an idle host writes nothing");
+}
+
+/// A commit that rolled back is not tried again until the branch moves, or --retry.
+#[test]
+fn auto_leaves_a_rolled_back_commit_until_the_branch_moves() {
+    let (f, _daemon, elsewhere) = pulling();
+    land(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-sweep.service failed\n"),
+    );
+    let first = f.agent(&["deploy", "--auto"]);
+    assert_eq!(first.code, 9, "{}\n{}", first.stdout, first.stderr);
+    let rows = journal_rows(&f);
+    let again = f.agent(&["deploy", "--auto"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stdout.contains("not tried again"), "{}", again.stdout);
+    assert_eq!(journal_rows(&f), rows, "not retried");
+    let retried = f.agent(&["deploy", "--auto", "--retry"]);
+    assert_eq!(retried.code, 9, "{}", retried.stderr);
+    assert_eq!(journal_rows(&f), rows + 1);
+    land(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
+    );
+    let fixed = f.agent(&["deploy", "--auto"]);
+    assert_eq!(fixed.code, 0, "{}\n{}", fixed.stdout, fixed.stderr);
+    assert_eq!(outcome(&f.last()), "deployed");
+}
+
+/// A dirty checkout over five timer runs: refused each time, recorded and told once.
+#[test]
+fn auto_records_a_refusal_once_over_five_runs() {
+    let hooks = "[[hooks]]\ncommand = [\"sh\", \"-c\", \"cat >> \\\"$HOOK_LOG\\\"; echo >> \\\"$HOOK_LOG\\\"\"]\npass_env = [\"HOOK_LOG\"]\n";
+    let (f, _daemon, elsewhere) = pulling();
+    let text = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(&f.config, format!("{text}\n{hooks}")).unwrap();
+    land(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
+    );
+    std::fs::write(f.flake.join("notes.txt"), "work in progress\n").unwrap();
+    let log = f.dir.path().join("hooks.log");
+    for _ in 0..5 {
+        let mut full = vec!["--config", f.config.to_str().unwrap()];
+        full.extend_from_slice(&["deploy", "--auto"]);
+        let run = common::finish(
+            Command::new(common::bin())
+                .args(&full)
+                .env("HOOK_LOG", &log)
+                .env("CC_CI_LOG", "warn")
+                .output(),
+        );
+        assert_eq!(run.code, 6, "{}\n{}", run.stdout, run.stderr);
+    }
+    let history = f.agent(&["--format", "json", "deploy", "history"]);
+    let v: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    let dirty = v["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "refused-dirty")
+        .count();
+    assert_eq!(dirty, 1, "one row for one state: {}", history.stdout);
+    let told = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(told.matches("refused-dirty").count(), 1, "{told}");
+}
+
+#[test]
+fn auto_defers_while_ci_is_busy() {
+    let (f, _daemon, elsewhere) = pulling();
+    let busy = f.dir.path().join("busy.sh");
+    std::fs::write(&busy, "#!/bin/sh\necho build 42 running\nexit 1\n").unwrap();
+    std::fs::set_permissions(&busy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let text = std::fs::read_to_string(&f.config).unwrap();
+    let text = text.replacen(
+        "[deploy]\n",
+        &format!(
+            "[deploy]\nbusy_check = {{ command = [{:?}] }}\n",
+            busy.display().to_string()
+        ),
+        1,
+    );
+    std::fs::write(&f.config, text).unwrap();
+    land(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
+    );
+    let before = head(&f);
+    let run = f.agent(&["deploy", "--auto"]);
+    assert_eq!(
+        run.code, 0,
+        "deferred, not failed: {}\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stdout.contains("deferred to the next run"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("build 42"), "{}", run.stdout);
+    assert_eq!(head(&f), before, "nothing pulled while CI runs");
+    assert_eq!(journal_rows(&f), 0);
+}

@@ -131,6 +131,29 @@ let
         "cc-ci-deploy.service: ${builtins.toJSON s.deployUnit}"
         s.deployUnit;
 
+    # Deploying what lands: a timer every 5 minutes, a unit like the deploy's that runs --auto,
+    # and the timer among the units a deploy must find active.
+    deploy-auto = let
+      c = host {
+        services.cc-ci.deploy.flake = "/srv/cc-ci#cc-ci";
+        services.cc-ci.deploy.auto.enable = true;
+      };
+      unit = c.systemd.services.cc-ci-deploy-auto;
+      timer = c.systemd.timers.cc-ci-deploy-auto.timerConfig;
+    in
+      expect (failed c == [ ]) "assertions failed: ${builtins.toJSON (failed c)}"
+        (expect (timer == { OnCalendar = "*:0/5"; Persistent = true; RandomizedDelaySec = "30s"; })
+          "cc-ci-deploy-auto.timer: ${builtins.toJSON timer}"
+          (expect (!unit.restartIfChanged && !unit.stopIfChanged && lib.hasSuffix " deploy --auto" unit.serviceConfig.ExecStart
+              && unit.serviceConfig.StateDirectory == "cc-ci-deploy")
+            "cc-ci-deploy-auto.service: ${builtins.toJSON unit.serviceConfig}"
+            (expect (builtins.elem "cc-ci-deploy-auto.timer" c.services.cc-ci.deploy.requiredUnits)
+              "the timer is not among the units a deploy must find active"
+              { inherit timer; })));
+
+    deploy-auto-no-flake = refusedFor "services.cc-ci.deploy.auto.enable"
+      (host { services.cc-ci.deploy.auto.enable = true; });
+
     # The mirror sync: an hourly, persistent, randomized timer and a hardened unit with the token.
     mirrors-job = let s = summary (host { }); in
       expect (s.mirrorsTimer == { OnCalendar = "hourly"; Persistent = true; RandomizedDelaySec = "10m"; })
