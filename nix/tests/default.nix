@@ -47,6 +47,7 @@ in
 
   poll-repos = import ./poll-repos.nix { inherit pkgs self; };
   deploy = import ./deploy.nix { inherit pkgs self; };
+  deploy-auto = import ./deploy-auto.nix { inherit pkgs self; };
   gc = import ./gc.nix { inherit pkgs self; };
   hardening = import ./hardening.nix { inherit pkgs self; };
 }
