@@ -54,13 +54,9 @@ pub fn run(ctx: &Context, flake: Option<String>, retry: bool) -> Result<Exit> {
                 to: &p.to,
             });
             // Pulled already; the steps check the tree and deploy it.
-            run_deploy(
-                ctx,
-                &config,
-                (&host, &journal, &printer),
-                flake,
-                Options::default(),
-            )
+            let from = (p.from != p.to).then_some(p.from.as_str());
+            let opts = (Options::default(), from);
+            run_deploy(ctx, &config, (&host, &journal, &printer), flake, opts)
         }
         Err(refused) => {
             let last = journal.deploy_history(1)?.into_iter().next();

@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::error::Unusable;
 use crate::exit::Exit;
 use crate::host::{Generation, Host};
-use crate::ledger::{DeployRow, JobLock, Ledger, Outcome, Stage};
+use crate::ledger::{DeployRow, Field, JobLock, Ledger, Outcome, Stage};
 use crate::output::{table, Output, Tone};
 use crate::settings::config::{Config, HookEvent};
 use crate::settings::deploy::FlakeRef;
@@ -46,6 +46,12 @@ pub(super) fn announce(config: &Config, ledger: &Ledger, id: i64) {
     };
     let details = serde_json::to_value(&row).unwrap_or_default();
     crate::hooks::fire(config, HookEvent::Deploy, details.clone());
+    if row.pulled_from.is_some() {
+        crate::hooks::fire(config, HookEvent::DeployPulled, details.clone());
+    }
+    if row.outcome == Some(Outcome::RefusedDiverged) {
+        crate::hooks::fire(config, HookEvent::DeployRefusedDiverged, details.clone());
+    }
     if row.outcome.is_some_and(Outcome::went_back) {
         crate::hooks::fire(config, HookEvent::Rollback, details);
     }
@@ -103,7 +109,13 @@ pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exi
     let ledger = open_journal(&config)?;
     let printer = Printer { out: &ctx.out };
     settle_unfinished(&ledger, &host, &printer, false)?;
-    run_deploy(ctx, &config, (&host, &ledger, &printer), flake, opts)
+    run_deploy(
+        ctx,
+        &config,
+        (&host, &ledger, &printer),
+        flake,
+        (opts, None),
+    )
 }
 
 /// One deploy of `flake`, its journal row begun here: the steps, the hooks, the answer.
@@ -112,9 +124,13 @@ pub(super) fn run_deploy(
     config: &Config,
     (host, ledger, printer): (&Host, &Ledger, &Printer<'_>),
     flake: FlakeRef,
-    opts: Options,
+    (opts, pulled_from): (Options, Option<&str>),
 ) -> Result<Exit> {
     let id = ledger.deploy_begin("deploy", Some(&flake.to_arg()))?;
+    // Pulled before the row began (`--auto`): the row still says from where.
+    if let Some(from) = pulled_from {
+        ledger.deploy_set(id, Field::PulledFrom, from)?;
+    }
     printer.on(&Event::Line(format!("deploy #{id}")));
     let checks = Live {
         config,

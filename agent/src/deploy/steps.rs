@@ -143,10 +143,16 @@ impl Deploy<'_> {
     fn preflight(&self, target: &Target, opts: Options) -> Result<Option<Outcome>> {
         if let (Target::Build(flake), true) = (target, opts.pull) {
             match self.checks.pull(flake) {
-                Ok(p) => self.observer.on(&Event::Pulled {
-                    from: &p.from,
-                    to: &p.to,
-                }),
+                Ok(p) => {
+                    if p.from != p.to {
+                        self.journal
+                            .deploy_set(self.id, Field::PulledFrom, &p.from)?;
+                    }
+                    self.observer.on(&Event::Pulled {
+                        from: &p.from,
+                        to: &p.to,
+                    });
+                }
                 Err(r) => return self.refuse(r),
             }
         }

@@ -172,6 +172,8 @@ pub struct DeployRow {
     pub checks: serde_json::Value,
     pub rollback_checks: serde_json::Value,
     pub deadman_unit: Option<String>,
+    /// `--pull`: the commit the checkout was at before it fast-forwarded (to `flake_commit`).
+    pub pulled_from: Option<String>,
     pub build_ms: Option<i64>,
     pub activate_ms: Option<i64>,
     pub verify_ms: Option<i64>,
@@ -181,7 +183,7 @@ pub struct DeployRow {
 const COLUMNS: &str =
     "id, kind, state, outcome, started_at, finished_at, pid, flake, flake_commit, \
     flake_lock, from_generation, from_path, to_generation, to_path, failed_before, checks, \
-    rollback_checks, deadman_unit, build_ms, activate_ms, verify_ms, message";
+    rollback_checks, deadman_unit, build_ms, activate_ms, verify_ms, message, pulled_from";
 
 fn json(s: String) -> serde_json::Value {
     serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s))
@@ -221,6 +223,7 @@ impl DeployRow {
             activate_ms: r.get(19)?,
             verify_ms: r.get(20)?,
             message: r.get(21)?,
+            pulled_from: r.get(22)?,
         })
     }
 }
@@ -238,6 +241,7 @@ pub enum Field {
     Checks,
     RollbackChecks,
     DeadmanUnit,
+    PulledFrom,
     BuildMs,
     ActivateMs,
     VerifyMs,
@@ -257,6 +261,7 @@ impl Field {
             Field::Checks => "checks",
             Field::RollbackChecks => "rollback_checks",
             Field::DeadmanUnit => "deadman_unit",
+            Field::PulledFrom => "pulled_from",
             Field::BuildMs => "build_ms",
             Field::ActivateMs => "activate_ms",
             Field::VerifyMs => "verify_ms",

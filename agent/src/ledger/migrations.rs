@@ -144,4 +144,6 @@ pub const ALL: &[&str] = &[
         volume    TEXT PRIMARY KEY,
         last_used TEXT NOT NULL
     ) STRICT;",
+    // 7: `deploy --pull` and `--auto`: the commit the checkout was at before it fast-forwarded.
+    "ALTER TABLE deploys ADD COLUMN pulled_from TEXT;",
 ];

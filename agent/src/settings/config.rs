@@ -132,6 +132,10 @@ struct RawHook {
 #[serde(rename_all = "kebab-case")]
 pub enum HookEvent {
     Deploy,
+    /// `--pull` or `--auto` fast-forwarded the checkout (then the deploy's own `deploy` event).
+    DeployPulled,
+    /// `--pull` or `--auto` met a HEAD that is not an ancestor of its upstream's.
+    DeployRefusedDiverged,
     Rollback,
     Promotion,
     CanonicalDemoted,
@@ -140,8 +144,10 @@ pub enum HookEvent {
 }
 
 impl HookEvent {
-    pub const ALL: [HookEvent; 6] = [
+    pub const ALL: [HookEvent; 8] = [
         HookEvent::Deploy,
+        HookEvent::DeployPulled,
+        HookEvent::DeployRefusedDiverged,
         HookEvent::Rollback,
         HookEvent::Promotion,
         HookEvent::CanonicalDemoted,
@@ -153,6 +159,8 @@ impl HookEvent {
     pub fn as_str(self) -> &'static str {
         match self {
             HookEvent::Deploy => "deploy",
+            HookEvent::DeployPulled => "deploy-pulled",
+            HookEvent::DeployRefusedDiverged => "deploy-refused-diverged",
             HookEvent::Rollback => "rollback",
             HookEvent::Promotion => "promotion",
             HookEvent::CanonicalDemoted => "canonical-demoted",

@@ -923,3 +923,59 @@ fn auto_defers_while_ci_is_busy() {
     assert_eq!(head(&f), before, "nothing pulled while CI runs");
     assert_eq!(journal_rows(&f), 0);
 }
+
+/// The hooks hear `deploy-pulled` when the checkout moved, `deploy-refused-diverged` when it
+/// could not, and the journal row says from where it was pulled.
+#[test]
+fn pull_tells_the_hooks_what_it_pulled_and_where_it_diverged() {
+    let hooks = "[[hooks]]\ncommand = [\"sh\", \"-c\", \"cat >> \\\"$HOOK_LOG\\\"; echo >> \\\"$HOOK_LOG\\\"\"]\npass_env = [\"HOOK_LOG\"]\n";
+    let (f, _daemon, elsewhere) = pulling();
+    let text = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(&f.config, format!("{text}\n{hooks}")).unwrap();
+    let log = f.dir.path().join("hooks.log");
+    let deploy = |args: &[&str]| {
+        let mut full = vec!["--config", f.config.to_str().unwrap(), "deploy"];
+        full.extend_from_slice(args);
+        common::finish(
+            Command::new(common::bin())
+                .args(&full)
+                .env("HOOK_LOG", &log)
+                .env("CC_CI_LOG", "warn")
+                .output(),
+        )
+    };
+    let start = head(&f);
+    land(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
+    );
+    assert_eq!(deploy(&["--pull"]).code, 0);
+    assert_eq!(f.last()["pulled_from"], start.as_str());
+    let events = |log: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["event"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    assert_eq!(events(&log), ["deploy", "deploy-pulled"]);
+
+    std::fs::write(f.flake.join("local.txt"), "only here\n").unwrap();
+    git(&f.flake, &["add", "local.txt"]);
+    git(&f.flake, &["commit", "-q", "-m", "local only"]);
+    land(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-sweep.timer active\n"),
+    );
+    assert_eq!(deploy(&["--auto"]).code, 16);
+    assert_eq!(
+        events(&log)[2..],
+        ["deploy", "deploy-refused-diverged"],
+        "{:?}",
+        events(&log)
+    );
+}
