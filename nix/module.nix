@@ -97,7 +97,9 @@ let
     description = "cc-ci: ${description}";
     restartIfChanged = false;
     stopIfChanged = false;
-    path = [ config.system.build.nixos-rebuild config.nix.package pkgs.git config.systemd.package ];
+    # git verifies SSH signatures with ssh-keygen.
+    path = [ config.system.build.nixos-rebuild config.nix.package pkgs.git config.systemd.package ]
+      ++ lib.optional (cfg.deploy.allowedSigners != null) pkgs.openssh;
     environment.CC_CI_AGENT_CONFIG = configPath;
     serviceConfig = {
       Type = "oneshot";
@@ -325,6 +327,13 @@ in
         };
       };
 
+      allowedSigners = lib.mkOption {
+        type = lib.types.nullOr lib.types.path;
+        default = null;
+        example = lib.literalExpression "./allowed_signers";
+        description = "Only deploy commits signed by one of these SSH keys (git's `gpg.ssh.allowedSignersFile` format: `PRINCIPAL namespaces=\"git\" KEY`). The commit `deploy` builds, and the one `--pull`/`--auto` would move to, is checked before anything changes; otherwise the deploy is `refused-unsigned`. Public keys: the file may be in the store.";
+      };
+
       flake = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
@@ -545,6 +554,7 @@ in
       };
       deploy = dropNulls {
         inherit (cfg.deploy) flake;
+        allowed_signers = if cfg.deploy.allowedSigners == null then null else "${cfg.deploy.allowedSigners}";
         state_dir = deployStateDir;
         require_synced = cfg.deploy.requireSynced;
         confirm_timeout = cfg.deploy.confirmTimeout;

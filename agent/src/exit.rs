@@ -41,6 +41,9 @@ pub enum Exit {
     /// deploy --pull: HEAD is not an ancestor of its upstream branch (local commits, or upstream
     /// rewrote the branch); nothing was pulled or deployed.
     Diverged = 16,
+    /// deploy: `deploy.allowed_signers` is set and the commit to deploy carries no good signature
+    /// by one of them; nothing was pulled or deployed.
+    Unsigned = 17,
 }
 
 impl From<Exit> for std::process::ExitCode {

@@ -23,7 +23,7 @@ raw() { nix --extra-experimental-features nix-command eval --raw -f nix/tests/ev
           --arg nixpkgsLib "$NIXPKGS_LIB" --argstr case "$1" "$2"; }
 fail() { echo "module evaluation: FAILED: $*" >&2; exit 1; }
 
-for case in example settings-override duration-bad secrets deploy-unit deploy-auto deploy-auto-no-flake mirrors-job sweep-job health-job gc-job gc-docker no-sweep-command forge-gitea-incomplete token-in-store token-relative token-in-settings bridge-missing deploy-check-both disk-root-missing disk-docker-disabled; do
+for case in example settings-override duration-bad secrets deploy-unit deploy-auto deploy-auto-no-flake deploy-signed mirrors-job sweep-job health-job gc-job gc-docker no-sweep-command forge-gitea-incomplete token-in-store token-relative token-in-settings bridge-missing deploy-check-both disk-root-missing disk-docker-disabled; do
   out=$(evaluate "$case") || fail "case $case"
   case $case in token-*|bridge-*|forge-*|deploy-check-*|disk-*|duration-*|*-no-flake) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
 done
@@ -53,6 +53,9 @@ agent_poll=$("$agent" enrollment --file nix/hosts/cc-ci/enrollment.toml poll-rep
 via_config=$("$agent" --config "$work/agent.toml" enrollment poll-repos) || fail "the agent refuses the rendered agent.toml"
 [ "$via_config" = "$module_poll" ] || fail "through agent.toml the agent renders '$via_config'"
 echo "module evaluation: example: POLL_REPOS agrees (module, agent, agent via rendered agent.toml): ${module_poll:0:40}..."
+
+raw deploy-signed agentToml > "$work/signed.toml"
+"$agent" --config "$work/signed.toml" enrollment poll-repos > /dev/null || fail "the agent refuses deploy.allowed_signers"
 
 raw settings-override agentToml > "$work/override.toml"
 "$agent" --config "$work/override.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the overridden settings"

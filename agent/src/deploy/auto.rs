@@ -47,7 +47,7 @@ pub fn run(ctx: &Context, flake: Option<String>, retry: bool) -> Result<Exit> {
     if let Some(q) = look(&config, &journal, &flake.dir, retry)? {
         return quiet(&printer, &q);
     }
-    match preflight::pull(&flake.dir) {
+    match preflight::pull(&flake.dir, config.deploy.allowed_signers.as_deref()) {
         Ok(p) => {
             printer.on(&Event::Pulled {
                 from: &p.from,

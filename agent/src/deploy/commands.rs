@@ -49,8 +49,14 @@ pub(super) fn announce(config: &Config, ledger: &Ledger, id: i64) {
     if row.pulled_from.is_some() {
         crate::hooks::fire(config, HookEvent::DeployPulled, details.clone());
     }
-    if row.outcome == Some(Outcome::RefusedDiverged) {
-        crate::hooks::fire(config, HookEvent::DeployRefusedDiverged, details.clone());
+    match row.outcome {
+        Some(Outcome::RefusedDiverged) => {
+            crate::hooks::fire(config, HookEvent::DeployRefusedDiverged, details.clone());
+        }
+        Some(Outcome::RefusedUnsigned) => {
+            crate::hooks::fire(config, HookEvent::DeployRefusedUnsigned, details.clone());
+        }
+        _ => {}
     }
     if row.outcome.is_some_and(Outcome::went_back) {
         crate::hooks::fire(config, HookEvent::Rollback, details);

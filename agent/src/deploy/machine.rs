@@ -99,11 +99,12 @@ pub struct Live<'a> {
 
 impl Checks for Live<'_> {
     fn pull(&self, flake: &FlakeRef) -> Result<Pulled, Refused> {
-        preflight::pull(&flake.dir)
+        preflight::pull(&flake.dir, self.config.deploy.allowed_signers.as_deref())
     }
 
     fn tree(&self, flake: &FlakeRef) -> Result<Tree, Refused> {
-        preflight::tree(&flake.dir, self.config.deploy.require_synced)
+        let d = &self.config.deploy;
+        preflight::tree(&flake.dir, d.require_synced, d.allowed_signers.as_deref())
     }
 
     fn ci(&self) -> Option<Busy> {

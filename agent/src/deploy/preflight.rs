@@ -37,7 +37,32 @@ fn git() -> Git {
     Git::new(Duration::from_secs(60), 0)
 }
 
-pub fn tree(dir: &Path, require_synced: bool) -> Result<Tree, Refused> {
+/// Refuses `commit` unless it carries a good signature by a key in `allowed_signers`.
+fn trusted(
+    checkout: &Checkout<'_>,
+    commit: &str,
+    allowed_signers: Option<&Path>,
+) -> Result<(), Refused> {
+    let Some(file) = allowed_signers else {
+        return Ok(());
+    };
+    checkout.verify_signature(commit, file).map_err(|e| {
+        Refused::new(
+            Outcome::RefusedUnsigned,
+            format!(
+                "commit {} carries no good signature by a key in {} (deploy.allowed_signers): {e}",
+                crate::git::short(commit),
+                file.display()
+            ),
+        )
+    })
+}
+
+pub fn tree(
+    dir: &Path,
+    require_synced: bool,
+    allowed_signers: Option<&Path>,
+) -> Result<Tree, Refused> {
     let bad = |m: String| Refused::new(Outcome::RefusedNotACheckout, m);
     if !dir.is_dir() {
         return Err(bad(format!(
@@ -73,6 +98,7 @@ pub fn tree(dir: &Path, require_synced: bool) -> Result<Tree, Refused> {
             ),
         ));
     }
+    trusted(&checkout, &commit, allowed_signers)?;
     if require_synced {
         check_synced(&checkout, &commit)?;
     }
@@ -128,7 +154,7 @@ pub struct Pulled {
 /// Fetches the checkout's upstream branch and fast-forwards a clean checkout to it. A dirty
 /// tree, a HEAD that is not an ancestor of upstream's, or an upstream that cannot be reached is
 /// a refusal, and the checkout is left as it was.
-pub fn pull(dir: &Path) -> Result<Pulled, Refused> {
+pub fn pull(dir: &Path, allowed_signers: Option<&Path>) -> Result<Pulled, Refused> {
     let git = git();
     let checkout = git.checkout(dir).map_err(|e| {
         Refused::new(
@@ -174,6 +200,8 @@ pub fn pull(dir: &Path) -> Result<Pulled, Refused> {
     if to == from {
         return Ok(Pulled { from, to });
     }
+    // Checked before the checkout moves: an untrusted commit never reaches the work tree.
+    trusted(&checkout, &to, allowed_signers)?;
     if !checkout.contains(&to, &from) {
         return Err(Refused::new(
             Outcome::RefusedDiverged,

@@ -100,6 +100,25 @@ impl Checkout<'_> {
             .map(drop)
     }
 
+    /// Whether `commit` carries a good SSH signature by a key in `allowed_signers` (git's
+    /// `gpg.ssh.allowedSignersFile`): `Err` with git's own account of why not.
+    pub fn verify_signature(&self, commit: &str, allowed_signers: &Path) -> Result<(), GitError> {
+        let file = format!("gpg.ssh.allowedSignersFile={}", allowed_signers.display());
+        self.git
+            .run(|cmd| {
+                cmd.arg("-C").arg(&self.top).args([
+                    "-c",
+                    "gpg.format=ssh",
+                    "-c",
+                    &file,
+                    "verify-commit",
+                    "--",
+                    commit,
+                ])
+            })
+            .map(drop)
+    }
+
     /// The object id of `path` at `commit`, if the commit has it.
     pub fn blob(&self, commit: &str, path: &str) -> Option<String> {
         self.git(&[

@@ -77,11 +77,12 @@ pub enum Outcome {
     RefusedDirty,
     RefusedStale,
     RefusedDiverged,
+    RefusedUnsigned,
     RefusedCiBusy,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 13] = [
+    const ALL: [Outcome; 14] = [
         Outcome::Deployed,
         Outcome::Unchanged,
         Outcome::DryRun,
@@ -94,6 +95,7 @@ impl Outcome {
         Outcome::RefusedDirty,
         Outcome::RefusedStale,
         Outcome::RefusedDiverged,
+        Outcome::RefusedUnsigned,
         Outcome::RefusedCiBusy,
     ];
 
@@ -111,6 +113,7 @@ impl Outcome {
             Outcome::RefusedDirty => "refused-dirty",
             Outcome::RefusedStale => "refused-stale",
             Outcome::RefusedDiverged => "refused-diverged",
+            Outcome::RefusedUnsigned => "refused-unsigned",
             Outcome::RefusedCiBusy => "refused-ci-busy",
         }
     }
@@ -130,6 +133,7 @@ impl Outcome {
             Outcome::RefusedDirty => Exit::DirtyTree,
             Outcome::RefusedStale => Exit::StaleTree,
             Outcome::RefusedDiverged => Exit::Diverged,
+            Outcome::RefusedUnsigned => Exit::Unsigned,
             Outcome::RefusedCiBusy => Exit::CiBusy,
         }
     }
@@ -147,6 +151,7 @@ impl Outcome {
                 | Outcome::RefusedDirty
                 | Outcome::RefusedStale
                 | Outcome::RefusedDiverged
+                | Outcome::RefusedUnsigned
                 | Outcome::RefusedCiBusy
         )
     }

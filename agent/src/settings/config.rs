@@ -136,6 +136,8 @@ pub enum HookEvent {
     DeployPulled,
     /// `--pull` or `--auto` met a HEAD that is not an ancestor of its upstream's.
     DeployRefusedDiverged,
+    /// The commit to deploy carries no good signature by a key in `deploy.allowed_signers`.
+    DeployRefusedUnsigned,
     Rollback,
     Promotion,
     CanonicalDemoted,
@@ -144,10 +146,11 @@ pub enum HookEvent {
 }
 
 impl HookEvent {
-    pub const ALL: [HookEvent; 8] = [
+    pub const ALL: [HookEvent; 9] = [
         HookEvent::Deploy,
         HookEvent::DeployPulled,
         HookEvent::DeployRefusedDiverged,
+        HookEvent::DeployRefusedUnsigned,
         HookEvent::Rollback,
         HookEvent::Promotion,
         HookEvent::CanonicalDemoted,
@@ -161,6 +164,7 @@ impl HookEvent {
             HookEvent::Deploy => "deploy",
             HookEvent::DeployPulled => "deploy-pulled",
             HookEvent::DeployRefusedDiverged => "deploy-refused-diverged",
+            HookEvent::DeployRefusedUnsigned => "deploy-refused-unsigned",
             HookEvent::Rollback => "rollback",
             HookEvent::Promotion => "promotion",
             HookEvent::CanonicalDemoted => "canonical-demoted",

@@ -20,6 +20,7 @@ pub(super) struct RawDeploy {
     flake: Option<String>,
     state_dir: Option<PathBuf>,
     require_synced: Option<bool>,
+    allowed_signers: Option<PathBuf>,
     confirm_timeout: Option<Seconds>,
     verify_timeout: Option<Seconds>,
     verify_interval: Option<Seconds>,
@@ -142,6 +143,9 @@ pub struct DeploySettings {
     /// A root deploy refuses a directory any other user can write (docs/deploy.md).
     pub state_dir: Option<PathBuf>,
     pub require_synced: bool,
+    /// When set, the commit to deploy must carry a good SSH signature by a key in this file
+    /// (git's `gpg.ssh.allowedSignersFile` format).
+    pub allowed_signers: Option<PathBuf>,
     pub confirm_timeout: Duration,
     pub verify_timeout: Duration,
     pub verify_interval: Duration,
@@ -238,6 +242,7 @@ pub(super) fn resolve(
         flake,
         state_dir: raw.state_dir.as_deref().map(abs),
         require_synced: raw.require_synced.unwrap_or(true),
+        allowed_signers: raw.allowed_signers.as_deref().map(abs),
         confirm_timeout,
         verify_timeout,
         verify_interval,

@@ -979,3 +979,93 @@ fn pull_tells_the_hooks_what_it_pulled_and_where_it_diverged() {
         events(&log)
     );
 }
+
+/// An SSH key made for the test, and an allowed-signers line for it.
+fn ssh_key(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .output();
+    match made {
+        Ok(o) if o.status.success() => {}
+        other => panic!("ssh-keygen (openssh-client) is needed to make signing keys: {other:?}"),
+    }
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (
+        key,
+        format!("t@example.org namespaces=\"git\" {}", public.trim()),
+    )
+}
+
+/// Lands `conf` upstream as a commit signed with `key` (or unsigned).
+fn land_signed(elsewhere: &std::path::Path, conf: &str, key: Option<&std::path::Path>) -> String {
+    std::fs::write(elsewhere.join("host/cc-ci.conf"), conf).unwrap();
+    let mut args = vec!["-c".to_string(), "gpg.format=ssh".to_string()];
+    if let Some(k) = key {
+        args.extend(["-c".into(), format!("user.signingkey={}", k.display())]);
+    }
+    args.extend(["commit".into(), "-q".into(), "-am".into(), "landed".into()]);
+    if key.is_some() {
+        args.push("-S".into());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    git(elsewhere, &refs);
+    git(elsewhere, &["push", "-q", "origin", "main"]);
+    git(elsewhere, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+/// With deploy.allowed_signers, only a commit signed by one of those keys is pulled and
+/// deployed; an unsigned one, or one signed by another key, is refused before the checkout moves.
+#[test]
+fn only_commits_signed_by_an_allowed_key_are_pulled_and_deployed() {
+    let (f, _daemon, elsewhere) = pulling();
+    let (trusted, line) = ssh_key(f.dir.path(), "trusted");
+    let (stranger, _) = ssh_key(f.dir.path(), "stranger");
+    let signers = f.dir.path().join("allowed_signers");
+    std::fs::write(&signers, format!("{line}\n")).unwrap();
+    let text = std::fs::read_to_string(&f.config).unwrap();
+    let text = text.replacen(
+        "[deploy]\n",
+        &format!(
+            "[deploy]\nallowed_signers = {:?}\n",
+            signers.display().to_string()
+        ),
+        1,
+    );
+    std::fs::write(&f.config, text).unwrap();
+    let start = head(&f);
+
+    land_signed(&elsewhere, &format!("{GOOD}unit a.timer active\n"), None);
+    let unsigned = f.agent(&["deploy", "--pull"]);
+    assert_eq!(
+        unsigned.code, 17,
+        "{}\n{}",
+        unsigned.stdout, unsigned.stderr
+    );
+    assert_eq!(outcome(&f.last()), "refused-unsigned");
+    assert_eq!(
+        head(&f),
+        start,
+        "an unsigned commit never reaches the checkout"
+    );
+
+    land_signed(
+        &elsewhere,
+        &format!("{GOOD}unit b.timer active\n"),
+        Some(&stranger),
+    );
+    let foreign = f.agent(&["deploy", "--pull"]);
+    assert_eq!(foreign.code, 17, "{}\n{}", foreign.stdout, foreign.stderr);
+    assert_eq!(head(&f), start);
+
+    let good = land_signed(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
+        Some(&trusted),
+    );
+    let signed = f.agent(&["deploy", "--pull"]);
+    assert_eq!(signed.code, 0, "{}\n{}", signed.stdout, signed.stderr);
+    assert_eq!(head(&f), good);
+    assert_eq!(outcome(&f.last()), "deployed");
+}

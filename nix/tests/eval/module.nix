@@ -151,6 +151,19 @@ let
               "the timer is not among the units a deploy must find active"
               { inherit timer; })));
 
+    # Only signed commits: the signers file reaches agent.toml, and ssh-keygen the deploy's PATH.
+    deploy-signed = let
+      c = host {
+        services.cc-ci.deploy.flake = "/srv/cc-ci#cc-ci";
+        services.cc-ci.deploy.allowedSigners = "/etc/cc-ci/allowed_signers";
+      };
+      toml = c.environment.etc."cc-ci/agent.toml".source.text;
+    in
+      expect (lib.hasInfix "allowed_signers = \"/etc/cc-ci/allowed_signers\"" toml) "allowed_signers not rendered: ${toml}"
+        (expect (builtins.any (p: (p.name or "") == "openssh") c.systemd.services.cc-ci-deploy.path)
+          "no ssh-keygen on the deploy's PATH"
+          { agentToml = toml; });
+
     deploy-auto-no-flake = refusedFor "services.cc-ci.deploy.auto.enable"
       (host { services.cc-ci.deploy.auto.enable = true; });
 

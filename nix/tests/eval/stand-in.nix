@@ -66,6 +66,7 @@ in
     writeShellScript = name: _: "/nix/store/00000000000000000000000000000000-${name}";
     sqlite = fakeDrv "sqlite";
     git = fakeDrv "git";
+    openssh = fakeDrv "openssh";
   };
 
   # Freeform: every NixOS option the module or the example host sets is accepted and merged.
