@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod mirrors;
 pub mod output;
 pub mod process;
+pub mod published;
 pub mod secrets;
 pub mod settings;
 pub mod signals;

@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::error::Busy;
 use crate::exit::Exit;
 use crate::ledger::{DeployRow, JobLock, Ledger, Outcome};
+use crate::published::{self, DeployReport};
 
 /// Why a timer run does nothing this time.
 enum Quiet {
@@ -44,7 +45,9 @@ pub fn run(ctx: &Context, flake: Option<String>, retry: bool) -> Result<Exit> {
             None => Err(e),
         };
     }
+    let upstream = preflight::upstream_head(&flake.dir).ok().map(|(_, u)| u);
     if let Some(q) = look(&config, &journal, &flake.dir, retry)? {
+        publish(&config, &journal, &flake.dir, upstream.as_deref())?;
         return quiet(&printer, &q);
     }
     match preflight::pull(&flake.dir, config.deploy.allowed_signers.as_deref()) {
@@ -56,7 +59,10 @@ pub fn run(ctx: &Context, flake: Option<String>, retry: bool) -> Result<Exit> {
             // Pulled already; the steps check the tree and deploy it.
             let from = (p.from != p.to).then_some(p.from.as_str());
             let opts = (Options::default(), from);
-            run_deploy(ctx, &config, (&host, &journal, &printer), flake, opts)
+            let dir = flake.dir.clone();
+            let exit = run_deploy(ctx, &config, (&host, &journal, &printer), flake, opts)?;
+            publish(&config, &journal, &dir, Some(&p.to))?;
+            Ok(exit)
         }
         Err(refused) => {
             let last = journal.deploy_history(1)?.into_iter().next();
@@ -116,6 +122,30 @@ fn look(
         }
     }
     Ok(None)
+}
+
+/// Adds to the published deploy report what upstream named just now, and how far the running
+/// commit is behind it.
+fn publish(
+    config: &crate::settings::config::Config,
+    journal: &Ledger,
+    dir: &std::path::Path,
+    upstream: Option<&str>,
+) -> Result<()> {
+    let Some(last) = journal.deploy_history(1)?.into_iter().next() else {
+        return Ok(());
+    };
+    let mut report = DeployReport::of(&last);
+    let running = journal.deploy_last_running()?.and_then(|r| r.flake_commit);
+    report.upstream_commit = upstream.map(String::from);
+    report.checked_at = Some(crate::ledger::now_rfc3339());
+    report.behind = match (running.as_deref(), upstream) {
+        (Some(r), Some(u)) if r == u => Some(0),
+        (Some(r), Some(u)) => preflight::behind(dir, r, u),
+        _ => None,
+    };
+    published::write(&config.state_dir, &report);
+    Ok(())
 }
 
 fn quiet(printer: &Printer<'_>, q: &Quiet) -> Result<Exit> {

@@ -44,6 +44,8 @@ pub(super) fn announce(config: &Config, ledger: &Ledger, id: i64) {
     let Ok(Some(row)) = ledger.deploy_get(id) else {
         return;
     };
+    // For health, which cannot read root's journal: recorded above, published here.
+    crate::published::write(&config.state_dir, &crate::published::DeployReport::of(&row));
     let details = serde_json::to_value(&row).unwrap_or_default();
     crate::hooks::fire(config, HookEvent::Deploy, details.clone());
     if row.pulled_from.is_some() {

@@ -237,3 +237,8 @@ pub fn upstream_head(dir: &Path) -> Result<(String, String), String> {
         .ok_or("upstream has no such branch")?;
     Ok((head, upstream))
 }
+
+/// Commits `upstream` has that `deployed` lacks, counted in the checkout (both must be there).
+pub fn behind(dir: &Path, deployed: &str, upstream: &str) -> Option<u64> {
+    git().checkout(dir).ok()?.count_between(deployed, upstream)
+}

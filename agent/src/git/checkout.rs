@@ -119,6 +119,15 @@ impl Checkout<'_> {
             .map(drop)
     }
 
+    /// How many commits `to` has that `from` lacks, when both are here.
+    pub fn count_between(&self, from: &str, to: &str) -> Option<u64> {
+        self.git(&["rev-list", "--count", &format!("{from}..{to}")])
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The object id of `path` at `commit`, if the commit has it.
     pub fn blob(&self, commit: &str, path: &str) -> Option<String> {
         self.git(&[

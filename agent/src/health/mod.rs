@@ -297,6 +297,48 @@ fn polled_but_not_enrolled(
     })
 }
 
+/// The last deploy, as the deploy published it (health cannot read root's journal): how it ended,
+/// and whether the host runs what upstream's branch names.
+fn deploy_check(r: &crate::published::DeployReport) -> (Status, String) {
+    use crate::ledger::Outcome;
+    let short = |c: &Option<String>| c.as_deref().map_or("-", crate::git::short).to_string();
+    let said = format!(
+        "deploy #{} {} at {}: {}",
+        r.id,
+        r.outcome.as_deref().unwrap_or("unfinished"),
+        r.finished_at.as_deref().unwrap_or("-"),
+        r.message.as_deref().unwrap_or_default()
+    );
+    let status = match r.outcome() {
+        Some(Outcome::Deployed | Outcome::Unchanged | Outcome::DryRun) => Status::Ok,
+        Some(Outcome::RollbackFailed | Outcome::Failed) | None => Status::Fail,
+        Some(_) => Status::Warn,
+    };
+    let Some(upstream) = &r.upstream_commit else {
+        return (status, said);
+    };
+    let checked = r.checked_at.as_deref().unwrap_or("-");
+    match r.behind {
+        Some(0) => (
+            status,
+            format!(
+                "{said}; the host runs upstream's head {} (as of {checked})",
+                short(&r.upstream_commit)
+            ),
+        ),
+        behind => (
+            status.max(Status::Warn),
+            format!(
+                "{said}; upstream's branch is at {}, {} the running commit (as of {checked})",
+                crate::git::short(upstream),
+                behind.map_or("ahead of".to_string(), |n| format!(
+                    "{n} commit(s) ahead of"
+                ))
+            ),
+        ),
+    }
+}
+
 /// The sweep as a whole: a sweep that was refused is a week's releases not judged, and a sweep
 /// over no canonical recipe is green timers that promote nothing (the "hollow" sweep a real host
 /// ran for months). `None` when no recipe is canonical and no sweep ever ran: nothing to say.
@@ -400,6 +442,10 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
     }
     if let Some(reason) = polled_but_not_enrolled(&enrollment, &live) {
         host.push(check("bridge", Status::Warn, reason));
+    }
+    if let Some(report) = crate::published::read(&config.state_dir) {
+        let (status, reason) = deploy_check(&report);
+        host.push(check("deploy", status, reason));
     }
     let host_verdict = host.iter().map(|c| match c.status {
         Status::Ok | Status::Unknown => Verdict::Healthy,

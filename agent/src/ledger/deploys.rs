@@ -341,6 +341,17 @@ impl Ledger {
             .optional()?)
     }
 
+    /// The newest deploy that left its commit running (`deployed` or `unchanged`).
+    pub fn deploy_last_running(&self) -> Result<Option<DeployRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM deploys WHERE kind = 'deploy' AND outcome IN ('deployed', 'unchanged') ORDER BY id DESC LIMIT 1"
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, [], DeployRow::from_row)
+            .optional()?)
+    }
+
     /// Newest first.
     pub fn deploy_history(&self, limit: u32) -> Result<Vec<DeployRow>> {
         let sql = format!("SELECT {COLUMNS} FROM deploys ORDER BY id DESC LIMIT ?1");

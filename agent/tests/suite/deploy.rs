@@ -1069,3 +1069,50 @@ fn only_commits_signed_by_an_allowed_key_are_pulled_and_deployed() {
     assert_eq!(head(&f), good);
     assert_eq!(outcome(&f.last()), "deployed");
 }
+
+/// `health`'s `deploy` host check, from what the deploy published (health, as the job user,
+/// cannot read root's journal).
+fn deploy_check(f: &Fixture) -> serde_json::Value {
+    let run = f.agent(&["--format", "json", "health"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", run.stdout, run.stderr));
+    v["host"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "deploy")
+        .cloned()
+        .unwrap_or_else(|| panic!("no deploy check: {v}"))
+}
+
+#[test]
+fn health_says_whether_the_host_runs_upstreams_head_and_how_far_behind() {
+    let (f, _daemon, elsewhere) = pulling();
+    land(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
+    );
+    assert_eq!(f.agent(&["deploy", "--auto"]).code, 0);
+    let ok = deploy_check(&f);
+    assert_eq!(ok["status"], "ok", "{ok}");
+    assert!(
+        ok["reason"]
+            .as_str()
+            .unwrap()
+            .contains("runs upstream's head"),
+        "{ok}"
+    );
+    land(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-sweep.service failed\n"),
+    );
+    assert_eq!(f.agent(&["deploy", "--auto"]).code, 9);
+    assert_eq!(f.agent(&["deploy", "--auto"]).code, 0, "not tried again");
+    let behind = deploy_check(&f);
+    assert_eq!(behind["status"], "warn", "{behind}");
+    let reason = behind["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("rolled-back") && reason.contains("1 commit(s) ahead of"),
+        "{behind}"
+    );
+}
