@@ -369,6 +369,9 @@ fn print_row(out: &Output, row: &DeployRow) {
         gen(row.to_generation),
         row.to_path.as_deref().unwrap_or("-")
     );
+    if let Ok(c) = serde_json::from_value::<crate::host::changes::Changes>(row.changes.clone()) {
+        crate::say!("  changes   {}", c.summary());
+    }
     if let Some(m) = &row.message {
         crate::say!("  {m}");
     }

@@ -11,6 +11,7 @@ use anyhow::Result;
 use super::preflight::{self, Pulled, Refused, Tree};
 use super::verify::{self, Expectations, Verdict};
 use crate::busy::{self, Busy};
+use crate::host::changes::Changes;
 use crate::host::{Activation, Generation, Host, Mode};
 use crate::settings::config::Config;
 use crate::settings::deploy::FlakeRef;
@@ -34,6 +35,8 @@ pub trait Machine {
     /// Arms the dead-man switch: `argv` runs after `delay` unless [`Machine::disarm`] is called.
     fn arm(&self, unit: &str, delay: Duration, description: &str, argv: &[String]) -> Result<()>;
     fn disarm(&self, unit: &str) -> Result<()>;
+    /// What switching from `from` to `to` changes: each part `None` when it cannot be read.
+    fn changes(&self, from: &Path, to: &Path) -> Changes;
 }
 
 impl Machine for Host {
@@ -72,6 +75,19 @@ impl Machine for Host {
     }
     fn disarm(&self, unit: &str) -> Result<()> {
         self.cancel_timer(unit)
+    }
+    fn changes(&self, from: &Path, to: &Path) -> Changes {
+        let noted = |what: &str, e: anyhow::Error| tracing::warn!("{what} cannot be shown: {e:#}");
+        Changes {
+            closure: self
+                .closure_diff(from, to)
+                .map_err(|e| noted("the closure diff", e))
+                .ok(),
+            units: self
+                .dry_activate(to)
+                .map_err(|e| noted("the unit changes", e))
+                .ok(),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::verify::Verdict;
+use crate::host::changes::Changes;
 use crate::host::{Activation, Generation};
 use crate::output::{Output, Tone};
 
@@ -36,6 +37,8 @@ pub enum Event<'a> {
         seconds: f64,
     },
     BuildFailed(&'a str),
+    /// What the switch will change, read before activating.
+    Changes(&'a Changes),
     /// A dry run, or nothing to do: the deploy ends here, said in full.
     Ended(&'a str),
     Armed {
@@ -146,6 +149,7 @@ impl Observer for Printer<'_> {
                 system.display()
             )),
             Event::BuildFailed(e) => self.line(format!("build: {}: {e}", self.mark(false))),
+            Event::Changes(c) => self.line(format!("changes: {}", c.summary())),
             Event::Ended(message) => self.line(message),
             Event::Armed { unit, seconds } => self.line(format!(
                 "dead-man switch: {unit}.timer rolls back in {seconds}s unless this deploy is confirmed"

@@ -103,6 +103,7 @@ impl Deploy<'_> {
             Ok(to) => to,
             Err(outcome) => return Ok(outcome),
         };
+        self.show_changes(&before, &to)?;
         if let Some(ended) = self.nothing_to_do(&before, &to, opts.dry_run)? {
             return Ok(ended);
         }
@@ -253,6 +254,19 @@ impl Deploy<'_> {
         self.journal
             .deploy_set(self.id, Field::ToPath, to.to_string_lossy())?;
         Ok(Ok(to))
+    }
+
+    /// What the switch will change, recorded and shown before anything does (nothing when the
+    /// new system is the running one).
+    fn show_changes(&self, before: &Before, to: &Path) -> Result<()> {
+        let Some(running) = before.running.as_deref().filter(|r| *r != to) else {
+            return Ok(());
+        };
+        let changes = self.machine.changes(running, to);
+        self.journal
+            .deploy_set(self.id, Field::Changes, json_of(&changes))?;
+        self.observer.on(&Event::Changes(&changes));
+        Ok(())
     }
 
     /// A dry run ends after the build; so does a deploy of what already runs.

@@ -149,6 +149,9 @@ impl Machine for FakeHost {
     fn disarm(&self, unit: &str) -> Result<()> {
         self.call(&format!("disarm {unit}"))
     }
+    fn changes(&self, _from: &Path, _to: &Path) -> crate::host::changes::Changes {
+        crate::host::changes::Changes::default()
+    }
 }
 
 /// Pre-flight and verification answers, in turn.
@@ -231,6 +234,7 @@ impl Observer for Recorder<'_> {
             Event::RunningElsewhere { .. } => "running-elsewhere",
             Event::Built { .. } => "built",
             Event::BuildFailed(_) => "build-failed",
+            Event::Changes(_) => "changes",
             Event::Ended(_) => "ended",
             Event::Armed { .. } => "armed",
             Event::Activated(Ok(_)) => "activated",
@@ -358,6 +362,7 @@ fn a_good_deploy_builds_arms_activates_verifies_and_commits_in_that_order() {
             "tree",
             "from",
             "built",
+            "changes",
             "armed",
             "activated",
             "verified",
@@ -507,6 +512,7 @@ fn a_system_that_does_not_verify_is_rolled_back_and_its_failures_forgotten() {
             "from",
             "failing-before",
             "built",
+            "changes",
             "armed",
             "activated",
             "verified",

@@ -2,6 +2,7 @@
 //! `switch-to-configuration`, `nix-env`, `systemctl` and `systemd-run`. Every path comes from
 //! `[deploy]`, so tests can point them at an emulated host that follows the same contract.
 
+pub mod changes;
 pub mod generation;
 pub mod systemd;
 
@@ -51,6 +52,8 @@ pub struct Host {
     pub current_system: PathBuf,
     nixos_rebuild: PathBuf,
     nix_env: PathBuf,
+    /// Optional: only the closure diff needs it.
+    nix: Option<PathBuf>,
     systemctl: PathBuf,
     systemd_run: PathBuf,
     build_timeout: Duration,
@@ -91,6 +94,7 @@ impl Host {
             current_system: s.current_system.clone(),
             nixos_rebuild: program(&s.nixos_rebuild, "nixos-rebuild")?,
             nix_env: program(&s.nix_env, "nix-env")?,
+            nix: program(&s.nix, "nix").ok(),
             systemctl: program(&s.systemctl, "systemctl")?,
             systemd_run: program(&s.systemd_run, "systemd-run")?,
             build_timeout: s.build_timeout,
@@ -144,6 +148,43 @@ impl Host {
             Some(4) => Ok(Activation::UnitsFailed),
             _ => Err(crate::process::failed(cmd.display(), &done).into()),
         }
+    }
+
+    /// `nix store diff-closures FROM TO`: the packages a switch adds, removes and changes.
+    pub fn closure_diff(&self, from: &Path, to: &Path) -> Result<changes::ClosureDiff> {
+        let nix = self
+            .nix
+            .as_ref()
+            .context("no nix here (set deploy.nix): the closure diff cannot be shown")?;
+        let out = Cmd::new(nix)
+            .args([
+                "--extra-experimental-features",
+                "nix-command",
+                "store",
+                "diff-closures",
+            ])
+            .arg(from)
+            .arg(to)
+            .timeout(Duration::from_secs(120))
+            .run()?;
+        Ok(changes::parse_diff_closures(&out))
+    }
+
+    /// `<system>/bin/switch-to-configuration dry-activate`: the units a switch would stop,
+    /// restart, reload and start. It reports on stderr.
+    pub fn dry_activate(&self, system: &Path) -> Result<changes::UnitChanges> {
+        let program = system.join("bin/switch-to-configuration");
+        let cmd = Cmd::new(&program)
+            .arg("dry-activate")
+            .timeout(Duration::from_secs(300));
+        let done = cmd.output()?;
+        if done.code() != Some(0) {
+            return Err(crate::process::failed(cmd.display(), &done).into());
+        }
+        Ok(changes::parse_dry_activate(&format!(
+            "{}\n{}",
+            done.stdout, done.stderr
+        )))
     }
 
     /// `nix-env --profile P --set SYSTEM`: a new generation pointing at `system`.

@@ -179,6 +179,8 @@ pub struct DeployRow {
     pub deadman_unit: Option<String>,
     /// `--pull`: the commit the checkout was at before it fast-forwarded (to `flake_commit`).
     pub pulled_from: Option<String>,
+    /// The closure diff and unit changes read before activating (`null` when not read).
+    pub changes: serde_json::Value,
     pub build_ms: Option<i64>,
     pub activate_ms: Option<i64>,
     pub verify_ms: Option<i64>,
@@ -188,7 +190,7 @@ pub struct DeployRow {
 const COLUMNS: &str =
     "id, kind, state, outcome, started_at, finished_at, pid, flake, flake_commit, \
     flake_lock, from_generation, from_path, to_generation, to_path, failed_before, checks, \
-    rollback_checks, deadman_unit, build_ms, activate_ms, verify_ms, message, pulled_from";
+    rollback_checks, deadman_unit, build_ms, activate_ms, verify_ms, message, pulled_from, changes";
 
 fn json(s: String) -> serde_json::Value {
     serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s))
@@ -229,6 +231,9 @@ impl DeployRow {
             verify_ms: r.get(20)?,
             message: r.get(21)?,
             pulled_from: r.get(22)?,
+            changes: r
+                .get::<_, Option<String>>(23)?
+                .map_or(serde_json::Value::Null, json),
         })
     }
 }
@@ -247,6 +252,7 @@ pub enum Field {
     RollbackChecks,
     DeadmanUnit,
     PulledFrom,
+    Changes,
     BuildMs,
     ActivateMs,
     VerifyMs,
@@ -267,6 +273,7 @@ impl Field {
             Field::RollbackChecks => "rollback_checks",
             Field::DeadmanUnit => "deadman_unit",
             Field::PulledFrom => "pulled_from",
+            Field::Changes => "changes",
             Field::BuildMs => "build_ms",
             Field::ActivateMs => "activate_ms",
             Field::VerifyMs => "verify_ms",

@@ -146,4 +146,7 @@ pub const ALL: &[&str] = &[
     ) STRICT;",
     // 7: `deploy --pull` and `--auto`: the commit the checkout was at before it fast-forwarded.
     "ALTER TABLE deploys ADD COLUMN pulled_from TEXT;",
+    // 8: what the deploy changes: the closure diff and the units a switch starts, stops,
+    // restarts and reloads (JSON), as read before activating.
+    "ALTER TABLE deploys ADD COLUMN changes TEXT;",
 ];

@@ -30,6 +30,7 @@ pub(super) struct RawDeploy {
     current_system: Option<PathBuf>,
     nixos_rebuild: Option<PathBuf>,
     nix_env: Option<PathBuf>,
+    nix: Option<PathBuf>,
     systemctl: Option<PathBuf>,
     systemd_run: Option<PathBuf>,
     busy_check: Option<RawBusyCheck>,
@@ -157,6 +158,8 @@ pub struct DeploySettings {
     /// `None`: found on `PATH` when needed.
     pub nixos_rebuild: Option<PathBuf>,
     pub nix_env: Option<PathBuf>,
+    /// `nix`, for `nix store diff-closures`; without one a deploy does not show the closure diff.
+    pub nix: Option<PathBuf>,
     pub systemctl: Option<PathBuf>,
     pub systemd_run: Option<PathBuf>,
     pub busy_check: Option<BusyCheck>,
@@ -258,6 +261,7 @@ pub(super) fn resolve(
             .map_or_else(|| DEFAULT_CURRENT_SYSTEM.into(), abs),
         nixos_rebuild: raw.nixos_rebuild.as_deref().map(abs),
         nix_env: raw.nix_env.as_deref().map(abs),
+        nix: raw.nix.as_deref().map(abs),
         systemctl: raw.systemctl.as_deref().map(abs),
         systemd_run: raw.systemd_run.as_deref().map(abs),
         busy_check,

@@ -1116,3 +1116,41 @@ fn health_says_whether_the_host_runs_upstreams_head_and_how_far_behind() {
         "{behind}"
     );
 }
+
+/// `--dry-run` shows, and the journal keeps, what the switch would change: the closure diff
+/// (`nix store diff-closures`) and the units it would stop, restart and start (`dry-activate`).
+#[test]
+fn a_dry_run_shows_the_closure_diff_and_the_units_that_would_change() {
+    let f = Fixture::new(GOOD, "", "");
+    let before = f.host.generation().unwrap();
+    f.commit_system(
+        "unit cc-ci-bridge.service active POLL_REPOS=alpha,beta,gamma\nunit hello.service active\n",
+    );
+    let run = f.agent(&["deploy", "--dry-run"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("changes: "))
+        .unwrap_or_else(|| panic!("no changes line:\n{}", run.stdout));
+    assert!(line.contains("1 added, 1 removed"), "{line}");
+    assert!(
+        line.contains("stop cc-ci-enrollment-check.service"),
+        "{line}"
+    );
+    assert!(line.contains("restart cc-ci-bridge.service"), "{line}");
+    assert!(line.contains("start hello.service"), "{line}");
+    let row = f.last();
+    assert_eq!(outcome(&row), "dry-run");
+    assert_eq!(
+        row["changes"]["units"]["start"][0], "hello.service",
+        "{row}"
+    );
+    assert_eq!(
+        row["changes"]["closure"]["added"][0]["name"],
+        "hello.service"
+    );
+    let status = f.agent(&["deploy", "status"]);
+    assert!(status.stdout.contains("changes   "), "{}", status.stdout);
+    assert_unchanged(&f, &before);
+}

@@ -1,6 +1,7 @@
-//! An emulated NixOS host under a directory: stand-ins for `nixos-rebuild`, `switch-to-configuration`,
-//! `nix-env`, `systemctl` and `systemd-run` that follow the real programs' contract (store paths,
-//! `system-N-link` generations, exit 4 for failed units, transient timers that fire unless stopped).
+//! An emulated NixOS host under a directory: stand-ins for `nixos-rebuild`, `switch-to-configuration`
+//! (with `dry-activate`), `nix-env`, `nix store diff-closures`, `systemctl` and `systemd-run` that
+//! follow the real programs' contract (store paths, `system-N-link` generations, exit 4 for failed
+//! units, transient timers that fire unless stopped, the reports' line formats).
 //! Used by the tests and by the demo (`cc-ci-demo`), where there is no NixOS to deploy to; the NixOS VM
 //! tests cover the real programs.
 //!
@@ -17,13 +18,14 @@ use cc_ci_agent::host::generation;
 use cc_ci_agent::process::Cmd;
 
 const COMMON: &str = include_str!("common.sh");
-const PROGRAMS: [(&str, &str); 5] = [
+const PROGRAMS: [(&str, &str); 6] = [
     ("nixos-rebuild", include_str!("nixos-rebuild.sh")),
     (
         "switch-to-configuration",
         include_str!("switch-to-configuration.sh"),
     ),
     ("nix-env", include_str!("nix-env.sh")),
+    ("nix", include_str!("nix.sh")),
     ("systemctl", include_str!("systemctl.sh")),
     ("systemd-run", include_str!("systemd-run.sh")),
 ];
@@ -97,11 +99,12 @@ impl EmulatedHost {
     /// The `[deploy]` keys that point the agent at this host.
     pub fn deploy_settings(&self) -> String {
         format!(
-            "profile = {:?}\ncurrent_system = {:?}\nnixos_rebuild = {:?}\nnix_env = {:?}\nsystemctl = {:?}\nsystemd_run = {:?}\n",
+            "profile = {:?}\ncurrent_system = {:?}\nnixos_rebuild = {:?}\nnix_env = {:?}\nnix = {:?}\nsystemctl = {:?}\nsystemd_run = {:?}\n",
             self.profile(),
             self.root.join("run/current-system"),
             self.bin("nixos-rebuild"),
             self.bin("nix-env"),
+            self.bin("nix"),
             self.bin("systemctl"),
             self.bin("systemd-run"),
         )
