@@ -1154,3 +1154,80 @@ fn a_dry_run_shows_the_closure_diff_and_the_units_that_would_change() {
     assert!(status.stdout.contains("changes   "), "{}", status.stdout);
     assert_unchanged(&f, &before);
 }
+
+/// A diverged HEAD and an unsigned commit, each over five timer runs: refused every run, one
+/// journal row and one hook each.
+#[test]
+fn auto_records_a_diverged_head_and_an_unsigned_commit_once_each() {
+    let hooks = "[[hooks]]\ncommand = [\"sh\", \"-c\", \"cat >> \\\"$HOOK_LOG\\\"; echo >> \\\"$HOOK_LOG\\\"\"]\npass_env = [\"HOOK_LOG\"]\n";
+    let (f, _daemon, elsewhere) = pulling();
+    let (trusted, line) = ssh_key(f.dir.path(), "trusted");
+    let signers = f.dir.path().join("allowed_signers");
+    std::fs::write(&signers, format!("{line}\n")).unwrap();
+    let text = std::fs::read_to_string(&f.config).unwrap();
+    let text = text.replacen(
+        "[deploy]\n",
+        &format!(
+            "[deploy]\nallowed_signers = {:?}\n",
+            signers.display().to_string()
+        ),
+        1,
+    );
+    std::fs::write(&f.config, format!("{text}\n{hooks}")).unwrap();
+    let log = f.dir.path().join("hooks.log");
+    let five = |code: i32| {
+        for _ in 0..5 {
+            let mut full = vec!["--config", f.config.to_str().unwrap()];
+            full.extend_from_slice(&["deploy", "--auto"]);
+            let run = common::finish(
+                Command::new(common::bin())
+                    .args(&full)
+                    .env("HOOK_LOG", &log)
+                    .env("CC_CI_LOG", "warn")
+                    .output(),
+            );
+            assert_eq!(run.code, code, "{}\n{}", run.stdout, run.stderr);
+        }
+    };
+    land_signed(&elsewhere, &format!("{GOOD}unit a.timer active\n"), None);
+    five(17);
+    // Upstream signed again; the checkout has a commit of its own.
+    land_signed(
+        &elsewhere,
+        &format!("{GOOD}unit b.timer active\n"),
+        Some(&trusted),
+    );
+    let start = head(&f);
+    std::fs::write(f.flake.join("local.txt"), "only here\n").unwrap();
+    git(&f.flake, &["add", "local.txt"]);
+    git(&f.flake, &["commit", "-q", "-m", "local only"]);
+    five(16);
+    assert_ne!(head(&f), start);
+    let history = f.agent(&["--format", "json", "deploy", "history"]);
+    let v: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    let count = |o: &str| {
+        v["deploys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["outcome"] == o)
+            .count()
+    };
+    assert_eq!(
+        (count("refused-unsigned"), count("refused-diverged")),
+        (1, 1),
+        "{}",
+        history.stdout
+    );
+    let told = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        told.matches("\"deploy-refused-unsigned\"").count(),
+        1,
+        "{told}"
+    );
+    assert_eq!(
+        told.matches("\"deploy-refused-diverged\"").count(),
+        1,
+        "{told}"
+    );
+}
