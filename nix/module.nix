@@ -97,9 +97,9 @@ let
     description = "cc-ci: ${description}";
     restartIfChanged = false;
     stopIfChanged = false;
-    # git verifies SSH signatures with ssh-keygen.
+    # git verifies SSH signatures with ssh-keygen, OpenPGP ones with gpg.
     path = [ config.system.build.nixos-rebuild config.nix.package pkgs.git config.systemd.package ]
-      ++ lib.optional (cfg.deploy.allowedSigners != null) pkgs.openssh;
+      ++ lib.optionals (cfg.deploy.allowedSigners != null) [ pkgs.openssh pkgs.gnupg ];
     environment.CC_CI_AGENT_CONFIG = configPath;
     serviceConfig = {
       Type = "oneshot";
@@ -331,7 +331,7 @@ in
         type = lib.types.nullOr lib.types.path;
         default = null;
         example = lib.literalExpression "./allowed_signers";
-        description = "Only deploy commits signed by one of these SSH keys (git's `gpg.ssh.allowedSignersFile` format: `PRINCIPAL namespaces=\"git\" KEY`). The commit `deploy` builds, and the one `--pull`/`--auto` would move to, is checked before anything changes; otherwise the deploy is `refused-unsigned`. Public keys: the file may be in the store.";
+        description = "Only deploy commits signed by one of these keys: OpenPGP public keys, armored (`gpg --armor --export`), or SSH keys in git's `gpg.ssh.allowedSignersFile` format (`PRINCIPAL namespaces=\"git\" KEY`). The commit `deploy` builds, and the one `--pull`/`--auto` would move to, is checked before anything changes; otherwise the deploy is `refused-unsigned`. Public keys: the file may be in the store.";
       };
 
       flake = lib.mkOption {

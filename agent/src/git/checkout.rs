@@ -100,9 +100,20 @@ impl Checkout<'_> {
             .map(drop)
     }
 
-    /// Whether `commit` carries a good SSH signature by a key in `allowed_signers` (git's
-    /// `gpg.ssh.allowedSignersFile`): `Err` with git's own account of why not.
+    /// Whether `commit` carries a good signature by a key in `allowed_signers`: `Err` with git's
+    /// own account of why not. The file is either OpenPGP public keys (armored, as
+    /// `gpg --armor --export` writes them) or SSH keys in git's `gpg.ssh.allowedSignersFile`
+    /// format; its first line says which.
     pub fn verify_signature(&self, commit: &str, allowed_signers: &Path) -> Result<(), GitError> {
+        let openpgp = std::fs::read_to_string(allowed_signers)
+            .map(|t| {
+                t.trim_start()
+                    .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+            })
+            .unwrap_or(false);
+        if openpgp {
+            return self.verify_openpgp(commit, allowed_signers);
+        }
         let file = format!("gpg.ssh.allowedSignersFile={}", allowed_signers.display());
         self.git
             .run(|cmd| {
@@ -117,6 +128,43 @@ impl Checkout<'_> {
                 ])
             })
             .map(drop)
+    }
+
+    /// An OpenPGP signature, checked against only the keys in `keys`: they are imported into a
+    /// keyring of this call's own (a new 0700 directory, removed after), never the user's.
+    fn verify_openpgp(&self, commit: &str, keys: &Path) -> Result<(), GitError> {
+        let home = private_dir().map_err(|e| GitError {
+            kind: super::ErrorKind::Other,
+            message: format!("cannot make a keyring directory: {e}"),
+        })?;
+        let result = (|| {
+            crate::process::Cmd::new("gpg")
+                .args(["--batch", "--quiet", "--homedir"])
+                .arg(&home)
+                .arg("--import")
+                .arg(keys)
+                .timeout(std::time::Duration::from_secs(60))
+                .run()
+                .map_err(super::to_git_error)?;
+            self.git.run(|cmd| {
+                cmd.env("GNUPGHOME", &home).arg("-C").arg(&self.top).args([
+                    "-c",
+                    "gpg.format=openpgp",
+                    "verify-commit",
+                    "--",
+                    commit,
+                ])
+            })
+        })();
+        // gpg may have started an agent for the keyring: it goes with it.
+        let _ = crate::process::Cmd::new("gpgconf")
+            .arg("--homedir")
+            .arg(&home)
+            .args(["--kill", "all"])
+            .timeout(std::time::Duration::from_secs(10))
+            .run();
+        let _ = std::fs::remove_dir_all(&home);
+        result.map(drop)
     }
 
     /// How many commits `to` has that `from` lacks, when both are here.
@@ -138,4 +186,28 @@ impl Checkout<'_> {
         ])
         .ok()
     }
+}
+
+/// A new directory only its owner can enter, under the temporary directory (the deploy unit's
+/// own, `PrivateTmp`): created, never reused, so nothing planted there is taken for it.
+fn private_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    for n in 0..16u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!(
+            "cc-ci-keyring-{}-{nanos:08x}-{n}",
+            std::process::id()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(
+        "no free name for a keyring directory",
+    ))
 }

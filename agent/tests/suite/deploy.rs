@@ -1231,3 +1231,118 @@ fn auto_records_a_diverged_head_and_an_unsigned_commit_once_each() {
         "{told}"
     );
 }
+
+/// A GPG home with one signing key made for the test, and that key's public part, armored.
+struct GpgKey {
+    home: PathBuf,
+    public: String,
+}
+
+impl GpgKey {
+    fn make(dir: &std::path::Path) -> Self {
+        let home = dir.join("gnupg");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let gpg = |args: &[&str]| {
+            Command::new("gpg")
+                .env("GNUPGHOME", &home)
+                .args(["--batch", "--quiet"])
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("gpg (gnupg) is needed to make a signing key: {e}"))
+        };
+        let made = gpg(&[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "t <t@example.org>",
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let public =
+            String::from_utf8(gpg(&["--armor", "--export", "t@example.org"]).stdout).unwrap();
+        Self { home, public }
+    }
+}
+
+impl Drop for GpgKey {
+    fn drop(&mut self) {
+        // The agent gpg started for the key stays until told to go.
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", &self.home)
+            .args(["--kill", "all"])
+            .output();
+    }
+}
+
+/// The same rule with OpenPGP keys: an armored key file is read as the keys to trust.
+#[test]
+fn a_gpg_signed_commit_is_deployed_and_an_unsigned_one_is_not() {
+    let (f, _daemon, elsewhere) = pulling();
+    let key = GpgKey::make(f.dir.path());
+    let signers = f.dir.path().join("allowed.asc");
+    std::fs::write(&signers, &key.public).unwrap();
+    let text = std::fs::read_to_string(&f.config).unwrap();
+    let text = text.replacen(
+        "[deploy]\n",
+        &format!(
+            "[deploy]\nallowed_signers = {:?}\n",
+            signers.display().to_string()
+        ),
+        1,
+    );
+    std::fs::write(&f.config, text).unwrap();
+    let start = head(&f);
+    land(&elsewhere, &format!("{GOOD}unit a.timer active\n"));
+    let unsigned = f.agent(&["deploy", "--pull"]);
+    assert_eq!(
+        unsigned.code, 17,
+        "{}\n{}",
+        unsigned.stdout, unsigned.stderr
+    );
+    assert_eq!(head(&f), start);
+
+    std::fs::write(
+        elsewhere.join("host/cc-ci.conf"),
+        format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
+    )
+    .unwrap();
+    let signed = Command::new("git")
+        .current_dir(&elsewhere)
+        .env("GNUPGHOME", &key.home)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.org",
+            "-c",
+            "gpg.format=openpgp",
+            "-c",
+            "user.signingkey=t@example.org",
+            "commit",
+            "-q",
+            "-S",
+            "-am",
+            "signed",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    git(&elsewhere, &["push", "-q", "origin", "main"]);
+    let good = git(&elsewhere, &["rev-parse", "HEAD"]).trim().to_string();
+    let run = f.agent(&["deploy", "--pull"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(head(&f), good);
+    assert_eq!(outcome(&f.last()), "deployed");
+}

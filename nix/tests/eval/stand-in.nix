@@ -67,6 +67,7 @@ in
     sqlite = fakeDrv "sqlite";
     git = fakeDrv "git";
     openssh = fakeDrv "openssh";
+    gnupg = fakeDrv "gnupg";
   };
 
   # Freeform: every NixOS option the module or the example host sets is accepted and merged.
