@@ -109,6 +109,16 @@ impl Fixture {
         (run, self.last())
     }
 
+    /// Deploys only commits signed by a key in `signers` (`[deploy] allowed_signers`).
+    fn trust(&self, signers: &std::path::Path) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let line = format!(
+            "[deploy]\nallowed_signers = {:?}\n",
+            signers.display().to_string()
+        );
+        std::fs::write(&self.config, text.replacen("[deploy]\n", &line, 1)).unwrap();
+    }
+
     fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
@@ -1024,16 +1034,7 @@ fn only_commits_signed_by_an_allowed_key_are_pulled_and_deployed() {
     let (stranger, _) = ssh_key(f.dir.path(), "stranger");
     let signers = f.dir.path().join("allowed_signers");
     std::fs::write(&signers, format!("{line}\n")).unwrap();
-    let text = std::fs::read_to_string(&f.config).unwrap();
-    let text = text.replacen(
-        "[deploy]\n",
-        &format!(
-            "[deploy]\nallowed_signers = {:?}\n",
-            signers.display().to_string()
-        ),
-        1,
-    );
-    std::fs::write(&f.config, text).unwrap();
+    f.trust(&signers);
     let start = head(&f);
 
     land_signed(&elsewhere, &format!("{GOOD}unit a.timer active\n"), None);
@@ -1164,15 +1165,8 @@ fn auto_records_a_diverged_head_and_an_unsigned_commit_once_each() {
     let (trusted, line) = ssh_key(f.dir.path(), "trusted");
     let signers = f.dir.path().join("allowed_signers");
     std::fs::write(&signers, format!("{line}\n")).unwrap();
+    f.trust(&signers);
     let text = std::fs::read_to_string(&f.config).unwrap();
-    let text = text.replacen(
-        "[deploy]\n",
-        &format!(
-            "[deploy]\nallowed_signers = {:?}\n",
-            signers.display().to_string()
-        ),
-        1,
-    );
     std::fs::write(&f.config, format!("{text}\n{hooks}")).unwrap();
     let log = f.dir.path().join("hooks.log");
     let five = |code: i32| {
@@ -1289,16 +1283,7 @@ fn a_gpg_signed_commit_is_deployed_and_an_unsigned_one_is_not() {
     let key = GpgKey::make(f.dir.path());
     let signers = f.dir.path().join("allowed.asc");
     std::fs::write(&signers, &key.public).unwrap();
-    let text = std::fs::read_to_string(&f.config).unwrap();
-    let text = text.replacen(
-        "[deploy]\n",
-        &format!(
-            "[deploy]\nallowed_signers = {:?}\n",
-            signers.display().to_string()
-        ),
-        1,
-    );
-    std::fs::write(&f.config, text).unwrap();
+    f.trust(&signers);
     let start = head(&f);
     land(&elsewhere, &format!("{GOOD}unit a.timer active\n"));
     let unsigned = f.agent(&["deploy", "--pull"]);
