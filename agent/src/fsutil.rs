@@ -380,6 +380,23 @@ fn unique() -> u64 {
     z ^ (z >> 31)
 }
 
+/// A new directory under `parent` that only its owner can enter, `PREFIX-<unpredictable>`:
+/// created here, never an existing one taken over, so nothing planted beforehand is used.
+pub fn private_dir(parent: &Path, prefix: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    for _ in 0..16 {
+        let dir = parent.join(format!("{prefix}-{:016x}", unique()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            made => return made.map(|()| dir),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "no free name for a new directory in {}",
+        parent.display()
+    )))
+}
+
 /// [`Dir::write_atomic`] for a file named by path: its directory is opened once.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let (dir, name) = Dir::of_file(path)?;

@@ -45,10 +45,13 @@ pub fn run(ctx: &Context, flake: Option<String>, retry: bool) -> Result<Exit> {
             None => Err(e),
         };
     }
-    let upstream = preflight::upstream_head(&flake.dir).ok().map(|(_, u)| u);
-    if let Some(q) = look(&config, &journal, &flake.dir, retry)? {
-        publish(&config, &journal, &flake.dir, upstream.as_deref())?;
-        return quiet(&printer, &q);
+    // The one round trip of an idle run. Upstream not answering, or no upstream: the pull
+    // below says why, once.
+    if let Ok((head, upstream)) = preflight::upstream_head(&flake.dir) {
+        if let Some(q) = look(&config, &journal, (&head, &upstream), retry)? {
+            publish(&config, &journal, &flake.dir, Some(&upstream))?;
+            return quiet(&printer, &q);
+        }
     }
     match preflight::pull(&flake.dir, config.deploy.allowed_signers.as_deref()) {
         Ok(p) => {
@@ -84,21 +87,18 @@ pub fn run(ctx: &Context, flake: Option<String>, retry: bool) -> Result<Exit> {
     }
 }
 
-/// What makes this run a quiet one, if anything: one `ls-remote`, and the journal.
+/// What makes this run a quiet one, if anything, given the checkout's HEAD and what upstream
+/// names: the journal, and the CI busy check.
 fn look(
     config: &crate::settings::config::Config,
     journal: &Ledger,
-    dir: &std::path::Path,
+    (head, upstream): (&str, &str),
     retry: bool,
 ) -> Result<Option<Quiet>> {
-    // Upstream not answering, or no upstream: the pull says why, once.
-    let Ok((head, upstream)) = preflight::upstream_head(dir) else {
-        return Ok(None);
-    };
-    if let Some(row) = journal.deploy_last_of_commit(&upstream)? {
+    if let Some(row) = journal.deploy_last_of_commit(upstream)? {
         match row.outcome {
             Some(Outcome::Deployed | Outcome::Unchanged) if head == upstream => {
-                return Ok(Some(Quiet::UpToDate(upstream)));
+                return Ok(Some(Quiet::UpToDate(upstream.to_string())));
             }
             Some(o) if !retry && (o.went_back() || o == Outcome::BuildFailed) => {
                 return Ok(Some(Quiet::WentBack(Box::new(row))));

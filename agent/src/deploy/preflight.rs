@@ -50,7 +50,8 @@ fn trusted(
         Refused::new(
             Outcome::RefusedUnsigned,
             format!(
-                "commit {} carries no good signature by a key in {} (deploy.allowed_signers): {e}",
+                "commit {} carries no good signature by a key in {} (deploy.allowed_signers): {e}; \
+                 sign it with one of those keys, or add its signer's key to that file",
                 crate::git::short(commit),
                 file.display()
             ),
@@ -113,17 +114,7 @@ fn check_synced(checkout: &Checkout<'_>, commit: &str) -> Result<(), Refused> {
             format!("{m} (deploy.require_synced = true: the deployed tree must be upstream's)"),
         )
     };
-    let Some(branch) = checkout.branch() else {
-        return Err(stale(format!(
-            "{} is on a detached HEAD, not on a branch",
-            checkout.top().display()
-        )));
-    };
-    let Some((remote, merge)) = checkout.upstream_of(&branch) else {
-        return Err(stale(format!(
-            "branch {branch} has no upstream: set one with `git branch --set-upstream-to=origin/{branch}`"
-        )));
-    };
+    let (remote, merge) = checkout.tracked().map_err(stale)?;
     let upstream = checkout
         .remote_commit(&remote, &merge)
         .map_err(|e| {
@@ -184,16 +175,9 @@ pub fn pull(dir: &Path, allowed_signers: Option<&Path>) -> Result<Pulled, Refuse
         ));
     }
     let from = checkout.head().map_err(|e| stale(e.to_string()))?;
-    let Some(branch) = checkout.branch() else {
-        return Err(stale(format!(
-            "{top} is on a detached HEAD: there is no branch to pull"
-        )));
-    };
-    let Some((remote, merge)) = checkout.upstream_of(&branch) else {
-        return Err(stale(format!(
-            "branch {branch} has no upstream to pull: set one with `git branch --set-upstream-to=origin/{branch}`"
-        )));
-    };
+    let (remote, merge) = checkout
+        .tracked()
+        .map_err(|m| stale(format!("nothing to pull: {m}")))?;
     let to = checkout
         .fetch(&remote, &merge)
         .map_err(|e| stale(format!("cannot fetch {merge} from upstream {remote}: {e}")))?;
@@ -229,8 +213,7 @@ pub fn upstream_head(dir: &Path) -> Result<(String, String), String> {
     let git = git();
     let checkout = git.checkout(dir).map_err(|e| e.to_string())?;
     let head = checkout.head().map_err(|e| e.to_string())?;
-    let branch = checkout.branch().ok_or("a detached HEAD")?;
-    let (remote, merge) = checkout.upstream_of(&branch).ok_or("no upstream")?;
+    let (remote, merge) = checkout.tracked()?;
     let upstream = checkout
         .remote_commit(&remote, &merge)
         .map_err(|e| e.to_string())?

@@ -59,8 +59,23 @@ impl Checkout<'_> {
             .ok()
     }
 
+    /// The remote and the ref HEAD's branch follows; else what is missing and how to set it.
+    pub fn tracked(&self) -> Result<(String, String), String> {
+        let Some(branch) = self.branch() else {
+            return Err(format!(
+                "{} is on a detached HEAD, not on a branch",
+                self.top.display()
+            ));
+        };
+        self.upstream_of(&branch).ok_or_else(|| {
+            format!(
+                "branch {branch} has no upstream: set one with `git branch --set-upstream-to=origin/{branch}`"
+            )
+        })
+    }
+
     /// The remote and the ref a branch follows (`branch.<b>.remote` and `.merge`).
-    pub fn upstream_of(&self, branch: &str) -> Option<(String, String)> {
+    fn upstream_of(&self, branch: &str) -> Option<(String, String)> {
         let get = |key: String| self.git(&["config", "--get", &key]).ok();
         Some((
             get(format!("branch.{branch}.remote"))?,
@@ -133,10 +148,13 @@ impl Checkout<'_> {
     /// An OpenPGP signature, checked against only the keys in `keys`: they are imported into a
     /// keyring of this call's own (a new 0700 directory, removed after), never the user's.
     fn verify_openpgp(&self, commit: &str, keys: &Path) -> Result<(), GitError> {
-        let home = private_dir().map_err(|e| GitError {
-            kind: super::ErrorKind::Other,
-            message: format!("cannot make a keyring directory: {e}"),
-        })?;
+        let home =
+            crate::fsutil::private_dir(&std::env::temp_dir(), "cc-ci-keyring").map_err(|e| {
+                GitError {
+                    kind: super::ErrorKind::Other,
+                    message: format!("cannot make a keyring directory: {e}"),
+                }
+            })?;
         let result = (|| {
             crate::process::Cmd::new("gpg")
                 .args(["--batch", "--quiet", "--homedir"])
@@ -186,28 +204,4 @@ impl Checkout<'_> {
         ])
         .ok()
     }
-}
-
-/// A new directory only its owner can enter, under the temporary directory (the deploy unit's
-/// own, `PrivateTmp`): created, never reused, so nothing planted there is taken for it.
-fn private_dir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    for n in 0..16u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!(
-            "cc-ci-keyring-{}-{nanos:08x}-{n}",
-            std::process::id()
-        ));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other(
-        "no free name for a keyring directory",
-    ))
 }
