@@ -109,6 +109,39 @@ impl Fixture {
         (run, self.last())
     }
 
+    /// Every journal row's outcome ("running" while one runs), newest first.
+    fn outcomes(&self) -> Vec<String> {
+        let run = self.agent(&["--format", "json", "deploy", "history", "--limit", "1000"]);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        v["deploys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["outcome"].as_str().unwrap_or("running").to_string())
+            .collect()
+    }
+
+    /// A hook for every event, which appends each event's JSON to the file returned.
+    fn hooked(&self) -> PathBuf {
+        let hook = "[[hooks]]\ncommand = [\"sh\", \"-c\", \"cat >> \\\"$HOOK_LOG\\\"; echo >> \\\"$HOOK_LOG\\\"\"]\npass_env = [\"HOOK_LOG\"]\n";
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, format!("{text}\n{hook}")).unwrap();
+        self.dir.path().join("hooks.log")
+    }
+
+    /// [`Fixture::agent`], its hooks writing to `log`.
+    fn agent_hooked(&self, args: &[&str], log: &std::path::Path) -> Run {
+        let mut full = vec!["--config", self.config.to_str().unwrap()];
+        full.extend_from_slice(args);
+        common::finish(
+            Command::new(common::bin())
+                .args(&full)
+                .env("HOOK_LOG", log)
+                .env("CC_CI_LOG", "warn")
+                .output(),
+        )
+    }
+
     /// Deploys only commits signed by a key in `signers` (`[deploy] allowed_signers`).
     fn trust(&self, signers: &std::path::Path) {
         let text = std::fs::read_to_string(&self.config).unwrap();
@@ -713,6 +746,13 @@ fn land(elsewhere: &std::path::Path, conf: &str) -> String {
     git(elsewhere, &["rev-parse", "HEAD"]).trim().to_string()
 }
 
+/// A commit in the checkout that upstream does not have: HEAD diverges from it.
+fn commit_locally(f: &Fixture) {
+    std::fs::write(f.flake.join("local.txt"), "a commit only here\n").unwrap();
+    git(&f.flake, &["add", "local.txt"]);
+    git(&f.flake, &["commit", "-q", "-m", "local only"]);
+}
+
 fn head(f: &Fixture) -> String {
     git(&f.flake, &["rev-parse", "HEAD"]).trim().to_string()
 }
@@ -768,9 +808,7 @@ fn pull_refuses_a_dirty_tree_a_diverged_head_and_an_unreachable_upstream() {
     );
     std::fs::remove_file(f.flake.join("notes.txt")).unwrap();
 
-    std::fs::write(f.flake.join("local.txt"), "a commit only here\n").unwrap();
-    git(&f.flake, &["add", "local.txt"]);
-    git(&f.flake, &["commit", "-q", "-m", "local only"]);
+    commit_locally(&f);
     let local = head(&f);
     let diverged = f.agent(&["deploy", "--pull"]);
     assert_eq!(
@@ -806,9 +844,7 @@ fn pull_refuses_a_dirty_tree_a_diverged_head_and_an_unreachable_upstream() {
 }
 
 fn journal_rows(f: &Fixture) -> usize {
-    let run = f.agent(&["--format", "json", "deploy", "history", "--limit", "1000"]);
-    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    v["deploys"].as_array().unwrap().len()
+    f.outcomes().len()
 }
 
 /// The timer's run: a merge is deployed; then runs with nothing new write nothing.
@@ -862,37 +898,20 @@ fn auto_leaves_a_rolled_back_commit_until_the_branch_moves() {
 /// A dirty checkout over five timer runs: refused each time, recorded and told once.
 #[test]
 fn auto_records_a_refusal_once_over_five_runs() {
-    let hooks = "[[hooks]]\ncommand = [\"sh\", \"-c\", \"cat >> \\\"$HOOK_LOG\\\"; echo >> \\\"$HOOK_LOG\\\"\"]\npass_env = [\"HOOK_LOG\"]\n";
     let (f, _daemon, elsewhere) = pulling();
-    let text = std::fs::read_to_string(&f.config).unwrap();
-    std::fs::write(&f.config, format!("{text}\n{hooks}")).unwrap();
     land(
         &elsewhere,
         &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
     );
     std::fs::write(f.flake.join("notes.txt"), "work in progress\n").unwrap();
-    let log = f.dir.path().join("hooks.log");
+    let log = f.hooked();
     for _ in 0..5 {
-        let mut full = vec!["--config", f.config.to_str().unwrap()];
-        full.extend_from_slice(&["deploy", "--auto"]);
-        let run = common::finish(
-            Command::new(common::bin())
-                .args(&full)
-                .env("HOOK_LOG", &log)
-                .env("CC_CI_LOG", "warn")
-                .output(),
-        );
+        let run = f.agent_hooked(&["deploy", "--auto"], &log);
         assert_eq!(run.code, 6, "{}\n{}", run.stdout, run.stderr);
     }
-    let history = f.agent(&["--format", "json", "deploy", "history"]);
-    let v: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
-    let dirty = v["deploys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["outcome"] == "refused-dirty")
-        .count();
-    assert_eq!(dirty, 1, "one row for one state: {}", history.stdout);
+    let outcomes = f.outcomes();
+    let dirty = outcomes.iter().filter(|o| *o == "refused-dirty").count();
+    assert_eq!(dirty, 1, "one row for one state: {outcomes:?}");
     let told = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(told.matches("refused-dirty").count(), 1, "{told}");
 }
@@ -938,28 +957,14 @@ fn auto_defers_while_ci_is_busy() {
 /// could not, and the journal row says from where it was pulled.
 #[test]
 fn pull_tells_the_hooks_what_it_pulled_and_where_it_diverged() {
-    let hooks = "[[hooks]]\ncommand = [\"sh\", \"-c\", \"cat >> \\\"$HOOK_LOG\\\"; echo >> \\\"$HOOK_LOG\\\"\"]\npass_env = [\"HOOK_LOG\"]\n";
     let (f, _daemon, elsewhere) = pulling();
-    let text = std::fs::read_to_string(&f.config).unwrap();
-    std::fs::write(&f.config, format!("{text}\n{hooks}")).unwrap();
-    let log = f.dir.path().join("hooks.log");
-    let deploy = |args: &[&str]| {
-        let mut full = vec!["--config", f.config.to_str().unwrap(), "deploy"];
-        full.extend_from_slice(args);
-        common::finish(
-            Command::new(common::bin())
-                .args(&full)
-                .env("HOOK_LOG", &log)
-                .env("CC_CI_LOG", "warn")
-                .output(),
-        )
-    };
+    let log = f.hooked();
     let start = head(&f);
     land(
         &elsewhere,
         &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
     );
-    assert_eq!(deploy(&["--pull"]).code, 0);
+    assert_eq!(f.agent_hooked(&["deploy", "--pull"], &log).code, 0);
     assert_eq!(f.last()["pulled_from"], start.as_str());
     let events = |log: &std::path::Path| -> Vec<String> {
         std::fs::read_to_string(log)
@@ -974,14 +979,12 @@ fn pull_tells_the_hooks_what_it_pulled_and_where_it_diverged() {
     };
     assert_eq!(events(&log), ["deploy", "deploy-pulled"]);
 
-    std::fs::write(f.flake.join("local.txt"), "only here\n").unwrap();
-    git(&f.flake, &["add", "local.txt"]);
-    git(&f.flake, &["commit", "-q", "-m", "local only"]);
+    commit_locally(&f);
     land(
         &elsewhere,
         &format!("{GOOD}unit cc-ci-sweep.timer active\n"),
     );
-    assert_eq!(deploy(&["--auto"]).code, 16);
+    assert_eq!(f.agent_hooked(&["deploy", "--auto"], &log).code, 16);
     assert_eq!(
         events(&log)[2..],
         ["deploy", "deploy-refused-diverged"],
@@ -1160,26 +1163,15 @@ fn a_dry_run_shows_the_closure_diff_and_the_units_that_would_change() {
 /// journal row and one hook each.
 #[test]
 fn auto_records_a_diverged_head_and_an_unsigned_commit_once_each() {
-    let hooks = "[[hooks]]\ncommand = [\"sh\", \"-c\", \"cat >> \\\"$HOOK_LOG\\\"; echo >> \\\"$HOOK_LOG\\\"\"]\npass_env = [\"HOOK_LOG\"]\n";
     let (f, _daemon, elsewhere) = pulling();
     let (trusted, line) = ssh_key(f.dir.path(), "trusted");
     let signers = f.dir.path().join("allowed_signers");
     std::fs::write(&signers, format!("{line}\n")).unwrap();
     f.trust(&signers);
-    let text = std::fs::read_to_string(&f.config).unwrap();
-    std::fs::write(&f.config, format!("{text}\n{hooks}")).unwrap();
-    let log = f.dir.path().join("hooks.log");
+    let log = f.hooked();
     let five = |code: i32| {
         for _ in 0..5 {
-            let mut full = vec!["--config", f.config.to_str().unwrap()];
-            full.extend_from_slice(&["deploy", "--auto"]);
-            let run = common::finish(
-                Command::new(common::bin())
-                    .args(&full)
-                    .env("HOOK_LOG", &log)
-                    .env("CC_CI_LOG", "warn")
-                    .output(),
-            );
+            let run = f.agent_hooked(&["deploy", "--auto"], &log);
             assert_eq!(run.code, code, "{}\n{}", run.stdout, run.stderr);
         }
     };
@@ -1192,26 +1184,15 @@ fn auto_records_a_diverged_head_and_an_unsigned_commit_once_each() {
         Some(&trusted),
     );
     let start = head(&f);
-    std::fs::write(f.flake.join("local.txt"), "only here\n").unwrap();
-    git(&f.flake, &["add", "local.txt"]);
-    git(&f.flake, &["commit", "-q", "-m", "local only"]);
+    commit_locally(&f);
     five(16);
     assert_ne!(head(&f), start);
-    let history = f.agent(&["--format", "json", "deploy", "history"]);
-    let v: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
-    let count = |o: &str| {
-        v["deploys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["outcome"] == o)
-            .count()
-    };
+    let outcomes = f.outcomes();
+    let count = |o: &str| outcomes.iter().filter(|x| *x == o).count();
     assert_eq!(
         (count("refused-unsigned"), count("refused-diverged")),
         (1, 1),
-        "{}",
-        history.stdout
+        "{outcomes:?}"
     );
     let told = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(

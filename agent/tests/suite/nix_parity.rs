@@ -10,13 +10,17 @@ use common::{corpus, poll_repos, repo};
 
 /// `Some(POLL_REPOS)` when Nix accepts the file, `None` when evaluation fails.
 fn nix_poll_repos(file: &Path) -> Option<String> {
+    // The file name goes in as a Nix string literal built by serde_json, never parsed as Nix.
+    let file = serde_json::to_string(&file.to_string_lossy()).unwrap_or_default();
+    nix_lib_eval(&format!("lib.pollReposOfFile {file}"))
+        .map(|v| serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// `expr` evaluated by nix-instantiate with `lib` bound to nix/lib.nix; `None` when Nix refuses.
+fn nix_lib_eval(expr: &str) -> Option<serde_json::Value> {
     let lib = repo().join("nix/lib.nix");
-    // Paths go in as Nix string literals built by serde_json, so no file name is ever parsed as Nix.
-    let expr = format!(
-        "(import {lib}).pollReposOfFile {file}",
-        lib = serde_json::to_string(&lib.to_string_lossy()).unwrap_or_default(),
-        file = serde_json::to_string(&file.to_string_lossy()).unwrap_or_default(),
-    );
+    let lib = serde_json::to_string(&lib.to_string_lossy()).unwrap_or_default();
+    let expr = format!("let lib = import {lib}; in {expr}");
     let out = Command::new("nix-instantiate")
         .args([
             "--eval",
@@ -36,7 +40,7 @@ fn nix_poll_repos(file: &Path) -> Option<String> {
         return None;
     }
     let json = String::from_utf8_lossy(&out.stdout);
-    Some(serde_json::from_str::<String>(json.trim()).unwrap_or_else(|e| panic!("{json}: {e}")))
+    Some(serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{json}: {e}")))
 }
 
 fn nix_available() -> bool {
@@ -95,33 +99,11 @@ fn nix_refuses_every_file_the_agent_refuses() {
 
 /// Whether `text` matches nix/lib.nix's `durationPattern`, as the module's duration type checks it.
 fn nix_takes_duration(text: &str) -> bool {
-    let lib = repo().join("nix/lib.nix");
-    let expr = format!(
-        "builtins.match (import {lib}).durationPattern {text} != null",
-        lib = serde_json::to_string(&lib.to_string_lossy()).unwrap_or_default(),
-        text = serde_json::to_string(text).unwrap_or_default(),
-    );
-    let out = Command::new("nix-instantiate")
-        .args([
-            "--eval",
-            "--strict",
-            "--json",
-            "--readonly-mode",
-            "-E",
-            &expr,
-        ])
-        .env(
-            "NIX_STATE_DIR",
-            std::env::temp_dir().join("cc-ci-nix-state"),
-        )
-        .output()
-        .unwrap_or_else(|e| panic!("nix-instantiate: {e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim() == "true"
+    let text = serde_json::to_string(text).unwrap_or_default();
+    let taken = nix_lib_eval(&format!(
+        "builtins.match lib.durationPattern {text} != null"
+    ));
+    taken.expect("nix-instantiate refused the pattern") == serde_json::Value::Bool(true)
 }
 
 /// The module's duration type accepts exactly the durations the agent accepts (on these samples,
