@@ -3,53 +3,28 @@
 # timer alone; runs with nothing new write nothing; a landed change that rolls back is not tried
 # again on the runs after it.
 #
-# As in deploy.nix, the target systems are specialisations built with the test, and the test's
-# `nixos-rebuild build --flake DIR#NAME` links ./result to the one named in DIR/system.
+# The machine, with its specialisations and stand-in for the build, is deploy-host.nix.
 { pkgs, self }:
 pkgs.testers.runNixOSTest {
   name = "cc-ci-deploy-auto";
 
-  nodes.machine = { lib, pkgs, ... }:
-    let
-      nixosRebuild = pkgs.writeShellScript "nixos-rebuild-from-specialisation" ''
-        set -eu
-        [ "$1" = build ] && [ "$2" = --flake ] || { echo "usage: nixos-rebuild build --flake DIR#NAME" >&2; exit 1; }
-        name=$(cat "''${3%#*}/system")
-        ln -sfn "$(readlink -f "/run/booted-system/specialisation/$name")" result
-      '';
-    in
-    {
-      imports = [
-        self.nixosModules.cc-ci
-        ../hosts/cc-ci/configuration.nix
-      ];
-      boot.loader.grub.enable = lib.mkForce false;
-      environment.systemPackages = [ pkgs.git ];
-      virtualisation.memorySize = 2048;
+  nodes.machine = { pkgs, ... }: {
+    imports = [ (import ./deploy-host.nix { inherit self; }) ];
 
-      services.cc-ci.deploy = {
-        flake = "/srv/cc-ci#cc-ci";
-        confirmTimeout = "90s";
-        verifyTimeout = "20s";
-        # Every ten seconds, so the test sees several runs; a host keeps the five-minute default.
-        auto = {
-          enable = true;
-          onCalendar = "*:*:0/10";
-          randomizedDelaySec = "0";
-        };
-      };
-      services.cc-ci.settings.deploy.nixos_rebuild = "${nixosRebuild}";
+    # Every ten seconds, so the test sees several runs; a host keeps the five-minute default.
+    services.cc-ci.deploy.auto = {
+      enable = true;
+      onCalendar = "*:*:0/10";
+      randomizedDelaySec = "0";
+    };
 
-      specialisation.good.configuration = {
-        systemd.services.hello = {
-          wantedBy = [ "multi-user.target" ];
-          serviceConfig.ExecStart = "${pkgs.coreutils}/bin/sleep infinity";
-        };
-      };
-      specialisation.bad-bridge.configuration = {
-        systemd.services.cc-ci-bridge.serviceConfig.ExecStart = lib.mkForce "${pkgs.coreutils}/bin/false";
+    specialisation.good.configuration = {
+      systemd.services.hello = {
+        wantedBy = [ "multi-user.target" ];
+        serviceConfig.ExecStart = "${pkgs.coreutils}/bin/sleep infinity";
       };
     };
+  };
 
   testScript = ''
     import json
@@ -68,11 +43,11 @@ pkgs.testers.runNixOSTest {
 
     machine.succeed(
         "git init -q --bare -b main /srv/upstream.git",
-        "git init -q -b main /srv/work",
-        "echo good > /srv/work/system",
-        "git -C /srv/work add system",
-        f"{git} -C /srv/work commit -qm good",
-        "git -C /srv/work push -q /srv/upstream.git main",
+        "git init -q -b main /srv/landing",
+        "echo good > /srv/landing/system",
+        "git -C /srv/landing add system",
+        f"{git} -C /srv/landing commit -qm good",
+        "git -C /srv/landing push -q /srv/upstream.git main",
         "git clone -q /srv/upstream.git /srv/cc-ci",
     )
 
@@ -88,9 +63,9 @@ pkgs.testers.runNixOSTest {
 
     with subtest("a landed change that rolls back is not tried again"):
         machine.succeed(
-            "echo bad-bridge > /srv/work/system",
-            f"{git} -C /srv/work commit -qam bad",
-            "git -C /srv/work push -q /srv/upstream.git main",
+            "echo bad-bridge > /srv/landing/system",
+            f"{git} -C /srv/landing commit -qam bad",
+            "git -C /srv/landing push -q /srv/upstream.git main",
         )
         machine.wait_until_succeeds("cc-ci-agent --format json deploy status | grep -q '\"outcome\": \"rolled-back\"'", timeout=300)
         assert machine.succeed("readlink -f /run/current-system").strip() == good

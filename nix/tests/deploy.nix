@@ -3,55 +3,27 @@
 # cc-ci-deploy.service, then a change whose bridge fails is rolled back, and the host ends on the
 # good generation with the journal saying so.
 #
-# The VM cannot evaluate nixpkgs offline, so the two target systems are specialisations built
-# with the test, and the test's `nixos-rebuild build --flake DIR#NAME` links ./result to the one
-# named in DIR/system. Everything after the build is the real thing.
+# The machine, with its specialisations and stand-in for the build, is deploy-host.nix.
 { pkgs, self }:
 pkgs.testers.runNixOSTest {
   name = "cc-ci-deploy";
 
-  nodes.machine = { config, lib, pkgs, ... }:
-    let
-      nixosRebuild = pkgs.writeShellScript "nixos-rebuild-from-specialisation" ''
-        set -eu
-        [ "$1" = build ] && [ "$2" = --flake ] || { echo "usage: nixos-rebuild build --flake DIR#NAME" >&2; exit 1; }
-        name=$(cat "''${3%#*}/system")
-        ln -sfn "$(readlink -f "/run/booted-system/specialisation/$name")" result
-      '';
-    in
-    {
-      imports = [
-        self.nixosModules.cc-ci
-        ../hosts/cc-ci/configuration.nix
-      ];
-      boot.loader.grub.enable = lib.mkForce false;
-      environment.systemPackages = [ pkgs.git ];
-      virtualisation.memorySize = 2048;
+  nodes.machine = { lib, pkgs, ... }: {
+    imports = [ (import ./deploy-host.nix { inherit self; }) ];
 
-      services.cc-ci.deploy = {
-        flake = "/srv/cc-ci#cc-ci";
-        confirmTimeout = "90s";
-        verifyTimeout = "20s";
-      };
-      services.cc-ci.settings.deploy.nixos_rebuild = "${nixosRebuild}";
-
-      specialisation.good.configuration = {
-        # A new agent package: its units change under the deploy that activates them.
-        services.cc-ci.package = lib.mkForce (pkgs.symlinkJoin {
-          name = "cc-ci-agent-rebuilt";
-          paths = [ (pkgs.callPackage ../package.nix { }) ];
-          meta.mainProgram = "cc-ci-agent";
-        });
-        systemd.services.hello = {
-          wantedBy = [ "multi-user.target" ];
-          serviceConfig.ExecStart = "${pkgs.coreutils}/bin/sleep infinity";
-        };
-      };
-
-      specialisation.bad-bridge.configuration = {
-        systemd.services.cc-ci-bridge.serviceConfig.ExecStart = lib.mkForce "${pkgs.coreutils}/bin/false";
+    specialisation.good.configuration = {
+      # A new agent package: its units change under the deploy that activates them.
+      services.cc-ci.package = lib.mkForce (pkgs.symlinkJoin {
+        name = "cc-ci-agent-rebuilt";
+        paths = [ (pkgs.callPackage ../package.nix { }) ];
+        meta.mainProgram = "cc-ci-agent";
+      });
+      systemd.services.hello = {
+        wantedBy = [ "multi-user.target" ];
+        serviceConfig.ExecStart = "${pkgs.coreutils}/bin/sleep infinity";
       };
     };
+  };
 
   testScript = ''
     import json

@@ -164,6 +164,18 @@ let
           "no ssh-keygen on the deploy's PATH"
           { agentToml = toml; });
 
+    # The machine of the deploy VM tests (nix/tests/deploy-host.nix) is a module that evaluates,
+    # and with deploy.auto it has the timer's unit, running --auto on its checkout.
+    vm-deploy-host = let
+      c = eval [
+        (import ../deploy-host.nix { self.nixosModules.cc-ci = { }; })
+        { services.cc-ci.deploy.auto.enable = true; }
+      ];
+    in
+      expect (failed c == [ ]) "assertions failed: ${builtins.toJSON (failed c)}"
+        (expect (lib.hasSuffix " deploy --auto" c.systemd.services.cc-ci-deploy-auto.serviceConfig.ExecStart)
+          "no --auto unit" { inherit (c.services.cc-ci.deploy) flake; });
+
     deploy-auto-no-flake = refusedFor "services.cc-ci.deploy.auto.enable"
       (host { services.cc-ci.deploy.auto.enable = true; });
 

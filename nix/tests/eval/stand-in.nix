@@ -68,6 +68,7 @@ in
     git = fakeDrv "git";
     openssh = fakeDrv "openssh";
     gnupg = fakeDrv "gnupg";
+    coreutils = fakeDrv "coreutils";
   };
 
   # Freeform: every NixOS option the module or the example host sets is accepted and merged.
