@@ -50,7 +50,9 @@ struct ApiComment {
 }
 
 /// Whether the forge may answer `status` differently next time without having acted on this
-/// request. A 429 is a refusal before any work, for every method; a 5xx may come after a POST
+/// request. This follows HTTP (RFC 6585's 429, RFC 9110's 5xx and `Retry-After`), not Gitea:
+/// ../shared/forge-facts.md names no rate limit of Gitea's own, so a 429 comes from a limiter or
+/// proxy in front of it, and a 5xx from Gitea failing or a proxy losing it. A 429 is a refusal before any work, for every method; a 5xx may come after a POST
 /// took effect, and a second comment or repository is worse than an error, so only the methods
 /// that are safe to repeat (GET, and the PATCH that sets a state) retry on it.
 fn worth_retrying(method: &str, status: u16) -> bool {

@@ -17,6 +17,7 @@
 //! | `PATCH .../pulls/{n}` closed 201; `refuse_close` 412 | routers/api/v1/repo/pull.go (`EditPullRequest`) |
 //! | a comment on a missing issue 500, not 404; comments listed by page | routers/api/v1/repo/issue_comment.go |
 //! | `GET /user`, `/orgs/{o}`, `/users/{u}/orgs/{o}/permissions` (`can_create_repository`), `/repos/{o}/{r}/branch_protections` | routers/api/v1/user, org, repo/branch.go |
+//! | `canned` answers (429 or 5xx with `Retry-After`, redirects, bodies that never end) | not Gitea: what a rate limiter, proxy or broken server in front of it may send, per HTTP (RFC 6585, RFC 9110) |
 //!
 //! Still unlike Gitea: `no_push` is only the API's `permissions.push` (Gitea, with a git that
 //! has proc-receive, serves the push advertisement to any reader and refuses in its pre-receive
