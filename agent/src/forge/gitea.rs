@@ -22,9 +22,9 @@ const RETRIES: u32 = 3;
 const MAX_WAIT: Duration = Duration::from_secs(120);
 
 /// One answer of the forge, and why it was not tried again if it could have been.
-struct Answer {
-    status: u16,
-    body: String,
+pub(super) struct Answer {
+    pub(super) status: u16,
+    pub(super) body: String,
     gave_up: Option<String>,
     /// `X-Total-Count`: how many items a listing has in all, when the forge says.
     total: Option<usize>,
@@ -41,12 +41,6 @@ fn excerpt(body: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     text.trim().to_string()
-}
-
-#[derive(Deserialize)]
-struct ApiComment {
-    #[serde(default)]
-    body: String,
 }
 
 /// Whether the forge may answer `status` differently next time without having acted on this
@@ -94,6 +88,7 @@ pub fn decode_pulls(body: &str) -> Result<(Vec<Pull>, Vec<u64>)> {
             Ok(Pull {
                 number: p.number,
                 head_sha: p.head.sha,
+                head_ref: p.head.r#ref,
                 title: p.title,
             })
         })
@@ -142,6 +137,9 @@ struct ApiPermissions {
 #[derive(Deserialize)]
 struct ApiHead {
     sha: String,
+    /// The head branch's name (`api.PRBranchInfo.Ref`).
+    #[serde(default)]
+    r#ref: String,
 }
 
 impl Gitea {
@@ -241,7 +239,7 @@ impl Gitea {
     /// One API call, tried again on 429 and (when safe) 5xx after the forge's `Retry-After` or
     /// `mirrors.retry_pause` (1 s, 2 s, 4 s by default), never past `deadline`. Errors name the
     /// method and path, never the token.
-    fn call(
+    pub(super) fn call(
         &self,
         method: &str,
         path: &str,
@@ -335,12 +333,12 @@ impl Gitea {
         Ok((answer, asked))
     }
 
-    fn expect(&self, what: &str, answer: Answer, ok: &[u16]) -> Result<String> {
+    pub(super) fn expect(&self, what: &str, answer: Answer, ok: &[u16]) -> Result<String> {
         self.expect_with(what, answer, ok, &[])
     }
 
     /// `expect`, with what the forge means by some statuses in this call.
-    fn expect_with(
+    pub(super) fn expect_with(
         &self,
         what: &str,
         answer: Answer,
@@ -490,6 +488,8 @@ impl Forge for Gitea {
         Ok(Closed::Refused(format!("{why}: {}", excerpt(&answer.body))))
     }
 
+    /// Gitea lists every comment of an issue in one answer: `ListIssueComments` takes no
+    /// `page` or `limit` (routers/api/v1/repo/issue_comment.go), so one GET reads them all.
     fn comment_once(
         &self,
         recipe: &str,
@@ -498,24 +498,20 @@ impl Forge for Gitea {
         body: &str,
         deadline: Deadline,
     ) -> Result<bool> {
-        let what = format!("commenting on {}/{recipe}#{number}", self.org);
-        let comments = format!("/repos/{}/{recipe}/issues/{number}/comments", self.org);
-        for page in 1..=MAX_PAGES {
-            let path = format!("{comments}?page={page}&limit={PAGE_SIZE}");
-            let listed = self.expect(&what, self.call("GET", &path, None, deadline)?, &[200])?;
-            let batch: Vec<ApiComment> = serde_json::from_str(&listed)
-                .with_context(|| format!("{what}: not the JSON Gitea sends for comments"))?;
-            if batch.iter().any(|c| c.body.contains(marker)) {
-                return Ok(false);
-            }
-            if batch.is_empty() {
-                break;
-            }
+        use super::Discussion;
+        if self
+            .comments(recipe, number, deadline)?
+            .iter()
+            .any(|c| c.body.contains(marker))
+        {
+            return Ok(false);
         }
-        let body = serde_json::json!({ "body": body });
-        let answer = self.call("POST", &comments, Some(&body), deadline)?;
-        self.expect(&what, answer, &[201])?;
+        self.post_comment(recipe, number, body, deadline)?;
         Ok(true)
+    }
+
+    fn discussion(&self) -> Option<&dyn super::Discussion> {
+        Some(self)
     }
 
     fn readiness(&self, mirrors: &[(String, String)], deadline: Deadline) -> Vec<super::Finding> {

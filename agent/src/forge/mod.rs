@@ -1,5 +1,6 @@
 //! Where mirrors live: a Gitea/Forgejo org (REST API v1) or a local directory of bare repos.
 
+mod discussion;
 mod gitea;
 mod local;
 mod readiness;
@@ -7,6 +8,7 @@ mod readiness;
 use anyhow::Result;
 use serde::Serialize;
 
+pub use discussion::{Comment, CommitStatus, Discussion, Reaction};
 pub use gitea::{decode_pulls, Gitea};
 pub use local::Local;
 
@@ -18,6 +20,8 @@ use crate::settings::config::{Config, Forge as ForgeSettings, FORGE_TOKEN_CREDEN
 pub struct Pull {
     pub number: u64,
     pub head_sha: String,
+    /// The head branch's name.
+    pub head_ref: String,
     pub title: String,
 }
 
@@ -119,6 +123,10 @@ pub trait Forge: Send + Sync {
     /// The URL prefix of this forge's repositories and the `Authorization` header git's HTTP
     /// calls to them carry; `None` when they need none.
     fn git_auth(&self) -> Option<(String, crate::secrets::Secret)> {
+        None
+    }
+    /// Pull requests, comments, reactions and commit statuses, where the forge has them.
+    fn discussion(&self) -> Option<&dyn Discussion> {
         None
     }
     /// Whether syncs to `mirrors` (recipe, branch) will work, asked without writing anything.

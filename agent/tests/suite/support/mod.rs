@@ -2,7 +2,10 @@
 //! speaking the Gitea endpoints the agent uses, with `git http-backend` behind it, over HTTP.
 #![allow(dead_code)]
 
-pub mod forge;
+/// The test forge lives in the test kit, which the demo shares.
+pub mod forge {
+    pub use cc_ci_testkit::forge::*;
+}
 pub mod odd;
 
 use std::net::{TcpListener, TcpStream};
@@ -10,25 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.org")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.org")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use cc_ci_testkit::forge::git;
 
 /// Runs git in `repo` with `input` on its stdin (fast-import, update-ref --stdin).
 pub fn git_stdin(repo: &Path, args: &[&str], input: &str) {

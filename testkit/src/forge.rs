@@ -15,7 +15,11 @@
 //! | `archived` or `mirror`: 403 on git-receive-pack | routers/web/repo/githttp.go |
 //! | pull requests paged at `max_items` (default 50) whatever `limit` asks, with `X-Total-Count` and `Link` | modules/setting (`MAX_RESPONSE_ITEMS`), routers/api/v1/repo/pull.go |
 //! | `PATCH .../pulls/{n}` closed 201; `refuse_close` 412 | routers/api/v1/repo/pull.go (`EditPullRequest`) |
-//! | a comment on a missing issue 500, not 404; comments listed by page | routers/api/v1/repo/issue_comment.go |
+//! | a comment on a missing issue 500, not 404; every comment listed in one answer (`ListIssueComments` takes no page or limit), each with `id` and `user.login`; ids are the instance's | routers/api/v1/repo/issue_comment.go |
+//! | `POST .../pulls` `{head, base, title, body}`: 201 with `number`; 404 a branch missing; 409 "pull request already exists for these targets" for an open one of the same head and base; its head follows the head branch | routers/api/v1/repo/pull.go, models/issues/pull.go |
+//! | `GET`/`POST .../issues/comments/{id}/reactions`: `{user.login, content}`; the list is `null` when empty | routers/api/v1/repo/issue_reaction.go |
+//! | `POST .../statuses/{sha}` `{state, context, description}`: 201; states pending, success, error, failure, warning; `GET .../statuses/{sha}` lists them with `creator.login` (the order is not relied on) | routers/api/v1/repo/status.go |
+//! | several users, each by its own token (`add_user`): the bridge's and Drone's | services/auth |
 //! | `GET /user`, `/orgs/{o}`, `/users/{u}/orgs/{o}/permissions` (`can_create_repository`), `/repos/{o}/{r}/branch_protections` | routers/api/v1/user, org, repo/branch.go |
 //! | `canned` answers (429 or 5xx with `Retry-After`, redirects, bodies that never end) | not Gitea: what a rate limiter, proxy or broken server in front of it may send, per HTTP (RFC 6585, RFC 9110) |
 //!
@@ -28,6 +32,9 @@
 //! pre-receive hooks a test writes rather than Gitea's rules, and `Link` is sent on pull-request
 //! pages only.
 
+// A stand-in for tests: a set-up that cannot work panics at once, loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -39,13 +46,37 @@ use tiny_http::{Header, Request, Response, Server};
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PullRec {
     pub number: u64,
+    /// The head commit, for a pull request a test made without a branch.
     pub head_sha: String,
+    /// The head branch, for one opened through the API: its head is the branch's tip.
+    pub head_ref: Option<String>,
+    pub base: String,
     pub title: String,
     pub open: bool,
-    pub comments: Vec<String>,
+    pub comments: Vec<CommentRec>,
     /// The forge will not close it: Gitea's 412 for a pull request already merged there or with
     /// open dependencies (routers/api/v1/repo/pull.go).
     pub refuse_close: bool,
+}
+
+/// One comment, with the reactions to it. Ids are the instance's, as Gitea's are.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CommentRec {
+    pub id: u64,
+    pub body: String,
+    pub login: String,
+    /// (login, content) of each reaction.
+    pub reactions: Vec<(String, String)>,
+}
+
+/// One commit status, as `POST /repos/{o}/{r}/statuses/{sha}` set it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusRec {
+    pub id: u64,
+    pub state: String,
+    pub context: String,
+    pub description: String,
+    pub creator: String,
 }
 
 /// What Gitea's repository answer says of one repository (`api.Repository`), and when it stops
@@ -78,6 +109,12 @@ pub struct State {
     pub pulls: BTreeMap<String, Vec<PullRec>>,
     /// "METHOD path" of every request, and whether its token was right.
     pub requests: Vec<(String, bool)>,
+    /// Further users by token (the bridge's, Drone's): token → login.
+    pub users: BTreeMap<String, String>,
+    /// The last comment, reaction or status id given: ids are the instance's.
+    pub last_id: u64,
+    /// Commit statuses by (repository, commit).
+    pub statuses: BTreeMap<(String, String), Vec<StatusRec>>,
     /// Run once, just before the first receive-pack advertisement (a concurrent pusher).
     pub before_receive_pack: Option<Box<dyn FnOnce() + Send>>,
     /// Answers given instead of the real API's, for bad-input cases.
@@ -145,7 +182,7 @@ impl TestForge {
 
     pub fn add_pull(&self, name: &str, number: u64, head_sha: &str) {
         // A pull request's head lives on the mirror as refs/pull/N/head, as on Gitea.
-        super::git(
+        git(
             &self.repo(name),
             &["update-ref", &format!("refs/pull/{number}/head"), head_sha],
         );
@@ -171,6 +208,30 @@ impl TestForge {
 
     pub fn requests(&self) -> Vec<(String, bool)> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Gitea's queue has run: every repository pushed to is no longer empty (until then only
+    /// a repository lookup after the push sees it so; services/repository/push.go).
+    pub fn settle(&self) {
+        let mut s = self.state.lock().unwrap();
+        for flags in s.repos.values_mut().filter(|f| f.pushed) {
+            flags.empty = false;
+        }
+    }
+
+    /// Another user of the forge, who signs in with `token`.
+    pub fn add_user(&self, login: &str, token: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.users.insert(token.to_string(), login.to_string());
+    }
+
+    /// The statuses set on `sha` of `repo`.
+    pub fn statuses(&self, repo: &str, sha: &str) -> Vec<StatusRec> {
+        let s = self.state.lock().unwrap();
+        s.statuses
+            .get(&(repo.to_string(), sha.to_string()))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -223,17 +284,37 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
     // there (services/auth/basic.go). No credential on git's paths is an anonymous reader of a
     // public repository, who may fetch but not push; a wrong one is a 401.
     let git_path = !path.starts_with("/api/");
-    let (old_server, eats_basic) = {
+    let (old_server, eats_basic, users, main_login) = {
         let s = state.lock().unwrap();
-        (s.old_server, s.proxy_eats_basic)
+        (
+            s.old_server,
+            s.proxy_eats_basic,
+            s.users.clone(),
+            s.login.clone(),
+        )
+    };
+    // The login a token signs in as: the agent's, or another user's.
+    let login_of = |t: &str| {
+        if t == token {
+            Some(main_login.clone())
+        } else {
+            users.get(t).cloned()
+        }
     };
     let given = header(&request, "Authorization").unwrap_or_default();
-    let basic = given
+    let basic_token = given
         .strip_prefix("Basic ")
         .and_then(base64_decode)
-        .and_then(|d| d.split_once(':').map(|(_, p)| p == token))
+        .and_then(|d| d.split_once(':').map(|(_, p)| p.to_string()))
         .filter(|_| !eats_basic);
-    let token_header = given.strip_prefix("token ").map(|t| t == token);
+    let header_token = given.strip_prefix("token ").map(str::to_string);
+    let login = basic_token
+        .as_deref()
+        .or(header_token.as_deref())
+        .and_then(login_of)
+        .unwrap_or_default();
+    let basic = basic_token.map(|t| login_of(&t).is_some());
+    let token_header = header_token.map(|t| login_of(&t).is_some());
     let credential = match (git_path, basic, token_header) {
         (true, Some(ok), _) => Some(ok),
         (true, None, Some(_)) if old_server => None,
@@ -299,7 +380,7 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
         }
         let mut body = String::new();
         let _ = request.as_reader().read_to_string(&mut body);
-        let response = api_call(&method, api, &query, &body, root, state);
+        let response = api_call(&method, api, &query, &body, root, state, &login);
         let _ = request.respond(response);
         return;
     }
@@ -387,6 +468,7 @@ fn api_call(
     body: &str,
     root: &Path,
     state: &Mutex<State>,
+    login: &str,
 ) -> Response<std::io::Cursor<Vec<u8>>> {
     let parts: Vec<&str> = api.trim_matches('/').split('/').collect();
     let level = if method == "GET" { "read" } else { "write" };
@@ -395,10 +477,7 @@ fn api_call(
     }
     match (method, parts.as_slice()) {
         ("GET", ["version"]) => json(200, serde_json::json!({ "version": "1.22.6" })),
-        ("GET", ["user"]) => {
-            let login = state.lock().unwrap().login.clone();
-            json(200, serde_json::json!({ "id": 7, "login": login }))
-        }
+        ("GET", ["user"]) => json(200, serde_json::json!({ "id": 7, "login": login })),
         ("GET", ["orgs", org]) => {
             if root.join(org).is_dir() {
                 json(
@@ -470,7 +549,7 @@ fn api_call(
                     serde_json::json!({ "message": "repository already exists" }),
                 );
             }
-            super::git(
+            git(
                 root,
                 &["init", "-q", "--bare", "-b", branch, repo.to_str().unwrap()],
             );
@@ -510,7 +589,19 @@ fn api_call(
                 .iter()
                 .skip((page - 1) * limit)
                 .take(limit)
-                .map(|p| serde_json::json!({ "number": p.number, "title": p.title, "state": "open", "head": { "sha": p.head_sha, "ref": "feature" } }))
+                .map(|p| {
+                    // Gitea reads a pull request's head from refs/pull/N/head, which it moves
+                    // with the head branch on every push to it.
+                    let (sha, head_ref) = match &p.head_ref {
+                        Some(branch) => (
+                            tip(&root.join(_org).join(format!("{repo}.git")), branch)
+                                .unwrap_or_default(),
+                            branch.clone(),
+                        ),
+                        None => (p.head_sha.clone(), "feature".to_string()),
+                    };
+                    serde_json::json!({ "number": p.number, "title": p.title, "state": "open", "head": { "sha": sha, "ref": head_ref } })
+                })
                 .collect();
             // Gitea's paging headers (routers/api/v1/repo/pull.go, `ctx.SetLinkHeader`).
             let last = open.len().div_ceil(limit.max(1)).max(1);
@@ -530,15 +621,25 @@ fn api_call(
         ("POST", ["repos", _org, repo, "issues", n, "comments"]) => {
             let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
             let mut s = state.lock().unwrap();
+            s.last_id += 1;
+            let id = s.last_id;
             let pull = s
                 .pulls
                 .get_mut(*repo)
                 .and_then(|ps| ps.iter_mut().find(|p| p.number.to_string() == *n));
             match pull {
                 Some(p) => {
-                    p.comments
-                        .push(req["body"].as_str().unwrap_or_default().to_string());
-                    json(201, serde_json::json!({ "id": 1 }))
+                    let body = req["body"].as_str().unwrap_or_default().to_string();
+                    p.comments.push(CommentRec {
+                        id,
+                        body: body.clone(),
+                        login: login.to_string(),
+                        reactions: Vec::new(),
+                    });
+                    json(
+                        201,
+                        serde_json::json!({ "id": id, "body": body, "user": { "login": login } }),
+                    )
                 }
                 // Gitea answers 500, not 404, for a comment on a missing issue.
                 None => json(
@@ -547,13 +648,9 @@ fn api_call(
                 ),
             }
         }
+        // Every comment at once: `ListIssueComments` takes no page or limit.
         ("GET", ["repos", _org, repo, "issues", n, "comments"]) => {
             let s = state.lock().unwrap();
-            let page = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("page="))
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(1);
             let comments: Vec<serde_json::Value> = s
                 .pulls
                 .get(*repo)
@@ -561,11 +658,119 @@ fn api_call(
                 .map(|p| p.comments.clone())
                 .unwrap_or_default()
                 .into_iter()
-                .skip((page - 1) * 50)
-                .take(50)
-                .map(|body| serde_json::json!({ "id": 1, "body": body }))
+                .map(|c| serde_json::json!({ "id": c.id, "body": c.body, "user": { "login": c.login } }))
                 .collect();
             json(200, serde_json::Value::Array(comments))
+        }
+        // A comment's reactions: `null` when there is none, as Gitea's nil slice renders.
+        ("GET", ["repos", _org, repo, "issues", "comments", id, "reactions"]) => {
+            let s = state.lock().unwrap();
+            match find_comment(&s, repo, id) {
+                Some(c) if c.reactions.is_empty() => json(200, serde_json::Value::Null),
+                Some(c) => json(
+                    200,
+                    serde_json::Value::Array(
+                        c.reactions
+                            .iter()
+                            .map(|(l, content)| serde_json::json!({ "user": { "login": l }, "content": content }))
+                            .collect(),
+                    ),
+                ),
+                None => json(404, serde_json::json!({ "message": "comment does not exist" })),
+            }
+        }
+        ("POST", ["repos", _org, repo, "issues", "comments", id, "reactions"]) => {
+            let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let content = req["content"].as_str().unwrap_or_default().to_string();
+            let mut s = state.lock().unwrap();
+            let comment = s
+                .pulls
+                .get_mut(*repo)
+                .into_iter()
+                .flatten()
+                .flat_map(|p| p.comments.iter_mut())
+                .find(|c| c.id.to_string() == *id);
+            match comment {
+                Some(c) => {
+                    c.reactions.push((login.to_string(), content.clone()));
+                    json(
+                        201,
+                        serde_json::json!({ "user": { "login": login }, "content": content }),
+                    )
+                }
+                None => json(
+                    404,
+                    serde_json::json!({ "message": "comment does not exist" }),
+                ),
+            }
+        }
+        ("POST", ["repos", _org, repo, "statuses", sha]) => {
+            let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let field = |k: &str| req[k].as_str().unwrap_or_default().to_string();
+            let state_word = field("state");
+            if !["pending", "success", "error", "failure", "warning"].contains(&state_word.as_str())
+            {
+                return json(422, serde_json::json!({ "message": "invalid state" }));
+            }
+            let mut s = state.lock().unwrap();
+            s.last_id += 1;
+            let rec = StatusRec {
+                id: s.last_id,
+                state: state_word,
+                context: field("context"),
+                description: field("description"),
+                creator: login.to_string(),
+            };
+            s.statuses
+                .entry((repo.to_string(), sha.to_string()))
+                .or_default()
+                .push(rec.clone());
+            json(201, status_json(&rec))
+        }
+        ("GET", ["repos", _org, repo, "statuses", sha]) => {
+            let s = state.lock().unwrap();
+            let list: Vec<serde_json::Value> = s
+                .statuses
+                .get(&(repo.to_string(), sha.to_string()))
+                .into_iter()
+                .flatten()
+                .rev()
+                .map(status_json)
+                .collect();
+            json(200, serde_json::Value::Array(list))
+        }
+        ("POST", ["repos", org, repo, "pulls"]) => {
+            let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let head = req["head"].as_str().unwrap_or_default().to_string();
+            let base = req["base"].as_str().unwrap_or_default().to_string();
+            let repo_dir = root.join(org).join(format!("{repo}.git"));
+            let (Some(_), Some(_)) = (tip(&repo_dir, &head), tip(&repo_dir, &base)) else {
+                return json(
+                    404,
+                    serde_json::json!({ "message": "branch does not exist" }),
+                );
+            };
+            let mut s = state.lock().unwrap();
+            let pulls = s.pulls.entry(repo.to_string()).or_default();
+            if let Some(p) = pulls
+                .iter()
+                .find(|p| p.open && p.head_ref.as_deref() == Some(head.as_str()) && p.base == base)
+            {
+                return json(
+                    409,
+                    serde_json::json!({ "message": format!("pull request already exists for these targets [id: {}, issue_id: {}, head_branch: {head}, base_branch: {base}]", p.number, p.number) }),
+                );
+            }
+            let number = pulls.iter().map(|p| p.number).max().unwrap_or(0) + 1;
+            pulls.push(PullRec {
+                number,
+                head_ref: Some(head),
+                base,
+                title: req["title"].as_str().unwrap_or_default().to_string(),
+                open: true,
+                ..PullRec::default()
+            });
+            json(201, serde_json::json!({ "number": number }))
         }
         ("PATCH", ["repos", _org, repo, "pulls", n]) => {
             let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
@@ -594,6 +799,56 @@ fn api_call(
             serde_json::json!({ "message": format!("no route {method} {api}") }),
         ),
     }
+}
+
+fn find_comment<'a>(s: &'a State, repo: &str, id: &str) -> Option<&'a CommentRec> {
+    s.pulls
+        .get(repo)
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p.comments.iter())
+        .find(|c| c.id.to_string() == id)
+}
+
+fn status_json(s: &StatusRec) -> serde_json::Value {
+    serde_json::json!({
+        "id": s.id, "state": s.state, "context": s.context, "description": s.description,
+        "creator": { "login": s.creator },
+    })
+}
+
+/// The commit a branch of a bare repository is at, if it has the branch.
+fn tip(repo: &Path, branch: &str) -> Option<String> {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["rev-parse", "--verify", "--quiet"])
+        .arg(format!("refs/heads/{branch}^{{commit}}"))
+        .output()
+        .ok()?;
+    let oid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !oid.is_empty()).then_some(oid)
+}
+
+/// Runs git in `dir` as a test's user would, and its stdout; a failure panics with git's words.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `git http-backend` as a CGI program for one request.
