@@ -112,7 +112,7 @@ let
         let
           path = [ "recipe" name ];
           r = checkKeys file path
-            [ "enrolled" "canonical" "upgrade_base" "tests" "reason" "upstream" "branch" "allow_insecure" ]
+            [ "enrolled" "canonical" "upgrade_base" "tests" "reason" "upstream" "branch" "allow_insecure" "probe" ]
             (if !(nameOk name) then fail file path "recipe name \"${name}\" must match [a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?"
             else if isAttrs r0 then r0 else fail file path "expected a table, found ${typeOf r0}");
           o = opt file path r;
@@ -127,6 +127,7 @@ let
         {
           inherit name branch tests reason;
           enrolled = o "enrolled" isBool "a boolean" true;
+          probe = o "probe" isBool "a boolean" true;
           canonical = o "canonical" isBool "a boolean" defaultCanonical;
           upgrade_base = if upgradeBase == null || releaseTagOk upgradeBase then upgradeBase
             else fail file (path ++ [ "upgrade_base" ]) "\"${upgradeBase}\" is not a release tag (<semver>+<app version>)";

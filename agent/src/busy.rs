@@ -1,5 +1,7 @@
 //! "Is a CI build in flight?" Deploy and sweep refuse to start while one is, unless forced.
 
+use std::path::Path;
+
 use crate::http;
 use crate::process::Cmd;
 use crate::settings::deploy::BusyCheck;
@@ -39,6 +41,15 @@ pub fn check(check: &BusyCheck) -> Busy {
             Ok(a) => Busy::Unknown(format!("{url} answered HTTP {}", a.status)),
             Err(e) => Busy::Unknown(format!("{url}: {e}")),
         },
+        BusyCheck::Drone { drone, timeout } => {
+            let asked = crate::drone::Drone::new(drone, *timeout, Path::new("agent.toml"))
+                .and_then(|d| d.incomplete());
+            match asked {
+                Ok(builds) if builds.is_empty() => Busy::Idle,
+                Ok(builds) => Busy::Busy(format!("Drone is running {}", builds.join(", "))),
+                Err(e) => Busy::Unknown(format!("{e:#}")),
+            }
+        }
     }
 }
 

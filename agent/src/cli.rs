@@ -81,6 +81,11 @@ enum Command {
         after_help = "Exit: 0 healthy, 13 degraded, 14 unhealthy, 2 bad input. See docs/health.md. Every code: docs/exit-codes.md."
     )]
     Health(crate::health::Args),
+    /// Prove that `!testme` on each recipe's mirror starts CI and reports back.
+    #[command(
+        after_help = "Exit: 0 proven (or deferred while CI is busy, or not due), 2 bad input, 4 busy, 11 some probes could not be made, 18 some recipes not triggerable. See docs/probe.md. Every code: docs/exit-codes.md."
+    )]
+    Probe(crate::probe::Args),
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -123,6 +128,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::pro
         Command::History(args) => crate::sweep::history(&ctx, args),
         Command::Gc(args) => crate::gc::run(&ctx, args),
         Command::Health(args) => crate::health::run(&ctx, args),
+        Command::Probe(args) => crate::probe::run(&ctx, args),
     };
     match result {
         Ok(code) => code.into(),

@@ -44,6 +44,9 @@ pub enum Exit {
     /// deploy: `deploy.allowed_signers` is set and the commit to deploy carries no good signature
     /// by one of them; nothing was pulled or deployed.
     Unsigned = 17,
+    /// probe: a recipe's `!testme` went unanswered: a stage (picked up, build started,
+    /// reported) did not happen within `probe.timeout`; the report names it.
+    NotTriggerable = 18,
 }
 
 impl From<Exit> for std::process::ExitCode {

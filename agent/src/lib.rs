@@ -1,11 +1,13 @@
 //! cc-ci-agent: runs a Co-op Cloud recipe CI host. See README.md and docs/.
 
+pub mod bridge;
 pub mod busy;
 pub mod cli;
 pub mod context;
 pub mod database;
 pub mod deadline;
 pub mod deploy;
+pub mod drone;
 pub mod enrollment;
 pub mod error;
 pub mod exit;
@@ -20,6 +22,7 @@ pub mod http;
 pub mod ledger;
 pub mod mirrors;
 pub mod output;
+pub mod probe;
 pub mod process;
 pub mod published;
 pub mod secrets;

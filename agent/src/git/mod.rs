@@ -236,6 +236,63 @@ impl Git {
         })
     }
 
+    /// The commits of the remote's branches among `names` (protocol v2 filters them on the
+    /// server); a branch the remote does not have is left out.
+    pub fn heads(
+        &self,
+        url: &str,
+        names: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, String>, GitError> {
+        let out = self.retrying(|| {
+            self.run(|cmd| {
+                cmd.args(["-c", "protocol.version=2", "ls-remote", "--", url])
+                    .args(names.iter().map(|n| format!("refs/heads/{n}")))
+            })
+        })?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(oid, _)| is_oid(oid))
+            .filter_map(|(oid, name)| {
+                let name = name.strip_prefix("refs/heads/")?;
+                names
+                    .contains(&name)
+                    .then(|| (name.to_string(), oid.to_string()))
+            })
+            .collect())
+    }
+
+    /// A new commit in `cache` with `parent`'s tree and `parent` as its only parent: a change of
+    /// nothing, authored by `author` (`Name <email>`), never signed; its id.
+    pub fn empty_commit(
+        &self,
+        cache: &Path,
+        parent: &str,
+        author: (&str, &str),
+        message: &str,
+    ) -> Result<String, GitError> {
+        let (name, email) = author;
+        let out = self.run(|cmd| {
+            cmd.env("GIT_AUTHOR_NAME", name)
+                .env("GIT_AUTHOR_EMAIL", email)
+                .env("GIT_COMMITTER_NAME", name)
+                .env("GIT_COMMITTER_EMAIL", email)
+                .arg("-C")
+                .arg(cache)
+                .args(["commit-tree", "--no-gpg-sign", "-p", parent])
+                .arg(format!("{parent}^{{tree}}"))
+                .stdin(message.as_bytes().to_vec())
+        })?;
+        let oid = out.trim();
+        if !is_oid(oid) {
+            return Err(GitError {
+                kind: ErrorKind::Other,
+                message: format!("git commit-tree printed {oid:?}, not a commit id"),
+            });
+        }
+        Ok(oid.to_string())
+    }
+
     /// The branch names a remote has, for a message when the configured one is missing.
     pub fn branches(&self, url: &str) -> Result<Vec<String>, GitError> {
         let out = self.run(|cmd| {

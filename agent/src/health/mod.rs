@@ -77,48 +77,6 @@ fn check(name: &'static str, status: Status, reason: impl Into<String>) -> Check
     }
 }
 
-/// The bridge's live POLL_REPOS: from `health.poll_repos_file`, else the running unit's environment.
-fn live_poll_repos(config: &Config) -> Result<BTreeSet<String>, String> {
-    let text = match &config.health.poll_repos_file {
-        Some(file) => std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
-        None => crate::host::unit_environment(&config.deploy, &config.bridge.unit)
-            .map_err(|e| format!("{e:#}"))?
-            .remove("POLL_REPOS")
-            .ok_or_else(|| format!("{} runs without POLL_REPOS", config.bridge.unit))?,
-    };
-    parse_poll_repos(&text).map_err(|e| match &config.health.poll_repos_file {
-        Some(file) => format!("{}: {e}", file.display()),
-        None => e,
-    })
-}
-
-/// `POLL_REPOS` as the bridge reads it: one line of comma-separated repository names. Anything
-/// else (an env file's `POLL_REPOS=...`, JSON, one name per line) is said, not half-read.
-fn parse_poll_repos(text: &str) -> Result<BTreeSet<String>, String> {
-    let line = text.trim();
-    if line.contains('\n') || line.contains(['=', '{', '[', '"']) {
-        return Err(
-            "not in the POLL_REPOS format: one line of comma-separated repository names \
-             (like `a,b,c`; not `POLL_REPOS=...`, not JSON, not one name per line)"
-                .into(),
-        );
-    }
-    let names: BTreeSet<String> = line
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    match names
-        .iter()
-        .find(|n| crate::settings::rules::check_recipe_name(n).is_err())
-    {
-        Some(bad) => Err(format!("{bad:?} in POLL_REPOS is not a repository name")),
-        None => Ok(names),
-    }
-}
-
 fn age(rfc3339: &str) -> Option<Duration> {
     let then = humantime::parse_rfc3339(rfc3339).ok()?;
     SystemTime::now().duration_since(then).ok()
@@ -260,6 +218,7 @@ fn recipe_health(
             });
         }
     }
+    checks.extend(triggerable(config, ledger, live, r)?);
     let worst = checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
     let verdict = match worst {
         Status::Ok => Verdict::Healthy,
@@ -272,6 +231,66 @@ fn recipe_health(
         verdict: Some(verdict),
         checks,
     })
+}
+
+/// Whether a probe proved `!testme` answered on the recipe's mirror (docs/probe.md). Said once
+/// probes are in use (any has run), for recipes that have not opted out.
+fn triggerable(
+    config: &Config,
+    ledger: &Ledger,
+    live: &Result<BTreeSet<String>, String>,
+    r: &Recipe,
+) -> Result<Option<Check>> {
+    if !r.probe || !ledger.probes_ran()? {
+        return Ok(None);
+    }
+    let name = "triggerable";
+    let Some(last) = ledger.probe_last_judged(&r.name)? else {
+        return Ok(Some(check(
+            name,
+            Status::Warn,
+            format!("never proven: run `cc-ci-agent probe {}`", r.name),
+        )));
+    };
+    let at = last.finished_at.clone().unwrap_or_default();
+    if last.outcome == Some(crate::ledger::ProbeOutcome::Stopped) {
+        return Ok(Some(check(
+            name,
+            Status::Fail,
+            format!(
+                "the last probe ({at}) {}",
+                last.detail.unwrap_or_else(|| "stopped".into())
+            ),
+        )));
+    }
+    let fingerprint = crate::probe::fingerprint(config, live, r);
+    let changed = fingerprint.changed_since(&last.fingerprint);
+    let stale = age(&at).is_none_or(|a| a > config.probe.max_age);
+    Ok(Some(if !changed.is_empty() {
+        check(
+            name,
+            Status::Warn,
+            format!(
+                "proven at {at}, but {} changed since: probe it again",
+                changed.join(" and ")
+            ),
+        )
+    } else if stale {
+        check(
+            name,
+            Status::Warn,
+            format!("proven at {at}, longer ago than probe.max_age: probe it again"),
+        )
+    } else {
+        check(
+            name,
+            Status::Ok,
+            format!(
+                "proven at {at}: `!testme` started CI, which reported {}",
+                last.ci_state.as_deref().unwrap_or("back")
+            ),
+        )
+    }))
 }
 
 /// The other direction of the `bridge` check: names the live bridge polls that are neither an
@@ -411,7 +430,7 @@ pub fn build(config: &Config) -> Result<Report> {
 pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
     let enrollment = Enrollment::load(&config.enrollment_file)?;
     let ledger = Ledger::open(&config.state_dir)?;
-    let live = live_poll_repos(config);
+    let live = crate::bridge::live_poll_repos(config);
     let mirrors: Option<Live> = if live_mirrors {
         let enrolled: Vec<Recipe> = enrollment.enrolled().cloned().collect();
         Some(
@@ -673,15 +692,6 @@ fn print_table(out: &Output, report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn poll_repos_is_one_line_of_names_and_nothing_else_is_half_read() {
-        let names = parse_poll_repos(" b,a ,, c\n").unwrap_or_default();
-        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["a", "b", "c"]);
-        for other in ["POLL_REPOS=a,b", "a\nb", "[\"a\"]", "{\"a\": 1}", "a,B"] {
-            assert!(parse_poll_repos(other).is_err(), "{other:?}");
-        }
-    }
 
     #[test]
     fn a_clock_gone_backwards_makes_no_sync_stale() {

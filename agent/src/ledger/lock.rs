@@ -37,6 +37,7 @@ pub const LOCK_FILE: &str = "agent.lock";
 pub const LOCKS_DIR: &str = "locks";
 /// The mirror sync's job lock, in [`LOCKS_DIR`].
 const MIRRORS: &str = "mirrors";
+const PROBE: &str = "probe";
 /// How often a waiting job tries again.
 const RETRY: Duration = Duration::from_millis(100);
 
@@ -160,15 +161,26 @@ impl JobLock {
 
     /// Takes the mirrors lock (not the host lock), waiting up to `wait` for another sync.
     pub fn mirrors(state_dir: &Path, wait: Duration) -> Result<Self> {
+        Self::job_of_its_own(state_dir, MIRRORS, wait)
+    }
+
+    /// Takes the probe lock (not the host lock): one probe at a time on the forge, beside any
+    /// other job.
+    pub fn probe(state_dir: &Path, wait: Duration) -> Result<Self> {
+        Self::job_of_its_own(state_dir, PROBE, wait)
+    }
+
+    /// The lock `locks/<job>.lock`, which only `job` takes.
+    fn job_of_its_own(state_dir: &Path, job: &str, wait: Duration) -> Result<Self> {
         let (dir, locks) = open_state(state_dir)?;
-        let file = format!("{MIRRORS}.lock");
+        let file = format!("{job}.lock");
         let named = within(wait, || {
-            try_named(&locks, MIRRORS, &file, "the mirrors lock")
+            try_named(&locks, job, &file, &format!("the {job} lock"))
         })?;
         Ok(Self {
             dir,
             locks,
-            job: MIRRORS.to_string(),
+            job: job.to_string(),
             note: None,
             named: Some(named),
         })
@@ -199,7 +211,11 @@ impl JobLock {
         }
         drop(dir);
         let locks = Dir::open(state_dir)?.existing_subdir(LOCKS_DIR);
-        found.extend(locks.and_then(|l| live_note(&l, &format!("{MIRRORS}.lock"))));
+        if let Some(locks) = locks {
+            for job in [MIRRORS, PROBE] {
+                found.extend(live_note(&locks, &format!("{job}.lock")));
+            }
+        }
         Ok(found)
     }
 

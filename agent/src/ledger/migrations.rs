@@ -149,4 +149,26 @@ pub const ALL: &[&str] = &[
     // 8: what the deploy changes: the closure diff and the units a switch starts, stops,
     // restarts and reloads (JSON), as read before activating.
     "ALTER TABLE deploys ADD COLUMN changes TEXT;",
+    // 9: probes: per recipe, each attempt to prove that `!testme` on its mirror starts CI and
+    // reports back. The head and the comment are written before the comment is posted.
+    "CREATE TABLE probes (
+        id           INTEGER PRIMARY KEY,
+        recipe       TEXT NOT NULL,
+        started_at   TEXT NOT NULL,
+        finished_at  TEXT,
+        outcome      TEXT,                    -- proven | stopped | deferred | failed | interrupted
+        stopped_at   TEXT,                    -- the first stage that did not happen
+        fingerprint  TEXT NOT NULL,           -- the enrollment, mirror and bridge it proved
+        pull         INTEGER,
+        head         TEXT,
+        comment_id   INTEGER,
+        commented_at TEXT,
+        picked_up_at TEXT,
+        build_started_at TEXT,
+        reported_at  TEXT,
+        ci_state     TEXT,                    -- the final status the CI set
+        evidence     TEXT NOT NULL DEFAULT '[]',  -- JSON: what was seen at each stage
+        detail       TEXT
+    ) STRICT;
+    CREATE INDEX probes_by_recipe ON probes (recipe, id);",
 ];

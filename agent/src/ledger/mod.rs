@@ -7,6 +7,7 @@ mod lock;
 mod migrations;
 mod mirrors;
 mod outbox;
+mod probes;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use gc::{Deletion, GcFigures, GcRun};
 pub use lock::{Holder, JobLock};
 pub use mirrors::{MirrorEvent, MirrorState};
 pub use outbox::Outgoing;
+pub use probes::{ProbeOutcome, ProbeRow, StageColumn};
 pub use sweep::{Canonical, RunEnd, RunRow, SweepRecord, SweepState};
 
 pub const DB_FILE: &str = "state.db";

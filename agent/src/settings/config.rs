@@ -113,6 +113,8 @@ struct RawConfig {
     #[serde(default)]
     health: RawHealth,
     #[serde(default)]
+    probe: super::probe::RawProbe,
+    #[serde(default)]
     hooks: Vec<RawHook>,
 }
 
@@ -266,6 +268,7 @@ pub struct Config {
     pub sweep: super::sweep::SweepSettings,
     pub disk: super::disk::Disk,
     pub health: Health,
+    pub probe: super::probe::ProbeSettings,
     pub hooks: Vec<Hook>,
 }
 
@@ -336,6 +339,13 @@ impl Config {
         let mirrors = super::mirrors::resolve(raw.mirrors, source, &mut errors);
         let sweep = super::sweep::resolve(raw.sweep, source, &resolve, &mut errors);
         let disk = super::disk::resolve(raw.disk, source, &resolve, &mut errors);
+        let probe = super::probe::resolve(
+            raw.probe,
+            sweep.busy_check.as_ref(),
+            source,
+            &resolve,
+            &mut errors,
+        );
         let hooks = resolve_hooks(raw.hooks, source, &mut errors);
 
         if !errors.is_empty() {
@@ -374,6 +384,7 @@ impl Config {
                     .map_or(std::time::Duration::from_secs(6 * 3600), |s| s.0),
                 sweep_within: raw.health.sweep_within.map(|s| s.0),
             },
+            probe,
             hooks,
         })
     }

@@ -43,7 +43,55 @@ pub(super) struct RawDeploy {
 pub(super) struct RawBusyCheck {
     command: Option<Vec<String>>,
     url: Option<String>,
+    drone: Option<RawDrone>,
     timeout: Option<Seconds>,
+}
+
+/// `{ url, token_file }` of a Drone server: `busy_check.drone` and `probe.drone`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDrone {
+    url: String,
+    token_file: Option<PathBuf>,
+}
+
+/// A Drone server and where its token is: `token_file`, else the systemd credential
+/// [`DRONE_TOKEN_CREDENTIAL`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DroneSettings {
+    pub url: String,
+    pub token_file: Option<PathBuf>,
+}
+
+pub const DRONE_TOKEN_CREDENTIAL: &str = "drone-token";
+
+/// `<section>.drone` (or `<section>.busy_check.drone`): an http(s) URL with a host.
+pub(super) fn resolve_drone(
+    raw: RawDrone,
+    at: &[&str],
+    source: &TomlSource,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    errors: &mut Vec<crate::error::InputError>,
+) -> Option<DroneSettings> {
+    let mut key: Vec<&str> = at.to_vec();
+    key.push("url");
+    match check_http_url(&raw.url) {
+        Ok(()) if !raw.url.contains('@') => Some(DroneSettings {
+            url: raw.url.trim_end_matches('/').to_string(),
+            token_file: raw.token_file.as_deref().map(abs),
+        }),
+        Ok(()) => {
+            errors.push(source.error_at(
+                &key,
+                "holds user information: give Drone's token in token_file",
+            ));
+            None
+        }
+        Err(e) => {
+            errors.push(source.error_at(&key, e));
+            None
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +115,12 @@ pub enum BusyCheck {
     },
     /// A 2xx answer: idle. 423 Locked: busy (the body says with what). Anything else: failed.
     Url { url: String, timeout: Duration },
+    /// Drone's list of incomplete builds (`GET /api/builds/incomplete`, an admin's token):
+    /// empty is idle, any build is busy, any other answer failed.
+    Drone {
+        drone: DroneSettings,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -207,7 +261,7 @@ pub(super) fn resolve(
         .unwrap_or_else(|| vec![bridge_unit.to_string()]);
     let busy_check = raw
         .busy_check
-        .and_then(|b| resolve_busy_check(b, "deploy", source, errors));
+        .and_then(|b| resolve_busy_check(b, "deploy", source, abs, errors));
     let mut checks = Vec::new();
     for (i, c) in raw.checks.into_iter().enumerate() {
         let timeout = secs(c.timeout, 10);
@@ -274,12 +328,21 @@ pub(super) fn resolve_busy_check(
     b: RawBusyCheck,
     section: &str,
     source: &TomlSource,
+    abs: &dyn Fn(&Path) -> PathBuf,
     errors: &mut Vec<crate::error::InputError>,
 ) -> Option<BusyCheck> {
     let timeout = b.timeout.map_or(Duration::from_secs(10), |s| s.0);
-    match (b.command, b.url) {
-        (Some(argv), None) if !argv.is_empty() => Some(BusyCheck::Command { argv, timeout }),
-        (None, Some(url)) => match check_http_url(&url) {
+    match (b.command, b.url, b.drone) {
+        (Some(argv), None, None) if !argv.is_empty() => Some(BusyCheck::Command { argv, timeout }),
+        (None, None, Some(drone)) => resolve_drone(
+            drone,
+            &[section, "busy_check", "drone"],
+            source,
+            abs,
+            errors,
+        )
+        .map(|drone| BusyCheck::Drone { drone, timeout }),
+        (None, Some(url), None) => match check_http_url(&url) {
             Ok(()) => Some(BusyCheck::Url { url, timeout }),
             Err(e) => {
                 errors.push(source.error_at(&[section, "busy_check", "url"], e));
@@ -289,7 +352,8 @@ pub(super) fn resolve_busy_check(
         _ => {
             errors.push(source.error_at(
                 &[section, "busy_check"],
-                "needs exactly one of command = [argv...] (non-empty) or url = \"http(s)://...\"",
+                "needs exactly one of command = [argv...] (non-empty), url = \"http(s)://...\" \
+                 or drone = { url = \"http(s)://...\", token_file = \"...\" }",
             ));
             None
         }

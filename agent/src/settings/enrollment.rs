@@ -54,6 +54,7 @@ struct RawRecipe {
     upstream: Option<String>,
     branch: Option<String>,
     allow_insecure: Option<bool>,
+    probe: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -81,6 +82,8 @@ pub struct Recipe {
     /// The upstream URL with `{recipe}` substituted.
     pub upstream: String,
     pub branch: String,
+    /// `probe = false`: `cc-ci-agent probe` leaves this recipe's mirror alone (docs/probe.md).
+    pub probe: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -194,6 +197,7 @@ impl Enrollment {
                 tests,
                 upstream,
                 branch,
+                probe: r.probe.unwrap_or(true),
             });
         }
         let mut also_poll = Vec::new();

@@ -6,6 +6,7 @@ pub mod disk;
 pub mod edit;
 pub mod enrollment;
 pub mod mirrors;
+pub mod probe;
 pub mod rules;
 pub mod source;
 pub mod sweep;

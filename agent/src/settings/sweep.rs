@@ -187,6 +187,6 @@ pub(super) fn resolve(
         allow_prerelease: raw.allow_prerelease.unwrap_or(false),
         busy_check: raw
             .busy_check
-            .and_then(|b| resolve_busy_check(b, "sweep", source, errors)),
+            .and_then(|b| resolve_busy_check(b, "sweep", source, abs, errors)),
     }
 }

@@ -20,6 +20,7 @@ mod hostile;
 mod layout;
 mod mirrors;
 mod nix_parity;
+mod probe;
 mod secrets;
 mod state_cli;
 mod sweep;

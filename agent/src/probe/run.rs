@@ -1,0 +1,351 @@
+//! The probe run: choose the recipes, then one at a time (under the probe lock, never while CI
+//! is busy, no faster than `probe.min_interval`): make the head, comment, wait, record.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use serde_json::json;
+
+use super::plan::{choose, Choice, Fingerprint};
+use super::scratch::{Mirror, Scratch};
+use super::stages::Stage;
+use super::watch::{StageSeen, Watch};
+use crate::busy::{self, Busy};
+use crate::context::Context;
+use crate::deadline::Deadline;
+use crate::drone::Drone;
+use crate::error::Unusable;
+use crate::exit::Exit;
+use crate::forge::{self, Forge};
+use crate::git::Git;
+use crate::ledger::{JobLock, Ledger, ProbeOutcome};
+use crate::output::Output;
+use crate::settings::config::Config;
+use crate::settings::enrollment::{Enrollment, Recipe};
+
+/// What a proof of `recipe` rests on (see [`Fingerprint`]).
+pub fn fingerprint(
+    config: &Config,
+    live: &Result<BTreeSet<String>, String>,
+    recipe: &Recipe,
+) -> Fingerprint {
+    let polled = match live {
+        Ok(names) => json!(names.contains(&recipe.name)),
+        Err(_) => json!("unknown"),
+    };
+    let p = &config.probe;
+    Fingerprint {
+        recipe: json!({ "upstream": recipe.upstream, "branch": recipe.branch }),
+        // From the configuration, not the forge: health, which has no forge token, asks too.
+        mirror: json!(config.forge),
+        bridge: json!({
+            "unit": config.bridge.unit,
+            "polls_it": polled,
+            "comment": p.comment,
+            "ci_context": p.ci_context,
+            "bridge_login": p.bridge_login,
+            "drone": p.drone.as_ref().map(|d| &d.url),
+        }),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Report {
+    recipe: String,
+    outcome: ProbeOutcome,
+    /// Why it was probed.
+    reason: String,
+    pull: Option<u64>,
+    head: Option<String>,
+    stopped_at: Option<Stage>,
+    stages: Vec<StageSeen>,
+    ci_state: Option<String>,
+    detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Skipped {
+    recipe: String,
+    #[serde(flatten)]
+    choice: Choice,
+}
+
+/// The recipes to look at: the named ones (each must be enrolled), else every enrolled one.
+fn recipes(enrollment: &Enrollment, names: &[String]) -> Result<Vec<(Recipe, bool)>> {
+    let enrolled: Vec<&Recipe> = enrollment.recipes.iter().filter(|r| r.enrolled).collect();
+    if names.is_empty() {
+        return Ok(enrolled.into_iter().map(|r| (r.clone(), false)).collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            enrolled
+                .iter()
+                .find(|r| &r.name == n)
+                .map(|r| ((*r).clone(), true))
+                .ok_or_else(|| Unusable(format!("{n:?} is not an enrolled recipe")).into())
+        })
+        .collect()
+}
+
+pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
+    let config = ctx.config()?;
+    let enrollment = crate::settings::enrollment::Enrollment::load(&config.enrollment_file)?;
+    let chosen = recipes(&enrollment, names)?;
+    let forge = forge::from_config(&config)?;
+    let Some(talk) = forge.discussion() else {
+        return Err(Unusable(format!(
+            "{}: the probe comments on pull requests, which a forge of kind = \"local\" does \
+             not have: it needs kind = \"gitea\"",
+            config.path.display()
+        ))
+        .into());
+    };
+    let live = crate::bridge::live_poll_repos(&config);
+    let ledger = Ledger::open(&config.state_dir)?;
+    let now = SystemTime::now();
+    let mut due = Vec::new();
+    let mut skipped = Vec::new();
+    for (recipe, named) in chosen {
+        let fp = fingerprint(&config, &live, &recipe);
+        let last = ledger.probe_last_judged(&recipe.name)?;
+        match choose(
+            &recipe,
+            named,
+            last.as_ref(),
+            &fp,
+            config.probe.max_age,
+            now,
+        ) {
+            Choice::Probe { reason } => due.push((recipe, fp, reason)),
+            choice => skipped.push(Skipped {
+                recipe: recipe.name.clone(),
+                choice,
+            }),
+        }
+    }
+    if dry_run {
+        return answer_plan(&ctx.out, &due, &skipped);
+    }
+    let _lock = JobLock::probe(&config.state_dir, config.lock_wait)?;
+    for left in ledger.probes_interrupted()? {
+        tracing::warn!(
+            "{}: probe #{} of {} never ended (the agent was stopped): recorded as interrupted",
+            left.recipe,
+            left.id,
+            left.started_at
+        );
+    }
+    let drone = config
+        .probe
+        .drone
+        .as_ref()
+        .map(|d| Drone::new(d, Duration::from_secs(30), &config.path))
+        .transpose()?;
+    let git = mirror_git(&config, forge.as_ref());
+    let mirror = Mirror {
+        git: &git,
+        forge: forge.as_ref(),
+        talk,
+        cache_dir: &config.state_dir.join("probe"),
+    };
+    let org = match &config.forge {
+        Some(crate::settings::config::Forge::Gitea { org, .. }) => org.clone(),
+        _ => String::new(),
+    };
+    let mut reports = Vec::new();
+    for (recipe, fp, reason) in due {
+        let watch = Watch {
+            talk,
+            drone: drone.as_ref(),
+            settings: &config.probe,
+            ledger: &ledger,
+            org: &org,
+            full_name: forge.full_name(&recipe.name),
+        };
+        let report = probe_one(
+            &config,
+            &ledger,
+            (&mirror, &watch),
+            &recipe,
+            &fp,
+            reason,
+            &ctx.out,
+        )?;
+        ctx.out.progress(line(&report));
+        reports.push(report);
+    }
+    answer(&ctx.out, &reports, &skipped)
+}
+
+fn mirror_git(config: &Config, forge: &dyn Forge) -> Git {
+    let m = &config.mirrors;
+    let git = Git::new(m.git_timeout, m.retries).with_retry_pause(m.retry_pause);
+    match forge.git_auth() {
+        Some((prefix, header)) => git.with_http_auth(prefix, header),
+        None => git,
+    }
+}
+
+/// Waits until `probe.min_interval` has passed since any probe last commented on the forge.
+fn wait_for_turn(config: &Config, ledger: &Ledger, out: &Output) -> Result<()> {
+    let Some(last) = ledger.probe_last_comment_at()? else {
+        return Ok(());
+    };
+    let Ok(then) = humantime::parse_rfc3339(&last) else {
+        return Ok(());
+    };
+    let since = SystemTime::now().duration_since(then).unwrap_or_default();
+    let wait = config.probe.min_interval.saturating_sub(since);
+    if !wait.is_zero() {
+        out.progress(format!(
+            "waiting {}s: probes comment at most once per probe.min_interval ({})",
+            wait.as_secs(),
+            humantime::format_duration(config.probe.min_interval)
+        ));
+        std::thread::sleep(wait);
+    }
+    Ok(())
+}
+
+fn probe_one(
+    config: &Config,
+    ledger: &Ledger,
+    (mirror, watch): (&Mirror<'_>, &Watch<'_>),
+    recipe: &Recipe,
+    fp: &Fingerprint,
+    reason: String,
+    out: &Output,
+) -> Result<Report> {
+    let name = &recipe.name;
+    let mut report = Report {
+        recipe: name.clone(),
+        outcome: ProbeOutcome::Deferred,
+        reason,
+        pull: None,
+        head: None,
+        stopped_at: None,
+        stages: Vec::new(),
+        ci_state: None,
+        detail: String::new(),
+    };
+    if let Some(check) = &config.probe.busy_check {
+        if let Busy::Busy(why) | Busy::Unknown(why) = busy::check(check) {
+            let id = ledger.probe_begin(name, &fp.text())?;
+            report.detail = format!("CI is busy ({why}): not probed now, the next run will");
+            ledger.probe_end(id, ProbeOutcome::Deferred, None, None, &report.detail)?;
+            return Ok(report);
+        }
+    }
+    wait_for_turn(config, ledger, out)?;
+    let id = ledger.probe_begin(name, &fp.text())?;
+    let attempt = || -> Result<(Scratch, super::watch::Ending)> {
+        let deadline = Deadline::after(config.mirrors.recipe_timeout, "preparing the probe");
+        let scratch = mirror
+            .prepare(recipe, id, deadline)
+            .context("making the probe's head and pull request")?;
+        ledger.probe_target(id, scratch.pull, &scratch.head)?;
+        let comment = watch.comment(id, name, &scratch)?;
+        let ending = watch.wait(id, name, &scratch, comment)?;
+        Ok((scratch, ending))
+    };
+    match attempt() {
+        Ok((scratch, ending)) => {
+            let stopped = ending.stopped_at.map(Stage::as_str);
+            let state = ending.ci_state.as_deref();
+            ledger.probe_end(id, ending.outcome, stopped, state, &ending.detail)?;
+            report.pull = Some(scratch.pull);
+            report.head = Some(scratch.head);
+            report.outcome = ending.outcome;
+            report.stopped_at = ending.stopped_at;
+            report.stages = ending.stages;
+            report.ci_state = ending.ci_state;
+            report.detail = ending.detail;
+        }
+        Err(e) => {
+            report.outcome = ProbeOutcome::Failed;
+            report.detail = format!("{e:#}");
+            ledger.probe_end(id, ProbeOutcome::Failed, None, None, &report.detail)?;
+        }
+    }
+    Ok(report)
+}
+
+fn line(r: &Report) -> String {
+    let stages = r
+        .stages
+        .iter()
+        .map(|s| {
+            let secs = s.after_ms as f64 / 1000.0;
+            format!("{} after {secs:.1}s ({})", s.stage.as_str(), s.seen)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let on = match r.pull {
+        Some(n) => format!(" on #{n}"),
+        None => String::new(),
+    };
+    match r.outcome {
+        ProbeOutcome::Proven => format!("{}: proven{on}: {stages}", r.recipe),
+        ProbeOutcome::Stopped if stages.is_empty() => format!("{}: {}{on}", r.recipe, r.detail),
+        ProbeOutcome::Stopped => format!("{}: {}{on} (seen: {stages})", r.recipe, r.detail),
+        other => format!("{}: {}: {}", r.recipe, other.as_str(), r.detail),
+    }
+}
+
+fn answer_plan(
+    out: &Output,
+    due: &[(Recipe, Fingerprint, String)],
+    skipped: &[Skipped],
+) -> Result<Exit> {
+    let due: Vec<serde_json::Value> = due
+        .iter()
+        .map(|(r, _, reason)| json!({ "recipe": r.name, "reason": reason }))
+        .collect();
+    out.answer(&json!({ "due": due, "skipped": skipped }), |_| {
+        for d in &due {
+            crate::say!(
+                "{}: would probe: {}",
+                d["recipe"].as_str().unwrap_or_default(),
+                d["reason"].as_str().unwrap_or_default()
+            );
+        }
+        for s in skipped {
+            crate::say!("{}: {}", s.recipe, skip_words(&s.choice));
+        }
+    })?;
+    Ok(Exit::Success)
+}
+
+fn skip_words(choice: &Choice) -> String {
+    match choice {
+        Choice::Fresh { proven_at } => format!("proven at {proven_at}: not due"),
+        Choice::OptedOut => "opted out (probe = false in the enrollment)".into(),
+        Choice::Probe { reason } => reason.clone(),
+    }
+}
+
+fn answer(out: &Output, reports: &[Report], skipped: &[Skipped]) -> Result<Exit> {
+    let count = |o: ProbeOutcome| reports.iter().filter(|r| r.outcome == o).count();
+    let (failed, stopped) = (count(ProbeOutcome::Failed), count(ProbeOutcome::Stopped));
+    out.answer(&json!({ "probes": reports, "skipped": skipped }), |_| {
+        for s in skipped {
+            crate::say!("{}: {}", s.recipe, skip_words(&s.choice));
+        }
+        crate::say!(
+            "{} probed: {} proven, {stopped} stopped, {} deferred, {failed} failed",
+            reports.len(),
+            count(ProbeOutcome::Proven),
+            count(ProbeOutcome::Deferred),
+        );
+    })?;
+    Ok(if failed > 0 {
+        Exit::SomeFailed
+    } else if stopped > 0 {
+        Exit::NotTriggerable
+    } else {
+        Exit::Success
+    })
+}

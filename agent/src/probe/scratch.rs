@@ -1,0 +1,119 @@
+//! The probe's scratch pull request: branch `cc-ci/probe` on the mirror, at the mirror's branch
+//! plus one empty commit the agent makes for each probe, and one open pull request from it,
+//! kept open between probes. Upstream is never written; the mirror's branch and tags are never
+//! written either: the only ref pushed is `cc-ci/probe`, under a lease on what it held.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::deadline::Deadline;
+use crate::forge::{Closed, Discussion, Forge};
+use crate::git::{Change, Git};
+use crate::settings::enrollment::Recipe;
+
+pub const BRANCH: &str = "cc-ci/probe";
+pub const TITLE: &str = "cc-ci probe: does !testme start CI here? (kept open, never merged)";
+const AUTHOR: (&str, &str) = ("cc-ci probe", "cc-ci-probe@localhost");
+
+/// The pull request and the head a probe comments on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scratch {
+    pub pull: u64,
+    pub head: String,
+}
+
+pub struct Mirror<'a> {
+    pub git: &'a Git,
+    pub forge: &'a dyn Forge,
+    pub talk: &'a dyn Discussion,
+    /// Where the probe keeps a bare repository per recipe to make its commits in.
+    pub cache_dir: &'a Path,
+}
+
+fn body(recipe: &str) -> String {
+    format!(
+        "The CI host's probe uses this pull request to check, now and then, that a `!testme` \
+         comment on the {recipe} mirror starts a CI build and that the build reports back. Its \
+         branch is the mirror's main branch plus one empty commit per probe. Leave it open; \
+         closing it only makes the next probe open another. To stop probing {recipe}, set \
+         `probe = false` under `[recipe.{recipe}]` in the CI host's enrollment."
+    )
+}
+
+impl Mirror<'_> {
+    /// A new head for probe `id` pushed to `cc-ci/probe`, and the one open pull request from it.
+    pub fn prepare(&self, recipe: &Recipe, id: i64, deadline: Deadline) -> Result<Scratch> {
+        let git = self.git.within(deadline);
+        let name = &recipe.name;
+        let url = self.forge.mirror_url(name);
+        let heads = git
+            .heads(&url, &[recipe.branch.as_str(), BRANCH])
+            .with_context(|| format!("listing the branches of {}", self.forge.full_name(name)))?;
+        let Some(base) = heads.get(&recipe.branch) else {
+            bail!(
+                "the mirror {} has no branch {}: run `cc-ci-agent mirrors sync {name}` first",
+                self.forge.full_name(name),
+                recipe.branch
+            );
+        };
+        let cache = self.cache_dir.join(format!("{name}.git"));
+        std::fs::create_dir_all(self.cache_dir)
+            .with_context(|| format!("cannot create {}", self.cache_dir.display()))?;
+        git.init_bare(&cache)?;
+        git.fetch_ref(
+            &cache,
+            &url,
+            &format!("refs/heads/{}", recipe.branch),
+            "refs/probe/base",
+        )?;
+        let message = format!(
+            "cc-ci probe #{id} of {name}\n\nAn empty commit on {} at {}, made for one `!testme` \
+             probe (docs/probe.md). Never merged.\n",
+            recipe.branch,
+            crate::git::short(base)
+        );
+        let head = git.empty_commit(&cache, base, AUTHOR, &message)?;
+        let change = Change::Branch {
+            name: BRANCH.to_string(),
+            from: heads.get(BRANCH).cloned(),
+            to: head.clone(),
+        };
+        git.push(&cache, &url, &[change])
+            .with_context(|| format!("pushing {BRANCH} to {}", self.forge.full_name(name)))?;
+        let pull = self.the_pull(recipe, deadline)?;
+        Ok(Scratch { pull, head })
+    }
+
+    /// The open pull request from `cc-ci/probe`: opened when there is none; when there are
+    /// several (a person opened one too), the oldest is kept and the others closed.
+    fn the_pull(&self, recipe: &Recipe, deadline: Deadline) -> Result<u64> {
+        let name = &recipe.name;
+        let listing = self.forge.open_pulls(name, deadline)?;
+        let mut ours: Vec<u64> = listing
+            .pulls
+            .iter()
+            .filter(|p| p.head_ref == BRANCH)
+            .map(|p| p.number)
+            .collect();
+        ours.sort_unstable();
+        let Some((&keep, others)) = ours.split_first() else {
+            if !listing.complete {
+                bail!(
+                    "{} has more open pull requests than the agent lists: cannot tell whether a \
+                     probe pull request is among them",
+                    self.forge.full_name(name)
+                );
+            }
+            return self
+                .talk
+                .open_pull(name, BRANCH, &recipe.branch, TITLE, &body(name), deadline);
+        };
+        for &extra in others {
+            if let Closed::Refused(why) = self.forge.close_pull(name, extra, deadline)? {
+                tracing::warn!("{name}: a second probe pull request #{extra} stays open: {why}");
+            }
+        }
+        Ok(keep)
+    }
+}

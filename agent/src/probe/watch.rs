@@ -1,0 +1,192 @@
+//! One recipe's probe: the comment, then the wait for the three stages, each recorded in the
+//! journal as it is first seen. The comment is posted once per head: a marker holding the head
+//! is looked for first, so a probe restarted on the same head finds its comment instead.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::scratch::Scratch;
+use super::stages::{Rules, Seen, Stage};
+use crate::drone::Drone;
+use crate::forge::Discussion;
+use crate::ledger::{Ledger, ProbeOutcome};
+use crate::settings::probe::ProbeSettings;
+
+/// The comments' hidden marker: `<!-- cc-ci-probe HEAD -->`.
+const MARKER: &str = "<!-- cc-ci-probe";
+
+pub fn marker(head: &str) -> String {
+    format!("{MARKER} {head} -->")
+}
+
+fn comment_body(settings: &ProbeSettings, recipe: &str, head: &str) -> String {
+    format!(
+        "{}\n\n{}\nThis comment is cc-ci's probe: it checks that `{}` on this mirror starts a CI \
+         build of {} and that the build reports back. It comments once per head of this pull \
+         request. To stop it for this recipe, set `probe = false` under `[recipe.{recipe}]` in \
+         the CI host's enrollment.",
+        settings.comment,
+        marker(head),
+        settings.comment,
+        crate::git::short(head),
+    )
+}
+
+/// One stage as a probe saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageSeen {
+    pub stage: Stage,
+    /// Milliseconds from the comment.
+    pub after_ms: u64,
+    pub seen: String,
+}
+
+/// How one probe ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ending {
+    pub outcome: ProbeOutcome,
+    pub stopped_at: Option<Stage>,
+    pub stages: Vec<StageSeen>,
+    pub ci_state: Option<String>,
+    pub detail: String,
+}
+
+pub struct Watch<'a> {
+    pub talk: &'a dyn Discussion,
+    pub drone: Option<&'a Drone>,
+    pub settings: &'a ProbeSettings,
+    pub ledger: &'a Ledger,
+    /// The forge's org, which is Drone's namespace for the mirror too.
+    pub org: &'a str,
+    pub full_name: String,
+}
+
+impl Watch<'_> {
+    /// Posts the trigger on `scratch`'s head (unless it is there already) and records it.
+    pub fn comment(&self, id: i64, recipe: &str, scratch: &Scratch) -> Result<u64> {
+        let deadline = crate::deadline::Deadline::after(Duration::from_secs(120), "commenting");
+        let mine = marker(&scratch.head);
+        let existing = self
+            .talk
+            .comments(recipe, scratch.pull, deadline)?
+            .into_iter()
+            .find(|c| c.body.contains(&mine));
+        let comment = match existing {
+            Some(c) => c.id,
+            None => self.talk.post_comment(
+                recipe,
+                scratch.pull,
+                &comment_body(self.settings, recipe, &scratch.head),
+                deadline,
+            )?,
+        };
+        self.ledger.probe_commented(id, comment)?;
+        Ok(comment)
+    }
+
+    /// Everything the forge (and Drone) show of the probe now.
+    fn look(&self, recipe: &str, scratch: &Scratch, comment: u64) -> Result<Seen> {
+        let deadline = crate::deadline::Deadline::after(Duration::from_secs(60), "a look");
+        let replies = self
+            .talk
+            .comments(recipe, scratch.pull, deadline)?
+            .into_iter()
+            .filter(|c| c.id > comment && !c.body.contains(MARKER))
+            .collect();
+        let builds = match self.drone {
+            Some(d) => Some(
+                d.builds(self.org, recipe)?
+                    .into_iter()
+                    .filter(|b| b.after == scratch.head)
+                    .collect(),
+            ),
+            None => None,
+        };
+        Ok(Seen {
+            reactions: self.talk.reactions(recipe, comment, deadline)?,
+            replies,
+            statuses: self.talk.statuses(recipe, &scratch.head, deadline)?,
+            builds,
+        })
+    }
+
+    /// Waits up to `probe.timeout` for the stages, in order, asking every `poll_interval`.
+    pub fn wait(&self, id: i64, recipe: &str, scratch: &Scratch, comment: u64) -> Result<Ending> {
+        let rules = Rules {
+            bridge_login: self.settings.bridge_login.as_deref(),
+            ci_context: &self.settings.ci_context,
+        };
+        let start = Instant::now();
+        let mut stages: Vec<StageSeen> = Vec::new();
+        loop {
+            // The last look's error: a forge that does not answer now may at the next look.
+            let trouble = match self.look(recipe, scratch, comment) {
+                Ok(seen) => {
+                    for stage in Stage::ALL.into_iter().skip(stages.len()) {
+                        let Some(evidence) = rules.evidence(stage, &seen) else {
+                            break;
+                        };
+                        self.ledger.probe_stage(id, stage.column(), &evidence)?;
+                        stages.push(StageSeen {
+                            stage,
+                            after_ms: u64::try_from(start.elapsed().as_millis())
+                                .unwrap_or(u64::MAX),
+                            seen: evidence,
+                        });
+                    }
+                    if stages.len() == Stage::ALL.len() {
+                        let state = rules.reported(&seen).map(|(_, s)| s);
+                        return Ok(Ending {
+                            outcome: ProbeOutcome::Proven,
+                            stopped_at: None,
+                            detail: format!(
+                                "the CI reported {} after {}s",
+                                state.as_deref().unwrap_or("back"),
+                                start.elapsed().as_secs()
+                            ),
+                            ci_state: state,
+                            stages,
+                        });
+                    }
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!("{recipe}: cannot look at the probe now: {e:#}");
+                    Some(format!("{e:#}"))
+                }
+            };
+            let left = self.settings.timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Ok(self.ran_out(stages, trouble));
+            }
+            std::thread::sleep(self.settings.poll_interval.min(left));
+        }
+    }
+
+    fn ran_out(&self, stages: Vec<StageSeen>, trouble: Option<String>) -> Ending {
+        let waited = humantime::format_duration(self.settings.timeout);
+        if let Some(e) = trouble {
+            return Ending {
+                outcome: ProbeOutcome::Failed,
+                stopped_at: None,
+                stages,
+                ci_state: None,
+                detail: format!("the forge did not answer the last look ({e}): nothing is judged"),
+            };
+        }
+        let missing = Stage::ALL[stages.len()];
+        Ending {
+            outcome: ProbeOutcome::Stopped,
+            stopped_at: Some(missing),
+            detail: format!(
+                "stopped at {} after {waited}: {}",
+                missing.as_str(),
+                missing.failure(&self.full_name)
+            ),
+            stages,
+            ci_state: None,
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! `cc-ci-agent probe` against a test forge, a test bridge that polls it for `!testme` as the
+//! real one does, and a test Drone that sets commit statuses through the forge's API: real HTTP
+//! on 127.0.0.1, real git, the real state database.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cc_ci_testkit::bridge::{Answer, BridgeSpec, TestBridge};
+use cc_ci_testkit::drone::{Runs, TestDrone};
+
+use crate::common::{agent, Run};
+use crate::support::forge::TestForge;
+use crate::support::{refs, GitDaemon, Upstream};
+
+const TOKEN: &str = "forge-token-0123456789abcdef";
+const BRIDGE_TOKEN: &str = "bridge-forge-token-0123456789";
+const DRONE_FORGE_TOKEN: &str = "drone-forge-token-0123456789";
+const ORG: &str = "recipe-maintainers";
+
+/// Fields drop in order: the bridge stops before the servers it talks to.
+struct Host {
+    bridge: Option<TestBridge>,
+    dir: tempfile::TempDir,
+    _daemon: GitDaemon,
+    forge: TestForge,
+    drone: TestDrone,
+    upstreams: BTreeMap<String, Upstream>,
+    config: PathBuf,
+    names: Vec<String>,
+}
+
+impl Host {
+    /// `names` enrolled and mirrored (by a real sync); each activated in Drone. `probe_toml`
+    /// goes under `[probe]` in agent.toml.
+    fn new(names: &[&str], probe_toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (up_root, work_root) = (dir.path().join("upstream"), dir.path().join("work"));
+        std::fs::create_dir_all(&up_root).unwrap();
+        std::fs::create_dir_all(&work_root).unwrap();
+        let upstreams: BTreeMap<String, Upstream> = names
+            .iter()
+            .map(|n| {
+                let up = Upstream::create(&up_root, &work_root, n, "main");
+                up.tag("1.0.0+1.2.3", true);
+                (n.to_string(), up)
+            })
+            .collect();
+        let daemon = GitDaemon::start(&up_root);
+        let forge = TestForge::start(&dir.path().join("forge"), ORG, TOKEN);
+        forge.add_user("bridge-bot", BRIDGE_TOKEN);
+        forge.add_user("drone-bot", DRONE_FORGE_TOKEN);
+        let drone = TestDrone::start(&forge.url, DRONE_FORGE_TOKEN);
+        for n in names {
+            drone.activate(&format!("{ORG}/{n}"));
+        }
+        std::fs::write(dir.path().join("forge-token"), format!("{TOKEN}\n")).unwrap();
+        std::fs::write(dir.path().join("drone-token"), &drone.admin_token).unwrap();
+        let mut enrollment = format!(
+            "[defaults]\nupstream = \"git://127.0.0.1:{}/{{recipe}}.git\"\n",
+            daemon.port
+        );
+        for n in names {
+            enrollment.push_str(&format!("\n[recipe.{n}]\n"));
+        }
+        std::fs::write(dir.path().join("enrollment.toml"), enrollment).unwrap();
+        let host = Self {
+            config: dir.path().join("agent.toml"),
+            dir,
+            _daemon: daemon,
+            forge,
+            drone,
+            bridge: None,
+            upstreams,
+            names: names.iter().map(|n| n.to_string()).collect(),
+        };
+        host.write_config(probe_toml);
+        let sync = host.agent(&["mirrors", "sync"]);
+        assert_eq!(sync.code, 0, "{}", sync.stderr);
+        // Some time later, as the bridge will find them: pull requests can be listed.
+        host.forge.settle();
+        host
+    }
+
+    fn write_config(&self, probe_toml: &str) {
+        // No waiting between probes and a short wait for stages, unless a test asks otherwise.
+        let mut pace = String::new();
+        for (key, value) in [("min_interval", "0s"), ("timeout", "3s")] {
+            if !probe_toml.contains(&format!("{key} =")) {
+                pace.push_str(&format!("{key} = \"{value}\"\n"));
+            }
+        }
+        std::fs::write(
+            &self.config,
+            format!(
+                "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\n\n[forge]\nkind = \"gitea\"\n\
+                 url = \"{}\"\norg = \"{ORG}\"\ntoken_file = \"forge-token\"\nallow_insecure = true\n\n\
+                 [health]\npoll_repos_file = \"poll-repos\"\n\n[probe]\npoll_interval = \"100ms\"\n\
+                 {pace}{probe_toml}\n",
+                self.forge.url
+            ),
+        )
+        .unwrap();
+    }
+
+    /// A bridge polling `polls`, answering as `answer` says.
+    fn bridge(&mut self, polls: &[&str], answer: Answer) {
+        std::fs::write(self.dir.path().join("poll-repos"), polls.join(",")).unwrap();
+        self.bridge = Some(TestBridge::start(BridgeSpec {
+            forge_url: self.forge.url.clone(),
+            org: ORG.into(),
+            forge_token: BRIDGE_TOKEN.into(),
+            polls: polls.iter().map(|p| p.to_string()).collect(),
+            trigger: "!testme".into(),
+            answer,
+            drone_url: self.drone.url.clone(),
+            drone_token: self.drone.user_token.clone(),
+            interval: Duration::from_millis(50),
+        }));
+    }
+
+    fn agent(&self, args: &[&str]) -> Run {
+        let mut full = vec!["--config", self.config.to_str().unwrap()];
+        full.extend_from_slice(args);
+        agent(&full)
+    }
+
+    fn probe(&self, args: &[&str]) -> (Run, serde_json::Value) {
+        let mut full = vec!["--format", "json", "probe"];
+        full.extend_from_slice(args);
+        let run = self.agent(&full);
+        let v = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", run.stdout, run.stderr));
+        (run, v)
+    }
+
+    /// Every ref of every upstream and every mirror except the probe's branch.
+    fn untouched_refs(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        for n in &self.names {
+            all.extend(refs(&self.upstreams[n].bare));
+            all.extend(
+                refs(&self.forge.repo(n))
+                    .into_iter()
+                    .filter(|r| !r.ends_with(" refs/heads/cc-ci/probe")),
+            );
+        }
+        all
+    }
+
+    fn health(&self) -> serde_json::Value {
+        let run = self.agent(&["--format", "json", "health"]);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    }
+
+    fn check(&self, recipe: &str, name: &str) -> Option<serde_json::Value> {
+        let report = self.health();
+        let r = report["recipes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["recipe"] == recipe)
+            .cloned()
+            .unwrap();
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+    }
+}
+
+fn only(v: &serde_json::Value) -> &serde_json::Value {
+    let probes = v["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 1, "{v:#}");
+    &probes[0]
+}
+
+#[test]
+fn the_whole_path_is_proven_stage_by_stage_and_nothing_but_the_probe_branch_moves() {
+    for drone in [true, false] {
+        let probe = if drone {
+            "[probe.drone]\nurl = \"DRONE\"\ntoken_file = \"drone-token\"\n"
+        } else {
+            ""
+        };
+        let mut host = Host::new(&["plausible", "ghost"], "");
+        host.write_config(&format!(
+            "min_interval = \"1s\"\n{}",
+            probe.replace("DRONE", &host.drone.url)
+        ));
+        host.bridge(&["plausible", "ghost"], Answer::React);
+        let before = host.untouched_refs();
+
+        let (run, v) = host.probe(&[]);
+        assert_eq!(run.code, 0, "{v:#}\n{}", run.stderr);
+        let probes = v["probes"].as_array().unwrap();
+        assert_eq!(probes.len(), 2, "{v:#}");
+        for p in probes {
+            assert_eq!(p["outcome"], "proven", "{p:#}");
+            assert_eq!(p["ci_state"], "success", "{p:#}");
+            let stages: Vec<&str> = p["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["stage"].as_str().unwrap())
+                .collect();
+            assert_eq!(stages, ["picked-up", "build-started", "reported"], "{p:#}");
+            assert!(
+                p["stages"][0]["seen"]
+                    .as_str()
+                    .unwrap()
+                    .contains("bridge-bot"),
+                "{p:#}"
+            );
+            let evidence = p["stages"][1]["seen"].as_str().unwrap();
+            assert_eq!(evidence.contains("Drone build #1"), drone, "{evidence}");
+            // One open probe pull request, whose head is the probe's, one commit on main.
+            let name = p["recipe"].as_str().unwrap();
+            let pulls = host.forge.pulls(name);
+            assert_eq!(pulls.len(), 1, "{pulls:?}");
+            assert_eq!(pulls[0].head_ref.as_deref(), Some("cc-ci/probe"));
+            let head = p["head"].as_str().unwrap();
+            let mirror = host.forge.repo(name);
+            let parent = crate::support::git(&mirror, &["rev-parse", &format!("{head}^")]);
+            let main = crate::support::git(&mirror, &["rev-parse", "refs/heads/main"]);
+            assert_eq!(parent, main);
+            assert_eq!(pulls[0].comments[0].login, "cc-ci-bot");
+            assert!(pulls[0].comments[0].body.starts_with("!testme\n"));
+            assert!(pulls[0].comments[0].body.contains("probe = false"));
+        }
+        assert_eq!(
+            host.untouched_refs(),
+            before,
+            "upstream, mirror main and tags must not move"
+        );
+        // probe.min_interval: the second comment came at least a second after the first.
+        let db = rusqlite::Connection::open(host.dir.path().join("state/state.db")).unwrap();
+        let at: Vec<String> = db
+            .prepare("SELECT commented_at FROM probes ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let t = |s: &str| humantime::parse_rfc3339(s).unwrap();
+        assert!(
+            t(&at[1]).duration_since(t(&at[0])).unwrap() >= Duration::from_secs(1),
+            "{at:?}"
+        );
+        let triggerable = host.check("plausible", "triggerable").unwrap();
+        assert_eq!(triggerable["status"], "ok", "{triggerable:#}");
+    }
+}
+
+#[test]
+fn a_recipe_the_bridge_does_not_poll_stops_at_picked_up() {
+    let mut host = Host::new(&["plausible", "ghost"], "");
+    host.bridge(&["plausible"], Answer::React);
+    let (run, v) = host.probe(&["ghost"]);
+    assert_eq!(run.code, 18, "{v:#}\n{}", run.stderr);
+    let p = only(&v);
+    assert_eq!(p["outcome"], "stopped");
+    assert_eq!(p["stopped_at"], "picked-up");
+    assert!(
+        p["detail"].as_str().unwrap().contains("POLL_REPOS"),
+        "{p:#}"
+    );
+    assert!(p["stages"].as_array().unwrap().is_empty());
+    let check = host.check("ghost", "triggerable").unwrap();
+    assert_eq!(check["status"], "fail", "{check:#}");
+    assert!(
+        check["reason"].as_str().unwrap().contains("picked-up"),
+        "{check:#}"
+    );
+}
+
+#[test]
+fn ci_that_never_starts_stops_at_build_started() {
+    let mut host = Host::new(&["plausible"], "");
+    // Not activated in Drone: the bridge's build is refused, and the bridge says so.
+    host.drone.state.lock().unwrap().activated.clear();
+    host.bridge(&["plausible"], Answer::Reply);
+    let (run, v) = host.probe(&[]);
+    assert_eq!(run.code, 18, "{v:#}\n{}", run.stderr);
+    let p = only(&v);
+    assert_eq!(p["stopped_at"], "build-started", "{p:#}");
+    assert!(
+        p["stages"][0]["seen"]
+            .as_str()
+            .unwrap()
+            .contains("reply by bridge-bot"),
+        "{p:#}"
+    );
+    assert!(host.drone.builds(&format!("{ORG}/plausible")).is_empty());
+}
+
+#[test]
+fn ci_that_starts_but_never_reports_stops_at_reported() {
+    let mut host = Host::new(&["plausible"], "");
+    host.drone.set_runs(Runs::Hangs);
+    host.bridge(&["plausible"], Answer::React);
+    let (run, v) = host.probe(&[]);
+    assert_eq!(run.code, 18, "{v:#}\n{}", run.stderr);
+    let p = only(&v);
+    assert_eq!(p["stopped_at"], "reported", "{p:#}");
+    assert_eq!(p["stages"].as_array().unwrap().len(), 2, "{p:#}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("no final status"),
+        "{p:#}"
+    );
+}
+
+#[test]
+fn probing_again_comments_once_per_head_and_a_fresh_proof_is_left_alone() {
+    let mut host = Host::new(&["plausible"], "");
+    host.bridge(&["plausible"], Answer::React);
+    let (first, v1) = host.probe(&[]);
+    assert_eq!(first.code, 0, "{v1:#}");
+    // Not due: proven just now, of the same enrollment, mirror and bridge.
+    let (idle, v2) = host.probe(&[]);
+    assert_eq!(idle.code, 0, "{v2:#}");
+    assert!(v2["probes"].as_array().unwrap().is_empty(), "{v2:#}");
+    assert_eq!(v2["skipped"][0]["why"], "fresh", "{v2:#}");
+    // Named, it is probed again: on a new head.
+    let (again, v3) = host.probe(&["plausible"]);
+    assert_eq!(again.code, 0, "{v3:#}");
+    let (h1, h3) = (only(&v1)["head"].clone(), only(&v3)["head"].clone());
+    assert_ne!(h1, h3);
+    let pulls = host.forge.pulls("plausible");
+    assert_eq!(pulls.len(), 1, "one probe pull request, reused: {pulls:?}");
+    let probe_comments: Vec<&str> = pulls[0]
+        .comments
+        .iter()
+        .filter(|c| c.body.contains("<!-- cc-ci-probe"))
+        .map(|c| c.body.as_str())
+        .collect();
+    assert_eq!(probe_comments.len(), 2, "{probe_comments:#?}");
+    for head in [h1, h3] {
+        let marker = format!("<!-- cc-ci-probe {} -->", head.as_str().unwrap());
+        assert_eq!(
+            probe_comments
+                .iter()
+                .filter(|b| b.contains(&marker))
+                .count(),
+            1,
+            "one comment on {head}"
+        );
+    }
+}
+
+#[test]
+fn while_ci_is_busy_the_probe_is_deferred_not_failed() {
+    let mut host = Host::new(&["plausible"], "");
+    let busy = format!(
+        "[probe.busy_check.drone]\nurl = \"{}\"\ntoken_file = \"drone-token\"\n",
+        host.drone.url
+    );
+    host.write_config(&busy);
+    host.bridge(&["plausible"], Answer::React);
+    host.drone.hold("coop-cloud/other");
+    let (run, v) = host.probe(&[]);
+    assert_eq!(run.code, 0, "{v:#}\n{}", run.stderr);
+    let p = only(&v);
+    assert_eq!(p["outcome"], "deferred", "{p:#}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("coop-cloud/other #1"),
+        "{p:#}"
+    );
+    assert!(
+        host.forge.pulls("plausible").is_empty(),
+        "nothing was written to the forge"
+    );
+    // Health does not count a deferral as a judgement.
+    let check = host.check("plausible", "triggerable").unwrap();
+    assert_eq!(check["status"], "warn", "{check:#}");
+    assert!(
+        check["reason"].as_str().unwrap().contains("never proven"),
+        "{check:#}"
+    );
+    host.drone.finish_all();
+    let (run, v) = host.probe(&[]);
+    assert_eq!(run.code, 0, "{v:#}");
+    assert_eq!(only(&v)["outcome"], "proven");
+}
+
+#[test]
+fn a_recipe_opted_out_is_never_touched() {
+    let mut host = Host::new(&["plausible", "ghost"], "");
+    let enrollment = host.dir.path().join("enrollment.toml");
+    let text = std::fs::read_to_string(&enrollment).unwrap();
+    std::fs::write(
+        &enrollment,
+        text.replace("[recipe.ghost]\n", "[recipe.ghost]\nprobe = false\n"),
+    )
+    .unwrap();
+    host.bridge(&["plausible", "ghost"], Answer::React);
+    let (run, v) = host.probe(&[]);
+    assert_eq!(run.code, 0, "{v:#}\n{}", run.stderr);
+    assert_eq!(only(&v)["recipe"], "plausible");
+    assert_eq!(v["skipped"][0]["recipe"], "ghost");
+    assert_eq!(v["skipped"][0]["why"], "opted-out");
+    // Named, too, it is left alone.
+    let (run, v) = host.probe(&["ghost"]);
+    assert_eq!(run.code, 0, "{v:#}");
+    assert!(v["probes"].as_array().unwrap().is_empty());
+    assert!(host.forge.pulls("ghost").is_empty());
+    assert!(!refs(&host.forge.repo("ghost"))
+        .iter()
+        .any(|r| r.contains("cc-ci/probe")));
+    assert!(host.check("ghost", "triggerable").is_none());
+}
+
+#[test]
+fn health_says_never_proven_proven_and_changed_since() {
+    let mut host = Host::new(&["plausible", "ghost"], "");
+    // Before any probe has run, health says nothing of triggerability.
+    assert!(host.check("plausible", "triggerable").is_none());
+    host.bridge(&["plausible", "ghost"], Answer::React);
+    let (run, _) = host.probe(&["plausible"]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        host.check("plausible", "triggerable").unwrap()["status"],
+        "ok"
+    );
+    let never = host.check("ghost", "triggerable").unwrap();
+    assert_eq!(never["status"], "warn", "{never:#}");
+    // What the proof rested on changed: the trigger the bridge is sent.
+    host.write_config("comment = \"!ci\"");
+    let changed = host.check("plausible", "triggerable").unwrap();
+    assert_eq!(changed["status"], "warn", "{changed:#}");
+    assert!(
+        changed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the bridge changed"),
+        "{changed:#}"
+    );
+    // And the next run probes it again, by itself.
+    let (_, v) = host.probe(&["--dry-run"]);
+    let due: Vec<&str> = v["due"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["recipe"].as_str().unwrap())
+        .collect();
+    assert_eq!(due, ["ghost", "plausible"], "{v:#}");
+}
+
+#[test]
+fn a_forge_without_pull_requests_is_refused_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("enrollment.toml"), "[recipe.plausible]\n").unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n",
+    )
+    .unwrap();
+    let run = agent(&["--config", config.to_str().unwrap(), "probe"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("kind = \"gitea\""), "{}", run.stderr);
+    assert!(
+        !dir.path().join("state/state.db").exists(),
+        "nothing written"
+    );
+}
+
+#[test]
+fn a_probe_killed_while_it_waits_is_recorded_interrupted_and_never_comments_twice_on_a_head() {
+    let mut host = Host::new(&["plausible"], "");
+    host.write_config("timeout = \"10m\"");
+    // No bridge yet: the probe comments and waits.
+    let mut child = std::process::Command::new(crate::common::bin())
+        .args([
+            "--config",
+            host.config.to_str().unwrap(),
+            "probe",
+            "plausible",
+        ])
+        .env("CC_CI_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let commented = || {
+        host.forge
+            .pulls("plausible")
+            .first()
+            .is_some_and(|p| !p.comments.is_empty())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !commented() {
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the probe never commented: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    host.write_config("");
+    host.bridge(&["plausible"], Answer::React);
+    let (run, v) = host.probe(&["plausible"]);
+    assert_eq!(run.code, 0, "{v:#}\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("recorded as interrupted"),
+        "{}",
+        run.stderr
+    );
+    let db = rusqlite::Connection::open(host.dir.path().join("state/state.db")).unwrap();
+    let outcomes: Vec<(String, String)> = db
+        .prepare("SELECT outcome, head FROM probes ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(outcomes[0].0, "interrupted");
+    assert_eq!(outcomes[1].0, "proven");
+    assert_ne!(
+        outcomes[0].1, outcomes[1].1,
+        "the second probe has a head of its own"
+    );
+    let pulls = host.forge.pulls("plausible");
+    assert_eq!(pulls.len(), 1);
+    for (_, head) in &outcomes {
+        let marker = format!("<!-- cc-ci-probe {head} -->");
+        let n = pulls[0]
+            .comments
+            .iter()
+            .filter(|c| c.body.contains(&marker))
+            .count();
+        assert_eq!(n, 1, "comments on {head}");
+    }
+}
