@@ -19,8 +19,9 @@ let
   # Each unit gets only the credentials its job reads. A credential whose file is missing fails
   # its unit, so no unit carries one it does not need.
   credentialsFor = job: map (c: "${c.name}:${c.file}") (lib.filter (c: c.file != null && lib.elem job c.jobs) [
-    { name = "forge-token"; file = cfg.forge.tokenFile; jobs = [ "mirrors" "sweep" ]; }
+    { name = "forge-token"; file = cfg.forge.tokenFile; jobs = [ "mirrors" "sweep" "probe" ]; }
     { name = "bridge-token"; file = cfg.bridge.tokenFile; jobs = [ "health" ]; }
+    { name = "drone-token"; file = cfg.drone.tokenFile; jobs = [ "sweep" "probe" ]; }
   ]);
 
   # Hardening shared by every agent unit that does not need root.
@@ -89,7 +90,12 @@ let
     sweep = { timer = cfg.sweep.timer; argv = [ "sweep" ]; available = cfg.sweep.command != null; timeout = "25h"; };
     health = { timer = cfg.health.timer; argv = [ "health" ]; available = true; timeout = "15min"; };
     gc = { timer = cfg.disk.gc.timer; argv = [ "gc" ]; available = cfg.disk.budget != null; timeout = "3h"; };
+    # Above probe.timeout (15 min) for each recipe probed; a run ends itself first.
+    probe = { timer = cfg.probe.timer; argv = [ "probe" ]; available = cfg.forge.kind == "gitea"; timeout = "12h"; };
   };
+
+  # Drone, asked whether CI is busy (sweep, probe, and deploy without a busyCheck of its own).
+  droneBusyCheck = lib.optionalAttrs (cfg.drone.url != null && cfg.drone.busyCheck) { drone = { inherit (cfg.drone) url; }; };
   activeJobs = lib.filterAttrs (_: j: j.available && j.timer.enable) jobs;
 
   # The deploy's unit: root, and left alone by the activation it performs.
@@ -106,6 +112,8 @@ let
       # Above build_timeout (1h by default) plus verification: the deploy ends itself first.
       TimeoutStartSec = "2h";
       ExecStart = lib.escapeShellArgs ([ exe ] ++ argv);
+      # Drone's token, when the deploy asks Drone whether CI is busy.
+      LoadCredential = lib.optional (cfg.deploy.busyCheck == null && droneBusyCheck != { }) "drone-token:${cfg.drone.tokenFile}";
       # Root, and no ProtectSystem, capability or namespace limits: activation writes the
       # profiles, /etc and the boot loader, sets the hostname, and restarts anything. What
       # activation never needs is still closed.
@@ -306,6 +314,49 @@ in
         description = "Supplementary groups for the sweep unit (a CI that drives Docker needs `docker`).";
       };
     };
+    drone = {
+      url = lib.mkOption {
+        type = lib.types.nullOr (lib.types.strMatching "https?://[^@/?#]+.*");
+        default = null;
+        example = "https://drone.example.org";
+        description = "The Drone server CI runs on: the probe reads its builds, and `busyCheck` asks it whether CI is busy.";
+      };
+      tokenFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/run/secrets/cc-ci-drone-token";
+        description = ''
+          File holding a Drone token of an admin user (Drone lists builds in flight to admins
+          only). A path as a string, so the secret never enters the Nix store; units get it as the
+          systemd credential `drone-token`.
+        '';
+      };
+      busyCheck = lib.mkOption {
+        type = lib.types.bool;
+        default = true;
+        description = "With `url`: sweep, probe and deploy (unless `deploy.busyCheck` is set) wait while Drone has a build pending or running.";
+      };
+    };
+
+    probe = {
+      timer = timerOptions "probe" "weekly" // {
+        enable = lib.mkEnableOption "the weekly probe: `cc-ci-agent probe` posts `!testme` on a scratch pull request of each recipe's mirror that is due (never proven, stopped last time, changed, or proven longer ago than `maxAge`) and waits for CI to start and report back (docs/probe.md)";
+      };
+      comment = lib.mkOption {
+        type = lib.types.singleLineStr;
+        default = "!testme";
+        description = "The trigger the bridge answers, posted as the probe comment's first line.";
+      };
+      timeout = lib.mkOption { type = durationType; default = "15m"; description = "How long one recipe's probe waits for the bridge, the build and its result."; };
+      maxAge = lib.mkOption { type = durationType; default = "30d"; description = "A proof older than this is probed again."; };
+      bridgeLogin = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "cc-ci-bridge";
+        description = "The bridge's forge user: when set, only its reactions, replies and statuses show that it picked a probe up.";
+      };
+    };
+
     health = {
       timer = timerOptions "health report" "*:0/15";
       metricsFile = lib.mkOption {
@@ -489,6 +540,7 @@ in
         [
           { name = "forge.tokenFile"; value = cfg.forge.tokenFile; }
           { name = "bridge.tokenFile"; value = cfg.bridge.tokenFile; }
+          { name = "drone.tokenFile"; value = cfg.drone.tokenFile; }
         ]
       ++ map
         (c: {
@@ -527,6 +579,14 @@ in
           message = "services.cc-ci.disk.volumes.kind: \"docker\" needs virtualisation.docker.enable, whose docker CLI gc runs.";
         }
         {
+          assertion = cfg.drone.url == null || cfg.drone.tokenFile != null;
+          message = "services.cc-ci.drone.url: asking Drone needs services.cc-ci.drone.tokenFile, an admin's token.";
+        }
+        {
+          assertion = !cfg.probe.timer.enable || cfg.forge.kind == "gitea";
+          message = "services.cc-ci.probe.timer.enable: the probe comments on pull requests, which needs services.cc-ci.forge.kind = \"gitea\".";
+        }
+        {
           assertion = !(cfg.settings ? forge && cfg.settings.forge ? token_file) && !(cfg.settings ? bridge && cfg.settings.bridge ? token_file);
           message = "services.cc-ci.settings: set secrets with services.cc-ci.forge.tokenFile and services.cc-ci.bridge.tokenFile, which pass them as systemd credentials, not as token_file settings.";
         }
@@ -549,6 +609,7 @@ in
       };
       sweep = dropNulls {
         inherit (cfg.sweep) command teardown timeout;
+        busy_check = if droneBusyCheck != { } then droneBusyCheck else null;
         canonical_export_dir = cfg.sweep.exportDir;
         allow_prerelease = cfg.sweep.allowPrerelease;
       };
@@ -561,7 +622,15 @@ in
         verify_timeout = cfg.deploy.verifyTimeout;
         required_units = cfg.deploy.requiredUnits;
         checks = map dropNulls cfg.deploy.checks;
-        busy_check = if cfg.deploy.busyCheck == null then null else dropNulls cfg.deploy.busyCheck;
+        busy_check = if cfg.deploy.busyCheck != null then dropNulls cfg.deploy.busyCheck
+          else if droneBusyCheck != { } then droneBusyCheck else null;
+      };
+      probe = dropNulls {
+        inherit (cfg.probe) comment timeout;
+        max_age = cfg.probe.maxAge;
+        bridge_login = cfg.probe.bridgeLogin;
+        drone = if cfg.drone.url != null then { inherit (cfg.drone) url; } else null;
+        busy_check = if droneBusyCheck != { } then droneBusyCheck else null;
       };
     }
     // lib.optionalAttrs (cfg.forge.kind != null) {

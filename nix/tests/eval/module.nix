@@ -176,6 +176,36 @@ let
         (expect (lib.hasSuffix " deploy --auto" c.systemd.services.cc-ci-deploy-auto.serviceConfig.ExecStart)
           "no --auto unit" { inherit (c.services.cc-ci.deploy) flake; });
 
+    # The weekly probe: off unless asked for; when on, a hardened unit with the forge's and
+    # Drone's tokens by credential, a weekly persistent timer, and Drone as the busy check.
+    probe-job = let
+      off = host { };
+      c = host {
+        services.cc-ci.probe.timer.enable = true;
+        services.cc-ci.probe.bridgeLogin = "cc-ci-bridge";
+        services.cc-ci.drone = { url = "https://drone.example.org"; tokenFile = "/run/secrets/cc-ci-drone-token"; };
+      };
+      unit = c.systemd.services.cc-ci-probe.serviceConfig;
+      timer = c.systemd.timers.cc-ci-probe.timerConfig;
+      toml = c.environment.etc."cc-ci/agent.toml".source.text;
+    in
+      expect (!(off.systemd.services ? cc-ci-probe) && !(off.systemd.timers ? cc-ci-probe)) "a probe unit without probe.timer.enable"
+        (expect (failed c == [ ]) "assertions failed: ${builtins.toJSON (failed c)}"
+          (expect (timer == { OnCalendar = "weekly"; Persistent = true; RandomizedDelaySec = "10m"; })
+            "cc-ci-probe.timer: ${builtins.toJSON timer}"
+            (expect (unit.User == "cc-ci" && unit.ProtectSystem == "strict" && unit.NoNewPrivileges
+                && lib.hasSuffix " probe" unit.ExecStart
+                && unit.LoadCredential == [ "forge-token:/run/secrets/cc-ci-forge-token" "drone-token:/run/secrets/cc-ci-drone-token" ])
+              "cc-ci-probe.service: ${builtins.toJSON unit}"
+              (expect (lib.hasInfix "bridge_login = \"cc-ci-bridge\"" toml && lib.hasInfix "[probe.busy_check.drone]" toml
+                  && lib.hasInfix "[sweep.busy_check.drone]" toml && lib.hasInfix "[deploy.busy_check.drone]" toml
+                  && builtins.elem "drone-token:/run/secrets/cc-ci-drone-token" c.systemd.services.cc-ci-deploy.serviceConfig.LoadCredential)
+                "Drone is not the busy check everywhere: ${toml}"
+                { agentToml = toml; }))));
+
+    drone-no-token = refusedFor "services.cc-ci.drone.url"
+      (host { services.cc-ci.drone.url = "https://drone.example.org"; });
+
     deploy-auto-no-flake = refusedFor "services.cc-ci.deploy.auto.enable"
       (host { services.cc-ci.deploy.auto.enable = true; });
 
