@@ -1,7 +1,9 @@
 //! The demo (`cc-ci-demo`): the whole system on one machine, in one directory. It builds a small fleet
 //! of upstream recipe repositories with release tags, a local forge, a flake checkout with an
 //! enrollment, and an emulated NixOS host, then runs the agent itself, step by step, as an operator
-//! would. Only the host (see `emulator`) and CI (a stand-in command) are stand-ins.
+//! would. Only the host (see `emulator`) and CI (a stand-in command) are stand-ins. Its last act
+//! probes two recipes through the test kit's HTTP forge, bridge and Drone: one proven, one whose
+//! `!testme` the bridge never sees.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +43,72 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process:
             eprintln!("error: {e:#}");
             cc_ci_agent::exit::classify(&e).into()
         }
+    }
+}
+
+/// The demo's second act: an HTTP forge, a Drone and a bridge, for the probe.
+/// Fields drop in order: the bridge stops before the servers it talks to.
+struct ProbeAct {
+    bridge: std::cell::RefCell<Option<crate::bridge::TestBridge>>,
+    forge: crate::forge::TestForge,
+    drone: crate::drone::TestDrone,
+    root: PathBuf,
+    config: PathBuf,
+}
+
+const ORG: &str = "recipe-maintainers";
+
+impl ProbeAct {
+    fn start(root: &Path) -> Result<Self> {
+        let forge = crate::forge::TestForge::start(&root.join("forge"), ORG, "demo-forge-token");
+        forge.add_user("bridge-bot", "demo-bridge-token");
+        forge.add_user("drone-bot", "demo-drone-forge-token");
+        let drone = crate::drone::TestDrone::start(&forge.url, "demo-drone-forge-token");
+        for name in ["custom-html", "plausible", "hedgedoc"] {
+            drone.activate(&format!("{ORG}/{name}"));
+        }
+        let token = root.join("forge-token");
+        std::fs::write(&token, "demo-forge-token\n")?;
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let config = root.join("agent-probe.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "# The probe act: the same fleet, mirrored on an HTTP forge that has pull requests.\n\
+                 enrollment_file = \"flake/enrollment.toml\"\nstate_dir = \"probe-state\"\ntests_dir = \"suites\"\n\n\
+                 [forge]\nkind = \"gitea\"\nurl = \"{}\"\norg = \"{ORG}\"\ntoken_file = \"forge-token\"\nallow_insecure = true\n\n\
+                 [health]\npoll_repos_file = \"poll-repos\"\n\n\
+                 [probe]\ntimeout = \"4s\"\npoll_interval = \"200ms\"\nmin_interval = \"0s\"\n",
+                forge.url
+            ),
+        )?;
+        Ok(Self {
+            forge,
+            drone,
+            bridge: std::cell::RefCell::new(None),
+            root: root.to_path_buf(),
+            config,
+        })
+    }
+
+    /// Starts the bridge, polling `names` (and says so where health reads POLL_REPOS).
+    fn bridge_polls(&self, names: &[&str]) {
+        // The mirrors were just made: Gitea's queue has marked them non-empty since.
+        self.forge.settle();
+        let _ = std::fs::write(self.root.join("poll-repos"), names.join(","));
+        *self.bridge.borrow_mut() = Some(crate::bridge::TestBridge::start(
+            crate::bridge::BridgeSpec {
+                forge_url: self.forge.url.clone(),
+                org: ORG.into(),
+                forge_token: "demo-bridge-token".into(),
+                polls: names.iter().map(|n| n.to_string()).collect(),
+                trigger: "!testme".into(),
+                answer: crate::bridge::Answer::React,
+                drone_url: self.drone.url.clone(),
+                drone_token: self.drone.user_token.clone(),
+                interval: std::time::Duration::from_millis(100),
+            },
+        ));
     }
 }
 
@@ -222,12 +290,12 @@ fn run(args: Args) -> Result<Exit> {
         Format::Human => "human",
     };
 
-    let step = |title: &str, args: &[&str], expect: u8| -> Result<()> {
+    let step_with = |config: &Path, title: &str, args: &[&str], expect: u8| -> Result<()> {
         say!("== {title}\n$ cc-ci-agent {}", args.join(" "));
         let status = std::process::Command::new(&exe)
             .arg("agent")
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .args(["--format", format])
             .args(args)
             .current_dir(&root)
@@ -248,6 +316,7 @@ fn run(args: Args) -> Result<Exit> {
         }
         Ok(())
     };
+    let step = |title: &str, args: &[&str], expect: u8| step_with(&config, title, args, expect);
 
     step(
         "check the enrollment and the test suites",
@@ -286,6 +355,36 @@ fn run(args: Args) -> Result<Exit> {
     )?;
     // hedgedoc is exempt from tests and custom-html's newest release is red: degraded.
     step("health", &["health"], Exit::Degraded as u8)?;
+
+    // The proof health can only infer: `!testme` on a mirror starts CI and reports back.
+    let probing = ProbeAct::start(&root)?;
+    say!(
+        "Now the proof. Stand-ins: a forge speaking Gitea's API over HTTP on {}, a bridge that\n\
+         polls it for `!testme` on plausible only (its POLL_REPOS), and a Drone whose builds set\n\
+         commit statuses on the forge.\n",
+        probing.forge.url
+    );
+    let probe_config = probing.config.clone();
+    step_with(
+        &probe_config,
+        "mirror the fleet on the forge",
+        &["mirrors", "sync"],
+        0,
+    )?;
+    probing.bridge_polls(&["plausible"]);
+    step_with(
+        &probe_config,
+        "probe: one recipe proven, one whose `!testme` the bridge never sees",
+        &["probe", "plausible", "custom-html"],
+        Exit::NotTriggerable as u8,
+    )?;
+    step_with(
+        &probe_config,
+        "health, with the proof",
+        &["health"],
+        Exit::Unhealthy as u8,
+    )?;
+    drop(probing);
     // A command that works as printed: this binary by its full path, running the agent.
     say!(
         "Done. Look around: {} agent --config {} state status",

@@ -41,6 +41,10 @@ fn the_demo_runs_every_step_as_expected_and_says_what_is_a_stand_in() {
         "plausible_3.0.1+v2.1.0    plausible    3.0.1+v2.1.0  1.0 MiB  just now     keep (canonical)",
         "freed 3.0 MiB (2 volumes)",
         "host: degraded",
+        "plausible: proven on #1: picked-up after",
+        "custom-html: stopped at picked-up after 4s",
+        "(exit 18, as expected)",
+        "triggerable: never proven: run `cc-ci-agent probe hedgedoc`",
     ] {
         assert!(
             run.stdout.contains(expected),
