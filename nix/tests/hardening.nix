@@ -11,8 +11,10 @@ pkgs.testers.runNixOSTest {
       self.nixosModules.cc-ci
       ../hosts/cc-ci/configuration.nix
     ];
-    # Every job gets a unit: the sweep needs a command, health a bridge to report to.
+    # Every job gets a unit: the sweep needs a command, health a bridge to report to, the probe
+    # its timer (the example host's forge is a Gitea).
     services.cc-ci.sweep.command = [ "/run/current-system/sw/bin/true" "{recipe}" ];
+    services.cc-ci.probe.timer.enable = true;
     services.cc-ci.bridge.reportUrl = "http://127.0.0.1:9/health";
     services.cc-ci.bridge.tokenFile = "/run/secrets/cc-ci-bridge-token";
   };
@@ -23,7 +25,7 @@ pkgs.testers.runNixOSTest {
 
     machine.wait_for_unit("multi-user.target")
 
-    non_root = ["cc-ci-enrollment-check", "cc-ci-mirrors", "cc-ci-sweep", "cc-ci-health", "cc-ci-gc"]
+    non_root = ["cc-ci-enrollment-check", "cc-ci-mirrors", "cc-ci-sweep", "cc-ci-health", "cc-ci-gc", "cc-ci-probe"]
     root = ["cc-ci-deploy"]
     scores = {}
     for unit in non_root + root:

@@ -156,7 +156,7 @@ impl Discussion for Gitea {
             serde_json::json!({ "head": head, "base": base, "title": title, "body": body });
         let causes = [
             (409, format!("an open pull request from {head} into {base} exists already")),
-            (404, format!("the branch {head} or {base} is not on {org}/{recipe}")),
+            (404, format!("the branch {head} or {base} is not on {org}/{recipe}, or its pull requests are turned off (the repository's settings)")),
             (403, "the token's user may not open pull requests here (write:repository, and the pull-request unit enabled)".to_string()),
         ];
         let what = format!("opening a pull request on {org}/{recipe}");
