@@ -85,7 +85,11 @@ impl Host {
     fn write_config(&self, probe_toml: &str) {
         // No waiting between probes and a short wait for stages, unless a test asks otherwise.
         let mut pace = String::new();
-        for (key, value) in [("min_interval", "0s"), ("timeout", "3s")] {
+        for (key, value) in [
+            ("min_interval", "0s"),
+            ("timeout", "3s"),
+            ("poll_interval", "100ms"),
+        ] {
             if !probe_toml.contains(&format!("{key} =")) {
                 pace.push_str(&format!("{key} = \"{value}\"\n"));
             }
@@ -95,8 +99,7 @@ impl Host {
             format!(
                 "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\n\n[forge]\nkind = \"gitea\"\n\
                  url = \"{}\"\norg = \"{ORG}\"\ntoken_file = \"forge-token\"\nallow_insecure = true\n\n\
-                 [health]\npoll_repos_file = \"poll-repos\"\n\n[probe]\npoll_interval = \"100ms\"\n\
-                 {pace}{probe_toml}\n",
+                 [health]\npoll_repos_file = \"poll-repos\"\n\n[probe]\n{pace}{probe_toml}\n",
                 self.forge.url
             ),
         )
