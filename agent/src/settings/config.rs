@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::rules::check_url;
+use super::rules::{check_org_name, check_unit_name, check_url};
 use super::source::TomlSource;
 pub use super::values::ByteSize;
 use crate::error::{InputError, Invalid};
@@ -63,32 +63,6 @@ fn check_paths(
             }
         }
         at.pop();
-    }
-}
-
-/// A Gitea organisation name, as Gitea's username rule accepts one (its validation helpers, as
-/// recalled here, not checked against its source in this change): letters, digits, `-`, `_` and
-/// `.`; starting and ending with a letter or digit; never two of `-_.` in a row; at most 40.
-pub fn check_org_name(org: &str) -> Result<(), String> {
-    let bytes = org.as_bytes();
-    let edge = |b: u8| b.is_ascii_alphanumeric();
-    let valid = !org.is_empty()
-        && org.len() <= 40
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && bytes.first().copied().is_some_and(edge)
-        && bytes.last().copied().is_some_and(edge)
-        && !bytes
-            .windows(2)
-            .any(|w| b"-_.".contains(&w[0]) && b"-_.".contains(&w[1]));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "{org:?} is not an organisation name (letters, digits, '-', '_' and '.', at most 40, \
-             starting and ending with a letter or digit)"
-        ))
     }
 }
 
@@ -512,21 +486,6 @@ fn kind_name(kind: ForgeKind) -> &'static str {
     match kind {
         ForgeKind::Gitea => "gitea",
         ForgeKind::Local => "local",
-    }
-}
-
-/// A systemd unit name as `systemctl` accepts it; the agent passes it as one argv element.
-pub(super) fn check_unit_name(unit: &str) -> Result<(), String> {
-    let ok = !unit.is_empty()
-        && unit.len() <= 255
-        && !unit.starts_with(['-', '.'])
-        && unit
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ":-_.@\\".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{unit:?} is not a systemd unit name"))
     }
 }
 

@@ -252,7 +252,7 @@ pub(super) fn resolve(
     }
     // Only a list written here is checked: the default is the bridge unit, checked as bridge.unit.
     for unit in raw.required_units.iter().flatten() {
-        if let Err(e) = super::config::check_unit_name(unit) {
+        if let Err(e) = super::rules::check_unit_name(unit) {
             errors.push(source.error_at(&at("required_units"), e));
         }
     }

@@ -82,7 +82,7 @@ pub(super) fn resolve(
         errors.push(source.error_at(&at("ci_context"), "must not be empty"));
     }
     if let Some(login) = &raw.bridge_login {
-        if let Err(e) = super::config::check_org_name(login) {
+        if let Err(e) = super::rules::check_org_name(login) {
             errors.push(source.error_at(&at("bridge_login"), format!("not a user name: {e}")));
         }
     }

@@ -127,6 +127,47 @@ pub fn check_release_tag(tag: &str) -> Result<semver::Version, String> {
     }
 }
 
+/// A Gitea organisation name, as Gitea's username rule accepts one (its validation helpers, as
+/// recalled here, not checked against its source in this change): letters, digits, `-`, `_` and
+/// `.`; starting and ending with a letter or digit; never two of `-_.` in a row; at most 40.
+pub fn check_org_name(org: &str) -> Result<(), String> {
+    let bytes = org.as_bytes();
+    let edge = |b: u8| b.is_ascii_alphanumeric();
+    let valid = !org.is_empty()
+        && org.len() <= 40
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && bytes.first().copied().is_some_and(edge)
+        && bytes.last().copied().is_some_and(edge)
+        && !bytes
+            .windows(2)
+            .any(|w| b"-_.".contains(&w[0]) && b"-_.".contains(&w[1]));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{org:?} is not an organisation name (letters, digits, '-', '_' and '.', at most 40, \
+             starting and ending with a letter or digit)"
+        ))
+    }
+}
+
+/// A systemd unit name as `systemctl` accepts it; the agent passes it as one argv element.
+pub fn check_unit_name(unit: &str) -> Result<(), String> {
+    let ok = !unit.is_empty()
+        && unit.len() <= 255
+        && !unit.starts_with(['-', '.'])
+        && unit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":-_.@\\".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{unit:?} is not a systemd unit name"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
