@@ -78,7 +78,7 @@ impl ProbeAct {
                  enrollment_file = \"flake/enrollment.toml\"\nstate_dir = \"probe-state\"\ntests_dir = \"suites\"\n\n\
                  [forge]\nkind = \"gitea\"\nurl = \"{}\"\norg = \"{ORG}\"\ntoken_file = \"forge-token\"\nallow_insecure = true\n\n\
                  [health]\npoll_repos_file = \"poll-repos\"\n\n\
-                 [probe]\ntimeout = \"4s\"\npoll_interval = \"200ms\"\nmin_interval = \"0s\"\n",
+                 [probe]\ntimeout = \"2s\"\npoll_interval = \"200ms\"\nmin_interval = \"0s\"\n",
                 forge.url
             ),
         )?;

@@ -42,7 +42,7 @@ fn the_demo_runs_every_step_as_expected_and_says_what_is_a_stand_in() {
         "freed 3.0 MiB (2 volumes)",
         "host: degraded",
         "plausible: proven on #1: picked-up after",
-        "custom-html: stopped at picked-up after 4s",
+        "custom-html: stopped at picked-up after 2s",
         "(exit 18, as expected)",
         "triggerable: never proven: run `cc-ci-agent probe hedgedoc`",
     ] {
