@@ -23,10 +23,19 @@ pub struct Args {
     /// never proven, stopped last time, changed since, or proven longer ago than probe.max_age).
     recipes: Vec<String>,
     /// Say which recipes would be probed and why; write nothing, comment nowhere.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "history")]
     dry_run: bool,
+    /// List the journal's probes (of the recipes named, or all), newest first; probe nothing.
+    #[arg(long)]
+    history: bool,
+    /// With --history: how many probes to list at most.
+    #[arg(long, default_value_t = 20, requires = "history")]
+    limit: u32,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    if args.history {
+        return run::history(ctx, &args.recipes, args.limit);
+    }
     run::run(ctx, &args.recipes, args.dry_run)
 }

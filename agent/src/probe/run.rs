@@ -92,7 +92,7 @@ fn recipes(enrollment: &Enrollment, names: &[String]) -> Result<Vec<(Recipe, boo
 
 pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
     let config = ctx.config()?;
-    let enrollment = crate::settings::enrollment::Enrollment::load(&config.enrollment_file)?;
+    let enrollment = Enrollment::load(&config.enrollment_file)?;
     let chosen = recipes(&enrollment, names)?;
     let forge = forge::from_config(&config)?;
     let Some(talk) = forge.discussion() else {
@@ -178,6 +178,65 @@ pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
         reports.push(report);
     }
     answer(&ctx.out, &reports, &skipped)
+}
+
+/// `probe --history`: the journal's probes, newest first, read without writing anything.
+pub fn history(ctx: &Context, names: &[String], limit: u32) -> Result<Exit> {
+    let config = ctx.config()?;
+    let enrollment = Enrollment::load(&config.enrollment_file)?;
+    for n in names {
+        if !enrollment.recipes.iter().any(|r| &r.name == n) {
+            return Err(Unusable(format!("{n:?} is not declared in the enrollment")).into());
+        }
+    }
+    let rows = match Ledger::open_read_only(&config.state_dir)? {
+        None => Vec::new(),
+        Some(ledger) if names.is_empty() => ledger.probe_history(None, limit)?,
+        Some(ledger) => {
+            let mut rows = Vec::new();
+            for n in names {
+                rows.extend(ledger.probe_history(Some(n), limit)?);
+            }
+            rows.sort_by_key(|r| std::cmp::Reverse(r.id));
+            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            rows
+        }
+    };
+    ctx.out.answer(&json!({ "probes": rows }), |out| {
+        let cells: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let outcome = r.outcome.map_or("running", ProbeOutcome::as_str);
+                vec![
+                    (r.id.to_string(), None),
+                    (r.recipe.clone(), None),
+                    (r.started_at.clone(), None),
+                    (outcome.to_string(), None),
+                    (r.stopped_at.clone().unwrap_or_default(), None),
+                    (r.pull.map(|p| format!("#{p}")).unwrap_or_default(), None),
+                    (
+                        r.head.as_deref().map_or("", crate::git::short).to_string(),
+                        None,
+                    ),
+                    (r.ci_state.clone().unwrap_or_default(), None),
+                    (r.detail.clone().unwrap_or_default(), None),
+                ]
+            })
+            .collect();
+        let header = [
+            "PROBE",
+            "RECIPE",
+            "STARTED",
+            "OUTCOME",
+            "STOPPED AT",
+            "PR",
+            "HEAD",
+            "CI",
+            "DETAIL",
+        ];
+        crate::say_raw!("{}", crate::output::table(out, &header, &cells));
+    })?;
+    Ok(Exit::Success)
 }
 
 fn mirror_git(config: &Config, forge: &dyn Forge) -> Git {

@@ -174,6 +174,20 @@ impl Host {
     }
 }
 
+/// Every file below `dir`, links not followed.
+fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            found.extend(files_under(&entry.path()));
+        } else if kind.is_file() {
+            found.push(entry.path());
+        }
+    }
+    found
+}
+
 fn only(v: &serde_json::Value) -> &serde_json::Value {
     let probes = v["probes"].as_array().unwrap();
     assert_eq!(probes.len(), 1, "{v:#}");
@@ -238,6 +252,15 @@ fn the_whole_path_is_proven_stage_by_stage_and_nothing_but_the_probe_branch_move
             before,
             "upstream, mirror main and tags must not move"
         );
+        // Neither token is in what the probe printed or wrote.
+        for secret in [TOKEN, host.drone.admin_token.as_str()] {
+            assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
+            for file in files_under(&host.dir.path().join("state")) {
+                let bytes = std::fs::read(&file).unwrap_or_default();
+                let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+                assert!(!found, "a token is in {}", file.display());
+            }
+        }
         // probe.min_interval: the second comment came at least a second after the first.
         let db = rusqlite::Connection::open(host.dir.path().join("state/state.db")).unwrap();
         let at: Vec<String> = db
@@ -329,6 +352,20 @@ fn probing_again_comments_once_per_head_and_a_fresh_proof_is_left_alone() {
     // Named, it is probed again: on a new head.
     let (again, v3) = host.probe(&["plausible"]);
     assert_eq!(again.code, 0, "{v3:#}");
+    // The journal, newest first: the two probes, both proven, on their heads.
+    let (_, history) = host.probe(&["--history"]);
+    let heads: Vec<&serde_json::Value> = history["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["head"])
+        .collect();
+    assert_eq!(
+        heads,
+        [&only(&v3)["head"], &only(&v1)["head"]],
+        "{history:#}"
+    );
+    assert_eq!(history["probes"][0]["outcome"], "proven");
     let (h1, h3) = (only(&v1)["head"].clone(), only(&v3)["head"].clone());
     assert_ne!(h1, h3);
     let pulls = host.forge.pulls("plausible");
