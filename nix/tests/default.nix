@@ -50,4 +50,5 @@ in
   deploy-auto = import ./deploy-auto.nix { inherit pkgs self; };
   gc = import ./gc.nix { inherit pkgs self; };
   hardening = import ./hardening.nix { inherit pkgs self; };
+  probe = import ./probe.nix { inherit pkgs self; };
 }
