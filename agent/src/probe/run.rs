@@ -39,7 +39,13 @@ pub fn fingerprint(
     Fingerprint {
         recipe: json!({ "upstream": recipe.upstream, "branch": recipe.branch }),
         // From the configuration, not the forge: health, which has no forge token, asks too.
-        mirror: json!(config.forge),
+        mirror: match &config.forge {
+            Some(crate::settings::config::Forge::Gitea { url, org, .. }) => {
+                json!({ "url": url, "org": org })
+            }
+            Some(crate::settings::config::Forge::Local { path }) => json!({ "path": path }),
+            None => serde_json::Value::Null,
+        },
         bridge: json!({
             "unit": config.bridge.unit,
             "polls_it": polled,
