@@ -583,3 +583,36 @@ fn a_probe_killed_while_it_waits_is_recorded_interrupted_and_never_comments_twic
         assert_eq!(n, 1, "comments on {head}");
     }
 }
+
+#[test]
+fn a_probe_under_a_closed_stdout_still_records_its_proof() {
+    let mut host = Host::new(&["plausible"], "");
+    host.bridge(&["plausible"], Answer::React);
+    for format in ["human", "json"] {
+        let mut child = std::process::Command::new(crate::common::bin())
+            .args([
+                "--config",
+                host.config.to_str().unwrap(),
+                "--format",
+                format,
+            ])
+            .args(["probe", "plausible"])
+            .env("CC_CI_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{format}: {stderr}");
+    }
+    let (_, history) = host.probe(&["--history"]);
+    let outcomes: Vec<&str> = history["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["proven", "proven"], "{history:#}");
+}
