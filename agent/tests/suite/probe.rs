@@ -616,3 +616,38 @@ fn a_probe_under_a_closed_stdout_still_records_its_proof() {
         .collect();
     assert_eq!(outcomes, ["proven", "proven"], "{history:#}");
 }
+
+#[test]
+fn a_second_pull_request_from_the_probe_branch_is_closed_and_the_oldest_kept() {
+    let mut host = Host::new(&["plausible"], "");
+    host.bridge(&["plausible"], Answer::React);
+    let (run, _) = host.probe(&[]);
+    assert_eq!(run.code, 0);
+    // Someone opened another from cc-ci/probe (into another base, as Gitea would allow).
+    host.forge
+        .state
+        .lock()
+        .unwrap()
+        .pulls
+        .get_mut("plausible")
+        .unwrap()
+        .push(crate::support::forge::PullRec {
+            number: 2,
+            head_ref: Some("cc-ci/probe".into()),
+            base: "next".into(),
+            title: "mine".into(),
+            open: true,
+            ..Default::default()
+        });
+    let (run, v) = host.probe(&["plausible"]);
+    assert_eq!(run.code, 0, "{v:#}");
+    assert_eq!(only(&v)["pull"], 1);
+    let open: Vec<u64> = host
+        .forge
+        .pulls("plausible")
+        .iter()
+        .filter(|p| p.open)
+        .map(|p| p.number)
+        .collect();
+    assert_eq!(open, [1], "one probe pull request stays open");
+}
