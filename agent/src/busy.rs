@@ -1,10 +1,10 @@
 //! "Is a CI build in flight?" Deploy and sweep refuse to start while one is, unless forced.
 
-use std::path::Path;
-
+use crate::drone::Drone;
 use crate::http;
 use crate::process::Cmd;
-use crate::settings::deploy::BusyCheck;
+use crate::secrets::read_token_file;
+use crate::settings::deploy::{BusyCheck, DRONE_TOKEN_CREDENTIAL};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Busy {
@@ -42,8 +42,9 @@ pub fn check(check: &BusyCheck) -> Busy {
             Err(e) => Busy::Unknown(format!("{url}: {e}")),
         },
         BusyCheck::Drone { drone, timeout } => {
-            let asked = crate::drone::Drone::new(drone, *timeout, Path::new("agent.toml"))
-                .and_then(|d| d.incomplete());
+            let token =
+                read_token_file(drone.token_file.as_deref(), DRONE_TOKEN_CREDENTIAL, "drone");
+            let asked = token.and_then(|t| Drone::new(drone, t, *timeout).incomplete());
             match asked {
                 Ok(builds) if builds.is_empty() => Busy::Idle,
                 Ok(builds) => Busy::Busy(format!("Drone is running {}", builds.join(", "))),

@@ -18,8 +18,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::secrets::{read_token, Secret};
-use crate::settings::deploy::{DroneSettings, DRONE_TOKEN_CREDENTIAL};
+use crate::secrets::Secret;
+use crate::settings::deploy::DroneSettings;
 
 const BODY_LIMIT: u64 = 4 * 1024 * 1024;
 
@@ -50,25 +50,14 @@ pub struct Drone {
 }
 
 impl Drone {
-    /// The token is read now: `token_file`, else the credential `drone-token`. `config` names
-    /// agent.toml in the message when it cannot be read.
-    pub fn new(
-        settings: &DroneSettings,
-        timeout: Duration,
-        config: &std::path::Path,
-    ) -> Result<Self> {
-        let token = read_token(
-            settings.token_file.as_deref(),
-            DRONE_TOKEN_CREDENTIAL,
-            "drone",
-            config,
-        )?;
-        Ok(Self {
+    /// `token` is read by the caller, who can name the key it came from.
+    pub fn new(settings: &DroneSettings, token: Secret, timeout: Duration) -> Self {
+        Self {
             url: settings.url.clone(),
             token,
             // A redirect could carry the token elsewhere: none is followed.
             agent: crate::http::agent(timeout, 0),
-        })
+        }
     }
 
     fn get(&self, path: &str) -> Result<String> {
@@ -108,11 +97,12 @@ impl Drone {
             .collect())
     }
 
-    /// The newest builds of `owner/name` (one page of 25).
-    pub fn builds(&self, owner: &str, name: &str) -> Result<Vec<Build>> {
-        let body = self.get(&format!("/repos/{owner}/{name}/builds?page=1&per_page=25"))?;
+    /// The newest builds of the repository `slug` (`owner/name`, one page of 25): Drone names a
+    /// forge's repository as the forge does.
+    pub fn builds(&self, slug: &str) -> Result<Vec<Build>> {
+        let body = self.get(&format!("/repos/{slug}/builds?page=1&per_page=25"))?;
         let listed: Option<Vec<Build>> = serde_json::from_str(&body)
-            .with_context(|| format!("builds of {owner}/{name}: not the JSON Drone sends"))?;
+            .with_context(|| format!("builds of {slug}: not the JSON Drone sends"))?;
         Ok(listed.unwrap_or_default())
     }
 }

@@ -92,7 +92,7 @@ pub fn read_token(
 
 /// Reads the token from `configured`, else from `$CREDENTIALS_DIRECTORY/<credential>`. Errors
 /// name the file, never its content.
-fn read_token_file(configured: Option<&Path>, credential: &str, what: &str) -> Result<Secret> {
+pub fn read_token_file(configured: Option<&Path>, credential: &str, what: &str) -> Result<Secret> {
     let path: PathBuf = secret_path(configured, credential).with_context(|| {
         format!("no {what} token: set its token_file, or run under systemd with the credential {credential}")
     })?;

@@ -140,6 +140,20 @@ pub trait Forge: Send + Sync {
     }
 }
 
+/// Git as the agent speaks it to `forge`'s mirrors: `[mirrors]`' timeouts and retries, and the
+/// forge's credentials for its own URLs only.
+pub fn git_to(
+    forge: &dyn Forge,
+    settings: &crate::settings::mirrors::MirrorSettings,
+) -> crate::git::Git {
+    let git = crate::git::Git::new(settings.git_timeout, settings.retries)
+        .with_retry_pause(settings.retry_pause);
+    match forge.git_auth() {
+        Some((prefix, header)) => git.with_http_auth(prefix, header),
+        None => git,
+    }
+}
+
 /// The forge the configuration names.
 pub fn from_config(config: &Config) -> Result<Box<dyn Forge>> {
     match &config.forge {

@@ -84,13 +84,25 @@ fn age(rfc3339: &str) -> Option<Duration> {
 
 type Live = std::collections::BTreeMap<String, (crate::mirrors::Standing, String)>;
 
-fn recipe_health(
-    config: &Config,
-    ledger: &Ledger,
-    live: &Result<BTreeSet<String>, String>,
-    mirrors: Option<&Live>,
-    r: &Recipe,
-) -> Result<RecipeHealth> {
+/// What every recipe's checks read, gathered once per report.
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    config: &'a Config,
+    ledger: &'a Ledger,
+    live: &'a Result<BTreeSet<String>, String>,
+    mirrors: Option<&'a Live>,
+    /// Whether any probe ever ran: until one has, nothing is said of triggerability.
+    probing: bool,
+}
+
+fn recipe_health(inputs: Inputs<'_>, r: &Recipe) -> Result<RecipeHealth> {
+    let Inputs {
+        config,
+        ledger,
+        live,
+        mirrors,
+        probing,
+    } = inputs;
     if !r.enrolled {
         return Ok(RecipeHealth {
             recipe: r.name.clone(),
@@ -218,7 +230,9 @@ fn recipe_health(
             });
         }
     }
-    checks.extend(triggerable(config, ledger, live, r)?);
+    if probing {
+        checks.extend(triggerable(config, ledger, live, r)?);
+    }
     let worst = checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
     let verdict = match worst {
         Status::Ok => Verdict::Healthy,
@@ -233,15 +247,15 @@ fn recipe_health(
     })
 }
 
-/// Whether a probe proved `!testme` answered on the recipe's mirror (docs/probe.md). Said once
-/// probes are in use (any has run), for recipes that have not opted out.
+/// Whether a probe proved `!testme` answered on the recipe's mirror (docs/probe.md), for a recipe
+/// that has not opted out.
 fn triggerable(
     config: &Config,
     ledger: &Ledger,
     live: &Result<BTreeSet<String>, String>,
     r: &Recipe,
 ) -> Result<Option<Check>> {
-    if !r.probe || !ledger.probes_ran()? {
+    if !r.probe {
         return Ok(None);
     }
     let name = "triggerable";
@@ -441,10 +455,17 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
     } else {
         None
     };
+    let inputs = Inputs {
+        config,
+        ledger: &ledger,
+        live: &live,
+        mirrors: mirrors.as_ref(),
+        probing: ledger.probes_ran()?,
+    };
     let recipes = enrollment
         .recipes
         .iter()
-        .map(|r| recipe_health(config, &ledger, &live, mirrors.as_ref(), r))
+        .map(|r| recipe_health(inputs, r))
         .collect::<Result<Vec<_>>>()?;
     let mut host = Vec::new();
     if let Some(standing) = crate::gc::disk_check(config, &ledger)? {

@@ -12,10 +12,8 @@ pub use status::{standings, Standing};
 pub use sync::{Outcome, RecipeResult, Syncer};
 
 use crate::context::Context;
-use crate::error::Unusable;
 use crate::exit::Exit;
 use crate::forge;
-use crate::git::Git;
 use crate::ledger::{now_rfc3339, JobLock, Ledger, MirrorState};
 use crate::output::{Output, Tone};
 use crate::settings::config::Config;
@@ -60,7 +58,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             recipes,
             accept_deletions,
         } => {
-            let chosen = select(&enrollment, &recipes)?;
+            let chosen = enrollment.enrolled_named(&recipes)?;
             let lock = JobLock::mirrors(&config.state_dir, config.lock_wait)?;
             let mut ledger = Ledger::open(&config.state_dir)?;
             let results = sync_accepting(
@@ -94,40 +92,20 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
                 Exit::SomeFailed
             })
         }
-        Command::Status { recipes } => status::run(ctx, &config, &select(&enrollment, &recipes)?),
+        Command::Status { recipes } => {
+            status::run(ctx, &config, &enrollment.enrolled_named(&recipes)?)
+        }
         Command::CheckForge { recipes } => {
-            check::run(ctx, &config, &select(&enrollment, &recipes)?)
+            check::run(ctx, &config, &enrollment.enrolled_named(&recipes)?)
         }
     }
 }
 
-/// The enrolled recipes named (all of them when none are); a name not enrolled is bad input.
-fn select(enrollment: &Enrollment, names: &[String]) -> Result<Vec<Recipe>> {
-    let enrolled: Vec<Recipe> = enrollment.enrolled().cloned().collect();
-    if names.is_empty() {
-        return Ok(enrolled);
-    }
-    names
-        .iter()
-        .map(|n| {
-            enrolled
-                .iter()
-                .find(|r| &r.name == n)
-                .cloned()
-                .ok_or_else(|| Unusable(format!("{n:?} is not an enrolled recipe")).into())
-        })
-        .collect()
-}
-
 pub fn syncer<'a>(config: &Config, forge: &'a dyn forge::Forge) -> Syncer<'a> {
     let m = &config.mirrors;
-    let mut git = Git::new(m.git_timeout, m.retries).with_retry_pause(m.retry_pause);
-    if let Some((prefix, header)) = forge.git_auth() {
-        git = git.with_http_auth(prefix, header);
-    }
     Syncer {
         forge,
-        git,
+        git: forge::git_to(forge, m),
         cache_dir: config.state_dir.join("mirrors"),
         close_merged_prs: m.close_merged_prs,
         recipe_timeout: m.recipe_timeout,

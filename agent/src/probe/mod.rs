@@ -9,10 +9,7 @@ mod watch;
 
 use anyhow::Result;
 
-pub use plan::{choose, Choice, Fingerprint};
 pub use run::fingerprint;
-pub use scratch::BRANCH;
-pub use stages::Stage;
 
 use crate::context::Context;
 use crate::exit::Exit;

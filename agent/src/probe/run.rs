@@ -18,10 +18,10 @@ use crate::deadline::Deadline;
 use crate::drone::Drone;
 use crate::error::Unusable;
 use crate::exit::Exit;
-use crate::forge::{self, Forge};
-use crate::git::Git;
+use crate::forge;
 use crate::ledger::{JobLock, Ledger, ProbeOutcome};
 use crate::output::Output;
+use crate::secrets::read_token;
 use crate::settings::config::Config;
 use crate::settings::enrollment::{Enrollment, Recipe};
 
@@ -78,28 +78,12 @@ struct Skipped {
     choice: Choice,
 }
 
-/// The recipes to look at: the named ones (each must be enrolled), else every enrolled one.
-fn recipes(enrollment: &Enrollment, names: &[String]) -> Result<Vec<(Recipe, bool)>> {
-    let enrolled: Vec<&Recipe> = enrollment.recipes.iter().filter(|r| r.enrolled).collect();
-    if names.is_empty() {
-        return Ok(enrolled.into_iter().map(|r| (r.clone(), false)).collect());
-    }
-    names
-        .iter()
-        .map(|n| {
-            enrolled
-                .iter()
-                .find(|r| &r.name == n)
-                .map(|r| ((*r).clone(), true))
-                .ok_or_else(|| Unusable(format!("{n:?} is not an enrolled recipe")).into())
-        })
-        .collect()
-}
-
 pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
     let config = ctx.config()?;
     let enrollment = Enrollment::load(&config.enrollment_file)?;
-    let chosen = recipes(&enrollment, names)?;
+    // Named recipes are probed whatever their last proof.
+    let named = !names.is_empty();
+    let chosen = enrollment.enrolled_named(names)?;
     let forge = forge::from_config(&config)?;
     let Some(talk) = forge.discussion() else {
         return Err(Unusable(format!(
@@ -114,7 +98,7 @@ pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
     let now = SystemTime::now();
     let mut due = Vec::new();
     let mut skipped = Vec::new();
-    for (recipe, named) in chosen {
+    for recipe in chosen {
         let fp = fingerprint(&config, &live, &recipe);
         let last = ledger.probe_last_judged(&recipe.name)?;
         match choose(
@@ -144,22 +128,25 @@ pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
             left.started_at
         );
     }
-    let drone = config
-        .probe
-        .drone
-        .as_ref()
-        .map(|d| Drone::new(d, Duration::from_secs(30), &config.path))
-        .transpose()?;
-    let git = mirror_git(&config, forge.as_ref());
+    let drone = match &config.probe.drone {
+        Some(d) => {
+            let credential = crate::settings::deploy::DRONE_TOKEN_CREDENTIAL;
+            let token = read_token(
+                d.token_file.as_deref(),
+                credential,
+                "probe.drone",
+                &config.path,
+            )?;
+            Some(Drone::new(d, token, Duration::from_secs(30)))
+        }
+        None => None,
+    };
+    let git = forge::git_to(forge.as_ref(), &config.mirrors);
     let mirror = Mirror {
         git: &git,
         forge: forge.as_ref(),
         talk,
         cache_dir: &config.state_dir.join("probe"),
-    };
-    let org = match &config.forge {
-        Some(crate::settings::config::Forge::Gitea { org, .. }) => org.clone(),
-        _ => String::new(),
     };
     let mut reports = Vec::new();
     for (recipe, fp, reason) in due {
@@ -168,7 +155,6 @@ pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
             drone: drone.as_ref(),
             settings: &config.probe,
             ledger: &ledger,
-            org: &org,
             full_name: forge.full_name(&recipe.name),
         };
         let report = probe_one(
@@ -190,10 +176,8 @@ pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
 pub fn history(ctx: &Context, names: &[String], limit: u32) -> Result<Exit> {
     let config = ctx.config()?;
     let enrollment = Enrollment::load(&config.enrollment_file)?;
-    for n in names {
-        if !enrollment.recipes.iter().any(|r| &r.name == n) {
-            return Err(Unusable(format!("{n:?} is not declared in the enrollment")).into());
-        }
+    if let Some(n) = names.iter().find(|n| enrollment.get(n).is_none()) {
+        return Err(Unusable(format!("{n:?} is not declared in the enrollment")).into());
     }
     let rows = match Ledger::open_read_only(&config.state_dir)? {
         None => Vec::new(),
@@ -243,15 +227,6 @@ pub fn history(ctx: &Context, names: &[String], limit: u32) -> Result<Exit> {
         crate::say_raw!("{}", crate::output::table(out, &header, &cells));
     })?;
     Ok(Exit::Success)
-}
-
-fn mirror_git(config: &Config, forge: &dyn Forge) -> Git {
-    let m = &config.mirrors;
-    let git = Git::new(m.git_timeout, m.retries).with_retry_pause(m.retry_pause);
-    match forge.git_auth() {
-        Some((prefix, header)) => git.with_http_auth(prefix, header),
-        None => git,
-    }
 }
 
 /// Waits until `probe.min_interval` has passed since any probe last commented on the forge.

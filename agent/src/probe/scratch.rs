@@ -61,12 +61,11 @@ impl Mirror<'_> {
         std::fs::create_dir_all(self.cache_dir)
             .with_context(|| format!("cannot create {}", self.cache_dir.display()))?;
         git.init_bare(&cache)?;
-        git.fetch_ref(
-            &cache,
-            &url,
-            &format!("refs/heads/{}", recipe.branch),
-            "refs/probe/base",
-        )?;
+        // An earlier probe may have fetched it already; only its tree is needed.
+        if !git.has_commit(&cache, base) {
+            let branch = format!("refs/heads/{}", recipe.branch);
+            git.fetch_ref(&cache, &url, &branch, "refs/probe/base")?;
+        }
         let message = format!(
             "cc-ci probe #{id} of {name}\n\nAn empty commit on {} at {}, made for one `!testme` \
              probe (docs/probe.md). Never merged.\n",

@@ -58,8 +58,7 @@ pub struct Watch<'a> {
     pub drone: Option<&'a Drone>,
     pub settings: &'a ProbeSettings,
     pub ledger: &'a Ledger,
-    /// The forge's org, which is Drone's namespace for the mirror too.
-    pub org: &'a str,
+    /// The mirror's `org/recipe`, which is Drone's name for it too.
     pub full_name: String,
 }
 
@@ -97,7 +96,7 @@ impl Watch<'_> {
             .collect();
         let builds = match self.drone {
             Some(d) => Some(
-                d.builds(self.org, recipe)?
+                d.builds(&self.full_name)?
                     .into_iter()
                     .filter(|b| b.after == scratch.head)
                     .collect(),

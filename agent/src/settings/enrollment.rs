@@ -226,6 +226,27 @@ impl Enrollment {
         }
     }
 
+    /// The enrolled recipes `names` names, in that order (every enrolled one when it is empty);
+    /// a name that is not an enrolled recipe is bad input.
+    pub fn enrolled_named(&self, names: &[String]) -> Result<Vec<Recipe>, crate::error::Unusable> {
+        if names.is_empty() {
+            return Ok(self.enrolled().cloned().collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.enrolled()
+                    .find(|r| &r.name == n)
+                    .cloned()
+                    .ok_or_else(|| {
+                        crate::error::Unusable(format!(
+                        "{n:?} is not an enrolled recipe (`cc-ci-agent enrollment list` shows them)"
+                    ))
+                    })
+            })
+            .collect()
+    }
+
     pub fn get(&self, name: &str) -> Option<&Recipe> {
         self.recipes.iter().find(|r| r.name == name)
     }

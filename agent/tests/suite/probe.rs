@@ -349,9 +349,18 @@ fn probing_again_comments_once_per_head_and_a_fresh_proof_is_left_alone() {
     assert_eq!(idle.code, 0, "{v2:#}");
     assert!(v2["probes"].as_array().unwrap().is_empty(), "{v2:#}");
     assert_eq!(v2["skipped"][0]["why"], "fresh", "{v2:#}");
-    // Named, it is probed again: on a new head.
+    // Upstream moves on and the mirror follows; named, the recipe is probed again, on a new
+    // head whose parent is the mirror's new main.
+    host.upstreams["plausible"].commit("compose.yml", "version: '3.9'\n");
+    assert_eq!(host.agent(&["mirrors", "sync"]).code, 0);
     let (again, v3) = host.probe(&["plausible"]);
     assert_eq!(again.code, 0, "{v3:#}");
+    let mirror = host.forge.repo("plausible");
+    let head = only(&v3)["head"].as_str().unwrap().to_string();
+    assert_eq!(
+        crate::support::git(&mirror, &["rev-parse", &format!("{head}^")]),
+        crate::support::git(&mirror, &["rev-parse", "refs/heads/main"]),
+    );
     // The journal, newest first: the two probes, both proven, on their heads.
     let (_, history) = host.probe(&["--history"]);
     let heads: Vec<&serde_json::Value> = history["probes"]
