@@ -27,31 +27,10 @@ struct Fleet {
 impl Fleet {
     fn new(names: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let up_root = dir.path().join("upstream");
-        let work_root = dir.path().join("work");
-        std::fs::create_dir_all(&up_root).unwrap();
-        std::fs::create_dir_all(&work_root).unwrap();
-        let upstreams = names
-            .iter()
-            .map(|n| {
-                (
-                    n.to_string(),
-                    Upstream::create(&up_root, &work_root, n, "main"),
-                )
-            })
-            .collect();
-        let daemon = GitDaemon::start(&up_root);
+        let (daemon, upstreams) = support::upstream_fleet(dir.path(), names);
         let forge = TestForge::start(&dir.path().join("forge"), ORG, TOKEN);
         let token_file = dir.path().join("forge-token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-        let mut enrollment = format!(
-            "[defaults]\nupstream = \"git://127.0.0.1:{}/{{recipe}}.git\"\n",
-            daemon.port
-        );
-        for n in names {
-            enrollment.push_str(&format!("\n[recipe.{n}]\n"));
-        }
-        std::fs::write(dir.path().join("enrollment.toml"), enrollment).unwrap();
         let config = dir.path().join("agent.toml");
         std::fs::write(
             &config,

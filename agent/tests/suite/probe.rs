@@ -35,18 +35,10 @@ impl Host {
     /// goes under `[probe]` in agent.toml.
     fn new(names: &[&str], probe_toml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (up_root, work_root) = (dir.path().join("upstream"), dir.path().join("work"));
-        std::fs::create_dir_all(&up_root).unwrap();
-        std::fs::create_dir_all(&work_root).unwrap();
-        let upstreams: BTreeMap<String, Upstream> = names
-            .iter()
-            .map(|n| {
-                let up = Upstream::create(&up_root, &work_root, n, "main");
-                up.tag("1.0.0+1.2.3", true);
-                (n.to_string(), up)
-            })
-            .collect();
-        let daemon = GitDaemon::start(&up_root);
+        let (daemon, upstreams) = crate::support::upstream_fleet(dir.path(), names);
+        for up in upstreams.values() {
+            up.tag("1.0.0+1.2.3", true);
+        }
         let forge = TestForge::start(&dir.path().join("forge"), ORG, TOKEN);
         forge.add_user("bridge-bot", BRIDGE_TOKEN);
         forge.add_user("drone-bot", DRONE_FORGE_TOKEN);
@@ -56,14 +48,6 @@ impl Host {
         }
         std::fs::write(dir.path().join("forge-token"), format!("{TOKEN}\n")).unwrap();
         std::fs::write(dir.path().join("drone-token"), &drone.admin_token).unwrap();
-        let mut enrollment = format!(
-            "[defaults]\nupstream = \"git://127.0.0.1:{}/{{recipe}}.git\"\n",
-            daemon.port
-        );
-        for n in names {
-            enrollment.push_str(&format!("\n[recipe.{n}]\n"));
-        }
-        std::fs::write(dir.path().join("enrollment.toml"), enrollment).unwrap();
         let host = Self {
             config: dir.path().join("agent.toml"),
             dir,

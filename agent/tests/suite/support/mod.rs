@@ -122,6 +122,34 @@ impl Drop for GitDaemon {
     }
 }
 
+/// Upstream repositories `names` (bare under `dir/upstream`, work trees under `dir/work`), served
+/// by a git daemon, and `dir/enrollment.toml` enrolling each of them from it.
+pub fn upstream_fleet(
+    dir: &Path,
+    names: &[&str],
+) -> (GitDaemon, std::collections::BTreeMap<String, Upstream>) {
+    let (up_root, work_root) = (dir.join("upstream"), dir.join("work"));
+    std::fs::create_dir_all(&up_root).unwrap();
+    std::fs::create_dir_all(&work_root).unwrap();
+    let upstreams = names
+        .iter()
+        .map(|n| {
+            let up = Upstream::create(&up_root, &work_root, n, "main");
+            (n.to_string(), up)
+        })
+        .collect();
+    let daemon = GitDaemon::start(&up_root);
+    let mut enrollment = format!(
+        "[defaults]\nupstream = \"git://127.0.0.1:{}/{{recipe}}.git\"\n",
+        daemon.port
+    );
+    for n in names {
+        enrollment.push_str(&format!("\n[recipe.{n}]\n"));
+    }
+    std::fs::write(dir.join("enrollment.toml"), enrollment).unwrap();
+    (daemon, upstreams)
+}
+
 /// An upstream recipe repository: a bare repo under the daemon's root and a work tree to change it.
 pub struct Upstream {
     pub bare: PathBuf,
