@@ -57,6 +57,15 @@ let
     RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
   };
 
+  # A secret's file: a path as a string, so the secret never enters the Nix store; units get it
+  # as the systemd credential `credential`.
+  tokenFileOption = what: credential: lib.mkOption {
+    type = lib.types.nullOr lib.types.str;
+    default = null;
+    example = "/run/secrets/cc-ci-${credential}";
+    description = "File holding ${what}. A path as a string, so the secret never enters the Nix store; units get it as the systemd credential `${credential}`.";
+  };
+
   timerOptions = job: defaultCalendar: {
     enable = lib.mkOption {
       type = lib.types.bool;
@@ -90,8 +99,9 @@ let
     sweep = { timer = cfg.sweep.timer; argv = [ "sweep" ]; available = cfg.sweep.command != null; timeout = "25h"; };
     health = { timer = cfg.health.timer; argv = [ "health" ]; available = true; timeout = "15min"; };
     gc = { timer = cfg.disk.gc.timer; argv = [ "gc" ]; available = cfg.disk.budget != null; timeout = "3h"; };
-    # Above probe.timeout (15 min) for each recipe probed; a run ends itself first.
-    probe = { timer = cfg.probe.timer; argv = [ "probe" ]; available = cfg.forge.kind == "gitea"; timeout = "12h"; };
+    # Above probe.timeout (15 min) for each recipe probed; a run ends itself first. Its timer
+    # without a Gitea forge is refused by an assertion.
+    probe = { timer = cfg.probe.timer; argv = [ "probe" ]; available = true; timeout = "12h"; };
   };
 
   # Drone, asked whether CI is busy (sweep, probe, and deploy without a busyCheck of its own).
@@ -214,15 +224,7 @@ in
         example = "http://127.0.0.1:8080/cc-ci/health";
         description = "Where the health job POSTs its reports, with the bridge token as a bearer token.";
       };
-      tokenFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.str;
-        default = null;
-        example = "/run/secrets/cc-ci-bridge-token";
-        description = ''
-          File holding the bridge's bearer token. A path as a string, so the secret never enters
-          the Nix store; units get it as the systemd credential `bridge-token`.
-        '';
-      };
+      tokenFile = tokenFileOption "the bridge's bearer token" "bridge-token";
     };
 
     forge = {
@@ -254,15 +256,7 @@ in
         default = false;
         description = "Allow an http:// forge URL (loopback tests only).";
       };
-      tokenFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.str;
-        default = null;
-        example = "/run/secrets/cc-ci-forge-token";
-        description = ''
-          File holding the mirror forge's API token. A path as a string, so the secret never
-          enters the Nix store; units get it as the systemd credential `forge-token`.
-        '';
-      };
+      tokenFile = tokenFileOption "the mirror forge's API token" "forge-token";
     };
 
     mirrors = {
@@ -321,16 +315,7 @@ in
         example = "https://drone.example.org";
         description = "The Drone server CI runs on: the probe reads its builds, and `busyCheck` asks it whether CI is busy.";
       };
-      tokenFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.str;
-        default = null;
-        example = "/run/secrets/cc-ci-drone-token";
-        description = ''
-          File holding a Drone token of an admin user (Drone lists builds in flight to admins
-          only). A path as a string, so the secret never enters the Nix store; units get it as the
-          systemd credential `drone-token`.
-        '';
-      };
+      tokenFile = tokenFileOption "a Drone token of an admin user (Drone lists builds in flight to admins only)" "drone-token";
       busyCheck = lib.mkOption {
         type = lib.types.bool;
         default = true;
