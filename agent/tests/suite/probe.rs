@@ -644,3 +644,24 @@ fn a_second_pull_request_from_the_probe_branch_is_closed_and_the_oldest_kept() {
         .collect();
     assert_eq!(open, [1], "one probe pull request stays open");
 }
+
+#[test]
+fn a_drone_token_that_is_not_an_admins_defers_the_probe_and_says_why() {
+    let mut host = Host::new(&["plausible"], "");
+    std::fs::write(host.dir.path().join("drone-token"), &host.drone.user_token).unwrap();
+    let busy = format!(
+        "[probe.busy_check.drone]\nurl = \"{}\"\ntoken_file = \"drone-token\"\n",
+        host.drone.url
+    );
+    host.write_config(&busy);
+    host.bridge(&["plausible"], Answer::React);
+    let (run, v) = host.probe(&[]);
+    assert_eq!(run.code, 0, "{v:#}");
+    let p = only(&v);
+    assert_eq!(p["outcome"], "deferred", "{p:#}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("not an admin"),
+        "{p:#}"
+    );
+    assert!(host.forge.pulls("plausible").is_empty());
+}
