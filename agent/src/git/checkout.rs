@@ -119,61 +119,42 @@ impl Checkout<'_> {
     /// own account of why not. The file is either OpenPGP public keys (armored, as
     /// `gpg --armor --export` writes them) or SSH keys in git's `gpg.ssh.allowedSignersFile`
     /// format; its first line says which.
+    ///
+    /// git picks the verifier from the signature, not from `gpg.format`, and each verifier
+    /// falls back on the user's own trust (the default GnuPG keyring, the global
+    /// `gpg.ssh.allowedSignersFile`). So a signature of the other kind is refused before git
+    /// sees it, and git runs with a keyring of this call's own and every verifier setting
+    /// given on its command line, whatever the deploying user has configured.
     pub fn verify_signature(&self, commit: &str, allowed_signers: &Path) -> Result<(), GitError> {
-        let openpgp = std::fs::read_to_string(allowed_signers)
-            .map(|t| {
-                t.trim_start()
-                    .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
-            })
-            .unwrap_or(false);
-        if openpgp {
-            return self.verify_openpgp(commit, allowed_signers);
+        let other = |message: String| GitError {
+            kind: super::ErrorKind::Other,
+            message,
+        };
+        let bytes = crate::fsutil::read_regular(allowed_signers, SIGNERS_LIMIT, true)
+            .map_err(|e| other(e.to_string()))?;
+        let trusted = SignatureKind::of_signers(&bytes);
+        let raw = self.git(&["cat-file", "commit", commit])?;
+        match SignatureKind::of_commit(&raw) {
+            None => {
+                return Err(other(format!(
+                    "commit {} is not signed",
+                    super::short(commit)
+                )))
+            }
+            Some(kind) if kind != trusted => {
+                return Err(other(format!(
+                    "commit {} is signed with {}, but the file holds {} keys: only a signature \
+                     of the file's kind is checked",
+                    super::short(commit),
+                    kind.name(),
+                    trusted.name()
+                )))
+            }
+            Some(_) => {}
         }
-        let file = format!("gpg.ssh.allowedSignersFile={}", allowed_signers.display());
-        self.git
-            .run(|cmd| {
-                cmd.arg("-C").arg(&self.top).args([
-                    "-c",
-                    "gpg.format=ssh",
-                    "-c",
-                    &file,
-                    "verify-commit",
-                    "--",
-                    commit,
-                ])
-            })
-            .map(drop)
-    }
-
-    /// An OpenPGP signature, checked against only the keys in `keys`: they are imported into a
-    /// keyring of this call's own (a new 0700 directory, removed after), never the user's.
-    fn verify_openpgp(&self, commit: &str, keys: &Path) -> Result<(), GitError> {
-        let home =
-            crate::fsutil::private_dir(&std::env::temp_dir(), "cc-ci-keyring").map_err(|e| {
-                GitError {
-                    kind: super::ErrorKind::Other,
-                    message: format!("cannot make a keyring directory: {e}"),
-                }
-            })?;
-        let result = (|| {
-            crate::process::Cmd::new("gpg")
-                .args(["--batch", "--quiet", "--homedir"])
-                .arg(&home)
-                .arg("--import")
-                .arg(keys)
-                .timeout(std::time::Duration::from_secs(60))
-                .run()
-                .map_err(super::to_git_error)?;
-            self.git.run(|cmd| {
-                cmd.env("GNUPGHOME", &home).arg("-C").arg(&self.top).args([
-                    "-c",
-                    "gpg.format=openpgp",
-                    "verify-commit",
-                    "--",
-                    commit,
-                ])
-            })
-        })();
+        let home = crate::fsutil::private_dir(&std::env::temp_dir(), "cc-ci-keyring")
+            .map_err(|e| other(format!("cannot make a keyring directory: {e}")))?;
+        let result = self.verify_in(&home, commit, allowed_signers, trusted);
         // gpg may have started an agent for the keyring: it goes with it.
         let _ = crate::process::Cmd::new("gpgconf")
             .arg("--homedir")
@@ -182,7 +163,62 @@ impl Checkout<'_> {
             .timeout(std::time::Duration::from_secs(10))
             .run();
         let _ = std::fs::remove_dir_all(&home);
-        result.map(drop)
+        result
+    }
+
+    /// `git verify-commit` with `home` as GnuPG's only keyring (OpenPGP keys imported into it)
+    /// and `signers` as the only SSH allowed-signers file.
+    fn verify_in(
+        &self,
+        home: &Path,
+        commit: &str,
+        signers: &Path,
+        kind: SignatureKind,
+    ) -> Result<(), GitError> {
+        let ssh_signers = match kind {
+            // `Other` never gets here: a signers file is of one of the two kinds, and a
+            // commit's kind must match it.
+            SignatureKind::Ssh | SignatureKind::Other => signers.to_path_buf(),
+            SignatureKind::OpenPgp => {
+                crate::process::Cmd::new("gpg")
+                    .args(["--batch", "--quiet", "--homedir"])
+                    .arg(home)
+                    .arg("--import")
+                    .arg(signers)
+                    .timeout(std::time::Duration::from_secs(60))
+                    .run()
+                    .map_err(super::to_git_error)?;
+                let none = home.join("no-ssh-signers");
+                std::fs::write(&none, b"").map_err(|e| GitError {
+                    kind: super::ErrorKind::Other,
+                    message: format!("cannot write {}: {e}", none.display()),
+                })?;
+                none
+            }
+        };
+        let ssh_file = format!("gpg.ssh.allowedSignersFile={}", ssh_signers.display());
+        let format = format!("gpg.format={}", kind.format());
+        self.git
+            .run(|cmd| {
+                cmd.env("GNUPGHOME", home).arg("-C").arg(&self.top).args([
+                    "-c",
+                    &format,
+                    "-c",
+                    "gpg.program=gpg",
+                    "-c",
+                    "gpg.openpgp.program=gpg",
+                    "-c",
+                    "gpg.ssh.program=ssh-keygen",
+                    "-c",
+                    &ssh_file,
+                    "-c",
+                    "gpg.ssh.revocationFile=",
+                    "verify-commit",
+                    "--",
+                    commit,
+                ])
+            })
+            .map(drop)
     }
 
     /// How many commits `to` has that `from` lacks, when both are here.
@@ -203,5 +239,93 @@ impl Checkout<'_> {
             &format!("{commit}:{path}"),
         ])
         .ok()
+    }
+}
+
+/// A signers file is a few keys: anything larger is not one.
+const SIGNERS_LIMIT: u64 = 1 << 20;
+
+/// The kinds of signature a commit can carry; `deploy.allowed_signers` trusts the first two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignatureKind {
+    OpenPgp,
+    Ssh,
+    /// X.509 (gpgsm), or armor git does not know: no signers file holds its keys.
+    Other,
+}
+
+impl SignatureKind {
+    /// The kind a signers file's keys are: armored OpenPGP keys, else SSH allowed-signers lines.
+    fn of_signers(bytes: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(bytes);
+        if text
+            .trim_start()
+            .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+        {
+            Self::OpenPgp
+        } else {
+            Self::Ssh
+        }
+    }
+
+    /// The kind of the signature in a raw commit object (its `gpgsig` or `gpgsig-sha256`
+    /// header, whose first line is the armor's), `None` when it has none.
+    fn of_commit(raw: &str) -> Option<Self> {
+        let headers = raw.split("\n\n").next().unwrap_or_default();
+        let first = headers.lines().find_map(|l| {
+            l.strip_prefix("gpgsig ")
+                .or_else(|| l.strip_prefix("gpgsig-sha256 "))
+        })?;
+        Some(match first.trim() {
+            "-----BEGIN PGP SIGNATURE-----" => Self::OpenPgp,
+            "-----BEGIN SSH SIGNATURE-----" => Self::Ssh,
+            _ => Self::Other,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::OpenPgp => "OpenPGP",
+            Self::Ssh => "SSH",
+            Self::Other => "neither OpenPGP nor SSH (X.509?)",
+        }
+    }
+
+    /// git's `gpg.format` for the kind.
+    fn format(self) -> &'static str {
+        match self {
+            Self::OpenPgp => "openpgp",
+            Self::Ssh | Self::Other => "ssh",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SignatureKind;
+
+    #[test]
+    fn a_commits_signature_kind_is_read_from_its_armor() {
+        let commit = |sig: &str| {
+            format!(
+                "tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nauthor a <a@b> 1 +0000\n\
+                 committer a <a@b> 1 +0000\n{sig}\nmessage\ngpgsig -----BEGIN SSH SIGNATURE-----\n"
+            )
+        };
+        let of = |sig: &str| SignatureKind::of_commit(&commit(sig));
+        assert_eq!(
+            of("gpgsig -----BEGIN PGP SIGNATURE-----\n \n -----END PGP SIGNATURE-----\n"),
+            Some(SignatureKind::OpenPgp)
+        );
+        assert_eq!(
+            of("gpgsig -----BEGIN SSH SIGNATURE-----\n -----END SSH SIGNATURE-----\n"),
+            Some(SignatureKind::Ssh)
+        );
+        assert_eq!(
+            of("gpgsig-sha256 -----BEGIN SIGNED MESSAGE-----\n -----END SIGNED MESSAGE-----\n"),
+            Some(SignatureKind::Other)
+        );
+        // A "gpgsig" line in the message is not a header.
+        assert_eq!(of(""), None);
     }
 }

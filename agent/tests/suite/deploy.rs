@@ -95,6 +95,18 @@ impl Fixture {
         agent(&full)
     }
 
+    /// [`Fixture::agent`] with `env` added to the agent's environment.
+    fn agent_env(&self, args: &[&str], env: &[(&str, &std::path::Path)]) -> Run {
+        let mut full = vec!["--config", self.config.to_str().unwrap()];
+        full.extend_from_slice(args);
+        let mut cmd = Command::new(common::bin());
+        cmd.args(&full).env("CC_CI_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        common::finish(cmd.output())
+    }
+
     fn last(&self) -> serde_json::Value {
         let run = self.agent(&["--format", "json", "deploy", "status"]);
         assert_eq!(run.code, 0, "{}", run.stderr);
@@ -1275,13 +1287,22 @@ fn a_gpg_signed_commit_is_deployed_and_an_unsigned_one_is_not() {
     );
     assert_eq!(head(&f), start);
 
-    std::fs::write(
-        elsewhere.join("host/cc-ci.conf"),
-        format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
-    )
-    .unwrap();
+    let good = land_gpg_signed(
+        &elsewhere,
+        &format!("{GOOD}unit cc-ci-mirrors.timer active\n"),
+        &key,
+    );
+    let run = f.agent(&["deploy", "--pull"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(head(&f), good);
+    assert_eq!(outcome(&f.last()), "deployed");
+}
+
+/// Commits `conf` in `elsewhere` signed with OpenPGP by `key` and pushes it; the commit.
+fn land_gpg_signed(elsewhere: &std::path::Path, conf: &str, key: &GpgKey) -> String {
+    std::fs::write(elsewhere.join("host/cc-ci.conf"), conf).unwrap();
     let signed = Command::new("git")
-        .current_dir(&elsewhere)
+        .current_dir(elsewhere)
         .env("GNUPGHOME", &key.home)
         .args([
             "-c",
@@ -1296,7 +1317,7 @@ fn a_gpg_signed_commit_is_deployed_and_an_unsigned_one_is_not() {
             "-q",
             "-S",
             "-am",
-            "signed",
+            "signed with OpenPGP",
         ])
         .output()
         .unwrap();
@@ -1305,10 +1326,96 @@ fn a_gpg_signed_commit_is_deployed_and_an_unsigned_one_is_not() {
         "{}",
         String::from_utf8_lossy(&signed.stderr)
     );
-    git(&elsewhere, &["push", "-q", "origin", "main"]);
-    let good = git(&elsewhere, &["rev-parse", "HEAD"]).trim().to_string();
-    let run = f.agent(&["deploy", "--pull"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(head(&f), good);
-    assert_eq!(outcome(&f.last()), "deployed");
+    git(elsewhere, &["push", "-q", "origin", "main"]);
+    git(elsewhere, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+/// An SSH signers file, and a commit signed with OpenPGP by a key that sits in the deploying
+/// user's own keyring (here its GNUPGHOME, with the secret key: trust cannot be higher): git
+/// picks the verifier from the signature, so only a check of the signature's kind refuses it.
+#[test]
+fn an_openpgp_signature_never_passes_an_ssh_signers_file() {
+    let (f, _daemon, elsewhere) = pulling();
+    let (_trusted, line) = ssh_key(f.dir.path(), "trusted");
+    let signers = f.dir.path().join("allowed_signers");
+    std::fs::write(&signers, format!("{line}\n")).unwrap();
+    f.trust(&signers);
+    let start = head(&f);
+    let key = GpgKey::make(f.dir.path());
+    land_gpg_signed(&elsewhere, &format!("{GOOD}unit a.timer active\n"), &key);
+    let run = f.agent_env(&["deploy", "--pull"], &[("GNUPGHOME", &key.home)]);
+    assert_eq!(run.code, 17, "{}\n{}", run.stdout, run.stderr);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("OpenPGP") && said.contains("SSH"),
+        "the refusal names both kinds: {said}"
+    );
+    assert_eq!(head(&f), start, "the checkout did not move");
+    assert_eq!(outcome(&f.last()), "refused-unsigned");
+}
+
+/// The other crossing: an OpenPGP signers file, and a commit signed with an SSH key that the
+/// deploying user's own git configuration trusts (`gpg.ssh.allowedSignersFile`).
+#[test]
+fn an_ssh_signature_never_passes_an_openpgp_signers_file() {
+    let (f, _daemon, elsewhere) = pulling();
+    let key = GpgKey::make(f.dir.path());
+    let signers = f.dir.path().join("allowed.asc");
+    std::fs::write(&signers, &key.public).unwrap();
+    f.trust(&signers);
+    let (ssh, line) = ssh_key(f.dir.path(), "planted");
+    let planted = f.dir.path().join("planted_signers");
+    std::fs::write(&planted, format!("{line}\n")).unwrap();
+    let global = f.dir.path().join("root.gitconfig");
+    std::fs::write(
+        &global,
+        format!(
+            "[gpg \"ssh\"]\n\tallowedSignersFile = {}\n",
+            planted.display()
+        ),
+    )
+    .unwrap();
+    let start = head(&f);
+    land_signed(
+        &elsewhere,
+        &format!("{GOOD}unit a.timer active\n"),
+        Some(&ssh),
+    );
+    let run = f.agent_env(&["deploy", "--pull"], &[("GIT_CONFIG_GLOBAL", &global)]);
+    assert_eq!(run.code, 17, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(head(&f), start, "the checkout did not move");
+}
+
+/// The signers file is read as untrusted files are: a FIFO (which would hang root's deploy
+/// while it holds the host lock) and a device that never ends are refused at once, naming the
+/// file; no commit can be shown signed, so the deploy is refused (exit 17), the checkout untouched.
+#[test]
+fn a_signers_file_that_is_no_plain_file_is_refused_at_once() {
+    let (f, _daemon, elsewhere) = pulling();
+    let fifo = f.dir.path().join("signers.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let start = head(&f);
+    land(&elsewhere, &format!("{GOOD}unit a.timer active\n"));
+    for (signers, what) in [
+        (fifo.as_path(), "a FIFO"),
+        (std::path::Path::new("/dev/zero"), "a device"),
+    ] {
+        let text = std::fs::read_to_string(&f.config).unwrap();
+        f.trust(signers);
+        let began = Instant::now();
+        let run = f.agent(&["deploy", "--pull"]);
+        std::fs::write(&f.config, text).unwrap();
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "{what}: it waited"
+        );
+        assert_eq!(run.code, 17, "{what}: {}\n{}", run.stdout, run.stderr);
+        let said = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            said.contains(&signers.display().to_string()) && said.contains(what),
+            "{what}: {said}"
+        );
+        assert_eq!(head(&f), start, "{what}: the checkout did not move");
+    }
 }
