@@ -105,7 +105,8 @@ let
   };
 
   # Drone, asked whether CI is busy (sweep, probe, and deploy without a busyCheck of its own).
-  droneBusyCheck = lib.optionalAttrs (cfg.drone.url != null && cfg.drone.busyCheck) { drone = { inherit (cfg.drone) url; }; };
+  droneTable = { inherit (cfg.drone) url; } // lib.optionalAttrs cfg.drone.allowInsecure { allow_insecure = true; };
+  droneBusyCheck = lib.optionalAttrs (cfg.drone.url != null && cfg.drone.busyCheck) { drone = droneTable; };
   activeJobs = lib.filterAttrs (_: j: j.available && j.timer.enable) jobs;
 
   # The deploy's unit: root, and left alone by the activation it performs.
@@ -316,6 +317,11 @@ in
         description = "The Drone server CI runs on: the probe reads its builds, and `busyCheck` asks it whether CI is busy.";
       };
       tokenFile = tokenFileOption "a Drone token of an admin user (Drone lists builds in flight to admins only)" "drone-token";
+      allowInsecure = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = "Allow an http:// Drone URL, which sends the admin token in clear text (loopback tests only).";
+      };
       busyCheck = lib.mkOption {
         type = lib.types.bool;
         default = true;
@@ -564,6 +570,10 @@ in
           message = "services.cc-ci.disk.volumes.kind: \"docker\" needs virtualisation.docker.enable, whose docker CLI gc runs.";
         }
         {
+          assertion = cfg.drone.url == null || !(lib.hasPrefix "http://" cfg.drone.url) || cfg.drone.allowInsecure;
+          message = "services.cc-ci.drone.url: an http:// URL sends Drone's admin token in clear text: use https://, or set services.cc-ci.drone.allowInsecure = true.";
+        }
+        {
           assertion = cfg.drone.url == null || cfg.drone.tokenFile != null;
           message = "services.cc-ci.drone.url: asking Drone needs services.cc-ci.drone.tokenFile, an admin's token.";
         }
@@ -614,7 +624,7 @@ in
         inherit (cfg.probe) comment timeout;
         max_age = cfg.probe.maxAge;
         bridge_login = cfg.probe.bridgeLogin;
-        drone = if cfg.drone.url != null then { inherit (cfg.drone) url; } else null;
+        drone = if cfg.drone.url != null then droneTable else null;
         busy_check = if droneBusyCheck != { } then droneBusyCheck else null;
       };
     }

@@ -23,7 +23,7 @@ raw() { nix --extra-experimental-features nix-command eval --raw -f nix/tests/ev
           --arg nixpkgsLib "$NIXPKGS_LIB" --argstr case "$1" "$2"; }
 fail() { echo "module evaluation: FAILED: $*" >&2; exit 1; }
 
-for case in example settings-override duration-bad secrets deploy-unit deploy-auto deploy-auto-no-flake deploy-signed probe-job drone-no-token vm-deploy-host mirrors-job sweep-job health-job gc-job gc-docker no-sweep-command forge-gitea-incomplete token-in-store token-relative token-in-settings bridge-missing deploy-check-both disk-root-missing disk-docker-disabled; do
+for case in example settings-override duration-bad secrets deploy-unit deploy-auto deploy-auto-no-flake deploy-signed probe-job drone-no-token drone-plain-http insecure-drone vm-deploy-host mirrors-job sweep-job health-job gc-job gc-docker no-sweep-command forge-gitea-incomplete token-in-store token-relative token-in-settings bridge-missing deploy-check-both disk-root-missing disk-docker-disabled; do
   out=$(evaluate "$case") || fail "case $case"
   case $case in token-*|bridge-*|forge-*|drone-*|deploy-check-*|disk-*|duration-*|*-no-flake) echo "module evaluation: $case: refused with ${out:0:110}...";; *) echo "module evaluation: $case: ok";; esac
 done
@@ -60,6 +60,10 @@ raw deploy-signed agentToml > "$work/signed.toml"
 raw probe-job agentToml > "$work/probe.toml"
 "$agent" --config "$work/probe.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the rendered [probe] and Drone busy checks"
 echo "module evaluation: probe-job: the agent accepts the rendered [probe] and the Drone busy checks"
+
+raw insecure-drone agentToml > "$work/insecure-drone.toml"
+"$agent" --config "$work/insecure-drone.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the rendered http:// Drone with allow_insecure"
+echo "module evaluation: insecure-drone: the agent accepts an http:// Drone with allow_insecure"
 
 raw settings-override agentToml > "$work/override.toml"
 "$agent" --config "$work/override.toml" enrollment poll-repos > /dev/null || fail "the agent refuses the overridden settings"

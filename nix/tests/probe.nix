@@ -42,7 +42,7 @@ pkgs.testers.runNixOSTest {
         allowInsecure = true;
         tokenFile = lib.mkForce (secret "cc-ci-forge-token");
       };
-      drone = { url = "http://127.0.0.1:8090"; tokenFile = secret "cc-ci-drone-token"; };
+      drone = { url = "http://127.0.0.1:8090"; allowInsecure = true; tokenFile = secret "cc-ci-drone-token"; };
       probe = { timer.enable = true; timeout = "3m"; bridgeLogin = "bridge-bot"; };
       settings.probe = { poll_interval = "2s"; min_interval = "0s"; };
     };

@@ -47,12 +47,14 @@ pub(super) struct RawBusyCheck {
     timeout: Option<Seconds>,
 }
 
-/// `{ url, token_file }` of a Drone server: `busy_check.drone` and `probe.drone`.
+/// `{ url, token_file, allow_insecure }` of a Drone server: `busy_check.drone` and
+/// `probe.drone`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDrone {
     url: String,
     token_file: Option<PathBuf>,
+    allow_insecure: Option<bool>,
 }
 
 /// A Drone server and where its token is: `token_file`, else the systemd credential
@@ -65,7 +67,8 @@ pub struct DroneSettings {
 
 pub const DRONE_TOKEN_CREDENTIAL: &str = "drone-token";
 
-/// `<section>.drone` (or `<section>.busy_check.drone`): an http(s) URL with a host.
+/// `<section>.drone` (or `<section>.busy_check.drone`): an https URL with a host (http only
+/// with `allow_insecure`, as for the forge: Drone's token is an admin's, sent on every call).
 pub(super) fn resolve_drone(
     raw: RawDrone,
     at: &[&str],
@@ -75,7 +78,18 @@ pub(super) fn resolve_drone(
 ) -> Option<DroneSettings> {
     let mut key: Vec<&str> = at.to_vec();
     key.push("url");
-    match check_http_url(&raw.url) {
+    let checked = check_http_url(&raw.url).and_then(|()| {
+        if raw.url.starts_with("http://") && raw.allow_insecure != Some(true) {
+            Err(format!(
+                "URL {:?} uses http://, which sends Drone's token in clear text: use https://, \
+                 or set allow_insecure = true",
+                raw.url
+            ))
+        } else {
+            Ok(())
+        }
+    });
+    match checked {
         Ok(()) if !raw.url.contains('@') => Some(DroneSettings {
             url: raw.url.trim_end_matches('/').to_string(),
             token_file: raw.token_file.as_deref().map(abs),

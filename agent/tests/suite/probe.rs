@@ -182,7 +182,7 @@ fn only(v: &serde_json::Value) -> &serde_json::Value {
 fn the_whole_path_is_proven_stage_by_stage_and_nothing_but_the_probe_branch_moves() {
     for drone in [true, false] {
         let probe = if drone {
-            "[probe.drone]\nurl = \"DRONE\"\ntoken_file = \"drone-token\"\n"
+            "[probe.drone]\nurl = \"DRONE\"\nallow_insecure = true\ntoken_file = \"drone-token\"\n"
         } else {
             ""
         };
@@ -387,7 +387,7 @@ fn probing_again_comments_once_per_head_and_a_fresh_proof_is_left_alone() {
 fn while_ci_is_busy_the_probe_is_deferred_not_failed() {
     let mut host = Host::new(&["plausible"], "");
     let busy = format!(
-        "[probe.busy_check.drone]\nurl = \"{}\"\ntoken_file = \"drone-token\"\n",
+        "[probe.busy_check.drone]\nurl = \"{}\"\nallow_insecure = true\ntoken_file = \"drone-token\"\n",
         host.drone.url
     );
     host.write_config(&busy);
@@ -650,7 +650,7 @@ fn a_drone_token_that_is_not_an_admins_defers_the_probe_and_says_why() {
     let mut host = Host::new(&["plausible"], "");
     std::fs::write(host.dir.path().join("drone-token"), &host.drone.user_token).unwrap();
     let busy = format!(
-        "[probe.busy_check.drone]\nurl = \"{}\"\ntoken_file = \"drone-token\"\n",
+        "[probe.busy_check.drone]\nurl = \"{}\"\nallow_insecure = true\ntoken_file = \"drone-token\"\n",
         host.drone.url
     );
     host.write_config(&busy);

@@ -203,6 +203,20 @@ let
                 "Drone is not the busy check everywhere: ${toml}"
                 { agentToml = toml; }))));
 
+    # An http:// Drone only with allowInsecure, rendered as allow_insecure in every Drone table.
+    insecure-drone = let
+      c = host {
+        services.cc-ci.probe.bridgeLogin = "cc-ci-bridge";
+        services.cc-ci.drone = { url = "http://127.0.0.1:8090"; allowInsecure = true; tokenFile = "/run/secrets/t"; };
+      };
+      toml = c.environment.etc."cc-ci/agent.toml".source.text;
+    in
+      expect (failed c == [ ]) "assertions failed: ${builtins.toJSON (failed c)}"
+        (expect (lib.length (lib.filter (l: l == "allow_insecure = true") (lib.splitString "\n" toml)) >= 3)
+          "allow_insecure is not in each Drone table: ${toml}"
+          { agentToml = toml; });
+    drone-plain-http = refusedFor "services.cc-ci.drone.url"
+      (host { services.cc-ci.drone = { url = "http://drone.example.org"; tokenFile = "/run/secrets/t"; }; });
     drone-no-token = refusedFor "services.cc-ci.drone.url"
       (host { services.cc-ci.drone.url = "https://drone.example.org"; });
 
