@@ -192,17 +192,30 @@ impl Dir {
     }
 
     /// Writes `bytes` as `name` atomically: a temporary beside it, synced, renamed over it, and the
-    /// directory synced. An existing regular file keeps its mode, and (when root writes) its owner
-    /// and group; a new file, or one replacing a link, gets `mode` and the directory's owner.
+    /// directory synced. An existing regular file keeps its permission bits (never setuid,
+    /// setgid or sticky), and (when root writes) its owner and group; a new file, or one
+    /// replacing a link, gets `mode` and the directory's owner. For a file someone edits.
     pub fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-        let target = self.path.join(name);
         let (mode, uid, gid) = match self.find(name) {
-            Some(f) if f.kind == FileType::RegularFile => (f.mode, f.uid, f.gid),
+            Some(f) if f.kind == FileType::RegularFile => (f.mode & 0o777, f.uid, f.gid),
             _ => {
                 let (uid, gid) = self.owner()?;
                 (mode, uid, gid)
             }
         };
+        self.replace(name, bytes, mode, uid, gid)
+    }
+
+    /// [`Self::write_atomic`] for a file the agent publishes (a report, metrics): always `mode`
+    /// and the directory's owner, whatever is at the name. A hard link planted there (to a
+    /// root-owned setuid file, say) lends the new file nothing.
+    pub fn publish(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let (uid, gid) = self.owner()?;
+        self.replace(name, bytes, mode, uid, gid)
+    }
+
+    fn replace(&self, name: &str, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> Result<()> {
+        let target = self.path.join(name);
         let (tmp, fd) = self.create_temporary(name, mode)?;
         let result = (|| -> Result<()> {
             give(&fd, uid, gid);
@@ -403,6 +416,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     dir.write_atomic(&name, bytes, mode)
 }
 
+/// [`Dir::publish`] for a file named by path.
+pub fn publish(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let (dir, name) = Dir::of_file(path)?;
+    dir.publish(&name, bytes, mode)
+}
+
 /// Why a file could not be read as a small regular file.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -507,6 +526,40 @@ mod tests {
         let piece = &text[..text.len() / 100];
         assert_eq!(text, piece.repeat(100), "a torn or mixed file");
         Ok(())
+    }
+
+    /// `deploy.json` over a hard link to a setuid file: the report is 0644, the file is untouched;
+    /// an edited file keeps its permission bits but never a setuid bit.
+    #[test]
+    fn a_published_file_takes_no_mode_from_a_planted_hard_link() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let tool = dir.path().join("tool");
+        fs::write(&tool, b"#!/bin/sh\n")?;
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o4755))?;
+        let report = dir.path().join("deploy.json");
+        fs::hard_link(&tool, &report)?;
+        crate::published::write(dir.path(), &sample_report());
+        assert_eq!(fs::metadata(&report)?.permissions().mode() & 0o7777, 0o644);
+        assert_eq!(fs::metadata(&tool)?.permissions().mode() & 0o7777, 0o4755);
+        assert_eq!(fs::read(&tool)?, b"#!/bin/sh\n");
+        let edited = dir.path().join("e.toml");
+        fs::hard_link(&tool, &edited)?;
+        write_atomic(&edited, b"x", 0o644)?;
+        assert_eq!(fs::metadata(&edited)?.permissions().mode() & 0o7777, 0o755);
+        Ok(())
+    }
+
+    fn sample_report() -> crate::published::DeployReport {
+        crate::published::DeployReport {
+            id: 1,
+            outcome: None,
+            finished_at: None,
+            flake_commit: None,
+            message: None,
+            upstream_commit: None,
+            checked_at: None,
+            behind: None,
+        }
     }
 
     #[test]

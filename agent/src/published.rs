@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{read_regular, write_atomic};
+use crate::fsutil::{publish, read_regular};
 use crate::ledger::{DeployRow, Outcome};
 
 pub const DEPLOY_FILE: &str = "deploy.json";
@@ -51,7 +51,7 @@ impl DeployReport {
 pub fn write(state_dir: &Path, report: &DeployReport) {
     let written = serde_json::to_vec_pretty(report)
         .map_err(anyhow::Error::from)
-        .and_then(|bytes| write_atomic(&state_dir.join(DEPLOY_FILE), &bytes, 0o644));
+        .and_then(|bytes| publish(&state_dir.join(DEPLOY_FILE), &bytes, 0o644));
     if let Err(e) = written {
         tracing::warn!(
             "cannot write {}: {e:#}",

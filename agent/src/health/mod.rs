@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::context::Context;
 use crate::exit::Exit;
-use crate::fsutil::write_atomic;
+use crate::fsutil::publish;
 use crate::ledger::{now_rfc3339, Ledger};
 use crate::output::{table, Output, Tone};
 use crate::settings::config::Config;
@@ -630,10 +630,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     // Always written, for bridges that read files.
     let path = config.state_dir.join("health.json");
     announce_change(&config, &path, &report);
-    write_atomic(&path, json.as_bytes(), 0o644)
+    publish(&path, json.as_bytes(), 0o644)
         .with_context(|| format!("writing {}", path.display()))?;
     if let Some(file) = &config.health.metrics_file {
-        write_atomic(file, metrics(&report).as_bytes(), 0o644)
+        publish(file, metrics(&report).as_bytes(), 0o644)
             .with_context(|| format!("writing {}", file.display()))?;
     }
     if let Some(d) = &delivery {

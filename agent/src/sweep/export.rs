@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{publish, read_regular};
 use crate::ledger::Canonical;
 use crate::settings::rules::{check_recipe_name, check_release_tag};
 
@@ -48,10 +48,11 @@ pub fn export(dir: &Path, c: &Canonical) -> Result<()> {
     std::fs::create_dir_all(path.parent().unwrap_or(dir))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let text = serde_json::to_string_pretty(&CanonicalFile::from(c))? + "\n";
-    if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+    // Read as any file in a directory others may write: never a FIFO, a link or without end.
+    if read_regular(&path, 1 << 20, false).ok().as_deref() == Some(text.as_bytes()) {
         return Ok(());
     }
-    write_atomic(&path, text.as_bytes(), 0o644)
+    publish(&path, text.as_bytes(), 0o644)
 }
 
 /// Reads one file for `canonical import`: bad input names the file and the field.

@@ -189,6 +189,48 @@ fn links_planted_in_the_state_directory_are_never_followed_by_root() {
     );
 }
 
+/// A hard link planted at a published name (where `fs.protected_hardlinks=0` lets the job user
+/// link a root-owned setuid file): root's `health` writes `health.json` and the metrics file
+/// with their own fixed mode and the directory's owner, never the mode or owner of what was
+/// there, and the linked file keeps its bytes and mode.
+#[test]
+fn a_hard_link_at_a_published_name_lends_it_neither_mode_nor_owner() {
+    if !is_root() {
+        println!("NOT RUN HERE: root is needed to write as root over another user's state");
+        return;
+    }
+    let fleet = Fleet::new("[\"true\"]");
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let state = fleet.state();
+    chown_tree(&state, JOB_UID);
+    chown_tree(&fleet.root().join("metrics"), JOB_UID);
+    let setuid = fleet.root().join("setuid-tool");
+    std::fs::write(&setuid, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let published = [
+        state.join("health.json"),
+        fleet.root().join("metrics/cc-ci.prom"),
+    ];
+    for at in &published {
+        let _ = std::fs::remove_file(at);
+        std::fs::hard_link(&setuid, at).unwrap();
+    }
+    let report = fleet.agent(&["health"]);
+    assert!(
+        [0, 13, 14].contains(&report.code),
+        "health ran: {}",
+        report.stderr
+    );
+    for at in &published {
+        let m = std::fs::metadata(at).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o644, "{}: mode", at.display());
+        assert_eq!(m.uid(), JOB_UID, "{}: owner", at.display());
+    }
+    let m = std::fs::metadata(&setuid).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o4755);
+    assert_eq!(std::fs::read_to_string(&setuid).unwrap(), "#!/bin/sh\n");
+}
+
 /// The root deploy over a state directory the job user owns: it keeps its journal where only root
 /// writes, refuses to keep it anywhere else, and follows no link the job user planted.
 #[test]
