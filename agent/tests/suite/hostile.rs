@@ -44,6 +44,16 @@ impl Victim {
     }
 }
 
+/// A fleet synced once, whose state and metrics directories the job user owns, as on a real host.
+fn synced_fleet_of_the_job_user() -> (Fleet, PathBuf) {
+    let fleet = Fleet::new("[\"true\"]");
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let state = fleet.state();
+    chown_tree(&state, JOB_UID);
+    chown_tree(&fleet.root().join("metrics"), JOB_UID);
+    (fleet, state)
+}
+
 fn chown_tree(path: &Path, uid: u32) {
     let status = std::process::Command::new("chown")
         .args(["-R", &format!("{uid}:{uid}"), &path.to_string_lossy()])
@@ -124,12 +134,7 @@ fn links_planted_in_the_state_directory_are_never_followed_by_root() {
         println!("NOT RUN HERE: root is needed to run the agent as root over another user's state");
         return;
     }
-    let fleet = Fleet::new("[\"true\"]");
-    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
-    let state = fleet.state();
-    // The job user owns the state and metrics directories, as on a real host.
-    chown_tree(&state, JOB_UID);
-    chown_tree(&fleet.root().join("metrics"), JOB_UID);
+    let (fleet, state) = synced_fleet_of_the_job_user();
     let victims = fleet.root().join("victims");
     std::fs::create_dir(&victims).unwrap();
     let lock = Victim::new(&victims, "lock");
@@ -199,11 +204,7 @@ fn a_hard_link_at_a_published_name_lends_it_neither_mode_nor_owner() {
         println!("NOT RUN HERE: root is needed to write as root over another user's state");
         return;
     }
-    let fleet = Fleet::new("[\"true\"]");
-    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
-    let state = fleet.state();
-    chown_tree(&state, JOB_UID);
-    chown_tree(&fleet.root().join("metrics"), JOB_UID);
+    let (fleet, state) = synced_fleet_of_the_job_user();
     let setuid = fleet.root().join("setuid-tool");
     std::fs::write(&setuid, "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
