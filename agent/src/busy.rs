@@ -54,6 +54,23 @@ pub fn check(check: &BusyCheck) -> Busy {
     }
 }
 
+/// Whether `check` can be asked at all: a Drone check whose token file cannot be read (missing,
+/// empty, a FIFO) is a configuration error, [`crate::error::Unusable`] (exit 2), never a CI
+/// that looks busy for ever. `section` is the check's table, for the message.
+pub fn usable(check: &BusyCheck, section: &str) -> anyhow::Result<()> {
+    if let BusyCheck::Drone { drone, .. } = check {
+        if let Err(e) =
+            read_token_file(drone.token_file.as_deref(), DRONE_TOKEN_CREDENTIAL, "drone")
+        {
+            return Err(crate::error::Unusable(format!(
+                "configuration error: {section}.busy_check.drone.token_file: {e:#}"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 fn first_line(text: &str, default: &str) -> String {
     text.lines()
         .map(str::trim)

@@ -425,10 +425,11 @@ pub fn publish(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// Why a file could not be read as a small regular file.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("cannot read {path}: {source}")]
+    /// The I/O error is in the message, not a `source`: chained, it would be said twice.
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is not a regular file ({kind})")]
     NotRegular { path: PathBuf, kind: &'static str },
@@ -439,9 +440,9 @@ pub enum ReadError {
 /// Reads a regular file of at most `limit` bytes. Never blocks on a FIFO or a device, never reads
 /// without end (`/dev/zero`); with `follow = false` a link is refused too.
 pub fn read_regular(path: &Path, limit: u64, follow: bool) -> Result<Vec<u8>, ReadError> {
-    let io = |source: std::io::Error| ReadError::Io {
+    let io = |error: std::io::Error| ReadError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     if !follow {

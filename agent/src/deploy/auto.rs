@@ -107,6 +107,7 @@ fn look(
         }
     }
     if let Some(check) = &config.deploy.busy_check {
+        busy::usable(check, "deploy")?;
         match busy::check(check) {
             CiBusy::Idle => {}
             CiBusy::Busy(what) => {

@@ -113,6 +113,9 @@ pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exi
     let config = ctx.config()?;
     let flake = flake_of(&config, flake)?;
     let (host, _) = host_of(&config)?;
+    if let (Some(check), false) = (&config.deploy.busy_check, opts.force) {
+        crate::busy::usable(check, "deploy")?;
+    }
     let _lock = JobLock::acquire(&config.state_dir, "deploy")?;
     let ledger = open_journal(&config)?;
     let printer = Printer { out: &ctx.out };

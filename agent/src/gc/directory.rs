@@ -112,8 +112,8 @@ fn identify(path: &Path, name: &str) -> std::result::Result<Option<Label>, Strin
                 .map_err(|e| format!("{}: {e}", path.join(LABEL_FILE).display()))?;
             return Ok(Some(label));
         }
-        Err(crate::fsutil::ReadError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(crate::fsutil::ReadError::Io { error, .. })
+            if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.to_string()),
     }
     Ok(name.split_once('_').and_then(|(recipe, version)| {

@@ -511,9 +511,10 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
 
 /// Fires `health-change` when the host's or any recipe's verdict differs from the last report.
 fn announce_change(config: &Config, last: &std::path::Path, report: &Report) {
-    let previous: serde_json::Value = std::fs::read_to_string(last)
+    // The state directory is the job user's: never follow a link, block on a FIFO, read for ever.
+    let previous: serde_json::Value = crate::fsutil::read_regular(last, 64 << 20, false)
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
+        .and_then(|t| serde_json::from_slice(&t).ok())
         .unwrap_or_default();
     let before = |recipe: &str| {
         previous["recipes"]

@@ -272,6 +272,7 @@ fn probe_one(
         detail: String::new(),
     };
     if let Some(check) = &config.probe.busy_check {
+        busy::usable(check, "probe")?;
         if let Busy::Busy(why) | Busy::Unknown(why) = busy::check(check) {
             let id = ledger.probe_begin(name, &fp.text())?;
             report.detail = format!("CI is busy ({why}): not probed now, the next run will");

@@ -592,6 +592,10 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
         }
     };
     if let Some(check) = &config.sweep.busy_check {
+        if let Err(e) = busy::usable(check, "sweep") {
+            ledger.sweep_finish(sweep, "failed", &format!("{e:#}"))?;
+            return Err(e);
+        }
         let refusal = match busy::check(check) {
             Busy::Idle => None,
             Busy::Busy(what) => Some(format!("a CI build is in flight ({what})")),

@@ -232,6 +232,31 @@ fn a_hard_link_at_a_published_name_lends_it_neither_mode_nor_owner() {
     assert_eq!(std::fs::read_to_string(&setuid).unwrap(), "#!/bin/sh\n");
 }
 
+/// A FIFO planted at `health.json`: `health` reads the last report to tell what changed, and
+/// must neither block on it nor fail; it writes a fresh report in its place.
+#[test]
+fn a_fifo_at_health_json_does_not_hang_health() {
+    let fleet = Fleet::new("[\"true\"]");
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let at = fleet.state().join("health.json");
+    let _ = std::fs::remove_file(&at);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&at)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let report = fleet.agent(&["health"]);
+    assert!(
+        [0, 13, 14].contains(&report.code),
+        "health ran: {}",
+        report.stderr
+    );
+    assert!(
+        std::fs::symlink_metadata(&at).unwrap().is_file(),
+        "a report again"
+    );
+}
+
 /// The root deploy over a state directory the job user owns: it keeps its journal where only root
 /// writes, refuses to keep it anywhere else, and follows no link the job user planted.
 #[test]

@@ -302,6 +302,46 @@ fn the_upgrade_base_is_always_strictly_older_than_the_version() {
     );
 }
 
+/// A Drone busy check whose token file is missing, empty or a FIFO is a configuration error
+/// (exit 2, naming the file and the setting), not "CI is busy" (exit 5) for ever; CI never runs,
+/// the sweep row says so and `health` tells the operator.
+#[test]
+fn a_broken_drone_token_file_is_a_configuration_error_not_a_busy_ci() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("token.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    for token in [dir.path().join("missing"), empty, fifo] {
+        let s = Sweep::new(
+            &["immich"],
+            &format!(
+                "[sweep.busy_check.drone]\nurl = \"https://drone.invalid\"\ntoken_file = \"{}\"\n",
+                token.display()
+            ),
+        );
+        s.up("immich").tag("1.0.0+1.9", true);
+        let (run, _) = s.sweep();
+        assert_eq!(run.code, 2, "{}: {}", token.display(), run.stderr);
+        assert!(
+            run.stderr.contains(&token.display().to_string())
+                && run.stderr.contains("busy_check.drone.token_file"),
+            "{}",
+            run.stderr
+        );
+        assert!(s.ci_calls().is_empty());
+        let sweep = s.host_check("sweep");
+        assert!(
+            sweep["reason"].as_str().unwrap().contains("configuration"),
+            "{sweep}"
+        );
+    }
+}
+
 #[test]
 fn ci_busy_or_another_agent_refuses_the_whole_sweep_and_it_is_recorded() {
     let flag = tempfile::NamedTempFile::new().unwrap();
