@@ -529,7 +529,7 @@ mod tests {
         Ok(())
     }
 
-    /// `deploy.json` over a hard link to a setuid file: the report is 0644, the file is untouched;
+    /// A published file over a hard link to a setuid file: it is 0644, the file is untouched;
     /// an edited file keeps its permission bits but never a setuid bit.
     #[test]
     fn a_published_file_takes_no_mode_from_a_planted_hard_link() -> Result<()> {
@@ -539,7 +539,7 @@ mod tests {
         fs::set_permissions(&tool, fs::Permissions::from_mode(0o4755))?;
         let report = dir.path().join("deploy.json");
         fs::hard_link(&tool, &report)?;
-        crate::published::write(dir.path(), &sample_report());
+        publish(&report, b"{}", 0o644)?;
         assert_eq!(fs::metadata(&report)?.permissions().mode() & 0o7777, 0o644);
         assert_eq!(fs::metadata(&tool)?.permissions().mode() & 0o7777, 0o4755);
         assert_eq!(fs::read(&tool)?, b"#!/bin/sh\n");
@@ -548,19 +548,6 @@ mod tests {
         write_atomic(&edited, b"x", 0o644)?;
         assert_eq!(fs::metadata(&edited)?.permissions().mode() & 0o7777, 0o755);
         Ok(())
-    }
-
-    fn sample_report() -> crate::published::DeployReport {
-        crate::published::DeployReport {
-            id: 1,
-            outcome: None,
-            finished_at: None,
-            flake_commit: None,
-            message: None,
-            upstream_commit: None,
-            checked_at: None,
-            behind: None,
-        }
     }
 
     #[test]
