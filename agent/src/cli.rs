@@ -153,7 +153,7 @@ fn report(err: &anyhow::Error, code: Exit, json: bool) {
             .join(": ")],
     };
     for line in &lines {
-        eprintln!("error: {line}");
+        eprintln!("error: {}", crate::output::terminal_safe(line));
     }
     if json {
         let body = serde_json::json!({ "error": lines.join("\n"), "exit": code as u8 });

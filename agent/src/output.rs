@@ -11,14 +11,56 @@ use serde::Serialize;
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// Writes to stdout, and flushes; a closed or failing stdout is remembered and never an error.
+/// Every control character but newline and tab is shown escaped ([`terminal_safe`]).
 pub fn write_stdout(bytes: &[u8]) {
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
         return;
     }
+    let text = terminal_safe(&String::from_utf8_lossy(bytes));
     let mut out = std::io::stdout().lock();
-    if out.write_all(bytes).and_then(|()| out.flush()).is_err() {
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
         STDOUT_CLOSED.store(true, Ordering::Relaxed);
     }
+}
+
+/// Where [`Output::paint`] puts a colour code: `MARK` + SGR digits + `END`, private-use
+/// characters that [`terminal_safe`] turns into the escape sequence. Only a colour can be made
+/// this way, whoever wrote the marks.
+const MARK: char = '\u{E000}';
+const END: char = '\u{E001}';
+
+/// `text` as a terminal may be given it: text from outside (a forge user's name, a planted
+/// report, a repository name) reaches stdout through here, so a carriage return, a cursor move
+/// or a screen clear in it is shown as `\r`, `\u{1b}`, never obeyed. Newline and tab stay; C1
+/// controls are escaped too. The agent's own colours come as marks, see [`MARK`].
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            MARK => {
+                let mut code = String::new();
+                while let Some(d) = chars.next_if(|d| d.is_ascii_digit() || *d == ';') {
+                    code.push(d);
+                }
+                if chars.next_if_eq(&END).is_some() {
+                    out.push_str(&format!("\x1b[{code}m"));
+                } else {
+                    out.push_str(&code);
+                }
+            }
+            END => {}
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Whether stdout was found closed.
@@ -105,7 +147,7 @@ impl Output {
     pub fn aside(&self, human: impl AsRef<str>, plain: impl AsRef<str>) {
         match self.format {
             Format::Human => crate::say!("{}", human.as_ref()),
-            Format::Json => eprintln!("{}", plain.as_ref()),
+            Format::Json => eprintln!("{}", terminal_safe(plain.as_ref())),
         }
     }
 
@@ -120,7 +162,7 @@ impl Output {
             Tone::Dim => "2",
             Tone::Bold => "1",
         };
-        format!("\x1b[{code}m{text}\x1b[0m")
+        format!("{MARK}{code}{END}{text}{MARK}0{END}")
     }
 
     pub fn json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
@@ -204,6 +246,18 @@ pub fn table(out: &Output, header: &[&str], rows: &[Vec<(String, Option<Tone>)>]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_and_only_the_agents_colours_are_obeyed() {
+        let painted = format!("{MARK}32{END}ok{MARK}0{END}");
+        assert_eq!(terminal_safe(&painted), "\x1b[32mok\x1b[0m");
+        assert_eq!(
+            terminal_safe("a\r\x1b[2J\u{9b}b\n\tc"),
+            "a\\r\\u{1b}[2J\\u{9b}b\n\tc"
+        );
+        // Marks that outside text forged make a colour at most, or nothing.
+        assert_eq!(terminal_safe(&format!("{MARK}2J x{END}")), "2J x");
+    }
 
     #[test]
     fn a_table_keeps_one_line_per_row_and_puts_long_cells_in_notes() {

@@ -127,9 +127,12 @@ impl Ledger {
         Ok(Some(Self { conn, path }))
     }
 
-    /// SQLite's full `integrity_check`: every page, index and constraint.
+    /// SQLite's full `integrity_check`: every page, index and constraint; and the schema: every
+    /// table, index and trigger the migrations make is there as they made it (SQLite calls a
+    /// database with a dropped table whole).
     pub fn check_integrity(&self) -> Result<()> {
-        check_integrity(&self.conn, &self.path, "integrity_check")
+        check_integrity(&self.conn, &self.path, "integrity_check")?;
+        check_schema(&self.conn, &self.path)
     }
 
     pub fn path(&self) -> &Path {
@@ -288,6 +291,49 @@ fn check_integrity(conn: &Connection, path: &Path, pragma: &str) -> Result<()> {
     .into())
 }
 
+/// The schema objects (kind, name, SQL) of `conn`, SQLite's own left out.
+fn schema_of(conn: &Connection) -> Result<std::collections::BTreeSet<(String, String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT type, name, coalesce(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// [`Damaged`] unless `conn` has exactly the schema the migrations make in a new database.
+fn check_schema(conn: &Connection, path: &Path) -> Result<()> {
+    let mut fresh = Connection::open_in_memory()?;
+    migrate(&mut fresh, path)?;
+    let want = schema_of(&fresh)?;
+    let have = schema_of(conn)?;
+    let differs: Vec<String> = want
+        .symmetric_difference(&have)
+        .map(|(kind, name, _)| {
+            let missing = !have.iter().any(|(k, n, _)| k == kind && n == name);
+            let extra = !want.iter().any(|(k, n, _)| k == kind && n == name);
+            match (missing, extra) {
+                (true, _) => format!("{kind} {name} is missing"),
+                (_, true) => format!("{kind} {name} is not the agent's"),
+                _ => format!("{kind} {name} differs from the agent's"),
+            }
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if differs.is_empty() {
+        return Ok(());
+    }
+    Err(Damaged(format!(
+        "state database {} does not have the agent's schema: {}: {}",
+        path.display(),
+        differs.join("; "),
+        DAMAGED_ADVICE
+    ))
+    .into())
+}
+
 /// What to do with a damaged database, said wherever damage is found.
 pub const DAMAGED_ADVICE: &str =
     "stop the agent's timers, keep a copy of the file, then restore it \
@@ -341,6 +387,25 @@ fn is_busy(e: &anyhow::Error) -> bool {
 /// "unable to open database file") do not tell a full disk from a read-only one.
 fn diagnose(state_dir: &Path) -> String {
     use rustix::fs::{access, Access};
+    // SQLite opens its -wal and -shm files without following a link: one planted there (by
+    // whoever can write the directory) fails the open with no name of its own.
+    for name in [format!("{DB_FILE}-wal"), format!("{DB_FILE}-shm")] {
+        let at = state_dir.join(&name);
+        if let Ok(m) = std::fs::symlink_metadata(&at) {
+            if !m.file_type().is_file() {
+                let what = if m.file_type().is_symlink() {
+                    "a symbolic link"
+                } else {
+                    "not a plain file"
+                };
+                return format!(
+                    ": {} is {what}, which SQLite refuses to open: remove it (with no agent \
+                     running) and look into who put it there",
+                    at.display()
+                );
+            }
+        }
+    }
     if access(state_dir, Access::WRITE_OK).is_err() {
         return format!(
             ": {} is not writable (read-only filesystem or permissions)",

@@ -605,7 +605,10 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
         };
         if let Some(why) = refusal {
             ledger.sweep_finish(sweep, "refused-ci-busy", &why)?;
-            eprintln!("refused: {why}: the whole sweep is skipped");
+            eprintln!(
+                "refused: {}: the whole sweep is skipped",
+                crate::output::terminal_safe(&why)
+            );
             return Ok(Exit::CiBusy);
         }
     }

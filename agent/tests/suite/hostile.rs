@@ -257,6 +257,75 @@ fn a_fifo_at_health_json_does_not_hang_health() {
     );
 }
 
+/// Terminal control from text the agent did not write: a `deploy.json` planted with a carriage
+/// return, cursor-up and a screen clear is printed by `health` with each control character
+/// shown escaped, so what the operator's terminal shows is what the file says.
+#[test]
+fn control_characters_from_a_planted_report_never_reach_the_terminal() {
+    let fleet = Fleet::new("[\"true\"]");
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let forged = serde_json::json!({
+        "id": 7, "outcome": "failed", "finished_at": "2026-12-01T00:00:00Z",
+        "flake_commit": null, "upstream_commit": null, "checked_at": null, "behind": null,
+        "message": "all fine\r\u{1b}[1A\u{1b}[2Jhealthy\u{7}\u{9b}31m",
+    });
+    std::fs::write(fleet.state().join("deploy.json"), forged.to_string()).unwrap();
+    let report = fleet.agent(&["health"]);
+    assert!(
+        [0, 13, 14].contains(&report.code),
+        "health ran: {}",
+        report.stderr
+    );
+    assert!(report.stdout.contains("all fine"), "{}", report.stdout);
+    for c in ['\r', '\u{1b}', '\u{7}', '\u{9b}'] {
+        assert!(
+            !report.stdout.contains(c),
+            "{c:?} reached stdout: {:?}",
+            report.stdout
+        );
+    }
+    assert!(
+        report.stdout.contains("\\u{1b}[2J"),
+        "shown escaped: {}",
+        report.stdout
+    );
+}
+
+/// A database that SQLite finds whole but that lost a table (`DROP TABLE outbox`, by recipe CI
+/// or a bad restore) is not "integrity ok": `state status` names the missing table (exit 15).
+#[test]
+fn a_database_missing_a_table_fails_the_integrity_check() {
+    let fleet = Fleet::new("[\"true\"]");
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let db = fleet.state().join("state.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("DROP TABLE outbox").unwrap();
+    drop(conn);
+    let status = fleet.agent(&["state", "status"]);
+    assert_eq!(status.code, 15, "{}{}", status.stdout, status.stderr);
+    assert!(status.stderr.contains("outbox"), "{}", status.stderr);
+}
+
+/// Links planted at SQLite's `-wal` and `-shm` names: the open is refused (SQLite opens them
+/// without following), and the error names the planted file, not only "unable to open".
+#[test]
+fn a_link_planted_at_the_wal_or_shm_file_is_named() {
+    for suffix in ["-wal", "-shm"] {
+        let fleet = Fleet::new("[\"true\"]");
+        assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+        let planted = fleet.state().join(format!("state.db{suffix}"));
+        let _ = std::fs::remove_file(&planted);
+        std::os::unix::fs::symlink(fleet.root().join("elsewhere"), &planted).unwrap();
+        let status = fleet.agent(&["state", "status"]);
+        assert_ne!(status.code, 0);
+        assert!(
+            status.stderr.contains(&planted.display().to_string()),
+            "{suffix}: {}",
+            status.stderr
+        );
+    }
+}
+
 /// The root deploy over a state directory the job user owns: it keeps its journal where only root
 /// writes, refuses to keep it anywhere else, and follows no link the job user planted.
 #[test]
