@@ -291,13 +291,15 @@ fn check_integrity(conn: &Connection, path: &Path, pragma: &str) -> Result<()> {
     .into())
 }
 
-/// The schema objects (kind, name, SQL) of `conn`, SQLite's own left out.
-fn schema_of(conn: &Connection) -> Result<std::collections::BTreeSet<(String, String, String)>> {
+/// The schema objects of `conn`, SQLite's own left out: (kind, name) → the SQL that made it.
+type Schema = std::collections::BTreeMap<(String, String), String>;
+
+fn schema_of(conn: &Connection) -> Result<Schema> {
     let mut stmt = conn.prepare(
         "SELECT type, name, coalesce(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'",
     )?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }
@@ -308,20 +310,23 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<()> {
     migrate(&mut fresh, path)?;
     let want = schema_of(&fresh)?;
     let have = schema_of(conn)?;
-    let differs: Vec<String> = want
-        .symmetric_difference(&have)
-        .map(|(kind, name, _)| {
-            let missing = !have.iter().any(|(k, n, _)| k == kind && n == name);
-            let extra = !want.iter().any(|(k, n, _)| k == kind && n == name);
-            match (missing, extra) {
-                (true, _) => format!("{kind} {name} is missing"),
-                (_, true) => format!("{kind} {name} is not the agent's"),
-                _ => format!("{kind} {name} differs from the agent's"),
-            }
-        })
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
+    let mut differs: Vec<String> = want
+        .iter()
+        .filter_map(
+            |((kind, name), sql)| match have.get(&(kind.clone(), name.clone())) {
+                None => Some(format!("{kind} {name} is missing")),
+                Some(theirs) if theirs != sql => {
+                    Some(format!("{kind} {name} differs from the agent's"))
+                }
+                Some(_) => None,
+            },
+        )
         .collect();
+    differs.extend(
+        have.keys()
+            .filter(|k| !want.contains_key(*k))
+            .map(|(kind, name)| format!("{kind} {name} is not the agent's")),
+    );
     if differs.is_empty() {
         return Ok(());
     }

@@ -44,10 +44,16 @@ impl Victim {
     }
 }
 
-/// A fleet synced once, whose state and metrics directories the job user owns, as on a real host.
-fn synced_fleet_of_the_job_user() -> (Fleet, PathBuf) {
+/// A fleet whose CI is `true`, its mirrors synced once.
+fn synced_fleet() -> Fleet {
     let fleet = Fleet::new("[\"true\"]");
     assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    fleet
+}
+
+/// A fleet synced once, whose state and metrics directories the job user owns, as on a real host.
+fn synced_fleet_of_the_job_user() -> (Fleet, PathBuf) {
+    let fleet = synced_fleet();
     let state = fleet.state();
     chown_tree(&state, JOB_UID);
     chown_tree(&fleet.root().join("metrics"), JOB_UID);
@@ -236,8 +242,7 @@ fn a_hard_link_at_a_published_name_lends_it_neither_mode_nor_owner() {
 /// must neither block on it nor fail; it writes a fresh report in its place.
 #[test]
 fn a_fifo_at_health_json_does_not_hang_health() {
-    let fleet = Fleet::new("[\"true\"]");
-    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let fleet = synced_fleet();
     let at = fleet.state().join("health.json");
     let _ = std::fs::remove_file(&at);
     let made = std::process::Command::new("mkfifo")
@@ -262,8 +267,7 @@ fn a_fifo_at_health_json_does_not_hang_health() {
 /// shown escaped, so what the operator's terminal shows is what the file says.
 #[test]
 fn control_characters_from_a_planted_report_never_reach_the_terminal() {
-    let fleet = Fleet::new("[\"true\"]");
-    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let fleet = synced_fleet();
     let forged = serde_json::json!({
         "id": 7, "outcome": "failed", "finished_at": "2026-12-01T00:00:00Z",
         "flake_commit": null, "upstream_commit": null, "checked_at": null, "behind": null,
@@ -295,8 +299,7 @@ fn control_characters_from_a_planted_report_never_reach_the_terminal() {
 /// or a bad restore) is not "integrity ok": `state status` names the missing table (exit 15).
 #[test]
 fn a_database_missing_a_table_fails_the_integrity_check() {
-    let fleet = Fleet::new("[\"true\"]");
-    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let fleet = synced_fleet();
     let db = fleet.state().join("state.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch("DROP TABLE outbox").unwrap();
@@ -311,8 +314,7 @@ fn a_database_missing_a_table_fails_the_integrity_check() {
 #[test]
 fn a_link_planted_at_the_wal_or_shm_file_is_named() {
     for suffix in ["-wal", "-shm"] {
-        let fleet = Fleet::new("[\"true\"]");
-        assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+        let fleet = synced_fleet();
         let planted = fleet.state().join(format!("state.db{suffix}"));
         let _ = std::fs::remove_file(&planted);
         std::os::unix::fs::symlink(fleet.root().join("elsewhere"), &planted).unwrap();
@@ -755,8 +757,7 @@ fn fifos_devices_and_huge_files_are_refused_not_read() {
 /// runs on it; a command that only reads does not need it.
 #[test]
 fn a_damaged_state_database_is_said_and_no_job_runs_on_it() {
-    let fleet = Fleet::new("[\"true\"]");
-    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let fleet = synced_fleet();
     assert_eq!(fleet.agent(&["sweep"]).code, 0);
     let db = fleet.state().join("state.db");
     let status = fleet.agent(&["state", "status"]);
