@@ -63,7 +63,9 @@ pub fn usable(check: &BusyCheck, section: &str) -> anyhow::Result<()> {
             read_token_file(drone.token_file.as_deref(), DRONE_TOKEN_CREDENTIAL, "drone")
         {
             return Err(crate::error::Unusable(format!(
-                "configuration error: {section}.busy_check.drone.token_file: {e:#}"
+                "configuration error: {section}.busy_check.drone.token_file: {e:#}; put a Drone \
+                 admin's token in that file (or the credential {DRONE_TOKEN_CREDENTIAL}), or \
+                 remove the Drone busy check"
             ))
             .into());
         }
