@@ -62,6 +62,12 @@ impl Deadline {
             .is_none_or(|at| Instant::now().checked_add(pause).is_some_and(|t| t < at))
     }
 
+    /// What is left; `None` without a bound.
+    pub fn left(&self) -> Option<Duration> {
+        self.at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
     pub fn what(&self) -> &'static str {
         self.what
     }

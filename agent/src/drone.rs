@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::deadline::Deadline;
 use crate::secrets::Secret;
 use crate::settings::deploy::DroneSettings;
 
@@ -47,6 +48,7 @@ pub struct Drone {
     url: String,
     token: Secret,
     agent: ureq::Agent,
+    timeout: Duration,
 }
 
 impl Drone {
@@ -57,14 +59,26 @@ impl Drone {
             token,
             // A redirect could carry the token elsewhere: none is followed.
             agent: crate::http::agent(timeout, 0),
+            timeout,
         }
     }
 
     fn get(&self, path: &str) -> Result<String> {
+        self.get_within(path, Deadline::none())
+    }
+
+    /// A GET whose timeout is cut to what is left of `deadline`.
+    fn get_within(&self, path: &str, deadline: Deadline) -> Result<String> {
         let url = format!("{}/api{path}", self.url);
+        let (timeout, _) = deadline
+            .cap(self.timeout)
+            .map_err(|e| anyhow::anyhow!("GET {url}: not sent: {e}"))?;
         let mut response = self
             .agent
             .get(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
             .header("Authorization", &format!("Bearer {}", self.token.expose()))
             .header("Accept", "application/json")
             .call()
@@ -99,8 +113,9 @@ impl Drone {
 
     /// The newest builds of the repository `slug` (`owner/name`, one page of 25): Drone names a
     /// forge's repository as the forge does.
-    pub fn builds(&self, slug: &str) -> Result<Vec<Build>> {
-        let body = self.get(&format!("/repos/{slug}/builds?page=1&per_page=25"))?;
+    pub fn builds(&self, slug: &str, deadline: Deadline) -> Result<Vec<Build>> {
+        let path = format!("/repos/{slug}/builds?page=1&per_page=25");
+        let body = self.get_within(&path, deadline)?;
         let listed: Option<Vec<Build>> = serde_json::from_str(&body)
             .with_context(|| format!("builds of {slug}: not the JSON Drone sends"))?;
         Ok(listed.unwrap_or_default())

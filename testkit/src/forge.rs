@@ -23,6 +23,7 @@
 //! | several users, each by its own token (`add_user`): the bridge's and Drone's | services/auth |
 //! | `GET /user`, `/orgs/{o}`, `/users/{u}/orgs/{o}/permissions` (`can_create_repository`), `/repos/{o}/{r}/branch_protections` | routers/api/v1/user, org, repo/branch.go |
 //! | `canned` answers (429 or 5xx with `Retry-After`, redirects, bodies that never end) | not Gitea: what a rate limiter, proxy or broken server in front of it may send, per HTTP (RFC 6585, RFC 9110) |
+//! | `trickle`: the real answer, one byte per pause | not Gitea: a slow link or an overloaded server |
 //!
 //! Still unlike Gitea: `no_push` is only the API's `permissions.push` (Gitea, with a git that
 //! has proc-receive, serves the push advertisement to any reader and refuses in its pre-receive
@@ -42,6 +43,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tiny_http::{Header, Request, Response, Server};
 
@@ -127,6 +129,9 @@ pub struct State {
     /// A proxy in front of the forge that takes Basic credentials for itself: git's paths see
     /// none (not a Gitea behaviour; the setup `check-forge` must tell apart).
     pub proxy_eats_basic: bool,
+    /// GETs of the API whose path (after /api/v1) starts with the first part are answered as
+    /// usual but one byte per pause: a slow link or a server under load (not a Gitea behaviour).
+    pub trickle: Option<(String, Duration)>,
 }
 
 /// An API answer given to any `method` request whose path (after /api/v1) starts with `path`.
@@ -383,7 +388,19 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
         let mut body = String::new();
         let _ = request.as_reader().read_to_string(&mut body);
         let response = api_call(&method, api, &query, &body, root, state, &login);
-        let _ = request.respond(response);
+        let trickle = state.lock().unwrap().trickle.clone();
+        match trickle.filter(|(p, _)| method == "GET" && api.starts_with(p.as_str())) {
+            Some((_, pause)) => {
+                let (status, len) = (response.status_code(), response.data_length());
+                let headers = response.headers().to_vec();
+                let inner = response.into_reader();
+                let body = Trickle { inner, pause };
+                let _ = request.respond(Response::new(status, headers, body, len, None));
+            }
+            None => {
+                let _ = request.respond(response);
+            }
+        }
         return;
     }
     let receive = query == "service=git-receive-pack" || path.ends_with("/git-receive-pack");
@@ -914,6 +931,20 @@ fn cgi(mut request: Request, method: &str, path: &str, query: &str, root: &Path)
 }
 
 /// A body that repeats its pattern forever.
+/// One byte per read, after a pause.
+struct Trickle<R> {
+    inner: R,
+    pause: Duration,
+}
+
+impl<R: Read> Read for Trickle<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(self.pause);
+        let n = buf.len().min(1);
+        self.inner.read(&mut buf[..n])
+    }
+}
+
 struct Endless {
     pattern: Vec<u8>,
     at: usize,

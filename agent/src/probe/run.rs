@@ -288,8 +288,10 @@ fn probe_one(
             .prepare(recipe, id, deadline)
             .context("making the probe's head and pull request")?;
         ledger.probe_target(id, scratch.pull, &scratch.head)?;
-        let comment = watch.comment(id, name, &scratch)?;
-        let ending = watch.wait(id, name, &scratch, comment)?;
+        // One bound on the comment and the wait, whatever the forge's pace.
+        let deadline = Deadline::after(config.probe.timeout, "probe.timeout");
+        let comment = watch.comment(id, name, &scratch, deadline)?;
+        let ending = watch.wait((id, name), (&scratch, comment), deadline)?;
         Ok((scratch, ending))
     };
     match attempt() {

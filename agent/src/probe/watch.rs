@@ -2,13 +2,14 @@
 //! journal as it is first seen. The comment is posted once per head: a marker holding the head
 //! is looked for first, so a probe restarted on the same head finds its comment instead.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use serde::Serialize;
 
 use super::scratch::Scratch;
 use super::stages::{Rules, Seen, Stage};
+use crate::deadline::Deadline;
 use crate::drone::Drone;
 use crate::forge::Discussion;
 use crate::ledger::{Ledger, ProbeOutcome};
@@ -63,9 +64,15 @@ pub struct Watch<'a> {
 }
 
 impl Watch<'_> {
-    /// Posts the trigger on `scratch`'s head (unless it is there already) and records it.
-    pub fn comment(&self, id: i64, recipe: &str, scratch: &Scratch) -> Result<u64> {
-        let deadline = crate::deadline::Deadline::after(Duration::from_secs(120), "commenting");
+    /// Posts the trigger on `scratch`'s head (unless it is there already) and records it, within
+    /// the probe's `deadline`.
+    pub fn comment(
+        &self,
+        id: i64,
+        recipe: &str,
+        scratch: &Scratch,
+        deadline: Deadline,
+    ) -> Result<u64> {
         let mine = marker(&scratch.head);
         let existing = self
             .talk
@@ -86,8 +93,13 @@ impl Watch<'_> {
     }
 
     /// Everything the forge (and Drone) show of the probe now.
-    fn look(&self, recipe: &str, scratch: &Scratch, comment: u64) -> Result<Seen> {
-        let deadline = crate::deadline::Deadline::after(Duration::from_secs(60), "a look");
+    fn look(
+        &self,
+        recipe: &str,
+        scratch: &Scratch,
+        comment: u64,
+        deadline: Deadline,
+    ) -> Result<Seen> {
         let replies = self
             .talk
             .comments(recipe, scratch.pull, deadline)?
@@ -96,7 +108,7 @@ impl Watch<'_> {
             .collect();
         let builds = match self.drone {
             Some(d) => Some(
-                d.builds(&self.full_name)?
+                d.builds(&self.full_name, deadline)?
                     .into_iter()
                     .filter(|b| b.after == scratch.head)
                     .collect(),
@@ -111,18 +123,27 @@ impl Watch<'_> {
         })
     }
 
-    /// Waits up to `probe.timeout` for the stages, in order, asking every `poll_interval`.
-    pub fn wait(&self, id: i64, recipe: &str, scratch: &Scratch, comment: u64) -> Result<Ending> {
+    /// Waits until `deadline` (the probe's `probe.timeout`) for the stages, in order, asking
+    /// every `poll_interval`. Every request of a look is under the deadline, so a slow forge
+    /// cuts the look short instead of keeping the probe running.
+    pub fn wait(
+        &self,
+        (id, recipe): (i64, &str),
+        (scratch, comment): (&Scratch, u64),
+        deadline: Deadline,
+    ) -> Result<Ending> {
         let rules = Rules {
             bridge_login: self.settings.bridge_login.as_deref(),
             ci_context: &self.settings.ci_context,
         };
         let start = Instant::now();
         let mut stages: Vec<StageSeen> = Vec::new();
+        let mut answered = false;
         loop {
             // The last look's error: a forge that does not answer now may at the next look.
-            let trouble = match self.look(recipe, scratch, comment) {
+            let trouble = match self.look(recipe, scratch, comment, deadline) {
                 Ok(seen) => {
+                    answered = true;
                     for stage in Stage::ALL.into_iter().skip(stages.len()) {
                         let Some(evidence) = rules.evidence(stage, &seen) else {
                             break;
@@ -151,12 +172,15 @@ impl Watch<'_> {
                     }
                     None
                 }
+                // A look the deadline cut short, after one that was answered, is the wait
+                // ending, not trouble: what the earlier looks saw is the verdict.
+                Err(_) if answered && deadline.left().is_some_and(|l| l.is_zero()) => None,
                 Err(e) => {
                     tracing::warn!("{recipe}: cannot look at the probe now: {e:#}");
                     Some(format!("{e:#}"))
                 }
             };
-            let left = self.settings.timeout.saturating_sub(start.elapsed());
+            let left = deadline.left().unwrap_or(self.settings.poll_interval);
             if left.is_zero() {
                 return Ok(self.ran_out(stages, trouble));
             }
@@ -172,7 +196,10 @@ impl Watch<'_> {
                 stopped_at: None,
                 stages,
                 ci_state: None,
-                detail: format!("the forge did not answer the last look ({e}): nothing is judged"),
+                detail: format!(
+                    "the forge did not answer the last look before probe.timeout ({waited}) \
+                     ran out ({e}): nothing is judged"
+                ),
             };
         }
         let missing = Stage::ALL[stages.len()];

@@ -665,3 +665,35 @@ fn a_drone_token_that_is_not_an_admins_defers_the_probe_and_says_why() {
     );
     assert!(host.forge.pulls("plausible").is_empty());
 }
+
+/// A forge that answers the comment list one byte every 300 ms (a probe comment is hundreds
+/// of bytes) cannot keep the probe running past `probe.timeout`: every request is under the
+/// probe's deadline, and the record ends.
+#[test]
+fn a_trickling_forge_cannot_keep_a_probe_past_its_timeout() {
+    let host = Host::new(&["plausible"], "timeout = \"3s\"\n");
+    host.forge.state.lock().unwrap().trickle = Some((
+        format!("/repos/{ORG}/plausible/issues/"),
+        Duration::from_millis(300),
+    ));
+    let started = std::time::Instant::now();
+    let (run, v) = host.probe(&[]);
+    let took = started.elapsed();
+    // Far above 3 s, far below the 60 s a single request may take on its own.
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?}\n{}",
+        run.stderr
+    );
+    let p = only(&v);
+    assert_ne!(p["outcome"], "running", "{p:#}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("probe.timeout"),
+        "the detail names the setting that ran out: {p:#}"
+    );
+    let h = host.check("plausible", "triggerable").unwrap();
+    assert!(
+        !h.to_string().contains("running"),
+        "health sees an ended probe: {h:#}"
+    );
+}
