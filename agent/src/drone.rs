@@ -48,7 +48,6 @@ pub struct Drone {
     url: String,
     token: Secret,
     agent: ureq::Agent,
-    timeout: Duration,
 }
 
 impl Drone {
@@ -59,19 +58,20 @@ impl Drone {
             token,
             // A redirect could carry the token elsewhere: none is followed.
             agent: crate::http::agent(timeout, 0),
-            timeout,
         }
     }
 
-    fn get(&self, path: &str) -> Result<String> {
-        self.get_within(path, Deadline::none())
-    }
-
-    /// A GET whose timeout is cut to what is left of `deadline`.
-    fn get_within(&self, path: &str, deadline: Deadline) -> Result<String> {
+    /// A GET whose timeout (the client's own) is cut to what is left of `deadline`.
+    fn get(&self, path: &str, deadline: Deadline) -> Result<String> {
         let url = format!("{}/api{path}", self.url);
+        let own = self
+            .agent
+            .config()
+            .timeouts()
+            .global
+            .unwrap_or(Duration::MAX);
         let (timeout, _) = deadline
-            .cap(self.timeout)
+            .cap(own)
             .map_err(|e| anyhow::anyhow!("GET {url}: not sent: {e}"))?;
         let mut response = self
             .agent
@@ -97,7 +97,7 @@ impl Drone {
 
     /// The builds in flight, as `slug #number (status)`; empty when Drone is idle.
     pub fn incomplete(&self) -> Result<Vec<String>> {
-        let body = self.get("/builds/incomplete")?;
+        let body = self.get("/builds/incomplete", Deadline::none())?;
         // A Go nil slice is rendered as `null`: an empty list either way.
         let listed: Option<Vec<RepoWithBuild>> = serde_json::from_str(&body)
             .context("/api/builds/incomplete: not the JSON Drone sends")?;
@@ -115,7 +115,7 @@ impl Drone {
     /// forge's repository as the forge does.
     pub fn builds(&self, slug: &str, deadline: Deadline) -> Result<Vec<Build>> {
         let path = format!("/repos/{slug}/builds?page=1&per_page=25");
-        let body = self.get_within(&path, deadline)?;
+        let body = self.get(&path, deadline)?;
         let listed: Option<Vec<Build>> = serde_json::from_str(&body)
             .with_context(|| format!("builds of {slug}: not the JSON Drone sends"))?;
         Ok(listed.unwrap_or_default())

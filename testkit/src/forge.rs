@@ -930,7 +930,6 @@ fn cgi(mut request: Request, method: &str, path: &str, query: &str, root: &Path)
     let _ = request.respond(response);
 }
 
-/// A body that repeats its pattern forever.
 /// One byte per read, after a pause.
 struct Trickle<R> {
     inner: R,
@@ -945,6 +944,7 @@ impl<R: Read> Read for Trickle<R> {
     }
 }
 
+/// A body that repeats its pattern forever.
 struct Endless {
     pattern: Vec<u8>,
     at: usize,

@@ -198,7 +198,8 @@ impl Watch<'_> {
                 ci_state: None,
                 detail: format!(
                     "the forge did not answer the last look before probe.timeout ({waited}) \
-                     ran out ({e}): nothing is judged"
+                     ran out ({e}): nothing is judged; check the forge's load, or raise \
+                     probe.timeout if it is always this slow"
                 ),
             };
         }
