@@ -36,23 +36,43 @@ pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
     Ok(Answer { status, body })
 }
 
+/// Why a body was not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// Longer than the limit: what a caller that can do without the body may match on.
+    TooLarge {
+        limit: u64,
+    },
+    Unreadable(String),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge { limit } => write!(
+                f,
+                "the answer is larger than {} MiB, more than any real one; not read further",
+                limit >> 20
+            ),
+            BodyError::Unreadable(e) => write!(f, "cannot read the answer: {e}"),
+        }
+    }
+}
+
 /// Reads a response's body as text, at most `limit` bytes. A longer body is an error that says so,
 /// not a truncated or empty string for a parser to stumble over.
 pub fn read_body(
     response: &mut ureq::http::Response<ureq::Body>,
     limit: u64,
-) -> Result<String, String> {
+) -> Result<String, BodyError> {
     response
         .body_mut()
         .with_config()
         .limit(limit)
         .read_to_string()
         .map_err(|e| match e {
-            ureq::Error::BodyExceedsLimit(_) => format!(
-                "the answer is larger than {} MiB, more than any real one; not read further",
-                limit >> 20
-            ),
-            e => format!("cannot read the answer: {e}"),
+            ureq::Error::BodyExceedsLimit(_) => BodyError::TooLarge { limit },
+            e => BodyError::Unreadable(e.to_string()),
         })
 }
 

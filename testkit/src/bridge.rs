@@ -6,9 +6,11 @@
 //! poll (no webhooks), answers each trigger once, with a reaction or a reply, and starts a Drone
 //! build of the head through Drone's API (`POST /api/repos/{o}/{n}/builds?branch=&commit=`,
 //! handler/api/repos/builds/create.go). When Drone refuses, it says so in a reply, as a bridge
-//! that answers every `!testme` does.
+//! that answers every `!testme` does. It reads every page of open pull requests and the
+//! comments of those whose comment count moved since its last look, as a bridge that keeps up
+//! with a busy mirror must.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,10 +49,10 @@ impl TestBridge {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut answered = BTreeSet::new();
+            let mut seen = Seen::default();
             while !flag.load(Ordering::Relaxed) {
                 for repo in &spec.polls {
-                    poll(&spec, repo, &mut answered);
+                    poll(&spec, repo, &mut seen);
                 }
                 std::thread::sleep(spec.interval);
             }
@@ -79,6 +81,15 @@ pub(crate) fn agent() -> ureq::Agent {
         .into()
 }
 
+/// What the bridge remembers between polls.
+#[derive(Default)]
+struct Seen {
+    /// Trigger comments already answered, by id.
+    answered: BTreeSet<u64>,
+    /// Each pull request's comment count when its comments were last read, by (repo, number).
+    counted: BTreeMap<(String, u64), u64>,
+}
+
 fn get(spec: &BridgeSpec, path: &str) -> Option<serde_json::Value> {
     let url = format!("{}/api/v1{path}", spec.forge_url);
     let mut response = agent()
@@ -86,7 +97,35 @@ fn get(spec: &BridgeSpec, path: &str) -> Option<serde_json::Value> {
         .header("Authorization", &format!("token {}", spec.forge_token))
         .call()
         .ok()?;
-    response.body_mut().read_json().ok()
+    // Read whole, then parse: a flood of comments is megabytes, which serde_json's reader
+    // would take byte by byte, past the bridge's own timeout.
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// Every open pull request of `repo`, page by page: Gitea lists newest first and pages at
+/// `MAX_RESPONSE_ITEMS`, so a bridge that read only the first page would miss old ones.
+fn open_pulls(spec: &BridgeSpec, repo: &str) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for page in 1.. {
+        let path = format!(
+            "/repos/{}/{repo}/pulls?state=open&limit=50&page={page}",
+            spec.org
+        );
+        let Some(serde_json::Value::Array(pulls)) = get(spec, &path) else {
+            break;
+        };
+        if pulls.is_empty() {
+            break;
+        }
+        all.extend(pulls);
+    }
+    all
 }
 
 fn post(spec: &BridgeSpec, path: &str, body: serde_json::Value) {
@@ -97,18 +136,24 @@ fn post(spec: &BridgeSpec, path: &str, body: serde_json::Value) {
         .send_json(body);
 }
 
-/// One look at `repo`: every open pull request's comments; each new trigger answered once.
-fn poll(spec: &BridgeSpec, repo: &str, answered: &mut BTreeSet<u64>) {
+/// One look at `repo`: the comments of every open pull request whose comment count moved
+/// (the pull request's `comments`, Gitea's `Issue.NumComments`); each new trigger answered once.
+fn poll(spec: &BridgeSpec, repo: &str, seen: &mut Seen) {
     let org = &spec.org;
-    let Some(pulls) = get(spec, &format!("/repos/{org}/{repo}/pulls?state=open")) else {
-        return;
-    };
-    for pull in pulls.as_array().into_iter().flatten() {
+    for pull in open_pulls(spec, repo) {
         let number = pull["number"].as_u64().unwrap_or_default();
+        let count = pull["comments"].as_u64().unwrap_or_default();
+        let key = (repo.to_string(), number);
+        if count == 0 || seen.counted.get(&key) == Some(&count) {
+            continue;
+        }
         let comments = get(
             spec,
             &format!("/repos/{org}/{repo}/issues/{number}/comments"),
         );
+        if comments.is_some() {
+            seen.counted.insert(key, count);
+        }
         for c in comments.iter().filter_map(|c| c.as_array()).flatten() {
             let id = c["id"].as_u64().unwrap_or_default();
             let first = c["body"]
@@ -117,7 +162,7 @@ fn poll(spec: &BridgeSpec, repo: &str, answered: &mut BTreeSet<u64>) {
                 .lines()
                 .next()
                 .unwrap_or_default();
-            if first.trim() != spec.trigger || !answered.insert(id) {
+            if first.trim() != spec.trigger || !seen.answered.insert(id) {
                 continue;
             }
             match spec.answer {

@@ -15,8 +15,9 @@
 //! | `archived` or `mirror`: 403 on git-receive-pack | routers/web/repo/githttp.go |
 //! | pull requests paged at `max_items` (default 50) whatever `limit` asks, with `X-Total-Count` and `Link` | modules/setting (`MAX_RESPONSE_ITEMS`), routers/api/v1/repo/pull.go |
 //! | `PATCH .../pulls/{n}` closed 201; `refuse_close` 412 | routers/api/v1/repo/pull.go (`EditPullRequest`) |
-//! | a comment on a missing issue 500, not 404; every comment listed in one answer (`ListIssueComments` takes no page or limit), each with `id` and `user.login`; ids are the instance's | routers/api/v1/repo/issue_comment.go |
-//! | `POST .../pulls` `{head, base, title, body}`: 201 with `number`; 404 a branch missing (`parseCompareInfo`); 409 "pull request already exists for these targets [...]" for an open, unmerged one of the same head and base (`GetUnmergedPullRequest`: `is_closed = false`, `has_merged = false`) | routers/api/v1/repo/pull.go (`CreatePullRequest`), models/issues/pull.go (`ErrPullRequestAlreadyExists`) |
+//! | a comment on a missing issue 500, not 404; every comment listed in one answer, oldest first (`ListIssueComments` takes no page or limit), each with `id`, `user.login`, `created_at`, `updated_at`; ids are the instance's; `since`/`before` keep those with `updated_unix` >= since, <= before, and a time that does not parse is 422 | routers/api/v1/repo/issue_comment.go, routers/api/v1/utils (`GetQueryBeforeSince`), models/issues/comment.go (`FindCommentsOptions.ToConds`) |
+//! | the open pull requests listed newest first; `GET .../pulls/{n}` one of them, open or closed, 404 for none; `head` and `base` carry `ref` and `repo_id`, a fork's head its own repository's id (`fork`); `comments` the pull request's comment count | models/issues/issue_search.go (`applySorts` default), routers/api/v1/repo/pull.go (`GetPullRequest`), modules/structs/pull.go (`PRBranchInfo`, `Comments`), services/convert/pull.go (`Issue.NumComments`) |
+//! | `POST .../pulls` `{head, base, title, body}`: 201 with `number`; 404 a branch missing (`parseCompareInfo`); 409 "pull request already exists for these targets [id: ROW, issue_id: NUMBER, ...]" for an open, unmerged one of the same head repository, head and base (`GetUnmergedPullRequest`: `head_repo_id`, `is_closed = false`, `has_merged = false`; `IssueID: existingPr.Index`) | routers/api/v1/repo/pull.go (`CreatePullRequest`), models/issues/pull.go (`ErrPullRequestAlreadyExists`) |
 //! | a branch-backed pull request's `head.sha` is its branch's tip | forge-facts.md (`head.sha` is read from `refs/pull/N/head`); Gitea moves that ref after a push from a queue, which this source was not read for, and here it moves at once: the agent never reads it, it pushes the head it comments on |
 //! | `GET`/`POST .../issues/comments/{id}/reactions`: `{user.login, content}`; the list is `null` when empty | routers/api/v1/repo/issue_reaction.go |
 //! | `POST .../statuses/{sha}` `{state, context, description}`: 201, the state stored as sent; `GET .../statuses/{sha}` lists them with `id` and `creator.login` (the swagger's states: pending, success, error, failure, warning; the order is not relied on) | routers/api/v1/repo/status.go (`NewCommitStatus`, `GetCommitStatuses`) |
@@ -61,6 +62,8 @@ pub struct PullRec {
     /// The forge will not close it: Gitea's 412 for a pull request already merged there or with
     /// open dependencies (routers/api/v1/repo/pull.go).
     pub refuse_close: bool,
+    /// Opened from a fork (its owner): `head.repo_id` is the fork's, not the mirror's.
+    pub fork: Option<String>,
 }
 
 /// One comment, with the reactions to it. Ids are the instance's, as Gitea's are.
@@ -71,6 +74,10 @@ pub struct CommentRec {
     pub login: String,
     /// (login, content) of each reaction.
     pub reactions: Vec<(String, String)>,
+    /// Unix seconds, as Gitea keeps `created_unix` and `updated_unix`; 0 is "now" when listed
+    /// for a comment a test planted without a time.
+    pub created: u64,
+    pub updated: u64,
 }
 
 /// One commit status, as `POST /repos/{o}/{r}/statuses/{sha}` set it.
@@ -597,30 +604,21 @@ fn api_call(
                 get("page").unwrap_or(1),
                 get("limit").unwrap_or(30).min(max),
             );
-            let open: Vec<_> = s
+            // Newest first: the list's default sort (models/issues/issue_search.go,
+            // `applySorts`: created_unix, then id, descending); numbers here grow with time.
+            let mut open: Vec<_> = s
                 .pulls
                 .get(*repo)
                 .into_iter()
                 .flatten()
                 .filter(|p| p.open)
                 .collect();
+            open.sort_by_key(|p| std::cmp::Reverse(p.number));
             let items: Vec<serde_json::Value> = open
                 .iter()
                 .skip((page - 1) * limit)
                 .take(limit)
-                .map(|p| {
-                    // Gitea reads a pull request's head from refs/pull/N/head, which it moves
-                    // with the head branch on every push to it.
-                    let (sha, head_ref) = match &p.head_ref {
-                        Some(branch) => (
-                            tip(&root.join(_org).join(format!("{repo}.git")), branch)
-                                .unwrap_or_default(),
-                            branch.clone(),
-                        ),
-                        None => (p.head_sha.clone(), "feature".to_string()),
-                    };
-                    serde_json::json!({ "number": p.number, "title": p.title, "state": "open", "head": { "sha": sha, "ref": head_ref } })
-                })
+                .map(|p| pull_json(root, _org, repo, p))
                 .collect();
             // Gitea's paging headers (routers/api/v1/repo/pull.go, `ctx.SetLinkHeader`).
             let last = open.len().div_ceil(limit.max(1)).max(1);
@@ -637,6 +635,22 @@ fn api_call(
                 )
                 .with_header(Header::from_bytes("Link", links.join(",").as_bytes()).unwrap())
         }
+        // One pull request by number, open or not: routers/api/v1/repo/pull.go
+        // (`GetPullRequest`); 404 for a number it does not have.
+        ("GET", ["repos", org, repo, "pulls", n]) => {
+            let s = state.lock().unwrap();
+            match s
+                .pulls
+                .get(*repo)
+                .and_then(|ps| ps.iter().find(|p| p.number.to_string() == *n))
+            {
+                Some(p) => json(200, pull_json(root, org, repo, p)),
+                None => json(
+                    404,
+                    serde_json::json!({ "message": "The target couldn't be found." }),
+                ),
+            }
+        }
         ("POST", ["repos", _org, repo, "issues", n, "comments"]) => {
             let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
             let mut s = state.lock().unwrap();
@@ -649,16 +663,18 @@ fn api_call(
             match pull {
                 Some(p) => {
                     let body = req["body"].as_str().unwrap_or_default().to_string();
-                    p.comments.push(CommentRec {
+                    let now = unix(std::time::SystemTime::now());
+                    let c = CommentRec {
                         id,
-                        body: body.clone(),
+                        body,
                         login: login.to_string(),
                         reactions: Vec::new(),
-                    });
-                    json(
-                        201,
-                        serde_json::json!({ "id": id, "body": body, "user": { "login": login } }),
-                    )
+                        created: now,
+                        updated: now,
+                    };
+                    let answer = comment_json(&c);
+                    p.comments.push(c);
+                    json(201, answer)
                 }
                 // Gitea answers 500, not 404, for a comment on a missing issue.
                 None => json(
@@ -667,8 +683,25 @@ fn api_call(
                 ),
             }
         }
-        // Every comment at once: `ListIssueComments` takes no page or limit.
+        // Every comment at once, oldest first: `ListIssueComments` takes no page or limit, only
+        // `since` and `before` (RFC 3339; kept when `updated_unix` >= since, <= before; 422
+        // for a time it cannot parse): routers/api/v1/repo/issue_comment.go,
+        // routers/api/v1/utils (`GetQueryBeforeSince`), models/issues/comment.go (`ToConds`).
         ("GET", ["repos", _org, repo, "issues", n, "comments"]) => {
+            let bound = |k: &str| -> Result<Option<u64>, ()> {
+                match query_value(query, k) {
+                    None => Ok(None),
+                    Some(v) => humantime::parse_rfc3339_weak(&v)
+                        .map(|t| Some(unix(t)))
+                        .map_err(|_| ()),
+                }
+            };
+            let (Ok(since), Ok(before)) = (bound("since"), bound("before")) else {
+                return json(
+                    422,
+                    serde_json::json!({ "message": "GetQueryBeforeSince: invalid time" }),
+                );
+            };
             let s = state.lock().unwrap();
             let comments: Vec<serde_json::Value> = s
                 .pulls
@@ -677,7 +710,9 @@ fn api_call(
                 .map(|p| p.comments.clone())
                 .unwrap_or_default()
                 .into_iter()
-                .map(|c| serde_json::json!({ "id": c.id, "body": c.body, "user": { "login": c.login } }))
+                .filter(|c| since.is_none_or(|t| c.updated >= t))
+                .filter(|c| before.is_none_or(|t| c.updated <= t))
+                .map(|c| comment_json(&c))
                 .collect();
             json(200, serde_json::Value::Array(comments))
         }
@@ -768,13 +803,18 @@ fn api_call(
             };
             let mut s = state.lock().unwrap();
             let pulls = s.pulls.entry(repo.to_string()).or_default();
-            if let Some(p) = pulls
-                .iter()
-                .find(|p| p.open && p.head_ref.as_deref() == Some(head.as_str()) && p.base == base)
-            {
+            if let Some(p) = pulls.iter().find(|p| {
+                p.open
+                    && p.fork.is_none()
+                    && p.head_ref.as_deref() == Some(head.as_str())
+                    && p.base == base
+            }) {
+                // `id` is the pull request's row id, `issue_id` its number (`existingPr.Index`);
+                // row ids here are the number plus 1000, so the two never agree by chance.
+                let same = repo_id(&format!("{org}/{repo}"));
                 return json(
                     409,
-                    serde_json::json!({ "message": format!("pull request already exists for these targets [id: {}, issue_id: {}, head_branch: {head}, base_branch: {base}]", p.number, p.number) }),
+                    serde_json::json!({ "message": format!("pull request already exists for these targets [id: {}, issue_id: {}, head_repo_id: {same}, base_repo_id: {same}, head_branch: {head}, base_branch: {base}]", p.number + 1000, p.number) }),
                 );
             }
             let number = pulls.iter().map(|p| p.number).max().unwrap_or(0) + 1;
@@ -815,6 +855,93 @@ fn api_call(
             serde_json::json!({ "message": format!("no route {method} {api}") }),
         ),
     }
+}
+
+/// A query parameter's value, percent-decoded as Go's `url.ParseQuery` does (`+` is a space).
+fn query_value(query: &str, key: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn unix(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn rfc3339(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A comment as Gitea's `api.Comment` has it (modules/structs/issue_comment.go).
+fn comment_json(c: &CommentRec) -> serde_json::Value {
+    let now = unix(std::time::SystemTime::now());
+    let or_now = |t: u64| if t == 0 { now } else { t };
+    serde_json::json!({
+        "id": c.id,
+        "body": c.body,
+        "user": { "login": c.login },
+        "created_at": rfc3339(or_now(c.created)),
+        "updated_at": rfc3339(or_now(c.updated)),
+    })
+}
+
+/// A stable id per repository name, as Gitea's `repo_id` is per repository.
+fn repo_id(name: &str) -> u64 {
+    name.bytes().fold(1_469_598_103_934_665_603u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(1_099_511_628_211)
+    }) % 1_000_000
+        + 1
+}
+
+/// A pull request as Gitea's `api.PullRequest` has it (modules/structs/pull.go): `head` and
+/// `base` are `PRBranchInfo` with `ref`, `sha` and `repo_id`.
+fn pull_json(root: &Path, org: &str, repo: &str, p: &PullRec) -> serde_json::Value {
+    // Gitea reads a pull request's head from refs/pull/N/head, which it moves with the head
+    // branch on every push to it.
+    let (sha, head_ref) = match &p.head_ref {
+        Some(branch) if p.fork.is_some() => (p.head_sha.clone(), branch.clone()),
+        Some(branch) => (
+            tip(&root.join(org).join(format!("{repo}.git")), branch).unwrap_or_default(),
+            branch.clone(),
+        ),
+        None => (p.head_sha.clone(), "feature".to_string()),
+    };
+    let head_repo = match &p.fork {
+        Some(owner) => repo_id(&format!("{owner}/{repo}")),
+        None => repo_id(&format!("{org}/{repo}")),
+    };
+    serde_json::json!({
+        "number": p.number,
+        "title": p.title,
+        "state": if p.open { "open" } else { "closed" },
+        "comments": p.comments.len(),
+        "head": { "sha": sha, "ref": head_ref, "repo_id": head_repo },
+        "base": { "ref": p.base, "repo_id": repo_id(&format!("{org}/{repo}")) },
+    })
 }
 
 fn find_comment<'a>(s: &'a State, repo: &str, id: &str) -> Option<&'a CommentRec> {

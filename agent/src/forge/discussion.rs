@@ -4,8 +4,9 @@
 //! | call | answer | source |
 //! | --- | --- | --- |
 //! | `POST /repos/{o}/{r}/pulls` `{head, base, title, body}` | 201 with `number`; 409 "pull request already exists for these targets" | routers/api/v1/repo/pull.go, models/issues/pull.go (`ErrPullRequestAlreadyExists`) |
-//! | `GET /repos/{o}/{r}/issues/{n}/comments` | every comment at once, oldest first, each with `id`, `body`, `user.login`: no `page` or `limit` | routers/api/v1/repo/issue_comment.go (`ListIssueComments`) |
-//! | `POST /repos/{o}/{r}/issues/{n}/comments` `{body}` | 201 with the comment's `id` | the same file (`CreateIssueComment`) |
+//! | `GET /repos/{o}/{r}/pulls/{n}` | one pull request, open or closed: `state`, `head.ref`, `head.repo_id`, `base.ref`, `base.repo_id`; 404 for none | routers/api/v1/repo/pull.go (`GetPullRequest`), modules/structs/pull.go |
+//! | `GET /repos/{o}/{r}/issues/{n}/comments?since=T` | every comment whose `updated_unix` is at or after T, at once, oldest first, each with `id`, `body`, `user.login`: no `page` or `limit`, so `since` is the only bound | routers/api/v1/repo/issue_comment.go (`ListIssueComments`), models/issues/comment.go (`FindCommentsOptions`) |
+//! | `POST /repos/{o}/{r}/issues/{n}/comments` `{body}` | 201 with the comment's `id` and `created_at`, in the server's clock | the same file (`CreateIssueComment`) |
 //! | `GET /repos/{o}/{r}/issues/comments/{id}/reactions` | a list of `{user.login, content}`; `null` when there is none | routers/api/v1/repo/issue_reaction.go |
 //! | `GET /repos/{o}/{r}/statuses/{sha}?page&limit` | a page of `{id, state, context, creator.login}`; states pending, success, error, failure, warning | routers/api/v1/repo/status.go |
 
@@ -44,10 +45,38 @@ impl CommitStatus {
     }
 }
 
+/// A comment the agent posted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub id: u64,
+    /// When, in the forge's own clock and words (RFC 3339): what `since` is given later, so
+    /// the two clocks never need to agree.
+    pub created_at: String,
+}
+
+/// What a listing could read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed<T> {
+    All(Vec<T>),
+    /// The answer was larger than the agent reads (anyone who may comment can make it so):
+    /// why, for the caller to say.
+    TooMany(String),
+}
+
+/// One pull request looked up by number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullState {
+    pub open: bool,
+    pub head_ref: String,
+    pub base_ref: String,
+    /// Its head branch is in the repository itself, not in a fork.
+    pub same_repo: bool,
+}
+
 /// Every call finishes by its `deadline`, retries included.
 pub trait Discussion {
-    /// Opens a pull request from `head` into `base`; its number. An open one from `head` that
-    /// already exists is an error the caller avoids by looking first.
+    /// Opens a pull request from `head` into `base`; its number. When an open one from `head`
+    /// into `base` exists already, its number as the forge's refusal gives it, if it does.
     fn open_pull(
         &self,
         recipe: &str,
@@ -56,20 +85,37 @@ pub trait Discussion {
         title: &str,
         body: &str,
         deadline: Deadline,
-    ) -> Result<u64>;
-    /// Every comment of pull request `number`, oldest first.
-    fn comments(&self, recipe: &str, number: u64, deadline: Deadline) -> Result<Vec<Comment>>;
-    /// Posts a comment; its id.
+    ) -> Result<Opened>;
+    /// Pull request `number`; `None` when there is none.
+    fn pull(&self, recipe: &str, number: u64, deadline: Deadline) -> Result<Option<PullState>>;
+    /// The comments of pull request `number`, oldest first; with `since` (the forge's time, as
+    /// [`Posted::created_at`] gives it), only those written or edited at or after it.
+    fn comments(
+        &self,
+        recipe: &str,
+        number: u64,
+        since: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<Listed<Comment>>;
     fn post_comment(
         &self,
         recipe: &str,
         number: u64,
         body: &str,
         deadline: Deadline,
-    ) -> Result<u64>;
+    ) -> Result<Posted>;
     fn reactions(&self, recipe: &str, comment: u64, deadline: Deadline) -> Result<Vec<Reaction>>;
     /// The commit statuses set on `sha` (the first page of 50: a probe's head has a few).
     fn statuses(&self, recipe: &str, sha: &str, deadline: Deadline) -> Result<Vec<CommitStatus>>;
+}
+
+/// How opening a pull request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    New(u64),
+    /// One from the same head into the same base is open already: Gitea's 409 names its
+    /// number (`issue_id`), which the caller checks before it trusts it.
+    Exists(Option<u64>),
 }
 
 #[derive(Deserialize, Default)]
@@ -106,6 +152,43 @@ struct ApiStatus {
     creator: Option<ApiUser>,
 }
 
+#[derive(Deserialize)]
+struct ApiBranch {
+    #[serde(default)]
+    r#ref: String,
+    #[serde(default)]
+    repo_id: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ApiPullState {
+    #[serde(default)]
+    state: String,
+    head: ApiBranch,
+    base: ApiBranch,
+}
+
+/// The number in Gitea's "pull request already exists for these targets [id: ROW, issue_id:
+/// NUMBER, ...]" (models/issues/pull.go; routers/api/v1/repo/pull.go sets `IssueID` to the
+/// pull request's index).
+fn existing_number(refusal: &str) -> Option<u64> {
+    let rest = &refusal[refusal.find("issue_id: ")? + "issue_id: ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// A time for a query string: RFC 3339 has `+` and `:`, which a query must escape.
+fn query_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn login_of(user: Option<ApiUser>) -> String {
     user.unwrap_or_default().login
 }
@@ -122,23 +205,24 @@ impl Gitea {
         serde_json::from_str(&body).with_context(|| format!("{what}: not the JSON Gitea sends"))
     }
 
-    /// A POST answered 201; the number `field` of what it created.
+    /// A POST answered 201; what it created.
     fn created(
         &self,
         (what, path): (&str, &str),
         body: &serde_json::Value,
         causes: &[(u16, String)],
-        field: &str,
         deadline: Deadline,
-    ) -> Result<u64> {
+    ) -> Result<serde_json::Value> {
         let answer = self.call("POST", path, Some(body), deadline)?;
         let text = self.expect_with(what, answer, &[201], causes)?;
-        let created: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{what}: not the JSON Gitea sends"))?;
-        created[field]
-            .as_u64()
-            .with_context(|| format!("{what}: the answer has no {field}"))
+        serde_json::from_str(&text).with_context(|| format!("{what}: not the JSON Gitea sends"))
     }
+}
+
+fn number_field(created: &serde_json::Value, field: &str, what: &str) -> Result<u64> {
+    created[field]
+        .as_u64()
+        .with_context(|| format!("{what}: the answer has no {field}"))
 }
 
 impl Discussion for Gitea {
@@ -150,36 +234,76 @@ impl Discussion for Gitea {
         title: &str,
         body: &str,
         deadline: Deadline,
-    ) -> Result<u64> {
+    ) -> Result<Opened> {
         let org = self.org();
         let request =
             serde_json::json!({ "head": head, "base": base, "title": title, "body": body });
         let causes = [
-            (409, format!("an open pull request from {head} into {base} exists already")),
             (404, format!("the branch {head} or {base} is not on {org}/{recipe}, or its pull requests are turned off (the repository's settings)")),
             (403, "the token's user may not open pull requests here (write:repository, and the pull-request unit enabled)".to_string()),
         ];
         let what = format!("opening a pull request on {org}/{recipe}");
         let path = format!("/repos/{org}/{recipe}/pulls");
+        let answer = self.call("POST", &path, Some(&request), deadline)?;
+        if answer.status == 409 && answer.oversized.is_none() {
+            return Ok(Opened::Exists(existing_number(&answer.body)));
+        }
+        let text = self.expect_with(&what, answer, &[201], &causes)?;
+        let created: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{what}: not the JSON Gitea sends"))?;
         // `number`, not `id`: the issue APIs take the number.
-        self.created((&what, &path), &request, &causes, "number", deadline)
+        number_field(&created, "number", &what).map(Opened::New)
     }
 
-    fn comments(&self, recipe: &str, number: u64, deadline: Deadline) -> Result<Vec<Comment>> {
+    fn pull(&self, recipe: &str, number: u64, deadline: Deadline) -> Result<Option<PullState>> {
         let org = self.org();
-        let listed: Vec<ApiComment> = self.read(
-            &format!("listing the comments of {org}/{recipe}#{number}"),
-            &format!("/repos/{org}/{recipe}/issues/{number}/comments"),
-            deadline,
-        )?;
-        Ok(listed
-            .into_iter()
-            .map(|c| Comment {
-                id: c.id,
-                body: c.body,
-                login: login_of(c.user),
-            })
-            .collect())
+        let path = format!("/repos/{org}/{recipe}/pulls/{number}");
+        let answer = self.call("GET", &path, None, deadline)?;
+        if answer.status == 404 && answer.oversized.is_none() {
+            return Ok(None);
+        }
+        let what = format!("looking up {org}/{recipe}#{number}");
+        let body = self.expect(&what, answer, &[200])?;
+        let p: ApiPullState = serde_json::from_str(&body)
+            .with_context(|| format!("{what}: not the JSON Gitea sends for a pull request"))?;
+        Ok(Some(PullState {
+            open: p.state == "open",
+            same_repo: p.head.repo_id.is_some() && p.head.repo_id == p.base.repo_id,
+            head_ref: p.head.r#ref,
+            base_ref: p.base.r#ref,
+        }))
+    }
+
+    fn comments(
+        &self,
+        recipe: &str,
+        number: u64,
+        since: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<Listed<Comment>> {
+        let org = self.org();
+        let what = format!("listing the comments of {org}/{recipe}#{number}");
+        let mut path = format!("/repos/{org}/{recipe}/issues/{number}/comments");
+        if let Some(since) = since {
+            path.push_str(&format!("?since={}", query_escape(since)));
+        }
+        let answer = self.call("GET", &path, None, deadline)?;
+        if let (200, Some(why)) = (answer.status, &answer.oversized) {
+            return Ok(Listed::TooMany(why.clone()));
+        }
+        let body = self.expect(&what, answer, &[200])?;
+        let listed: Vec<ApiComment> = serde_json::from_str(&body)
+            .with_context(|| format!("{what}: not the JSON Gitea sends"))?;
+        Ok(Listed::All(
+            listed
+                .into_iter()
+                .map(|c| Comment {
+                    id: c.id,
+                    body: c.body,
+                    login: login_of(c.user),
+                })
+                .collect(),
+        ))
     }
 
     fn post_comment(
@@ -188,7 +312,7 @@ impl Discussion for Gitea {
         number: u64,
         body: &str,
         deadline: Deadline,
-    ) -> Result<u64> {
+    ) -> Result<Posted> {
         let org = self.org();
         let what = format!("commenting on {org}/{recipe}#{number}");
         let path = format!("/repos/{org}/{recipe}/issues/{number}/comments");
@@ -198,7 +322,14 @@ impl Discussion for Gitea {
                 .to_string(),
         )];
         let request = serde_json::json!({ "body": body });
-        self.created((&what, &path), &request, &causes, "id", deadline)
+        let created = self.created((&what, &path), &request, &causes, deadline)?;
+        let id = number_field(&created, "id", &what)?;
+        let created_at = created["created_at"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .with_context(|| format!("{what}: the answer has no created_at"))?
+            .to_string();
+        Ok(Posted { id, created_at })
     }
 
     fn reactions(&self, recipe: &str, comment: u64, deadline: Deadline) -> Result<Vec<Reaction>> {

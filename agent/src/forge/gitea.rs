@@ -30,6 +30,9 @@ pub(super) struct Answer {
     total: Option<usize>,
     /// `Location` of a redirect: where a renamed repository or org is now.
     location: Option<String>,
+    /// The body was longer than the agent reads (and `body` is empty): why, for a caller that
+    /// can do without it; every other caller fails with it.
+    pub(super) oversized: Option<String>,
 }
 
 /// A forge's words for a person to read: the first 200 characters, no control characters, so an
@@ -87,6 +90,8 @@ pub fn decode_pulls(body: &str) -> Result<(Vec<Pull>, Vec<u64>)> {
             }
             Ok(Pull {
                 number: p.number,
+                same_repo: p.head.repo_id.is_some()
+                    && p.head.repo_id == p.base.as_ref().and_then(|b| b.repo_id),
                 head_sha: p.head.sha,
                 head_ref: p.head.r#ref,
                 title: p.title,
@@ -113,6 +118,14 @@ struct ApiPull {
     #[serde(default)]
     title: String,
     head: ApiHead,
+    #[serde(default)]
+    base: Option<ApiBase>,
+}
+
+#[derive(Deserialize)]
+struct ApiBase {
+    #[serde(default)]
+    repo_id: Option<u64>,
 }
 
 /// The parts of `GET /repos/{owner}/{repo}` the agent reads (Gitea's `api.Repository`,
@@ -140,6 +153,9 @@ struct ApiHead {
     /// The head branch's name (`api.PRBranchInfo.Ref`).
     #[serde(default)]
     r#ref: String,
+    /// The head branch's repository: the base's own, or a fork's (`api.PRBranchInfo.RepoID`).
+    #[serde(default)]
+    repo_id: Option<u64>,
 }
 
 impl Gitea {
@@ -321,14 +337,20 @@ impl Gitea {
         };
         let total = header("x-total-count").and_then(|v| v.parse().ok());
         let location = header("location");
-        let body = crate::http::read_body(&mut response, BODY_LIMIT)
-            .map_err(|e| anyhow::anyhow!("{method} {path}: {e}"))?;
+        let (body, oversized) = match crate::http::read_body(&mut response, BODY_LIMIT) {
+            Ok(body) => (body, None),
+            Err(e @ crate::http::BodyError::TooLarge { .. }) => {
+                (String::new(), Some(e.to_string()))
+            }
+            Err(e) => bail!("{method} {path}: {e}"),
+        };
         let answer = Answer {
             status,
             body,
             gave_up: None,
             total,
             location,
+            oversized,
         };
         Ok((answer, asked))
     }
@@ -345,6 +367,9 @@ impl Gitea {
         ok: &[u16],
         causes: &[(u16, String)],
     ) -> Result<String> {
+        if let Some(why) = &answer.oversized {
+            bail!("{what}: HTTP {}: {why}", answer.status);
+        }
         if ok.contains(&answer.status) {
             return Ok(answer.body);
         }
@@ -488,8 +513,10 @@ impl Forge for Gitea {
         Ok(Closed::Refused(format!("{why}: {}", excerpt(&answer.body))))
     }
 
-    /// Gitea lists every comment of an issue in one answer: `ListIssueComments` takes no
-    /// `page` or `limit` (routers/api/v1/repo/issue_comment.go), so one GET reads them all.
+    /// Gitea lists every comment of an issue in one answer (`ListIssueComments` takes no
+    /// `page` or `limit`). When there are more than the agent reads, it does not comment: a
+    /// sync repeats this for a pull request the forge will not close, and a note it cannot
+    /// see it left would be posted again by every sync.
     fn comment_once(
         &self,
         recipe: &str,
@@ -498,16 +525,19 @@ impl Forge for Gitea {
         body: &str,
         deadline: Deadline,
     ) -> Result<bool> {
-        use super::Discussion;
-        if self
-            .comments(recipe, number, deadline)?
-            .iter()
-            .any(|c| c.body.contains(marker))
-        {
-            return Ok(false);
+        use super::{Discussion, Listed};
+        match self.comments(recipe, number, None, deadline)? {
+            Listed::All(comments) if comments.iter().any(|c| c.body.contains(marker)) => Ok(false),
+            Listed::All(_) => {
+                self.post_comment(recipe, number, body, deadline)?;
+                Ok(true)
+            }
+            Listed::TooMany(why) => bail!(
+                "the comments of {}/{recipe}#{number} cannot be read ({why}), so the agent \
+                 cannot tell whether it said this already: not commented",
+                self.org
+            ),
         }
-        self.post_comment(recipe, number, body, deadline)?;
-        Ok(true)
     }
 
     fn discussion(&self) -> Option<&dyn super::Discussion> {

@@ -8,7 +8,9 @@ mod readiness;
 use anyhow::Result;
 use serde::Serialize;
 
-pub use discussion::{Comment, CommitStatus, Discussion, Reaction};
+pub use discussion::{
+    Comment, CommitStatus, Discussion, Listed, Opened, Posted, PullState, Reaction,
+};
 pub use gitea::{decode_pulls, Gitea};
 pub use local::Local;
 
@@ -22,6 +24,9 @@ pub struct Pull {
     pub head_sha: String,
     /// The head branch's name.
     pub head_ref: String,
+    /// The head branch is in the repository itself; false for a fork's, or when the forge
+    /// did not say.
+    pub same_repo: bool,
     pub title: String,
 }
 

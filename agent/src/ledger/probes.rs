@@ -223,6 +223,18 @@ impl Ledger {
             .pop())
     }
 
+    /// The pull request the newest probe of `recipe` that reached one used.
+    pub fn probe_last_pull(&self, recipe: &str) -> Result<Option<u64>> {
+        Ok(self
+            .probes_where(
+                "recipe = ?1 AND pull IS NOT NULL ORDER BY id DESC LIMIT 1",
+                &[recipe],
+            )?
+            .pop()
+            .and_then(|p| p.pull)
+            .and_then(|n| u64::try_from(n).ok()))
+    }
+
     /// Whether any probe ever ran: until one has, health says nothing of triggerability.
     pub fn probes_ran(&self) -> Result<bool> {
         Ok(self

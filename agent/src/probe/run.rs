@@ -284,14 +284,15 @@ fn probe_one(
     let id = ledger.probe_begin(name, &fp.text())?;
     let attempt = || -> Result<(Scratch, super::watch::Ending)> {
         let deadline = Deadline::after(config.mirrors.recipe_timeout, "preparing the probe");
+        let last = ledger.probe_last_pull(name)?;
         let scratch = mirror
-            .prepare(recipe, id, deadline)
+            .prepare(recipe, (id, last), deadline)
             .context("making the probe's head and pull request")?;
         ledger.probe_target(id, scratch.pull, &scratch.head)?;
         // One bound on the comment and the wait, whatever the forge's pace.
         let deadline = Deadline::after(config.probe.timeout, "probe.timeout");
         let comment = watch.comment(id, name, &scratch, deadline)?;
-        let ending = watch.wait((id, name), (&scratch, comment), deadline)?;
+        let ending = watch.wait((id, name), (&scratch, &comment), deadline)?;
         Ok((scratch, ending))
     };
     match attempt() {

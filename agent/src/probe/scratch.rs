@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::deadline::Deadline;
-use crate::forge::{Closed, Discussion, Forge};
+use crate::forge::{Closed, Discussion, Forge, Opened};
 use crate::git::{Change, Git};
 use crate::settings::enrollment::Recipe;
 
@@ -42,8 +42,14 @@ fn body(recipe: &str) -> String {
 }
 
 impl Mirror<'_> {
-    /// A new head for probe `id` pushed to `cc-ci/probe`, and the one open pull request from it.
-    pub fn prepare(&self, recipe: &Recipe, id: i64, deadline: Deadline) -> Result<Scratch> {
+    /// A new head for probe `id` pushed to `cc-ci/probe`, and the one open pull request from it
+    /// (`last`: the one the previous probe used, looked at first).
+    pub fn prepare(
+        &self,
+        recipe: &Recipe,
+        (id, last): (i64, Option<u64>),
+        deadline: Deadline,
+    ) -> Result<Scratch> {
         let git = self.git.within(deadline);
         let name = &recipe.name;
         let url = self.forge.mirror_url(name);
@@ -80,33 +86,44 @@ impl Mirror<'_> {
         };
         git.push(&cache, &url, &[change])
             .with_context(|| format!("pushing {BRANCH} to {}", self.forge.full_name(name)))?;
-        let pull = self.the_pull(recipe, deadline)?;
+        let pull = self.the_pull(recipe, last, deadline)?;
         Ok(Scratch { pull, head })
     }
 
-    /// The open pull request from `cc-ci/probe`: opened when there is none; when there are
-    /// several (a person opened one too), the oldest is kept and the others closed.
-    fn the_pull(&self, recipe: &Recipe, deadline: Deadline) -> Result<u64> {
+    /// Whether pull request `number` is the probe's: open, from `cc-ci/probe` of the mirror
+    /// itself (never a fork's branch of that name: a `!testme` there runs the fork's code) into
+    /// the recipe's branch.
+    fn is_ours(&self, recipe: &Recipe, number: u64, deadline: Deadline) -> Result<bool> {
+        Ok(self
+            .talk
+            .pull(&recipe.name, number, deadline)?
+            .is_some_and(|p| {
+                p.open && p.same_repo && p.head_ref == BRANCH && p.base_ref == recipe.branch
+            }))
+    }
+
+    /// The open pull request from `cc-ci/probe`: the one the last probe used while it is still
+    /// open, else found among the open ones, else opened; when there are several (a person
+    /// opened one too), the oldest is kept and the others closed. A mirror with more open pull
+    /// requests than the agent lists (anyone may open them) does not hide it: the last one is
+    /// looked up by number, and Gitea's refusal to open a second names the first.
+    fn the_pull(&self, recipe: &Recipe, last: Option<u64>, deadline: Deadline) -> Result<u64> {
         let name = &recipe.name;
+        if let Some(n) = last {
+            if self.is_ours(recipe, n, deadline)? {
+                return Ok(n);
+            }
+        }
         let listing = self.forge.open_pulls(name, deadline)?;
         let mut ours: Vec<u64> = listing
             .pulls
             .iter()
-            .filter(|p| p.head_ref == BRANCH)
+            .filter(|p| p.head_ref == BRANCH && p.same_repo)
             .map(|p| p.number)
             .collect();
         ours.sort_unstable();
         let Some((&keep, others)) = ours.split_first() else {
-            if !listing.complete {
-                bail!(
-                    "{} has more open pull requests than the agent lists: cannot tell whether a \
-                     probe pull request is among them",
-                    self.forge.full_name(name)
-                );
-            }
-            return self
-                .talk
-                .open_pull(name, BRANCH, &recipe.branch, TITLE, &body(name), deadline);
+            return self.open(recipe, listing.complete, deadline);
         };
         for &extra in others {
             if let Closed::Refused(why) = self.forge.close_pull(name, extra, deadline)? {
@@ -114,5 +131,29 @@ impl Mirror<'_> {
             }
         }
         Ok(keep)
+    }
+
+    fn open(&self, recipe: &Recipe, listed_all: bool, deadline: Deadline) -> Result<u64> {
+        let name = &recipe.name;
+        let opened =
+            self.talk
+                .open_pull(name, BRANCH, &recipe.branch, TITLE, &body(name), deadline)?;
+        match opened {
+            Opened::New(n) => Ok(n),
+            Opened::Exists(Some(n)) if self.is_ours(recipe, n, deadline)? => Ok(n),
+            Opened::Exists(_) => {
+                let unlisted = if listed_all {
+                    ""
+                } else {
+                    " among more open pull requests than the agent lists"
+                };
+                bail!(
+                    "{} has an open pull request from {BRANCH} into {}{unlisted}, which the \
+                     agent cannot find: close it, and the next probe opens another",
+                    self.forge.full_name(name),
+                    recipe.branch
+                )
+            }
+        }
     }
 }

@@ -65,6 +65,8 @@ pub struct Seen {
     pub reactions: Vec<Reaction>,
     /// Comments after the probe's own, that are not probe comments.
     pub replies: Vec<Comment>,
+    /// Why the comments after the probe's could not be read (too many), when they could not.
+    pub replies_unread: Option<String>,
     pub statuses: Vec<CommitStatus>,
     /// Drone's builds of the head; `None` without a Drone to ask.
     pub builds: Option<Vec<Build>>,

@@ -1,6 +1,8 @@
 //! One recipe's probe: the comment, then the wait for the three stages, each recorded in the
-//! journal as it is first seen. The comment is posted once per head: a marker holding the head
-//! is looked for first, so a probe restarted on the same head finds its comment instead.
+//! journal as it is first seen. Each probe comments once, on a head of its own; the comment
+//! carries a marker with the head, so later looks tell probe comments from the bridge's replies.
+//! Anyone may comment on the pull request, so the looks read only the comments since the
+//! probe's own, and judge from reactions and statuses when even those are too many to read.
 
 use std::time::Instant;
 
@@ -11,7 +13,7 @@ use super::scratch::Scratch;
 use super::stages::{Rules, Seen, Stage};
 use crate::deadline::Deadline;
 use crate::drone::Drone;
-use crate::forge::Discussion;
+use crate::forge::{Discussion, Listed, Posted};
 use crate::ledger::{Ledger, ProbeOutcome};
 use crate::settings::probe::ProbeSettings;
 
@@ -64,32 +66,20 @@ pub struct Watch<'a> {
 }
 
 impl Watch<'_> {
-    /// Posts the trigger on `scratch`'s head (unless it is there already) and records it, within
-    /// the probe's `deadline`.
+    /// Posts the trigger on `scratch`'s head and records it, within the probe's `deadline`.
     pub fn comment(
         &self,
         id: i64,
         recipe: &str,
         scratch: &Scratch,
         deadline: Deadline,
-    ) -> Result<u64> {
-        let mine = marker(&scratch.head);
-        let existing = self
+    ) -> Result<Posted> {
+        let body = comment_body(self.settings, recipe, &scratch.head);
+        let posted = self
             .talk
-            .comments(recipe, scratch.pull, deadline)?
-            .into_iter()
-            .find(|c| c.body.contains(&mine));
-        let comment = match existing {
-            Some(c) => c.id,
-            None => self.talk.post_comment(
-                recipe,
-                scratch.pull,
-                &comment_body(self.settings, recipe, &scratch.head),
-                deadline,
-            )?,
-        };
-        self.ledger.probe_commented(id, comment)?;
-        Ok(comment)
+            .post_comment(recipe, scratch.pull, &body, deadline)?;
+        self.ledger.probe_commented(id, posted.id)?;
+        Ok(posted)
     }
 
     /// Everything the forge (and Drone) show of the probe now.
@@ -97,15 +87,20 @@ impl Watch<'_> {
         &self,
         recipe: &str,
         scratch: &Scratch,
-        comment: u64,
+        comment: &Posted,
         deadline: Deadline,
     ) -> Result<Seen> {
-        let replies = self
-            .talk
-            .comments(recipe, scratch.pull, deadline)?
-            .into_iter()
-            .filter(|c| c.id > comment && !c.body.contains(MARKER))
-            .collect();
+        let since = Some(comment.created_at.as_str());
+        let (replies, replies_unread) =
+            match self.talk.comments(recipe, scratch.pull, since, deadline)? {
+                Listed::All(all) => (
+                    all.into_iter()
+                        .filter(|c| c.id > comment.id && !c.body.contains(MARKER))
+                        .collect(),
+                    None,
+                ),
+                Listed::TooMany(why) => (Vec::new(), Some(why)),
+            };
         let builds = match self.drone {
             Some(d) => Some(
                 d.builds(&self.full_name, deadline)?
@@ -116,8 +111,9 @@ impl Watch<'_> {
             None => None,
         };
         Ok(Seen {
-            reactions: self.talk.reactions(recipe, comment, deadline)?,
+            reactions: self.talk.reactions(recipe, comment.id, deadline)?,
             replies,
+            replies_unread,
             statuses: self.talk.statuses(recipe, &scratch.head, deadline)?,
             builds,
         })
@@ -129,7 +125,7 @@ impl Watch<'_> {
     pub fn wait(
         &self,
         (id, recipe): (i64, &str),
-        (scratch, comment): (&Scratch, u64),
+        (scratch, comment): (&Scratch, &Posted),
         deadline: Deadline,
     ) -> Result<Ending> {
         let rules = Rules {
@@ -139,36 +135,17 @@ impl Watch<'_> {
         let start = Instant::now();
         let mut stages: Vec<StageSeen> = Vec::new();
         let mut answered = false;
+        // Why the replies could not be read, if at some look they could not.
+        let mut unread = None;
         loop {
             // The last look's error: a forge that does not answer now may at the next look.
             let trouble = match self.look(recipe, scratch, comment, deadline) {
                 Ok(seen) => {
                     answered = true;
-                    for stage in Stage::ALL.into_iter().skip(stages.len()) {
-                        let Some(evidence) = rules.evidence(stage, &seen) else {
-                            break;
-                        };
-                        self.ledger.probe_stage(id, stage.column(), &evidence)?;
-                        stages.push(StageSeen {
-                            stage,
-                            after_ms: u64::try_from(start.elapsed().as_millis())
-                                .unwrap_or(u64::MAX),
-                            seen: evidence,
-                        });
-                    }
+                    unread = seen.replies_unread.clone().or(unread);
+                    self.record(id, (&rules, &seen), start, &mut stages)?;
                     if stages.len() == Stage::ALL.len() {
-                        let state = rules.reported(&seen).map(|(_, s)| s);
-                        return Ok(Ending {
-                            outcome: ProbeOutcome::Proven,
-                            stopped_at: None,
-                            detail: format!(
-                                "the CI reported {} after {}s",
-                                state.as_deref().unwrap_or("back"),
-                                start.elapsed().as_secs()
-                            ),
-                            ci_state: state,
-                            stages,
-                        });
+                        return Ok(proven(&rules, &seen, start, stages));
                     }
                     None
                 }
@@ -182,13 +159,40 @@ impl Watch<'_> {
             };
             let left = deadline.left().unwrap_or(self.settings.poll_interval);
             if left.is_zero() {
-                return Ok(self.ran_out(stages, trouble));
+                return Ok(self.ran_out(stages, trouble, unread));
             }
             std::thread::sleep(self.settings.poll_interval.min(left));
         }
     }
 
-    fn ran_out(&self, stages: Vec<StageSeen>, trouble: Option<String>) -> Ending {
+    /// Records, in order, the stages `seen` shows beyond those already in `stages`.
+    fn record(
+        &self,
+        id: i64,
+        (rules, seen): (&Rules<'_>, &Seen),
+        start: Instant,
+        stages: &mut Vec<StageSeen>,
+    ) -> Result<()> {
+        for stage in Stage::ALL.into_iter().skip(stages.len()) {
+            let Some(evidence) = rules.evidence(stage, seen) else {
+                break;
+            };
+            self.ledger.probe_stage(id, stage.column(), &evidence)?;
+            stages.push(StageSeen {
+                stage,
+                after_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+                seen: evidence,
+            });
+        }
+        Ok(())
+    }
+
+    fn ran_out(
+        &self,
+        stages: Vec<StageSeen>,
+        trouble: Option<String>,
+        unread: Option<String>,
+    ) -> Ending {
         let waited = humantime::format_duration(self.settings.timeout);
         if let Some(e) = trouble {
             return Ending {
@@ -204,16 +208,40 @@ impl Watch<'_> {
             };
         }
         let missing = Stage::ALL[stages.len()];
+        // Only the first stage can rest on a reply.
+        let unread = match unread {
+            Some(why) if missing == Stage::PickedUp => format!(
+                " (too many comments after the probe's to read them, so a reply by the bridge \
+                 would not have been seen: {why}; reactions and statuses were read)"
+            ),
+            _ => String::new(),
+        };
         Ending {
             outcome: ProbeOutcome::Stopped,
             stopped_at: Some(missing),
             detail: format!(
-                "stopped at {} after {waited}: {}",
+                "stopped at {} after {waited}: {}{unread}",
                 missing.as_str(),
                 missing.failure(&self.full_name)
             ),
             stages,
             ci_state: None,
         }
+    }
+}
+
+/// The ending of a probe whose every stage was seen.
+fn proven(rules: &Rules<'_>, seen: &Seen, start: Instant, stages: Vec<StageSeen>) -> Ending {
+    let state = rules.reported(seen).map(|(_, s)| s);
+    Ending {
+        outcome: ProbeOutcome::Proven,
+        stopped_at: None,
+        detail: format!(
+            "the CI reported {} after {}s",
+            state.as_deref().unwrap_or("back"),
+            start.elapsed().as_secs()
+        ),
+        ci_state: state,
+        stages,
     }
 }

@@ -331,7 +331,7 @@ fn pull_requests_merged_upstream_are_closed_and_the_others_left_open() {
                 id,
                 body: format!("looks good to {who}"),
                 login: who.into(),
-                reactions: Vec::new(),
+                ..Default::default()
             });
     }
 

@@ -616,6 +616,9 @@ fn a_second_pull_request_from_the_probe_branch_is_closed_and_the_oldest_kept() {
     host.bridge(&["plausible"], Answer::React);
     let (run, _) = host.probe(&[]);
     assert_eq!(run.code, 0);
+    // The agent lists the pull requests when it has no probe pull request of its own on
+    // record (a new host, or one that lost its state): then it keeps one and closes the rest.
+    std::fs::remove_dir_all(host.dir.path().join("state")).unwrap();
     // Someone opened another from cc-ci/probe (into another base, as Gitea would allow).
     host.forge
         .state
@@ -695,5 +698,182 @@ fn a_trickling_forge_cannot_keep_a_probe_past_its_timeout() {
     assert!(
         !h.to_string().contains("running"),
         "health sees an ended probe: {h:#}"
+    );
+}
+
+/// Comments planted on `recipe`'s pull request `number` by another forge user, `count` of
+/// `size` bytes each, last touched `age` ago.
+fn flood(host: &Host, recipe: &str, number: u64, (count, size): (usize, usize), age: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut s = host.forge.state.lock().unwrap();
+    let mut next = s.last_id;
+    let pull = s
+        .pulls
+        .get_mut(recipe)
+        .unwrap()
+        .iter_mut()
+        .find(|p| p.number == number)
+        .unwrap();
+    for _ in 0..count {
+        next += 1;
+        pull.comments.push(crate::support::forge::CommentRec {
+            id: next,
+            body: "x".repeat(size),
+            login: "someone".into(),
+            created: now - age,
+            updated: now - age,
+            ..Default::default()
+        });
+    }
+    s.last_id = next;
+}
+
+/// Five MiB of comments on the probe's pull request (more than the agent reads in one answer)
+/// do not stop the next probe: it asks only for the comments since its own.
+#[test]
+fn a_comment_flood_on_the_probe_pull_request_does_not_fail_the_next_probe() {
+    let mut host = Host::new(&["plausible"], "");
+    host.bridge(&["plausible"], Answer::Reply);
+    let (first, v1) = host.probe(&[]);
+    assert_eq!(first.code, 0, "{v1:#}");
+    flood(&host, "plausible", 1, (5, 1 << 20), 120);
+    let (again, v2) = host.probe(&["plausible"]);
+    assert_eq!(again.code, 0, "{v2:#}\n{}", again.stderr);
+    assert_eq!(only(&v2)["outcome"], "proven", "{v2:#}");
+    assert!(
+        only(&v2)["stages"][0]["seen"]
+            .as_str()
+            .unwrap()
+            .contains("reply by bridge-bot"),
+        "the bridge's reply is still found among the newest comments: {v2:#}"
+    );
+}
+
+/// A flood that arrives while the probe waits leaves the replies unreadable; the probe still
+/// judges what it can read (reactions, statuses) and ends stopped, saying why, not failed.
+#[test]
+fn a_comment_flood_during_the_wait_is_a_stopped_probe_that_says_so_not_a_failure() {
+    // No bridge: nothing will pick the comment up.
+    let host = Host::new(&["plausible"], "timeout = \"4s\"\n");
+    let state = host.forge.state.clone();
+    let flooder = std::thread::spawn(move || {
+        // Waits for the event: the probe's comment on the forge.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let posted = state
+                .lock()
+                .unwrap()
+                .pulls
+                .get("plausible")
+                .is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        p.comments
+                            .iter()
+                            .any(|c| c.body.contains("<!-- cc-ci-probe"))
+                    })
+                });
+            if posted || std::time::Instant::now() > deadline {
+                return posted;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let started = std::thread::spawn({
+        let config = host.config.clone();
+        move || {
+            let run = agent(&[
+                "--config",
+                config.to_str().unwrap(),
+                "--format",
+                "json",
+                "probe",
+            ]);
+            run
+        }
+    });
+    assert!(flooder.join().unwrap(), "the probe commented");
+    flood(&host, "plausible", 1, (5, 1 << 20), 0);
+    let run = started.join().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", run.stdout, run.stderr));
+    let p = only(&v);
+    assert_eq!(p["outcome"], "stopped", "{p:#}\n{}", run.stderr);
+    assert_eq!(p["stopped_at"], "picked-up", "{p:#}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("too many"),
+        "the detail says the replies could not be read: {p:#}"
+    );
+    assert_eq!(run.code, 18, "not triggerable, not failed: {}", run.stderr);
+}
+
+/// More open pull requests than the agent lists (Gitea lists newest first) do not lose the
+/// probe's own: the one it used last is looked up by number.
+#[test]
+fn more_open_pull_requests_than_the_agent_lists_do_not_lose_the_probes_own() {
+    let mut host = Host::new(&["plausible"], "");
+    host.bridge(&["plausible"], Answer::React);
+    let (first, v1) = host.probe(&[]);
+    assert_eq!(first.code, 0, "{v1:#}");
+    let head = crate::support::git(&host.forge.repo("plausible"), &["rev-parse", "main"])
+        .trim()
+        .to_string();
+    {
+        let mut s = host.forge.state.lock().unwrap();
+        let pulls = s.pulls.get_mut("plausible").unwrap();
+        for number in 2..=5_001 {
+            pulls.push(crate::support::forge::PullRec {
+                number,
+                head_sha: head.clone(),
+                title: format!("spam {number}"),
+                open: true,
+                ..Default::default()
+            });
+        }
+    }
+    let (again, v2) = host.probe(&["plausible"]);
+    assert_eq!(again.code, 0, "{v2:#}\n{}", again.stderr);
+    assert_eq!(only(&v2)["pull"], 1, "{v2:#}");
+    // A host that lost its journal finds it too: Gitea's 409 names the open one's number.
+    std::fs::remove_dir_all(host.dir.path().join("state")).unwrap();
+    let (fresh, v3) = host.probe(&["plausible"]);
+    assert_eq!(fresh.code, 0, "{v3:#}\n{}", fresh.stderr);
+    assert_eq!(only(&v3)["pull"], 1, "{v3:#}");
+}
+
+/// A pull request from someone's fork whose branch is also called `cc-ci/probe` is not the
+/// probe's: a `!testme` on it would have CI run the fork's code.
+#[test]
+fn a_fork_pull_request_named_like_the_probe_branch_is_never_commented_on() {
+    let mut host = Host::new(&["plausible"], "");
+    host.bridge(&["plausible"], Answer::React);
+    host.forge
+        .state
+        .lock()
+        .unwrap()
+        .pulls
+        .entry("plausible".into())
+        .or_default()
+        .push(crate::support::forge::PullRec {
+            number: 1,
+            head_sha: "1".repeat(40),
+            head_ref: Some("cc-ci/probe".into()),
+            base: "main".into(),
+            title: "innocent".into(),
+            open: true,
+            fork: Some("mallory".into()),
+            ..Default::default()
+        });
+    let (run, v) = host.probe(&[]);
+    assert_eq!(run.code, 0, "{v:#}\n{}", run.stderr);
+    assert_eq!(only(&v)["pull"], 2, "{v:#}");
+    let pulls = host.forge.pulls("plausible");
+    let fork = pulls.iter().find(|p| p.number == 1).unwrap();
+    assert!(fork.comments.is_empty(), "{:?}", fork.comments);
+    assert!(
+        fork.open,
+        "the fork's pull request is not the agent's to close"
     );
 }
