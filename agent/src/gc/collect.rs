@@ -58,6 +58,10 @@ impl Backend {
                 Ok(volumes)
             }
         }
+        .and_then(|mut volumes| {
+            distrust_the_future(ledger, &mut volumes, record)?;
+            Ok(volumes)
+        })
     }
 
     fn free_bytes(&self) -> Result<u64> {
@@ -361,7 +365,7 @@ fn print(
                     Action::Keep => ("keep", Tone::Dim),
                 };
                 let mut reason = d.reason.as_str().to_string();
-                if let Some(p) = &v.problem {
+                if let Some(p) = v.problem.as_ref().or(v.note.as_ref()) {
                     reason.push_str(&format!(": {p}"));
                 }
                 vec![
@@ -468,4 +472,32 @@ pub fn disk_check(config: &Config, ledger: &Ledger) -> Result<Option<DiskStandin
         text.join("; "),
         run.started_at
     ))))
+}
+
+/// A last use dated in the future (a label recipe CI wrote, a clock gone back) would keep its
+/// volume within grace for ever. It counts instead from the last use the agent saw itself, or
+/// from the first gc that saw the date (remembered unless `record` is off, then now), and the
+/// plan says so.
+fn distrust_the_future(ledger: &mut Ledger, volumes: &mut [Volume], record: bool) -> Result<()> {
+    let now = SystemTime::now();
+    for v in volumes.iter_mut().filter(|v| v.last_used > now) {
+        let seen = if record {
+            Some(ledger.volume_seen(&v.name)?)
+        } else {
+            ledger.volume_last_used(&v.name)?
+        };
+        let counted = seen
+            .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+            .filter(|t| *t <= now)
+            .unwrap_or(now);
+        let note = format!(
+            "last use dated {} is in the future: counted from {}, when gc first saw it",
+            humantime::format_rfc3339_seconds(v.last_used),
+            humantime::format_rfc3339_seconds(counted)
+        );
+        tracing::warn!("{}: {note}", v.name);
+        v.note = Some(note);
+        v.last_used = counted;
+    }
+    Ok(())
 }

@@ -184,6 +184,7 @@ impl Directory {
                 last_used,
                 in_use,
                 problem,
+                note: None,
             });
         }
         volumes.sort_by(|a, b| a.name.cmp(&b.name));

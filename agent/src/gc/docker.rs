@@ -215,6 +215,7 @@ impl Docker {
                     bytes,
                     last_used: created.unwrap_or_else(SystemTime::now),
                     problem,
+                    note: None,
                     name,
                 }
             })

@@ -24,6 +24,9 @@ pub struct Volume {
     pub in_use: bool,
     /// Why the volume could not be fully read; such a volume is kept.
     pub problem: Option<String>,
+    /// What the agent did not believe of what it read, and what it counted instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -145,7 +148,8 @@ fn keep_reason(v: &Volume, i: &Inputs<'_>) -> Option<Reason> {
     if v.problem.is_some() {
         return Some(Reason::Unreadable);
     }
-    // A last use in the future (the clock went back) counts as just now: kept.
+    // A last use in the future counts as just now: kept. The inventory has already replaced an
+    // implausible one by when the agent first saw it (collect.rs), so this holds only briefly.
     let age = i.now.duration_since(v.last_used).unwrap_or(Duration::ZERO);
     if age < i.grace {
         return Some(Reason::WithinGrace);
@@ -295,6 +299,7 @@ mod tests {
             last_used: SystemTime::UNIX_EPOCH + 100 * DAY - DAY * days_ago as u32,
             in_use: false,
             problem: None,
+            note: None,
         }
     }
 

@@ -206,6 +206,17 @@ impl Ledger {
         Ok(())
     }
 
+    /// The last use of `name` the agent saw itself; else now, remembered from here on: what a
+    /// volume whose own date cannot be believed counts from.
+    pub fn volume_seen(&mut self, name: &str) -> Result<String> {
+        self.conn.execute(
+            "INSERT INTO volume_use (volume, last_used) VALUES (?1, ?2)
+             ON CONFLICT (volume) DO NOTHING",
+            params![name, now_rfc3339()],
+        )?;
+        Ok(self.volume_last_used(name)?.unwrap_or_else(now_rfc3339))
+    }
+
     pub fn volume_last_used(&self, name: &str) -> Result<Option<String>> {
         Ok(self
             .conn

@@ -322,36 +322,40 @@ impl EnrollmentEdit {
             return Err(self.arg_error(&key, format!("cannot remove {name:?}: it is not declared")));
         }
         let removed = match self.doc.get_mut("recipe") {
-            Some(Item::Table(t)) => match t.remove(name) {
-                Some(Item::Table(gone)) => Some(gone),
-                Some(_) => Some(Table::new()),
-                None => None,
-            },
+            Some(Item::Table(t)) => remove_keeping_dotted_comments(t, name),
             Some(Item::Value(toml_edit::Value::InlineTable(t))) => {
-                t.remove(name).map(|_| Table::new())
+                t.remove(name).map(|_| Removed::Kept)
             }
             _ => None,
         };
-        let Some(gone) = removed else {
-            return Err(self.arg_error(&key, "declared in a form this command cannot edit"));
-        };
-        self.keep_comments_of(&gone);
-        Ok(())
+        match removed {
+            None => Err(self.arg_error(&key, "declared in a form this command cannot edit")),
+            Some(Removed::Kept) => Ok(()),
+            Some(Removed::Table(gone)) => {
+                self.keep_comments_of(&prefix_of(&gone), gone.position());
+                Ok(())
+            }
+            Some(Removed::Dotted { comments, parent }) => {
+                // Dotted lines sit close together; a blank line sets the comments off the line
+                // above them.
+                self.keep_comments_of(&format!("\n{comments}"), parent);
+                Ok(())
+            }
+        }
     }
 
-    /// The comments above a removed table (a file header, a note on the next section) stay: they
-    /// go above the table that followed it, or to the end of the file.
-    fn keep_comments_of(&mut self, gone: &Table) {
-        let prefix = prefix_of(gone);
+    /// Comments above a removed table (a file header, a note on the next section) stay: they go
+    /// above the first `[table]` written after `after` (a place in the document; `None` is
+    /// the top), or to the end of the file.
+    fn keep_comments_of(&mut self, prefix: &str, after: Option<usize>) {
         if !prefix.lines().any(|l| l.trim_start().starts_with('#')) {
             return;
         }
-        let after = gone.position().unwrap_or(usize::MAX);
         let mut tables = Vec::new();
         explicit_tables(self.doc.as_table(), &mut Vec::new(), &mut tables);
         let next = tables
             .into_iter()
-            .filter(|(at, _)| *at > after)
+            .filter(|(at, _)| after.is_none_or(|after| *at > after))
             .min_by_key(|(at, _)| *at)
             .and_then(|(_, path)| table_at(self.doc.as_table_mut(), &path));
         match next {
@@ -388,6 +392,86 @@ impl EnrollmentEdit {
 }
 
 /// What stands above a table's header: blank lines and comments.
+/// What removing a recipe left to place.
+enum Removed {
+    /// A `[recipe.x]` table, whose own comments are above it.
+    Table(Table),
+    /// Dotted lines (`recipe.x.canonical = true`) whose comments had no later line of the same
+    /// table to go above; `parent` is where the table holding them is written.
+    Dotted {
+        comments: String,
+        parent: Option<usize>,
+    },
+    /// Nothing left to place.
+    Kept,
+}
+
+/// Removes `name` from `recipes`. toml_edit keeps the comment above a dotted line on that
+/// line's last key, so removing the lines would drop it: it goes above the next line of the
+/// same table when there is one.
+fn remove_keeping_dotted_comments(recipes: &mut Table, name: &str) -> Option<Removed> {
+    let at = recipes.iter().position(|(k, _)| k == name)?;
+    let gone = match recipes.remove(name)? {
+        Item::Table(gone) if !gone.is_dotted() => return Some(Removed::Table(gone)),
+        Item::Table(gone) => gone,
+        _ => return Some(Removed::Kept),
+    };
+    let comments = dotted_comments(&gone);
+    if comments.is_empty() {
+        return Some(Removed::Kept);
+    }
+    let next = recipes.iter().nth(at).map(|(k, _)| k.to_string());
+    let Some(next) = next else {
+        let parent = recipes.position();
+        return Some(Removed::Dotted { comments, parent });
+    };
+    match recipes.get_mut(&next) {
+        Some(Item::Table(t)) if !t.is_dotted() => {
+            let own = prefix_of(t);
+            t.decor_mut().set_prefix(format!("{comments}{own}"));
+        }
+        _ => {
+            if let Some(mut key) = first_line_key(recipes, &next) {
+                let own = key.leaf_decor().prefix().and_then(|p| p.as_str());
+                let joined = format!("{comments}{}", own.unwrap_or_default());
+                key.leaf_decor_mut().set_prefix(joined);
+            }
+        }
+    }
+    Some(Removed::Kept)
+}
+
+/// The comment lines written above the lines of a dotted table, in order.
+fn dotted_comments(table: &Table) -> String {
+    let mut out = String::new();
+    for (name, item) in table.iter() {
+        let prefix = table.key(name).and_then(|k| k.leaf_decor().prefix());
+        for line in prefix.and_then(|p| p.as_str()).unwrap_or_default().lines() {
+            if line.trim_start().starts_with('#') {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        if let Item::Table(t) = item {
+            out.push_str(&dotted_comments(t));
+        }
+    }
+    out
+}
+
+/// The key that carries the first line's comment of `name` in `table`: the last key of its
+/// first dotted line.
+fn first_line_key<'a>(table: &'a mut Table, name: &str) -> Option<toml_edit::KeyMut<'a>> {
+    let inner = match table.get(name) {
+        Some(Item::Table(t)) if t.is_dotted() => t.iter().next().map(|(k, _)| k.to_string()),
+        _ => None,
+    };
+    match inner {
+        Some(inner) => first_line_key(table.get_mut(name)?.as_table_mut()?, &inner),
+        None => table.key_mut(name),
+    }
+}
+
 fn prefix_of(table: &Table) -> String {
     table
         .decor()

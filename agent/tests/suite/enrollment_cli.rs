@@ -78,6 +78,35 @@ fn remove_takes_out_one_table_and_nothing_else() {
     assert!(after.contains("# enrolled with defaults") && after.contains("# per-recipe override"));
 }
 
+/// Comments written by hand around recipes declared in the dotted and inline forms survive
+/// the removal of one recipe (and an add and remove of another).
+#[test]
+fn remove_keeps_comments_around_dotted_and_inline_recipes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("enrollment.toml");
+    let f = file.to_string_lossy();
+    let dotted = "# the ghost note\nrecipe.ghost.canonical = true\n\
+                  # the plausible note\nrecipe.plausible.canonical = true\n\n[defaults]\nbranch = \"main\"\n";
+    fs::write(&file, dotted).expect("write");
+    let run = agent(&["enrollment", "--file", &f, "remove", "ghost"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = read(&file);
+    assert!(after.contains("# the ghost note"), "{after}");
+    assert!(after.contains("# the plausible note"), "{after}");
+    assert!(!after.contains("ghost.canonical"), "{after}");
+
+    let inline = "recipe = { plausible = { canonical = true } } # the inline note\n\n[defaults]\nbranch = \"main\"\n";
+    fs::write(&file, inline).expect("write");
+    let run = agent(&["enrollment", "--file", &f, "add", "ghost"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = agent(&["enrollment", "--file", &f, "remove", "ghost"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let after = read(&file);
+    assert!(after.contains("# the inline note"), "{after}");
+    let poll = agent(&["enrollment", "--file", &f, "poll-repos"]);
+    assert_eq!(poll.stdout, "plausible\n", "{after}");
+}
+
 #[test]
 fn refused_edits_write_nothing_and_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");

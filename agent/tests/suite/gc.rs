@@ -337,6 +337,46 @@ fn grace_keeps_a_recent_volume_and_unlabelled_ones_are_never_touched() {
     assert_eq!(decision(&v, "warm-volume-x").0, "delete");
 }
 
+/// A label dated in the future (recipe CI writes the label) would keep its volume within grace
+/// for ever: it counts from when gc first saw it, and the plan says so.
+#[test]
+fn a_last_use_dated_in_the_future_counts_from_when_gc_first_saw_it() {
+    let h = Host::new("budget = \"1M\"\ngrace = \"1d\"");
+    let planted = h.volume("warm-volume-x", 2, 90);
+    std::fs::write(
+        planted.join(".cc-ci-volume.json"),
+        r#"{"recipe": "b", "version": "1.0.0+1", "last_used": "2999-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let (run, v) = h.gc_json(&[]);
+    assert_eq!(run.code, 13, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        decision(&v, "warm-volume-x"),
+        ("keep".into(), "within-grace".into())
+    );
+    let said = v["plan"]["volumes"][0]["note"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("2999-01-01") && said.contains("in the future"),
+        "{v:#}"
+    );
+    // Two days pass since gc first saw it (moved in the ledger, not waited for).
+    let two_days_ago = humantime::format_rfc3339_seconds(SystemTime::now() - DAY * 2);
+    rusqlite::Connection::open(h.path("state/state.db"))
+        .unwrap()
+        .execute(
+            "UPDATE volume_use SET last_used = ?1 WHERE volume = 'warm-volume-x'",
+            [two_days_ago.to_string()],
+        )
+        .unwrap();
+    let (run, v) = h.gc_json(&[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        decision(&v, "warm-volume-x"),
+        ("delete".into(), "over-budget".into())
+    );
+    assert!(!planted.exists());
+}
+
 #[test]
 fn min_free_deletes_beyond_the_budget() {
     // More free space than the filesystem has: every deletable volume goes, and it says so.
