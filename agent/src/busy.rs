@@ -1,6 +1,6 @@
 //! "Is a CI build in flight?" Deploy and sweep refuse to start while one is, unless forced.
 
-use crate::drone::Drone;
+use crate::drone::{Drone, Running};
 use crate::http;
 use crate::process::Cmd;
 use crate::secrets::read_token_file;
@@ -16,6 +16,12 @@ pub enum Busy {
 }
 
 pub fn check(check: &BusyCheck) -> Busy {
+    check_beside(check, &|_| false)
+}
+
+/// As [`check`], with the Drone builds `accounted` says are already accounted for (a probe's
+/// own, of a recipe probed before) not counted as busy.
+pub fn check_beside(check: &BusyCheck, accounted: &dyn Fn(&Running) -> bool) -> Busy {
     match check {
         BusyCheck::Command { argv, timeout } => {
             let Some((program, args)) = argv.split_first() else {
@@ -46,8 +52,23 @@ pub fn check(check: &BusyCheck) -> Busy {
                 read_token_file(drone.token_file.as_deref(), DRONE_TOKEN_CREDENTIAL, "drone");
             let asked = token.and_then(|t| Drone::new(drone, t, *timeout).incomplete());
             match asked {
-                Ok(builds) if builds.is_empty() => Busy::Idle,
-                Ok(builds) => Busy::Busy(format!("Drone is running {}", builds.join(", "))),
+                Ok(found) => {
+                    let running: Vec<String> = found
+                        .running
+                        .iter()
+                        .filter(|r| !accounted(r))
+                        .map(ToString::to_string)
+                        .collect();
+                    let from = found.from.map(|f| format!(" ({f})")).unwrap_or_default();
+                    if running.is_empty() {
+                        if let Some(f) = found.from {
+                            tracing::info!("Drone is idle: {f}");
+                        }
+                        Busy::Idle
+                    } else {
+                        Busy::Busy(format!("Drone is running {}{from}", running.join(", ")))
+                    }
+                }
                 Err(e) => Busy::Unknown(format!("{e:#}")),
             }
         }

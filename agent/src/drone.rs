@@ -10,12 +10,17 @@
 //!   (handler/api/builds/builds.go, store/repos/repos.go `queryRepoWithBuildIncomplete`);
 //! - `GET /api/repos/{owner}/{name}/builds?page=&per_page=` lists a repository's builds, newest
 //!   first, at most 100 a page (handler/api/repos/builds/list.go); each build carries `number`,
-//!   `status`, `event` and `after`, the commit it built (core/build.go); a repository Drone does
-//!   not know is 404.
+//!   `status`, `event` and `after`, the commit it built (core/build.go); a repository Drone never
+//!   synced is 404 (401 for a guest), one synced but never activated 200 `[]`
+//!   (handler/api/acl/repo.go `InjectRepository`);
+//! - OSS Drone answers 501 to the incomplete list (handler/api/builds/builds_oss.go);
+//!   `GET /api/user/builds` lists the newest 25 builds of the repositories the user can see,
+//!   each as its repository with `slug` and `build` (handler/api/user/activity.go,
+//!   store/repos/repos.go `queryRepoWithBuildAll`).
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::deadline::Deadline;
@@ -44,6 +49,34 @@ struct RepoWithBuild {
     build: Option<Build>,
 }
 
+/// What OSS Drone's busy check rests on, said with its answer.
+pub const RECENT_ONLY: &str = "OSS Drone has no list of incomplete builds (HTTP 501): read from \
+     /api/user/builds, the newest 25 builds of the repositories the token's user can see";
+
+/// A build in flight and its repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub slug: String,
+    pub build: Build,
+}
+
+impl std::fmt::Display for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} #{} ({})",
+            self.slug, self.build.number, self.build.status
+        )
+    }
+}
+
+/// The builds in flight, and where they were read from when not Drone's incomplete list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incomplete {
+    pub running: Vec<Running>,
+    pub from: Option<&'static str>,
+}
+
 pub struct Drone {
     url: String,
     token: Secret,
@@ -61,8 +94,9 @@ impl Drone {
         }
     }
 
-    /// A GET whose timeout (the client's own) is cut to what is left of `deadline`.
-    fn get(&self, path: &str, deadline: Deadline) -> Result<String> {
+    /// A GET whose timeout (the client's own) is cut to what is left of `deadline`: the
+    /// status and the body, whatever the status.
+    fn call(&self, path: &str, deadline: Deadline) -> Result<(u16, String)> {
         let url = format!("{}/api{path}", self.url);
         let own = self
             .agent
@@ -86,29 +120,58 @@ impl Drone {
         let status = response.status().as_u16();
         let body = crate::http::read_body(&mut response, BODY_LIMIT)
             .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
-        match status {
-            200 => Ok(body),
-            401 => bail!("GET {url}: HTTP 401: Drone does not know the token (check drone.token_file)"),
-            403 => bail!("GET {url}: HTTP 403: the token's Drone user is not an admin, which this list needs"),
-            404 => bail!("GET {url}: HTTP 404: Drone does not know this repository (is it activated?)"),
-            s => bail!("GET {url}: HTTP {s}"),
+        Ok((status, body))
+    }
+
+    /// A GET answered 200, else an error that says what the status means here.
+    fn get(&self, path: &str, deadline: Deadline) -> Result<String> {
+        match self.call(path, deadline)? {
+            (200, body) => Ok(body),
+            (status, _) => Err(self.refused(path, status)),
         }
     }
 
-    /// The builds in flight, as `slug #number (status)`; empty when Drone is idle.
-    pub fn incomplete(&self) -> Result<Vec<String>> {
-        let body = self.get("/builds/incomplete", Deadline::none())?;
+    fn refused(&self, path: &str, status: u16) -> anyhow::Error {
+        let url = format!("{}/api{path}", self.url);
+        match status {
+            401 => anyhow::anyhow!("GET {url}: HTTP 401: Drone does not know the token (check drone.token_file)"),
+            403 => anyhow::anyhow!("GET {url}: HTTP 403: the token's Drone user is not an admin, which this list needs"),
+            404 => anyhow::anyhow!(
+                "GET {url}: HTTP 404: Drone has never synced this repository: sync repositories \
+                 in Drone (its web UI, or `drone repo sync`), then activate it"
+            ),
+            s => anyhow::anyhow!("GET {url}: HTTP {s}"),
+        }
+    }
+
+    /// The builds in flight. OSS Drone has no list of them (`/api/builds/incomplete` answers
+    /// 501, handler/api/builds/builds_oss.go): then the token's user's newest 25 builds are
+    /// read instead (`/api/user/builds`, in every edition), which the answer says.
+    pub fn incomplete(&self) -> Result<Incomplete> {
+        let (status, body) = self.call("/builds/incomplete", Deadline::none())?;
+        let (body, from) = match status {
+            200 => (body, None),
+            501 => (
+                self.get("/user/builds", Deadline::none())?,
+                Some(RECENT_ONLY),
+            ),
+            s => return Err(self.refused("/builds/incomplete", s)),
+        };
         // A Go nil slice is rendered as `null`: an empty list either way.
         let listed: Option<Vec<RepoWithBuild>> = serde_json::from_str(&body)
-            .context("/api/builds/incomplete: not the JSON Drone sends")?;
-        Ok(listed
+            .context("the builds Drone listed: not the JSON Drone sends")?;
+        let running = listed
             .unwrap_or_default()
             .into_iter()
-            .map(|r| match r.build {
-                Some(b) => format!("{} #{} ({})", r.slug, b.number, b.status),
-                None => r.slug,
+            .filter_map(|r| {
+                let b = r.build?;
+                matches!(b.status.as_str(), "pending" | "running").then_some(Running {
+                    slug: r.slug,
+                    build: b,
+                })
             })
-            .collect())
+            .collect();
+        Ok(Incomplete { running, from })
     }
 
     /// The newest builds of the repository `slug` (`owner/name`, one page of 25): Drone names a

@@ -125,6 +125,8 @@ pkgs.testers.runNixOSTest {
     pulls = json.loads(machine.succeed(f"curl -sf {auth} '{api}/repos/recipe-maintainers/plausible/pulls?state=all'"))
     assert len(pulls) == 1 and pulls[0]["head"]["ref"] == "cc-ci/probe", pulls
     assert pulls[0]["head"]["sha"] == probe["head"], (pulls, probe)
+    # [ci skip] keeps Drone's own webhook builds off it (trigger/skip.go).
+    assert "[ci skip]" in pulls[0]["title"], pulls
     comments = json.loads(machine.succeed(f"curl -sf {auth} {api}/repos/recipe-maintainers/plausible/issues/{pulls[0]['number']}/comments"))
     mine = [c for c in comments if f"cc-ci-probe {probe['head']}" in c["body"]]
     assert len(mine) == 1 and mine[0]["user"]["login"] == "cc-ci-bot", comments

@@ -67,6 +67,14 @@ impl ProbeAct {
         for name in ["custom-html", "plausible", "hedgedoc"] {
             drone.activate(&format!("{ORG}/{name}"));
         }
+        // Activation installs Drone's webhook on the forge, as on a real host: Drone hears
+        // every push and pull request, and the proof must still be the bridge's.
+        forge
+            .state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("forge state"))?
+            .hooks
+            .push(drone.hook_url());
         let token = root.join("forge-token");
         std::fs::write(&token, "demo-forge-token\n")?;
         std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;

@@ -1,17 +1,19 @@
-//! A test Drone on 127.0.0.1: the API calls the agent and the bridge make, and builds that set
-//! commit statuses on the forge as Drone does. It follows Drone's source (github.com/drone/drone),
-//! not the agent:
+//! A test Drone on 127.0.0.1: the API calls the agent and the bridge make, the webhook the forge
+//! sends, and builds that set commit statuses on the forge as Drone does. It follows Drone's
+//! source (github.com/drone/drone, harness/drone v2.25), not the agent:
 //!
 //! | behaviour | follows |
 //! | --- | --- |
 //! | `Authorization: Bearer <token>`; an unknown token is a guest, not an error | session/session.go, handler/api/auth/auth.go |
-//! | `GET /api/builds/incomplete`: 401 `{"message":"Unauthorized"}` for a guest, 403 `{"message":"Forbidden"}` for a user who is not an admin; else the repositories with a pending or running build, each with `slug` and `build` | handler/api/api.go, handler/api/acl/acl.go (`AuthorizeAdmin`), store/repos/repos.go |
+//! | `GET /api/builds/incomplete`: 401 `{"message":"Unauthorized"}` for a guest, 403 `{"message":"Forbidden"}` for a user who is not an admin; else the repositories with a pending or running build, each with `slug` and `build`, at most 50; `oss`: 501 `{"message":"Not Implemented"}` for everyone | handler/api/api.go, handler/api/acl/acl.go (`AuthorizeAdmin`), store/repos/repos.go (`queryRepoWithBuildIncomplete`), handler/api/builds/builds_oss.go |
+//! | `GET /api/user/builds`: 401 for a guest; else the newest 25 builds of the repositories the user may see, newest first, each as its repository with `slug` and `build` (in OSS too) | handler/api/user/activity.go (`HandleRecent`), store/repos/repos.go (`queryRepoWithBuildAll`) |
 //! | `POST /api/repos/{o}/{n}/builds?branch=&commit=`: a user with write access; 404 for a repository not activated; a `custom` event build of the commit, answered 200 with the build | handler/api/repos/builds/create.go |
-//! | `GET /api/repos/{o}/{n}/builds`: newest first; 404 for a repository not activated | handler/api/repos/builds/list.go |
-//! | a build sets the commit status `continuous-integration/drone` (a custom event's label) to pending when it is created and to its result when it ends, through the forge's API | service/status/status.go, service/status/util.go |
+//! | `GET /api/repos/{o}/{n}/builds`: newest first; a repository Drone never synced 404, or 401 for a guest; one synced but never activated 200 `[]` | handler/api/repos/builds/list.go, handler/api/acl/repo.go (`InjectRepository`) |
+//! | `POST /hook` (the webhook activation installs on the forge): a `push` or a pull request `opened`/`synchronized` of an activated repository starts a build of that event, unless `[ci skip]` or `[skip ci]` is in the push's head commit message or the pull request's title or body; a custom build is never skipped so | service/hook/parser/parse.go, trigger/skip.go (`skipMessage`), trigger/trigger.go |
+//! | a build sets the commit status `continuous-integration/drone` plus `/push` or `/pr` for those events (a custom build the bare name) to pending when it is created and to its result when it ends, through the forge's API | service/status/status.go, service/status/util.go (`createLabel`) |
 //!
-//! Unlike Drone: no stages or steps (a build runs as `runs` says), and guests read every
-//! repository (Drone lets them read public ones only).
+//! Unlike Drone: no stages or steps (a build runs as `runs` says), guests read every
+//! repository (Drone lets them read public ones only), and the hook is not signed.
 
 // A stand-in for tests: a set-up that cannot work panics at once, loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -41,8 +43,14 @@ pub struct BuildRec {
 }
 
 pub struct DroneState {
+    /// `owner/name` of the repositories Drone has synced from the forge (activated or not).
+    pub synced: BTreeSet<String>,
     /// `owner/name` of the repositories activated in Drone.
     pub activated: BTreeSet<String>,
+    /// Drone's OSS build: no list of incomplete builds.
+    pub oss: bool,
+    /// Every build's place in the order all were made, by (slug, number).
+    pub made: Vec<(String, i64)>,
     pub builds: BTreeMap<String, Vec<BuildRec>>,
     pub runs: Runs,
     /// The forge Drone sets statuses on, and the token of the user who activated the repositories.
@@ -78,7 +86,10 @@ impl TestDrone {
             admin_token: "drone-admin-token".into(),
             user_token: "drone-user-token".into(),
             state: Arc::new(Mutex::new(DroneState {
+                synced: BTreeSet::new(),
                 activated: BTreeSet::new(),
+                oss: false,
+                made: Vec::new(),
                 builds: BTreeMap::new(),
                 runs: Runs::Ends("success".into()),
                 forge_url: forge_url.to_string(),
@@ -100,12 +111,17 @@ impl TestDrone {
         drone
     }
 
+    /// Synced and activated: what activation in Drone's web UI does (the forge's webhook is
+    /// installed by [`TestDrone::hook_url`] on the test forge, where a test wants it).
     pub fn activate(&self, slug: &str) {
-        self.state
-            .lock()
-            .expect("state")
-            .activated
-            .insert(slug.to_string());
+        let mut s = self.state.lock().expect("state");
+        s.synced.insert(slug.to_string());
+        s.activated.insert(slug.to_string());
+    }
+
+    /// Where the forge sends its webhooks for activated repositories.
+    pub fn hook_url(&self) -> String {
+        format!("{}/hook", self.url)
     }
 
     pub fn set_runs(&self, runs: Runs) {
@@ -129,6 +145,7 @@ impl TestDrone {
             after: "0".repeat(40),
             git_ref: "refs/heads/main".into(),
         });
+        s.made.push((slug.to_string(), number));
     }
 
     pub fn finish_all(&self) {
@@ -174,6 +191,9 @@ fn handle(request: Request, admin: &str, user: &str, state: &Arc<Mutex<DroneStat
             .to_string()
     };
     let response = match (method.as_str(), parts.as_slice()) {
+        ("GET", ["api", "builds", "incomplete"]) if state.lock().expect("state").oss => {
+            json(501, serde_json::json!({ "message": "Not Implemented" }))
+        }
         ("GET", ["api", "builds", "incomplete"]) => match who {
             "guest" => json(401, serde_json::json!({ "message": "Unauthorized" })),
             "user" => json(403, serde_json::json!({ "message": "Forbidden" })),
@@ -184,15 +204,26 @@ fn handle(request: Request, admin: &str, user: &str, state: &Arc<Mutex<DroneStat
                     .iter()
                     .flat_map(|(slug, bs)| bs.iter().map(move |b| (slug, b)))
                     .filter(|(_, b)| b.status == "pending" || b.status == "running")
+                    .take(50)
                     .map(|(slug, b)| serde_json::json!({ "slug": slug, "build": b }))
                     .collect();
                 json(200, serde_json::Value::Array(list))
             }
         },
+        ("GET", ["api", "user", "builds"]) if who == "guest" => {
+            json(401, serde_json::json!({ "message": "Unauthorized" }))
+        }
+        ("GET", ["api", "user", "builds"]) => json(200, recent(&state.lock().expect("state"))),
+        ("POST", ["hook"]) => {
+            hook(state, request_event(&request), request);
+            return;
+        }
         ("GET", ["api", "repos", o, n, "builds"]) => {
             let slug = format!("{o}/{n}");
             let s = state.lock().expect("state");
-            if !s.activated.contains(&slug) {
+            if !s.synced.contains(&slug) && who == "guest" {
+                json(401, serde_json::json!({ "message": "Unauthorized" }))
+            } else if !s.synced.contains(&slug) {
                 json(404, serde_json::json!({ "message": "Not Found" }))
             } else {
                 let list: Vec<serde_json::Value> = s
@@ -210,37 +241,116 @@ fn handle(request: Request, admin: &str, user: &str, state: &Arc<Mutex<DroneStat
             let _ = (o, n);
             json(401, serde_json::json!({ "message": "Unauthorized" }))
         }
-        ("POST", ["api", "repos", o, n, "builds"]) => create(
-            state,
-            &format!("{o}/{n}"),
-            &param("branch"),
-            &param("commit"),
-        ),
+        ("POST", ["api", "repos", o, n, "builds"]) => {
+            let slug = format!("{o}/{n}");
+            let git_ref = format!("refs/heads/{}", param("branch"));
+            match start(state, &slug, "custom", (&git_ref, &param("commit"))) {
+                Some(build) => json(200, serde_json::json!(build)),
+                None => json(404, serde_json::json!({ "message": "Not Found" })),
+            }
+        }
         _ => json(404, serde_json::json!({ "message": "Not Found" })),
     };
     let _ = request.respond(response);
 }
 
-/// `HandleCreate`: a custom build of the commit, then the run, which sets statuses.
-fn create(
+/// The newest 25 builds of every repository, newest first, each as its repository.
+fn recent(s: &DroneState) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = s
+        .made
+        .iter()
+        .rev()
+        .take(25)
+        .filter_map(|(slug, n)| {
+            let b = s.builds.get(slug)?.iter().find(|b| b.number == *n)?;
+            Some(serde_json::json!({ "slug": slug, "build": b }))
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}
+
+fn request_event(request: &Request) -> String {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("X-Gitea-Event"))
+        .map(|h| h.value.as_str().to_string())
+        .unwrap_or_default()
+}
+
+/// `[ci skip]` and its spellings, as trigger/skip.go looks for them, in lower case.
+fn skip_asked(text: &str) -> bool {
+    let lower = text.to_lowercase();
+    ["[ci skip]", "[skip ci]", "***no_ci***"]
+        .iter()
+        .any(|w| lower.contains(w))
+}
+
+/// The forge's webhook: a build of a push or a pull request opened or synchronized, unless its
+/// message, title or body asks to skip it.
+fn hook(state: &Arc<Mutex<DroneState>>, event: String, mut request: Request) {
+    let mut body = String::new();
+    let _ = request.as_reader().read_to_string(&mut body);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let slug = v["repository"]["full_name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let planned = match event.as_str() {
+        "push" if !skip_asked(v["head_commit"]["message"].as_str().unwrap_or_default()) => Some((
+            "push",
+            v["ref"].as_str().unwrap_or_default().to_string(),
+            v["after"].as_str().unwrap_or_default().to_string(),
+        )),
+        "pull_request"
+            if matches!(v["action"].as_str(), Some("opened" | "synchronized"))
+                && !skip_asked(v["pull_request"]["title"].as_str().unwrap_or_default())
+                && !skip_asked(v["pull_request"]["body"].as_str().unwrap_or_default()) =>
+        {
+            Some((
+                "pull_request",
+                format!("refs/pull/{}/head", v["number"]),
+                v["pull_request"]["head"]["sha"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ))
+        }
+        _ => None,
+    };
+    if let Some((event, git_ref, after)) = planned {
+        let _ = start(state, &slug, event, (&git_ref, &after));
+    }
+    let _ = request.respond(json(200, serde_json::json!({})));
+}
+
+/// A build of `commit` for `event` in an activated repository, then its run, which sets
+/// statuses; `None` for a repository not activated.
+fn start(
     state: &Arc<Mutex<DroneState>>,
     slug: &str,
-    branch: &str,
-    commit: &str,
-) -> Response<std::io::Cursor<Vec<u8>>> {
+    event: &str,
+    (git_ref, commit): (&str, &str),
+) -> Option<BuildRec> {
     let mut s = state.lock().expect("state");
     if !s.activated.contains(slug) {
-        return json(404, serde_json::json!({ "message": "Not Found" }));
+        return None;
     }
     let builds = s.builds.entry(slug.to_string()).or_default();
     let build = BuildRec {
         number: builds.len() as i64 + 1,
         status: "pending".into(),
-        event: "custom".into(),
+        event: event.to_string(),
         after: commit.to_string(),
-        git_ref: format!("refs/heads/{branch}"),
+        git_ref: git_ref.to_string(),
     };
     builds.push(build.clone());
+    s.made.push((slug.to_string(), build.number));
+    let context = match event {
+        "push" => format!("{CONTEXT}/push"),
+        "pull_request" => format!("{CONTEXT}/pr"),
+        _ => CONTEXT.to_string(),
+    };
     let (runs, forge, token) = (s.runs.clone(), s.forge_url.clone(), s.forge_token.clone());
     drop(s);
     let (state, slug, number) = (state.clone(), slug.to_string(), build.number);
@@ -252,7 +362,7 @@ fn create(
                 .post(&url)
                 .header("Authorization", &format!("token {token}"))
                 .send_json(serde_json::json!({
-                    "state": word, "context": CONTEXT, "description": description,
+                    "state": word, "context": context, "description": description,
                     "target_url": format!("http://drone/{slug}/{number}"),
                 }));
         };
@@ -278,5 +388,5 @@ fn create(
             status(&end, description);
         }
     });
-    json(200, serde_json::json!(build))
+    Some(build)
 }

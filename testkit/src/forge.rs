@@ -18,7 +18,10 @@
 //! | a comment on a missing issue 500, not 404; every comment listed in one answer, oldest first (`ListIssueComments` takes no page or limit), each with `id`, `user.login`, `created_at`, `updated_at`; ids are the instance's; `since`/`before` keep those with `updated_unix` >= since, <= before, and a time that does not parse is 422 | routers/api/v1/repo/issue_comment.go, routers/api/v1/utils (`GetQueryBeforeSince`), models/issues/comment.go (`FindCommentsOptions.ToConds`) |
 //! | the open pull requests listed newest first; `GET .../pulls/{n}` one of them, open or closed, 404 for none; `head` and `base` carry `ref` and `repo_id`, a fork's head its own repository's id (`fork`); `comments` the pull request's comment count | models/issues/issue_search.go (`applySorts` default), routers/api/v1/repo/pull.go (`GetPullRequest`), modules/structs/pull.go (`PRBranchInfo`, `Comments`), services/convert/pull.go (`Issue.NumComments`) |
 //! | `POST .../pulls` `{head, base, title, body}`: 201 with `number`; 404 a branch missing (`parseCompareInfo`); 409 "pull request already exists for these targets [id: ROW, issue_id: NUMBER, ...]" for an open, unmerged one of the same head repository, head and base (`GetUnmergedPullRequest`: `head_repo_id`, `is_closed = false`, `has_merged = false`; `IssueID: existingPr.Index`) | routers/api/v1/repo/pull.go (`CreatePullRequest`), models/issues/pull.go (`ErrPullRequestAlreadyExists`) |
-//! | a branch-backed pull request's `head.sha` is its branch's tip | forge-facts.md (`head.sha` is read from `refs/pull/N/head`); Gitea moves that ref after a push from a queue, which this source was not read for, and here it moves at once: the agent never reads it, it pushes the head it comments on |
+//! | a branch-backed pull request's `head.sha` is its branch's tip, at once unless `head_lag` is set | forge-facts.md (`head.sha` is read from `refs/pull/N/head`, moved after a push from a queue) |
+//! | `PATCH .../pulls/{n}` `{title}`: 201, the title changed | routers/api/v1/repo/pull.go (`EditPullRequest`) |
+//! | `hooks`: after a push, a `push` webhook per branch that moved and a pull request `synchronized` for each open one from it; a new pull request `opened`; delivered from a thread, after the answer ([`crate::webhook`]) | services/repository/push.go, services/pull/pull.go, services/webhook/deliver.go |
+//! | `head_lag` (1.23 and later): a pull request's `head.sha` stays the old head this long after a push to its branch, while the queue has not moved `refs/pull/N/head` | services/pull/pull.go (`AddTestPullRequestTask`), services/convert/pull.go |
 //! | `GET`/`POST .../issues/comments/{id}/reactions`: `{user.login, content}`; the list is `null` when empty | routers/api/v1/repo/issue_reaction.go |
 //! | `POST .../statuses/{sha}` `{state, context, description}`: 201, the state stored as sent; `GET .../statuses/{sha}` lists them with `id` and `creator.login` (the swagger's states: pending, success, error, failure, warning; the order is not relied on) | routers/api/v1/repo/status.go (`NewCommitStatus`, `GetCommitStatuses`) |
 //! | several users, each by its own token (`add_user`): the bridge's and Drone's | services/auth |
@@ -48,6 +51,8 @@ use std::time::Duration;
 
 use tiny_http::{Header, Request, Response, Server};
 
+use crate::webhook;
+
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PullRec {
     pub number: u64,
@@ -64,6 +69,10 @@ pub struct PullRec {
     pub refuse_close: bool,
     /// Opened from a fork (its owner): `head.repo_id` is the fork's, not the mirror's.
     pub fork: Option<String>,
+    /// With `State::head_lag`: the head the pull request shows until Gitea's queue has moved
+    /// `refs/pull/N/head` (the old head, and when the queue runs).
+    #[serde(skip)]
+    pub lagging: Option<(String, std::time::Instant)>,
 }
 
 /// One comment, with the reactions to it. Ids are the instance's, as Gitea's are.
@@ -139,6 +148,13 @@ pub struct State {
     /// GETs of the API whose path (after /api/v1) starts with the first part are answered as
     /// usual but one byte per pause: a slow link or a server under load (not a Gitea behaviour).
     pub trickle: Option<(String, Duration)>,
+    /// Webhook receivers (Drone's `/hook`): every push and pull-request event is sent there
+    /// ([`crate::webhook`]).
+    pub hooks: Vec<String>,
+    /// Gitea 1.23 and later: a pull request's `head.sha` is read from `refs/pull/N/head`, which
+    /// a queued task moves this long after a push to its branch (services/pull/pull.go
+    /// `AddTestPullRequestTask`); before 1.23 it was the branch's tip at once.
+    pub head_lag: Option<Duration>,
 }
 
 /// An API answer given to any `method` request whose path (after /api/v1) starts with `path`.
@@ -445,7 +461,88 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
             hook();
         }
     }
+    let pushed = (method == "POST" && path.ends_with("/git-receive-pack")).then(|| {
+        let full = path
+            .trim_start_matches('/')
+            .trim_end_matches("/git-receive-pack");
+        let full = full.trim_end_matches(".git").to_string();
+        let tips = branch_tips(&root.join(format!("{full}.git")));
+        (full, tips)
+    });
     cgi(request, &method, &path, &query, root);
+    if let Some((full, before)) = pushed {
+        after_push(state, root, &full, &before);
+    }
+}
+
+/// Every branch of a bare repository and its tip.
+fn branch_tips(repo: &Path) -> BTreeMap<String, String> {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args([
+            "for-each-ref",
+            "--format=%(refname:strip=2) %(objectname)",
+            "refs/heads",
+        ])
+        .output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    text.unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(b, o)| (b.to_string(), o.to_string()))
+        .collect()
+}
+
+/// What Gitea does once a push is in: a push hook per branch that moved, and for each open pull
+/// request from that branch a `synchronized` hook, its head moved now or, with `head_lag`,
+/// by the queue later (services/repository/push.go, services/pull/pull.go).
+fn after_push(state: &Mutex<State>, root: &Path, full: &str, before: &BTreeMap<String, String>) {
+    let repo = root.join(format!("{full}.git"));
+    let name = full.rsplit('/').next().unwrap_or_default().to_string();
+    let mut s = state.lock().unwrap();
+    let (hooks, lag) = (s.hooks.clone(), s.head_lag);
+    for (branch, after) in branch_tips(&repo) {
+        let old = before
+            .get(&branch)
+            .cloned()
+            .unwrap_or_else(|| "0".repeat(40));
+        if old == after {
+            continue;
+        }
+        let message = git_output(&repo, &["log", "-1", "--format=%B", &after]);
+        webhook::deliver(
+            &hooks,
+            "push",
+            webhook::push(full, &branch, (&old, &after), &message),
+        );
+        let from_branch = s.pulls.get_mut(&name).into_iter().flatten().filter(|p| {
+            p.open && p.fork.is_none() && p.head_ref.as_deref() == Some(branch.as_str())
+        });
+        for p in from_branch {
+            if let Some(lag) = lag {
+                p.lagging = Some((old.clone(), std::time::Instant::now() + lag));
+            }
+            let payload = webhook::pull_request(
+                full,
+                "synchronized",
+                (p.number, &p.title),
+                (&branch, &after),
+            );
+            webhook::deliver(&hooks, "pull_request", payload);
+        }
+    }
+}
+
+/// git's stdout in a bare repository, empty when git fails.
+fn git_output(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(args)
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 /// The scope category a route needs, as Gitea's routers/api/v1/api.go groups them with
@@ -818,14 +915,23 @@ fn api_call(
                 );
             }
             let number = pulls.iter().map(|p| p.number).max().unwrap_or(0) + 1;
+            let title = req["title"].as_str().unwrap_or_default().to_string();
+            let sha = tip(&repo_dir, &head).unwrap_or_default();
+            let payload = webhook::pull_request(
+                &format!("{org}/{repo}"),
+                "opened",
+                (number, &title),
+                (&head, &sha),
+            );
             pulls.push(PullRec {
                 number,
                 head_ref: Some(head),
                 base,
-                title: req["title"].as_str().unwrap_or_default().to_string(),
+                title,
                 open: true,
                 ..PullRec::default()
             });
+            webhook::deliver(&s.hooks, "pull_request", payload);
             json(201, serde_json::json!({ "number": number }))
         }
         ("PATCH", ["repos", _org, repo, "pulls", n]) => {
@@ -845,6 +951,13 @@ fn api_call(
                     json(
                         201,
                         serde_json::json!({ "number": p.number, "state": "closed" }),
+                    )
+                }
+                Some(p) if req["title"].is_string() => {
+                    p.title = req["title"].as_str().unwrap_or_default().to_string();
+                    json(
+                        201,
+                        serde_json::json!({ "number": p.number, "title": p.title }),
                     )
                 }
                 _ => json(422, serde_json::json!({ "message": "unsupported" })),
@@ -919,11 +1032,20 @@ fn repo_id(name: &str) -> u64 {
 
 /// A pull request as Gitea's `api.PullRequest` has it (modules/structs/pull.go): `head` and
 /// `base` are `PRBranchInfo` with `ref`, `sha` and `repo_id`.
+/// The old head a pull request still shows while Gitea's queue has not moved its ref.
+fn lag_shown(p: &PullRec) -> Option<String> {
+    let (old, at) = p.lagging.as_ref()?;
+    (*at > std::time::Instant::now()).then(|| old.clone())
+}
+
 fn pull_json(root: &Path, org: &str, repo: &str, p: &PullRec) -> serde_json::Value {
     // Gitea reads a pull request's head from refs/pull/N/head, which it moves with the head
     // branch on every push to it.
     let (sha, head_ref) = match &p.head_ref {
         Some(branch) if p.fork.is_some() => (p.head_sha.clone(), branch.clone()),
+        Some(branch) if lag_shown(p).is_some() => {
+            (lag_shown(p).unwrap_or_default(), branch.clone())
+        }
         Some(branch) => (
             tip(&root.join(org).join(format!("{repo}.git")), branch).unwrap_or_default(),
             branch.clone(),

@@ -10,3 +10,4 @@ pub mod demo;
 pub mod drone;
 pub mod emulator;
 pub mod forge;
+pub mod webhook;

@@ -4,7 +4,8 @@
 //! | call | answer | source |
 //! | --- | --- | --- |
 //! | `POST /repos/{o}/{r}/pulls` `{head, base, title, body}` | 201 with `number`; 409 "pull request already exists for these targets" | routers/api/v1/repo/pull.go, models/issues/pull.go (`ErrPullRequestAlreadyExists`) |
-//! | `GET /repos/{o}/{r}/pulls/{n}` | one pull request, open or closed: `state`, `head.ref`, `head.repo_id`, `base.ref`, `base.repo_id`; 404 for none | routers/api/v1/repo/pull.go (`GetPullRequest`), modules/structs/pull.go |
+//! | `GET /repos/{o}/{r}/pulls/{n}` | one pull request, open or closed: `state`, `title`, `head.ref`, `head.sha`, `head.repo_id`, `base.ref`, `base.repo_id`; 404 for none. From 1.23, `head.sha` is read from `refs/pull/N/head`, which a queued task moves after a push | routers/api/v1/repo/pull.go (`GetPullRequest`), modules/structs/pull.go, services/convert/pull.go, services/pull/pull.go (`AddTestPullRequestTask`) |
+//! | `PATCH /repos/{o}/{r}/pulls/{n}` `{title}` | 201 with the pull request | routers/api/v1/repo/pull.go (`EditPullRequest`) |
 //! | `GET /repos/{o}/{r}/issues/{n}/comments?since=T` | every comment whose `updated_unix` is at or after T, at once, oldest first, each with `id`, `body`, `user.login`: no `page` or `limit`, so `since` is the only bound | routers/api/v1/repo/issue_comment.go (`ListIssueComments`), models/issues/comment.go (`FindCommentsOptions`) |
 //! | `POST /repos/{o}/{r}/issues/{n}/comments` `{body}` | 201 with the comment's `id` and `created_at`, in the server's clock | the same file (`CreateIssueComment`) |
 //! | `GET /repos/{o}/{r}/issues/comments/{id}/reactions` | a list of `{user.login, content}`; `null` when there is none | routers/api/v1/repo/issue_reaction.go |
@@ -32,16 +33,19 @@ pub struct Reaction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitStatus {
     pub id: u64,
-    /// pending, success, error, failure or warning.
+    /// pending, success, error or failure from Drone; Gitea stores whatever it is sent.
     pub state: String,
     pub context: String,
     pub login: String,
 }
 
 impl CommitStatus {
-    /// Whether the CI said how it ended (anything but pending).
+    /// Whether the CI said how it ended: success, failure or error, the final states Drone
+    /// sends Gitea (go-scm maps killed, declined and skipped to error). Gitea stores any state
+    /// it is sent (`NewCommitStatus`): `running` (1.19, 1.20), `skipped` (1.25), `warning` or a
+    /// word of another CI's are not an ending.
     pub fn is_final(&self) -> bool {
-        self.state != "pending"
+        matches!(self.state.as_str(), "success" | "failure" | "error")
     }
 }
 
@@ -71,6 +75,10 @@ pub struct PullState {
     pub base_ref: String,
     /// Its head branch is in the repository itself, not in a fork.
     pub same_repo: bool,
+    pub title: String,
+    /// The head commit as the forge shows it: Gitea 1.23 and later read it from
+    /// `refs/pull/N/head`, which a queued task moves after a push, so it may lag the branch.
+    pub head_sha: String,
 }
 
 /// Every call finishes by its `deadline`, retries included.
@@ -88,6 +96,14 @@ pub trait Discussion {
     ) -> Result<Opened>;
     /// Pull request `number`; `None` when there is none.
     fn pull(&self, recipe: &str, number: u64, deadline: Deadline) -> Result<Option<PullState>>;
+    /// Gives pull request `number` a new title.
+    fn retitle_pull(
+        &self,
+        recipe: &str,
+        number: u64,
+        title: &str,
+        deadline: Deadline,
+    ) -> Result<()>;
     /// The comments of pull request `number`, oldest first; with `since` (the forge's time, as
     /// [`Posted::created_at`] gives it), only those written or edited at or after it.
     fn comments(
@@ -157,6 +173,8 @@ struct ApiBranch {
     #[serde(default)]
     r#ref: String,
     #[serde(default)]
+    sha: String,
+    #[serde(default)]
     repo_id: Option<u64>,
 }
 
@@ -164,6 +182,8 @@ struct ApiBranch {
 struct ApiPullState {
     #[serde(default)]
     state: String,
+    #[serde(default)]
+    title: String,
     head: ApiBranch,
     base: ApiBranch,
 }
@@ -270,8 +290,29 @@ impl Discussion for Gitea {
             open: p.state == "open",
             same_repo: p.head.repo_id.is_some() && p.head.repo_id == p.base.repo_id,
             head_ref: p.head.r#ref,
+            head_sha: p.head.sha,
             base_ref: p.base.r#ref,
+            title: p.title,
         }))
+    }
+
+    fn retitle_pull(
+        &self,
+        recipe: &str,
+        number: u64,
+        title: &str,
+        deadline: Deadline,
+    ) -> Result<()> {
+        let org = self.org();
+        let path = format!("/repos/{org}/{recipe}/pulls/{number}");
+        let request = serde_json::json!({ "title": title });
+        let answer = self.call("PATCH", &path, Some(&request), deadline)?;
+        self.expect(
+            &format!("retitling {org}/{recipe}#{number}"),
+            answer,
+            &[201],
+        )?;
+        Ok(())
     }
 
     fn comments(

@@ -148,8 +148,13 @@ pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
         talk,
         cache_dir: &config.state_dir.join("probe"),
     };
-    let mut reports = Vec::new();
+    let mut reports: Vec<Report> = Vec::new();
     for (recipe, fp, reason) in due {
+        // The builds of heads probed before in this run are the probe's own, not CI at work.
+        let own: Vec<(String, String)> = reports
+            .iter()
+            .filter_map(|r| Some((forge.full_name(&r.recipe), r.head.clone()?)))
+            .collect();
         let watch = Watch {
             talk,
             drone: drone.as_ref(),
@@ -158,12 +163,10 @@ pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
             full_name: forge.full_name(&recipe.name),
         };
         let report = probe_one(
-            &config,
-            &ledger,
+            (&config, &ledger),
             (&mirror, &watch),
-            &recipe,
-            &fp,
-            reason,
+            (&recipe, &fp, reason),
+            &own,
             &ctx.out,
         )?;
         ctx.out.progress(line(&report));
@@ -251,12 +254,10 @@ fn wait_for_turn(config: &Config, ledger: &Ledger, out: &Output) -> Result<()> {
 }
 
 fn probe_one(
-    config: &Config,
-    ledger: &Ledger,
+    (config, ledger): (&Config, &Ledger),
     (mirror, watch): (&Mirror<'_>, &Watch<'_>),
-    recipe: &Recipe,
-    fp: &Fingerprint,
-    reason: String,
+    (recipe, fp, reason): (&Recipe, &Fingerprint, String),
+    own: &[(String, String)],
     out: &Output,
 ) -> Result<Report> {
     let name = &recipe.name;
@@ -273,7 +274,11 @@ fn probe_one(
     };
     if let Some(check) = &config.probe.busy_check {
         busy::usable(check, "probe")?;
-        if let Busy::Busy(why) | Busy::Unknown(why) = busy::check(check) {
+        let accounted = |r: &crate::drone::Running| {
+            own.iter()
+                .any(|(slug, head)| r.slug == *slug && r.build.after == *head)
+        };
+        if let Busy::Busy(why) | Busy::Unknown(why) = busy::check_beside(check, &accounted) {
             let id = ledger.probe_begin(name, &fp.text())?;
             report.detail = format!("CI is busy ({why}): not probed now, the next run will");
             ledger.probe_end(id, ProbeOutcome::Deferred, None, None, &report.detail)?;

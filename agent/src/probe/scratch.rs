@@ -13,8 +13,25 @@ use crate::git::{Change, Git};
 use crate::settings::enrollment::Recipe;
 
 pub const BRANCH: &str = "cc-ci/probe";
-pub const TITLE: &str = "cc-ci probe: does !testme start CI here? (kept open, never merged)";
+/// `[ci skip]` keeps Drone's own webhook builds off the probe's pull request: Drone skips a
+/// pull request's hook with it in the title, and never a custom build, which is the bridge's
+/// (trigger/skip.go). Their statuses would otherwise answer the probe without the bridge.
+pub const TITLE: &str =
+    "cc-ci probe: does !testme start CI here? (kept open, never merged) [ci skip]";
+/// What a title of the probe's needs, whatever else an older agent wrote.
+const SKIP: &str = "[ci skip]";
+/// How often the pull request is asked whether it shows the new head yet.
+const HEAD_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 const AUTHOR: (&str, &str) = ("cc-ci probe", "cc-ci-probe@localhost");
+
+/// The probe's pull request as found before the push.
+enum Found {
+    Pull(u64),
+    /// None open; `listed_all`: the listing was complete.
+    None {
+        listed_all: bool,
+    },
+}
 
 /// The pull request and the head a probe comments on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,13 +89,20 @@ impl Mirror<'_> {
             let branch = format!("refs/heads/{}", recipe.branch);
             git.fetch_ref(&cache, &url, &branch, "refs/probe/base")?;
         }
+        // `[ci skip]` in the message: Drone skips the push hook of a commit that says so.
         let message = format!(
-            "cc-ci probe #{id} of {name}\n\nAn empty commit on {} at {}, made for one `!testme` \
-             probe (docs/probe.md). Never merged.\n",
+            "cc-ci probe #{id} of {name} {SKIP}\n\nAn empty commit on {} at {}, made for one \
+             `!testme` probe (docs/probe.md). Never merged.\n",
             recipe.branch,
             crate::git::short(base)
         );
         let head = git.empty_commit(&cache, base, AUTHOR, &message)?;
+        // Found, and its title mended, before the push: the push's synchronize hook carries
+        // the title Drone reads.
+        let found = match heads.get(BRANCH) {
+            Some(_) => self.find(recipe, last, deadline)?,
+            None => Found::None { listed_all: true },
+        };
         let change = Change::Branch {
             name: BRANCH.to_string(),
             from: heads.get(BRANCH).cloned(),
@@ -86,32 +110,65 @@ impl Mirror<'_> {
         };
         git.push(&cache, &url, &[change])
             .with_context(|| format!("pushing {BRANCH} to {}", self.forge.full_name(name)))?;
-        let pull = self.the_pull(recipe, last, deadline)?;
+        let pull = match found {
+            Found::Pull(n) => n,
+            Found::None { listed_all } => self.open(recipe, listed_all, deadline)?,
+        };
+        self.await_head(recipe, pull, &head, deadline)?;
         Ok(Scratch { pull, head })
     }
 
-    /// Whether pull request `number` is the probe's: open, from `cc-ci/probe` of the mirror
+    /// Pull request `number` when it is the probe's: open, from `cc-ci/probe` of the mirror
     /// itself (never a fork's branch of that name: a `!testme` there runs the fork's code) into
-    /// the recipe's branch.
-    fn is_ours(&self, recipe: &Recipe, number: u64, deadline: Deadline) -> Result<bool> {
-        Ok(self
-            .talk
-            .pull(&recipe.name, number, deadline)?
-            .is_some_and(|p| {
-                p.open && p.same_repo && p.head_ref == BRANCH && p.base_ref == recipe.branch
-            }))
+    /// the recipe's branch; its title given `[ci skip]` if an older agent's lacks it.
+    fn ours(&self, recipe: &Recipe, number: u64, deadline: Deadline) -> Result<bool> {
+        let Some(p) = self.talk.pull(&recipe.name, number, deadline)? else {
+            return Ok(false);
+        };
+        let ours = p.open && p.same_repo && p.head_ref == BRANCH && p.base_ref == recipe.branch;
+        if ours && !p.title.contains(SKIP) {
+            self.talk
+                .retitle_pull(&recipe.name, number, TITLE, deadline)?;
+        }
+        Ok(ours)
+    }
+
+    /// Waits until the forge shows `head` as the pull request's head: Gitea 1.23 and later
+    /// move `refs/pull/N/head` from a queue after the push, and a bridge that read the pull
+    /// request before then would build the previous head.
+    fn await_head(&self, recipe: &Recipe, pull: u64, head: &str, deadline: Deadline) -> Result<()> {
+        loop {
+            let shown = self.talk.pull(&recipe.name, pull, deadline)?;
+            let sha = shown.map(|p| p.head_sha).unwrap_or_default();
+            if sha == head {
+                return Ok(());
+            }
+            let left = deadline.left().unwrap_or(HEAD_POLL);
+            if left.is_zero() {
+                bail!(
+                    "{}#{pull} still shows head {} after the push of {}: the forge has not \
+                     moved refs/pull/{pull}/head (Gitea's pull-request queue is stuck or slow), \
+                     so a !testme now would build the old head",
+                    self.forge.full_name(&recipe.name),
+                    crate::git::short(&sha),
+                    crate::git::short(head)
+                );
+            }
+            std::thread::sleep(HEAD_POLL.min(left));
+        }
     }
 
     /// The open pull request from `cc-ci/probe`: the one the last probe used while it is still
-    /// open, else found among the open ones, else opened; when there are several (a person
+    /// open, else found among the open ones, else none (the caller opens one once the branch
+    /// is pushed); when there are several (a person
     /// opened one too), the oldest is kept and the others closed. A mirror with more open pull
     /// requests than the agent lists (anyone may open them) does not hide it: the last one is
     /// looked up by number, and Gitea's refusal to open a second names the first.
-    fn the_pull(&self, recipe: &Recipe, last: Option<u64>, deadline: Deadline) -> Result<u64> {
+    fn find(&self, recipe: &Recipe, last: Option<u64>, deadline: Deadline) -> Result<Found> {
         let name = &recipe.name;
         if let Some(n) = last {
-            if self.is_ours(recipe, n, deadline)? {
-                return Ok(n);
+            if self.ours(recipe, n, deadline)? {
+                return Ok(Found::Pull(n));
             }
         }
         let listing = self.forge.open_pulls(name, deadline)?;
@@ -123,14 +180,18 @@ impl Mirror<'_> {
             .collect();
         ours.sort_unstable();
         let Some((&keep, others)) = ours.split_first() else {
-            return self.open(recipe, listing.complete, deadline);
+            return Ok(Found::None {
+                listed_all: listing.complete,
+            });
         };
         for &extra in others {
             if let Closed::Refused(why) = self.forge.close_pull(name, extra, deadline)? {
                 tracing::warn!("{name}: a second probe pull request #{extra} stays open: {why}");
             }
         }
-        Ok(keep)
+        // Listed, so same-repository and from the branch; the title may still need mending.
+        self.ours(recipe, keep, deadline)?;
+        Ok(Found::Pull(keep))
     }
 
     fn open(&self, recipe: &Recipe, listed_all: bool, deadline: Deadline) -> Result<u64> {
@@ -140,7 +201,7 @@ impl Mirror<'_> {
                 .open_pull(name, BRANCH, &recipe.branch, TITLE, &body(name), deadline)?;
         match opened {
             Opened::New(n) => Ok(n),
-            Opened::Exists(Some(n)) if self.is_ours(recipe, n, deadline)? => Ok(n),
+            Opened::Exists(Some(n)) if self.ours(recipe, n, deadline)? => Ok(n),
             Opened::Exists(_) => {
                 let unlisted = if listed_all {
                     ""

@@ -70,24 +70,39 @@ pub struct Seen {
     pub statuses: Vec<CommitStatus>,
     /// Drone's builds of the head; `None` without a Drone to ask.
     pub builds: Option<Vec<Build>>,
+    /// Why Drone showed no build: it could not be read (never synced, a refused token), or it
+    /// lists none of the repository at all (not activated).
+    pub drone_note: Option<String>,
 }
+
+/// The event of a Drone build made through its API, as the bridge makes them
+/// (handler/api/repos/builds/create.go). Drone's own builds from its webhook are `push` and
+/// `pull_request`: they answer a push, not the comment.
+pub const BRIDGE_EVENT: &str = "custom";
 
 /// How the stages are recognised.
 #[derive(Debug, Clone)]
 pub struct Rules<'a> {
     /// Only this user's reactions, replies and statuses show the bridge picked it up.
     pub bridge_login: Option<&'a str>,
-    /// The CI's status context (a prefix).
+    /// The CI's status context, matched exactly; one ending in `*` is a prefix. Drone names a
+    /// custom build's status `continuous-integration/drone` and its own webhook builds'
+    /// `.../push` and `.../pr` (service/status/util.go), so a prefix would take those too.
     pub ci_context: &'a str,
 }
 
 impl Rules<'_> {
+    /// Gitea's logins are case-insensitive (a user signs in as `Bridge-Bot` or `bridge-bot`).
     fn by_bridge(&self, login: &str) -> bool {
-        self.bridge_login.is_none_or(|b| b == login)
+        self.bridge_login
+            .is_none_or(|b| b.eq_ignore_ascii_case(login))
     }
 
     fn ci(&self, s: &CommitStatus) -> bool {
-        s.context.starts_with(self.ci_context)
+        match self.ci_context.strip_suffix('*') {
+            Some(prefix) => s.context.starts_with(prefix),
+            None => s.context == self.ci_context,
+        }
     }
 
     /// What proves `stage` in `seen`, said for the journal; `None` when nothing does.
@@ -102,7 +117,12 @@ impl Rules<'_> {
     fn picked_up(&self, seen: &Seen) -> Option<String> {
         let reaction = seen.reactions.iter().find(|r| self.by_bridge(&r.login));
         let reply = seen.replies.iter().find(|c| self.by_bridge(&c.login));
-        let status = seen.statuses.iter().find(|s| self.by_bridge(&s.login));
+        // Without a login, only the CI's own status counts: anyone's else (Drone's push and
+        // pull-request builds among them) could be set without the bridge.
+        let status = seen.statuses.iter().find(|s| match self.bridge_login {
+            Some(_) => self.by_bridge(&s.login),
+            None => self.ci(s),
+        });
         reaction
             .map(|r| format!("a {:?} reaction by {}", r.content, r.login))
             .or_else(|| reply.map(|c| format!("a reply by {} (comment {})", c.login, c.id)))
@@ -204,6 +224,60 @@ mod tests {
             ..Seen::default()
         };
         assert_eq!(RULES.evidence(Stage::BuildStarted, &other), None);
+    }
+
+    #[test]
+    fn drones_own_push_and_pr_statuses_are_not_the_ci_context_unless_a_prefix_is_asked() {
+        let seen = Seen {
+            statuses: vec![
+                status(1, "success", "continuous-integration/drone/push"),
+                status(2, "success", "continuous-integration/drone/pr"),
+            ],
+            ..Seen::default()
+        };
+        for stage in Stage::ALL {
+            assert_eq!(RULES.evidence(stage, &seen), None, "{stage:?}");
+        }
+        let prefix = Rules {
+            ci_context: "continuous-integration/drone*",
+            ..RULES
+        };
+        assert!(prefix.evidence(Stage::Reported, &seen).is_some());
+    }
+
+    #[test]
+    fn only_success_failure_and_error_are_final() {
+        for (state, fin) in [
+            ("success", true),
+            ("failure", true),
+            ("error", true),
+            ("pending", false),
+            ("running", false),
+            ("skipped", false),
+            ("warning", false),
+        ] {
+            let seen = Seen {
+                statuses: vec![status(1, state, "continuous-integration/drone")],
+                ..Seen::default()
+            };
+            assert_eq!(RULES.reported(&seen).is_some(), fin, "{state}");
+        }
+    }
+
+    #[test]
+    fn the_bridge_login_is_matched_without_case() {
+        let rules = Rules {
+            bridge_login: Some("Bridge-Bot"),
+            ..RULES
+        };
+        let seen = Seen {
+            reactions: vec![Reaction {
+                login: "bridge-bot".into(),
+                content: "eyes".into(),
+            }],
+            ..Seen::default()
+        };
+        assert!(rules.evidence(Stage::PickedUp, &seen).is_some());
     }
 
     #[test]

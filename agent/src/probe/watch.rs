@@ -10,9 +10,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::scratch::Scratch;
-use super::stages::{Rules, Seen, Stage};
+use super::stages::{Rules, Seen, Stage, BRIDGE_EVENT};
 use crate::deadline::Deadline;
-use crate::drone::Drone;
+use crate::drone::{Build, Drone};
 use crate::forge::{Discussion, Listed, Posted};
 use crate::ledger::{Ledger, ProbeOutcome};
 use crate::settings::probe::ProbeSettings;
@@ -101,22 +101,42 @@ impl Watch<'_> {
                 ),
                 Listed::TooMany(why) => (Vec::new(), Some(why)),
             };
-        let builds = match self.drone {
-            Some(d) => Some(
-                d.builds(&self.full_name, deadline)?
-                    .into_iter()
-                    .filter(|b| b.after == scratch.head)
-                    .collect(),
-            ),
-            None => None,
-        };
+        let (builds, drone_note) = self.drone_builds(&scratch.head, deadline);
         Ok(Seen {
             reactions: self.talk.reactions(recipe, comment.id, deadline)?,
             replies,
             replies_unread,
             statuses: self.talk.statuses(recipe, &scratch.head, deadline)?,
             builds,
+            drone_note,
         })
+    }
+
+    /// The bridge's Drone builds of `head`, and why Drone showed none where it could not be
+    /// read or lists nothing at all. A Drone that cannot answer fails only the stage it
+    /// proves: the reactions and statuses are read all the same.
+    fn drone_builds(&self, head: &str, deadline: Deadline) -> (Option<Vec<Build>>, Option<String>) {
+        let Some(d) = self.drone else {
+            return (None, None);
+        };
+        match d.builds(&self.full_name, deadline) {
+            Ok(all) if all.is_empty() => (
+                Some(all),
+                Some(format!(
+                    "Drone lists no build of {} at all: it is synced but not activated in \
+                     Drone (activate it there, which also installs Drone's webhook)",
+                    self.full_name
+                )),
+            ),
+            Ok(all) => {
+                let ours = all
+                    .into_iter()
+                    .filter(|b| b.after == head && b.event == BRIDGE_EVENT)
+                    .collect();
+                (Some(ours), None)
+            }
+            Err(e) => (Some(Vec::new()), Some(format!("{e:#}"))),
+        }
     }
 
     /// Waits until `deadline` (the probe's `probe.timeout`) for the stages, in order, asking
@@ -135,14 +155,18 @@ impl Watch<'_> {
         let start = Instant::now();
         let mut stages: Vec<StageSeen> = Vec::new();
         let mut answered = false;
-        // Why the replies could not be read, if at some look they could not.
-        let mut unread = None;
+        // Why the replies could not be read, if at some look they could not; what Drone said
+        // when it showed no build, at the last look it answered.
+        let (mut unread, mut drone_note) = (None, None);
         loop {
             // The last look's error: a forge that does not answer now may at the next look.
             let trouble = match self.look(recipe, scratch, comment, deadline) {
                 Ok(seen) => {
                     answered = true;
                     unread = seen.replies_unread.clone().or(unread);
+                    if !deadline.left().is_some_and(|l| l.is_zero()) {
+                        drone_note.clone_from(&seen.drone_note);
+                    }
                     self.record(id, (&rules, &seen), start, &mut stages)?;
                     if stages.len() == Stage::ALL.len() {
                         return Ok(proven(&rules, &seen, start, stages));
@@ -159,7 +183,7 @@ impl Watch<'_> {
             };
             let left = deadline.left().unwrap_or(self.settings.poll_interval);
             if left.is_zero() {
-                return Ok(self.ran_out(stages, trouble, unread));
+                return Ok(self.ran_out(stages, trouble, (unread, drone_note)));
             }
             std::thread::sleep(self.settings.poll_interval.min(left));
         }
@@ -191,7 +215,7 @@ impl Watch<'_> {
         &self,
         stages: Vec<StageSeen>,
         trouble: Option<String>,
-        unread: Option<String>,
+        (unread, drone_note): (Option<String>, Option<String>),
     ) -> Ending {
         let waited = humantime::format_duration(self.settings.timeout);
         if let Some(e) = trouble {
@@ -216,13 +240,19 @@ impl Watch<'_> {
             ),
             _ => String::new(),
         };
+        // What Drone said is the cause where it showed no build.
+        let why = match drone_note {
+            Some(note) if missing == Stage::BuildStarted => {
+                format!("the bridge saw the comment, but Drone shows no build of the head: {note}")
+            }
+            _ => missing.failure(&self.full_name),
+        };
         Ending {
             outcome: ProbeOutcome::Stopped,
             stopped_at: Some(missing),
             detail: format!(
-                "stopped at {} after {waited}: {}{unread}",
-                missing.as_str(),
-                missing.failure(&self.full_name)
+                "stopped at {} after {waited}: {why}{unread}",
+                missing.as_str()
             ),
             stages,
             ci_state: None,

@@ -42,7 +42,8 @@ pub struct ProbeSettings {
     pub poll_interval: Duration,
     /// The least time between two probe comments on the forge, across runs: the rate limit.
     pub min_interval: Duration,
-    /// The commit status context (a prefix) the CI sets on what it builds.
+    /// The commit status context the CI sets on a bridge's build, matched exactly; one ending
+    /// in `*` is a prefix.
     pub ci_context: String,
     /// The bridge's forge user: when set, only its reactions and replies count as picked up.
     pub bridge_login: Option<String>,

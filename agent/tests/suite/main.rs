@@ -21,6 +21,7 @@ mod layout;
 mod mirrors;
 mod nix_parity;
 mod probe;
+mod probe_drone;
 mod secrets;
 mod state_cli;
 mod sweep;

@@ -13,18 +13,18 @@ use crate::common::{agent, Run};
 use crate::support::forge::TestForge;
 use crate::support::{refs, GitDaemon, Upstream};
 
-const TOKEN: &str = "forge-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "forge-token-0123456789abcdef";
 const BRIDGE_TOKEN: &str = "bridge-forge-token-0123456789";
 const DRONE_FORGE_TOKEN: &str = "drone-forge-token-0123456789";
-const ORG: &str = "recipe-maintainers";
+pub(crate) const ORG: &str = "recipe-maintainers";
 
 /// Fields drop in order: the bridge stops before the servers it talks to.
-struct Host {
-    bridge: Option<TestBridge>,
-    dir: tempfile::TempDir,
+pub(crate) struct Host {
+    pub(crate) bridge: Option<TestBridge>,
+    pub(crate) dir: tempfile::TempDir,
     _daemon: GitDaemon,
-    forge: TestForge,
-    drone: TestDrone,
+    pub(crate) forge: TestForge,
+    pub(crate) drone: TestDrone,
     upstreams: BTreeMap<String, Upstream>,
     config: PathBuf,
     names: Vec<String>,
@@ -33,7 +33,7 @@ struct Host {
 impl Host {
     /// `names` enrolled and mirrored (by a real sync); each activated in Drone. `probe_toml`
     /// goes under `[probe]` in agent.toml.
-    fn new(names: &[&str], probe_toml: &str) -> Self {
+    pub(crate) fn new(names: &[&str], probe_toml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (daemon, upstreams) = crate::support::upstream_fleet(dir.path(), names);
         for up in upstreams.values() {
@@ -66,7 +66,7 @@ impl Host {
         host
     }
 
-    fn write_config(&self, probe_toml: &str) {
+    pub(crate) fn write_config(&self, probe_toml: &str) {
         // No waiting between probes and a short wait for stages, unless a test asks otherwise.
         let mut pace = String::new();
         for (key, value) in [
@@ -91,7 +91,7 @@ impl Host {
     }
 
     /// A bridge polling `polls`, answering as `answer` says.
-    fn bridge(&mut self, polls: &[&str], answer: Answer) {
+    pub(crate) fn bridge(&mut self, polls: &[&str], answer: Answer) {
         std::fs::write(self.dir.path().join("poll-repos"), polls.join(",")).unwrap();
         self.bridge = Some(TestBridge::start(BridgeSpec {
             forge_url: self.forge.url.clone(),
@@ -106,13 +106,13 @@ impl Host {
         }));
     }
 
-    fn agent(&self, args: &[&str]) -> Run {
+    pub(crate) fn agent(&self, args: &[&str]) -> Run {
         let mut full = vec!["--config", self.config.to_str().unwrap()];
         full.extend_from_slice(args);
         agent(&full)
     }
 
-    fn probe(&self, args: &[&str]) -> (Run, serde_json::Value) {
+    pub(crate) fn probe(&self, args: &[&str]) -> (Run, serde_json::Value) {
         let mut full = vec!["--format", "json", "probe"];
         full.extend_from_slice(args);
         let run = self.agent(&full);
@@ -135,12 +135,12 @@ impl Host {
         all
     }
 
-    fn health(&self) -> serde_json::Value {
+    pub(crate) fn health(&self) -> serde_json::Value {
         let run = self.agent(&["--format", "json", "health"]);
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
     }
 
-    fn check(&self, recipe: &str, name: &str) -> Option<serde_json::Value> {
+    pub(crate) fn check(&self, recipe: &str, name: &str) -> Option<serde_json::Value> {
         let report = self.health();
         let r = report["recipes"]
             .as_array()
@@ -172,7 +172,21 @@ fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     found
 }
 
-fn only(v: &serde_json::Value) -> &serde_json::Value {
+/// A probe that saw the bridge's answer (`seen` names it) and stopped at build-started: exit 18.
+pub(crate) fn stopped_at_build_started<'a>(
+    run: &Run,
+    v: &'a serde_json::Value,
+    seen: &str,
+) -> &'a serde_json::Value {
+    assert_eq!(run.code, 18, "{v:#}\n{}", run.stderr);
+    let p = only(v);
+    assert_eq!(p["stopped_at"], "build-started", "{p:#}");
+    let first = p["stages"][0]["seen"].as_str().unwrap_or_default();
+    assert!(first.contains(seen), "{p:#}");
+    p
+}
+
+pub(crate) fn only(v: &serde_json::Value) -> &serde_json::Value {
     let probes = v["probes"].as_array().unwrap();
     assert_eq!(probes.len(), 1, "{v:#}");
     &probes[0]
@@ -293,16 +307,7 @@ fn ci_that_never_starts_stops_at_build_started() {
     host.drone.state.lock().unwrap().activated.clear();
     host.bridge(&["plausible"], Answer::Reply);
     let (run, v) = host.probe(&[]);
-    assert_eq!(run.code, 18, "{v:#}\n{}", run.stderr);
-    let p = only(&v);
-    assert_eq!(p["stopped_at"], "build-started", "{p:#}");
-    assert!(
-        p["stages"][0]["seen"]
-            .as_str()
-            .unwrap()
-            .contains("reply by bridge-bot"),
-        "{p:#}"
-    );
+    stopped_at_build_started(&run, &v, "reply by bridge-bot");
     assert!(host.drone.builds(&format!("{ORG}/plausible")).is_empty());
 }
 
