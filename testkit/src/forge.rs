@@ -27,14 +27,14 @@
 //! | several users, each by its own token (`add_user`): the bridge's and Drone's | services/auth |
 //! | `GET /user`, `/orgs/{o}`, `/users/{u}/orgs/{o}/permissions` (`can_create_repository`), `/repos/{o}/{r}/branch_protections` | routers/api/v1/user, org, repo/branch.go |
 //! | `canned` answers (429 or 5xx with `Retry-After`, redirects, bodies that never end) | not Gitea: what a rate limiter, proxy or broken server in front of it may send, per HTTP (RFC 6585, RFC 9110) |
+//! | `Authorization: token X` or `bearer X` (any case) | services/auth/oauth2.go (`parseToken`) |
 //! | `trickle`: the real answer, one byte per pause | not Gitea: a slow link or an overloaded server |
 //!
 //! Still unlike Gitea: `no_push` is only the API's `permissions.push` (Gitea, with a git that
 //! has proc-receive, serves the push advertisement to any reader and refuses in its pre-receive
 //! hook: tests that need that refusal write the hook), anonymous API reads get 401 (Gitea
 //! answers them for public repositories; the agent always sends its token), no
-//! renamed-repository redirects of its own (tests can them), no `Bearer`
-//! header (Gitea 1.25 takes one; the agent sends `token`), tag and branch protection are
+//! renamed-repository redirects of its own (tests can them), tag and branch protection are
 //! pre-receive hooks a test writes rather than Gitea's rules, `Link` is sent on pull-request
 //! pages only, and a pull request whose head is its base is not refused (Gitea: 422
 //! "BaseHeadSame").
@@ -337,7 +337,11 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
         .and_then(base64_decode)
         .and_then(|d| d.split_once(':').map(|(_, p)| p.to_string()))
         .filter(|_| !eats_basic);
-    let header_token = given.strip_prefix("token ").map(str::to_string);
+    // `token X` or `bearer X` (any case), two fields: services/auth/oauth2.go (`parseToken`).
+    let header_token = match given.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [kind, t] if *kind == "token" || kind.eq_ignore_ascii_case("bearer") => Some(t.to_string()),
+        _ => None,
+    };
     let login = basic_token
         .as_deref()
         .or(header_token.as_deref())
