@@ -112,7 +112,7 @@ let
         let
           path = [ "recipe" name ];
           r = checkKeys file path
-            [ "enrolled" "canonical" "upgrade_base" "tests" "reason" "upstream" "branch" "allow_insecure" "probe" ]
+            [ "enrolled" "canonical" "upgrade_base" "tests" "reason" "upstream" "branch" "allow_insecure" "probe" "tiers" ]
             (if !(nameOk name) then fail file path "recipe name \"${name}\" must match [a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?"
             else if isAttrs r0 then r0 else fail file path "expected a table, found ${typeOf r0}");
           o = opt file path r;
@@ -122,10 +122,22 @@ let
           tests = o "tests" (t: isString t && elem t [ "required" "exempt" ]) "\"required\" or \"exempt\"" "required";
           reason = o "reason" isString "a string" null;
           upgradeBase = o "upgrade_base" isString "a string" null;
+          # The tiers its results must report (docs/sweep.md): checked as the agent checks them.
+          tiers =
+            let t = o "tiers" isList "a list of tier names" null;
+                at = path ++ [ "tiers" ];
+                tierOk = x: isString x && builtins.stringLength x <= 64 && match "[a-z0-9][a-z0-9_-]*" x != null;
+                bad = builtins.filter (i: !(tierOk (builtins.elemAt t i))) (builtins.genList (i: i) (builtins.length t));
+                twice = builtins.filter (i: builtins.length (filter (x: x == builtins.elemAt t i) t) > 1) (builtins.genList (i: i) (builtins.length t));
+            in if t == null then null
+            else if t == [ ] then fail file at "must name at least one tier, such as [\"install\"]"
+            else if bad != [ ] then fail file at "entry ${toString (head bad)}: is not a tier name ([a-z0-9][a-z0-9_-]*, at most 64)"
+            else if twice != [ ] then fail file at "entry ${toString (builtins.elemAt twice 1)}: is listed twice"
+            else t;
           upstreamKey = if r ? upstream then path ++ [ "upstream" ] else if r ? allow_insecure then path ++ [ "allow_insecure" ] else [ "defaults" "upstream" ];
         in
         {
-          inherit name branch tests reason;
+          inherit name branch tests reason tiers;
           enrolled = o "enrolled" isBool "a boolean" true;
           probe = o "probe" isBool "a boolean" true;
           canonical = o "canonical" isBool "a boolean" defaultCanonical;
@@ -138,6 +150,7 @@ let
               (replaceStrings [ "{recipe}" ] [ name ] template);
           checked =
             builtins.seq insecure true
+            && builtins.seq tiers true
             && check file (path ++ [ "branch" ]) (branchError branch) true
             && (if tests == "required" && reason != null then fail file (path ++ [ "reason" ]) "reason is only allowed with tests = \"exempt\""
                 else if tests == "exempt" && (reason == null || match "[[:space:]]*" reason != null) then

@@ -171,4 +171,22 @@ pub const ALL: &[&str] = &[
         detail       TEXT
     ) STRICT;
     CREATE INDEX probes_by_recipe ON probes (recipe, id);",
+    // 10: greenness as a degree: each run's tiers, as its JUnit results gave them. A tier
+    // expected of the recipe but never reported has a row with reported = 0. Older runs have
+    // none and keep the degree they were given.
+    "CREATE TABLE run_tiers (
+        run           INTEGER NOT NULL REFERENCES runs (id),
+        tier          TEXT NOT NULL,
+        expected      INTEGER NOT NULL,       -- 1: in the recipe's tiers; 0: reported beyond them
+        reported      INTEGER NOT NULL,       -- 0: expected, never in the results
+        tests         INTEGER NOT NULL,
+        failures      INTEGER NOT NULL,
+        errors        INTEGER NOT NULL,
+        skipped       INTEGER NOT NULL,
+        seconds       REAL NOT NULL,
+        green         INTEGER NOT NULL,
+        first_failure TEXT,                   -- the first failing test's name, cut to a bound
+        first_message TEXT,                   -- and what it said
+        PRIMARY KEY (run, tier)
+    ) STRICT;",
 ];

@@ -57,6 +57,57 @@ pub struct RunEnd {
     pub greenness: f64,
     pub exit_code: Option<i32>,
     pub detail: String,
+    /// Tier by tier, from the run's results; empty for a run judged by its exit code alone.
+    pub tiers: Vec<TierRow>,
+}
+
+/// One tier of a run, as its results gave it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TierRow {
+    pub tier: String,
+    /// Named in the recipe's tiers (else reported beyond them, and not counted).
+    pub expected: bool,
+    /// In the results at all: an expected tier that is not is "never reported", not green.
+    pub reported: bool,
+    pub tests: u64,
+    pub failures: u64,
+    pub errors: u64,
+    pub skipped: u64,
+    pub seconds: f64,
+    pub green: bool,
+    pub first_failure: Option<String>,
+    pub first_message: Option<String>,
+}
+
+/// The run's row and its tiers, in the transaction `tx`.
+fn finish_in(tx: &rusqlite::Transaction<'_>, id: i64, end: &RunEnd, now: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE runs SET result = ?1, greenness = ?2, exit_code = ?3, detail = ?4, finished_at = ?5 WHERE id = ?6",
+        params![end.result, end.greenness, end.exit_code, end.detail, now, id],
+    )?;
+    let mut insert = tx.prepare(
+        "INSERT OR REPLACE INTO run_tiers (run, tier, expected, reported, tests, failures, errors,
+         skipped, seconds, green, first_failure, first_message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    for t in &end.tiers {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        insert.execute(params![
+            id,
+            t.tier,
+            t.expected,
+            t.reported,
+            n(t.tests),
+            n(t.failures),
+            n(t.errors),
+            n(t.skipped),
+            t.seconds,
+            t.green,
+            t.first_failure,
+            t.first_message
+        ])?;
+    }
+    Ok(())
 }
 
 fn canonical_of(r: &Row<'_>) -> rusqlite::Result<Canonical> {
@@ -145,12 +196,39 @@ impl Ledger {
         Ok(())
     }
 
-    pub fn run_finish(&self, id: i64, end: &RunEnd) -> Result<()> {
-        self.conn.execute(
-            "UPDATE runs SET result = ?1, greenness = ?2, exit_code = ?3, detail = ?4, finished_at = ?5 WHERE id = ?6",
-            params![end.result, end.greenness, end.exit_code, end.detail, now_rfc3339(), id],
-        )?;
+    /// Records a run's end and its tiers in one transaction: a kill leaves the run `running`
+    /// (then `interrupted`), never half its tiers.
+    pub fn run_finish(&mut self, id: i64, end: &RunEnd) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        finish_in(&tx, id, end, &now_rfc3339())?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// The tiers recorded for run `id`, expected ones first, each in name order.
+    pub fn run_tiers(&self, id: i64) -> Result<Vec<TierRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT tier, expected, reported, tests, failures, errors, skipped, seconds, green,
+             first_failure, first_message FROM run_tiers WHERE run = ?1
+             ORDER BY expected DESC, tier",
+        )?;
+        let n = |v: i64| u64::try_from(v).unwrap_or_default();
+        let rows = stmt.query_map([id], |r| {
+            Ok(TierRow {
+                tier: r.get(0)?,
+                expected: r.get(1)?,
+                reported: r.get(2)?,
+                tests: n(r.get(3)?),
+                failures: n(r.get(4)?),
+                errors: n(r.get(5)?),
+                skipped: n(r.get(6)?),
+                seconds: r.get(7)?,
+                green: r.get(8)?,
+                first_failure: r.get(9)?,
+                first_message: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Records a green run and makes it the recipe's canonical, in one transaction: after a crash
@@ -165,10 +243,7 @@ impl Ledger {
     ) -> Result<Canonical> {
         let now = now_rfc3339();
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE runs SET result = ?1, greenness = ?2, exit_code = ?3, detail = ?4, finished_at = ?5 WHERE id = ?6",
-            params![end.result, end.greenness, end.exit_code, end.detail, now, id],
-        )?;
+        finish_in(&tx, id, end, &now)?;
         let c = promote_in(&tx, id, recipe, version, commit, now)?;
         tx.commit()?;
         Ok(c)

@@ -109,6 +109,7 @@ mod tests {
             upstream: "https://git.coopcloud.tech/coop-cloud/plausible".into(),
             branch: "main".into(),
             probe,
+            tiers: None,
         }
     }
 

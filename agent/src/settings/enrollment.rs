@@ -55,6 +55,7 @@ struct RawRecipe {
     branch: Option<String>,
     allow_insecure: Option<bool>,
     probe: Option<bool>,
+    tiers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -84,6 +85,10 @@ pub struct Recipe {
     pub branch: String,
     /// `probe = false`: `cc-ci-agent probe` leaves this recipe's mirror alone (docs/probe.md).
     pub probe: bool,
+    /// The tiers this recipe's results must report green, instead of `[sweep] tiers`
+    /// (docs/sweep.md, "Greenness"): a recipe with one release has no upgrade tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -189,6 +194,9 @@ impl Enrollment {
                     errors.push(source.error_at(&at("upgrade_base"), e));
                 }
             }
+            if let Some(Err(e)) = r.tiers.as_deref().map(super::rules::check_tiers) {
+                errors.push(source.error_at(&at("tiers"), e));
+            }
             recipes.push(Recipe {
                 name,
                 enrolled: r.enrolled.unwrap_or(true),
@@ -198,6 +206,7 @@ impl Enrollment {
                 upstream,
                 branch,
                 probe: r.probe.unwrap_or(true),
+                tiers: r.tiers,
             });
         }
         let mut also_poll = Vec::new();

@@ -36,6 +36,32 @@ pub fn check_recipe_name(name: &str) -> Result<(), String> {
 }
 
 /// A git branch name from a conservative character set, with git's structural rules.
+/// A list of tiers, as `[sweep] tiers` and an enrollment entry's `tiers` give it: not empty,
+/// each a name of lowercase letters, digits, `_` and `-` starting with a letter or digit (the
+/// JUnit suite name or the first part of a classname the suite reports), none twice.
+pub fn check_tiers(tiers: &[String]) -> Result<(), String> {
+    if tiers.is_empty() {
+        return Err("must name at least one tier, such as [\"install\"]".into());
+    }
+    for (i, t) in tiers.iter().enumerate() {
+        let ok = t.len() <= 64
+            && t.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && t.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(format!(
+                "entry {i}: {t:?} is not a tier name ([a-z0-9][a-z0-9_-]*, at most 64)"
+            ));
+        }
+        if tiers[..i].contains(t) {
+            return Err(format!("entry {i}: {t:?} is listed twice"));
+        }
+    }
+    Ok(())
+}
+
 pub fn check_branch(branch: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || "._/+-".contains(c);
     if branch.is_empty() || !branch.chars().all(ok_char) {

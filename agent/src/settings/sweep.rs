@@ -10,13 +10,14 @@ use super::source::TomlSource;
 use super::values::Seconds;
 
 /// Placeholders an argv template may use; anything else in braces is an error.
-pub const PLACEHOLDERS: [&str; 6] = [
+pub const PLACEHOLDERS: [&str; 7] = [
     "{recipe}",
     "{version}",
     "{commit}",
     "{mirror_url}",
     "{workdir}",
     "{base}",
+    "{results}",
 ];
 
 #[derive(Debug, Deserialize, Default)]
@@ -34,6 +35,7 @@ pub(super) struct RawSweep {
     #[serde(default)]
     credentials: Vec<String>,
     log_limit: Option<super::values::ByteSize>,
+    tiers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -56,6 +58,9 @@ pub struct SweepSettings {
     pub credentials: Vec<String>,
     /// How much of one CI run's output its log keeps; the last part is kept besides.
     pub log_limit: u64,
+    /// The tiers every recipe's results must report green (an enrollment entry's `tiers`
+    /// narrows it); `None`: a run is judged by its exit code alone.
+    pub tiers: Option<Vec<String>>,
 }
 
 /// The agent's own credentials: never handed to recipe CI.
@@ -157,6 +162,9 @@ pub(super) fn resolve(
             ));
         }
     }
+    if let Some(Err(e)) = raw.tiers.as_deref().map(super::rules::check_tiers) {
+        errors.push(source.error_at(&["sweep", "tiers"], e));
+    }
     let log_limit = raw.log_limit.map_or(64 << 20, |b| b.0);
     if log_limit < 4096 {
         errors.push(source.error_at(&["sweep", "log_limit"], "must be at least 4 KiB"));
@@ -181,6 +189,7 @@ pub(super) fn resolve(
         pass_env: raw.pass_env,
         credentials: raw.credentials,
         log_limit,
+        tiers: raw.tiers,
         timeout,
         run_timeout,
         canonical_export_dir: raw.canonical_export_dir.as_deref().map(abs),

@@ -2,6 +2,8 @@
 
 mod canonical;
 mod export;
+pub mod greenness;
+pub mod junit;
 mod run;
 pub mod versions;
 

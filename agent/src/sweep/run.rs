@@ -227,6 +227,67 @@ fn substitute(argv: &[String], values: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// `{results}`: an empty directory of the run's own, made anew (whatever an earlier run or
+/// recipe CI left at that name is removed first, without following a link).
+fn fresh_results_dir(state_dir: &Path, recipe: &str) -> Result<std::path::PathBuf> {
+    let dir = state_dir.join("sweep/results").join(recipe);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dir),
+        Ok(_) => std::fs::remove_file(&dir),
+        Err(_) => Ok(()),
+    }
+    .with_context(|| format!("cannot clear {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// What a finished CI command gave: a spawn failure is no verdict (nothing of the release ran);
+/// anything else is judged from the exit status and the results (docs/sweep.md, "Greenness").
+fn run_end(
+    done: &Result<crate::process::Logged, crate::process::ProcessError>,
+    expected: Option<&[String]>,
+    results: &Path,
+    log: &mut std::fs::File,
+) -> RunEnd {
+    let (exited, exit_code) = match done {
+        Ok(d) if d.status.success() => (Ok(()), d.status.code()),
+        Ok(d) => (
+            Err(format!("{}{}", d.status, last_line(&d.tail))),
+            d.status.code(),
+        ),
+        Err(e @ crate::process::ProcessError::Spawn { .. }) => {
+            let _ = writeln!(log, "{e}");
+            return RunEnd {
+                result: "error",
+                greenness: 1.0,
+                exit_code: None,
+                detail: format!("CI could not be started: {e}"),
+                tiers: Vec::new(),
+            };
+        }
+        Err(e) => {
+            let _ = writeln!(log, "{e}");
+            (Err(e.to_string()), None)
+        }
+    };
+    let read = super::junit::read_dir(results, super::junit::Limits::default());
+    if let Err(why) = &read {
+        let _ = writeln!(log, "cc-ci: results: {why}");
+    }
+    let v = super::greenness::judge(
+        expected,
+        exited.as_ref().map(|_| ()).map_err(String::as_str),
+        read,
+    );
+    RunEnd {
+        result: v.result,
+        greenness: v.degree,
+        exit_code,
+        detail: v.detail,
+        tiers: v.tiers,
+    }
+}
+
 /// The log file of one run, opened in the state directory without following a link.
 fn open_log(log: &Path) -> Result<std::fs::File> {
     let (dir, name) = crate::fsutil::Dir::of_file(log)?;
@@ -412,6 +473,8 @@ impl Sweeper<'_> {
         std::fs::create_dir_all(&workdir)
             .with_context(|| format!("cannot create {}", workdir.display()))?;
         let workdir_s = workdir.to_string_lossy().into_owned();
+        let results = fresh_results_dir(&self.config.state_dir, &recipe.name)?;
+        let results_s = results.to_string_lossy().into_owned();
         let values = [
             ("{recipe}", recipe.name.as_str()),
             ("{version}", release.tag.as_str()),
@@ -419,6 +482,7 @@ impl Sweeper<'_> {
             ("{mirror_url}", mirror_url),
             ("{workdir}", workdir_s.as_str()),
             ("{base}", base.as_deref().unwrap_or("")),
+            ("{results}", results_s.as_str()),
         ];
         self.say(
             recipe,
@@ -443,39 +507,8 @@ impl Sweeper<'_> {
         let mut file = open_log(&log)?;
         let _ = writeln!(file, "$ {}", argv.join(" "));
         let done = ci(&argv, timeout).output_logged(file.try_clone()?, s.log_limit);
-        let end = match &done {
-            Ok(d) if d.status.success() => RunEnd {
-                result: "green",
-                greenness: 0.0,
-                exit_code: d.status.code(),
-                detail: "CI exited 0".into(),
-            },
-            Ok(d) => RunEnd {
-                result: "red",
-                greenness: 1.0,
-                exit_code: d.status.code(),
-                detail: format!("CI failed ({}){}", d.status, last_line(&d.tail)),
-            },
-            Err(e @ crate::process::ProcessError::Spawn { .. }) => {
-                let _ = writeln!(file, "{e}");
-                // Not a verdict on the release: nothing of it ran. Tried again next sweep.
-                RunEnd {
-                    result: "error",
-                    greenness: 1.0,
-                    exit_code: None,
-                    detail: format!("CI could not be started: {e}"),
-                }
-            }
-            Err(e) => {
-                let _ = writeln!(file, "{e}");
-                RunEnd {
-                    result: "red",
-                    greenness: 1.0,
-                    exit_code: None,
-                    detail: e.to_string(),
-                }
-            }
-        };
+        let expected = recipe.tiers.as_deref().or(s.tiers.as_deref());
+        let end = run_end(&done, expected, &results, &mut file);
         if let Some(teardown) = &s.teardown {
             let argv = substitute(teardown, &values);
             let _ = writeln!(file, "$ {}", argv.join(" "));
@@ -491,6 +524,7 @@ impl Sweeper<'_> {
             }
         }
         let _ = file.sync_all();
+        let _ = std::fs::remove_dir_all(&results);
         if end.result == "error" {
             ledger.run_finish(run, &end)?;
             let _ = std::fs::remove_dir_all(&workdir);
