@@ -52,6 +52,26 @@ pub struct RecipeHealth {
     /// `None` for a recipe declared but not enrolled: it is not expected to be testable.
     pub verdict: Option<Verdict>,
     pub checks: Vec<Check>,
+    /// The last judged run's degree and the tiers it failed (docs/sweep.md, "Greenness").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub greenness: Option<Greenness>,
+}
+
+/// A run's greenness as the health report carries it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Greenness {
+    pub tag: String,
+    pub result: String,
+    /// 0 green … 1 fully broken.
+    pub degree: f64,
+    /// The expected tiers that were not green, each with why.
+    pub failing: Vec<FailingTier>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailingTier {
+    pub tier: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,9 +129,11 @@ fn recipe_health(inputs: Inputs<'_>, r: &Recipe) -> Result<RecipeHealth> {
             enrolled: false,
             verdict: None,
             checks: Vec::new(),
+            greenness: None,
         });
     }
     let mut checks = vec![check("declared", Status::Ok, "in the enrollment")];
+    let mut greenness = None;
     checks.push(match live {
         Ok(names) if names.contains(&r.name) => {
             check("bridge", Status::Ok, "the live bridge polls it")
@@ -219,6 +241,23 @@ fn recipe_health(inputs: Inputs<'_>, r: &Recipe) -> Result<RecipeHealth> {
         });
         if let Some(run) = ledger.history(&r.name, 1)?.into_iter().next() {
             let tag = run.tag.clone().unwrap_or_default();
+            if run.result != "running" {
+                let failing = ledger
+                    .run_tiers(run.id)?
+                    .iter()
+                    .filter(|t| t.expected && !t.green)
+                    .map(|t| FailingTier {
+                        tier: t.tier.clone(),
+                        reason: t.why_not_green(),
+                    })
+                    .collect();
+                greenness = Some(Greenness {
+                    tag: tag.clone(),
+                    result: run.result.clone(),
+                    degree: run.greenness.unwrap_or(1.0),
+                    failing,
+                });
+            }
             checks.push(match run.result.as_str() {
                 "green" => check("last sweep", Status::Ok, format!("{tag} green")),
                 "running" => check("last sweep", Status::Ok, format!("{tag} running")),
@@ -244,6 +283,7 @@ fn recipe_health(inputs: Inputs<'_>, r: &Recipe) -> Result<RecipeHealth> {
         enrolled: true,
         verdict: Some(verdict),
         checks,
+        greenness,
     })
 }
 

@@ -177,6 +177,7 @@ pub const ALL: &[&str] = &[
     "CREATE TABLE run_tiers (
         run           INTEGER NOT NULL REFERENCES runs (id),
         tier          TEXT NOT NULL,
+        place         INTEGER NOT NULL,       -- its place in the recipe's tiers, then the rest
         expected      INTEGER NOT NULL,       -- 1: in the recipe's tiers; 0: reported beyond them
         reported      INTEGER NOT NULL,       -- 0: expected, never in the results
         tests         INTEGER NOT NULL,

@@ -26,7 +26,9 @@ pub use lock::{Holder, JobLock};
 pub use mirrors::{MirrorEvent, MirrorState};
 pub use outbox::Outgoing;
 pub use probes::{ProbeOutcome, ProbeRow, StageColumn};
-pub use sweep::{Canonical, RunEnd, RunRow, SweepRecord, SweepState, TierRow};
+pub use sweep::{
+    degree_shown, tiers_line, Canonical, Judged, RunEnd, RunRow, SweepRecord, SweepState, TierRow,
+};
 
 pub const DB_FILE: &str = "state.db";
 /// The schema version this agent writes: the number of migrations.

@@ -61,6 +61,13 @@ pub struct RunEnd {
     pub tiers: Vec<TierRow>,
 }
 
+/// A judged run's result and degree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub result: String,
+    pub degree: f64,
+}
+
 /// One tier of a run, as its results gave it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TierRow {
@@ -79,6 +86,45 @@ pub struct TierRow {
     pub first_message: Option<String>,
 }
 
+impl TierRow {
+    /// Why an expected tier is not green, in a few words.
+    pub fn why_not_green(&self) -> String {
+        if !self.reported {
+            return format!("{} never reported", self.tier);
+        }
+        match &self.first_failure {
+            Some(test) => format!("{} ✗ ({test})", self.tier),
+            None if self.tests <= self.skipped => format!("{} ran no test", self.tier),
+            None => format!("{} ✗", self.tier),
+        }
+    }
+}
+
+/// A degree as people read it: 0, 1, or two decimals.
+pub fn degree_shown(degree: f64) -> String {
+    if degree == 0.0 || degree == 1.0 {
+        format!("{degree:.0}")
+    } else {
+        format!("{degree:.2}")
+    }
+}
+
+/// The expected tiers of a run in one line: `install ✓ upgrade ✓ backup ✗ (test_x) functional ✓`.
+pub fn tiers_line(tiers: &[TierRow]) -> String {
+    tiers
+        .iter()
+        .filter(|t| t.expected)
+        .map(|t| {
+            if t.green {
+                format!("{} ✓", t.tier)
+            } else {
+                t.why_not_green()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The run's row and its tiers, in the transaction `tx`.
 fn finish_in(tx: &rusqlite::Transaction<'_>, id: i64, end: &RunEnd, now: &str) -> Result<()> {
     tx.execute(
@@ -86,11 +132,11 @@ fn finish_in(tx: &rusqlite::Transaction<'_>, id: i64, end: &RunEnd, now: &str) -
         params![end.result, end.greenness, end.exit_code, end.detail, now, id],
     )?;
     let mut insert = tx.prepare(
-        "INSERT OR REPLACE INTO run_tiers (run, tier, expected, reported, tests, failures, errors,
-         skipped, seconds, green, first_failure, first_message)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT OR REPLACE INTO run_tiers (run, tier, place, expected, reported, tests, failures,
+         errors, skipped, seconds, green, first_failure, first_message)
+         VALUES (?1, ?2, ?13, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
-    for t in &end.tiers {
+    for (place, t) in end.tiers.iter().enumerate() {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         insert.execute(params![
             id,
@@ -104,7 +150,8 @@ fn finish_in(tx: &rusqlite::Transaction<'_>, id: i64, end: &RunEnd, now: &str) -
             t.seconds,
             t.green,
             t.first_failure,
-            t.first_message
+            t.first_message,
+            n(place as u64)
         ])?;
     }
     Ok(())
@@ -205,12 +252,38 @@ impl Ledger {
         Ok(())
     }
 
+    /// Run `id`'s result and degree, and those of the judged run (green or red) before it in
+    /// its queue: what tells a change of greenness from a repeat.
+    pub fn greenness_step(&self, id: i64) -> Result<(Judged, Option<Judged>)> {
+        let judged = |r: &Row<'_>| {
+            Ok(Judged {
+                result: r.get(0)?,
+                degree: r.get::<_, Option<f64>>(1)?.unwrap_or(1.0),
+            })
+        };
+        let now = self.conn.query_row(
+            "SELECT result, greenness FROM runs WHERE id = ?1",
+            [id],
+            judged,
+        )?;
+        let before = self
+            .conn
+            .query_row(
+                "SELECT result, greenness FROM runs WHERE queue = (SELECT queue FROM runs WHERE id = ?1)
+                 AND id < ?1 AND result IN ('green', 'red') ORDER BY id DESC LIMIT 1",
+                [id],
+                judged,
+            )
+            .optional()?;
+        Ok((now, before))
+    }
+
     /// The tiers recorded for run `id`, expected ones first, each in name order.
     pub fn run_tiers(&self, id: i64) -> Result<Vec<TierRow>> {
         let mut stmt = self.conn.prepare(
             "SELECT tier, expected, reported, tests, failures, errors, skipped, seconds, green,
              first_failure, first_message FROM run_tiers WHERE run = ?1
-             ORDER BY expected DESC, tier",
+             ORDER BY place",
         )?;
         let n = |v: i64| u64::try_from(v).unwrap_or_default();
         let rows = stmt.query_map([id], |r| {

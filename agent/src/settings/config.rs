@@ -119,10 +119,16 @@ pub enum HookEvent {
     CanonicalDemoted,
     SweepFailure,
     HealthChange,
+    /// A recipe's queue turned green (docs/sweep.md, "Greenness").
+    Green,
+    /// ... turned not green: its degree and the tiers that broke.
+    NotGreen,
+    /// ... stayed not green, at another degree.
+    DegreeChanged,
 }
 
 impl HookEvent {
-    pub const ALL: [HookEvent; 9] = [
+    pub const ALL: [HookEvent; 12] = [
         HookEvent::Deploy,
         HookEvent::DeployPulled,
         HookEvent::DeployRefusedDiverged,
@@ -132,6 +138,9 @@ impl HookEvent {
         HookEvent::CanonicalDemoted,
         HookEvent::SweepFailure,
         HookEvent::HealthChange,
+        HookEvent::Green,
+        HookEvent::NotGreen,
+        HookEvent::DegreeChanged,
     ];
 
     /// The name written in `[[hooks]] events` and sent as `event` on the hook's stdin.
@@ -146,6 +155,9 @@ impl HookEvent {
             HookEvent::CanonicalDemoted => "canonical-demoted",
             HookEvent::SweepFailure => "sweep-failure",
             HookEvent::HealthChange => "health-change",
+            HookEvent::Green => "green",
+            HookEvent::NotGreen => "not-green",
+            HookEvent::DegreeChanged => "degree-changed",
         }
     }
 

@@ -276,30 +276,45 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
     declared(&config, &args.recipe)?;
     let ledger = Ledger::open(&config.state_dir)?;
     let runs = ledger.history(&args.recipe, args.limit)?;
+    let mut tiers = Vec::with_capacity(runs.len());
+    for r in &runs {
+        tiers.push(ledger.run_tiers(r.id)?);
+    }
+    let listed: Vec<serde_json::Value> = runs
+        .iter()
+        .zip(&tiers)
+        .map(|(r, t)| {
+            let mut v = json!(r);
+            v["tiers"] = json!(t);
+            v
+        })
+        .collect();
     ctx.out
-        .answer(&json!({ "recipe": args.recipe, "runs": runs }), |out| {
+        .answer(&json!({ "recipe": args.recipe, "runs": listed }), |out| {
             let rows: Vec<_> = runs
                 .iter()
-                .map(|r| {
+                .zip(&tiers)
+                .map(|(r, t)| {
                     vec![
                         (r.id.to_string(), None),
                         (r.started_at.clone(), None),
                         (r.tag.clone().unwrap_or_default(), None),
                         (crate::git::short(&r.commit).to_string(), None),
                         (r.result.clone(), None),
+                        (
+                            r.greenness.map(super::greenness::shown).unwrap_or_default(),
+                            None,
+                        ),
+                        (super::greenness::line(t), None),
                         (r.base.clone().unwrap_or_default(), None),
                         (r.trigger.clone(), None),
                     ]
                 })
                 .collect();
-            crate::say_raw!(
-                "{}",
-                table(
-                    out,
-                    &["RUN", "STARTED", "TAG", "COMMIT", "RESULT", "BASE", "TRIGGER"],
-                    &rows
-                )
-            );
+            let header = [
+                "RUN", "STARTED", "TAG", "COMMIT", "RESULT", "DEGREE", "TIERS", "BASE", "TRIGGER",
+            ];
+            crate::say_raw!("{}", table(out, &header, &rows));
         })?;
     Ok(Exit::Success)
 }

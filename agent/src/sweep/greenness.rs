@@ -4,6 +4,7 @@
 
 use super::junit::{Counts, Tiers, Unreadable};
 use crate::ledger::TierRow;
+pub use crate::ledger::{degree_shown as shown, tiers_line as line};
 
 /// What a run gave, ready for the ledger.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,7 +62,7 @@ pub fn judge(
             tiers,
         },
         (false, exited) => {
-            let broken: Vec<String> = not_green.iter().map(|t| broken(t)).collect();
+            let broken: Vec<String> = not_green.iter().map(|t| t.why_not_green()).collect();
             let how = exited
                 .err()
                 .map(|h| format!(" (CI ended with {h})"))
@@ -129,43 +130,6 @@ fn row(name: &str, expected: bool, counts: Option<&Counts>) -> TierRow {
         first_failure: c.first_failure.as_ref().map(|f| f.test.clone()),
         first_message: c.first_failure.map(|f| f.message),
     }
-}
-
-/// Why a tier is not green, in a few words.
-pub fn broken(t: &TierRow) -> String {
-    if !t.reported {
-        return format!("{} never reported", t.tier);
-    }
-    match &t.first_failure {
-        Some(test) => format!("{} ✗ ({test})", t.tier),
-        None if t.tests <= t.skipped => format!("{} ran no test", t.tier),
-        None => format!("{} ✗", t.tier),
-    }
-}
-
-/// A degree as people read it: 0, 1, or two decimals.
-pub fn shown(degree: f64) -> String {
-    if degree == 0.0 || degree == 1.0 {
-        format!("{degree:.0}")
-    } else {
-        format!("{degree:.2}")
-    }
-}
-
-/// The tiers of a run in one line: `install ✓ upgrade ✓ backup ✗ (test_x) functional ✓`.
-pub fn line(tiers: &[TierRow]) -> String {
-    tiers
-        .iter()
-        .filter(|t| t.expected)
-        .map(|t| {
-            if t.green {
-                format!("{} ✓", t.tier)
-            } else {
-                broken(t)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

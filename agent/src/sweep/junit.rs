@@ -106,14 +106,24 @@ pub fn read_dir(dir: &Path, limits: Limits) -> Result<Tiers, Unreadable> {
 fn add(counts: &mut Counts, case: Case) {
     counts.tests += 1;
     counts.seconds += case.seconds;
-    match case.outcome {
-        Outcome::Passed => {}
-        Outcome::Skipped => counts.skipped += 1,
-        Outcome::Failed(message) | Outcome::Errored(message) if counts.first_failure.is_none() => {
-            let test = cut(&format!("{}::{}", case.class, case.name));
-            counts.first_failure = Some(FirstFailure { test, message });
+    let message = match case.outcome {
+        Outcome::Passed => return,
+        Outcome::Skipped => {
+            counts.skipped += 1;
+            return;
         }
-        Outcome::Failed(_) | Outcome::Errored(_) => {}
+        Outcome::Failed(message) => {
+            counts.failures += 1;
+            message
+        }
+        Outcome::Errored(message) => {
+            counts.errors += 1;
+            message
+        }
+    };
+    if counts.first_failure.is_none() {
+        let test = cut(&format!("{}::{}", case.class, case.name));
+        counts.first_failure = Some(FirstFailure { test, message });
     }
 }
 

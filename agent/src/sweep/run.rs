@@ -271,7 +271,8 @@ fn run_end(
         }
     };
     let read = super::junit::read_dir(results, super::junit::Limits::default());
-    if let Err(why) = &read {
+    // Without tiers, no results is the usual case, and the log's last line stays CI's own.
+    if let (Err(why), Some(_)) = (&read, expected) {
         let _ = writeln!(log, "cc-ci: results: {why}");
     }
     let v = super::greenness::judge(
@@ -697,6 +698,7 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
             },
         };
         print_decision(&ctx.out, &recipe.name, &decision);
+        announce_greenness(&config, &ledger, &recipe.name, &decision)?;
         let details = serde_json::json!({ "recipe": recipe.name, "decision": decision });
         match &decision {
             Decision::Promoted { .. } => {
@@ -743,6 +745,46 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
     } else {
         Exit::SomeFailed
     })
+}
+
+/// Tells the hooks when a recipe's greenness changed with this decision's run: `green`,
+/// `not-green` (with the degree and the tiers that broke), or `degree-changed` between two
+/// not-green runs; a repeat says nothing. Runs in error are no verdict and change nothing.
+fn announce_greenness(
+    config: &Config,
+    ledger: &Ledger,
+    recipe: &str,
+    decision: &Decision,
+) -> Result<()> {
+    let run = match decision {
+        Decision::Promoted {
+            run,
+            green_as: None,
+            ..
+        }
+        | Decision::Red { run, .. } => *run,
+        _ => return Ok(()),
+    };
+    let (now, before) = ledger.greenness_step(run)?;
+    let was_green = before.as_ref().map(|b| b.result == "green");
+    let event = match (now.result.as_str(), was_green) {
+        ("green", Some(true)) => return Ok(()),
+        ("green", _) => HookEvent::Green,
+        (_, Some(false)) if before.is_some_and(|b| b.degree == now.degree) => return Ok(()),
+        (_, Some(false)) => HookEvent::DegreeChanged,
+        _ => HookEvent::NotGreen,
+    };
+    let failing: Vec<serde_json::Value> = ledger
+        .run_tiers(run)?
+        .iter()
+        .filter(|t| t.expected && !t.green)
+        .map(|t| serde_json::json!({ "tier": t.tier, "reason": t.why_not_green() }))
+        .collect();
+    let details = serde_json::json!({
+        "recipe": recipe, "run": run, "degree": now.degree, "failing": failing,
+    });
+    crate::hooks::fire(config, event, details);
+    Ok(())
 }
 
 /// A recipe's decision for people, as it is made (the JSON answer at the end lists them all).

@@ -15,6 +15,7 @@ mod deploy;
 mod enrollment_cli;
 mod faults;
 mod gc;
+mod greenness;
 mod health;
 mod hostile;
 mod layout;
