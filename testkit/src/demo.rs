@@ -192,6 +192,21 @@ fn commit_system(flake: &Path, conf: &str, message: &str) -> Result<()> {
     Ok(())
 }
 
+/// The demo's stand-in CI: `ci.sh RECIPE VERSION RESULTS`. It leaves a warm volume and writes
+/// the JUnit results pytest would (docs/sweep.md, "Greenness"): every tier passes, but for
+/// custom-html, whose backup test fails, so it installs and upgrades but is not promoted.
+const CI_SCRIPT: &str = r#"echo "testing $1 $2 cold"
+mkdir -p "VOLUMES/$1_$2" && head -c 1048576 /dev/zero > "VOLUMES/$1_$2/db"
+failure=""
+if [ "$1" = custom-html ]; then
+  failure='<failure message="AssertionError: the restored site has no index.html">assert restored("index.html")</failure>'
+fi
+cat > "$3/junit.xml" <<XML
+<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest"><testcase classname="install.test_install" name="test_serves_index" time="0.4"/><testcase classname="upgrade.test_upgrade" name="test_upgrade_keeps_content" time="0.9"/><testcase classname="backup.test_backup" name="test_restore_keeps_site" time="0.7">$failure</testcase></testsuite></testsuites>
+XML
+test -z "$failure"
+"#;
+
 fn build(root: &Path) -> Result<PathBuf> {
     for d in [
         "upstream",
@@ -243,6 +258,11 @@ fn build(root: &Path) -> Result<PathBuf> {
     }
 
     let host = EmulatedHost::create(&root.join("host"), SYSTEM)?;
+    let ci = root.join("ci.sh");
+    std::fs::write(
+        &ci,
+        CI_SCRIPT.replace("VOLUMES", &root.join("volumes").to_string_lossy()),
+    )?;
     let config = root.join("agent.toml");
     std::fs::write(
         &config,
@@ -250,14 +270,15 @@ fn build(root: &Path) -> Result<PathBuf> {
             "# The demo's agent configuration: a local forge, a stand-in CI, an emulated host.\n\
              enrollment_file = \"flake/enrollment.toml\"\nstate_dir = \"state\"\ntests_dir = \"suites\"\n\n\
              [bridge]\nunit = \"cc-ci-bridge\"\n\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n\n\
-             [sweep]\n# Stand-in CI: leaves a 1 MiB warm volume, and passes for every recipe but custom-html.\n\
-             command = [\"sh\", \"-c\", \"echo testing $1 $2 cold; mkdir -p {volumes}/$1_$2 && head -c 1048576 /dev/zero > {volumes}/$1_$2/db; test \\\"$1\\\" != custom-html\", \"ci\", \"{{recipe}}\", \"{{version}}\"]\n\
+             [sweep]\n# Stand-in CI (ci.sh): leaves a 1 MiB warm volume and writes JUnit results; custom-html's backup fails.\n\
+             command = [\"sh\", \"{ci}\", \"{{recipe}}\", \"{{version}}\", \"{{results}}\"]\n\
+             tiers = [\"install\", \"upgrade\", \"backup\"]\n\
              canonical_export_dir = \"canonical\"\n\n\
              [disk]\nbudget = \"4M\"\ngrace = \"1h\"\n[disk.volumes]\nkind = \"directory\"\nroot = \"volumes\"\n\n\
              [deploy]\nflake = \"{}#cc-ci\"\nconfirm_timeout = \"15s\"\nverify_timeout = \"3s\"\nverify_interval = \"500ms\"\n{}",
             flake.display(),
             host.deploy_settings(),
-            volumes = root.join("volumes").display(),
+            ci = ci.display(),
         ),
     )?;
     Ok(config)
@@ -286,8 +307,9 @@ fn run(args: Args) -> Result<Exit> {
     say!("cc-ci demo in {}", root.display());
     say!(
         "Stand-ins: the NixOS host is emulated under host/ (nixos-rebuild, switch-to-configuration,\n\
-         systemctl, systemd-run), and CI is a shell command that passes for every recipe but\n\
-         custom-html. Everything else is the real agent, run as a separate process per step.\n"
+         systemctl, systemd-run), and CI is a shell script writing JUnit results: every tier\n\
+         passes but custom-html's backup. Everything else is the real agent, run as a separate\n\
+         process per step.\n"
     );
     let config = build(&root)?;
     // The agent is in this binary too: `cc-ci-demo agent ARGS` (see src/bin/cc-ci-demo.rs).
@@ -337,6 +359,11 @@ fn run(args: Args) -> Result<Exit> {
         &["sweep"],
         0,
     )?;
+    step(
+        "custom-html's release, tier by tier: installs and upgrades, but its backup fails",
+        &["history", "custom-html"],
+        0,
+    )?;
     step("the canonicals", &["canonical", "list"], 0)?;
     commit_system(
         &flake,
@@ -361,7 +388,8 @@ fn run(args: Args) -> Result<Exit> {
         &["gc"],
         Exit::Success as u8,
     )?;
-    // hedgedoc is exempt from tests and custom-html's newest release is red: degraded.
+    // hedgedoc is exempt from tests and custom-html's newest release is partly broken (its
+    // backup tier): degraded.
     step("health", &["health"], Exit::Degraded as u8)?;
 
     // The proof health can only infer: `!testme` on a mirror starts CI and reports back.
