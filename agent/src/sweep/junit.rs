@@ -89,6 +89,17 @@ pub fn read_dir(dir: &Path, limits: Limits) -> Result<Tiers, Unreadable> {
     for (path, bytes) in &files {
         parse(path, bytes, limits, &mut cases)?;
     }
+    Ok(summed(cases))
+}
+
+/// One file's results, as [`read_dir`] reads each: what a fuzzer drives.
+pub fn read_bytes(name: &str, bytes: &[u8], limits: Limits) -> Result<Tiers, Unreadable> {
+    let mut cases = Vec::new();
+    parse(name, bytes, limits, &mut cases)?;
+    Ok(summed(cases))
+}
+
+fn summed(cases: Vec<Case>) -> Tiers {
     let suites: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.suite.as_str()).collect();
     let by_suite = suites.len() > 1;
     let mut tiers = Tiers::new();
@@ -100,7 +111,7 @@ pub fn read_dir(dir: &Path, limits: Limits) -> Result<Tiers, Unreadable> {
         };
         add(tiers.entry(tier).or_default(), case);
     }
-    Ok(tiers)
+    tiers
 }
 
 fn add(counts: &mut Counts, case: Case) {
@@ -360,5 +371,73 @@ fn cut(text: &str) -> String {
     match safe.char_indices().nth(TEXT_LIMIT) {
         Some((at, _)) => format!("{}…", &safe[..at]),
         None => safe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RED: &[u8] = include_bytes!("../../../tests/junit/pytest-7.2/backup-red.xml");
+
+    #[test]
+    fn pytests_results_sum_by_tier_with_the_first_failure() {
+        let tiers = read_bytes("backup-red.xml", RED, Limits::default()).unwrap();
+        let backup = &tiers["backup"];
+        assert_eq!((backup.tests, backup.failures, backup.skipped), (2, 1, 1));
+        let first = backup.first_failure.as_ref().unwrap();
+        assert_eq!(first.test, "backup.test_backup::test_restore_keeps_posts");
+        assert!(first
+            .message
+            .starts_with("AssertionError: posts lost after restore"));
+        assert!(tiers["install"].green() && !backup.green());
+    }
+
+    /// The parser's fuzz target, run as a test with a fixed seed so CI holds it: thousands of
+    /// mutations of real results (bytes flipped, cut, repeated, tags spliced in) never panic,
+    /// never loop, and whatever is read is consistent.
+    #[test]
+    fn mutated_results_never_panic_and_what_is_read_adds_up() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let splices: [&[u8]; 6] = [
+            b"<testcase>",
+            b"</testsuite>",
+            b"&lol;",
+            b"<!DOCTYPE x>",
+            b"\xff\xfe",
+            b"<failure/>",
+        ];
+        for _ in 0..3000 {
+            let mut bytes = RED.to_vec();
+            for _ in 0..(next() % 8 + 1) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = (next() as usize) % bytes.len();
+                match next() % 4 {
+                    0 => bytes[at] = next() as u8,
+                    1 => bytes.truncate(at),
+                    2 => {
+                        let piece = splices[(next() as usize) % splices.len()];
+                        bytes.splice(at..at, piece.iter().copied());
+                    }
+                    _ => {
+                        let copy = bytes[at..].iter().take(64).copied().collect::<Vec<_>>();
+                        bytes.splice(at..at, copy);
+                    }
+                }
+            }
+            if let Ok(tiers) = read_bytes("fuzz.xml", &bytes, Limits::default()) {
+                for c in tiers.values() {
+                    assert!(c.failures + c.errors + c.skipped <= c.tests, "{c:?}");
+                }
+            }
+        }
     }
 }

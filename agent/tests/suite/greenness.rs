@@ -67,6 +67,17 @@ impl Fleet {
         Self::new(recipes, sweep, &command)
     }
 
+    /// The same fleet with another `[sweep] command`.
+    fn rewrite_command(self, command: &str) -> Self {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let (head, sweep) = text.split_once("[sweep]\n").unwrap();
+        let (old, rest) = sweep.split_once('\n').unwrap();
+        assert!(old.starts_with("command = "), "{old}");
+        let text = format!("{head}[sweep]\ncommand = {command}\n{rest}");
+        std::fs::write(&self.config, text).unwrap();
+        self
+    }
+
     fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
@@ -412,4 +423,60 @@ fn python_with_pytest() -> Option<String> {
             .is_ok_and(|o| o.status.success());
         ok.then(|| p.to_string())
     })
+}
+
+/// `kill -9` while the agent reads the results (a large, valid set, read after CI signals it is
+/// done) leaves no half-recorded run: the run is whole with every tier, or unfinished with none,
+/// and the next sweep records it interrupted.
+#[test]
+fn a_kill_while_results_are_read_leaves_no_half_recorded_run() {
+    let f = Fleet::with_cases(&["plausible"], FOUR);
+    let dir = f.path("cases/plausible");
+    std::fs::create_dir_all(&dir).unwrap();
+    let case = "<testcase classname=\"install.test_install\" name=\"test_a_long_name_for_bulk\" time=\"0.01\"/>";
+    for (i, tier) in ["install", "upgrade", "backup", "functional"]
+        .iter()
+        .enumerate()
+    {
+        let body = case.replace("install", tier).repeat(20_000);
+        let xml = format!("<testsuites><testsuite name=\"pytest\">{body}</testsuite></testsuites>");
+        std::fs::write(dir.join(format!("{i}.xml")), xml).unwrap();
+    }
+    // CI's last act: say it is done, so the kill lands after it, while the agent reads.
+    let ci = format!(
+        "[\"sh\", \"-c\", {:?}, \"ci\", \"{{recipe}}\", \"{{results}}\", {:?}]",
+        r#"cp -a "$CASES/$1/." "$2/"; touch "$3""#,
+        f.path("ci-done").to_string_lossy()
+    );
+    let f = f.rewrite_command(&ci);
+    let mut child = std::process::Command::new(common::bin())
+        .args(["--config", f.config.to_str().unwrap(), "sweep"])
+        .env("CASES", f.path("cases"))
+        .env("CC_CI_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waited = Instant::now();
+    while !f.path("ci-done").exists() {
+        assert!(waited.elapsed() < Duration::from_secs(60), "CI never ran");
+        std::thread::yield_now();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let db = rusqlite::Connection::open(f.path("state/state.db")).unwrap();
+    let (result, tiers): (String, i64) = db
+        .query_row(
+            "SELECT r.result, (SELECT count(*) FROM run_tiers t WHERE t.run = r.id) FROM runs r",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    eprintln!("greenness: killed after CI: the run was {result} with {tiers} tiers");
+    assert!(
+        (result == "running" && tiers == 0) || (result == "green" && tiers == 4),
+        "half recorded: {result} with {tiers} tiers"
+    );
+    let (run, _) = f.sweep(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
 }
