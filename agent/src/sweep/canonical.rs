@@ -193,8 +193,46 @@ fn show(ctx: &Context, ledger: &Ledger, recipe: &str) -> Result<Exit> {
             .find(|r| r.id == id),
         None => None,
     };
-    let answer = json!({ "recipe": recipe, "canonical": c, "run": run });
-    ctx.out.answer(&answer, |_| match c {
+    let tiers = match &run {
+        Some(r) => ledger.run_tiers(r.id)?,
+        None => Vec::new(),
+    };
+    // The newest run, when it is not the canonical's: what keeps a newer release out.
+    let newest = ledger
+        .history(recipe, 1)?
+        .into_iter()
+        .find(|r| Some(r.id) != c.as_ref().and_then(|c| c.run) && r.result != "running");
+    let newest_tiers = match &newest {
+        Some(r) => ledger.run_tiers(r.id)?,
+        None => Vec::new(),
+    };
+    let answer = json!({
+        "recipe": recipe, "canonical": c, "run": run, "tiers": tiers,
+        "newest": newest, "newest_tiers": newest_tiers,
+    });
+    ctx.out.answer(&answer, |_| {
+        show_canonical(recipe, c, run, &tiers);
+        if let Some(n) = &newest {
+            let degree = n.greenness.map(super::greenness::shown).unwrap_or_default();
+            crate::say!(
+                "{recipe}: newest run {} of {}: {} (degree {degree}) {}",
+                n.id,
+                n.tag.clone().unwrap_or_default(),
+                n.result,
+                super::greenness::line(&newest_tiers)
+            );
+        }
+    })?;
+    Ok(Exit::Success)
+}
+
+fn show_canonical(
+    recipe: &str,
+    c: Option<crate::ledger::Canonical>,
+    run: Option<crate::ledger::RunRow>,
+    tiers: &[crate::ledger::TierRow],
+) {
+    match c {
         None => {
             crate::say!("{recipe}: no canonical (no green release recorded, so it is not green)")
         }
@@ -213,9 +251,11 @@ fn show(ctx: &Context, ledger: &Ledger, recipe: &str) -> Result<Exit> {
                     r.log_path.unwrap_or_default()
                 );
             }
+            if !tiers.is_empty() {
+                crate::say!("  {}", super::greenness::line(tiers));
+            }
         }
-    })?;
-    Ok(Exit::Success)
+    }
 }
 
 fn base(

@@ -880,7 +880,21 @@ pub fn explain(ctx: &crate::context::Context, name: &str) -> Result<Exit> {
         Some(l) => l.canonical(&recipe.name)?,
         None => None,
     };
-    ctx.out.answer(&serde_json::json!({ "recipe": name, "latest": latest, "canonical": canonical, "tags": verdicts, "as_of": as_of }), |out| {
+    // How the latest release fared when it was last run, tier by tier.
+    let judged = match (&ledger, &latest) {
+        (Some(l), Some(rel)) => match l.history(&recipe.name, 1)?.into_iter().next() {
+            Some(r) if r.tag.as_deref() == Some(rel.tag.as_str()) => {
+                let tiers = l.run_tiers(r.id)?;
+                Some((r, tiers))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let last_run = judged
+        .as_ref()
+        .map(|(r, t)| serde_json::json!({ "run": r, "tiers": t }));
+    ctx.out.answer(&serde_json::json!({ "recipe": name, "latest": latest, "canonical": canonical, "tags": verdicts, "as_of": as_of, "last_run": last_run }), |out| {
         for v in &verdicts {
             let mark = if v.taken {
                 out.paint("TAKEN", Tone::Good)
@@ -888,6 +902,15 @@ pub fn explain(ctx: &crate::context::Context, name: &str) -> Result<Exit> {
                 out.paint("ignored", Tone::Dim)
             };
             crate::say!("{mark:<8} {:<32} {}", v.tag, v.reason);
+        }
+        if let Some((r, tiers)) = &judged {
+            let degree = r.greenness.map(crate::ledger::degree_shown).unwrap_or_default();
+            crate::say!(
+                "last run of it: {} {} (degree {degree}) {}",
+                r.id,
+                r.result,
+                crate::ledger::tiers_line(tiers)
+            );
         }
         crate::say!(
             "latest release: {}; canonical: {} (the mirror as of {as_of}; `mirrors sync` to look again)",
