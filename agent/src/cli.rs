@@ -86,6 +86,11 @@ enum Command {
         after_help = "Exit: 0 proven (or deferred while CI is busy, or not due), 2 bad input, 4 busy, 11 some probes could not be made, 18 some recipes not triggerable. See docs/probe.md. Every code: docs/exit-codes.md."
     )]
     Probe(crate::probe::Args),
+    /// Write the fleet's status page, a static site, from the ledger.
+    #[command(
+        after_help = "Exit: 0 written, 2 bad input. See docs/status-page.md. Every code: docs/exit-codes.md."
+    )]
+    StatusPage(crate::status::Args),
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -117,6 +122,16 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::pro
     init_tracing();
     crate::signals::stop_on_signals();
     let ctx = Context::new(Output::new(cli.format), cli.config);
+    // The jobs whose last step rewrites the status page, when `[status_page] dir` is set.
+    let changes_the_ledger = matches!(
+        cli.command,
+        Command::Mirrors(_)
+            | Command::Sweep(_)
+            | Command::Probe(_)
+            | Command::Gc(_)
+            | Command::Deploy(_)
+            | Command::Rollback(_)
+    );
     let result = match cli.command {
         Command::Enrollment(args) => crate::enrollment::run(&ctx, args),
         Command::State(args) => crate::database::run(&ctx, args),
@@ -129,7 +144,13 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::pro
         Command::Gc(args) => crate::gc::run(&ctx, args),
         Command::Health(args) => crate::health::run(&ctx, args),
         Command::Probe(args) => crate::probe::run(&ctx, args),
+        Command::StatusPage(args) => crate::status::run(&ctx, args),
     };
+    if changes_the_ledger {
+        if let Ok(config) = ctx.config() {
+            crate::status::refresh(&config);
+        }
+    }
     match result {
         Ok(code) => code.into(),
         Err(err) => {

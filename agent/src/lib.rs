@@ -28,4 +28,5 @@ pub mod published;
 pub mod secrets;
 pub mod settings;
 pub mod signals;
+pub mod status;
 pub mod sweep;

@@ -90,6 +90,15 @@ struct RawConfig {
     probe: super::probe::RawProbe,
     #[serde(default)]
     hooks: Vec<RawHook>,
+    #[serde(default)]
+    status_page: RawStatusPage,
+}
+
+/// `[status_page]`: where every job that changes the ledger rewrites the status page.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStatusPage {
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +265,8 @@ pub struct Config {
     pub health: Health,
     pub probe: super::probe::ProbeSettings,
     pub hooks: Vec<Hook>,
+    /// `[status_page] dir`: rewritten as the last step of every job that changes the ledger.
+    pub status_page: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -372,6 +383,7 @@ impl Config {
             },
             probe,
             hooks,
+            status_page: raw.status_page.dir.as_deref().map(resolve),
         })
     }
 }

@@ -1,0 +1,145 @@
+//! `cc-ci-agent status-page --out DIR`: the fleet as a static site, from the ledger
+//! (docs/status-page.md). No server of its own and no JavaScript: `index.html`, a page per
+//! recipe, `deploys.html` and `status.json`, readable from `file://` or any web server.
+
+mod html;
+pub mod model;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
+
+use crate::context::Context;
+use crate::exit::Exit;
+use crate::settings::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to write the site (replaced whole, in one rename). Default: `[status_page] dir`.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
+    let config = ctx.config()?;
+    let Some(out) = args.out.or_else(|| config.status_page.clone()) else {
+        return Err(crate::error::Unusable(format!(
+            "{}: no --out DIR and no [status_page] dir to write the page to",
+            config.path.display()
+        ))
+        .into());
+    };
+    let written = write(&config, &out)?;
+    ctx.out.answer(
+        &json!({ "dir": out, "files": written.files, "index_bytes": written.index_bytes }),
+        |_| {
+            crate::say!(
+                "wrote the status page: {} ({} files)",
+                out.join("index.html").display(),
+                written.files
+            );
+        },
+    )?;
+    Ok(Exit::Success)
+}
+
+/// What a job that changed the ledger does last when `[status_page] dir` is set: rewrite the
+/// page. A page that cannot be written is a warning, never the job's failure.
+pub fn refresh(config: &Config) {
+    if let Some(dir) = &config.status_page {
+        if let Err(e) = write(config, dir) {
+            tracing::warn!(
+                "the status page in {} was not rewritten: {e:#}",
+                dir.display()
+            );
+        }
+    }
+}
+
+pub struct Written {
+    pub files: usize,
+    pub index_bytes: usize,
+}
+
+/// Builds the site in a fresh directory beside `out`, then puts it in `out`'s place in one
+/// rename (an exchange when `out` exists), so a reader sees the old site or the new, never half
+/// of one; the old one is then removed without following anything in it.
+pub fn write(config: &Config, out: &Path) -> Result<Written> {
+    let site = model::build(config)?;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let fresh = crate::fsutil::private_dir(parent, ".status-page.new-")
+        .with_context(|| format!("cannot make a directory in {}", parent.display()))?;
+    let written = fill(&fresh, &site);
+    let written = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&fresh);
+            return Err(e);
+        }
+    };
+    set_mode(&fresh, 0o755)?;
+    replace(&fresh, out)?;
+    Ok(written)
+}
+
+fn fill(dir: &Path, site: &model::Site) -> Result<Written> {
+    let index = html::index(site);
+    let mut files = 0;
+    let mut put = |name: &Path, text: &str| -> Result<()> {
+        crate::fsutil::write_atomic(&dir.join(name), text.as_bytes(), 0o644)?;
+        files += 1;
+        Ok(())
+    };
+    put(Path::new("index.html"), &index)?;
+    put(Path::new("deploys.html"), &html::deploys(site))?;
+    put(
+        Path::new("status.json"),
+        &serde_json::to_string_pretty(site)?,
+    )?;
+    std::fs::create_dir(dir.join("recipe"))?;
+    set_mode(&dir.join("recipe"), 0o755)?;
+    for r in &site.recipes {
+        put(
+            &Path::new("recipe").join(format!("{}.html", r.name)),
+            &html::recipe(site, r),
+        )?;
+    }
+    Ok(Written {
+        files,
+        index_bytes: index.len(),
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))
+}
+
+/// `fresh` takes `out`'s name. An existing `out` (a directory, or anything planted there) is
+/// exchanged with it in one `renameat2(RENAME_EXCHANGE)`, then removed from its new name.
+fn replace(fresh: &Path, out: &Path) -> Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    let exists = std::fs::symlink_metadata(out).is_ok();
+    if !exists {
+        return std::fs::rename(fresh, out)
+            .with_context(|| format!("cannot put the status page at {}", out.display()));
+    }
+    renameat_with(CWD, fresh, CWD, out, RenameFlags::EXCHANGE)
+        .with_context(|| format!("cannot put the status page at {}", out.display()))?;
+    // `fresh` now names what was at `out`: a link is removed as a link, a directory whole
+    // (remove_dir_all follows no link inside it).
+    let old = std::fs::symlink_metadata(fresh)?;
+    if old.is_dir() {
+        std::fs::remove_dir_all(fresh)
+    } else {
+        std::fs::remove_file(fresh)
+    }
+    .with_context(|| format!("cannot remove the old page at {}", fresh.display()))
+}

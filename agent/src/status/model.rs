@@ -1,0 +1,214 @@
+//! The status page's read model: `health`'s report (so the page, the terminal and the JSON cannot
+//! disagree on a verdict or a reason) and, beside it, what a maintainer reads further: each
+//! recipe's runs with their tiers, its canonical, mirror events and probes, and the deploy
+//! journal. Built once, serialised as `status.json`, rendered as HTML.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::health::{RecipeHealth, Report};
+use crate::ledger::{
+    Canonical, DeployRow, Ledger, MirrorEvent, MirrorState, ProbeRow, RunRow, TierRow,
+};
+use crate::settings::config::Config;
+use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
+
+pub const SCHEMA: &str = "cc-ci.status/v1";
+/// Runs kept per recipe page; the strip on the index shows the newest of them.
+pub const RUNS: u32 = 50;
+pub const STRIP: usize = 12;
+/// How much of a run's log its page shows: the end, where CI says why it failed.
+pub const LOG_TAIL: u64 = 4096;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    pub schema: &'static str,
+    pub generated_at: String,
+    pub summary: Summary,
+    pub health: Report,
+    pub recipes: Vec<RecipeView>,
+    pub deploys: Vec<DeployRow>,
+}
+
+/// The fleet in numbers: each enrolled recipe is in exactly one of the last five.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub recipes: usize,
+    pub green: usize,
+    pub partly_broken: usize,
+    pub broken: usize,
+    pub never_judged: usize,
+}
+
+/// Where a recipe stands, as the index colours and words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standing {
+    Green,
+    PartlyBroken,
+    Broken,
+    NeverJudged,
+}
+
+impl Standing {
+    pub fn word(self) -> &'static str {
+        match self {
+            Standing::Green => "green",
+            Standing::PartlyBroken => "partly broken",
+            Standing::Broken => "broken",
+            Standing::NeverJudged => "never judged",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipeView {
+    pub name: String,
+    pub enrolled: bool,
+    pub standing: Standing,
+    /// `exempt: REASON`, or `required`.
+    pub tests: String,
+    pub health: RecipeHealth,
+    pub canonical: Option<Canonical>,
+    pub mirror: Option<MirrorState>,
+    pub mirror_events: Vec<MirrorEvent>,
+    pub probes: Vec<ProbeRow>,
+    pub runs: Vec<RunView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub run: RunRow,
+    pub tiers: Vec<TierRow>,
+    /// The end of its log, as CI wrote it (escaped when rendered).
+    pub log_tail: Option<String>,
+}
+
+/// Reads everything the page shows, from the health report and the ledger.
+pub fn build(config: &Config) -> Result<Site> {
+    let health = crate::health::build(config)?;
+    let enrollment = Enrollment::load(&config.enrollment_file)?;
+    let ledger = Ledger::open(&config.state_dir)?;
+    let mut recipes = Vec::new();
+    for r in &enrollment.recipes {
+        let Some(h) = health.recipes.iter().find(|h| h.recipe == r.name) else {
+            continue;
+        };
+        recipes.push(recipe_view(&ledger, r, h.clone())?);
+    }
+    let summary = summary(&recipes);
+    Ok(Site {
+        schema: SCHEMA,
+        generated_at: health.generated_at.clone(),
+        summary,
+        deploys: ledger.deploy_history(50)?,
+        health,
+        recipes,
+    })
+}
+
+fn recipe_view(ledger: &Ledger, r: &Recipe, health: RecipeHealth) -> Result<RecipeView> {
+    let mut runs = Vec::new();
+    for run in ledger.history(&r.name, RUNS)? {
+        let tiers = ledger.run_tiers(run.id)?;
+        let log_tail = run
+            .log_path
+            .as_deref()
+            .and_then(|p| tail(Path::new(p), LOG_TAIL));
+        runs.push(RunView {
+            run,
+            tiers,
+            log_tail,
+        });
+    }
+    Ok(RecipeView {
+        name: r.name.clone(),
+        enrolled: r.enrolled,
+        standing: standing(&health),
+        tests: match &r.tests {
+            TestPolicy::Required => "required".into(),
+            TestPolicy::Exempt { reason } => format!("exempt: {reason}"),
+        },
+        canonical: ledger.canonical(&r.name)?,
+        mirror: ledger.mirror_state(&r.name)?,
+        mirror_events: ledger.mirror_events(&r.name, 20)?,
+        probes: ledger.probe_history(Some(&r.name), 10)?,
+        runs,
+        health,
+    })
+}
+
+/// From the health report's greenness, so the page says what `health` says.
+pub fn standing(h: &RecipeHealth) -> Standing {
+    match &h.greenness {
+        None => Standing::NeverJudged,
+        Some(g) if g.result == "green" => Standing::Green,
+        Some(g) if g.degree > 0.0 && g.degree < 1.0 => Standing::PartlyBroken,
+        Some(_) => Standing::Broken,
+    }
+}
+
+pub fn summary(recipes: &[RecipeView]) -> Summary {
+    let enrolled: Vec<&RecipeView> = recipes.iter().filter(|r| r.enrolled).collect();
+    let count = |s: Standing| enrolled.iter().filter(|r| r.standing == s).count();
+    Summary {
+        recipes: enrolled.len(),
+        green: count(Standing::Green),
+        partly_broken: count(Standing::PartlyBroken),
+        broken: count(Standing::Broken),
+        never_judged: count(Standing::NeverJudged),
+    }
+}
+
+/// The last `limit` bytes of a log in the state directory, opened without following a link or
+/// blocking on a FIFO (recipe CI can write the state directory), as text.
+fn tail(path: &Path, limit: u64) -> Option<String> {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::{Read, Seek, SeekFrom};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty()).ok()?;
+    let mut file = std::fs::File::from(fd);
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    file.seek(SeekFrom::Start(meta.len().saturating_sub(limit)))
+        .ok()?;
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{Greenness, Verdict};
+
+    fn with(result: &str, degree: f64) -> RecipeHealth {
+        RecipeHealth {
+            recipe: "x".into(),
+            enrolled: true,
+            verdict: Some(Verdict::Healthy),
+            checks: Vec::new(),
+            greenness: Some(Greenness {
+                tag: "1.0.0+1".into(),
+                result: result.into(),
+                degree,
+                failing: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn each_greenness_is_one_standing() {
+        assert_eq!(standing(&with("green", 0.0)), Standing::Green);
+        assert_eq!(standing(&with("red", 0.25)), Standing::PartlyBroken);
+        assert_eq!(standing(&with("red", 1.0)), Standing::Broken);
+        assert_eq!(standing(&with("error", 1.0)), Standing::Broken);
+        let mut never = with("green", 0.0);
+        never.greenness = None;
+        assert_eq!(standing(&never), Standing::NeverJudged);
+    }
+}
