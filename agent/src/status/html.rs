@@ -29,6 +29,12 @@ th { font-weight: 600; }
 .ok { color: var(--green); } .warn, .unknown { color: var(--amber); } .fail { color: var(--red); }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 13px; }
 svg { vertical-align: middle; }
+@media (max-width: 40rem) {
+  #recipes thead { display: none; }
+  #recipes tr { display: block; border-bottom: 1px solid var(--line); padding: .4rem 0; }
+  #recipes th, #recipes td { display: block; border: 0; padding: .1rem 0; }
+  #recipes td::before { content: attr(data-label) \": \"; font-weight: 600; }
+}
 ";
 
 fn page(title: &str, body: Markup) -> String {
@@ -86,20 +92,20 @@ fn recipe_row(r: &RecipeView) -> Markup {
     html! {
         tr data-recipe=(r.name) data-standing=(class) {
             th scope="row" { a href={ "recipe/" (r.name) ".html" } { (r.name) } }
-            td class=(class) { (mark(r.standing)) " " (r.standing.word()) }
-            td { (r.tests) }
-            td { (check_reason(r.health.checks.iter().find(|c| c.name == "mirror"))) }
-            td { @match &r.canonical {
+            td data-label="Standing" class=(class) { (mark(r.standing)) " " (r.standing.word()) }
+            td data-label="Tests" { (r.tests) }
+            td data-label="Mirror" { (check_reason(r.health.checks.iter().find(|c| c.name == "mirror"))) }
+            td data-label="Canonical" { @match &r.canonical {
                 Some(c) => { (c.version) br; span class="muted" { "since " (c.promoted_at) } }
                 None => span class="muted" { "none" },
             } }
-            td { @match last {
+            td data-label="Last run" { @match last {
                 Some(v) => { (last_run(v)) }
                 None => span class="muted" { "never run" },
             } }
-            td { (strip(&r.runs)) }
-            td { (check_reason(r.health.checks.iter().find(|c| c.name == "triggerable"))) }
-            td { @if let Some(v) = r.health.verdict { (format!("{v:?}").to_lowercase()) } }
+            td data-label="Runs" { (strip(&r.runs)) }
+            td data-label="Triggerable" { (check_reason(r.health.checks.iter().find(|c| c.name == "triggerable"))) }
+            td data-label="Health" { @if let Some(v) = r.health.verdict { (format!("{v:?}").to_lowercase()) } }
         }
     }
 }
@@ -276,7 +282,11 @@ pub fn recipe(site: &Site, r: &RecipeView) -> String {
             tbody { @for v in &r.runs { tr {
                 th scope="row" { (v.run.id) } td { (v.run.started_at) } td { (v.run.tag.clone().unwrap_or_default()) }
                 td class=(run_class(v)) { (v.run.result) } td { (v.run.greenness.map(degree_shown).unwrap_or_default()) }
-                td { (tiers_line(&v.tiers)) } td { (v.run.base.clone().unwrap_or_default()) }
+                td { (tiers_line(&v.tiers))
+                    @for t in v.tiers.iter().filter(|t| t.expected && !t.green) {
+                        @if let Some(m) = &t.first_message { br; span class="muted" { (t.tier) ": " (m) } }
+                    } }
+                td { (v.run.base.clone().unwrap_or_default()) }
                 td { (v.run.detail.clone().unwrap_or_default())
                     @if let Some(t) = &v.log_tail { details { summary { "the log's end" } pre { (t) } } } }
             } } }

@@ -15,17 +15,17 @@ use support::Upstream;
 /// `{results}`, then exits with `$CASES/<recipe>.exit` (0 when there is none).
 const CI: &str = r#"cp -a "$CASES/$1/." "$2/" 2>/dev/null; exit "$(cat "$CASES/$1.exit" 2>/dev/null || echo 0)""#;
 
-const FOUR: &str = "tiers = [\"install\", \"upgrade\", \"backup\", \"functional\"]\n";
+pub(crate) const FOUR: &str = "tiers = [\"install\", \"upgrade\", \"backup\", \"functional\"]\n";
 
-struct Fleet {
+pub(crate) struct Fleet {
     dir: tempfile::TempDir,
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     _upstreams: Vec<Upstream>,
 }
 
 impl Fleet {
     /// `recipes` each with one release; `sweep` goes under `[sweep]` after the command.
-    fn new(recipes: &[&str], sweep: &str, command: &str) -> Self {
+    pub(crate) fn new(recipes: &[&str], sweep: &str, command: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         for sub in ["upstream", "work", "cases"] {
@@ -62,7 +62,7 @@ impl Fleet {
         }
     }
 
-    fn with_cases(recipes: &[&str], sweep: &str) -> Self {
+    pub(crate) fn with_cases(recipes: &[&str], sweep: &str) -> Self {
         let command = format!("[\"sh\", \"-c\", {CI:?}, \"ci\", \"{{recipe}}\", \"{{results}}\"]");
         Self::new(recipes, sweep, &command)
     }
@@ -78,12 +78,12 @@ impl Fleet {
         self
     }
 
-    fn path(&self, p: &str) -> PathBuf {
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
 
     /// `recipe`'s CI writes these fixture files from tests/junit/ and exits `exit`.
-    fn case(&self, recipe: &str, fixtures: &[&str], exit: i32) {
+    pub(crate) fn case(&self, recipe: &str, fixtures: &[&str], exit: i32) {
         let dir = self.path(&format!("cases/{recipe}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -95,7 +95,7 @@ impl Fleet {
         std::fs::write(self.path(&format!("cases/{recipe}.exit")), exit.to_string()).unwrap();
     }
 
-    fn agent(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+    pub(crate) fn agent(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut c = std::process::Command::new(common::bin());
         c.args(["--config", self.config.to_str().unwrap()])
             .args(args)

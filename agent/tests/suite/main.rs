@@ -25,4 +25,5 @@ mod probe;
 mod probe_drone;
 mod secrets;
 mod state_cli;
+mod status_page;
 mod sweep;

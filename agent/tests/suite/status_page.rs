@@ -1,0 +1,258 @@
+//! `cc-ci-agent status-page` (docs/status-page.md): a fleet with every kind of recipe, written
+//! as a site, then loaded in headless Chromium at a phone's width and a desktop's, and checked
+//! from the DOM the browser built.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+
+use super::greenness::{Fleet, FOUR};
+
+/// CI copies `$CASES/<recipe>/` into `{results}`, prints `$CASES/<recipe>.say`, and exits
+/// `$CASES/<recipe>.exit`.
+const CI: &str = r#"cp -a "$CASES/$1/." "$2/" 2>/dev/null; cat "$CASES/$1.say" 2>/dev/null; exit "$(cat "$CASES/$1.exit" 2>/dev/null || echo 0)""#;
+
+const HOSTILE_TEST: &str = "\"><img src=x onerror=alert(1)>";
+const HOSTILE_MESSAGE: &str = "<script>alert(1)</script>";
+const BRIDGE_SECRET: &str = "bridge-secret-0123456789abcdef";
+
+/// green (plausible), partly broken (custom-html), broken (wordpress: every tier fails, with
+/// hostile names), never judged and mirror failed (hedgedoc: exempt, its upstream missing).
+fn fleet() -> Fleet {
+    let command = format!("[\"sh\", \"-c\", {CI:?}, \"ci\", \"{{recipe}}\", \"{{results}}\"]");
+    let f = Fleet::new(&["plausible", "custom-html", "wordpress"], FOUR, &command);
+    f.case("plausible", &["pytest-7.2/green.xml"], 0);
+    f.case("custom-html", &["pytest-7.2/backup-red.xml"], 1);
+    let broken = format!(
+        "<testsuites><testsuite name=\"pytest\">{}</testsuite></testsuites>",
+        ["install", "upgrade", "backup", "functional"]
+            .map(|t| format!(
+                "<testcase classname=\"{t}.test_{t}\" name=\"{}\"><failure message=\"{}\"/></testcase>",
+                xml_attr(HOSTILE_TEST),
+                xml_attr(HOSTILE_MESSAGE)
+            ))
+            .join("")
+    );
+    std::fs::write(f.path("cases/wordpress/junit.xml"), broken).unwrap();
+    std::fs::write(f.path("cases/wordpress.exit"), "1").unwrap();
+    // CI prints a token of the agent's that it found: the page must not repeat it.
+    std::fs::write(
+        f.path("cases/wordpress.say"),
+        format!("found {BRIDGE_SECRET} lying around\n"),
+    )
+    .unwrap();
+    std::fs::write(f.path("bridge-token"), BRIDGE_SECRET).unwrap();
+    let mut enrollment = std::fs::read_to_string(f.path("enrollment.toml")).unwrap();
+    enrollment.push_str(
+        "\n[recipe.hedgedoc]\ntests = \"exempt\"\nreason = \"suite being written\"\nupstream = \"file:///nonexistent/hedgedoc.git\"\n",
+    );
+    std::fs::write(f.path("enrollment.toml"), enrollment).unwrap();
+    let mut config = std::fs::read_to_string(&f.config).unwrap();
+    config = config.replace(
+        "[sweep]\n",
+        "[bridge]\ntoken_file = \"bridge-token\"\n\n[sweep]\n",
+    );
+    std::fs::write(&f.config, config).unwrap();
+    let _ = f.agent(&["mirrors", "sync"], &[]);
+    let _ = f.agent(&["sweep"], &[]);
+    f
+}
+
+fn xml_attr(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('"', "&quot;")
+        .replace('>', "&gt;")
+}
+
+fn write_site(f: &Fleet) -> PathBuf {
+    let out = f.path("site");
+    let run = f.agent(&["status-page", "--out", out.to_str().unwrap()], &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    out
+}
+
+#[test]
+fn every_kind_of_recipe_is_a_row_of_its_own_and_nothing_from_outside_is_markup() {
+    let f = fleet();
+    let site = write_site(&f);
+    let index = std::fs::read_to_string(site.join("index.html")).unwrap();
+    for (recipe, standing) in [
+        ("plausible", "green"),
+        ("custom-html", "partly-broken"),
+        ("wordpress", "broken"),
+        ("hedgedoc", "never-judged"),
+    ] {
+        let row = format!("data-recipe=\"{recipe}\" data-standing=\"{standing}\"");
+        assert!(index.contains(&row), "{row}\n{index}");
+    }
+    assert!(index.contains("4 recipes: 1 green, 1 partly broken, 1 broken, 1 never judged"));
+    let page = std::fs::read_to_string(site.join("recipe/wordpress.html")).unwrap();
+    assert!(
+        !page.contains("<img") && !page.contains("<script"),
+        "{page}"
+    );
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    for file in files(&site) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains(BRIDGE_SECRET),
+            "the bridge token is in {}",
+            file.display()
+        );
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(site.join("status.json")).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("docs/status.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&status)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // The same verdicts as `health`: one read model.
+    let health = f.agent(&["--format", "json", "health"], &[]);
+    let health: serde_json::Value = serde_json::from_str(&health.stdout).unwrap();
+    for r in health["recipes"].as_array().unwrap() {
+        let on_page = status["health"]["recipes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["recipe"] == r["recipe"])
+            .unwrap();
+        assert_eq!(on_page["verdict"], r["verdict"], "{}", r["recipe"]);
+    }
+}
+
+/// A second write replaces the site whole; a link planted in the old one is not followed.
+#[test]
+fn the_site_is_replaced_in_one_rename_and_no_link_in_it_is_followed() {
+    let f = fleet();
+    let site = write_site(&f);
+    let outside = f.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("keep"), "mine").unwrap();
+    std::os::unix::fs::symlink(&outside, site.join("planted")).unwrap();
+    write_site(&f);
+    assert!(!site.join("planted").exists(), "the old site is gone whole");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("keep")).unwrap(),
+        "mine"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(f.path(""))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".status-page"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// In a real browser, at a phone's width and a desktop's: the DOM Chromium built has the rows,
+/// the summary, and the hostile names as text, never as elements.
+#[test]
+fn the_page_in_headless_chromium_at_phone_and_desktop_width() {
+    let Some(chromium) = chromium() else {
+        eprintln!("status page: NOT RUN HERE: no chromium (apt install chromium; .ci/run does)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have chromium: .ci/run installs it"
+        );
+        return;
+    };
+    let f = fleet();
+    let site = write_site(&f);
+    let shots = common::repo().join("target/status-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    for (width, height, name) in [(390, 844, "phone"), (1280, 900, "desktop")] {
+        for page in ["index.html", "recipe/wordpress.html"] {
+            let url = format!("file://{}", site.join(page).display());
+            let dom = browse(&chromium, &f, &["--dump-dom"], (width, height), &url);
+            let shot = shots.join(format!("{}-{name}.png", page.replace('/', "-")));
+            let _ = browse(
+                &chromium,
+                &f,
+                &[&format!("--screenshot={}", shot.display())],
+                (width, height),
+                &url,
+            );
+            assert!(shot.is_file(), "no screenshot at {}", shot.display());
+            assert!(
+                !dom.contains("<img") && !dom.contains("<script"),
+                "{page} at {name}: {dom}"
+            );
+            if page == "index.html" {
+                assert!(
+                    dom.contains("4 recipes: 1 green, 1 partly broken, 1 broken, 1 never judged"),
+                    "{dom}"
+                );
+                for recipe in ["plausible", "custom-html", "wordpress", "hedgedoc"] {
+                    assert!(
+                        dom.contains(&format!("data-recipe=\"{recipe}\"")),
+                        "{recipe}: {dom}"
+                    );
+                }
+            } else {
+                assert!(
+                    dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+                    "{dom}"
+                );
+                assert!(dom.contains("onerror=alert(1)&gt;"), "{dom}");
+            }
+        }
+    }
+    eprintln!("status page: screenshots in {}", shots.display());
+}
+
+fn browse(chromium: &Path, f: &Fleet, how: &[&str], (w, h): (u32, u32), url: &str) -> String {
+    let profile = f.path("chromium-profile");
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--window-size={w},{h}"))
+        .args(how)
+        .arg(url)
+        .env("HOME", f.path(""))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser"]
+        .into_iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|p| p.join(name))
+                    .find(|p| p.is_file())
+            })
+        })
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            found.extend(files(&e.path()));
+        } else {
+            found.push(e.path());
+        }
+    }
+    found
+}
