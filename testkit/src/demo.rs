@@ -421,6 +421,13 @@ fn run(args: Args) -> Result<Exit> {
         Exit::Unhealthy as u8,
     )?;
     drop(probing);
+    let site = root.join("status-page");
+    step(
+        "the status page: the fleet for maintainers, in a browser",
+        &["status-page", "--out", &site.to_string_lossy()],
+        0,
+    )?;
+    say!("Open file://{}", site.join("index.html").display());
     // A command that works as printed: this binary by its full path, running the agent.
     say!(
         "Done. Look around: {} agent --config {} state status",

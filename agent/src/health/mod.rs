@@ -482,8 +482,13 @@ pub fn build(config: &Config) -> Result<Report> {
 /// With `live_mirrors`, each enrolled recipe's mirror is asked now instead of read from the
 /// last sync.
 pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
-    let enrollment = Enrollment::load(&config.enrollment_file)?;
     let ledger = Ledger::open(&config.state_dir)?;
+    build_from(config, &ledger, live_mirrors)
+}
+
+/// [`build_with`] on a ledger the caller has open (the status page reads more from it).
+pub fn build_from(config: &Config, ledger: &Ledger, live_mirrors: bool) -> Result<Report> {
+    let enrollment = Enrollment::load(&config.enrollment_file)?;
     let live = crate::bridge::live_poll_repos(config);
     let mirrors: Option<Live> = if live_mirrors {
         let enrolled: Vec<Recipe> = enrollment.enrolled().cloned().collect();
@@ -497,7 +502,7 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
     };
     let inputs = Inputs {
         config,
-        ledger: &ledger,
+        ledger,
         live: &live,
         mirrors: mirrors.as_ref(),
         probing: ledger.probes_ran()?,
@@ -508,7 +513,7 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
         .map(|r| recipe_health(inputs, r))
         .collect::<Result<Vec<_>>>()?;
     let mut host = Vec::new();
-    if let Some(standing) = crate::gc::disk_check(config, &ledger)? {
+    if let Some(standing) = crate::gc::disk_check(config, ledger)? {
         use crate::gc::DiskStanding;
         let (status, reason) = match standing {
             DiskStanding::Unmeasured(r) => (Status::Unknown, r),
@@ -517,7 +522,7 @@ pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
         };
         host.push(check("disk", status, reason));
     }
-    if let Some((status, reason)) = sweep_check(&enrollment, &ledger, config.health.sweep_within)? {
+    if let Some((status, reason)) = sweep_check(&enrollment, ledger, config.health.sweep_within)? {
         host.push(check("sweep", status, reason));
     }
     if let Some(reason) = polled_but_not_enrolled(&enrollment, &live) {

@@ -188,6 +188,9 @@ pub const ALL: &[&str] = &[
         green         INTEGER NOT NULL,
         first_failure TEXT,                   -- the first failing test's name, cut to a bound
         first_message TEXT,                   -- and what it said
-        PRIMARY KEY (run, tier)
-    ) STRICT;",
+        PRIMARY KEY (run, place)
+    ) STRICT, WITHOUT ROWID;
+    -- A recipe's newest runs, read for its history, its health and its status page, without
+    -- a scan of every run (1,000 recipes of 50 runs: 0.4 s of scanning before it).
+    CREATE INDEX runs_by_queue ON runs (queue, id);",
 ];

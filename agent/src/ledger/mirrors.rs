@@ -91,7 +91,7 @@ impl Ledger {
 
     /// Events of `recipe`, newest first.
     pub fn mirror_events(&self, recipe: &str, limit: u32) -> Result<Vec<MirrorEvent>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT at, kind, detail FROM mirror_events WHERE recipe = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![recipe, limit], |r| {

@@ -267,7 +267,7 @@ impl Ledger {
 
     fn probes_where(&self, clause: &str, args: &[&str]) -> Result<Vec<ProbeRow>> {
         let sql = format!("SELECT {COLUMNS} FROM probes WHERE {clause}");
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), row)?;
         rows.map(|r| with_outcome(r?)).collect()
     }

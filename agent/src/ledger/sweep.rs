@@ -132,7 +132,7 @@ fn finish_in(tx: &rusqlite::Transaction<'_>, id: i64, end: &RunEnd, now: &str) -
         params![end.result, end.greenness, end.exit_code, end.detail, now, id],
     )?;
     let mut insert = tx.prepare(
-        "INSERT OR REPLACE INTO run_tiers (run, tier, place, expected, reported, tests, failures,
+        "INSERT INTO run_tiers (run, tier, place, expected, reported, tests, failures,
          errors, skipped, seconds, green, first_failure, first_message)
          VALUES (?1, ?2, ?13, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
@@ -278,6 +278,49 @@ impl Ledger {
         Ok((now, before))
     }
 
+    /// The tiers of each of `ids`, in one query (a page of fifty runs asks once, not fifty times).
+    pub fn run_tiers_of(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Vec<TierRow>>> {
+        let mut out: std::collections::HashMap<i64, Vec<TierRow>> =
+            std::collections::HashMap::new();
+        let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) else {
+            return Ok(out);
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT run, tier, expected, reported, tests, failures, errors, skipped, seconds, green,
+             first_failure, first_message FROM run_tiers WHERE run >= ?1 AND run <= ?2
+             ORDER BY run, place",
+        )?;
+        let n = |v: i64| u64::try_from(v).unwrap_or_default();
+        let rows = stmt.query_map([lo, hi], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                TierRow {
+                    tier: r.get(1)?,
+                    expected: r.get(2)?,
+                    reported: r.get(3)?,
+                    tests: n(r.get(4)?),
+                    failures: n(r.get(5)?),
+                    errors: n(r.get(6)?),
+                    skipped: n(r.get(7)?),
+                    seconds: r.get(8)?,
+                    green: r.get(9)?,
+                    first_failure: r.get(10)?,
+                    first_message: r.get(11)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (run, tier) = row?;
+            if ids.contains(&run) {
+                out.entry(run).or_default().push(tier);
+            }
+        }
+        Ok(out)
+    }
+
     /// The tiers recorded for run `id`, expected ones first, each in name order.
     pub fn run_tiers(&self, id: i64) -> Result<Vec<TierRow>> {
         let mut stmt = self.conn.prepare(
@@ -412,7 +455,7 @@ impl Ledger {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN queues q ON q.id = r.queue WHERE q.recipe = ?1 ORDER BY r.id DESC LIMIT ?2"
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![recipe, limit], run_of)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -91,25 +91,36 @@ pub fn write(config: &Config, out: &Path) -> Result<Written> {
 fn fill(dir: &Path, site: &model::Site) -> Result<Written> {
     let index = html::index(site);
     let mut files = 0;
+    // A directory of our own, made a moment ago with mode 0700: nothing in it can be a link,
+    // and no file needs its own rename or fsync, since the whole site is swapped in at once.
     let mut put = |name: &Path, text: &str| -> Result<()> {
-        crate::fsutil::write_atomic(&dir.join(name), text.as_bytes(), 0o644)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        std::io::Write::write_all(&mut file, text.as_bytes())?;
         files += 1;
         Ok(())
     };
     put(Path::new("index.html"), &index)?;
     put(Path::new("deploys.html"), &html::deploys(site))?;
-    put(
-        Path::new("status.json"),
-        &serde_json::to_string_pretty(site)?,
-    )?;
     std::fs::create_dir(dir.join("recipe"))?;
     set_mode(&dir.join("recipe"), 0o755)?;
     for r in &site.recipes {
-        put(
-            &Path::new("recipe").join(format!("{}.html", r.name)),
-            &html::recipe(site, r),
-        )?;
+        let page = Path::new("recipe").join(format!("{}.html", r.name));
+        put(&page, &html::recipe(site, r))?;
     }
+    // The fleet with each recipe's newest run: its history is on its page (and in `history
+    // --format json`); at 1,000 recipes with 50 runs each, all of it as JSON would be 55 MB.
+    let mut fleet = site.clone();
+    for r in &mut fleet.recipes {
+        r.runs.truncate(1);
+    }
+    put(Path::new("status.json"), &serde_json::to_string(&fleet)?)?;
     Ok(Written {
         files,
         index_bytes: index.len(),

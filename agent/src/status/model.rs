@@ -18,7 +18,7 @@ use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
 pub const SCHEMA: &str = "cc-ci.status/v1";
 /// Runs kept per recipe page; the strip on the index shows the newest of them.
 pub const RUNS: u32 = 50;
-pub const STRIP: usize = 12;
+pub const STRIP: usize = 6;
 /// How much of a run's log its page shows: the end, where CI says why it failed.
 pub const LOG_TAIL: u64 = 4096;
 
@@ -88,9 +88,9 @@ pub struct RunView {
 
 /// Reads everything the page shows, from the health report and the ledger.
 pub fn build(config: &Config) -> Result<Site> {
-    let health = crate::health::build(config)?;
-    let enrollment = Enrollment::load(&config.enrollment_file)?;
     let ledger = Ledger::open(&config.state_dir)?;
+    let health = crate::health::build_from(config, &ledger, false)?;
+    let enrollment = Enrollment::load(&config.enrollment_file)?;
     let secrets = known_secrets(config);
     let mut health = health;
     for c in health.recipes.iter_mut().flat_map(|r| r.checks.iter_mut()) {
@@ -121,8 +121,11 @@ pub fn build(config: &Config) -> Result<Site> {
 
 fn recipe_view(ledger: &Ledger, r: &Recipe, health: RecipeHealth) -> Result<RecipeView> {
     let mut runs = Vec::new();
-    for run in ledger.history(&r.name, RUNS)? {
-        let tiers = ledger.run_tiers(run.id)?;
+    let history = ledger.history(&r.name, RUNS)?;
+    let ids: Vec<i64> = history.iter().map(|r| r.id).collect();
+    let mut all_tiers = ledger.run_tiers_of(&ids)?;
+    for run in history {
+        let tiers = all_tiers.remove(&run.id).unwrap_or_default();
         let log_tail = run
             .log_path
             .as_deref()

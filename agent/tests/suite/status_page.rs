@@ -83,7 +83,7 @@ fn every_kind_of_recipe_is_a_row_of_its_own_and_nothing_from_outside_is_markup()
         ("wordpress", "broken"),
         ("hedgedoc", "never-judged"),
     ] {
-        let row = format!("data-recipe=\"{recipe}\" data-standing=\"{standing}\"");
+        let row = format!("<tr class=\"{standing}\" data-recipe=\"{recipe}\">");
         assert!(index.contains(&row), "{row}\n{index}");
     }
     assert!(index.contains("4 recipes: 1 green, 1 partly broken, 1 broken, 1 never judged"));
