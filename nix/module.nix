@@ -29,7 +29,9 @@ let
     User = "cc-ci";
     Group = "cc-ci";
     StateDirectory = "cc-ci";
-    StateDirectoryMode = "0750";
+    # 0751 with the status page: a web server may reach its directory, never list the rest
+    # (the agent's files are 0640 by the umask).
+    StateDirectoryMode = if cfg.statusPage.enable then "0751" else "0750";
     UMask = "0027";
     ProtectSystem = "strict";
     ProtectHome = true;
@@ -281,7 +283,7 @@ in
         example = [ "/srv/cc-ci-tests/run" "{recipe}" "--version" "{version}" "--base" "{base}" "--cold" ];
         description = ''
           The CI run, an argv template (no shell): `{recipe}`, `{version}`, `{commit}`,
-          `{mirror_url}`, `{workdir}`, `{base}`. Exit 0 is green. Unset: no sweep job is made.
+          `{mirror_url}`, `{workdir}`, `{base}`, `{results}`. Exit 0 is green, unless `tiers` is set. Unset: no sweep job is made.
         '';
       };
       teardown = lib.mkOption {
@@ -297,6 +299,12 @@ in
         description = "Where `<recipe>/canonical.json` files are written after each promotion.";
       };
       allowPrerelease = lib.mkOption { type = lib.types.bool; default = false; description = "Let pre-release tags become canonicals."; };
+      tiers = lib.mkOption {
+        type = lib.types.nullOr (lib.types.nonEmptyListOf lib.types.str);
+        default = null;
+        example = [ "install" "upgrade" "backup" "functional" ];
+        description = "The tiers every recipe's JUnit results in `{results}` must report green to be promoted (docs/sweep.md, \"Greenness\"); an enrollment entry's `tiers` replaces it for that recipe. Unset: a run is judged by its exit code.";
+      };
       extraPackages = lib.mkOption {
         type = lib.types.listOf lib.types.package;
         default = [ ];
@@ -479,6 +487,23 @@ in
       gc.timer = timerOptions "warm-volume garbage collection" "daily";
     };
 
+    statusPage = {
+      enable = lib.mkEnableOption "the status page: a static site of the fleet (docs/status-page.md), written under the state directory and rewritten by every job that changes the ledger; the state directory becomes traversable (mode 0751, not listable) so a web server can reach it";
+      dir = lib.mkOption {
+        type = lib.types.str;
+        default = "${stateDir}/status-page";
+        defaultText = lib.literalExpression ''"/var/lib/cc-ci/status-page"'';
+        readOnly = true;
+        description = "Where the page is written (read-only): serve this directory.";
+      };
+      nginx.virtualHost = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "ci.example.org";
+        description = "Serve the page through the host's `services.nginx` at this virtual host; nginx's own module does the serving (TLS and the rest are set on `services.nginx.virtualHosts.<name>`).";
+      };
+    };
+
     settings = lib.mkOption {
       type = lib.types.submodule {
         freeformType = settingsFormat.type;
@@ -585,6 +610,10 @@ in
           assertion = !(cfg.settings ? forge && cfg.settings.forge ? token_file) && !(cfg.settings ? bridge && cfg.settings.bridge ? token_file);
           message = "services.cc-ci.settings: set secrets with services.cc-ci.forge.tokenFile and services.cc-ci.bridge.tokenFile, which pass them as systemd credentials, not as token_file settings.";
         }
+        {
+          assertion = cfg.statusPage.nginx.virtualHost == null || cfg.statusPage.enable;
+          message = "services.cc-ci.statusPage.nginx.virtualHost: set, but services.cc-ci.statusPage.enable is not, so there is no page to serve.";
+        }
       ];
 
     services.cc-ci.settings = asDefaults ({
@@ -607,6 +636,7 @@ in
         busy_check = if droneBusyCheck != { } then droneBusyCheck else null;
         canonical_export_dir = cfg.sweep.exportDir;
         allow_prerelease = cfg.sweep.allowPrerelease;
+        inherit (cfg.sweep) tiers;
       };
       deploy = dropNulls {
         inherit (cfg.deploy) flake;
@@ -635,6 +665,7 @@ in
       };
     }
     // lib.optionalAttrs (cfg.testsDir != null) { tests_dir = cfg.testsDir; }
+    // lib.optionalAttrs cfg.statusPage.enable { status_page.dir = cfg.statusPage.dir; }
     // lib.optionalAttrs (cfg.disk.budget != null) {
       disk = {
         inherit (cfg.disk) budget grace pin;
@@ -647,6 +678,14 @@ in
     });
 
     environment.etc."cc-ci/agent.toml".source = settingsFormat.generate "cc-ci-agent.toml" cfg.settings;
+
+    services.nginx = lib.mkIf (cfg.statusPage.enable && cfg.statusPage.nginx.virtualHost != null) {
+      enable = true;
+      virtualHosts.${cfg.statusPage.nginx.virtualHost} = {
+        root = cfg.statusPage.dir;
+        locations."/".extraConfig = "autoindex off;";
+      };
+    };
     environment.systemPackages = [ cfg.package ];
 
     systemd.services =

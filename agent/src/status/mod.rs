@@ -75,7 +75,8 @@ pub fn write(config: &Config, out: &Path) -> Result<Written> {
         .with_context(|| format!("cannot create {}", parent.display()))?;
     let fresh = crate::fsutil::private_dir(parent, ".status-page.new-")
         .with_context(|| format!("cannot make a directory in {}", parent.display()))?;
-    let written = fill(&fresh, &site);
+    let owner = owner_for(parent)?;
+    let written = fill(&fresh, &site, owner);
     let written = match written {
         Ok(w) => w,
         Err(e) => {
@@ -84,11 +85,26 @@ pub fn write(config: &Config, out: &Path) -> Result<Written> {
         }
     };
     set_mode(&fresh, 0o755)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&fresh, Some(uid), Some(gid))?;
+    }
     replace(&fresh, out)?;
     Ok(written)
 }
 
-fn fill(dir: &Path, site: &model::Site) -> Result<Written> {
+/// Root (a deploy) writes the page as the state directory's owner, so the jobs that run as
+/// that user can replace it next; anyone else writes it as themselves.
+fn owner_for(parent: &Path) -> Result<Option<(u32, u32)>> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let m =
+        std::fs::metadata(parent).with_context(|| format!("cannot read {}", parent.display()))?;
+    Ok(Some((m.uid(), m.gid())))
+}
+
+fn fill(dir: &Path, site: &model::Site, owner: Option<(u32, u32)>) -> Result<Written> {
     let index = html::index(site);
     let mut files = 0;
     // A directory of our own, made a moment ago with mode 0700: nothing in it can be a link,
@@ -103,6 +119,11 @@ fn fill(dir: &Path, site: &model::Site) -> Result<Written> {
             .open(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         std::io::Write::write_all(&mut file, text.as_bytes())?;
+        // The mode given to open is cut by the umask (the units' 0027): a page is for everyone.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        }
         files += 1;
         Ok(())
     };
@@ -110,6 +131,9 @@ fn fill(dir: &Path, site: &model::Site) -> Result<Written> {
     put(Path::new("deploys.html"), &html::deploys(site))?;
     std::fs::create_dir(dir.join("recipe"))?;
     set_mode(&dir.join("recipe"), 0o755)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir.join("recipe"), Some(uid), Some(gid))?;
+    }
     for r in &site.recipes {
         let page = Path::new("recipe").join(format!("{}.html", r.name));
         put(&page, &html::recipe(site, r))?;

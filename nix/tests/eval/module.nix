@@ -284,6 +284,25 @@ let
             "agent.toml [disk]: ${toml}"
             (summary c)));
 
+    # The status page: written under the state directory, which a web server may traverse, and
+    # served by nginx's own module when a virtual host is named.
+    status-page =
+      let
+        c = host { services.cc-ci.statusPage = { enable = true; nginx.virtualHost = "ci.example.org"; }; };
+        toml = c.environment.etc."cc-ci/agent.toml".source.text;
+        vhost = c.services.nginx.virtualHosts."ci.example.org";
+      in
+      expect (lib.hasInfix "dir = \"/var/lib/cc-ci/status-page\"" toml) "agent.toml [status_page]: ${toml}"
+        (expect (vhost.root == "/var/lib/cc-ci/status-page" && c.services.nginx.enable)
+          "nginx: ${builtins.toJSON vhost}"
+          (expect (c.systemd.services.cc-ci-mirrors.serviceConfig.StateDirectoryMode == "0751")
+            "StateDirectoryMode: ${c.systemd.services.cc-ci-mirrors.serviceConfig.StateDirectoryMode}"
+            (summary c)));
+
+    # A virtual host for a page nobody writes is refused, naming the option.
+    status-page-vhost-alone = refusedFor "services.cc-ci.statusPage.nginx.virtualHost"
+      (host { services.cc-ci.statusPage.nginx.virtualHost = "ci.example.org"; });
+
     # Docker volumes: the docker CLI from virtualisation.docker, and the docker group for its socket.
     gc-docker =
       let

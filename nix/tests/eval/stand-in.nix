@@ -82,5 +82,11 @@ in
       type = types.listOf types.unspecified;
       default = [ ];
     };
+    # Declared, as nixpkgs declares it: a freeform `services.nginx` whose presence hung on the
+    # module's own condition would be an infinite recursion that NixOS never meets.
+    options.services.nginx = lib.mkOption {
+      type = types.lazyAttrsOf types.anything;
+      default = { };
+    };
   };
 }
