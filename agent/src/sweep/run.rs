@@ -640,10 +640,14 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
         };
         if let Some(why) = refusal {
             ledger.sweep_finish(sweep, "refused-ci-busy", &why)?;
-            eprintln!(
-                "refused: {}: the whole sweep is skipped",
-                crate::output::terminal_safe(&why)
-            );
+            // One answer in either format: under --format json, a refusal is an object too.
+            let answer = serde_json::json!({ "sweep": sweep, "refused": "ci-busy", "reason": why });
+            ctx.out.answer(&answer, |_| {
+                eprintln!(
+                    "refused: {}: the whole sweep is skipped",
+                    crate::output::terminal_safe(&why)
+                );
+            })?;
             return Ok(Exit::CiBusy);
         }
     }

@@ -1054,3 +1054,42 @@ fn three_jobs_started_at_once_are_neither_refused_nor_lost() {
         0
     );
 }
+
+/// Every refusal of every job that takes a lock, under `--format json`, is one JSON object on
+/// stdout with the exit code the refusal has: CI busy, and the host or mirrors lock held.
+#[test]
+fn every_refusal_under_format_json_is_one_json_object() {
+    let flag = tempfile::NamedTempFile::new().unwrap();
+    let s = Sweep::new(
+        &["immich"],
+        &format!("[sweep.busy_check]\ncommand = [\"sh\", \"-c\", \"test -s {0} || exit 0; cat {0}; exit 1\"]\n\n\
+                  [disk]\nbudget = \"1G\"\n[disk.volumes]\nkind = \"directory\"\nroot = \"volumes\"\n", flag.path().display()),
+    );
+    std::fs::create_dir_all(s.path("volumes")).unwrap();
+    s.up("immich").tag("1.0.0+1.9", true);
+    let one_object = |args: &[&str], code: i32| {
+        let mut all = vec!["--format", "json"];
+        all.extend_from_slice(args);
+        let run = s.agent(&all);
+        assert_eq!(run.code, code, "{args:?}: {}\n{}", run.stdout, run.stderr);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON object ({e}): {:?}", run.stdout));
+        assert!(v.is_object(), "{args:?}: {v}");
+        v
+    };
+    std::fs::write(flag.path(), "immich #7 since 09:00\n").unwrap();
+    let v = one_object(&["sweep"], 5);
+    assert_eq!(v["refused"], "ci-busy", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("immich #7"), "{v}");
+    std::fs::write(flag.path(), "").unwrap();
+    let held = JobLock::acquire(&s.path("state"), "deploy").unwrap();
+    for job in [&["sweep"][..], &["gc"]] {
+        let v = one_object(job, 4);
+        assert!(v["error"].as_str().is_some(), "{job:?}: {v}");
+    }
+    drop(held);
+    let held = JobLock::mirrors(&s.path("state"), std::time::Duration::ZERO).unwrap();
+    let v = one_object(&["mirrors", "sync"], 4);
+    assert!(v["error"].as_str().is_some(), "{v}");
+    drop(held);
+}
