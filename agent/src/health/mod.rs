@@ -132,141 +132,18 @@ fn recipe_health(inputs: Inputs<'_>, r: &Recipe) -> Result<RecipeHealth> {
             greenness: None,
         });
     }
-    let mut checks = vec![check("declared", Status::Ok, "in the enrollment")];
+    let mut checks = vec![
+        check("declared", Status::Ok, "in the enrollment"),
+        bridge_check(live, r),
+        mirror_check(config, ledger, mirrors, r)?,
+        tests_check(config, r),
+    ];
     let mut greenness = None;
-    checks.push(match live {
-        Ok(names) if names.contains(&r.name) => {
-            check("bridge", Status::Ok, "the live bridge polls it")
-        }
-        Ok(_) => check(
-            "bridge",
-            Status::Fail,
-            "enrolled, but the live bridge does not poll it: deploy to apply the enrollment",
-        ),
-        Err(e) => check(
-            "bridge",
-            Status::Unknown,
-            format!("the live bridge's POLL_REPOS cannot be read: {e}"),
-        ),
-    });
-    if let Some((standing, detail)) = mirrors.and_then(|m| m.get(&r.name)) {
-        use crate::mirrors::Standing;
-        let status = match standing {
-            Standing::InSync => Status::Ok,
-            Standing::Behind => Status::Warn,
-            _ => Status::Fail,
-        };
-        let name = serde_json::to_value(standing)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        checks.push(check(
-            "mirror",
-            status,
-            format!("{name} (asked now): {detail}"),
-        ));
-    } else {
-        checks.push(match ledger.mirror_state(&r.name)? {
-            None => check(
-                "mirror",
-                Status::Warn,
-                "never synced: run `cc-ci-agent mirrors sync`",
-            ),
-            Some(m) if m.result == "failed" => check(
-                "mirror",
-                Status::Fail,
-                format!("the last sync failed: {}", m.error.unwrap_or_default()),
-            ),
-            Some(m) => match age(&m.synced_at) {
-                Some(a) if a > config.health.stale_after => check(
-                    "mirror",
-                    Status::Warn,
-                    format!(
-                        "last synced {} ago ({})",
-                        humantime::format_duration(Duration::from_secs(a.as_secs())),
-                        m.synced_at
-                    ),
-                ),
-                _ => check(
-                    "mirror",
-                    Status::Ok,
-                    format!("{} at {}", m.result, m.synced_at),
-                ),
-            },
-        });
-    }
-    checks.push(match (&r.tests, &config.tests_dir) {
-        (TestPolicy::Exempt { reason }, _) => {
-            check("tests", Status::Warn, format!("exempt: {reason}"))
-        }
-        (TestPolicy::Required, None) => check("tests", Status::Unknown, "no tests_dir configured"),
-        (TestPolicy::Required, Some(dir)) if dir.join(&r.name).is_dir() => {
-            check("tests", Status::Ok, "suite present")
-        }
-        (TestPolicy::Required, Some(dir)) => check(
-            "tests",
-            Status::Fail,
-            format!("no suite at {}", dir.join(&r.name).display()),
-        ),
-    });
     if r.canonical {
-        let canonical = ledger.canonical(&r.name)?;
-        // A demotion stands until a release is promoted after it.
-        let demoted = ledger
-            .mirror_events(&r.name, 200)?
-            .into_iter()
-            .find(|e| e.kind == "canonical-demoted" || e.kind == "promoted")
-            .filter(|e| e.kind == "canonical-demoted");
-        checks.push(match (canonical, demoted) {
-            (_, Some(e)) => check(
-                "canonical",
-                Status::Warn,
-                format!("{} ({}); the next green release ends this", e.detail, e.at),
-            ),
-            (Some(c), None) => {
-                let days = age(&c.promoted_at).map_or(String::new(), |a| {
-                    format!(", {} days old", a.as_secs() / 86400)
-                });
-                check(
-                    "canonical",
-                    Status::Ok,
-                    format!("{} at {}{days}", c.version, crate::git::short(&c.commit)),
-                )
-            }
-            (None, None) => check(
-                "canonical",
-                Status::Warn,
-                "none yet: upgrade tests have no base",
-            ),
-        });
-        if let Some(run) = ledger.history(&r.name, 1)?.into_iter().next() {
-            let tag = run.tag.clone().unwrap_or_default();
-            if run.result != "running" {
-                let failing = ledger
-                    .run_tiers(run.id)?
-                    .iter()
-                    .filter(|t| t.expected && !t.green)
-                    .map(|t| FailingTier {
-                        tier: t.tier.clone(),
-                        reason: t.why_not_green(),
-                    })
-                    .collect();
-                greenness = Some(Greenness {
-                    tag: tag.clone(),
-                    result: run.result.clone(),
-                    degree: run.greenness.unwrap_or(1.0),
-                    failing,
-                });
-            }
-            checks.push(match run.result.as_str() {
-                "green" => check("last sweep", Status::Ok, format!("{tag} green")),
-                "running" => check("last sweep", Status::Ok, format!("{tag} running")),
-                other => check(
-                    "last sweep",
-                    Status::Warn,
-                    format!("{tag} {other}: {}", run.detail.unwrap_or_default()),
-                ),
-            });
+        checks.push(canonical_check(ledger, r)?);
+        if let Some((last, g)) = last_sweep(ledger, r)? {
+            checks.push(last);
+            greenness = g;
         }
     }
     if probing {
@@ -285,6 +162,165 @@ fn recipe_health(inputs: Inputs<'_>, r: &Recipe) -> Result<RecipeHealth> {
         checks,
         greenness,
     })
+}
+
+/// Whether the live bridge polls the recipe's mirror.
+fn bridge_check(live: &Result<BTreeSet<String>, String>, r: &Recipe) -> Check {
+    match live {
+        Ok(names) if names.contains(&r.name) => {
+            check("bridge", Status::Ok, "the live bridge polls it")
+        }
+        Ok(_) => check(
+            "bridge",
+            Status::Fail,
+            "enrolled, but the live bridge does not poll it: deploy to apply the enrollment",
+        ),
+        Err(e) => check(
+            "bridge",
+            Status::Unknown,
+            format!("the live bridge's POLL_REPOS cannot be read: {e}"),
+        ),
+    }
+}
+
+/// The mirror as asked now (`mirrors`, with `--live`), else as the last sync recorded it.
+fn mirror_check(
+    config: &Config,
+    ledger: &Ledger,
+    mirrors: Option<&Live>,
+    r: &Recipe,
+) -> Result<Check> {
+    if let Some((standing, detail)) = mirrors.and_then(|m| m.get(&r.name)) {
+        use crate::mirrors::Standing;
+        let status = match standing {
+            Standing::InSync => Status::Ok,
+            Standing::Behind => Status::Warn,
+            _ => Status::Fail,
+        };
+        let name = serde_json::to_value(standing)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        return Ok(check(
+            "mirror",
+            status,
+            format!("{name} (asked now): {detail}"),
+        ));
+    }
+    Ok(match ledger.mirror_state(&r.name)? {
+        None => check(
+            "mirror",
+            Status::Warn,
+            "never synced: run `cc-ci-agent mirrors sync`",
+        ),
+        Some(m) if m.result == "failed" => check(
+            "mirror",
+            Status::Fail,
+            format!("the last sync failed: {}", m.error.unwrap_or_default()),
+        ),
+        Some(m) => match age(&m.synced_at) {
+            Some(a) if a > config.health.stale_after => check(
+                "mirror",
+                Status::Warn,
+                format!(
+                    "last synced {} ago ({})",
+                    humantime::format_duration(Duration::from_secs(a.as_secs())),
+                    m.synced_at
+                ),
+            ),
+            _ => check(
+                "mirror",
+                Status::Ok,
+                format!("{} at {}", m.result, m.synced_at),
+            ),
+        },
+    })
+}
+
+fn tests_check(config: &Config, r: &Recipe) -> Check {
+    match (&r.tests, &config.tests_dir) {
+        (TestPolicy::Exempt { reason }, _) => {
+            check("tests", Status::Warn, format!("exempt: {reason}"))
+        }
+        (TestPolicy::Required, None) => check("tests", Status::Unknown, "no tests_dir configured"),
+        (TestPolicy::Required, Some(dir)) if dir.join(&r.name).is_dir() => {
+            check("tests", Status::Ok, "suite present")
+        }
+        (TestPolicy::Required, Some(dir)) => check(
+            "tests",
+            Status::Fail,
+            format!("no suite at {}", dir.join(&r.name).display()),
+        ),
+    }
+}
+
+fn canonical_check(ledger: &Ledger, r: &Recipe) -> Result<Check> {
+    let canonical = ledger.canonical(&r.name)?;
+    // A demotion stands until a release is promoted after it.
+    let demoted = ledger
+        .mirror_events(&r.name, 200)?
+        .into_iter()
+        .find(|e| e.kind == "canonical-demoted" || e.kind == "promoted")
+        .filter(|e| e.kind == "canonical-demoted");
+    Ok(match (canonical, demoted) {
+        (_, Some(e)) => check(
+            "canonical",
+            Status::Warn,
+            format!("{} ({}); the next green release ends this", e.detail, e.at),
+        ),
+        (Some(c), None) => {
+            let days = age(&c.promoted_at).map_or(String::new(), |a| {
+                format!(", {} days old", a.as_secs() / 86400)
+            });
+            check(
+                "canonical",
+                Status::Ok,
+                format!("{} at {}{days}", c.version, crate::git::short(&c.commit)),
+            )
+        }
+        (None, None) => check(
+            "canonical",
+            Status::Warn,
+            "none yet: upgrade tests have no base",
+        ),
+    })
+}
+
+/// The last run's check, and its greenness once it has ended; `None` before any run.
+fn last_sweep(ledger: &Ledger, r: &Recipe) -> Result<Option<(Check, Option<Greenness>)>> {
+    let Some(run) = ledger.history(&r.name, 1)?.into_iter().next() else {
+        return Ok(None);
+    };
+    let tag = run.tag.clone().unwrap_or_default();
+    let greenness = if run.result == "running" {
+        None
+    } else {
+        let failing = ledger
+            .run_tiers(run.id)?
+            .iter()
+            .filter(|t| t.expected && !t.green)
+            .map(|t| FailingTier {
+                tier: t.tier.clone(),
+                reason: t.why_not_green(),
+            })
+            .collect();
+        Some(Greenness {
+            tag: tag.clone(),
+            result: run.result.clone(),
+            degree: run.greenness.unwrap_or(1.0),
+            failing,
+        })
+    };
+    let last = match run.result.as_str() {
+        "green" => check("last sweep", Status::Ok, format!("{tag} green")),
+        "running" => check("last sweep", Status::Ok, format!("{tag} running")),
+        other => check(
+            "last sweep",
+            Status::Warn,
+            format!("{tag} {other}: {}", run.detail.unwrap_or_default()),
+        ),
+    };
+    Ok(Some((last, greenness)))
 }
 
 /// Whether a probe proved `!testme` answered on the recipe's mirror (docs/probe.md), for a recipe

@@ -227,6 +227,24 @@ fn substitute(argv: &[String], values: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// A teardown that failed is said in the log and the job's warnings; it changes no verdict.
+fn said_teardown(
+    recipe: &str,
+    done: &Result<crate::process::Logged, crate::process::ProcessError>,
+    log: &mut std::fs::File,
+) {
+    match done {
+        Ok(d) if !d.status.success() => {
+            tracing::warn!(recipe, "teardown failed ({})", d.status);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            let _ = writeln!(log, "{e}");
+            tracing::warn!(recipe, "teardown: {e}");
+        }
+    }
+}
+
 /// `{results}`: an empty directory of the run's own, made anew (whatever an earlier run or
 /// recipe CI left at that name is removed first, without following a link).
 fn fresh_results_dir(state_dir: &Path, recipe: &str) -> Result<std::path::PathBuf> {
@@ -513,25 +531,28 @@ impl Sweeper<'_> {
         if let Some(teardown) = &s.teardown {
             let argv = substitute(teardown, &values);
             let _ = writeln!(file, "$ {}", argv.join(" "));
-            match ci(&argv, s.timeout).output_logged(file.try_clone()?, s.log_limit) {
-                Ok(d) if !d.status.success() => {
-                    tracing::warn!(recipe = recipe.name, "teardown failed ({})", d.status);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = writeln!(file, "{e}");
-                    tracing::warn!(recipe = recipe.name, "teardown: {e}");
-                }
-            }
+            let done = ci(&argv, s.timeout).output_logged(file.try_clone()?, s.log_limit);
+            said_teardown(&recipe.name, &done, &mut file);
         }
         let _ = file.sync_all();
         let _ = std::fs::remove_dir_all(&results);
+        let _ = std::fs::remove_dir_all(&workdir);
+        self.record(ledger, (run, end), (recipe, release, canonical), base)
+    }
+
+    /// Records a run's end, and promotes it when it is green: the decision.
+    fn record(
+        &self,
+        ledger: &mut Ledger,
+        (run, end): (i64, RunEnd),
+        (recipe, release, canonical): (&Recipe, &Release, Option<&Canonical>),
+        base: Option<String>,
+    ) -> Result<Decision> {
+        let s = &self.config.sweep;
         if end.result == "error" {
             ledger.run_finish(run, &end)?;
-            let _ = std::fs::remove_dir_all(&workdir);
             return Ok(Decision::Error { detail: end.detail });
         }
-        let _ = std::fs::remove_dir_all(&workdir);
         if end.result == "green" {
             // Green, cold, the latest release, enrolled, and a tag: the only way to a canonical.
             let c = ledger.finish_and_promote(
@@ -618,47 +639,10 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
     let recipes = canonical_recipes(&enrollment, &opts.only)?;
     let mut ledger = Ledger::open(&config.state_dir)?;
     let sweep = ledger.sweep_begin()?;
-    // Mirror syncs go on beside the sweep, for every recipe but the one under test.
-    let lock = match JobLock::acquire_wait(&config.state_dir, "sweep", config.lock_wait) {
-        Ok(lock) => lock,
-        Err(e) => {
-            ledger.sweep_finish(sweep, "refused-busy", &format!("{e:#}"))?;
-            return Err(e);
-        }
+    let lock = match start(ctx, &config, &mut ledger, sweep)? {
+        Started::Go(lock) => lock,
+        Started::Refused(exit) => return Ok(exit),
     };
-    if let Some(check) = &config.sweep.busy_check {
-        if let Err(e) = busy::usable(check, "sweep") {
-            ledger.sweep_finish(sweep, "failed", &format!("{e:#}"))?;
-            return Err(e);
-        }
-        let refusal = match busy::check(check) {
-            Busy::Idle => None,
-            Busy::Busy(what) => Some(format!("a CI build is in flight ({what})")),
-            Busy::Unknown(why) => Some(format!(
-                "cannot tell whether a CI build is in flight ({why})"
-            )),
-        };
-        if let Some(why) = refusal {
-            ledger.sweep_finish(sweep, "refused-ci-busy", &why)?;
-            // One answer in either format: under --format json, a refusal is an object too.
-            let answer = serde_json::json!({ "sweep": sweep, "refused": "ci-busy", "reason": why });
-            ctx.out.answer(&answer, |_| {
-                eprintln!(
-                    "refused: {}: the whole sweep is skipped",
-                    crate::output::terminal_safe(&why)
-                );
-            })?;
-            return Ok(Exit::CiBusy);
-        }
-    }
-    if config.sweep.command.is_none() {
-        ledger.sweep_finish(sweep, "failed", "no sweep.command")?;
-        return Err(Unusable(format!(
-            "{}: [sweep] has no command to run CI with",
-            config.path.display()
-        ))
-        .into());
-    }
     let interrupted = ledger.runs_interrupted()?;
     if interrupted > 0 {
         tracing::warn!(
@@ -702,39 +686,104 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
             },
         };
         print_decision(&ctx.out, &recipe.name, &decision);
-        announce_greenness(&config, &ledger, &recipe.name, &decision)?;
-        let details = serde_json::json!({ "recipe": recipe.name, "decision": decision });
-        match &decision {
-            Decision::Promoted { .. } => {
-                crate::hooks::fire(&config, HookEvent::Promotion, details);
-            }
-            Decision::Red { .. } | Decision::Error { .. } | Decision::SkipMirrorFailed { .. } => {
-                crate::hooks::fire(&config, HookEvent::SweepFailure, details);
-            }
-            _ => {}
-        }
+        announce(&config, &ledger, &recipe.name, &decision)?;
         report.push(RecipeSweep {
             recipe: recipe.name.clone(),
             decision,
         });
     }
-    let errors = report
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.decision,
-                Decision::Error { .. } | Decision::SkipMirrorFailed { .. }
-            )
-        })
-        .count();
-    let promoted = report
-        .iter()
-        .filter(|r| matches!(r.decision, Decision::Promoted { .. }))
-        .count();
-    let red = report
-        .iter()
-        .filter(|r| matches!(r.decision, Decision::Red { .. }))
-        .count();
+    finish(ctx, &mut ledger, sweep, &report)
+}
+
+enum Started {
+    Go(JobLock),
+    Refused(Exit),
+}
+
+/// The sweep's start: the host lock, the CI busy check, a command to run. Each refusal is
+/// recorded on the sweep's row before it is said.
+fn start(
+    ctx: &crate::context::Context,
+    config: &Config,
+    ledger: &mut Ledger,
+    sweep: i64,
+) -> Result<Started> {
+    // Mirror syncs go on beside the sweep, for every recipe but the one under test.
+    let lock = match JobLock::acquire_wait(&config.state_dir, "sweep", config.lock_wait) {
+        Ok(lock) => lock,
+        Err(e) => {
+            ledger.sweep_finish(sweep, "refused-busy", &format!("{e:#}"))?;
+            return Err(e);
+        }
+    };
+    if let Some(check) = &config.sweep.busy_check {
+        if let Err(e) = busy::usable(check, "sweep") {
+            ledger.sweep_finish(sweep, "failed", &format!("{e:#}"))?;
+            return Err(e);
+        }
+        let refusal = match busy::check(check) {
+            Busy::Idle => None,
+            Busy::Busy(what) => Some(format!("a CI build is in flight ({what})")),
+            Busy::Unknown(why) => Some(format!(
+                "cannot tell whether a CI build is in flight ({why})"
+            )),
+        };
+        if let Some(why) = refusal {
+            ledger.sweep_finish(sweep, "refused-ci-busy", &why)?;
+            // One answer in either format: under --format json, a refusal is an object too.
+            let answer = serde_json::json!({ "sweep": sweep, "refused": "ci-busy", "reason": why });
+            ctx.out.answer(&answer, |_| {
+                eprintln!(
+                    "refused: {}: the whole sweep is skipped",
+                    crate::output::terminal_safe(&why)
+                );
+            })?;
+            return Ok(Started::Refused(Exit::CiBusy));
+        }
+    }
+    if config.sweep.command.is_none() {
+        ledger.sweep_finish(sweep, "failed", "no sweep.command")?;
+        return Err(Unusable(format!(
+            "{}: [sweep] has no command to run CI with",
+            config.path.display()
+        ))
+        .into());
+    }
+    Ok(Started::Go(lock))
+}
+
+/// The hooks a decision fires: greenness changes, promotions, failures.
+fn announce(config: &Config, ledger: &Ledger, recipe: &str, decision: &Decision) -> Result<()> {
+    announce_greenness(config, ledger, recipe, decision)?;
+    let details = serde_json::json!({ "recipe": recipe, "decision": decision });
+    match decision {
+        Decision::Promoted { .. } => {
+            crate::hooks::fire(config, HookEvent::Promotion, details);
+        }
+        Decision::Red { .. } | Decision::Error { .. } | Decision::SkipMirrorFailed { .. } => {
+            crate::hooks::fire(config, HookEvent::SweepFailure, details);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Records the sweep's end and answers with every recipe's decision.
+fn finish(
+    ctx: &crate::context::Context,
+    ledger: &mut Ledger,
+    sweep: i64,
+    report: &[RecipeSweep],
+) -> Result<Exit> {
+    let count = |f: fn(&Decision) -> bool| report.iter().filter(|r| f(&r.decision)).count();
+    let errors = count(|d| {
+        matches!(
+            d,
+            Decision::Error { .. } | Decision::SkipMirrorFailed { .. }
+        )
+    });
+    let promoted = count(|d| matches!(d, Decision::Promoted { .. }));
+    let red = count(|d| matches!(d, Decision::Red { .. }));
     let summary = format!(
         "{} recipes: {promoted} promoted, {red} red, {errors} could not be judged",
         report.len()
