@@ -268,7 +268,24 @@ fn collect(
             budget: plan.budget,
         });
     }
-    let outcome = if !failures.is_empty() {
+    record_run(ledger, id, &plan, freed, failures.is_empty())?;
+    Ok(Collected {
+        plan,
+        freed,
+        failures,
+        taken,
+    })
+}
+
+/// The gc run's row and its event: the outcome, the figures, the shortfalls.
+fn record_run(
+    ledger: &mut Ledger,
+    id: i64,
+    plan: &Plan,
+    freed: u64,
+    none_failed: bool,
+) -> Result<()> {
+    let outcome = if !none_failed {
         "some-failed"
     } else if plan.shortfalls.is_empty() {
         "ok"
@@ -304,12 +321,7 @@ fn collect(
             &serde_json::json!({ "run": id, "freed": freed, "shortfalls": shortfalls }),
         )
         .context("cannot record the gc run")?;
-    Ok(Collected {
-        plan,
-        freed,
-        failures,
-        taken,
-    })
+    Ok(())
 }
 
 fn exit_of(plan: &Plan, failures: usize) -> Exit {
@@ -330,6 +342,32 @@ fn ago(d: std::time::Duration) -> String {
         s if s < 2 * 86400 => format!("{} h ago", s / 3600),
         s => format!("{} days ago", s / 86400),
     }
+}
+
+/// One volume's row: name, recipe, version, size, last use, and what gc does with it and why.
+fn volume_row(d: &plan::Decided, now: SystemTime, dry_run: bool) -> Vec<(String, Option<Tone>)> {
+    let v = &d.volume;
+    let age = now
+        .duration_since(v.last_used)
+        .map_or_else(|_| "in the future".into(), ago);
+    let (what, tone) = match d.action {
+        Action::Delete if dry_run => ("would delete", Tone::Warn),
+        Action::Delete => ("delete", Tone::Warn),
+        Action::Keep if d.reason.is_protected() => ("keep", Tone::Good),
+        Action::Keep => ("keep", Tone::Dim),
+    };
+    let mut reason = d.reason.as_str().to_string();
+    if let Some(p) = v.problem.as_ref().or(v.note.as_ref()) {
+        reason.push_str(&format!(": {p}"));
+    }
+    vec![
+        (v.name.clone(), None),
+        (v.recipe.clone().unwrap_or_else(|| "-".into()), None),
+        (v.version.clone().unwrap_or_else(|| "-".into()), None),
+        (human_bytes(v.bytes), None),
+        (age, None),
+        (format!("{what} ({reason})"), Some(tone)),
+    ]
 }
 
 fn print(
@@ -353,30 +391,7 @@ fn print(
         let rows: Vec<Vec<(String, Option<Tone>)>> = plan
             .volumes
             .iter()
-            .map(|d| {
-                let v = &d.volume;
-                let age = now
-                    .duration_since(v.last_used)
-                    .map_or_else(|_| "in the future".into(), ago);
-                let (what, tone) = match d.action {
-                    Action::Delete if dry_run => ("would delete", Tone::Warn),
-                    Action::Delete => ("delete", Tone::Warn),
-                    Action::Keep if d.reason.is_protected() => ("keep", Tone::Good),
-                    Action::Keep => ("keep", Tone::Dim),
-                };
-                let mut reason = d.reason.as_str().to_string();
-                if let Some(p) = v.problem.as_ref().or(v.note.as_ref()) {
-                    reason.push_str(&format!(": {p}"));
-                }
-                vec![
-                    (v.name.clone(), None),
-                    (v.recipe.clone().unwrap_or_else(|| "-".into()), None),
-                    (v.version.clone().unwrap_or_else(|| "-".into()), None),
-                    (human_bytes(v.bytes), None),
-                    (age, None),
-                    (format!("{what} ({reason})"), Some(tone)),
-                ]
-            })
+            .map(|d| volume_row(d, now, dry_run))
             .collect();
         crate::say!(
             "{}: {} volumes, {} in all, {} protected; budget {}, free {} (min_free {})",

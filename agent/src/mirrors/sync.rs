@@ -228,36 +228,9 @@ impl Syncer<'_> {
         result.tags = Some(fetched.tags.len());
         result.refs = Some(fetched.clone());
 
-        if let (Some(old), Some(new)) = (&mirror.branch, &fetched.branch) {
-            if old != new {
-                if !git.has_commit(&cache, old) {
-                    // The old head may be only on the mirror; fetch it to judge the ancestry.
-                    let _ = git.fetch_ref(
-                        &cache,
-                        &mirror_url,
-                        &format!("refs/heads/{branch}"),
-                        "refs/cc-ci/mirror-head",
-                    );
-                }
-                if git.has_commit(&cache, old) && !git.is_ancestor(&cache, old, new) {
-                    result.rewritten = Some((old.clone(), new.clone()));
-                }
-            }
-        }
-
+        result.rewritten = rewritten(git, (&cache, &mirror_url, branch), &mirror, &fetched);
         git.push(&cache, &mirror_url, &changes)
-            .map_err(|e| match e.kind {
-                ErrorKind::Rejected => format!(
-                    "the mirror changed while it was being synced, so the push was refused and \
-                     nothing was overwritten; the next sync will try again: {e}"
-                ),
-                ErrorKind::Auth => format!("the forge refused the credentials: {e}"),
-                ErrorKind::Refused => format!(
-                    "the forge refused the push by its own rules, so a retry will not help until \
-                     that is changed on the forge: {e}"
-                ),
-                _ => format!("pushing to the mirror: {e}"),
-            })?;
+            .map_err(|e| push_error(&e))?;
         result.changes = changes;
         result.outcome = Outcome::Synced;
 
@@ -448,4 +421,46 @@ pub fn sync_all(
             on_result(result);
         }
     });
+}
+
+/// The mirror's old head and upstream's new one, when upstream's history was rewritten (the old
+/// head is not an ancestor of the new); the old head may be only on the mirror, so it is fetched.
+fn rewritten(
+    git: &Git,
+    (cache, mirror_url, branch): (&std::path::Path, &str, &str),
+    mirror: &RefSet,
+    fetched: &RefSet,
+) -> Option<(String, String)> {
+    let (Some(old), Some(new)) = (&mirror.branch, &fetched.branch) else {
+        return None;
+    };
+    if old == new {
+        return None;
+    }
+    if !git.has_commit(cache, old) {
+        let _ = git.fetch_ref(
+            cache,
+            mirror_url,
+            &format!("refs/heads/{branch}"),
+            "refs/cc-ci/mirror-head",
+        );
+    }
+    (git.has_commit(cache, old) && !git.is_ancestor(cache, old, new))
+        .then(|| (old.clone(), new.clone()))
+}
+
+/// A refused push in the words that say whether a retry can help.
+fn push_error(e: &crate::git::GitError) -> String {
+    match e.kind {
+        ErrorKind::Rejected => format!(
+            "the mirror changed while it was being synced, so the push was refused and \
+             nothing was overwritten; the next sync will try again: {e}"
+        ),
+        ErrorKind::Auth => format!("the forge refused the credentials: {e}"),
+        ErrorKind::Refused => format!(
+            "the forge refused the push by its own rules, so a retry will not help until \
+             that is changed on the forge: {e}"
+        ),
+        _ => format!("pushing to the mirror: {e}"),
+    }
 }

@@ -100,6 +100,67 @@ pub struct Enrollment {
     pub also_poll: Vec<String>,
 }
 
+/// `tests` and `reason` as a policy: an exemption needs a reason, and only an exemption has one.
+fn test_policy(
+    (tests, reason): (Option<TestsMode>, Option<String>),
+    name: &str,
+    source: &TomlSource,
+    errors: &mut Vec<InputError>,
+) -> TestPolicy {
+    let at = |key: &'static str| vec!["recipe", name, key];
+    match (tests.unwrap_or(TestsMode::Required), reason) {
+        (TestsMode::Required, None) => TestPolicy::Required,
+        (TestsMode::Required, Some(_)) => {
+            errors.push(source.error_at(
+                &at("reason"),
+                "reason is only allowed with tests = \"exempt\"",
+            ));
+            TestPolicy::Required
+        }
+        (TestsMode::Exempt, Some(reason)) if !reason.trim().is_empty() => {
+            TestPolicy::Exempt { reason }
+        }
+        (TestsMode::Exempt, _) => {
+            errors.push(source.error_at(
+                &at("tests"),
+                "tests = \"exempt\" needs a non-empty reason = \"...\" saying why",
+            ));
+            TestPolicy::Exempt {
+                reason: String::new(),
+            }
+        }
+    }
+}
+
+/// `[bridge] also_poll`: names, each once, none a recipe.
+fn also_poll(
+    names: Vec<String>,
+    recipes: &[Recipe],
+    source: &TomlSource,
+    errors: &mut Vec<InputError>,
+) -> Vec<String> {
+    let mut also_poll = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        let at = source.error_at(&["bridge", "also_poll"], String::new());
+        let fail = |m: String| InputError {
+            message: format!("entry {i}: {m}"),
+            ..at.clone()
+        };
+        if let Err(e) = check_recipe_name(&name) {
+            errors.push(fail(e));
+        } else if recipes.iter().any(|r| r.name == name) {
+            errors.push(fail(format!(
+                "{name:?} is declared as a recipe too: it is one or the other"
+            )));
+        } else if also_poll.contains(&name) {
+            errors.push(fail(format!("{name:?} is listed twice")));
+        } else {
+            also_poll.push(name);
+        }
+    }
+    also_poll
+}
+
 impl Enrollment {
     pub fn load(path: &Path) -> Result<Self, Invalid> {
         let source = TomlSource::read(path)?;
@@ -167,28 +228,7 @@ impl Enrollment {
             if let Err(e) = check_branch(&branch) {
                 errors.push(source.error_at(&at("branch"), e));
             }
-            let tests = match (r.tests.unwrap_or(TestsMode::Required), r.reason) {
-                (TestsMode::Required, None) => TestPolicy::Required,
-                (TestsMode::Required, Some(_)) => {
-                    errors.push(source.error_at(
-                        &at("reason"),
-                        "reason is only allowed with tests = \"exempt\"",
-                    ));
-                    TestPolicy::Required
-                }
-                (TestsMode::Exempt, Some(reason)) if !reason.trim().is_empty() => {
-                    TestPolicy::Exempt { reason }
-                }
-                (TestsMode::Exempt, _) => {
-                    errors.push(source.error_at(
-                        &at("tests"),
-                        "tests = \"exempt\" needs a non-empty reason = \"...\" saying why",
-                    ));
-                    TestPolicy::Exempt {
-                        reason: String::new(),
-                    }
-                }
-            };
+            let tests = test_policy((r.tests, r.reason), &name, source, &mut errors);
             if let Some(base) = &r.upgrade_base {
                 if let Err(e) = check_release_tag(base) {
                     errors.push(source.error_at(&at("upgrade_base"), e));
@@ -209,25 +249,7 @@ impl Enrollment {
                 tiers: r.tiers,
             });
         }
-        let mut also_poll = Vec::new();
-        for (i, name) in raw.bridge.also_poll.into_iter().enumerate() {
-            let at = source.error_at(&["bridge", "also_poll"], String::new());
-            let fail = |m: String| InputError {
-                message: format!("entry {i}: {m}"),
-                ..at.clone()
-            };
-            if let Err(e) = check_recipe_name(&name) {
-                errors.push(fail(e));
-            } else if recipes.iter().any(|r| r.name == name) {
-                errors.push(fail(format!(
-                    "{name:?} is declared as a recipe too: it is one or the other"
-                )));
-            } else if also_poll.contains(&name) {
-                errors.push(fail(format!("{name:?} is listed twice")));
-            } else {
-                also_poll.push(name);
-            }
-        }
+        let also_poll = also_poll(raw.bridge.also_poll, &recipes, source, &mut errors);
         if errors.is_empty() {
             Ok(Self { recipes, also_poll })
         } else {
