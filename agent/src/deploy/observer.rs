@@ -151,6 +151,20 @@ impl Observer for Printer<'_> {
             Event::BuildFailed(e) => self.line(format!("build: {}: {e}", self.mark(false))),
             Event::Changes(c) => self.line(format!("changes: {}", c.summary())),
             Event::Ended(message) => self.line(message),
+            Event::Notice(message) => self.out.aside(
+                format!("{}: {message}", paint("notice", Tone::Warn)),
+                format!("notice: {message}"),
+            ),
+            other => self.say_from_activation_on(other),
+        }
+    }
+}
+
+impl Printer<'_> {
+    /// The events from the dead-man switch's arming on: activation, verification, the end.
+    fn say_from_activation_on(&self, event: &Event<'_>) {
+        let paint = |text: &str, tone| self.out.paint(text, tone);
+        match event {
             Event::Armed { unit, seconds } => self.line(format!(
                 "dead-man switch: {unit}.timer rolls back in {seconds}s unless this deploy is confirmed"
             )),
@@ -191,10 +205,20 @@ impl Observer for Printer<'_> {
                 "the dead-man switch took this deploy over before it was confirmed; waiting for its rollback",
             ),
             Event::DeadmanDone(message) => self.line(format!("dead-man switch: {message}")),
-            Event::Notice(message) => self.out.aside(
-                format!("{}: {message}", paint("notice", Tone::Warn)),
-                format!("notice: {message}"),
-            ),
+            // Said by `on`; named here so a new event must be placed in one or the other.
+            Event::Line(_)
+            | Event::Tree { .. }
+            | Event::Pulled { .. }
+            | Event::CiIdle
+            | Event::Refused(_)
+            | Event::From(_)
+            | Event::FailingBefore(_)
+            | Event::RunningElsewhere { .. }
+            | Event::Built { .. }
+            | Event::BuildFailed(_)
+            | Event::Changes(_)
+            | Event::Ended(_)
+            | Event::Notice(_) => {}
         }
     }
 }

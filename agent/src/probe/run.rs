@@ -95,27 +95,7 @@ pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
     };
     let live = crate::bridge::live_poll_repos(&config);
     let ledger = Ledger::open(&config.state_dir)?;
-    let now = SystemTime::now();
-    let mut due = Vec::new();
-    let mut skipped = Vec::new();
-    for recipe in chosen {
-        let fp = fingerprint(&config, &live, &recipe);
-        let last = ledger.probe_last_judged(&recipe.name)?;
-        match choose(
-            &recipe,
-            named,
-            last.as_ref(),
-            &fp,
-            config.probe.max_age,
-            now,
-        ) {
-            Choice::Probe { reason } => due.push((recipe, fp, reason)),
-            choice => skipped.push(Skipped {
-                recipe: recipe.name.clone(),
-                choice,
-            }),
-        }
-    }
+    let (due, skipped) = due_and_skipped(&config, &ledger, &live, chosen, named)?;
     if dry_run {
         return answer_plan(&ctx.out, &due, &skipped);
     }
@@ -128,19 +108,7 @@ pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
             left.started_at
         );
     }
-    let drone = match &config.probe.drone {
-        Some(d) => {
-            let credential = crate::settings::deploy::DRONE_TOKEN_CREDENTIAL;
-            let token = read_token(
-                d.token_file.as_deref(),
-                credential,
-                "probe.drone",
-                &config.path,
-            )?;
-            Some(Drone::new(d, token, Duration::from_secs(30)))
-        }
-        None => None,
-    };
+    let drone = probe_drone(&config)?;
     let git = forge::git_to(forge.as_ref(), &config.mirrors);
     let mirror = Mirror {
         git: &git,
@@ -173,6 +141,56 @@ pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
         reports.push(report);
     }
     answer(&ctx.out, &reports, &skipped)
+}
+
+/// What is due now: each recipe to probe with what its proof would rest on and why, and those
+/// left alone, with why.
+type Due = Vec<(Recipe, Fingerprint, String)>;
+
+fn due_and_skipped(
+    config: &Config,
+    ledger: &Ledger,
+    live: &Result<BTreeSet<String>, String>,
+    chosen: Vec<Recipe>,
+    named: bool,
+) -> Result<(Due, Vec<Skipped>)> {
+    let now = SystemTime::now();
+    let mut due = Vec::new();
+    let mut skipped = Vec::new();
+    for recipe in chosen {
+        let fp = fingerprint(config, live, &recipe);
+        let last = ledger.probe_last_judged(&recipe.name)?;
+        match choose(
+            &recipe,
+            named,
+            last.as_ref(),
+            &fp,
+            config.probe.max_age,
+            now,
+        ) {
+            Choice::Probe { reason } => due.push((recipe, fp, reason)),
+            choice => skipped.push(Skipped {
+                recipe: recipe.name.clone(),
+                choice,
+            }),
+        }
+    }
+    Ok((due, skipped))
+}
+
+/// `[probe.drone]`'s client, its token read as the probe unit's credential or file.
+fn probe_drone(config: &Config) -> Result<Option<Drone>> {
+    let Some(d) = &config.probe.drone else {
+        return Ok(None);
+    };
+    let credential = crate::settings::deploy::DRONE_TOKEN_CREDENTIAL;
+    let token = read_token(
+        d.token_file.as_deref(),
+        credential,
+        "probe.drone",
+        &config.path,
+    )?;
+    Ok(Some(Drone::new(d, token, Duration::from_secs(30))))
 }
 
 /// `probe --history`: the journal's probes, newest first, read without writing anything.

@@ -2,6 +2,7 @@
 //! `services.cc-ci.settings`. See docs/configuration.md for every key.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -366,25 +367,29 @@ impl Config {
                 report_timeout: raw
                     .bridge
                     .report_timeout
-                    .map_or(std::time::Duration::from_secs(10), |s| s.0),
+                    .map_or(Duration::from_secs(10), |s| s.0),
             },
             deploy,
             mirrors,
             sweep,
             disk,
-            health: Health {
-                metrics_file: raw.health.metrics_file.as_deref().map(resolve),
-                poll_repos_file: raw.health.poll_repos_file.as_deref().map(resolve),
-                stale_after: raw
-                    .health
-                    .stale_after
-                    .map_or(std::time::Duration::from_secs(6 * 3600), |s| s.0),
-                sweep_within: raw.health.sweep_within.map(|s| s.0),
-            },
+            health: health(&raw.health, &resolve),
             probe,
             hooks,
             status_page: raw.status_page.dir.as_deref().map(resolve),
         })
+    }
+}
+
+/// `[health]`, its paths made absolute and its durations defaulted.
+fn health(raw: &RawHealth, resolve: &dyn Fn(&Path) -> PathBuf) -> Health {
+    Health {
+        metrics_file: raw.metrics_file.as_deref().map(resolve),
+        poll_repos_file: raw.poll_repos_file.as_deref().map(resolve),
+        stale_after: raw
+            .stale_after
+            .map_or(Duration::from_secs(6 * 3600), |s| s.0),
+        sweep_within: raw.sweep_within.map(|s| s.0),
     }
 }
 

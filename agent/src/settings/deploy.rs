@@ -234,6 +234,49 @@ pub struct DeploySettings {
     pub checks: Vec<UserCheck>,
 }
 
+/// `[[deploy.checks]]`: each exactly one of a URL or a command, with its timeout.
+fn user_checks(
+    raw: Vec<RawCheck>,
+    source: &TomlSource,
+    errors: &mut Vec<crate::error::InputError>,
+) -> Vec<UserCheck> {
+    let secs = |v: Option<Seconds>, default: u64| v.map_or(Duration::from_secs(default), |s| s.0);
+    let mut checks = Vec::new();
+    for (i, c) in raw.into_iter().enumerate() {
+        let timeout = secs(c.timeout, 10);
+        let probe = match (c.url, c.command) {
+            (Some(url), None) => match check_http_url(&url) {
+                Ok(()) => CheckProbe::Url(url),
+                Err(e) => {
+                    errors.push(source.error_at(
+                        &["deploy", "checks"],
+                        format!("check {} ({:?}): {e}", i + 1, c.name),
+                    ));
+                    continue;
+                }
+            },
+            (None, Some(argv)) if !argv.is_empty() => CheckProbe::Command(argv),
+            _ => {
+                errors.push(source.error_at(
+                    &["deploy", "checks"],
+                    format!(
+                        "check {} ({:?}) needs exactly one of url or command (non-empty)",
+                        i + 1,
+                        c.name
+                    ),
+                ));
+                continue;
+            }
+        };
+        checks.push(UserCheck {
+            name: c.name,
+            probe,
+            timeout,
+        });
+    }
+    checks
+}
+
 pub(super) fn resolve(
     raw: RawDeploy,
     bridge_unit: &str,
@@ -276,39 +319,7 @@ pub(super) fn resolve(
     let busy_check = raw
         .busy_check
         .and_then(|b| resolve_busy_check(b, "deploy", source, abs, errors));
-    let mut checks = Vec::new();
-    for (i, c) in raw.checks.into_iter().enumerate() {
-        let timeout = secs(c.timeout, 10);
-        let probe = match (c.url, c.command) {
-            (Some(url), None) => match check_http_url(&url) {
-                Ok(()) => CheckProbe::Url(url),
-                Err(e) => {
-                    errors.push(source.error_at(
-                        &["deploy", "checks"],
-                        format!("check {} ({:?}): {e}", i + 1, c.name),
-                    ));
-                    continue;
-                }
-            },
-            (None, Some(argv)) if !argv.is_empty() => CheckProbe::Command(argv),
-            _ => {
-                errors.push(source.error_at(
-                    &["deploy", "checks"],
-                    format!(
-                        "check {} ({:?}) needs exactly one of url or command (non-empty)",
-                        i + 1,
-                        c.name
-                    ),
-                ));
-                continue;
-            }
-        };
-        checks.push(UserCheck {
-            name: c.name,
-            probe,
-            timeout,
-        });
-    }
+    let checks = user_checks(raw.checks, source, errors);
     DeploySettings {
         flake,
         state_dir: raw.state_dir.as_deref().map(abs),

@@ -100,6 +100,30 @@ pub struct Enrollment {
     pub also_poll: Vec<String>,
 }
 
+/// `[defaults]`: an upstream with `{recipe}` that is a URL the agent takes, a branch name.
+/// Whether the upstream is good (a recipe inheriting a bad one is not reported again).
+fn check_defaults(d: &RawDefaults, source: &TomlSource, errors: &mut Vec<InputError>) -> bool {
+    let insecure = d.allow_insecure.unwrap_or(false);
+    let upstream = d.upstream.as_deref().unwrap_or(DEFAULT_UPSTREAM);
+    let mut upstream_ok = true;
+    if d.upstream.is_some() {
+        let problem = if upstream.contains(RECIPE_PLACEHOLDER) {
+            check_upstream(upstream, "example", insecure).err()
+        } else {
+            Some("must contain {recipe}, or every recipe would share one upstream".to_string())
+        };
+        if let Some(e) = problem {
+            errors.push(source.error_at(&["defaults", "upstream"], e));
+            upstream_ok = false;
+        }
+    }
+    let branch = d.branch.as_deref().unwrap_or(DEFAULT_BRANCH);
+    if let Err(e) = check_branch(branch) {
+        errors.push(source.error_at(&["defaults", "branch"], e));
+    }
+    upstream_ok
+}
+
 /// `tests` and `reason` as a policy: an exemption needs a reason, and only an exemption has one.
 fn test_policy(
     (tests, reason): (Option<TestsMode>, Option<String>),
@@ -173,23 +197,9 @@ impl Enrollment {
 
         let default_insecure = raw.defaults.allow_insecure.unwrap_or(false);
         let default_upstream = raw.defaults.upstream.as_deref().unwrap_or(DEFAULT_UPSTREAM);
-        let errors_before_defaults = errors.len();
-        if raw.defaults.upstream.is_some() {
-            if !default_upstream.contains(RECIPE_PLACEHOLDER) {
-                errors.push(source.error_at(
-                    &["defaults", "upstream"],
-                    "must contain {recipe}, or every recipe would share one upstream",
-                ));
-            } else if let Err(e) = check_upstream(default_upstream, "example", default_insecure) {
-                errors.push(source.error_at(&["defaults", "upstream"], e));
-            }
-        }
-        // A bad default is reported once, not again for every recipe that inherits it.
-        let defaults_upstream_ok = errors.len() == errors_before_defaults;
         let default_branch = raw.defaults.branch.as_deref().unwrap_or(DEFAULT_BRANCH);
-        if let Err(e) = check_branch(default_branch) {
-            errors.push(source.error_at(&["defaults", "branch"], e));
-        }
+        // A bad default is reported once, not again for every recipe that inherits it.
+        let defaults_upstream_ok = check_defaults(&raw.defaults, source, &mut errors);
 
         let mut recipes = Vec::with_capacity(raw.recipe.len());
         for (name, r) in raw.recipe {
