@@ -6,11 +6,11 @@ use std::time::SystemTime;
 use anyhow::{Context as _, Result};
 
 use super::directory::Directory;
-use super::docker::Docker;
 use super::plan::{self, human_bytes, Action, Plan, Shortfall, Volume};
 use crate::context::Context;
 use crate::error::Unusable;
 use crate::exit::Exit;
+use crate::host::docker::{Docker, DockerVolume};
 use crate::ledger::{JobLock, Ledger};
 use crate::output::{table, Tone};
 use crate::settings::config::Config;
@@ -39,7 +39,8 @@ impl Backend {
         match self {
             Backend::Directory(d) => d.inventory(),
             Backend::Docker(d) => {
-                let mut volumes = d.inventory()?;
+                let mut volumes: Vec<Volume> =
+                    d.inventory()?.into_iter().map(from_docker).collect();
                 if record {
                     let used: Vec<&str> = volumes
                         .iter()
@@ -74,7 +75,14 @@ impl Backend {
     fn delete(&self, name: &str) -> Result<()> {
         match self {
             Backend::Directory(d) => d.delete(name),
-            Backend::Docker(d) => d.delete(name),
+            // docker's refusal of a volume in use is gc's "came into use": kept, no failure.
+            Backend::Docker(d) => {
+                d.delete(name)
+                    .map_err(|e| match e.downcast::<crate::host::docker::InUse>() {
+                        Ok(used) => super::InUse(used.0).into(),
+                        Err(e) => e,
+                    })
+            }
         }
     }
 
@@ -515,4 +523,23 @@ fn distrust_the_future(ledger: &mut Ledger, volumes: &mut [Volume], record: bool
         v.last_used = counted;
     }
     Ok(())
+}
+
+/// A docker volume as gc weighs it; `last_used` is its creation time until the ledger knows
+/// better. One `system df` does not list (no size) is kept, and says why.
+fn from_docker(v: DockerVolume) -> Volume {
+    let problem = v
+        .bytes
+        .is_none()
+        .then(|| "docker reports no size for it".to_string());
+    Volume {
+        in_use: v.links.is_none_or(|l| l > 0),
+        recipe: v.id.as_ref().map(|i| i.0.clone()),
+        version: v.id.map(|i| i.1),
+        bytes: v.bytes.unwrap_or(0),
+        last_used: v.created.unwrap_or_else(SystemTime::now),
+        problem,
+        note: None,
+        name: v.name,
+    }
 }

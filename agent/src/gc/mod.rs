@@ -3,7 +3,6 @@
 
 mod collect;
 pub mod directory;
-pub mod docker;
 pub mod plan;
 
 use anyhow::Result;

@@ -1,8 +1,9 @@
 //! The NixOS host contract: the only place that knows the command lines of `nixos-rebuild`,
-//! `switch-to-configuration`, `nix-env`, `systemctl` and `systemd-run`. Every path comes from
+//! `switch-to-configuration`, `nix-env`, `systemctl`, `systemd-run` and `docker` ([`docker`]). Every path comes from
 //! `[deploy]`, so tests can point them at an emulated host that follows the same contract.
 
 pub mod changes;
+pub mod docker;
 pub mod generation;
 pub mod systemd;
 

@@ -61,8 +61,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             let chosen = enrollment.enrolled_named(&recipes)?;
             let lock = JobLock::mirrors(&config.state_dir, config.lock_wait)?;
             let mut ledger = Ledger::open(&config.state_dir)?;
+            let forge = forge::from_config(&config)?;
             let results = sync_accepting(
-                &config,
+                (&config, forge.as_ref()),
                 &chosen,
                 &mut ledger,
                 &ctx.out,
@@ -115,28 +116,29 @@ pub fn syncer<'a>(config: &Config, forge: &'a dyn forge::Forge) -> Syncer<'a> {
 
 /// Syncs `recipes` (the caller holds `lock`, and each recipe's lock is taken in turn), records
 /// each result as it arrives, prints a line per recipe for people. The sweep calls this too.
+/// `forge` is the caller's, so a job that talks to the forge again (the sweep) builds it and
+/// reads its token once.
 pub fn sync_recipes(
-    config: &Config,
+    (config, forge): (&Config, &dyn forge::Forge),
     recipes: &[Recipe],
     ledger: &mut Ledger,
     out: &Output,
     lock: &JobLock,
 ) -> Result<Vec<RecipeResult>> {
-    sync_accepting(config, recipes, ledger, out, (lock, false))
+    sync_accepting((config, forge), recipes, ledger, out, (lock, false))
 }
 
 /// [`sync_recipes`], accepting (or not) that upstream deleted every tag.
 fn sync_accepting(
-    config: &Config,
+    (config, forge): (&Config, &dyn forge::Forge),
     recipes: &[Recipe],
     ledger: &mut Ledger,
     out: &Output,
     (lock, accept_deletions): (&JobLock, bool),
 ) -> Result<Vec<RecipeResult>> {
-    let forge = forge::from_config(config)?;
     let syncer = Syncer {
         accept_deletions,
-        ..syncer(config, forge.as_ref())
+        ..syncer(config, forge)
     };
     let mut results = Vec::with_capacity(recipes.len());
     let mut record_error = None;

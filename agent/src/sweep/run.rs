@@ -655,8 +655,15 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
             export(dir, &c)?;
         }
     }
-    let synced = mirrors::sync_recipes(&config, &recipes, &mut ledger, &ctx.out, &lock)?;
+    // One forge for the sync and the sweep: its token is read once.
     let forge = crate::forge::from_config(&config)?;
+    let synced = mirrors::sync_recipes(
+        (&config, forge.as_ref()),
+        &recipes,
+        &mut ledger,
+        &ctx.out,
+        &lock,
+    )?;
     let sweeper = Sweeper {
         config: &config,
         forge: forge.as_ref(),

@@ -2,8 +2,9 @@
 //! CLI: `volume ls` finds them, `volume inspect` gives labels and creation time, `system df
 //! --verbose` gives sizes and how many containers use each, `volume rm` deletes.
 //!
-//! Docker keeps no last-use time; the agent remembers when it last saw a volume in use (ledger
-//! `volume_use`) and counts from that or the creation time, whichever is later.
+//! The only place that knows docker's command lines (gc asks it for its warm volumes). Docker
+//! keeps no last-use time: gc remembers when it last saw a volume in use (ledger `volume_use`)
+//! and counts from that or the creation time, whichever is later.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,13 +13,29 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, Result};
 use serde::Deserialize;
 
-use super::plan::Volume;
 use crate::process::Cmd;
 use crate::settings::rules::check_recipe_name;
 
 pub const RECIPE_LABEL: &str = "cc-ci.recipe";
 pub const VERSION_LABEL: &str = "cc-ci.version";
 const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A labelled volume as docker shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerVolume {
+    pub name: String,
+    /// Its labels' (recipe, version), when both are there and well-formed.
+    pub id: Option<(String, String)>,
+    pub created: Option<SystemTime>,
+    /// Containers using it, and its size, from `system df`; `None` when it is not listed there.
+    pub links: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// `docker volume rm` refused: a container uses the volume.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is in use by a container: kept")]
+pub struct InUse(pub String);
 
 pub struct Docker {
     pub program: String,
@@ -186,8 +203,8 @@ impl Docker {
             .collect())
     }
 
-    /// Every volume labelled as a cc-ci volume; `last_used` is the creation time.
-    pub fn inventory(&self) -> Result<Vec<Volume>> {
+    /// Every volume labelled as a cc-ci volume, with what docker says of it.
+    pub fn inventory(&self) -> Result<Vec<DockerVolume>> {
         let names = self.labelled()?;
         if names.is_empty() {
             return Ok(Vec::new());
@@ -196,26 +213,15 @@ impl Docker {
         args.extend(names.iter().map(String::as_str));
         let inspected = parse_inspect(&self.docker(&args)?)?;
         let usage = parse_system_df(&self.docker(&["system", "df", "--verbose"])?)?;
-        let mut volumes: Vec<Volume> = inspected
+        let mut volumes: Vec<DockerVolume> = inspected
             .into_iter()
             .map(|Labelled { name, id, created }| {
-                let mut problem = None;
                 let u = usage.get(&name);
-                let bytes = match u.and_then(|u| u.bytes) {
-                    Some(b) => b,
-                    None => {
-                        problem = Some("docker reports no size for it".to_string());
-                        0
-                    }
-                };
-                Volume {
-                    in_use: u.is_none_or(|u| u.links > 0),
-                    recipe: id.as_ref().map(|i| i.0.clone()),
-                    version: id.map(|i| i.1),
-                    bytes,
-                    last_used: created.unwrap_or_else(SystemTime::now),
-                    problem,
-                    note: None,
+                DockerVolume {
+                    links: u.map(|u| u.links),
+                    bytes: u.and_then(|u| u.bytes),
+                    id,
+                    created,
                     name,
                 }
             })
@@ -235,7 +241,7 @@ impl Docker {
             Ok(_) => Ok(()),
             // "Error response from daemon: remove NAME: volume is in use - [CONTAINER...]"
             Err(e) if format!("{e:#}").contains("volume is in use") => {
-                Err(super::InUse(name.to_string()).into())
+                Err(InUse(name.to_string()).into())
             }
             Err(e) => Err(e),
         }
