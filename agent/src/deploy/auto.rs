@@ -76,7 +76,7 @@ pub fn run(ctx: &Context, flake: Option<String>, retry: bool) -> Result<Exit> {
             if same {
                 // Said and recorded when it began; the unit's exit code still says it.
                 tracing::info!("still refused, as at the last run: {}", refused.message);
-                return Ok(refused.outcome.exit());
+                return Ok(super::exit_of(refused.outcome));
             }
             let id = journal.deploy_begin("deploy", Some(&flake.to_arg()))?;
             journal.deploy_finish(id, refused.outcome, &refused.message)?;

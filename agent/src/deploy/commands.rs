@@ -71,7 +71,7 @@ pub(super) fn finish_output(
     id: i64,
     outcome: Outcome,
 ) -> Result<Exit> {
-    let exit = outcome.exit();
+    let exit = super::exit_of(outcome);
     // People saw the steps as they went; a script gets the journal row.
     let row = ledger.deploy_get(id)?;
     ctx.out
@@ -296,7 +296,7 @@ pub fn deadman(ctx: &Context, id: i64) -> Result<Exit> {
     );
     let outcome = guard(&d, d.roll_back(&from, &failed_before, &reason, None))?;
     announce(&config, &ledger, id);
-    Ok(outcome.exit())
+    Ok(super::exit_of(outcome))
 }
 
 /// An error escaping the steps still ends its journal row.

@@ -96,3 +96,23 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 pub fn rollback(ctx: &Context, args: RollbackArgs) -> Result<Exit> {
     commands::rollback(ctx, args.to, args.force)
 }
+
+/// The exit code of a deploy that ended in `outcome`: the policy lives here, with the deploy,
+/// not in the journal that stores the outcome (docs/exit-codes.md).
+pub(crate) fn exit_of(outcome: crate::ledger::Outcome) -> crate::exit::Exit {
+    use crate::exit::Exit;
+    use crate::ledger::Outcome;
+    match outcome {
+        Outcome::Deployed | Outcome::Unchanged | Outcome::DryRun => Exit::Success,
+        Outcome::BuildFailed => Exit::BuildFailed,
+        Outcome::RolledBack => Exit::RolledBack,
+        Outcome::RollbackFailed => Exit::RollbackFailed,
+        Outcome::Failed | Outcome::Interrupted => Exit::Failure,
+        Outcome::RefusedNotACheckout => Exit::BadInput,
+        Outcome::RefusedDirty => Exit::DirtyTree,
+        Outcome::RefusedStale => Exit::StaleTree,
+        Outcome::RefusedDiverged => Exit::Diverged,
+        Outcome::RefusedUnsigned => Exit::Unsigned,
+        Outcome::RefusedCiBusy => Exit::CiBusy,
+    }
+}

@@ -405,7 +405,7 @@ fn ci_in_flight_or_unknown_refuses_unless_forced() {
         let r = run(&host, &checks, build(), Options::default());
         assert_eq!(r.outcome.unwrap(), Outcome::RefusedCiBusy);
         assert!(r.calls.is_empty());
-        assert_eq!(r.row.outcome.unwrap().exit(), Exit::CiBusy);
+        assert_eq!(crate::deploy::exit_of(r.row.outcome.unwrap()), Exit::CiBusy);
 
         let host = FakeHost::new();
         let mut checks = FakeChecks::new(&host, &[true]);
@@ -432,7 +432,10 @@ fn a_failed_build_arms_and_activates_nothing() {
     assert_eq!(r.outcome.unwrap(), Outcome::BuildFailed);
     assert_eq!(r.calls, ["build"]);
     assert!(r.row.message.unwrap().contains("nothing was activated"));
-    assert_eq!(r.row.outcome.unwrap().exit(), Exit::BuildFailed);
+    assert_eq!(
+        crate::deploy::exit_of(r.row.outcome.unwrap()),
+        Exit::BuildFailed
+    );
 }
 
 #[test]
@@ -487,7 +490,10 @@ fn a_failed_activation_rolls_back_without_judging_the_new_system() {
     );
     assert!(!r.events.contains(&"verified".to_string()));
     assert!(r.row.message.unwrap().starts_with("activation failed"));
-    assert_eq!(r.row.outcome.unwrap().exit(), Exit::RolledBack);
+    assert_eq!(
+        crate::deploy::exit_of(r.row.outcome.unwrap()),
+        Exit::RolledBack
+    );
 }
 
 #[test]
@@ -546,7 +552,10 @@ fn a_rollback_that_does_not_verify_or_cannot_restore_needs_a_person() {
     let r = run(&host, &checks, build(), Options::default());
     assert_eq!(r.outcome.unwrap(), Outcome::RollbackFailed);
     assert!(r.row.message.unwrap().contains("does not verify"));
-    assert_eq!(r.row.outcome.unwrap().exit(), Exit::RollbackFailed);
+    assert_eq!(
+        crate::deploy::exit_of(r.row.outcome.unwrap()),
+        Exit::RollbackFailed
+    );
 
     let host = FakeHost::new().failing("activate test old");
     let checks = FakeChecks::new(&host, &[false]);

@@ -4,7 +4,6 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{now_rfc3339, Ledger};
-use crate::exit::Exit;
 use anyhow::Result;
 
 /// How far a deploy has come (the journal's `state` column). Stored as text; the order is the
@@ -120,22 +119,6 @@ impl Outcome {
 
     pub fn parse(word: &str) -> Option<Outcome> {
         Self::ALL.into_iter().find(|o| o.as_str() == word)
-    }
-
-    pub fn exit(self) -> Exit {
-        match self {
-            Outcome::Deployed | Outcome::Unchanged | Outcome::DryRun => Exit::Success,
-            Outcome::BuildFailed => Exit::BuildFailed,
-            Outcome::RolledBack => Exit::RolledBack,
-            Outcome::RollbackFailed => Exit::RollbackFailed,
-            Outcome::Failed | Outcome::Interrupted => Exit::Failure,
-            Outcome::RefusedNotACheckout => Exit::BadInput,
-            Outcome::RefusedDirty => Exit::DirtyTree,
-            Outcome::RefusedStale => Exit::StaleTree,
-            Outcome::RefusedDiverged => Exit::Diverged,
-            Outcome::RefusedUnsigned => Exit::Unsigned,
-            Outcome::RefusedCiBusy => Exit::CiBusy,
-        }
     }
 
     /// Went back to the old system (or tried to): what the rollback hook is for.
