@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::ledger::now_rfc3339;
+use crate::clock::now_rfc3339;
 use crate::process::Cmd;
 use crate::settings::config::{Config, HookEvent};
 

@@ -7,6 +7,7 @@
 pub mod bridge;
 pub mod busy;
 pub mod cli;
+pub mod clock;
 pub mod context;
 pub mod database;
 pub mod deadline;

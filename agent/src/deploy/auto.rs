@@ -139,7 +139,7 @@ fn publish(
     let mut report = DeployReport::of(&last);
     let running = journal.deploy_last_running()?.and_then(|r| r.flake_commit);
     report.upstream_commit = upstream.map(String::from);
-    report.checked_at = Some(crate::ledger::now_rfc3339());
+    report.checked_at = Some(crate::clock::now_rfc3339());
     report.behind = match (running.as_deref(), upstream) {
         (Some(r), Some(u)) if r == u => Some(0),
         (Some(r), Some(u)) => preflight::behind(dir, r, u),

@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use crate::clock::now_rfc3339;
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::fsutil::publish;
-use crate::ledger::{now_rfc3339, Ledger};
+use crate::ledger::Ledger;
 use crate::output::{table, Output, Tone};
 use crate::settings::config::Config;
 use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};

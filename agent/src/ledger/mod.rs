@@ -11,7 +11,7 @@ mod probes;
 mod sweep;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
@@ -428,9 +428,7 @@ fn diagnose(state_dir: &Path) -> String {
     }
 }
 
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
+pub use crate::clock::now_rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -11,10 +11,11 @@ use serde_json::json;
 pub use status::{standings, Standing};
 pub use sync::{Outcome, RecipeResult, Syncer};
 
+use crate::clock::now_rfc3339;
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::forge;
-use crate::ledger::{now_rfc3339, JobLock, Ledger, MirrorState};
+use crate::ledger::{JobLock, Ledger, MirrorState};
 use crate::output::{Output, Tone};
 use crate::settings::config::Config;
 use crate::settings::enrollment::{Enrollment, Recipe};
