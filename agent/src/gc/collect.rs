@@ -185,13 +185,9 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Exit> {
     let id = ledger.gc_begin()?;
     // The same lock as a sweep's: a promotion and a gc never interleave, so a volume cannot be
     // chosen for deletion while its recipe is being promoted to it.
-    let _lock = match JobLock::acquire_wait(&config.state_dir, "gc", config.lock_wait) {
-        Ok(l) => l,
-        Err(e) => {
-            ledger.gc_abort(id, "refused-busy", &format!("{e:#}"))?;
-            return Err(e);
-        }
-    };
+    let _lock = JobLock::start_job(&config.state_dir, "gc", config.lock_wait, |why| {
+        ledger.gc_abort(id, "refused-busy", why)
+    })?;
     let result = collect(&config, &backend, &mut ledger, id, &free);
     match result {
         Ok(c) => {

@@ -159,6 +159,24 @@ impl JobLock {
         })
     }
 
+    /// A job's start under the host lock: [`JobLock::acquire_wait`], and when the lock cannot
+    /// be had, `refused` records why on the job's own row (`refused-busy`) before the error
+    /// goes up. Every job that takes the host lock starts so.
+    pub fn start_job(
+        state_dir: &Path,
+        job: &str,
+        wait: Duration,
+        refused: impl FnOnce(&str) -> Result<()>,
+    ) -> Result<Self> {
+        match Self::acquire_wait(state_dir, job, wait) {
+            Ok(lock) => Ok(lock),
+            Err(e) => {
+                refused(&format!("{e:#}"))?;
+                Err(e)
+            }
+        }
+    }
+
     /// Takes the mirrors lock (not the host lock), waiting up to `wait` for another sync.
     pub fn mirrors(state_dir: &Path, wait: Duration) -> Result<Self> {
         Self::job_of_its_own(state_dir, MIRRORS, wait)

@@ -716,13 +716,9 @@ fn start(
     sweep: i64,
 ) -> Result<Started> {
     // Mirror syncs go on beside the sweep, for every recipe but the one under test.
-    let lock = match JobLock::acquire_wait(&config.state_dir, "sweep", config.lock_wait) {
-        Ok(lock) => lock,
-        Err(e) => {
-            ledger.sweep_finish(sweep, "refused-busy", &format!("{e:#}"))?;
-            return Err(e);
-        }
-    };
+    let lock = JobLock::start_job(&config.state_dir, "sweep", config.lock_wait, |why| {
+        ledger.sweep_finish(sweep, "refused-busy", why)
+    })?;
     if let Some(check) = &config.sweep.busy_check {
         if let Err(e) = busy::usable(check, "sweep") {
             ledger.sweep_finish(sweep, "failed", &format!("{e:#}"))?;
