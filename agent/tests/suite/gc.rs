@@ -579,7 +579,6 @@ fn a_promotion_and_a_gc_never_interleave() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    std::thread::sleep(Duration::from_millis(1100));
     let (run, v) = h.gc_json(&[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(
