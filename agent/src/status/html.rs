@@ -308,6 +308,10 @@ pub fn recipe(site: &Site, r: &RecipeView) -> String {
             Some(c) => p { (c.version) " at " code { (c.commit) } " since " (c.promoted_at) },
             None => p class="muted" { "No canonical: no green release recorded." },
         }
+        h2 { "The canonical's history" }
+        @let changes: Vec<_> = r.mirror_events.iter().filter(|e| e.kind == "promoted" || e.kind == "canonical-demoted").collect();
+        @if changes.is_empty() { p class="muted" { "No promotion or demotion among the recent events." } }
+        ul { @for e in &changes { li { (e.at) " " strong { (e.kind) } " " (e.detail) } } }
         h2 { "Runs, newest first" }
         div class="scroll" { table id="runs" {
             thead { tr { th scope="col" { "Run" } th scope="col" { "Started" } th scope="col" { "Tag" }
@@ -326,7 +330,8 @@ pub fn recipe(site: &Site, r: &RecipeView) -> String {
             } } }
         } }
         h2 { "Mirror" }
-        ul { @for e in &r.mirror_events { li { (e.at) " " strong { (e.kind) } " " (e.detail) } } }
+        ul { @for e in r.mirror_events.iter().filter(|e| e.kind != "promoted" && e.kind != "canonical-demoted") {
+            li { (e.at) " " strong { (e.kind) } " " (e.detail) } } }
         h2 { "Probes" }
         ul { @for p in &r.probes { li { (p.started_at) " " strong { (p.outcome.map(|o| o.as_str()).unwrap_or("running")) }
             @if let Some(s) = &p.stopped_at { " at " (s) } " " (p.detail.clone().unwrap_or_default()) } } }

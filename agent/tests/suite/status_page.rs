@@ -87,6 +87,19 @@ fn every_kind_of_recipe_is_a_row_of_its_own_and_nothing_from_outside_is_markup()
         assert!(index.contains(&row), "{row}\n{index}");
     }
     assert!(index.contains("4 recipes: 1 green, 1 partly broken, 1 broken, 1 never judged"));
+    let green = std::fs::read_to_string(site.join("recipe/plausible.html")).unwrap();
+    let history = green
+        .split("The canonical&#39;s history")
+        .nth(1)
+        .or_else(|| green.split("The canonical's history").nth(1));
+    assert!(
+        history.is_some_and(|h| h
+            .split("</ul>")
+            .next()
+            .unwrap_or_default()
+            .contains("promoted")),
+        "{green}"
+    );
     let page = std::fs::read_to_string(site.join("recipe/wordpress.html")).unwrap();
     assert!(
         !page.contains("<img") && !page.contains("<script"),
