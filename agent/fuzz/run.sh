@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-60}
 root=$(cd ../.. && pwd)
-targets=(enrollment config release_tag ls_remote forge_json health_report)
+targets=(enrollment config release_tag ls_remote forge_json health_report junit)
 
 seed() {
   local target=$1 dir=corpus/$1 tag
@@ -23,6 +23,7 @@ seed() {
     forge_json) cp "$root"/agent/tests/fixtures/docker/*.json "$root"/agent/tests/fixtures/docker/*.txt "$dir"/
                 printf '[{"number": 1, "title": "x", "head": {"sha": "%s"}}]' "$(printf 'a%.0s' {1..40})" > "$dir/pulls" ;;
     health_report) printf 'plausible\x1fmirror behind\x1fcustom-html\x1ftests missing' > "$dir/seed" ;;
+    junit) cp "$root"/tests/junit/pytest-7.2/*.xml "$root"/tests/junit/hostile/*.xml "$dir"/ ;;
   esac
 }
 

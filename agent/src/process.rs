@@ -490,17 +490,9 @@ fn wait(
     }
 }
 
-/// Finds a program on `PATH`, as `which` does.
+/// Finds a program on `PATH`, as `which` does (the `which` crate: an executable regular file).
 pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    which::which(name).ok()
 }
 
 #[cfg(test)]

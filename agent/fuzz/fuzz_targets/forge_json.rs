@@ -3,7 +3,7 @@
 #![no_main]
 
 use cc_ci_agent::forge::decode_pulls;
-use cc_ci_agent::gc::docker::{parse_inspect, parse_size, parse_system_df};
+use cc_ci_agent::host::docker::{parse_inspect, parse_size, parse_system_df};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -41,6 +41,15 @@ fuzz_target!(|data: &[u8]| {
                 status: status(b / 3),
                 reason: reason.to_string(),
             }],
+            greenness: (b % 3 == 0).then(|| cc_ci_agent::health::Greenness {
+                tag: name.to_string(),
+                result: "red".into(),
+                degree: f64::from(b % 5) / 4.0,
+                failing: vec![cc_ci_agent::health::FailingTier {
+                    tier: reason.to_string(),
+                    reason: reason.to_string(),
+                }],
+            }),
         });
     }
     let report = Report {
