@@ -21,7 +21,7 @@
 //! | a branch-backed pull request's `head.sha` is its branch's tip, at once unless `head_lag` is set | forge-facts.md (`head.sha` is read from `refs/pull/N/head`, moved after a push from a queue) |
 //! | `PATCH .../pulls/{n}` `{title}`: 201, the title changed | routers/api/v1/repo/pull.go (`EditPullRequest`) |
 //! | `hooks`: after a push, a `push` webhook per branch that moved and a pull request `synchronized` for each open one from it; a new pull request `opened`; delivered from a thread, after the answer ([`crate::webhook`]) | services/repository/push.go, services/pull/pull.go, services/webhook/deliver.go |
-//! | `head_lag` (1.23 and later): a pull request's `head.sha` stays the old head this long after a push to its branch, while the queue has not moved `refs/pull/N/head` | services/pull/pull.go (`AddTestPullRequestTask`), services/convert/pull.go |
+//! | `head_lag` (1.23 and later): in the pull-request LIST, `head.sha` stays the old head this long after a push to the branch, while the queue has not moved `refs/pull/N/head`; `GET .../pulls/{n}` shows the branch's tip at once | forge-facts.md; services/convert/pull.go (`ToAPIPullRequests` vs `ToAPIPullRequest`), services/pull/pull.go (`AddTestPullRequestTask`) |
 //! | `GET`/`POST .../issues/comments/{id}/reactions`: `{user.login, content}`; the list is `null` when empty | routers/api/v1/repo/issue_reaction.go |
 //! | `POST .../statuses/{sha}` `{state, context, description}`: 201, the state stored as sent; `GET .../statuses/{sha}` lists them with `id` and `creator.login` (the swagger's states: pending, success, error, failure, warning; the order is not relied on) | routers/api/v1/repo/status.go (`NewCommitStatus`, `GetCommitStatuses`) |
 //! | several users, each by its own token (`add_user`): the bridge's and Drone's | services/auth |
@@ -719,7 +719,7 @@ fn api_call(
                 .iter()
                 .skip((page - 1) * limit)
                 .take(limit)
-                .map(|p| pull_json(root, _org, repo, p))
+                .map(|p| pull_json(root, (_org, repo), p, Listed::InList))
                 .collect();
             // Gitea's paging headers (routers/api/v1/repo/pull.go, `ctx.SetLinkHeader`).
             let last = open.len().div_ceil(limit.max(1)).max(1);
@@ -745,7 +745,7 @@ fn api_call(
                 .get(*repo)
                 .and_then(|ps| ps.iter().find(|p| p.number.to_string() == *n))
             {
-                Some(p) => json(200, pull_json(root, org, repo, p)),
+                Some(p) => json(200, pull_json(root, (org, repo), p, Listed::Alone)),
                 None => json(
                     404,
                     serde_json::json!({ "message": "The target couldn't be found." }),
@@ -1042,12 +1042,26 @@ fn lag_shown(p: &PullRec) -> Option<String> {
     (*at > std::time::Instant::now()).then(|| old.clone())
 }
 
-fn pull_json(root: &Path, org: &str, repo: &str, p: &PullRec) -> serde_json::Value {
+/// Where a pull request is shown: Gitea fills `head.sha` differently in the list and alone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listed {
+    /// `GET .../pulls`: from 1.23 (`ToAPIPullRequests`) `refs/pull/N/head`, which may lag.
+    InList,
+    /// `GET .../pulls/{n}` (`ToAPIPullRequest`): the head branch's tip, at once.
+    Alone,
+}
+
+fn pull_json(
+    root: &Path,
+    (org, repo): (&str, &str),
+    p: &PullRec,
+    shown: Listed,
+) -> serde_json::Value {
     // Gitea reads a pull request's head from refs/pull/N/head, which it moves with the head
     // branch on every push to it.
     let (sha, head_ref) = match &p.head_ref {
         Some(branch) if p.fork.is_some() => (p.head_sha.clone(), branch.clone()),
-        Some(branch) if lag_shown(p).is_some() => {
+        Some(branch) if shown == Listed::InList && lag_shown(p).is_some() => {
             (lag_shown(p).unwrap_or_default(), branch.clone())
         }
         Some(branch) => (

@@ -133,13 +133,21 @@ impl Mirror<'_> {
         Ok(ours)
     }
 
-    /// Waits until the forge shows `head` as the pull request's head: Gitea 1.23 and later
-    /// move `refs/pull/N/head` from a queue after the push, and a bridge that read the pull
-    /// request before then would build the previous head.
+    /// Waits until the pull-request list, which the bridge polls, shows `head` as the pull
+    /// request's head: Gitea 1.23 and later fill the list's `head.sha` from `refs/pull/N/head`,
+    /// which a queued task moves after the push, and a bridge that read the list before then
+    /// would build the previous head. (`GET .../pulls/N` shows the branch's tip at once, so it
+    /// cannot tell; forge-facts.md.)
     fn await_head(&self, recipe: &Recipe, pull: u64, head: &str, deadline: Deadline) -> Result<()> {
         loop {
-            let shown = self.talk.pull(&recipe.name, pull, deadline)?;
-            let sha = shown.map(|p| p.head_sha).unwrap_or_default();
+            let listed = self.forge.open_pulls(&recipe.name, deadline)?;
+            let found = listed.pulls.into_iter().find(|p| p.number == pull);
+            // Beyond what the agent lists (thousands open): nothing it could see to wait for.
+            if found.is_none() && !listed.complete {
+                tracing::debug!("#{pull} is beyond the listed pull requests: not waited for");
+                return Ok(());
+            }
+            let sha = found.map(|p| p.head_sha).unwrap_or_default();
             if sha == head {
                 return Ok(());
             }
