@@ -321,30 +321,9 @@ impl Ledger {
         Ok(out)
     }
 
-    /// The tiers recorded for run `id`, expected ones first, each in name order.
+    /// The tiers recorded for run `id`, in their place (the recipe's order, then the rest).
     pub fn run_tiers(&self, id: i64) -> Result<Vec<TierRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT tier, expected, reported, tests, failures, errors, skipped, seconds, green,
-             first_failure, first_message FROM run_tiers WHERE run = ?1
-             ORDER BY place",
-        )?;
-        let n = |v: i64| u64::try_from(v).unwrap_or_default();
-        let rows = stmt.query_map([id], |r| {
-            Ok(TierRow {
-                tier: r.get(0)?,
-                expected: r.get(1)?,
-                reported: r.get(2)?,
-                tests: n(r.get(3)?),
-                failures: n(r.get(4)?),
-                errors: n(r.get(5)?),
-                skipped: n(r.get(6)?),
-                seconds: r.get(7)?,
-                green: r.get(8)?,
-                first_failure: r.get(9)?,
-                first_message: r.get(10)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(self.run_tiers_of(&[id])?.remove(&id).unwrap_or_default())
     }
 
     /// Records a green run and makes it the recipe's canonical, in one transaction: after a crash

@@ -25,7 +25,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let config = ctx.config()?;
     let Some(out) = args.out.or_else(|| config.status_page.clone()) else {
         return Err(crate::error::Unusable(format!(
-            "{}: no --out DIR and no [status_page] dir to write the page to",
+            "{}: no --out DIR and no [status_page] dir to write the page to: pass --out DIR, \
+             or set dir under [status_page] (docs/status-page.md)",
             config.path.display()
         ))
         .into());

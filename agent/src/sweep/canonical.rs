@@ -213,13 +213,16 @@ fn show(ctx: &Context, ledger: &Ledger, recipe: &str) -> Result<Exit> {
     ctx.out.answer(&answer, |_| {
         show_canonical(recipe, c, run, &tiers);
         if let Some(n) = &newest {
-            let degree = n.greenness.map(super::greenness::shown).unwrap_or_default();
+            let degree = n
+                .greenness
+                .map(crate::ledger::degree_shown)
+                .unwrap_or_default();
             crate::say!(
                 "{recipe}: newest run {} of {}: {} (degree {degree}) {}",
                 n.id,
                 n.tag.clone().unwrap_or_default(),
                 n.result,
-                super::greenness::line(&newest_tiers)
+                crate::ledger::tiers_line(&newest_tiers)
             );
         }
     })?;
@@ -252,7 +255,7 @@ fn show_canonical(
                 );
             }
             if !tiers.is_empty() {
-                crate::say!("  {}", super::greenness::line(tiers));
+                crate::say!("  {}", crate::ledger::tiers_line(tiers));
             }
         }
     }
@@ -342,10 +345,12 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
                         (crate::git::short(&r.commit).to_string(), None),
                         (r.result.clone(), None),
                         (
-                            r.greenness.map(super::greenness::shown).unwrap_or_default(),
+                            r.greenness
+                                .map(crate::ledger::degree_shown)
+                                .unwrap_or_default(),
                             None,
                         ),
-                        (super::greenness::line(t), None),
+                        (crate::ledger::tiers_line(t), None),
                         (r.base.clone().unwrap_or_default(), None),
                         (r.trigger.clone(), None),
                     ]

@@ -4,7 +4,6 @@
 
 use super::junit::{Counts, Tiers, Unreadable};
 use crate::ledger::TierRow;
-pub use crate::ledger::{degree_shown as shown, tiers_line as line};
 
 /// What a run gave, ready for the ledger.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +69,11 @@ pub fn judge(
             Verdict {
                 result: "red",
                 degree,
-                detail: format!("degree {}: {}{how}", shown(degree), broken.join("; ")),
+                detail: format!(
+                    "degree {}: {}{how}",
+                    crate::ledger::degree_shown(degree),
+                    broken.join("; ")
+                ),
                 tiers,
             }
         }
@@ -171,7 +174,7 @@ mod tests {
         let v = judge(Some(&four()), Err("exit status: 1"), Ok(got));
         assert_eq!((v.result, v.degree), ("red", 0.25));
         assert_eq!(
-            line(&v.tiers),
+            crate::ledger::tiers_line(&v.tiers),
             "install ✓ upgrade ✓ backup ✗ (t::test_restore) functional ✓"
         );
     }

@@ -173,9 +173,9 @@ fn xml_files(dir: &Path, limits: Limits) -> Result<Vec<(String, Vec<u8>)>, Unrea
         total += bytes.len() as u64;
         if total > limits.total_bytes {
             return Err(Unreadable(format!(
-                "{}: the result files hold more than {} MiB in all",
+                "{}: the result files hold more than {} bytes in all",
                 dir.display(),
-                limits.total_bytes >> 20
+                limits.total_bytes
             )));
         }
         files.push((shown, bytes));
@@ -391,6 +391,46 @@ mod tests {
             .message
             .starts_with("AssertionError: posts lost after restore"));
         assert!(tiers["install"].green() && !backup.green());
+    }
+
+    /// Every bound of a results directory refuses, naming what it met: the number of files,
+    /// the bytes in all, the number of test cases.
+    #[test]
+    fn too_many_files_bytes_or_cases_are_refused() {
+        let small = Limits {
+            files: 2,
+            file_bytes: 1 << 20,
+            total_bytes: 1500,
+            cases: 3,
+            depth: 32,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            std::fs::write(dir.path().join(format!("{i}.xml")), "<testsuites/>").unwrap();
+        }
+        let e = read_dir(dir.path(), small).unwrap_err();
+        assert!(e.0.contains("more than 2 result files"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.xml"), RED).unwrap();
+        std::fs::write(dir.path().join("b.xml"), RED).unwrap();
+        let roomy = Limits {
+            cases: 1000,
+            ..small
+        };
+        let e = read_dir(dir.path(), roomy).unwrap_err();
+        assert!(e.0.contains("in all"), "{e}");
+
+        let e = read_bytes(
+            "red.xml",
+            RED,
+            Limits {
+                total_bytes: 1 << 20,
+                ..small
+            },
+        )
+        .unwrap_err();
+        assert!(e.0.contains("more than 3 test cases"), "{e}");
     }
 
     /// The parser's fuzz target, run as a test with a fixed seed so CI holds it: thousands of
