@@ -10,4 +10,5 @@ pub mod demo;
 pub mod drone;
 pub mod emulator;
 pub mod forge;
+pub mod tls;
 pub mod webhook;

@@ -32,7 +32,7 @@ def git(*args, cwd=None):
                           capture_output=True, text=True).stdout
 
 
-def measured(cmd, ok=(0,), **kw):
+def measured(cmd, ok=(0,), env=None, **kw):
     """Runs cmd in a fresh Python so RUSAGE_CHILDREN covers only it; returns (seconds, max_rss_kib)."""
     probe = ("import resource,subprocess,sys,time,json;t=time.monotonic();"
              "r=subprocess.run(json.loads(sys.argv[1]),stdout=subprocess.DEVNULL,stderr=subprocess.PIPE);"
@@ -40,7 +40,7 @@ def measured(cmd, ok=(0,), **kw):
              "sys.stderr.write(r.stderr.decode()[-2000:]) if r.returncode not in (0,) else None;"
              "print(d, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
     import json
-    out = subprocess.run([sys.executable, "-c", probe, json.dumps(cmd)], env=ENV, check=True,
+    out = subprocess.run([sys.executable, "-c", probe, json.dumps(cmd)], env=env or ENV, check=True,
                          capture_output=True, text=True, **kw)
     secs, rss, code = out.stdout.split()
     if int(code) not in ok:

@@ -2,7 +2,10 @@
 //! leased, atomic pushes, and the deploy's look at its checkout. Credentials arrive as environment
 //! (`GIT_CONFIG_*`), never in argv.
 
+mod advertisement;
 mod checkout;
+mod listing;
+mod pipeline;
 pub mod pkt;
 mod receive_pack;
 pub mod refs;
@@ -14,6 +17,7 @@ use crate::deadline::{Backoff, Deadline};
 use crate::process::{Cmd, ProcessError};
 use crate::secrets::Secret;
 pub use checkout::Checkout;
+pub use listing::Listed;
 pub use refs::{is_oid, plan, Change, RefSet, Tag};
 
 /// Leased ref updates per push at most. Git checks each lease against every ref it pushes (and
@@ -44,7 +48,7 @@ pub enum ErrorKind {
     Other,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct GitError {
     pub kind: ErrorKind,
@@ -141,6 +145,14 @@ impl Git {
             http_auth: Some((prefix, header)),
             ..self
         }
+    }
+
+    /// The `Authorization` header for an HTTP call to `url`: only under the forge's prefix.
+    fn auth_for(&self, url: &str) -> Option<&str> {
+        self.http_auth
+            .as_ref()
+            .filter(|(prefix, _)| url.starts_with(prefix.as_str()))
+            .map(|(_, header)| header.expose())
     }
 
     /// What a call may take now: `timeout`, or less when the deadline is nearer.
@@ -405,12 +417,7 @@ impl Git {
             return Ok(());
         }
         if url.starts_with("http://") || url.starts_with("https://") {
-            let auth = self
-                .http_auth
-                .as_ref()
-                .filter(|(prefix, _)| url.starts_with(prefix.as_str()))
-                .map(|(_, header)| header.expose());
-            return receive_pack::push(self, cache, url, auth, changes);
+            return receive_pack::push(self, cache, url, self.auth_for(url), changes);
         }
         self.push_with_git(cache, url, changes)
     }

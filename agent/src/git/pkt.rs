@@ -88,6 +88,20 @@ pub fn line(data: &[u8]) -> String {
     String::from_utf8_lossy(data.strip_suffix(b"\n").unwrap_or(data)).into_owned()
 }
 
+/// Test answers: each item a pkt-line, an empty one a flush.
+#[cfg(test)]
+pub fn lines(lines: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in lines {
+        if l.is_empty() {
+            out.extend_from_slice(FLUSH);
+        } else {
+            let _ = write(&mut out, l);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

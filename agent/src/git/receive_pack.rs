@@ -15,6 +15,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use super::advertisement;
 use super::pkt::{self, Pkt, Reader};
 use super::{Change, ErrorKind, Git, GitError};
 
@@ -36,47 +37,17 @@ pub struct Advertised {
     pub caps: HashSet<String>,
 }
 
-/// Reads a v0 receive-pack advertisement as smart HTTP sends it: `# service=git-receive-pack`,
-/// a flush, then `<oid> <ref>` lines (the first with `\0` and the capabilities; an empty
-/// repository sends `capabilities^{}` in place of a ref), then a flush.
+/// Reads a v0 receive-pack advertisement as smart HTTP sends it ([`advertisement::parse`]).
 pub fn parse_advertisement(body: &[u8]) -> Result<Advertised, String> {
-    let mut r = Reader::new(body);
-    let framing = |e: pkt::PktError| format!("not a git receive-pack advertisement: {e}");
-    match r.expect().map_err(framing)? {
-        Pkt::Data(d) if pkt::line(d) == "# service=git-receive-pack" => {}
-        _ => return Err("not a git receive-pack advertisement".into()),
-    }
-    if r.expect().map_err(framing)? != Pkt::Flush {
-        return Err("not a git receive-pack advertisement: no flush after the service line".into());
-    }
-    let mut adv = Advertised::default();
-    let mut first = true;
-    loop {
-        let data = match r.expect().map_err(framing)? {
-            Pkt::Flush => return Ok(adv),
-            Pkt::Data(d) => d,
-        };
-        let text = pkt::line(data);
-        let refline = if first {
-            first = false;
-            let (refline, caps) = text.split_once('\0').unwrap_or((&text, ""));
-            adv.caps = caps
-                .split(' ')
-                .filter(|c| !c.is_empty())
-                .map(String::from)
-                .collect();
-            refline.to_string()
-        } else {
-            text
-        };
-        let (oid, name) = refline
-            .split_once(' ')
-            .filter(|(oid, _)| super::is_oid(oid))
-            .ok_or_else(|| format!("unexpected line in the advertisement: {refline:?}"))?;
-        if name != "capabilities^{}" && name != ".have" {
-            adv.refs.insert(name.to_string(), oid.to_string());
-        }
-    }
+    let parsed = advertisement::parse(body, "git-receive-pack")?;
+    Ok(Advertised {
+        refs: parsed
+            .refs
+            .into_iter()
+            .map(|(oid, name)| (name, oid))
+            .collect(),
+        caps: parsed.caps,
+    })
 }
 
 /// One ref's update: what the mirror must hold now, what it is to hold after.
@@ -511,17 +482,7 @@ mod tests {
     const B: &str = "2222222222222222222222222222222222222222";
     const Z: &str = "0000000000000000000000000000000000000000";
 
-    fn pkts(lines: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for l in lines {
-            if l.is_empty() {
-                out.extend_from_slice(pkt::FLUSH);
-            } else {
-                let _ = pkt::write(&mut out, l);
-            }
-        }
-        out
-    }
+    use crate::git::pkt::lines as pkts;
 
     #[test]
     fn reads_advertisements_of_full_and_empty_repositories() {

@@ -4,6 +4,8 @@ mod check;
 mod status;
 mod sync;
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
@@ -112,6 +114,7 @@ pub fn syncer<'a>(config: &Config, forge: &'a dyn forge::Forge) -> Syncer<'a> {
         close_merged_prs: m.close_merged_prs,
         recipe_timeout: m.recipe_timeout,
         accept_deletions: false,
+        listed: HashMap::new(),
     }
 }
 
@@ -137,10 +140,16 @@ fn sync_accepting(
     out: &Output,
     (lock, accept_deletions): (&JobLock, bool),
 ) -> Result<Vec<RecipeResult>> {
-    let syncer = Syncer {
+    let mut syncer = Syncer {
         accept_deletions,
         ..syncer(config, forge)
     };
+    let connections = syncer.list_all(recipes);
+    tracing::debug!(
+        connections,
+        listed = syncer.listed.len(),
+        "refs listed before the run"
+    );
     let mut results = Vec::with_capacity(recipes.len());
     let mut record_error = None;
     // What changed is recorded the moment it is known; recipes found in sync are recorded

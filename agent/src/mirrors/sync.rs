@@ -1,5 +1,6 @@
 //! One recipe's mirror made equal to its upstream: branch and tags, nothing else.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -15,7 +16,7 @@ use crate::ledger::JobLock;
 
 /// In every comment the agent makes on a pull request, so that it never makes a second one.
 const MARKER: &str = "<!-- cc-ci: merged upstream -->";
-use crate::git::{plan, Change, ErrorKind, Git, RefSet};
+use crate::git::{plan, Change, ErrorKind, Git, GitError, RefSet};
 use crate::settings::enrollment::Recipe;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,6 +125,12 @@ impl RecipeResult {
     }
 }
 
+/// Upstream's and the mirror's refs as listed before the run; `None` where git is to be asked.
+type Listing = (
+    Option<Result<RefSet, GitError>>,
+    Option<Result<RefSet, GitError>>,
+);
+
 pub struct Syncer<'a> {
     pub forge: &'a dyn Forge,
     pub git: Git,
@@ -134,12 +141,74 @@ pub struct Syncer<'a> {
     pub recipe_timeout: Duration,
     /// An operator accepted, for this run, that upstream deleted every tag.
     pub accept_deletions: bool,
+    /// Upstream's and the mirror's refs as listed together before the run ([`Syncer::list_all`]),
+    /// each side that could be read that way: a mirror found equal to upstream is in sync with
+    /// no further call to the forge.
+    pub listed: HashMap<String, Listing>,
 }
 
 impl Syncer<'_> {
     /// The deadline of one recipe's work, starting now.
     pub fn deadline(&self) -> Deadline {
         Deadline::after(self.recipe_timeout, "mirrors.recipe_timeout")
+    }
+
+    /// Lists both sides of every recipe at once, one connection per HTTP server
+    /// ([`Git::list_many`]), and keeps the pairs it could read. Returns the connections it opened.
+    pub fn list_all(&mut self, recipes: &[Recipe]) -> usize {
+        let urls: Vec<(String, String)> = recipes
+            .iter()
+            .map(|r| (r.upstream.clone(), self.forge.mirror_url(&r.name)))
+            .collect();
+        let mut wanted = Vec::with_capacity(2 * recipes.len());
+        for (recipe, (upstream, mirror)) in recipes.iter().zip(&urls) {
+            wanted.push((upstream.as_str(), recipe.branch.as_str()));
+            wanted.push((mirror.as_str(), recipe.branch.as_str()));
+        }
+        let listed = self.git.list_many(&wanted, self.deadline());
+        let mut refs = listed.refs.into_iter();
+        for recipe in recipes {
+            let pair = (refs.next().flatten(), refs.next().flatten());
+            if pair.0.is_some() || pair.1.is_some() {
+                self.listed.insert(recipe.name.clone(), pair);
+            }
+        }
+        listed.connections
+    }
+
+    /// The mirror as listed before the run: equal to upstream, the recipe is in sync (said in
+    /// `result`) without a question to the forge's API. Upstream's refs, if they were read.
+    fn look_at_listing(
+        &self,
+        recipe: &Recipe,
+        git: &Git,
+        result: &mut RecipeResult,
+    ) -> Result<Option<RefSet>, String> {
+        let Some((_, Some(mirror))) = self.listed.get(&recipe.name) else {
+            return Ok(None);
+        };
+        let mirror = mirror.as_ref().map_err(mirror_unreachable)?;
+        let upstream = self.upstream(recipe, git)?;
+        if !upstream.same_as(mirror) {
+            return Ok(Some(upstream));
+        }
+        result.upstream_head = upstream.branch.clone();
+        result.tags = Some(upstream.tags.len());
+        result.outcome = Outcome::InSync;
+        result.refs = Some(upstream);
+        Ok(None)
+    }
+
+    /// Upstream's refs, as listed before the run or asked now.
+    fn upstream(&self, recipe: &Recipe, git: &Git) -> Result<RefSet, String> {
+        let listed = self.listed.get(&recipe.name).and_then(|(u, _)| u.clone());
+        let upstream = listed
+            .unwrap_or_else(|| git.ls_remote(&recipe.upstream, &recipe.branch))
+            .map_err(|e| format!("upstream unreachable, mirror left alone: {e}"))?;
+        if upstream.branch.is_none() {
+            return Err(no_branch(git, recipe));
+        }
+        Ok(upstream)
     }
 
     pub fn sync(&self, recipe: &Recipe) -> RecipeResult {
@@ -162,9 +231,13 @@ impl Syncer<'_> {
     ) -> Result<(), String> {
         let name = &recipe.name;
         let branch = &recipe.branch;
+        let upstream = self.look_at_listing(recipe, git, result)?;
+        if result.outcome == Outcome::InSync {
+            return Ok(());
+        }
         let mirror_url = self.forge.mirror_url(name);
 
-        // Look before pushing: a mirror the forge will refuse is said so before any git call.
+        // Look before pushing: a mirror the forge will refuse is said so before any push.
         let repository = self
             .forge
             .repository(name, deadline)
@@ -173,23 +246,17 @@ impl Syncer<'_> {
             return Err(why);
         }
         // Upstream next: an upstream that cannot be read must not get an empty mirror made.
-        let upstream = git
-            .ls_remote(&recipe.upstream, branch)
-            .map_err(|e| format!("upstream unreachable, mirror left alone: {e}"))?;
-        if upstream.branch.is_none() {
-            return Err(no_branch(git, recipe));
-        }
+        let upstream = match upstream {
+            Some(refs) => refs,
+            None => self.upstream(recipe, git)?,
+        };
         result.upstream_head = upstream.branch.clone();
         result.tags = Some(upstream.tags.len());
         let mirror = if repository.is_some() {
             // The cheap look: both sides' branch and tags, filtered by the servers.
-            let mirror = git.ls_remote(&mirror_url, branch).map_err(|e| {
-                if e.kind == ErrorKind::Auth {
-                    format!("the forge refused the credentials: {e}")
-                } else {
-                    format!("mirror unreachable: {e}")
-                }
-            })?;
+            let mirror = git
+                .ls_remote(&mirror_url, branch)
+                .map_err(|e| mirror_unreachable(&e))?;
             check_safe(&upstream, &mirror, branch, self.accept_deletions)?;
             if upstream.same_as(&mirror) {
                 result.outcome = Outcome::InSync;
@@ -315,6 +382,14 @@ impl Syncer<'_> {
             }
         }
         Ok(())
+    }
+}
+
+fn mirror_unreachable(e: &GitError) -> String {
+    if e.kind == ErrorKind::Auth {
+        format!("the forge refused the credentials: {e}")
+    } else {
+        format!("mirror unreachable: {e}")
     }
 }
 

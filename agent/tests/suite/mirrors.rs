@@ -8,6 +8,7 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use cc_ci_testkit::tls::{TestCa, TlsFront};
 use common::{agent, Run};
 use support::forge::{Canned, TestForge};
 use support::odd::{CraftedRefs, Hanging};
@@ -180,14 +181,11 @@ fn when_nothing_changed_there_is_no_fetch_and_no_push() {
         .iter()
         .map(|(r, _)| r.clone())
         .collect();
-    // The repository look-up, then ls-remote (protocol v2: the advertisement and one ls-refs).
+    // One GET of the mirror's ref advertisement, made with every other recipe's on one
+    // connection before the run; no question to the forge's API (issue 25).
     assert_eq!(
         second,
-        [
-            "GET /api/v1/repos/recipe-maintainers/plausible",
-            "GET /recipe-maintainers/plausible.git/info/refs?service=git-upload-pack",
-            "POST /recipe-maintainers/plausible.git/git-upload-pack",
-        ],
+        ["GET /recipe-maintainers/plausible.git/info/refs?service=git-upload-pack"],
         "a no-change sync only lists; it never pushes"
     );
     assert_eq!(refs(&cache), cache_refs, "the cache was not fetched into");
@@ -932,7 +930,7 @@ fn an_old_gitea_that_ignores_the_token_header_on_git_paths_is_still_pushed_to() 
 // The forge as Gitea is: repository flags, emptiness after the first push, paging.
 
 #[test]
-fn a_pull_mirror_an_archived_repo_or_no_push_right_is_refused_before_any_git_call() {
+fn a_pull_mirror_an_archived_repo_or_no_push_right_is_refused_before_any_push() {
     let f = Fleet::new(&["a-pull-mirror", "b-archived", "c-read-only"]);
     assert_eq!(f.sync().0.code, 0);
     {
@@ -958,8 +956,10 @@ fn a_pull_mirror_an_archived_repo_or_no_push_right_is_refused_before_any_git_cal
     let git_calls: Vec<String> = f.forge.requests()[before..]
         .iter()
         .map(|(r, _)| r.clone())
-        .filter(|r| r.contains(".git/"))
+        .filter(|r| r.contains(".git/") && !r.ends_with("/info/refs?service=git-upload-pack"))
         .collect();
+    // The mirrors' refs are read (listed with every other recipe's before the run), never
+    // fetched from or pushed to.
     assert!(git_calls.is_empty(), "git was spoken to: {git_calls:?}");
     let status = f.agent(&["mirrors", "status"]);
     assert_eq!(
@@ -1281,4 +1281,117 @@ fn status_with_an_unreadable_token_reports_each_mirror_instead_of_aborting() {
         "a sync cannot run without it: bad input\n{}",
         sync.stderr
     );
+}
+
+// Over HTTPS, as the real host reaches both forges (issue 25).
+
+/// Upstreams and mirrors each on a test forge behind TLS, with a CA made for the test that the
+/// agent (`SSL_CERT_FILE`) and git (`GIT_SSL_CAINFO`) trust.
+struct HttpsFleet {
+    fleet: Fleet,
+    _upstream_forge: TestForge,
+    upstream_front: TlsFront,
+    mirror_front: TlsFront,
+    ca: TestCa,
+}
+
+impl HttpsFleet {
+    fn new(names: &[&str]) -> Self {
+        let fleet = Fleet::new(names);
+        let ca = TestCa::make(&fleet.dir.path().join("ca"));
+        let addr = |f: &TestForge| f.url.trim_start_matches("http://").parse().unwrap();
+        // The upstreams Fleet made under upstream/ are served over git's smart HTTP too.
+        let upstream_forge = TestForge::start(fleet.dir.path(), "upstream", "unused");
+        let upstream_front = TlsFront::start(&ca, addr(&upstream_forge));
+        let mirror_front = TlsFront::start(&ca, addr(&fleet.forge));
+        let config = std::fs::read_to_string(&fleet.config).unwrap();
+        let config = config
+            .replace(&fleet.forge.url, &mirror_front.url)
+            .replace("allow_insecure = true\n", "");
+        std::fs::write(&fleet.config, config).unwrap();
+        let mut enrollment = format!(
+            "[defaults]\nupstream = \"{}/upstream/{{recipe}}.git\"\n",
+            upstream_front.url
+        );
+        for n in names {
+            enrollment.push_str(&format!("\n[recipe.{n}]\n"));
+        }
+        std::fs::write(fleet.dir.path().join("enrollment.toml"), enrollment).unwrap();
+        Self {
+            fleet,
+            _upstream_forge: upstream_forge,
+            upstream_front,
+            mirror_front,
+            ca,
+        }
+    }
+
+    fn sync(&self) -> (Run, serde_json::Value) {
+        let config = self.fleet.config.to_str().unwrap();
+        let ca = self.ca.ca_pem.as_path();
+        let run = common::agent_env(
+            None,
+            &["--config", config, "--format", "json", "mirrors", "sync"],
+            &[("SSL_CERT_FILE", ca), ("GIT_SSL_CAINFO", ca)],
+        );
+        let v = serde_json::from_str(&run.stdout).unwrap_or(serde_json::Value::Null);
+        (run, v)
+    }
+
+    fn handshakes(&self) -> (usize, usize) {
+        (
+            self.upstream_front.handshakes(),
+            self.mirror_front.handshakes(),
+        )
+    }
+}
+
+#[test]
+fn over_https_an_idle_sync_takes_one_tls_handshake_per_forge_and_asks_the_api_nothing() {
+    let names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+    let h = HttpsFleet::new(&names);
+    let (run, _) = h.sync();
+    assert_eq!(
+        run.code, 0,
+        "the cold sync over HTTPS: {}\n{}",
+        run.stderr, run.stdout
+    );
+    for n in names {
+        h.fleet.assert_mirrored(n);
+    }
+
+    let (up_before, mirror_before) = h.handshakes();
+    let requests_before = h.fleet.forge.requests().len();
+    let (run, v) = h.sync();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for n in names {
+        assert_eq!(h.fleet.result(&v, n)["outcome"], "in-sync", "{n}");
+    }
+    let (up, mirror) = h.handshakes();
+    assert_eq!(
+        (up - up_before, mirror - mirror_before),
+        (1, 1),
+        "one TLS connection to each forge for {} recipes",
+        names.len()
+    );
+    let asked: Vec<String> = h.fleet.forge.requests()[requests_before..]
+        .iter()
+        .map(|(r, _)| r.clone())
+        .collect();
+    assert_eq!(asked.len(), names.len(), "{asked:?}");
+    assert!(
+        asked.iter().all(
+            |r| r.starts_with("GET /") && r.ends_with(".git/info/refs?service=git-upload-pack")
+        ),
+        "an idle sync reads each mirror's refs and asks the forge's API nothing: {asked:?}"
+    );
+    assert_no_token(&run);
+
+    // A change upstream is found by the same listing and synced; the rest stay as they are.
+    h.fleet.up("charlie").commit("compose.yml", "v2\n");
+    let (run, v) = h.sync();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(h.fleet.result(&v, "charlie")["outcome"], "synced");
+    assert_eq!(h.fleet.result(&v, "alpha")["outcome"], "in-sync");
+    h.fleet.assert_mirrored("charlie");
 }

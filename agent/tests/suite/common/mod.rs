@@ -37,7 +37,13 @@ pub fn agent(args: &[&str]) -> Run {
 
 /// Runs the agent with a clean environment for the variables it reads.
 pub fn agent_in(dir: Option<&Path>, args: &[&str]) -> Run {
+    agent_env(dir, args, &[])
+}
+
+/// [`agent_in`] with these variables set.
+pub fn agent_env(dir: Option<&Path>, args: &[&str], env: &[(&str, &Path)]) -> Run {
     let mut cmd = Command::new(bin());
+    cmd.envs(env.iter().copied());
     cmd.args(args)
         .env_remove("CC_CI_AGENT_CONFIG")
         .env_remove("NO_COLOR")
