@@ -319,8 +319,10 @@ def start(args, root):
     procs = [
         subprocess.Popen([sys.executable, me, "--serve", str(ports["up_direct"]), os.path.join(root, "up"), cert, key]),
         subprocess.Popen([sys.executable, me, "--serve", str(ports["mirror_direct"]), os.path.join(root, "mirrors"), cert, key]),
+        # Its connections end when the bench kills it; what asyncio says about that is noise.
         subprocess.Popen([sys.executable, me, "--proxy", str(args.rtt_ms / 2000),
-                          f"{ports['up']}:{ports['up_direct']}", f"{ports['mirror']}:{ports['mirror_direct']}"]),
+                          f"{ports['up']}:{ports['up_direct']}", f"{ports['mirror']}:{ports['mirror_direct']}"],
+                         stderr=subprocess.DEVNULL),
     ]
     for p in ("up_direct", "mirror_direct", "up", "mirror"):
         wait_listening(ports[p], ca)

@@ -329,7 +329,8 @@ impl Git {
     /// A new, empty bare repository whose HEAD names `branch` (a mirror forge's repository).
     pub fn create_bare(&self, path: &Path, branch: &str) -> Result<(), GitError> {
         self.run(|cmd| {
-            cmd.args(["init", "--quiet", "--bare"])
+            // No template: its sample hooks are a dozen files nothing runs.
+            cmd.args(["init", "--quiet", "--bare", "--template="])
                 .arg(format!("--initial-branch={branch}"))
                 .arg(path)
         })?;
@@ -340,7 +341,10 @@ impl Git {
         if path.join("HEAD").exists() {
             return Ok(());
         }
-        self.run(|cmd| cmd.args(["init", "--quiet", "--bare"]).arg(path))?;
+        self.run(|cmd| {
+            cmd.args(["init", "--quiet", "--bare", "--template="])
+                .arg(path)
+        })?;
         Ok(())
     }
 

@@ -199,6 +199,25 @@ impl Syncer<'_> {
         Ok(None)
     }
 
+    /// The recipe's cache brought up to upstream's branch and tags, and what it then holds.
+    fn fill_cache(&self, recipe: &Recipe, git: &Git) -> Result<(PathBuf, RefSet), String> {
+        let branch = &recipe.branch;
+        let cache = self.cache_dir.join(format!("{}.git", recipe.name));
+        git.init_bare(&cache)
+            .map_err(|e| format!("cache {}: {e}", cache.display()))?;
+        git.fetch(&cache, &recipe.upstream, branch).map_err(|e| {
+            if e.message.contains("couldn't find remote ref") {
+                no_branch(git, recipe)
+            } else {
+                format!("upstream unreachable, mirror left alone: {e}")
+            }
+        })?;
+        let fetched = git
+            .local_refs(&cache, branch)
+            .map_err(|e| format!("reading the cache: {e}"))?;
+        Ok((cache, fetched))
+    }
+
     /// Upstream's refs, as listed before the run or asked now.
     fn upstream(&self, recipe: &Recipe, git: &Git) -> Result<RefSet, String> {
         let listed = self.listed.get(&recipe.name).and_then(|(u, _)| u.clone());
@@ -245,47 +264,49 @@ impl Syncer<'_> {
         if let Some(why) = repository.and_then(|r| r.unwritable(&self.forge.full_name(name))) {
             return Err(why);
         }
-        // Upstream next: an upstream that cannot be read must not get an empty mirror made.
-        let upstream = match upstream {
-            Some(refs) => refs,
-            None => self.upstream(recipe, git)?,
-        };
-        result.upstream_head = upstream.branch.clone();
-        result.tags = Some(upstream.tags.len());
-        let mirror = if repository.is_some() {
-            // The cheap look: both sides' branch and tags, filtered by the servers.
-            let mirror = git
-                .ls_remote(&mirror_url, branch)
-                .map_err(|e| mirror_unreachable(&e))?;
-            check_safe(&upstream, &mirror, branch, self.accept_deletions)?;
-            if upstream.same_as(&mirror) {
-                result.outcome = Outcome::InSync;
-                result.refs = Some(upstream);
-                return Ok(());
+        let mirror = match repository {
+            Some(_) => {
+                let upstream = match upstream {
+                    Some(refs) => refs,
+                    None => self.upstream(recipe, git)?,
+                };
+                result.upstream_head = upstream.branch.clone();
+                result.tags = Some(upstream.tags.len());
+                // The cheap look: both sides' branch and tags, filtered by the servers.
+                let mirror = git
+                    .ls_remote(&mirror_url, branch)
+                    .map_err(|e| mirror_unreachable(&e))?;
+                check_safe(&upstream, &mirror, branch, self.accept_deletions)?;
+                if upstream.same_as(&mirror) {
+                    result.outcome = Outcome::InSync;
+                    result.refs = Some(upstream);
+                    return Ok(());
+                }
+                Some(mirror)
             }
-            mirror
-        } else {
-            self.forge
-                .create(name, branch, deadline)
-                .map_err(|e| format!("cannot create the mirror: {e:#}"))?;
-            result.created = true;
-            RefSet::default()
+            // No mirror yet: the fetch below reads upstream first, so an upstream that cannot be
+            // read gets no empty mirror made, and no listing of its own. One whose listing ran
+            // out of time is not asked again: the fetch would only wait again.
+            None => {
+                if let Some((Some(Err(e)), _)) = self.listed.get(name) {
+                    return Err(format!("upstream unreachable, mirror left alone: {e}"));
+                }
+                None
+            }
         };
 
         // Something differs: bring the cache up to upstream, push the difference under leases.
-        let cache = self.cache_dir.join(format!("{name}.git"));
-        git.init_bare(&cache)
-            .map_err(|e| format!("cache {}: {e}", cache.display()))?;
-        git.fetch(&cache, &recipe.upstream, branch).map_err(|e| {
-            if e.message.contains("couldn't find remote ref") {
-                format!("upstream has no branch {branch}: refusing to touch the mirror")
-            } else {
-                format!("upstream unreachable, mirror left alone: {e}")
+        let (cache, fetched) = self.fill_cache(recipe, git)?;
+        let mirror = match mirror {
+            Some(refs) => refs,
+            None => {
+                self.forge
+                    .create(name, branch, deadline)
+                    .map_err(|e| format!("cannot create the mirror: {e:#}"))?;
+                result.created = true;
+                RefSet::default()
             }
-        })?;
-        let fetched = git
-            .local_refs(&cache, branch)
-            .map_err(|e| format!("reading the cache: {e}"))?;
+        };
         check_safe(&fetched, &mirror, branch, self.accept_deletions)?;
         if fetched.tags.is_empty() && !mirror.tags.is_empty() {
             result.accepted_deletions = Some(mirror.tags.len());
