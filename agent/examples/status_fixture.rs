@@ -46,7 +46,11 @@ fn main() -> anyhow::Result<()> {
                 .map(|t| tier(t, !(broken && *t == "backup")))
                 .collect();
             let end = RunEnd {
-                result: if broken { "red" } else { "green" },
+                result: if broken {
+                    cc_ci_agent::ledger::RunResult::Red
+                } else {
+                    cc_ci_agent::ledger::RunResult::Green
+                },
                 greenness: if broken { 0.25 } else { 0.0 },
                 exit_code: Some(i32::from(broken)),
                 detail: if broken {

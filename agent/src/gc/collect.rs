@@ -11,7 +11,7 @@ use crate::context::Context;
 use crate::error::Unusable;
 use crate::exit::Exit;
 use crate::host::docker::{Docker, DockerVolume};
-use crate::ledger::{JobLock, Ledger};
+use crate::ledger::{DeletionState, GcOutcome, JobLock, Ledger};
 use crate::output::{table, Tone};
 use crate::settings::config::Config;
 use crate::settings::disk::Volumes;
@@ -110,11 +110,11 @@ fn settle_interrupted(backend: &Backend, ledger: &Ledger) -> Result<usize> {
         if backend.exists(&d.volume)? {
             ledger.deletion_end(
                 d.id,
-                "kept",
+                DeletionState::Kept,
                 Some("the gc deleting it was interrupted first"),
             )?;
         } else {
-            ledger.deletion_end(d.id, "deleted", None)?;
+            ledger.deletion_end(d.id, DeletionState::Deleted, None)?;
             ledger.volume_forget(&d.volume)?;
         }
     }
@@ -186,7 +186,7 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Exit> {
     // The same lock as a sweep's: a promotion and a gc never interleave, so a volume cannot be
     // chosen for deletion while its recipe is being promoted to it.
     let _lock = JobLock::start_job(&config.state_dir, "gc", config.lock_wait, |why| {
-        ledger.gc_abort(id, "refused-busy", why)
+        ledger.gc_abort(id, GcOutcome::RefusedBusy, why)
     })?;
     let result = collect(&config, &backend, &mut ledger, id, &free);
     match result {
@@ -195,7 +195,7 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Exit> {
             Ok(exit_of(&c.plan, c.failures.len()))
         }
         Err(e) => {
-            ledger.gc_abort(id, "failed", &format!("{e:#}"))?;
+            ledger.gc_abort(id, GcOutcome::Failed, &format!("{e:#}"))?;
             Err(e)
         }
     }
@@ -246,19 +246,19 @@ fn collect(
         );
         match backend.delete(&v.name) {
             Ok(()) => {
-                ledger.deletion_end(row, "deleted", None)?;
+                ledger.deletion_end(row, DeletionState::Deleted, None)?;
                 ledger.volume_forget(&v.name)?;
                 freed = freed.saturating_add(v.bytes);
             }
             Err(e) if e.is::<super::InUse>() => {
                 tracing::info!(volume = v.name, "{e}");
-                ledger.deletion_end(row, "kept", Some(&e.to_string()))?;
+                ledger.deletion_end(row, DeletionState::Kept, Some(&e.to_string()))?;
                 taken_bytes = taken_bytes.saturating_add(v.bytes);
                 taken.push(v.name.clone());
             }
             Err(e) => {
                 let why = format!("{e:#}");
-                ledger.deletion_end(row, "failed", Some(&why))?;
+                ledger.deletion_end(row, DeletionState::Failed, Some(&why))?;
                 failures.push((v.name.clone(), why));
             }
         }
@@ -290,11 +290,11 @@ fn record_run(
     none_failed: bool,
 ) -> Result<()> {
     let outcome = if !none_failed {
-        "some-failed"
+        GcOutcome::SomeFailed
     } else if plan.shortfalls.is_empty() {
-        "ok"
+        GcOutcome::Ok
     } else {
-        "short"
+        GcOutcome::Short
     };
     let shortfalls = serde_json::to_value(&plan.shortfalls)?;
     let detail = format!(
@@ -321,7 +321,7 @@ fn record_run(
     ledger
         .record_event(
             "gc",
-            outcome,
+            outcome.as_str(),
             &serde_json::json!({ "run": id, "freed": freed, "shortfalls": shortfalls }),
         )
         .context("cannot record the gc run")?;

@@ -14,7 +14,7 @@ use crate::clock::now_rfc3339;
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::fsutil::publish;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, MirrorResult, RunResult, SweepOutcome};
 use crate::output::{table, Output, Tone};
 use crate::settings::config::Config;
 use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
@@ -62,7 +62,7 @@ pub struct RecipeHealth {
 #[derive(Debug, Clone, Serialize)]
 pub struct Greenness {
     pub tag: String,
-    pub result: String,
+    pub result: RunResult,
     /// 0 green … 1 fully broken.
     pub degree: f64,
     /// The expected tiers that were not green, each with why.
@@ -214,7 +214,7 @@ fn mirror_check(
             Status::Warn,
             "never synced: run `cc-ci-agent mirrors sync`",
         ),
-        Some(m) if m.result == "failed" => check(
+        Some(m) if m.result == MirrorResult::Failed => check(
             "mirror",
             Status::Fail,
             format!("the last sync failed: {}", m.error.unwrap_or_default()),
@@ -293,7 +293,7 @@ fn last_sweep(ledger: &Ledger, r: &Recipe) -> Result<Option<(Check, Option<Green
         return Ok(None);
     };
     let tag = run.tag.clone().unwrap_or_default();
-    let greenness = if run.result == "running" {
+    let greenness = if run.result == RunResult::Running {
         None
     } else {
         let failing = ledger
@@ -307,15 +307,15 @@ fn last_sweep(ledger: &Ledger, r: &Recipe) -> Result<Option<(Check, Option<Green
             .collect();
         Some(Greenness {
             tag: tag.clone(),
-            result: run.result.clone(),
+            result: run.result,
             degree: run.greenness.unwrap_or(1.0),
             failing,
         })
     };
-    let last = match run.result.as_str() {
-        "green" => check("last sweep", Status::Ok, format!("{tag} green")),
-        "running" => check("last sweep", Status::Ok, format!("{tag} running")),
-        other => check(
+    let last = match run.result {
+        RunResult::Green => check("last sweep", Status::Ok, format!("{tag} green")),
+        RunResult::Running => check("last sweep", Status::Ok, format!("{tag} running")),
+        other @ (RunResult::Red | RunResult::Error) => check(
             "last sweep",
             Status::Warn,
             format!("{tag} {other}: {}", run.detail.unwrap_or_default()),
@@ -462,7 +462,9 @@ fn sweep_check(
     let last = recent.first().cloned();
     // With the sweep's period known: the newest sweep that ran to its end is recent enough.
     if let (Some(within), true) = (within, canonical > 0) {
-        let done = recent.iter().find(|s| s.outcome.as_deref() == Some("done"));
+        let done = recent
+            .iter()
+            .find(|s| s.outcome == Some(SweepOutcome::Done));
         let late = done
             .and_then(|s| age(&s.started_at))
             .is_none_or(|a| a > within);
@@ -489,8 +491,8 @@ fn sweep_check(
             Status::Warn,
             "no sweep has run yet: canonical recipes have no judged release".into(),
         )),
-        (_, Some(s)) => match s.outcome.as_deref() {
-            Some(o) if o.starts_with("refused") => Some((
+        (_, Some(s)) => match s.outcome {
+            Some(o) if o.is_refusal() => Some((
                 Status::Warn,
                 format!(
                     "the last sweep ({}) was refused ({o}): {}; this period's releases are not judged",
@@ -498,7 +500,7 @@ fn sweep_check(
                     s.detail.unwrap_or_default()
                 ),
             )),
-            Some("failed") => Some((
+            Some(SweepOutcome::Failed) => Some((
                 Status::Warn,
                 format!(
                     "the last sweep ({}) failed: {}",

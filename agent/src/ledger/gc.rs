@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{now_rfc3339, Ledger};
+use super::{now_rfc3339, DeletionState, GcOutcome, Ledger};
 use anyhow::Result;
 
 /// A finished (or interrupted) gc run, as `health` and `gc status` read it.
@@ -12,7 +12,7 @@ pub struct GcRun {
     pub id: i64,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub outcome: Option<String>,
+    pub outcome: Option<GcOutcome>,
     pub budget: Option<i64>,
     pub total_bytes: Option<i64>,
     pub protected_bytes: Option<i64>,
@@ -32,13 +32,13 @@ pub struct Deletion {
     pub version: Option<String>,
     pub bytes: i64,
     pub reason: String,
-    pub state: String,
+    pub state: DeletionState,
     pub at: String,
     pub error: Option<String>,
 }
 
 pub struct GcFigures<'a> {
-    pub outcome: &'a str,
+    pub outcome: GcOutcome,
     pub budget: u64,
     pub min_free: u64,
     pub free: Option<u64>,
@@ -86,7 +86,7 @@ impl Ledger {
     }
 
     /// Only the outcome, for a run refused or failed before it had figures.
-    pub fn gc_abort(&self, id: i64, outcome: &str, detail: &str) -> Result<()> {
+    pub fn gc_abort(&self, id: i64, outcome: GcOutcome, detail: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE gc_runs SET finished_at = ?2, outcome = ?3, detail = ?4 WHERE id = ?1",
             params![id, now_rfc3339(), outcome, detail],
@@ -152,7 +152,7 @@ impl Ledger {
     }
 
     /// `state`: deleted, failed or kept (a killed run's deletion that never touched the volume).
-    pub fn deletion_end(&self, id: i64, state: &str, error: Option<&str>) -> Result<()> {
+    pub fn deletion_end(&self, id: i64, state: DeletionState, error: Option<&str>) -> Result<()> {
         self.conn.execute(
             "UPDATE gc_deletions SET state = ?2, error = ?3, at = ?4 WHERE id = ?1",
             params![id, state, error, now_rfc3339()],

@@ -3,14 +3,14 @@
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{now_rfc3339, Ledger};
+use super::{now_rfc3339, Ledger, MirrorResult};
 use anyhow::Result;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct MirrorState {
     pub recipe: String,
     pub synced_at: String,
-    pub result: String,
+    pub result: MirrorResult,
     pub error: Option<String>,
     pub upstream_head: Option<String>,
     pub mirror_head: Option<String>,

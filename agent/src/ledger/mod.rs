@@ -9,6 +9,7 @@ mod mirrors;
 mod outbox;
 mod probes;
 mod sweep;
+mod words;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use probes::{ProbeOutcome, ProbeRow, StageColumn};
 pub use sweep::{
     degree_shown, tiers_line, Canonical, Judged, RunEnd, RunRow, SweepRecord, SweepState, TierRow,
 };
+pub use words::{DeletionState, GcOutcome, MirrorResult, RunResult, SweepOutcome};
 
 pub const DB_FILE: &str = "state.db";
 /// The schema version this agent writes: the number of migrations.

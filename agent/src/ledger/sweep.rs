@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
-use super::{now_rfc3339, Ledger};
+use super::{now_rfc3339, Ledger, RunResult, SweepOutcome};
 use anyhow::Result;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,7 +24,7 @@ pub struct RunRow {
     pub tag: Option<String>,
     pub version: Option<String>,
     pub base: Option<String>,
-    pub result: String,
+    pub result: RunResult,
     pub greenness: Option<f64>,
     pub cold: bool,
     pub started_at: String,
@@ -46,14 +46,14 @@ pub struct SweepState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepRecord {
     pub started_at: String,
-    pub outcome: Option<String>,
+    pub outcome: Option<SweepOutcome>,
     pub detail: Option<String>,
 }
 
 /// What a finished CI run gave.
 #[derive(Debug, Clone)]
 pub struct RunEnd {
-    pub result: &'static str,
+    pub result: RunResult,
     pub greenness: f64,
     pub exit_code: Option<i32>,
     pub detail: String,
@@ -64,7 +64,7 @@ pub struct RunEnd {
 /// A judged run's result and degree.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judged {
-    pub result: String,
+    pub result: RunResult,
     pub degree: f64,
 }
 
@@ -479,7 +479,7 @@ impl Ledger {
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn sweep_finish(&self, id: i64, outcome: &str, detail: &str) -> Result<()> {
+    pub fn sweep_finish(&self, id: i64, outcome: SweepOutcome, detail: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE sweeps SET outcome = ?1, detail = ?2, finished_at = ?3 WHERE id = ?4",
             params![outcome, detail, now_rfc3339(), id],

@@ -17,7 +17,7 @@ use crate::clock::now_rfc3339;
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::forge;
-use crate::ledger::{JobLock, Ledger, MirrorState};
+use crate::ledger::{JobLock, Ledger, MirrorResult, MirrorState};
 use crate::output::{Output, Tone};
 use crate::settings::config::Config;
 use crate::settings::enrollment::{Enrollment, Recipe};
@@ -201,10 +201,10 @@ fn record(ledger: &mut Ledger, r: &RecipeResult) -> Result<()> {
 /// The journal row and events of one result.
 fn entry(r: &RecipeResult) -> (MirrorState, Vec<(String, String)>) {
     let result = match (r.outcome, r.created) {
-        (Outcome::Failed | Outcome::Busy, _) => "failed",
-        (_, true) => "created",
-        (Outcome::Synced, false) => "synced",
-        (Outcome::InSync, false) => "in-sync",
+        (Outcome::Failed | Outcome::Busy, _) => MirrorResult::Failed,
+        (_, true) => MirrorResult::Created,
+        (Outcome::Synced, false) => MirrorResult::Synced,
+        (Outcome::InSync, false) => MirrorResult::InSync,
     };
     let mut events = Vec::new();
     if r.created {
@@ -241,7 +241,7 @@ fn entry(r: &RecipeResult) -> (MirrorState, Vec<(String, String)>) {
     let state = MirrorState {
         recipe: r.recipe.clone(),
         synced_at: now_rfc3339(),
-        result: result.into(),
+        result,
         error: r.error.clone(),
         upstream_head: r.upstream_head.clone(),
         mirror_head: if r.outcome == Outcome::Failed {

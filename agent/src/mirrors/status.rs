@@ -39,7 +39,7 @@ struct Row {
     standing: Standing,
     detail: String,
     last_sync: Option<String>,
-    last_result: Option<String>,
+    last_result: Option<crate::ledger::MirrorResult>,
     last_event: Option<String>,
 }
 

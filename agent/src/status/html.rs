@@ -227,7 +227,7 @@ fn strip(runs: &[RunView]) -> Markup {
             v.run
                 .greenness
                 .map(degree_shown)
-                .unwrap_or_else(|| v.run.result.clone())
+                .unwrap_or_else(|| v.run.result.to_string())
         })
         .collect();
     // One path per colour, each bar a move relative to the last one of that colour.

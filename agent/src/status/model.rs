@@ -197,7 +197,7 @@ fn redact(text: &str, secrets: &[String]) -> String {
 pub fn standing(h: &RecipeHealth) -> Standing {
     match &h.greenness {
         None => Standing::NeverJudged,
-        Some(g) if g.result == "green" => Standing::Green,
+        Some(g) if g.result == crate::ledger::RunResult::Green => Standing::Green,
         Some(g) if g.degree > 0.0 && g.degree < 1.0 => Standing::PartlyBroken,
         Some(_) => Standing::Broken,
     }
@@ -239,7 +239,7 @@ mod tests {
     use super::*;
     use crate::health::{Greenness, Verdict};
 
-    fn with(result: &str, degree: f64) -> RecipeHealth {
+    fn with(result: crate::ledger::RunResult, degree: f64) -> RecipeHealth {
         RecipeHealth {
             recipe: "x".into(),
             enrolled: true,
@@ -247,7 +247,7 @@ mod tests {
             checks: Vec::new(),
             greenness: Some(Greenness {
                 tag: "1.0.0+1".into(),
-                result: result.into(),
+                result,
                 degree,
                 failing: Vec::new(),
             }),
@@ -256,11 +256,23 @@ mod tests {
 
     #[test]
     fn each_greenness_is_one_standing() {
-        assert_eq!(standing(&with("green", 0.0)), Standing::Green);
-        assert_eq!(standing(&with("red", 0.25)), Standing::PartlyBroken);
-        assert_eq!(standing(&with("red", 1.0)), Standing::Broken);
-        assert_eq!(standing(&with("error", 1.0)), Standing::Broken);
-        let mut never = with("green", 0.0);
+        assert_eq!(
+            standing(&with(crate::ledger::RunResult::Green, 0.0)),
+            Standing::Green
+        );
+        assert_eq!(
+            standing(&with(crate::ledger::RunResult::Red, 0.25)),
+            Standing::PartlyBroken
+        );
+        assert_eq!(
+            standing(&with(crate::ledger::RunResult::Red, 1.0)),
+            Standing::Broken
+        );
+        assert_eq!(
+            standing(&with(crate::ledger::RunResult::Error, 1.0)),
+            Standing::Broken
+        );
+        let mut never = with(crate::ledger::RunResult::Green, 0.0);
         never.greenness = None;
         assert_eq!(standing(&never), Standing::NeverJudged);
     }

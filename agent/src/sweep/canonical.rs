@@ -11,7 +11,7 @@ use crate::error::InputError;
 use crate::error::Unusable;
 use crate::exit::Exit;
 use crate::git::RefSet;
-use crate::ledger::{Canonical, Ledger, RunRow};
+use crate::ledger::{Canonical, Ledger, RunResult, RunRow};
 use crate::output::table;
 use crate::settings::enrollment::Enrollment;
 use crate::settings::rules::check_release_tag;
@@ -201,7 +201,7 @@ fn show(ctx: &Context, ledger: &Ledger, recipe: &str) -> Result<Exit> {
     let newest = ledger
         .history(recipe, 1)?
         .into_iter()
-        .find(|r| Some(r.id) != c.as_ref().and_then(|c| c.run) && r.result != "running");
+        .find(|r| Some(r.id) != c.as_ref().and_then(|c| c.run) && r.result != RunResult::Running);
     let newest_tiers = match &newest {
         Some(r) => ledger.run_tiers(r.id)?,
         None => Vec::new(),
@@ -343,7 +343,7 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
                         (r.started_at.clone(), None),
                         (r.tag.clone().unwrap_or_default(), None),
                         (crate::git::short(&r.commit).to_string(), None),
-                        (r.result.clone(), None),
+                        (r.result.to_string(), None),
                         (
                             r.greenness
                                 .map(crate::ledger::degree_shown)

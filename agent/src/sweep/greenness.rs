@@ -3,13 +3,13 @@
 //! Pure: the sweep reads the results, this says what they mean (docs/sweep.md, "Greenness").
 
 use super::junit::{Counts, Tiers, Unreadable};
-use crate::ledger::TierRow;
+use crate::ledger::{RunResult, TierRow};
 
 /// What a run gave, ready for the ledger.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     /// `green`, `red` or `error`.
-    pub result: &'static str,
+    pub result: RunResult,
     pub degree: f64,
     pub tiers: Vec<TierRow>,
     pub detail: String,
@@ -33,7 +33,7 @@ pub fn judge(
         Ok(tiers) => tiers,
         Err(why) => {
             return Verdict {
-                result: "error",
+                result: RunResult::Error,
                 degree: 1.0,
                 tiers: Vec::new(),
                 detail: format!("the results could not be read: {why}"),
@@ -46,13 +46,13 @@ pub fn judge(
     let degree = not_green.len() as f64 / expected.len().max(1) as f64;
     match (not_green.is_empty(), exited) {
         (true, Ok(())) => Verdict {
-            result: "green",
+            result: RunResult::Green,
             degree: 0.0,
             detail: format!("every tier green: {}", expected.join(", ")),
             tiers,
         },
         (true, Err(how)) => Verdict {
-            result: "error",
+            result: RunResult::Error,
             degree: 1.0,
             detail: format!(
                 "CI ended with {how} though every tier's results are green: the results do not \
@@ -67,7 +67,7 @@ pub fn judge(
                 .map(|h| format!(" (CI ended with {h})"))
                 .unwrap_or_default();
             Verdict {
-                result: "red",
+                result: RunResult::Red,
                 degree,
                 detail: format!(
                     "degree {}: {}{how}",
@@ -89,13 +89,13 @@ fn by_exit_code(exited: Exited<'_>, reported: Tiers) -> Verdict {
         .collect();
     match exited {
         Ok(()) => Verdict {
-            result: "green",
+            result: RunResult::Green,
             degree: 0.0,
             tiers,
             detail: "CI exited 0".into(),
         },
         Err(how) => Verdict {
-            result: "red",
+            result: RunResult::Red,
             degree: 1.0,
             tiers,
             detail: format!("CI failed ({how})"),
@@ -172,7 +172,7 @@ mod tests {
             ("functional", 5, 0),
         ]);
         let v = judge(Some(&four()), Err("exit status: 1"), Ok(got));
-        assert_eq!((v.result, v.degree), ("red", 0.25));
+        assert_eq!((v.result, v.degree), (RunResult::Red, 0.25));
         assert_eq!(
             crate::ledger::tiers_line(&v.tiers),
             "install ✓ upgrade ✓ backup ✗ (t::test_restore) functional ✓"
@@ -183,7 +183,7 @@ mod tests {
     fn a_tier_never_reported_is_not_green_and_said() {
         let got = tiers(&[("install", 2, 0), ("upgrade", 1, 0), ("backup", 3, 0)]);
         let v = judge(Some(&four()), Ok(()), Ok(got));
-        assert_eq!((v.result, v.degree), ("red", 0.25));
+        assert_eq!((v.result, v.degree), (RunResult::Red, 0.25));
         assert!(
             v.detail.contains("functional never reported"),
             "{}",
@@ -201,15 +201,18 @@ mod tests {
         ]);
         assert_eq!(
             judge(Some(&four()), Err("exit status: 1"), Ok(got.clone())).result,
-            "error"
+            RunResult::Error
         );
-        assert_eq!(judge(Some(&four()), Ok(()), Ok(got)).result, "green");
+        assert_eq!(
+            judge(Some(&four()), Ok(()), Ok(got)).result,
+            RunResult::Green
+        );
         let v = judge(
             Some(&four()),
             Ok(()),
             Err(Unreadable("a.xml:3: bad".into())),
         );
-        assert_eq!((v.result, v.degree), ("error", 1.0));
+        assert_eq!((v.result, v.degree), (RunResult::Error, 1.0));
     }
 
     #[test]
@@ -218,7 +221,7 @@ mod tests {
         got.get_mut("install").unwrap().skipped = 1;
         let only = vec!["install".to_string()];
         let v = judge(Some(&only), Ok(()), Ok(got));
-        assert_eq!((v.result, v.degree), ("red", 1.0));
+        assert_eq!((v.result, v.degree), (RunResult::Red, 1.0));
         assert!(v.detail.contains("install ran no test"), "{}", v.detail);
     }
 
@@ -226,9 +229,9 @@ mod tests {
     fn without_tiers_the_exit_code_decides_as_before() {
         assert_eq!(
             judge(None, Ok(()), Err(Unreadable("none".into()))).result,
-            "green"
+            RunResult::Green
         );
         let v = judge(None, Err("exit status: 2"), Ok(Tiers::new()));
-        assert_eq!((v.result, v.degree), ("red", 1.0));
+        assert_eq!((v.result, v.degree), (RunResult::Red, 1.0));
     }
 }

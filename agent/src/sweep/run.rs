@@ -16,7 +16,7 @@ use crate::error::{Busy as BusyError, Unusable};
 use crate::exit::Exit;
 use crate::fsutil::write_atomic;
 use crate::git::{Git, RefSet};
-use crate::ledger::{Canonical, JobLock, Ledger, RunEnd, SweepState};
+use crate::ledger::{Canonical, JobLock, Ledger, RunEnd, RunResult, SweepOutcome, SweepState};
 use crate::mirrors::{self, Outcome as MirrorOutcome, RecipeResult};
 use crate::output::{Output, Tone};
 use crate::process::Cmd;
@@ -40,7 +40,7 @@ pub enum Decision {
     /// This commit was judged before (green or red); `--force` runs it again.
     SkipAlreadyJudged {
         tag: String,
-        result: String,
+        result: RunResult,
     },
     SkipMirrorFailed {
         error: String,
@@ -276,7 +276,7 @@ fn run_end(
         Err(e @ crate::process::ProcessError::Spawn { .. }) => {
             let _ = writeln!(log, "{e}");
             return RunEnd {
-                result: "error",
+                result: RunResult::Error,
                 greenness: 1.0,
                 exit_code: None,
                 detail: format!("CI could not be started: {e}"),
@@ -412,7 +412,7 @@ impl Sweeper<'_> {
         if !self.force {
             if let Some(run) = ledger.judged(queue, &release.commit)? {
                 let earlier = run.tag.clone().unwrap_or_default();
-                if run.result == "green" && earlier != release.tag {
+                if run.result == RunResult::Green && earlier != release.tag {
                     // The same commit, green under another tag: the same tree was judged, so
                     // its result is this tag's too (docs/sweep.md).
                     let c = ledger.promote_judged(
@@ -549,11 +549,11 @@ impl Sweeper<'_> {
         base: Option<String>,
     ) -> Result<Decision> {
         let s = &self.config.sweep;
-        if end.result == "error" {
+        if end.result == RunResult::Error {
             ledger.run_finish(run, &end)?;
             return Ok(Decision::Error { detail: end.detail });
         }
-        if end.result == "green" {
+        if end.result == RunResult::Green {
             // Green, cold, the latest release, enrolled, and a tag: the only way to a canonical.
             let c = ledger.finish_and_promote(
                 run,
@@ -717,11 +717,11 @@ fn start(
 ) -> Result<Started> {
     // Mirror syncs go on beside the sweep, for every recipe but the one under test.
     let lock = JobLock::start_job(&config.state_dir, "sweep", config.lock_wait, |why| {
-        ledger.sweep_finish(sweep, "refused-busy", why)
+        ledger.sweep_finish(sweep, SweepOutcome::RefusedBusy, why)
     })?;
     if let Some(check) = &config.sweep.busy_check {
         if let Err(e) = busy::usable(check, "sweep") {
-            ledger.sweep_finish(sweep, "failed", &format!("{e:#}"))?;
+            ledger.sweep_finish(sweep, SweepOutcome::Failed, &format!("{e:#}"))?;
             return Err(e);
         }
         let refusal = match busy::check(check) {
@@ -732,7 +732,7 @@ fn start(
             )),
         };
         if let Some(why) = refusal {
-            ledger.sweep_finish(sweep, "refused-ci-busy", &why)?;
+            ledger.sweep_finish(sweep, SweepOutcome::RefusedCiBusy, &why)?;
             // One answer in either format: under --format json, a refusal is an object too.
             let answer = serde_json::json!({ "sweep": sweep, "refused": "ci-busy", "reason": why });
             ctx.out.answer(&answer, |_| {
@@ -745,7 +745,7 @@ fn start(
         }
     }
     if config.sweep.command.is_none() {
-        ledger.sweep_finish(sweep, "failed", "no sweep.command")?;
+        ledger.sweep_finish(sweep, SweepOutcome::Failed, "no sweep.command")?;
         return Err(Unusable(format!(
             "{}: [sweep] has no command to run CI with",
             config.path.display()
@@ -791,7 +791,7 @@ fn finish(
         "{} recipes: {promoted} promoted, {red} red, {errors} could not be judged",
         report.len()
     );
-    ledger.sweep_finish(sweep, "done", &summary)?;
+    ledger.sweep_finish(sweep, SweepOutcome::Done, &summary)?;
     ctx.out.answer(
         &serde_json::json!({ "sweep": sweep, "recipes": report }),
         |_| crate::say!("{summary}"),
@@ -822,10 +822,10 @@ fn announce_greenness(
         _ => return Ok(()),
     };
     let (now, before) = ledger.greenness_step(run)?;
-    let was_green = before.as_ref().map(|b| b.result == "green");
-    let event = match (now.result.as_str(), was_green) {
-        ("green", Some(true)) => return Ok(()),
-        ("green", _) => HookEvent::Green,
+    let was_green = before.as_ref().map(|b| b.result == RunResult::Green);
+    let event = match (now.result, was_green) {
+        (RunResult::Green, Some(true)) => return Ok(()),
+        (RunResult::Green, _) => HookEvent::Green,
         (_, Some(false)) if before.is_some_and(|b| b.degree == now.degree) => return Ok(()),
         (_, Some(false)) => HookEvent::DegreeChanged,
         _ => HookEvent::NotGreen,

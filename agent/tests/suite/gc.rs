@@ -112,7 +112,7 @@ impl Host {
             .deletions_recent(100)
             .unwrap()
             .into_iter()
-            .map(|d| (d.volume, d.reason, d.state))
+            .map(|d| (d.volume, d.reason, d.state.to_string()))
             .collect();
         rows.sort();
         rows

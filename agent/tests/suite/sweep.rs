@@ -364,7 +364,7 @@ fn ci_busy_or_another_agent_refuses_the_whole_sweep_and_it_is_recorded() {
     let sweeps = Ledger::open(&s.path("state")).unwrap().sweeps(10).unwrap();
     let outcomes: Vec<&str> = sweeps
         .iter()
-        .map(|s| s.outcome.as_deref().unwrap_or(""))
+        .map(|s| s.outcome.map_or("", |o| o.as_str()))
         .collect();
     assert_eq!(outcomes, ["refused-busy", "refused-ci-busy"]);
     assert!(s.ci_calls().is_empty());
@@ -771,7 +771,9 @@ fn every_command_survives_a_closed_stdout_and_records_what_it_did() {
     let ledger = Ledger::open(&s.path("state")).unwrap();
     let sweeps = ledger.sweeps(10).unwrap();
     assert!(
-        sweeps.iter().all(|r| r.outcome.as_deref() == Some("done")),
+        sweeps
+            .iter()
+            .all(|r| r.outcome.map(|o| o.as_str()) == Some("done")),
         "every sweep row finished: {:?}",
         sweeps.iter().map(|r| &r.outcome).collect::<Vec<_>>()
     );
