@@ -7,6 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::json;
 
+use super::sync::Side;
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::forge;
@@ -56,12 +57,12 @@ fn standing(syncer: &super::Syncer<'_>, recipe: &Recipe) -> (Standing, String) {
             }
         }
     }
-    let up = match git.ls_remote(&recipe.upstream, &recipe.branch) {
+    let up = match syncer.refs_of(recipe, &git, Side::Upstream) {
         Ok(up) => up,
         Err(e) => return (Standing::UpstreamUnreachable, e.to_string()),
     };
     let mirror_url = syncer.forge.mirror_url(name);
-    let mirror = match git.ls_remote(&mirror_url, &recipe.branch) {
+    let mirror = match syncer.refs_of(recipe, &git, Side::Mirror) {
         Ok(m) => m,
         Err(e) => return (Standing::MirrorUnreachable, e.to_string()),
     };
@@ -121,7 +122,9 @@ pub fn standings(config: &Config, recipes: &[Recipe]) -> Result<Vec<(String, (St
                 .collect());
         }
     };
-    let syncer = super::syncer(config, forge.as_ref());
+    let mut syncer = super::syncer(config, forge.as_ref());
+    // Both sides of every recipe in one listing, as a sync does (one connection per forge).
+    syncer.list_all(recipes);
     let next = AtomicUsize::new(0);
     let found = Mutex::new(Vec::new());
     std::thread::scope(|scope| {

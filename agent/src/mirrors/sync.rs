@@ -125,6 +125,12 @@ impl RecipeResult {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Upstream,
+    Mirror,
+}
+
 /// Upstream's and the mirror's refs as listed before the run; `None` where git is to be asked.
 type Listing = (
     Option<Result<RefSet, GitError>>,
@@ -218,11 +224,28 @@ impl Syncer<'_> {
         Ok((cache, fetched))
     }
 
+    /// One side's refs (upstream's, or the mirror's with `Side::Mirror`), as listed before the
+    /// run or asked of git now.
+    pub(super) fn refs_of(
+        &self,
+        recipe: &Recipe,
+        git: &Git,
+        side: Side,
+    ) -> Result<RefSet, GitError> {
+        let listed = self.listed.get(&recipe.name).and_then(|(u, m)| match side {
+            Side::Upstream => u.clone(),
+            Side::Mirror => m.clone(),
+        });
+        listed.unwrap_or_else(|| match side {
+            Side::Upstream => git.ls_remote(&recipe.upstream, &recipe.branch),
+            Side::Mirror => git.ls_remote(&self.forge.mirror_url(&recipe.name), &recipe.branch),
+        })
+    }
+
     /// Upstream's refs, as listed before the run or asked now.
     fn upstream(&self, recipe: &Recipe, git: &Git) -> Result<RefSet, String> {
-        let listed = self.listed.get(&recipe.name).and_then(|(u, _)| u.clone());
-        let upstream = listed
-            .unwrap_or_else(|| git.ls_remote(&recipe.upstream, &recipe.branch))
+        let upstream = self
+            .refs_of(recipe, git, Side::Upstream)
             .map_err(|e| format!("upstream unreachable, mirror left alone: {e}"))?;
         if upstream.branch.is_none() {
             return Err(no_branch(git, recipe));

@@ -1387,6 +1387,18 @@ fn over_https_an_idle_sync_takes_one_tls_handshake_per_forge_and_asks_the_api_no
     );
     assert_no_token(&run);
 
+    // `mirrors status` asks both sides live, the same way: one connection to the upstreams.
+    let config = h.fleet.config.to_str().unwrap();
+    let ca = h.ca.ca_pem.as_path();
+    let (up_before, _) = h.handshakes();
+    let status = common::agent_env(
+        None,
+        &["--config", config, "mirrors", "status"],
+        &[("SSL_CERT_FILE", ca), ("GIT_SSL_CAINFO", ca)],
+    );
+    assert_eq!(status.code, 0, "{}{}", status.stdout, status.stderr);
+    assert_eq!(h.handshakes().0 - up_before, 1, "{}", status.stdout);
+
     // A change upstream is found by the same listing and synced; the rest stay as they are.
     h.fleet.up("charlie").commit("compose.yml", "v2\n");
     let (run, v) = h.sync();
