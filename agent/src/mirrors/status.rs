@@ -67,7 +67,11 @@ fn standing(syncer: &super::Syncer<'_>, recipe: &Recipe) -> (Standing, String) {
         Err(e) => return (Standing::MirrorUnreachable, e.to_string()),
     };
     if up.same_as(&mirror) {
-        return (Standing::InSync, format!("{} tags", up.tags.len()));
+        let tags = match up.tags.len() {
+            1 => "1 tag".to_string(),
+            n => format!("{n} tags"),
+        };
+        return (Standing::InSync, tags);
     }
     // What a sync refuses to do is not "behind": the sync will not catch up.
     if let Err(why) = super::sync::check_safe(&up, &mirror, &recipe.branch, false) {
