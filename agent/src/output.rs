@@ -5,6 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
+/// A command's answer as one value: serialized for `--format json`, and told to people by
+/// [`Answer::human`] from the same fields (it gets nothing else to print from).
+pub trait Answer: Serialize {
+    /// What people read (colour through `out.paint`), without the final line end.
+    fn human(&self, out: &Output) -> String;
+}
+
 /// Set once stdout is found closed (`cc-ci-agent health | head -1`): from then on output is
 /// dropped and the job goes on, records what it does, and exits as it would have. Printing never
 /// decides whether work is recorded.
@@ -132,6 +139,12 @@ impl Output {
                 Ok(())
             }
         }
+    }
+
+    /// A typed answer ([`Answer`]): its JSON and its lines for people both come from `answer`
+    /// itself, so they cannot say different things.
+    pub fn give(&self, answer: &impl Answer) -> anyhow::Result<()> {
+        self.answer(answer, |out| crate::say!("{}", answer.human(out)))
     }
 
     /// A line of progress for a person while a command works; nothing in JSON, where the

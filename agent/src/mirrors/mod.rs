@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use clap::Subcommand;
+use serde::Serialize;
 use serde_json::json;
 
 pub use status::{standings, Standing};
@@ -18,7 +19,7 @@ use crate::context::Context;
 use crate::exit::Exit;
 use crate::forge;
 use crate::ledger::{JobLock, Ledger, MirrorResult, MirrorState};
-use crate::output::{Output, Tone};
+use crate::output::{Answer, Output, Tone};
 use crate::settings::config::Config;
 use crate::settings::enrollment::{Enrollment, Recipe};
 
@@ -72,25 +73,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
                 &ctx.out,
                 (&lock, accept_deletions),
             )?;
-            let failed = results
-                .iter()
-                .filter(|r| r.outcome == Outcome::Failed)
-                .count();
-            ctx.out
-                .answer(&json!({ "results": results, "failed": failed }), |_| {
-                    let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
-                    let busy = match count(Outcome::Busy) {
-                        0 => String::new(),
-                        n => format!(", {n} left to the job testing them"),
-                    };
-                    crate::say!(
-                        "{} recipes: {} in sync, {} synced, {failed} failed{busy}",
-                        results.len(),
-                        count(Outcome::InSync),
-                        count(Outcome::Synced),
-                    );
-                })?;
-            Ok(if failed == 0 {
+            let answer = SyncAnswer::new(results);
+            ctx.out.give(&answer)?;
+            Ok(if answer.failed == 0 {
                 Exit::Success
             } else {
                 Exit::SomeFailed
@@ -102,6 +87,45 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         Command::CheckForge { recipes } => {
             check::run(ctx, &config, &enrollment.enrolled_named(&recipes)?)
         }
+    }
+}
+
+/// `mirrors sync`'s answer (its JSON schema is in docs/mirrors.md, "The answer").
+#[derive(Debug, Serialize)]
+pub struct SyncAnswer {
+    /// Every recipe's result, sorted by name.
+    pub results: Vec<RecipeResult>,
+    pub failed: usize,
+}
+
+impl SyncAnswer {
+    pub fn new(results: Vec<RecipeResult>) -> Self {
+        let failed = results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Failed)
+            .count();
+        Self { results, failed }
+    }
+
+    fn count(&self, outcome: Outcome) -> usize {
+        self.results.iter().filter(|r| r.outcome == outcome).count()
+    }
+}
+
+impl Answer for SyncAnswer {
+    /// The last line; each recipe's line was printed as it arrived.
+    fn human(&self, _out: &Output) -> String {
+        let busy = match self.count(Outcome::Busy) {
+            0 => String::new(),
+            n => format!(", {n} left to the job testing them"),
+        };
+        format!(
+            "{} recipes: {} in sync, {} synced, {} failed{busy}",
+            self.results.len(),
+            self.count(Outcome::InSync),
+            self.count(Outcome::Synced),
+            self.failed,
+        )
     }
 }
 
@@ -280,5 +304,49 @@ fn print_result(out: &Output, r: &RecipeResult) {
     out.progress(format!("{mark} {:<24} {text}", r.recipe));
     for w in &r.warnings {
         out.progress(format!("  {} {w}", out.paint("warning:", Tone::Warn)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(name: &str, outcome: Outcome) -> RecipeResult {
+        let mut r = RecipeResult::new(name);
+        r.outcome = outcome;
+        r
+    }
+
+    /// The line people read says what the JSON of the same answer says.
+    #[test]
+    fn the_human_line_and_the_json_are_one_answer() {
+        let answer = SyncAnswer::new(vec![
+            result("a", Outcome::InSync),
+            result("b", Outcome::Synced),
+            result("c", Outcome::Failed),
+            result("d", Outcome::Busy),
+            result("e", Outcome::InSync),
+        ]);
+        let json = serde_json::to_value(&answer).unwrap_or_default();
+        let outcomes: Vec<&str> = json["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["outcome"].as_str())
+            .collect();
+        let count = |o: &str| outcomes.iter().filter(|x| **x == o).count();
+        let out = Output::new(crate::output::Format::Human);
+        assert_eq!(
+            answer.human(&out),
+            format!(
+                "{} recipes: {} in sync, {} synced, {} failed, {} left to the job testing them",
+                outcomes.len(),
+                count("in-sync"),
+                count("synced"),
+                json["failed"],
+                count("busy"),
+            )
+        );
+        assert_eq!(json["failed"], 1);
     }
 }

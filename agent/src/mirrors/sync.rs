@@ -69,7 +69,7 @@ impl RecipeResult {
         }
     }
 
-    fn new(recipe: &str) -> Self {
+    pub(super) fn new(recipe: &str) -> Self {
         Self {
             recipe: recipe.to_string(),
             outcome: Outcome::Failed,
