@@ -8,7 +8,7 @@ use serde::Serialize;
 /// A command's answer as one value: serialized for `--format json`, and told to people by
 /// [`Answer::human`] from the same fields (it gets nothing else to print from).
 pub trait Answer: Serialize {
-    /// What people read (colour through `out.paint`), without the final line end.
+    /// What people read (colour through `out.paint`), every line ended.
     fn human(&self, out: &Output) -> String;
 }
 
@@ -144,7 +144,7 @@ impl Output {
     /// A typed answer ([`Answer`]): its JSON and its lines for people both come from `answer`
     /// itself, so they cannot say different things.
     pub fn give(&self, answer: &impl Answer) -> anyhow::Result<()> {
-        self.answer(answer, |out| crate::say!("{}", answer.human(out)))
+        self.answer(answer, |out| crate::say_raw!("{}", answer.human(out)))
     }
 
     /// A line of progress for a person while a command works; nothing in JSON, where the

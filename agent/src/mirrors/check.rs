@@ -1,15 +1,44 @@
 //! `mirrors check-forge`: whether the forge will let syncs work, asked without writing.
 
 use anyhow::Result;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::context::Context;
 use crate::deadline::Deadline;
 use crate::exit::Exit;
-use crate::forge::{self, Verdict};
-use crate::output::{table, Tone};
+use crate::forge::{self, Finding, Verdict};
+use crate::output::{table, Answer, Output, Tone};
 use crate::settings::config::Config;
 use crate::settings::enrollment::Recipe;
+
+/// `mirrors check-forge`'s answer: each finding, and whether syncs will work.
+#[derive(Serialize)]
+struct CheckAnswer {
+    findings: Vec<Finding>,
+    ready: bool,
+}
+
+impl Answer for CheckAnswer {
+    fn human(&self, out: &Output) -> String {
+        let rows: Vec<_> = self
+            .findings
+            .iter()
+            .map(|f| {
+                let (word, tone) = match f.verdict {
+                    Verdict::Ok => ("ok", Tone::Good),
+                    Verdict::Warn => ("warn", Tone::Warn),
+                    Verdict::Fail => ("fail", Tone::Bad),
+                };
+                vec![
+                    (f.what.clone(), None),
+                    (word.to_string(), Some(tone)),
+                    (f.detail.clone(), None),
+                ]
+            })
+            .collect();
+        table(out, &["CHECK", "", "DETAIL"], &rows)
+    }
+}
 
 pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
     let forge = forge::from_config(config)?;
@@ -20,24 +49,9 @@ pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
     let deadline = Deadline::after(config.mirrors.recipe_timeout, "mirrors.recipe_timeout");
     let found = forge.readiness(&mirrors, deadline);
     let ready = found.iter().all(|f| f.verdict != Verdict::Fail);
-    ctx.out
-        .answer(&json!({ "findings": found, "ready": ready }), |out| {
-            let rows: Vec<_> = found
-                .iter()
-                .map(|f| {
-                    let (word, tone) = match f.verdict {
-                        Verdict::Ok => ("ok", Tone::Good),
-                        Verdict::Warn => ("warn", Tone::Warn),
-                        Verdict::Fail => ("fail", Tone::Bad),
-                    };
-                    vec![
-                        (f.what.clone(), None),
-                        (word.to_string(), Some(tone)),
-                        (f.detail.clone(), None),
-                    ]
-                })
-                .collect();
-            crate::say_raw!("{}", table(out, &["CHECK", "", "DETAIL"], &rows));
-        })?;
+    ctx.out.give(&CheckAnswer {
+        findings: found,
+        ready,
+    })?;
     Ok(if ready { Exit::Success } else { Exit::Problems })
 }

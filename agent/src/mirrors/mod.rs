@@ -120,7 +120,7 @@ impl Answer for SyncAnswer {
             n => format!(", {n} left to the job testing them"),
         };
         format!(
-            "{} recipes: {} in sync, {} synced, {} failed{busy}",
+            "{} recipes: {} in sync, {} synced, {} failed{busy}\n",
             self.results.len(),
             self.count(Outcome::InSync),
             self.count(Outcome::Synced),
@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(
             answer.human(&out),
             format!(
-                "{} recipes: {} in sync, {} synced, {} failed, {} left to the job testing them",
+                "{} recipes: {} in sync, {} synced, {} failed, {} left to the job testing them\n",
                 outcomes.len(),
                 count("in-sync"),
                 count("synced"),

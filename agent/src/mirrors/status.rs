@@ -5,14 +5,13 @@ use std::sync::Mutex;
 
 use anyhow::Result;
 use serde::Serialize;
-use serde_json::json;
 
 use super::sync::Side;
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::forge;
 use crate::ledger::Ledger;
-use crate::output::{table, Tone};
+use crate::output::{table, Answer, Output, Tone};
 use crate::settings::config::Config;
 use crate::settings::enrollment::Recipe;
 
@@ -148,6 +147,42 @@ pub fn standings(config: &Config, recipes: &[Recipe]) -> Result<Vec<(String, (St
     Ok(found)
 }
 
+/// `mirrors status`'s answer: every mirror's standing, and whether all are in sync.
+#[derive(Serialize)]
+struct StatusAnswer {
+    mirrors: Vec<Row>,
+    all_in_sync: bool,
+}
+
+impl Answer for StatusAnswer {
+    fn human(&self, out: &Output) -> String {
+        let cells: Vec<_> = self
+            .mirrors
+            .iter()
+            .map(|r| {
+                let tone = match r.standing {
+                    Standing::InSync => Tone::Good,
+                    Standing::Behind | Standing::Missing => Tone::Warn,
+                    _ => Tone::Bad,
+                };
+                let name = serde_json::to_value(r.standing)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                vec![
+                    (r.recipe.clone(), None),
+                    (name, Some(tone)),
+                    (r.last_sync.clone().unwrap_or_else(|| "never".into()), None),
+                    (r.last_event.clone().unwrap_or_default(), None),
+                    (r.detail.clone(), None),
+                ]
+            })
+            .collect();
+        let head = ["RECIPE", "MIRROR", "LAST SYNC", "LAST EVENT", "DETAIL"];
+        table(out, &head, &cells)
+    }
+}
+
 pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
     let found = standings(config, recipes)?;
     let ledger = Ledger::open(&config.state_dir)?;
@@ -164,38 +199,11 @@ pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
             last_event: event.map(|e| format!("{} {}: {}", e.at, e.kind, e.detail)),
         });
     }
-    let ok = rows.iter().all(|r| r.standing == Standing::InSync);
-    ctx.out
-        .answer(&json!({ "mirrors": rows, "all_in_sync": ok }), |out| {
-            let cells: Vec<_> = rows
-                .iter()
-                .map(|r| {
-                    let tone = match r.standing {
-                        Standing::InSync => Tone::Good,
-                        Standing::Behind | Standing::Missing => Tone::Warn,
-                        _ => Tone::Bad,
-                    };
-                    let name = serde_json::to_value(r.standing)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default();
-                    vec![
-                        (r.recipe.clone(), None),
-                        (name, Some(tone)),
-                        (r.last_sync.clone().unwrap_or_else(|| "never".into()), None),
-                        (r.last_event.clone().unwrap_or_default(), None),
-                        (r.detail.clone(), None),
-                    ]
-                })
-                .collect();
-            crate::say_raw!(
-                "{}",
-                table(
-                    out,
-                    &["RECIPE", "MIRROR", "LAST SYNC", "LAST EVENT", "DETAIL"],
-                    &cells
-                )
-            );
-        })?;
+    let answer = StatusAnswer {
+        all_in_sync: rows.iter().all(|r| r.standing == Standing::InSync),
+        mirrors: rows,
+    };
+    ctx.out.give(&answer)?;
+    let ok = answer.all_in_sync;
     Ok(if ok { Exit::Success } else { Exit::Problems })
 }
