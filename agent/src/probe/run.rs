@@ -20,7 +20,7 @@ use crate::error::Unusable;
 use crate::exit::Exit;
 use crate::forge;
 use crate::ledger::{JobLock, Ledger, ProbeOutcome};
-use crate::output::Output;
+use crate::output::{Answer, Output};
 use crate::secrets::read_token;
 use crate::settings::config::Config;
 use crate::settings::enrollment::{Enrollment, Recipe};
@@ -394,23 +394,46 @@ fn skip_words(choice: &Choice) -> String {
     }
 }
 
-fn answer(out: &Output, reports: &[Report], skipped: &[Skipped]) -> Result<Exit> {
-    let count = |o: ProbeOutcome| reports.iter().filter(|r| r.outcome == o).count();
-    let (failed, stopped) = (count(ProbeOutcome::Failed), count(ProbeOutcome::Stopped));
-    out.answer(&json!({ "probes": reports, "skipped": skipped }), |_| {
-        for s in skipped {
-            crate::say!("{}: {}", s.recipe, skip_words(&s.choice));
+/// `probe`'s answer: each recipe probed, and each one not due.
+#[derive(Serialize)]
+struct ProbeAnswer<'a> {
+    probes: &'a [Report],
+    skipped: &'a [Skipped],
+}
+
+impl ProbeAnswer<'_> {
+    fn count(&self, outcome: ProbeOutcome) -> usize {
+        self.probes.iter().filter(|r| r.outcome == outcome).count()
+    }
+}
+
+impl Answer for ProbeAnswer<'_> {
+    fn human(&self, _out: &Output) -> String {
+        let mut text = String::new();
+        for s in self.skipped {
+            text.push_str(&format!("{}: {}\n", s.recipe, skip_words(&s.choice)));
         }
-        crate::say!(
-            "{} probed: {} proven, {stopped} stopped, {} deferred, {failed} failed",
-            reports.len(),
-            count(ProbeOutcome::Proven),
-            count(ProbeOutcome::Deferred),
-        );
-    })?;
-    Ok(if failed > 0 {
+        text.push_str(&format!(
+            "{} probed: {} proven, {} stopped, {} deferred, {} failed\n",
+            self.probes.len(),
+            self.count(ProbeOutcome::Proven),
+            self.count(ProbeOutcome::Stopped),
+            self.count(ProbeOutcome::Deferred),
+            self.count(ProbeOutcome::Failed),
+        ));
+        text
+    }
+}
+
+fn answer(out: &Output, reports: &[Report], skipped: &[Skipped]) -> Result<Exit> {
+    let answer = ProbeAnswer {
+        probes: reports,
+        skipped,
+    };
+    out.give(&answer)?;
+    Ok(if answer.count(ProbeOutcome::Failed) > 0 {
         Exit::SomeFailed
-    } else if stopped > 0 {
+    } else if answer.count(ProbeOutcome::Stopped) > 0 {
         Exit::NotTriggerable
     } else {
         Exit::Success
