@@ -183,10 +183,26 @@ pub fn import(ctx: &Context, target: &Target, args: ImportArgs) -> Result<Exit> 
         .into());
     }
     write_atomic(&output, text.as_bytes(), 0o644)?;
-    let count = text.matches("\n[recipe.").count();
-    ctx.out
-        .answer(&json!({ "file": output, "recipes": count }), |_| {
-            crate::say!("wrote {} with {count} recipes", output.display());
-        })?;
+    ctx.out.give(&Imported {
+        recipes: text.matches("\n[recipe.").count(),
+        file: output,
+    })?;
     Ok(Exit::Success)
+}
+
+/// `enrollment import`'s answer: the file written and how many recipes it declares.
+#[derive(serde::Serialize)]
+struct Imported {
+    file: std::path::PathBuf,
+    recipes: usize,
+}
+
+impl crate::output::Answer for Imported {
+    fn human(&self, _out: &crate::output::Output) -> String {
+        format!(
+            "wrote {} with {} recipes\n",
+            self.file.display(),
+            self.recipes
+        )
+    }
 }

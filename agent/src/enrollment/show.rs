@@ -61,10 +61,22 @@ pub fn list(ctx: &Context, target: &Target) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// `enrollment poll-repos`'s answer: the bridge's `POLL_REPOS` value, as people and scripts see it.
+#[derive(serde::Serialize)]
+struct PollRepos {
+    poll_repos: String,
+}
+
+impl crate::output::Answer for PollRepos {
+    fn human(&self, _out: &crate::output::Output) -> String {
+        format!("{}\n", self.poll_repos)
+    }
+}
+
 pub fn poll_repos(ctx: &Context, target: &Target) -> Result<Exit> {
     let enrollment = Enrollment::load(&target.file)?;
-    let value = enrollment.poll_repos();
-    ctx.out
-        .answer(&json!({ "poll_repos": value }), |_| crate::say!("{value}"))?;
+    ctx.out.give(&PollRepos {
+        poll_repos: enrollment.poll_repos(),
+    })?;
     Ok(Exit::Success)
 }

@@ -92,13 +92,15 @@ fn the_placeholders_cover_what_varies_and_nothing_else() {
 }
 
 #[test]
-fn enrollment_list_and_check() {
+fn enrollment_list_check_and_poll_repos() {
     let file = repo().join("tests/enrollment/valid/example.toml");
     let file = file.to_string_lossy();
     let list = agent(&["enrollment", "--file", &file, "list"]);
     insta::assert_snapshot!("enrollment_list", ok(&list));
     let check = agent(&["enrollment", "--file", &file, "check"]);
     insta::assert_snapshot!("enrollment_check", screen(ok(&check), &repo()));
+    let poll = agent(&["enrollment", "--file", &file, "poll-repos"]);
+    insta::assert_snapshot!("enrollment_poll_repos", ok(&poll));
 }
 
 #[test]
