@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::context::Context;
@@ -12,7 +13,7 @@ use crate::error::Unusable;
 use crate::exit::Exit;
 use crate::git::RefSet;
 use crate::ledger::{Canonical, Ledger, RunResult, RunRow};
-use crate::output::table;
+use crate::output::{table, Answer, Output};
 use crate::settings::enrollment::Enrollment;
 use crate::settings::rules::check_release_tag;
 
@@ -161,9 +162,22 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
 }
 
 fn list(ctx: &Context, ledger: &Ledger) -> Result<Exit> {
-    let all = ledger.canonicals()?;
-    ctx.out.answer(&json!({ "canonicals": all }), |out| {
-        let rows: Vec<_> = all
+    ctx.out.give(&Canonicals {
+        canonicals: ledger.canonicals()?,
+    })?;
+    Ok(Exit::Success)
+}
+
+/// `canonical list`'s answer: every recipe's canonical release.
+#[derive(Serialize)]
+struct Canonicals {
+    canonicals: Vec<Canonical>,
+}
+
+impl Answer for Canonicals {
+    fn human(&self, out: &Output) -> String {
+        let rows: Vec<_> = self
+            .canonicals
             .iter()
             .map(|c| {
                 vec![
@@ -179,9 +193,8 @@ fn list(ctx: &Context, ledger: &Ledger) -> Result<Exit> {
             })
             .collect();
         let header = ["RECIPE", "CANONICAL", "COMMIT", "PROMOTED", "FROM"];
-        crate::say_raw!("{}", table(out, &header, &rows));
-    })?;
-    Ok(Exit::Success)
+        table(out, &header, &rows)
+    }
 }
 
 fn show(ctx: &Context, ledger: &Ledger, recipe: &str) -> Result<Exit> {
@@ -278,11 +291,24 @@ fn base(
         );
         return Ok(Exit::NoBase);
     };
-    ctx.out
-        .answer(&json!({ "recipe": r.name, "base": b }), |_| {
-            crate::say!("{b}")
-        })?;
+    ctx.out.give(&Base {
+        recipe: r.name.clone(),
+        base: b,
+    })?;
     Ok(Exit::Success)
+}
+
+/// `canonical base`'s answer: the version an upgrade test starts from.
+#[derive(Serialize)]
+struct Base {
+    recipe: String,
+    base: String,
+}
+
+impl Answer for Base {
+    fn human(&self, _out: &Output) -> String {
+        format!("{}\n", self.base)
+    }
 }
 
 /// Every `DIR/<recipe>/canonical.json`, all checked before any is written.
@@ -304,14 +330,66 @@ fn import(ctx: &Context, ledger: &Ledger, dir: &std::path::Path) -> Result<Exit>
         ledger.canonical_set(&c)?;
         imported.push(c.recipe);
     }
-    ctx.out.answer(&json!({ "imported": imported }), |_| {
-        crate::say!(
-            "imported {} canonicals: {}",
-            imported.len(),
-            imported.join(", ")
-        );
-    })?;
+    ctx.out.give(&Imported { imported })?;
     Ok(Exit::Success)
+}
+
+/// `canonical import`'s answer: the recipes whose canonical was imported.
+#[derive(Serialize)]
+struct Imported {
+    imported: Vec<String>,
+}
+
+impl Answer for Imported {
+    fn human(&self, _out: &Output) -> String {
+        let names = self.imported.join(", ");
+        format!("imported {} canonicals: {names}\n", self.imported.len())
+    }
+}
+
+/// `history`'s answer: a recipe's runs, newest first, each with its tiers.
+#[derive(Serialize)]
+struct History {
+    recipe: String,
+    runs: Vec<RunWithTiers>,
+}
+
+#[derive(Serialize)]
+struct RunWithTiers {
+    #[serde(flatten)]
+    run: RunRow,
+    tiers: Vec<crate::ledger::TierRow>,
+}
+
+impl Answer for History {
+    fn human(&self, out: &Output) -> String {
+        let rows: Vec<_> = self
+            .runs
+            .iter()
+            .map(|RunWithTiers { run: r, tiers: t }| {
+                vec![
+                    (r.id.to_string(), None),
+                    (r.started_at.clone(), None),
+                    (r.tag.clone().unwrap_or_default(), None),
+                    (crate::git::short(&r.commit).to_string(), None),
+                    (r.result.to_string(), None),
+                    (
+                        r.greenness
+                            .map(crate::ledger::degree_shown)
+                            .unwrap_or_default(),
+                        None,
+                    ),
+                    (crate::ledger::tiers_line(t), None),
+                    (r.base.clone().unwrap_or_default(), None),
+                    (r.trigger.clone(), None),
+                ]
+            })
+            .collect();
+        let header = [
+            "RUN", "STARTED", "TAG", "COMMIT", "RESULT", "DEGREE", "TIERS", "BASE", "TRIGGER",
+        ];
+        table(out, &header, &rows)
+    }
 }
 
 pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
@@ -323,43 +401,14 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
     for r in &runs {
         tiers.push(ledger.run_tiers(r.id)?);
     }
-    let listed: Vec<serde_json::Value> = runs
-        .iter()
-        .zip(&tiers)
-        .map(|(r, t)| {
-            let mut v = json!(r);
-            v["tiers"] = json!(t);
-            v
-        })
+    let runs = runs
+        .into_iter()
+        .zip(tiers)
+        .map(|(run, tiers)| RunWithTiers { run, tiers })
         .collect();
-    ctx.out
-        .answer(&json!({ "recipe": args.recipe, "runs": listed }), |out| {
-            let rows: Vec<_> = runs
-                .iter()
-                .zip(&tiers)
-                .map(|(r, t)| {
-                    vec![
-                        (r.id.to_string(), None),
-                        (r.started_at.clone(), None),
-                        (r.tag.clone().unwrap_or_default(), None),
-                        (crate::git::short(&r.commit).to_string(), None),
-                        (r.result.to_string(), None),
-                        (
-                            r.greenness
-                                .map(crate::ledger::degree_shown)
-                                .unwrap_or_default(),
-                            None,
-                        ),
-                        (crate::ledger::tiers_line(t), None),
-                        (r.base.clone().unwrap_or_default(), None),
-                        (r.trigger.clone(), None),
-                    ]
-                })
-                .collect();
-            let header = [
-                "RUN", "STARTED", "TAG", "COMMIT", "RESULT", "DEGREE", "TIERS", "BASE", "TRIGGER",
-            ];
-            crate::say_raw!("{}", table(out, &header, &rows));
-        })?;
+    ctx.out.give(&History {
+        recipe: args.recipe,
+        runs,
+    })?;
     Ok(Exit::Success)
 }
