@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use serde_json::json;
+use serde::Serialize;
 
 use super::interrupted::settle_unfinished;
 use super::machine::Live;
@@ -14,7 +14,7 @@ use crate::error::Unusable;
 use crate::exit::Exit;
 use crate::host::{Generation, Host};
 use crate::ledger::{DeployRow, Field, JobLock, Ledger, Outcome, Stage};
-use crate::output::{table, Output, Tone};
+use crate::output::{table, Answer, Output, Tone};
 use crate::settings::config::{Config, HookEvent};
 use crate::settings::deploy::FlakeRef;
 
@@ -73,10 +73,26 @@ pub(super) fn finish_output(
 ) -> Result<Exit> {
     let exit = super::exit_of(outcome);
     // People saw the steps as they went; a script gets the journal row.
-    let row = ledger.deploy_get(id)?;
-    ctx.out
-        .answer(&json!({ "deploy": row, "exit_code": exit as u8 }), |_| {})?;
+    let deploy = ledger.deploy_get(id)?;
+    ctx.out.give(&Deployed {
+        deploy,
+        exit_code: exit as u8,
+    })?;
     Ok(exit)
+}
+
+/// A deploy's or rollback's answer: its journal row and its exit code. People saw the steps as
+/// they went, so their form is empty.
+#[derive(Serialize)]
+struct Deployed {
+    deploy: Option<DeployRow>,
+    exit_code: u8,
+}
+
+impl Answer for Deployed {
+    fn human(&self, _out: &Output) -> String {
+        String::new()
+    }
 }
 
 /// The deploy journal. Root deploys the host, so what it reads back from its journal must be
@@ -320,26 +336,37 @@ fn guard(d: &Deploy<'_>, result: Result<Outcome>) -> Result<Outcome> {
 pub fn status(ctx: &Context) -> Result<Exit> {
     let config = ctx.config()?;
     let ledger = open_journal(&config)?;
-    let unfinished = ledger.deploys_unfinished()?;
-    let last = ledger.deploy_history(1)?.into_iter().next();
-    ctx.out
-        .answer(&json!({ "last": last, "unfinished": unfinished }), |out| {
-            match &last {
-                None => crate::say!("no deploys yet"),
-                Some(row) => print_row(out, row),
-            }
-            for row in unfinished
-                .iter()
-                .filter(|r| Some(r.id) != last.as_ref().map(|l| l.id))
-            {
-                crate::say!();
-                print_row(out, row);
-            }
-        })?;
+    ctx.out.give(&Status {
+        unfinished: ledger.deploys_unfinished()?,
+        last: ledger.deploy_history(1)?.into_iter().next(),
+    })?;
     Ok(Exit::Success)
 }
 
-fn print_row(out: &Output, row: &DeployRow) {
+/// `deploy status`'s answer: the last deploy, and any left unfinished.
+#[derive(Serialize)]
+struct Status {
+    last: Option<DeployRow>,
+    unfinished: Vec<DeployRow>,
+}
+
+impl Answer for Status {
+    fn human(&self, out: &Output) -> String {
+        let mut text = match &self.last {
+            None => "no deploys yet\n".to_string(),
+            Some(row) => row_text(out, row),
+        };
+        let last = self.last.as_ref().map(|l| l.id);
+        for row in self.unfinished.iter().filter(|r| Some(r.id) != last) {
+            text.push('\n');
+            text.push_str(&row_text(out, row));
+        }
+        text
+    }
+}
+
+fn row_text(out: &Output, row: &DeployRow) -> String {
+    use std::fmt::Write as _;
     let outcome = row.outcome.map_or_else(
         || format!("unfinished ({})", row.state.as_str()),
         |o| o.as_str().to_string(),
@@ -350,42 +377,51 @@ fn print_row(out: &Output, row: &DeployRow) {
         Some(o) if o.is_refusal() => Tone::Warn,
         _ => Tone::Bad,
     };
-    crate::say!("{} #{}: {}", row.kind, row.id, out.paint(&outcome, tone));
-    crate::say!(
-        "  started   {}  finished {}",
-        row.started_at,
-        row.finished_at.as_deref().unwrap_or("-")
-    );
+    let mut t = String::new();
+    let _ = writeln!(t, "{} #{}: {}", row.kind, row.id, out.paint(&outcome, tone));
+    let finished = row.finished_at.as_deref().unwrap_or("-");
+    let _ = writeln!(t, "  started   {}  finished {finished}", row.started_at);
     if let Some(flake) = &row.flake {
         let commit = row.flake_commit.as_deref().map_or("-", crate::git::short);
         let lock = row.flake_lock.as_deref().map_or("-", crate::git::short);
-        crate::say!("  flake     {flake} at {commit} (flake.lock {lock})");
+        let _ = writeln!(t, "  flake     {flake} at {commit} (flake.lock {lock})");
     }
     let gen = |g: Option<i64>| g.map_or("-".into(), |g| g.to_string());
-    crate::say!(
-        "  from      generation {} {}",
-        gen(row.from_generation),
-        row.from_path.as_deref().unwrap_or("-")
-    );
-    crate::say!(
-        "  to        generation {} {}",
-        gen(row.to_generation),
-        row.to_path.as_deref().unwrap_or("-")
-    );
+    for (what, g, path) in [
+        ("from", row.from_generation, &row.from_path),
+        ("to", row.to_generation, &row.to_path),
+    ] {
+        let path = path.as_deref().unwrap_or("-");
+        let _ = writeln!(t, "  {what:<9} generation {} {path}", gen(g));
+    }
     if let Ok(c) = serde_json::from_value::<crate::host::changes::Changes>(row.changes.clone()) {
-        crate::say!("  changes   {}", c.summary());
+        let _ = writeln!(t, "  changes   {}", c.summary());
     }
     if let Some(m) = &row.message {
-        crate::say!("  {m}");
+        let _ = writeln!(t, "  {m}");
     }
+    t
 }
 
 pub fn history(ctx: &Context, limit: u32) -> Result<Exit> {
     let config = ctx.config()?;
     let ledger = open_journal(&config)?;
-    let rows = ledger.deploy_history(limit)?;
-    ctx.out.answer(&json!({ "deploys": rows }), |out| {
-        let cells: Vec<_> = rows
+    ctx.out.give(&History {
+        deploys: ledger.deploy_history(limit)?,
+    })?;
+    Ok(Exit::Success)
+}
+
+/// `deploy history`'s answer: the newest deploys and rollbacks first.
+#[derive(Serialize)]
+struct History {
+    deploys: Vec<DeployRow>,
+}
+
+impl Answer for History {
+    fn human(&self, out: &Output) -> String {
+        let cells: Vec<_> = self
+            .deploys
             .iter()
             .map(|r| {
                 let g = |g: Option<i64>| g.map_or("-".into(), |g| g.to_string());
@@ -413,14 +449,10 @@ pub fn history(ctx: &Context, limit: u32) -> Result<Exit> {
                 ]
             })
             .collect();
-        crate::say_raw!(
-            "{}",
-            table(
-                out,
-                &["ID", "KIND", "STARTED", "OUTCOME", "GENERATION", "COMMIT"],
-                &cells
-            )
-        );
-    })?;
-    Ok(Exit::Success)
+        table(
+            out,
+            &["ID", "KIND", "STARTED", "OUTCOME", "GENERATION", "COMMIT"],
+            &cells,
+        )
+    }
 }
