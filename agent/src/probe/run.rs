@@ -213,8 +213,20 @@ pub fn history(ctx: &Context, names: &[String], limit: u32) -> Result<Exit> {
             rows
         }
     };
-    ctx.out.answer(&json!({ "probes": rows }), |out| {
-        let cells: Vec<_> = rows
+    ctx.out.give(&ProbeHistory { probes: rows })?;
+    Ok(Exit::Success)
+}
+
+/// `probe --history`'s answer: the journal's probes, newest first.
+#[derive(Serialize)]
+struct ProbeHistory {
+    probes: Vec<crate::ledger::ProbeRow>,
+}
+
+impl Answer for ProbeHistory {
+    fn human(&self, out: &Output) -> String {
+        let cells: Vec<_> = self
+            .probes
             .iter()
             .map(|r| {
                 let outcome = r.outcome.map_or("running", ProbeOutcome::as_str);
@@ -245,9 +257,8 @@ pub fn history(ctx: &Context, names: &[String], limit: u32) -> Result<Exit> {
             "CI",
             "DETAIL",
         ];
-        crate::say_raw!("{}", crate::output::table(out, &header, &cells));
-    })?;
-    Ok(Exit::Success)
+        crate::output::table(out, &header, &cells)
+    }
 }
 
 /// Waits until `probe.min_interval` has passed since any probe last commented on the forge.
@@ -367,23 +378,41 @@ fn answer_plan(
     due: &[(Recipe, Fingerprint, String)],
     skipped: &[Skipped],
 ) -> Result<Exit> {
-    let due: Vec<serde_json::Value> = due
+    let due = due
         .iter()
-        .map(|(r, _, reason)| json!({ "recipe": r.name, "reason": reason }))
+        .map(|(r, _, reason)| WouldProbe {
+            recipe: r.name.clone(),
+            reason: reason.clone(),
+        })
         .collect();
-    out.answer(&json!({ "due": due, "skipped": skipped }), |_| {
-        for d in &due {
-            crate::say!(
-                "{}: would probe: {}",
-                d["recipe"].as_str().unwrap_or_default(),
-                d["reason"].as_str().unwrap_or_default()
-            );
-        }
-        for s in skipped {
-            crate::say!("{}: {}", s.recipe, skip_words(&s.choice));
-        }
-    })?;
+    out.give(&Plan { due, skipped })?;
     Ok(Exit::Success)
+}
+
+/// `probe --dry-run`'s answer: what would be probed and why, and what would not.
+#[derive(Serialize)]
+struct Plan<'a> {
+    due: Vec<WouldProbe>,
+    skipped: &'a [Skipped],
+}
+
+#[derive(Serialize)]
+struct WouldProbe {
+    recipe: String,
+    reason: String,
+}
+
+impl Answer for Plan<'_> {
+    fn human(&self, _out: &Output) -> String {
+        let mut text = String::new();
+        for d in &self.due {
+            text.push_str(&format!("{}: would probe: {}\n", d.recipe, d.reason));
+        }
+        for s in self.skipped {
+            text.push_str(&format!("{}: {}\n", s.recipe, skip_words(&s.choice)));
+        }
+        text
+    }
 }
 
 fn skip_words(choice: &Choice) -> String {
