@@ -3,11 +3,14 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::context::Context;
 use crate::exit::Exit;
-use crate::ledger::{JobLock, Ledger};
+use std::path::PathBuf;
+
+use crate::ledger::{Event, Holder, JobLock, Ledger};
+use crate::output::{Answer, Output};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,31 +37,51 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let holders = JobLock::holders(&config.state_dir)?;
     let events = ledger.recent_events(limit)?;
     let schema = ledger.schema_version()?;
-    ctx.out.answer(
-        &json!({
-            "database": ledger.path(),
-            "schema_version": schema,
-            "integrity": "ok",
-            "lock_holder": holders.first(),
-            "lock_holders": holders,
-            "events": events,
-        }),
-        |_| {
-            crate::say!(
-                "database: {} (schema {}, integrity ok)",
-                ledger.path().display(),
-                schema
-            );
-            if holders.is_empty() {
-                crate::say!("lock: free");
-            }
-            for h in &holders {
-                crate::say!("lock: held by {} (pid {}) since {}", h.job, h.pid, h.since);
-            }
-            for e in events {
-                crate::say!("{}  {:<10} {}  {}", e.at, e.job, e.kind, e.detail);
-            }
-        },
-    )?;
+    ctx.out.give(&StateStatus {
+        database: ledger.path().to_path_buf(),
+        schema_version: schema,
+        integrity: "ok",
+        lock_holder: holders.first().cloned(),
+        lock_holders: holders,
+        events,
+    })?;
     Ok(Exit::Success)
+}
+
+/// `state status`'s answer.
+#[derive(Serialize)]
+struct StateStatus {
+    database: PathBuf,
+    schema_version: u32,
+    /// Always "ok": a database that fails the check is an error (exit 15), not an answer.
+    integrity: &'static str,
+    /// The first of `lock_holders`, for scripts written before there could be more than one.
+    lock_holder: Option<Holder>,
+    lock_holders: Vec<Holder>,
+    events: Vec<Event>,
+}
+
+impl Answer for StateStatus {
+    fn human(&self, _out: &Output) -> String {
+        use std::fmt::Write as _;
+        let mut t = format!(
+            "database: {} (schema {}, integrity ok)\n",
+            self.database.display(),
+            self.schema_version
+        );
+        if self.lock_holders.is_empty() {
+            t.push_str("lock: free\n");
+        }
+        for h in &self.lock_holders {
+            let _ = writeln!(
+                t,
+                "lock: held by {} (pid {}) since {}",
+                h.job, h.pid, h.since
+            );
+        }
+        for e in &self.events {
+            let _ = writeln!(t, "{}  {:<10} {}  {}", e.at, e.job, e.kind, e.detail);
+        }
+        t
+    }
 }
