@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use serde_json::json;
+use serde::Serialize;
 
 use super::Target;
 use crate::context::Context;
 use crate::error::InputError;
 use crate::exit::Exit;
 use crate::fsutil::write_atomic;
+use crate::output::{Answer, Output};
 use crate::settings::edit::{import_poll_repos, EnrollmentEdit, NewRecipe, RecipeChanges};
 
 #[derive(Debug, clap::Args)]
@@ -136,7 +137,7 @@ pub fn add(ctx: &Context, target: &Target, args: AddArgs) -> Result<Exit> {
     };
     edit.add(&args.recipe, &new)?;
     let edited = edit.commit()?;
-    done(ctx, "added", &args.recipe, target, &edited.poll_repos())
+    done(ctx, Edited::Added(args.recipe), target, edited.poll_repos())
 }
 
 pub fn set(ctx: &Context, target: &Target, args: SetArgs) -> Result<Exit> {
@@ -144,28 +145,70 @@ pub fn set(ctx: &Context, target: &Target, args: SetArgs) -> Result<Exit> {
     let mut edit = EnrollmentEdit::open(&target.file)?;
     edit.set(&args.recipe, &changes)?;
     let edited = edit.commit()?;
-    done(ctx, "set", &args.recipe, target, &edited.poll_repos())
+    done(ctx, Edited::Set(args.recipe), target, edited.poll_repos())
 }
 
 pub fn remove(ctx: &Context, target: &Target, args: RemoveArgs) -> Result<Exit> {
     let mut edit = EnrollmentEdit::open(&target.file)?;
     edit.remove(&args.recipe)?;
     let edited = edit.commit()?;
-    done(ctx, "removed", &args.recipe, target, &edited.poll_repos())
+    done(
+        ctx,
+        Edited::Removed(args.recipe),
+        target,
+        edited.poll_repos(),
+    )
 }
 
-fn done(ctx: &Context, action: &str, recipe: &str, target: &Target, poll: &str) -> Result<Exit> {
+fn done(ctx: &Context, edited: Edited, target: &Target, poll_repos: String) -> Result<Exit> {
+    let (action, recipe) = edited.parts();
     tracing::info!(recipe, file = %target.file.display(), "{action}");
-    ctx.out.answer(
-        &json!({ action: recipe, "file": target.file, "poll_repos": poll }),
-        |_| {
-            crate::say!(
-                "{action} {recipe} ({}); POLL_REPOS is now: {poll}",
-                target.file.display()
-            );
-        },
-    )?;
+    ctx.out.give(&EditAnswer {
+        edited,
+        file: target.file.clone(),
+        poll_repos,
+    })?;
     Ok(Exit::Success)
+}
+
+/// What an edit did, to which recipe: `{"added": NAME}` (or `set`, `removed`) in the answer.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Edited {
+    Added(String),
+    Set(String),
+    Removed(String),
+}
+
+impl Edited {
+    fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Edited::Added(r) => ("added", r),
+            Edited::Set(r) => ("set", r),
+            Edited::Removed(r) => ("removed", r),
+        }
+    }
+}
+
+/// `enrollment add|set|remove`'s answer: what was done, in which file, and the bridge's
+/// `POLL_REPOS` after it.
+#[derive(Serialize)]
+struct EditAnswer {
+    #[serde(flatten)]
+    edited: Edited,
+    file: PathBuf,
+    poll_repos: String,
+}
+
+impl Answer for EditAnswer {
+    fn human(&self, _out: &Output) -> String {
+        let (action, recipe) = self.edited.parts();
+        format!(
+            "{action} {recipe} ({}); POLL_REPOS is now: {}\n",
+            self.file.display(),
+            self.poll_repos
+        )
+    }
 }
 
 pub fn import(ctx: &Context, target: &Target, args: ImportArgs) -> Result<Exit> {
@@ -197,8 +240,8 @@ struct Imported {
     recipes: usize,
 }
 
-impl crate::output::Answer for Imported {
-    fn human(&self, _out: &crate::output::Output) -> String {
+impl Answer for Imported {
+    fn human(&self, _out: &Output) -> String {
         format!(
             "wrote {} with {} recipes\n",
             self.file.display(),
