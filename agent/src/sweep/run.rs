@@ -18,7 +18,7 @@ use crate::fsutil::write_atomic;
 use crate::git::{Git, RefSet};
 use crate::ledger::{Canonical, JobLock, Ledger, RunEnd, RunResult, SweepOutcome, SweepState};
 use crate::mirrors::{self, Outcome as MirrorOutcome, RecipeResult};
-use crate::output::{Output, Tone};
+use crate::output::{Answer, Output, Tone};
 use crate::process::Cmd;
 use crate::settings::config::{Config, HookEvent};
 use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
@@ -778,29 +778,56 @@ fn finish(
     sweep: i64,
     report: &[RecipeSweep],
 ) -> Result<Exit> {
-    let count = |f: fn(&Decision) -> bool| report.iter().filter(|r| f(&r.decision)).count();
-    let errors = count(|d| {
-        matches!(
-            d,
-            Decision::Error { .. } | Decision::SkipMirrorFailed { .. }
-        )
-    });
-    let promoted = count(|d| matches!(d, Decision::Promoted { .. }));
-    let red = count(|d| matches!(d, Decision::Red { .. }));
-    let summary = format!(
-        "{} recipes: {promoted} promoted, {red} red, {errors} could not be judged",
-        report.len()
-    );
-    ledger.sweep_finish(sweep, SweepOutcome::Done, &summary)?;
-    ctx.out.answer(
-        &serde_json::json!({ "sweep": sweep, "recipes": report }),
-        |_| crate::say!("{summary}"),
-    )?;
-    Ok(if errors == 0 {
+    let answer = SweepAnswer {
+        sweep,
+        recipes: report,
+    };
+    ledger.sweep_finish(sweep, SweepOutcome::Done, &answer.summary())?;
+    ctx.out.give(&answer)?;
+    Ok(if answer.errors() == 0 {
         Exit::Success
     } else {
         Exit::SomeFailed
     })
+}
+
+/// `sweep`'s answer: the sweep's journal id and every recipe's decision.
+#[derive(Serialize)]
+struct SweepAnswer<'a> {
+    sweep: i64,
+    recipes: &'a [RecipeSweep],
+}
+
+impl SweepAnswer<'_> {
+    fn count(&self, f: fn(&Decision) -> bool) -> usize {
+        self.recipes.iter().filter(|r| f(&r.decision)).count()
+    }
+
+    fn errors(&self) -> usize {
+        self.count(|d| {
+            matches!(
+                d,
+                Decision::Error { .. } | Decision::SkipMirrorFailed { .. }
+            )
+        })
+    }
+
+    /// The line people read and the sweep's journal row keeps.
+    fn summary(&self) -> String {
+        format!(
+            "{} recipes: {} promoted, {} red, {} could not be judged",
+            self.recipes.len(),
+            self.count(|d| matches!(d, Decision::Promoted { .. })),
+            self.count(|d| matches!(d, Decision::Red { .. })),
+            self.errors()
+        )
+    }
+}
+
+impl Answer for SweepAnswer<'_> {
+    fn human(&self, _out: &Output) -> String {
+        format!("{}\n", self.summary())
+    }
 }
 
 /// Tells the hooks when a recipe's greenness changed with this decision's run: `green`,
