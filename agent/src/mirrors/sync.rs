@@ -295,9 +295,10 @@ impl Syncer<'_> {
                 };
                 result.upstream_head = upstream.branch.clone();
                 result.tags = Some(upstream.tags.len());
-                // The cheap look: both sides' branch and tags, filtered by the servers.
-                let mirror = git
-                    .ls_remote(&mirror_url, branch)
+                // The cheap look: the mirror as listed before the run, or asked now. A listing
+                // the mirror moved since only makes the push's lease refuse; nothing is lost.
+                let mirror = self
+                    .refs_of(recipe, git, Side::Mirror)
                     .map_err(|e| mirror_unreachable(&e))?;
                 check_safe(&upstream, &mirror, branch, self.accept_deletions)?;
                 if upstream.same_as(&mirror) {

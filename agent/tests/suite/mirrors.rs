@@ -1401,7 +1401,18 @@ fn over_https_an_idle_sync_takes_one_tls_handshake_per_forge_and_asks_the_api_no
 
     // A change upstream is found by the same listing and synced; the rest stay as they are.
     h.fleet.up("charlie").commit("compose.yml", "v2\n");
+    let before = h.fleet.forge.requests().len();
     let (run, v) = h.sync();
+    let charlie_listings = h.fleet.forge.requests()[before..]
+        .iter()
+        .filter(|(r, _)| {
+            r == "GET /recipe-maintainers/charlie.git/info/refs?service=git-upload-pack"
+        })
+        .count();
+    assert_eq!(
+        charlie_listings, 1,
+        "the changed mirror's refs are read once, not again by git"
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(h.fleet.result(&v, "charlie")["outcome"], "synced");
     assert_eq!(h.fleet.result(&v, "alpha")["outcome"], "in-sync");
