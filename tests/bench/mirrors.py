@@ -71,11 +71,9 @@ def start_daemon(base):
     return daemon, port
 
 
-def build_fleet(root, n):
-    """A template recipe with history and release tags, copied n times, each with a commit of its own."""
-    up = os.path.join(root, "upstream")
-    os.makedirs(up)
-    tpl = os.path.join(root, "template")
+def make_template(tpl):
+    """The recipe every bench fleet is copied from: five releases, four annotated tags and a
+    lightweight one."""
     git("init", "-q", "-b", "main", tpl)
     for i, (tag, annotated) in enumerate([("1.0.0+2.0.1", True), ("1.1.0+2.1.0", True),
                                           ("2.0.0+3.0.0", True), ("latest", False), ("2.0.1+3.0.2", True)]):
@@ -84,6 +82,14 @@ def build_fleet(root, n):
         git("add", "-A", cwd=tpl)
         git("commit", "-q", "-m", f"release {tag}", cwd=tpl)
         git("tag", *(["-a", "-m", tag] if annotated else []), tag, cwd=tpl)
+
+
+def build_fleet(root, n):
+    """A template recipe with history and release tags, copied n times, each with a commit of its own."""
+    up = os.path.join(root, "upstream")
+    os.makedirs(up)
+    tpl = os.path.join(root, "template")
+    make_template(tpl)
     names = [f"recipe-{i:03d}" for i in range(n)]
     for name in names:
         bare = os.path.join(up, f"{name}.git")

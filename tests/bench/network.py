@@ -38,7 +38,7 @@ import urllib.request
 from http.server import ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mirrors import free_port, measured  # noqa: E402  (the same measurement as the fleet bench)
+from mirrors import free_port, make_template, measured  # noqa: E402  (the same measurement as the fleet bench)
 from tags import ENV, ORG, TOKEN, Forge, git  # noqa: E402  (the same forge stand-in)
 
 CONCURRENCY = 8
@@ -197,14 +197,7 @@ def fleet(root, names):
     five release tags, like the loopback bench's."""
     tpl = os.path.join(root, "template")
     if not os.path.isdir(tpl):
-        git("init", "-q", "-b", "main", tpl)
-        for i, (tag, annotated) in enumerate([("1.0.0+2.0.1", True), ("1.1.0+2.1.0", True),
-                                              ("2.0.0+3.0.0", True), ("latest", False), ("2.0.1+3.0.2", True)]):
-            with open(os.path.join(tpl, "compose.yml"), "w") as f:
-                f.write(f"version: '3.8'\n# release {i}\n")
-            git("add", "-A", cwd=tpl)
-            git("commit", "-q", "-m", f"release {tag}", cwd=tpl)
-            git("tag", *(["-a", "-m", tag] if annotated else []), tag, cwd=tpl)
+        make_template(tpl)
     for name in names:
         bare = os.path.join(root, "up", "up", f"{name}.git")
         if os.path.isdir(bare):
