@@ -26,11 +26,11 @@ pub use gc::{Deletion, GcFigures, GcRun};
 pub use lock::{Holder, JobLock};
 pub use mirrors::{MirrorEvent, MirrorState};
 pub use outbox::Outgoing;
-pub use probes::{ProbeOutcome, ProbeRow, StageColumn};
+pub use probes::{ProbeRow, StageColumn};
 pub use sweep::{
     degree_shown, tiers_line, Canonical, Judged, RunEnd, RunRow, SweepRecord, SweepState, TierRow,
 };
-pub use words::{DeletionState, GcOutcome, MirrorResult, RunResult, SweepOutcome};
+pub use words::{DeletionState, GcOutcome, MirrorResult, ProbeOutcome, RunResult, SweepOutcome};
 
 pub const DB_FILE: &str = "state.db";
 /// The schema version this agent writes: the number of migrations.

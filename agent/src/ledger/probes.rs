@@ -2,52 +2,11 @@
 //! anything is written to the forge, and the head and comment it will post are recorded before
 //! the comment is, so a probe killed at any instant leaves a row that says how far it got.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{now_rfc3339, Ledger};
-
-/// How a probe ended. The words are what the journal holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProbeOutcome {
-    /// All three stages happened: the recipe is triggerable.
-    Proven,
-    /// A stage did not happen within the timeout; `stopped_at` names it.
-    Stopped,
-    /// CI was busy: not probed, not judged.
-    Deferred,
-    /// The probe could not be made (the forge refused, a push failed): nothing is known.
-    Failed,
-    /// The agent stopped mid-probe (a signal, `kill -9`, a crash): found by the next run.
-    Interrupted,
-}
-
-impl ProbeOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProbeOutcome::Proven => "proven",
-            ProbeOutcome::Stopped => "stopped",
-            ProbeOutcome::Deferred => "deferred",
-            ProbeOutcome::Failed => "failed",
-            ProbeOutcome::Interrupted => "interrupted",
-        }
-    }
-
-    fn parse(word: &str) -> Result<Self> {
-        Ok(match word {
-            "proven" => ProbeOutcome::Proven,
-            "stopped" => ProbeOutcome::Stopped,
-            "deferred" => ProbeOutcome::Deferred,
-            "failed" => ProbeOutcome::Failed,
-            "interrupted" => ProbeOutcome::Interrupted,
-            other => bail!(
-                "the probe journal holds the outcome {other:?}, which this agent does not know"
-            ),
-        })
-    }
-}
+use super::{now_rfc3339, Ledger, ProbeOutcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProbeRow {
@@ -93,35 +52,27 @@ const COLUMNS: &str =
      head, comment_id, commented_at, picked_up_at, build_started_at, reported_at, ci_state, \
      evidence, detail";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<(ProbeRow, Option<String>)> {
+fn row(r: &Row<'_>) -> rusqlite::Result<ProbeRow> {
     let evidence: String = r.get(15)?;
-    Ok((
-        ProbeRow {
-            id: r.get(0)?,
-            recipe: r.get(1)?,
-            started_at: r.get(2)?,
-            finished_at: r.get(3)?,
-            outcome: None,
-            stopped_at: r.get(5)?,
-            fingerprint: r.get(6)?,
-            pull: r.get(7)?,
-            head: r.get(8)?,
-            comment_id: r.get(9)?,
-            commented_at: r.get(10)?,
-            picked_up_at: r.get(11)?,
-            build_started_at: r.get(12)?,
-            reported_at: r.get(13)?,
-            ci_state: r.get(14)?,
-            evidence: serde_json::from_str(&evidence).unwrap_or(serde_json::Value::Null),
-            detail: r.get(16)?,
-        },
-        r.get(4)?,
-    ))
-}
-
-fn with_outcome((mut probe, word): (ProbeRow, Option<String>)) -> Result<ProbeRow> {
-    probe.outcome = word.as_deref().map(ProbeOutcome::parse).transpose()?;
-    Ok(probe)
+    Ok(ProbeRow {
+        id: r.get(0)?,
+        recipe: r.get(1)?,
+        started_at: r.get(2)?,
+        finished_at: r.get(3)?,
+        outcome: r.get(4)?,
+        stopped_at: r.get(5)?,
+        fingerprint: r.get(6)?,
+        pull: r.get(7)?,
+        head: r.get(8)?,
+        comment_id: r.get(9)?,
+        commented_at: r.get(10)?,
+        picked_up_at: r.get(11)?,
+        build_started_at: r.get(12)?,
+        reported_at: r.get(13)?,
+        ci_state: r.get(14)?,
+        evidence: serde_json::from_str(&evidence).unwrap_or(serde_json::Value::Null),
+        detail: r.get(16)?,
+    })
 }
 
 impl Ledger {
@@ -186,7 +137,7 @@ impl Ledger {
         self.conn.execute(
             "UPDATE probes SET finished_at = ?2, outcome = ?3, stopped_at = ?4, ci_state = ?5, detail = ?6
              WHERE id = ?1",
-            params![id, now_rfc3339(), outcome.as_str(), stopped_at, ci_state, detail],
+            params![id, now_rfc3339(), outcome, stopped_at, ci_state, detail],
         )?;
         Ok(())
     }
@@ -269,7 +220,7 @@ impl Ledger {
         let sql = format!("SELECT {COLUMNS} FROM probes WHERE {clause}");
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), row)?;
-        rows.map(|r| with_outcome(r?)).collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
 

@@ -46,7 +46,13 @@ macro_rules! stored_words {
                 let word = value.as_str()?;
                 $name::from_word(word).ok_or_else(|| {
                     FromSqlError::Other(
-                        format!("{word:?} is no {} the agent writes", stringify!($name)).into(),
+                        format!(
+                            "the state database holds {word:?}, which is no {} this agent \
+                             writes: it was written by a newer agent (run that one) or changed \
+                             by hand (`cc-ci-agent state status` checks it)",
+                            stringify!($name)
+                        )
+                        .into(),
                     )
                 })
             }
@@ -63,6 +69,22 @@ stored_words! {
         Red => "red",
         /// No judgement: the results could not be read, or the agent stopped during the run.
         Error => "error",
+    }
+}
+
+stored_words! {
+    /// How a probe ended.
+    ProbeOutcome {
+        /// All three stages happened: the recipe is triggerable.
+        Proven => "proven",
+        /// A stage did not happen within the timeout; `stopped_at` names it.
+        Stopped => "stopped",
+        /// CI was busy: not probed, not judged.
+        Deferred => "deferred",
+        /// The probe could not be made (the forge refused, a push failed): nothing is known.
+        Failed => "failed",
+        /// The agent stopped mid-probe (a signal, `kill -9`, a crash): found by the next run.
+        Interrupted => "interrupted",
     }
 }
 
