@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let mut enrollment =
         String::from("[defaults]\nupstream = \"file:///nonexistent/{recipe}.git\"\n");
-    let mut ledger = Ledger::open(&dir.join("state"))?;
+    let mut ledger = Ledger::open(&dir.join("state"), &cc_ci_agent::clock::Clock::system())?;
     for r in 0..recipes {
         let name = format!("recipe-{r:04}");
         enrollment.push_str(&format!("\n[recipe.{name}]\ncanonical = true\n"));

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::clock::Clock;
 use crate::context::Context;
 use crate::error::Invalid;
 use crate::exit::{classify, Exit};
@@ -121,7 +122,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::pro
     };
     init_tracing();
     crate::signals::stop_on_signals();
-    let ctx = Context::new(Output::new(cli.format), cli.config);
+    let ctx = Context::new(Output::new(cli.format), Clock::system(), cli.config);
     // The jobs whose last step rewrites the status page, when `[status_page] dir` is set.
     let changes_the_ledger = matches!(
         cli.command,
@@ -148,7 +149,7 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::pro
     };
     if changes_the_ledger {
         if let Ok(config) = ctx.config() {
-            crate::status::refresh(&config);
+            crate::status::refresh(&config, &ctx.clock);
         }
     }
     match result {

@@ -1,23 +1,25 @@
-//! What every command gets: how to print, and where its configuration is. A leaf: capabilities
+//! What every command gets: how to print, the clock, and where its configuration is. A leaf: capabilities
 //! import it, and the CLI that builds it imports them.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use crate::clock::Clock;
 use crate::error::InputError;
 use crate::output::Output;
 use crate::settings::config::{Config, DEFAULT_CONFIG};
 
-/// How to print, and where the configuration is.
+/// How to print, where the configuration is, and the clock every job reads the time from.
 pub struct Context {
     pub out: Output,
+    pub clock: Clock,
     config: Option<PathBuf>,
 }
 
 impl Context {
-    pub fn new(out: Output, config: Option<PathBuf>) -> Self {
-        Self { out, config }
+    pub fn new(out: Output, clock: Clock, config: Option<PathBuf>) -> Self {
+        Self { out, clock, config }
     }
 
     /// Whether the user named a config file (by flag or environment).

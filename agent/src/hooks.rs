@@ -4,15 +4,15 @@
 
 use serde_json::{json, Value};
 
-use crate::clock::now_rfc3339;
+use crate::clock::Clock;
 use crate::process::Cmd;
 use crate::settings::config::{Config, HookEvent};
 
 /// Runs every hook that wants `event`; returns how many failed (they are logged, nothing more).
-pub fn fire(config: &Config, event: HookEvent, details: Value) -> usize {
+pub fn fire(config: &Config, clock: &Clock, event: HookEvent, details: Value) -> usize {
     let event = event.as_str();
-    let mut payload =
-        json!({ "event": event, "at": now_rfc3339(), "host": config.path.display().to_string() });
+    let host = config.path.display().to_string();
+    let mut payload = json!({ "event": event, "at": clock.rfc3339(), "host": host });
     if let (Some(p), Value::Object(d)) = (payload.as_object_mut(), details) {
         p.extend(d);
     }

@@ -31,7 +31,7 @@ enum Command {
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let Command::Status { limit } = args.command;
     let config = ctx.config()?;
-    let ledger = Ledger::open(&config.state_dir)?;
+    let ledger = Ledger::open(&config.state_dir, &ctx.clock)?;
     // Cheap at this size, and the one place an operator asks "is the state sound?".
     ledger.check_integrity()?;
     let holders = JobLock::holders(&config.state_dir)?;

@@ -38,7 +38,7 @@ pub fn run(ctx: &Context, flake: Option<String>, retry: bool) -> Result<Exit> {
         Err(e) if e.is::<Busy>() => return quiet(&printer, &Quiet::Deferred(format!("{e:#}"))),
         Err(e) => return Err(e),
     };
-    let journal = open_journal(&config)?;
+    let journal = open_journal(&config, &ctx.clock)?;
     if let Err(e) = settle_unfinished(&journal, &host, &printer, false) {
         return match e.downcast_ref::<Busy>() {
             Some(b) => quiet(&printer, &Quiet::Deferred(b.0.clone())),
@@ -139,7 +139,7 @@ fn publish(
     let mut report = DeployReport::of(&last);
     let running = journal.deploy_last_running()?.and_then(|r| r.flake_commit);
     report.upstream_commit = upstream.map(String::from);
-    report.checked_at = Some(crate::clock::now_rfc3339());
+    report.checked_at = Some(journal.clock().rfc3339());
     report.behind = match (running.as_deref(), upstream) {
         (Some(r), Some(u)) if r == u => Some(0),
         (Some(r), Some(u)) => preflight::behind(dir, r, u),

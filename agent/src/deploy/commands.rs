@@ -9,6 +9,7 @@ use super::interrupted::settle_unfinished;
 use super::machine::Live;
 use super::observer::{Event, Observer, Printer};
 use super::steps::{Deadman, Deploy, Options, Target};
+use crate::clock::Clock;
 use crate::context::Context;
 use crate::error::Unusable;
 use crate::exit::Exit;
@@ -33,8 +34,9 @@ pub(super) fn host_of(config: &Config) -> Result<(Host, Generation)> {
 /// which case verification makes no health comparison.
 pub(super) fn health_picture(
     config: &Config,
+    clock: &Clock,
 ) -> Option<std::collections::BTreeMap<String, crate::health::Verdict>> {
-    crate::health::build(config)
+    crate::health::build(config, clock)
         .ok()
         .map(|r| crate::health::verdicts(&r))
 }
@@ -47,21 +49,36 @@ pub(super) fn announce(config: &Config, ledger: &Ledger, id: i64) {
     // For health, which cannot read root's journal: recorded above, published here.
     crate::published::write(&config.state_dir, &crate::published::DeployReport::of(&row));
     let details = serde_json::to_value(&row).unwrap_or_default();
-    crate::hooks::fire(config, HookEvent::Deploy, details.clone());
+    crate::hooks::fire(config, ledger.clock(), HookEvent::Deploy, details.clone());
     if row.pulled_from.is_some() {
-        crate::hooks::fire(config, HookEvent::DeployPulled, details.clone());
+        crate::hooks::fire(
+            config,
+            ledger.clock(),
+            HookEvent::DeployPulled,
+            details.clone(),
+        );
     }
     match row.outcome {
         Some(Outcome::RefusedDiverged) => {
-            crate::hooks::fire(config, HookEvent::DeployRefusedDiverged, details.clone());
+            crate::hooks::fire(
+                config,
+                ledger.clock(),
+                HookEvent::DeployRefusedDiverged,
+                details.clone(),
+            );
         }
         Some(Outcome::RefusedUnsigned) => {
-            crate::hooks::fire(config, HookEvent::DeployRefusedUnsigned, details.clone());
+            crate::hooks::fire(
+                config,
+                ledger.clock(),
+                HookEvent::DeployRefusedUnsigned,
+                details.clone(),
+            );
         }
         _ => {}
     }
     if row.outcome.is_some_and(Outcome::went_back) {
-        crate::hooks::fire(config, HookEvent::Rollback, details);
+        crate::hooks::fire(config, ledger.clock(), HookEvent::Rollback, details);
     }
 }
 
@@ -97,7 +114,7 @@ impl Answer for Deployed {
 
 /// The deploy journal. Root deploys the host, so what it reads back from its journal must be
 /// something only root could have written: recipe CI runs as the owner of `state_dir`.
-pub(crate) fn open_journal(config: &Config) -> Result<Ledger> {
+pub(crate) fn open_journal(config: &Config, clock: &Clock) -> Result<Ledger> {
     let dir = config.deploy_state_dir();
     if rustix::process::geteuid().is_root() {
         std::fs::create_dir_all(dir).with_context(|| {
@@ -115,7 +132,7 @@ pub(crate) fn open_journal(config: &Config) -> Result<Ledger> {
             .into());
         }
     }
-    Ledger::open(dir)
+    Ledger::open(dir, clock)
 }
 
 /// `--flake`, else `deploy.flake`, relative to the working directory.
@@ -133,7 +150,7 @@ pub fn deploy(ctx: &Context, flake: Option<String>, opts: Options) -> Result<Exi
         crate::busy::usable(check, "deploy")?;
     }
     let _lock = JobLock::acquire(&config.state_dir, "deploy")?;
-    let ledger = open_journal(&config)?;
+    let ledger = open_journal(&config, &ctx.clock)?;
     let printer = Printer { out: &ctx.out };
     settle_unfinished(&ledger, &host, &printer, false)?;
     run_deploy(
@@ -162,7 +179,8 @@ pub(super) fn run_deploy(
     let checks = Live {
         config,
         machine: host,
-        health_before: health_picture(config),
+        clock: ledger.clock(),
+        health_before: health_picture(config, ledger.clock()),
     };
     let d = steps(config, id, ledger, host, &checks, printer)?;
     let outcome = guard(&d, d.run(Target::Build(flake), opts))?;
@@ -208,7 +226,7 @@ pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
     let config = ctx.config()?;
     let (host, current) = host_of(&config)?;
     let _lock = JobLock::acquire(&config.state_dir, "rollback")?;
-    let ledger = open_journal(&config)?;
+    let ledger = open_journal(&config, &ctx.clock)?;
     let printer = Printer { out: &ctx.out };
     let unconfirmed_from = settle_unfinished(&ledger, &host, &printer, true)?;
     let generations = host.generations()?;
@@ -249,7 +267,8 @@ pub fn rollback(ctx: &Context, to: Option<u64>, force: bool) -> Result<Exit> {
     let checks = Live {
         config: &config,
         machine: &host,
-        health_before: health_picture(&config),
+        clock: ledger.clock(),
+        health_before: health_picture(&config, ledger.clock()),
     };
     let d = steps(&config, id, &ledger, &host, &checks, &printer)?;
     // An operator's rollback that verifies is "deployed": exit 0, not "rolled back".
@@ -281,7 +300,7 @@ pub fn deadman(ctx: &Context, id: i64) -> Result<Exit> {
             None
         }
     };
-    let ledger = open_journal(&config)?;
+    let ledger = open_journal(&config, &ctx.clock)?;
     let row = ledger
         .deploy_get(id)?
         .with_context(|| format!("no deploy #{id} in the journal"))?;
@@ -302,6 +321,7 @@ pub fn deadman(ctx: &Context, id: i64) -> Result<Exit> {
     let checks = Live {
         config: &config,
         machine: &host,
+        clock: ledger.clock(),
         // The new system is already active: there is no "before" to compare with.
         health_before: None,
     };
@@ -335,7 +355,7 @@ fn guard(d: &Deploy<'_>, result: Result<Outcome>) -> Result<Outcome> {
 
 pub fn status(ctx: &Context) -> Result<Exit> {
     let config = ctx.config()?;
-    let ledger = open_journal(&config)?;
+    let ledger = open_journal(&config, &ctx.clock)?;
     ctx.out.give(&Status {
         unfinished: ledger.deploys_unfinished()?,
         last: ledger.deploy_history(1)?.into_iter().next(),
@@ -405,7 +425,7 @@ fn row_text(out: &Output, row: &DeployRow) -> String {
 
 pub fn history(ctx: &Context, limit: u32) -> Result<Exit> {
     let config = ctx.config()?;
-    let ledger = open_journal(&config)?;
+    let ledger = open_journal(&config, &ctx.clock)?;
     ctx.out.give(&History {
         deploys: ledger.deploy_history(limit)?,
     })?;

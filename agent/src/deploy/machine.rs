@@ -108,6 +108,8 @@ pub trait Checks {
 pub struct Live<'a> {
     pub config: &'a Config,
     pub machine: &'a dyn Machine,
+    /// What the rounds of checks wait on.
+    pub clock: &'a crate::clock::Clock,
     /// Each recipe's health before anything changed; a recipe failed afterwards that was not
     /// before is a regression.
     pub health_before: Option<BTreeMap<String, crate::health::Verdict>>,
@@ -133,6 +135,7 @@ impl Checks for Live<'_> {
             config_path: &self.config.path,
             failed_before,
             health_before: self.health_before.as_ref(),
+            clock: self.clock,
         };
         verify::until_ok(self.machine, &exp, d.verify_timeout, d.verify_interval)
     }

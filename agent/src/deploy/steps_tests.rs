@@ -117,7 +117,7 @@ impl Machine for FakeHost {
         };
         self.call(&format!("activate {mode} {which}"))?;
         if let (Some((state, id)), "new") = (&self.deadman_fires, which) {
-            let deadman = Ledger::open(state)?;
+            let deadman = Ledger::open(state, &crate::clock::Clock::system())?;
             assert!(deadman.deploy_advance(*id, &Stage::UNCONFIRMED, Stage::RollingBack)?);
             deadman.deploy_finish(*id, Outcome::RolledBack, "the dead-man rolled it back")?;
         }
@@ -284,7 +284,7 @@ impl Run {
 
 fn run(host: &FakeHost, checks: &FakeChecks, target: Target, opts: Options) -> Run {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Ledger::open(dir.path()).unwrap();
+    let journal = Ledger::open(dir.path(), &crate::clock::Clock::system()).unwrap();
     let id = journal.deploy_begin("deploy", Some(".#cc-ci")).unwrap();
     run_in(dir.path(), &journal, id, host, checks, target, opts)
 }
@@ -568,7 +568,7 @@ fn a_rollback_that_does_not_verify_or_cannot_restore_needs_a_person() {
 #[test]
 fn when_the_dead_man_moves_first_the_deploy_is_its_to_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Ledger::open(dir.path()).unwrap();
+    let journal = Ledger::open(dir.path(), &crate::clock::Clock::system()).unwrap();
     let id = journal.deploy_begin("deploy", Some(".#cc-ci")).unwrap();
     let mut host = FakeHost::new();
     host.deadman_fires = Some((dir.path().to_path_buf(), id));
@@ -633,4 +633,36 @@ fn pull_comes_first_and_only_when_asked() {
     let checks = FakeChecks::new(&host, &[true]);
     let r = run(&host, &checks, build(), Options::default());
     assert!(!r.calls.contains(&"pull".to_string()), "{:?}", r.calls);
+}
+
+/// Verification's rounds are timed on the clock they are given: a check that never passes is
+/// tried every `verify_interval` until `verify_timeout`, then given up, with no real wait. (Here
+/// the agent's configuration cannot be read, so every round fails.)
+#[test]
+fn verification_tries_every_interval_until_the_timeout_on_its_clock() {
+    let start = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let (clock, hand) = crate::clock::manual::at(start);
+    let dir = tempfile::tempdir().unwrap();
+    let host = FakeHost::new();
+    let exp = crate::deploy::verify::Expectations {
+        config_path: &dir.path().join("no-agent.toml"),
+        failed_before: &BTreeSet::new(),
+        health_before: None,
+        clock: &clock,
+    };
+    let verdict = crate::deploy::verify::until_ok(
+        &host,
+        &exp,
+        Duration::from_secs(5),
+        Duration::from_millis(200),
+    );
+    assert!(!verdict.ok);
+    // Rounds at 0, 0.2, ... 5.0 s; one more pause would pass the timeout.
+    assert_eq!(verdict.attempts, 26);
+    assert_eq!(verdict.elapsed_ms, 5000);
+    assert_eq!(
+        hand.moved(),
+        Duration::from_secs(5),
+        "every pause slept on the clock"
+    );
 }

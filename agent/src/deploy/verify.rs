@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::machine::Machine;
+use crate::clock::Clock;
 use crate::health::Verdict as HealthVerdict;
 use crate::http;
 use crate::process::Cmd;
@@ -61,6 +62,8 @@ pub struct Expectations<'a> {
     pub failed_before: &'a BTreeSet<String>,
     /// Each enrolled recipe's health verdict before the deploy, when it could be told.
     pub health_before: Option<&'a BTreeMap<String, HealthVerdict>>,
+    /// What the rounds wait on, and the health comparison's ages.
+    pub clock: &'a Clock,
 }
 
 /// One round of every check.
@@ -126,14 +129,18 @@ pub fn once(host: &dyn Machine, exp: &Expectations<'_>) -> Vec<CheckResult> {
         results.push(user_check(check));
     }
     if let (Ok(c), Some(before)) = (&config, exp.health_before) {
-        results.push(health_regressions(c, before));
+        results.push(health_regressions(c, exp.clock, before));
     }
     results
 }
 
 /// A recipe failed now that was not failed before the deploy is a regression.
-fn health_regressions(config: &Config, before: &BTreeMap<String, HealthVerdict>) -> CheckResult {
-    match crate::health::build(config) {
+fn health_regressions(
+    config: &Config,
+    clock: &Clock,
+    before: &BTreeMap<String, HealthVerdict>,
+) -> CheckResult {
+    match crate::health::build(config, clock) {
         Ok(report) => {
             let now = crate::health::verdicts(&report);
             let regressed: Vec<&str> = now
@@ -222,21 +229,22 @@ pub fn until_ok(
     timeout: Duration,
     interval: Duration,
 ) -> Verdict {
-    let start = Instant::now();
+    let clock = exp.clock;
+    let start = clock.now();
     let mut attempts = 0;
     loop {
         attempts += 1;
         let results = once(host, exp);
         let ok = results.iter().all(|r| r.ok);
-        if ok || start.elapsed() + interval > timeout {
+        if ok || clock.elapsed(start) + interval > timeout {
             return Verdict {
                 ok,
                 attempts,
-                elapsed_ms: start.elapsed().as_millis(),
+                elapsed_ms: clock.elapsed(start).as_millis(),
                 results,
             };
         }
         tracing::info!(attempt = attempts, "verification not yet passing; retrying");
-        std::thread::sleep(interval);
+        clock.sleep(interval);
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::Target;
 use crate::context::Context;
 use crate::exit::Exit;
-use crate::output::{Output, Tone};
+use crate::output::{Answer, Output, Tone};
 use crate::settings::enrollment::{Enrollment, TestPolicy};
 use crate::settings::rules::check_release_tag;
 
@@ -98,12 +98,13 @@ fn conflicts(enrollment: &Enrollment) -> Vec<Problem> {
 fn redundant_pins(
     enrollment: &Enrollment,
     state_dir: Option<&std::path::Path>,
+    clock: &crate::clock::Clock,
 ) -> Result<Vec<Problem>> {
     let Some(dir) = state_dir else {
         return Ok(Vec::new());
     };
     // Only for a warning: a database that cannot be read costs the warning, not the check.
-    let found = crate::ledger::Ledger::open_read_only(dir).and_then(|l| {
+    let found = crate::ledger::Ledger::open_read_only(dir, clock).and_then(|l| {
         l.map(|l| pins_at_or_below_canonical(enrollment, &l))
             .transpose()
     });
@@ -157,7 +158,11 @@ pub fn run(ctx: &Context, target: &Target) -> Result<Exit> {
     };
     let mut problems = problems;
     problems.extend(conflicts(&enrollment));
-    problems.extend(redundant_pins(&enrollment, target.state_dir.as_deref())?);
+    problems.extend(redundant_pins(
+        &enrollment,
+        target.state_dir.as_deref(),
+        &ctx.clock,
+    )?);
     let ok = !problems.iter().any(|p| p.severity == Severity::Error);
     let report = Report {
         file: target.file.clone(),
@@ -173,36 +178,44 @@ pub fn run(ctx: &Context, target: &Target) -> Result<Exit> {
         tests_dir: target.tests_dir.clone(),
         problems,
     };
-    ctx.out.answer(&report, |out| print_human(out, &report))?;
+    ctx.out.give(&report)?;
     Ok(if ok { Exit::Success } else { Exit::Problems })
 }
 
-fn print_human(out: &Output, r: &Report) {
-    crate::say!(
-        "{}: {} declared, {} enrolled, {} canonical",
-        r.file.display(),
-        r.declared,
-        r.enrolled,
-        r.canonical
-    );
-    match &r.tests_dir {
-        Some(dir) => crate::say!("test suites: checked against {}", dir.display()),
-        None => crate::say!(
-            "test suites: {} (no tests_dir in the configuration and no --tests-dir)",
-            out.paint("not checked", Tone::Warn)
-        ),
-    }
-    for p in &r.problems {
-        let label = match p.severity {
-            Severity::Error => out.paint("error", Tone::Bad),
-            Severity::Warning => out.paint("warning", Tone::Warn),
+impl Answer for Report {
+    fn human(&self, out: &Output) -> String {
+        use std::fmt::Write as _;
+        let r = self;
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "{}: {} declared, {} enrolled, {} canonical",
+            r.file.display(),
+            r.declared,
+            r.enrolled,
+            r.canonical
+        );
+        let _ = match &r.tests_dir {
+            Some(dir) => writeln!(t, "test suites: checked against {}", dir.display()),
+            None => writeln!(
+                t,
+                "test suites: {} (no tests_dir in the configuration and no --tests-dir)",
+                out.paint("not checked", Tone::Warn)
+            ),
         };
-        crate::say!("{label}: {}: {}", p.recipe, p.message);
+        for p in &r.problems {
+            let label = match p.severity {
+                Severity::Error => out.paint("error", Tone::Bad),
+                Severity::Warning => out.paint("warning", Tone::Warn),
+            };
+            let _ = writeln!(t, "{label}: {}: {}", p.recipe, p.message);
+        }
+        let verdict = if r.ok {
+            out.paint("ok", Tone::Good)
+        } else {
+            out.paint("problems found", Tone::Bad)
+        };
+        let _ = writeln!(t, "{verdict}");
+        t
     }
-    let verdict = if r.ok {
-        out.paint("ok", Tone::Good)
-    } else {
-        out.paint("problems found", Tone::Bad)
-    };
-    crate::say!("{verdict}");
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
+use serde::Serialize;
 
 use super::directory::Directory;
 use super::plan::{self, human_bytes, Action, Plan, Shortfall, Volume};
@@ -12,7 +13,7 @@ use crate::error::Unusable;
 use crate::exit::Exit;
 use crate::host::docker::{Docker, DockerVolume};
 use crate::ledger::{DeletionState, GcOutcome, JobLock, Ledger};
-use crate::output::{table, Tone};
+use crate::output::{table, Answer, Output, Tone};
 use crate::settings::config::Config;
 use crate::settings::disk::Volumes;
 use crate::settings::enrollment::Enrollment;
@@ -37,10 +38,14 @@ impl Backend {
     /// use are remembered as used now.
     fn inventory(&self, ledger: &mut Ledger, record: bool) -> Result<Vec<Volume>> {
         match self {
-            Backend::Directory(d) => d.inventory(),
+            Backend::Directory(d) => d.inventory(ledger.clock().wall()),
             Backend::Docker(d) => {
-                let mut volumes: Vec<Volume> =
-                    d.inventory()?.into_iter().map(from_docker).collect();
+                let now = ledger.clock().wall();
+                let mut volumes: Vec<Volume> = d
+                    .inventory()?
+                    .into_iter()
+                    .map(|v| from_docker(v, now))
+                    .collect();
                 if record {
                     let used: Vec<&str> = volumes
                         .iter()
@@ -156,7 +161,7 @@ fn make_plan(
             min_free: config.disk.min_free.0,
             free,
             grace: config.disk.grace,
-            now: SystemTime::now(),
+            now: ledger.clock().wall(),
             canonicals: &canonicals,
             pins: &config.disk.pin,
         },
@@ -167,7 +172,7 @@ pub fn run(ctx: &Context, dry_run: bool) -> Result<Exit> {
     let config = ctx.config()?;
     let (_, volumes) = budget(&config)?;
     let backend = Backend::of(volumes);
-    let mut ledger = Ledger::open(&config.state_dir)?;
+    let mut ledger = Ledger::open(&config.state_dir, &ctx.clock)?;
     let free = |b: &Backend| match b.free_bytes() {
         Ok(f) => Some(f),
         Err(e) => {
@@ -382,24 +387,48 @@ fn print(
     taken: &[String],
     dry_run: bool,
 ) -> Result<()> {
-    let answer = serde_json::json!({
-        "dry_run": dry_run,
-        "plan": plan,
-        "freed": freed,
-        "kept_in_use": taken,
-        "failures": failures.iter().map(|(v, e)| serde_json::json!({"volume": v, "error": e})).collect::<Vec<_>>(),
-        "messages": plan.shortfalls.iter().map(Shortfall::message).collect::<Vec<_>>(),
-    });
-    ctx.out.answer(&answer, |out| {
-        let now = SystemTime::now();
-        let rows: Vec<Vec<(String, Option<Tone>)>> = plan
-            .volumes
+    ctx.out.give(&GcAnswer {
+        dry_run,
+        plan,
+        freed,
+        kept_in_use: taken,
+        failures: failures
             .iter()
-            .map(|d| volume_row(d, now, dry_run))
-            .collect();
-        crate::say!(
-            "{}: {} volumes, {} in all, {} protected; budget {}, free {} (min_free {})",
-            if dry_run { "gc --dry-run" } else { "gc" },
+            .map(|(volume, error)| Failure { volume, error })
+            .collect(),
+        messages: plan.shortfalls.iter().map(Shortfall::message).collect(),
+        now: ctx.clock.wall(),
+    })
+}
+
+/// `gc`'s answer (docs/disk.md, "The answer"): the plan, what was freed, what was kept or failed.
+#[derive(Serialize)]
+struct GcAnswer<'a> {
+    dry_run: bool,
+    plan: &'a Plan,
+    /// `None` under `--dry-run`.
+    freed: Option<u64>,
+    kept_in_use: &'a [String],
+    failures: Vec<Failure<'a>>,
+    messages: Vec<String>,
+    /// What "last used" is shown against.
+    #[serde(skip)]
+    now: SystemTime,
+}
+
+#[derive(Serialize)]
+struct Failure<'a> {
+    volume: &'a str,
+    error: &'a str,
+}
+
+impl Answer for GcAnswer<'_> {
+    fn human(&self, out: &Output) -> String {
+        use std::fmt::Write as _;
+        let plan = self.plan;
+        let mut t = format!(
+            "{}: {} volumes, {} in all, {} protected; budget {}, free {} (min_free {})\n",
+            if self.dry_run { "gc --dry-run" } else { "gc" },
             plan.volumes.len(),
             human_bytes(plan.total),
             human_bytes(plan.protected),
@@ -407,48 +436,50 @@ fn print(
             plan.free.map_or_else(|| "unknown".into(), human_bytes),
             human_bytes(plan.min_free),
         );
+        let rows: Vec<Vec<(String, Option<Tone>)>> = plan
+            .volumes
+            .iter()
+            .map(|d| volume_row(d, self.now, self.dry_run))
+            .collect();
         if !rows.is_empty() {
-            crate::say_raw!(
-                "{}",
-                table(
-                    out,
-                    &[
-                        "VOLUME",
-                        "RECIPE",
-                        "VERSION",
-                        "SIZE",
-                        "LAST USED",
-                        "DECISION"
-                    ],
-                    &rows
-                )
-            );
+            let head = [
+                "VOLUME",
+                "RECIPE",
+                "VERSION",
+                "SIZE",
+                "LAST USED",
+                "DECISION",
+            ];
+            t.push_str(&table(out, &head, &rows));
         }
-        match freed {
-            Some(f) => crate::say!(
-                "freed {} ({} volumes)",
-                human_bytes(f),
-                plan.volumes
-                    .iter()
-                    .filter(|d| d.action == Action::Delete)
+        let _ = match self.freed {
+            Some(f) => {
+                let deleted = plan.volumes.iter().filter(|d| d.action == Action::Delete);
+                let gone = deleted
                     .count()
-                    .saturating_sub(failures.len() + taken.len())
-            ),
-            None => crate::say!("would free {}", human_bytes(plan.to_free)),
+                    .saturating_sub(self.failures.len() + self.kept_in_use.len());
+                writeln!(t, "freed {} ({gone} volumes)", human_bytes(f))
+            }
+            None => writeln!(t, "would free {}", human_bytes(plan.to_free)),
+        };
+        for v in self.kept_in_use {
+            let kept = out.paint("KEPT", Tone::Good);
+            let _ = writeln!(t, "{kept} {v}: a run took it since the inventory");
         }
-        for v in taken {
-            crate::say!(
-                "{} {v}: a run took it since the inventory",
-                out.paint("KEPT", Tone::Good)
+        for f in &self.failures {
+            let _ = writeln!(
+                t,
+                "{} {}: {}",
+                out.paint("FAILED", Tone::Bad),
+                f.volume,
+                f.error
             );
         }
-        for (v, e) in failures {
-            crate::say!("{} {v}: {e}", out.paint("FAILED", Tone::Bad));
+        for m in &self.messages {
+            let _ = writeln!(t, "{} {m}", out.paint("degraded:", Tone::Warn));
         }
-        for s in &plan.shortfalls {
-            crate::say!("{} {}", out.paint("degraded:", Tone::Warn), s.message());
-        }
-    })
+        t
+    }
 }
 
 /// Where the warm volumes stand against the disk budget, as the last gc measured them.
@@ -498,7 +529,7 @@ pub fn disk_check(config: &Config, ledger: &Ledger) -> Result<Option<DiskStandin
 /// from the first gc that saw the date (remembered unless `record` is off, then now), and the
 /// plan says so.
 fn distrust_the_future(ledger: &mut Ledger, volumes: &mut [Volume], record: bool) -> Result<()> {
-    let now = SystemTime::now();
+    let now = ledger.clock().wall();
     for v in volumes.iter_mut().filter(|v| v.last_used > now) {
         let seen = if record {
             Some(ledger.volume_seen(&v.name)?)
@@ -522,8 +553,9 @@ fn distrust_the_future(ledger: &mut Ledger, volumes: &mut [Volume], record: bool
 }
 
 /// A docker volume as gc weighs it; `last_used` is its creation time until the ledger knows
-/// better. One `system df` does not list (no size) is kept, and says why.
-fn from_docker(v: DockerVolume) -> Volume {
+/// better (or `now`, without a creation time). One `system df` does not list (no size) is kept,
+/// and says why.
+fn from_docker(v: DockerVolume, now: SystemTime) -> Volume {
     let problem = v
         .bytes
         .is_none()
@@ -533,7 +565,7 @@ fn from_docker(v: DockerVolume) -> Volume {
         recipe: v.id.as_ref().map(|i| i.0.clone()),
         version: v.id.map(|i| i.1),
         bytes: v.bytes.unwrap_or(0),
-        last_used: v.created.unwrap_or_else(SystemTime::now),
+        last_used: v.created.unwrap_or(now),
         problem,
         note: None,
         name: v.name,

@@ -126,7 +126,8 @@ fn identify(path: &Path, name: &str) -> std::result::Result<Option<Label>, Strin
 }
 
 impl Directory {
-    pub fn inventory(&self) -> Result<Vec<Volume>> {
+    /// The volumes under the root; one that cannot be sized counts as used at `now`.
+    pub fn inventory(&self, now: SystemTime) -> Result<Vec<Volume>> {
         let entries = std::fs::read_dir(&self.root).with_context(|| {
             format!(
                 "cannot list volumes in {} (create it, or fix [disk.volumes] root)",
@@ -155,7 +156,7 @@ impl Directory {
                 Ok(m) => m,
                 Err(e) => {
                     problem.get_or_insert(format!("cannot size {}: {e}", path.display()));
-                    (0, SystemTime::now())
+                    (0, now)
                 }
             };
             let last_used = match labelled_use.as_deref().map(humantime::parse_rfc3339_weak) {

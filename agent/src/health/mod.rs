@@ -5,17 +5,17 @@
 mod delivery;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use crate::clock::now_rfc3339;
+use crate::clock::Clock;
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::fsutil::publish;
 use crate::ledger::{Ledger, MirrorResult, RunResult, SweepOutcome};
-use crate::output::{table, Output, Tone};
+use crate::output::{table, Answer, Output, Tone};
 use crate::settings::config::Config;
 use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
 
@@ -98,9 +98,9 @@ fn check(name: &'static str, status: Status, reason: impl Into<String>) -> Check
     }
 }
 
-fn age(rfc3339: &str) -> Option<Duration> {
-    let then = humantime::parse_rfc3339(rfc3339).ok()?;
-    SystemTime::now().duration_since(then).ok()
+/// How long ago a recorded time was, by the ledger's clock; `None` for a time in the future.
+fn age(clock: &Clock, rfc3339: &str) -> Option<Duration> {
+    clock.age(humantime::parse_rfc3339(rfc3339).ok()?)
 }
 
 type Live = std::collections::BTreeMap<String, (crate::mirrors::Standing, String)>;
@@ -219,7 +219,7 @@ fn mirror_check(
             Status::Fail,
             format!("the last sync failed: {}", m.error.unwrap_or_default()),
         ),
-        Some(m) => match age(&m.synced_at) {
+        Some(m) => match age(ledger.clock(), &m.synced_at) {
             Some(a) if a > config.health.stale_after => check(
                 "mirror",
                 Status::Warn,
@@ -270,7 +270,7 @@ fn canonical_check(ledger: &Ledger, r: &Recipe) -> Result<Check> {
             format!("{} ({}); the next green release ends this", e.detail, e.at),
         ),
         (Some(c), None) => {
-            let days = age(&c.promoted_at).map_or(String::new(), |a| {
+            let days = age(ledger.clock(), &c.promoted_at).map_or(String::new(), |a| {
                 format!(", {} days old", a.as_secs() / 86400)
             });
             check(
@@ -356,7 +356,7 @@ fn triggerable(
     }
     let fingerprint = crate::probe::fingerprint(config, live, r);
     let changed = fingerprint.changed_since(&last.fingerprint);
-    let stale = age(&at).is_none_or(|a| a > config.probe.max_age);
+    let stale = age(ledger.clock(), &at).is_none_or(|a| a > config.probe.max_age);
     Ok(Some(if !changed.is_empty() {
         check(
             name,
@@ -466,7 +466,7 @@ fn sweep_check(
             .iter()
             .find(|s| s.outcome == Some(SweepOutcome::Done));
         let late = done
-            .and_then(|s| age(&s.started_at))
+            .and_then(|s| age(ledger.clock(), &s.started_at))
             .is_none_or(|a| a > within);
         if late {
             let since = done.map_or("never".to_string(), |s| format!("last at {}", s.started_at));
@@ -514,14 +514,14 @@ fn sweep_check(
     })
 }
 
-pub fn build(config: &Config) -> Result<Report> {
-    build_with(config, false)
+pub fn build(config: &Config, clock: &Clock) -> Result<Report> {
+    build_with(config, clock, false)
 }
 
 /// With `live_mirrors`, each enrolled recipe's mirror is asked now instead of read from the
 /// last sync.
-pub fn build_with(config: &Config, live_mirrors: bool) -> Result<Report> {
-    let ledger = Ledger::open(&config.state_dir)?;
+pub fn build_with(config: &Config, clock: &Clock, live_mirrors: bool) -> Result<Report> {
+    let ledger = Ledger::open(&config.state_dir, clock)?;
     build_from(config, &ledger, live_mirrors)
 }
 
@@ -586,7 +586,7 @@ pub fn build_from(config: &Config, ledger: &Ledger, live_mirrors: bool) -> Resul
         schema: SCHEMA,
         id: None,
         seq: None,
-        generated_at: now_rfc3339(),
+        generated_at: ledger.clock().rfc3339(),
         verdict,
         recipes,
         host,
@@ -594,7 +594,7 @@ pub fn build_from(config: &Config, ledger: &Ledger, live_mirrors: bool) -> Resul
 }
 
 /// Fires `health-change` when the host's or any recipe's verdict differs from the last report.
-fn announce_change(config: &Config, last: &std::path::Path, report: &Report) {
+fn announce_change(config: &Config, clock: &Clock, last: &std::path::Path, report: &Report) {
     // The state directory is the job user's: never follow a link, block on a FIFO, read for ever.
     let previous: serde_json::Value = crate::fsutil::read_regular(last, 64 << 20, false)
         .ok()
@@ -622,6 +622,7 @@ fn announce_change(config: &Config, last: &std::path::Path, report: &Report) {
     }
     crate::hooks::fire(
         config,
+        clock,
         crate::settings::config::HookEvent::HealthChange,
         serde_json::json!({ "verdict": host_now, "previous_verdict": previous["verdict"], "changed": changed }),
     );
@@ -688,7 +689,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let config = ctx.config()?;
-    let mut report = build_with(&config, args.live)?;
+    let mut report = build_with(&config, &ctx.clock, args.live)?;
     // Queued before anything is sent: a report that cannot be delivered now goes first next time.
     let mut delivery = None;
     if let Some(url) = &config.bridge.report_url {
@@ -698,7 +699,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
             "bridge",
             &config.path,
         )?;
-        let mut ledger = Ledger::open(&config.state_dir)?;
+        let mut ledger = Ledger::open(&config.state_dir, &ctx.clock)?;
         ledger.outbox_push(|id, seq| {
             report.id = Some(id.to_string());
             report.seq = Some(seq);
@@ -714,7 +715,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     let json = serde_json::to_string_pretty(&report)? + "\n";
     // Always written, for bridges that read files.
     let path = config.state_dir.join("health.json");
-    announce_change(&config, &path, &report);
+    announce_change(&config, &ctx.clock, &path, &report);
     publish(&path, json.as_bytes(), 0o644)
         .with_context(|| format!("writing {}", path.display()))?;
     if let Some(file) = &config.health.metrics_file {
@@ -731,17 +732,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         }
     }
     // The JSON answer is the report as written to health.json.
-    ctx.out.answer(&report, |out| {
-        print_table(out, &report);
-        if let Some(d) = delivery {
-            match d.last_error {
-                None => crate::say!("report: delivered ({} sent)", d.delivered),
-                Some(e) => crate::say!(
-                    "report: {} waiting for the bridge; kept, sent first next time: {e}",
-                    d.waiting
-                ),
-            }
-        }
+    ctx.out.give(&HealthAnswer {
+        report: &report,
+        delivery,
     })?;
     Ok(match report.verdict {
         Verdict::Healthy => Exit::Success,
@@ -750,7 +743,40 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     })
 }
 
-fn print_table(out: &Output, report: &Report) {
+/// `health`'s answer: in JSON the report exactly as health.json holds it; for people, the table,
+/// the host's verdict and how the report's delivery to the bridge went.
+struct HealthAnswer<'a> {
+    report: &'a Report,
+    delivery: Option<delivery::Delivery>,
+}
+
+impl serde::Serialize for HealthAnswer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.report.serialize(s)
+    }
+}
+
+impl Answer for HealthAnswer<'_> {
+    fn human(&self, out: &Output) -> String {
+        use std::fmt::Write as _;
+        let mut t = table_of(out, self.report);
+        let _ = match &self.delivery {
+            None => Ok(()),
+            Some(d) => match &d.last_error {
+                None => writeln!(t, "report: delivered ({} sent)", d.delivered),
+                Some(e) => writeln!(
+                    t,
+                    "report: {} waiting for the bridge; kept, sent first next time: {e}",
+                    d.waiting
+                ),
+            },
+        };
+        t
+    }
+}
+
+fn table_of(out: &Output, report: &Report) -> String {
+    use std::fmt::Write as _;
     let tone = |v: Verdict| match v {
         Verdict::Healthy => Tone::Good,
         Verdict::Degraded => Tone::Warn,
@@ -777,22 +803,21 @@ fn print_table(out: &Output, report: &Report) {
             ]
         })
         .collect();
-    crate::say_raw!(
-        "{}",
-        table(out, &["RECIPE", "VERDICT", "WHAT NEEDS A LOOK"], &rows)
-    );
+    let mut t = table(out, &["RECIPE", "VERDICT", "WHAT NEEDS A LOOK"], &rows);
     for c in report.host.iter().filter(|c| c.status != Status::Ok) {
-        let (word, t) = match c.status {
+        let (word, shade) = match c.status {
             Status::Warn => ("degraded", Tone::Warn),
             Status::Fail => ("failed", Tone::Bad),
             _ => ("unknown", Tone::Dim),
         };
-        crate::say!("{}: {}: {}", c.name, out.paint(word, t), c.reason);
+        let _ = writeln!(t, "{}: {}: {}", c.name, out.paint(word, shade), c.reason);
     }
-    crate::say!(
+    let _ = writeln!(
+        t,
         "host: {}",
         out.paint(verdict_name(report.verdict), tone(report.verdict))
     );
+    t
 }
 
 #[cfg(test)]
@@ -801,13 +826,14 @@ mod tests {
 
     #[test]
     fn a_clock_gone_backwards_makes_no_sync_stale() {
+        let start = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (clock, hand) = crate::clock::manual::at(start);
+        let synced = humantime::format_rfc3339_seconds(start).to_string();
         // A sync recorded "in the future" (the clock was set back since): no age, so not stale.
-        let future =
-            humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(86400));
-        assert_eq!(age(&future.to_string()), None);
-        let past = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(7200));
-        let a = age(&past.to_string()).map(|d| d.as_secs() / 60);
-        assert!(matches!(a, Some(119..=121)), "{a:?}");
+        let ahead = humantime::format_rfc3339_seconds(start + Duration::from_secs(86400));
+        assert_eq!(age(&clock, &ahead.to_string()), None);
+        hand.advance(Duration::from_secs(7200));
+        assert_eq!(age(&clock, &synced), Some(Duration::from_secs(7200)));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{now_rfc3339, Ledger};
+use super::Ledger;
 use anyhow::Result;
 
 /// How far a deploy has come (the journal's `state` column). Stored as text; the order is the
@@ -272,7 +272,7 @@ impl Ledger {
             params![
                 kind,
                 Stage::Preflight.as_str(),
-                now_rfc3339(),
+                self.now(),
                 std::process::id(),
                 flake
             ],
@@ -307,7 +307,7 @@ impl Ledger {
     pub fn deploy_finish(&self, id: i64, outcome: Outcome, message: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE deploys SET state = ?1, outcome = ?2, message = ?3, finished_at = ?4 WHERE id = ?5",
-            params![Stage::Finished.as_str(), outcome.as_str(), message, now_rfc3339(), id],
+            params![Stage::Finished.as_str(), outcome.as_str(), message, self.now(), id],
         )?;
         Ok(())
     }
@@ -365,8 +365,8 @@ mod tests {
     #[test]
     fn only_one_side_wins_a_transition() -> Result<()> {
         let dir = tempfile::tempdir()?;
-        let agent = Ledger::open(dir.path())?;
-        let deadman = Ledger::open(dir.path())?;
+        let agent = Ledger::open(dir.path(), &crate::clock::Clock::system())?;
+        let deadman = Ledger::open(dir.path(), &crate::clock::Clock::system())?;
         let id = agent.deploy_begin("deploy", Some(".#cc-ci"))?;
         assert!(agent.deploy_advance(id, &[Stage::Preflight], Stage::Armed)?);
         assert!(agent.deploy_advance(id, &[Stage::Armed], Stage::Verifying)?);

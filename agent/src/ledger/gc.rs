@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{now_rfc3339, DeletionState, GcOutcome, Ledger};
+use super::{DeletionState, GcOutcome, Ledger};
 use anyhow::Result;
 
 /// A finished (or interrupted) gc run, as `health` and `gc status` read it.
@@ -57,7 +57,7 @@ impl Ledger {
     pub fn gc_begin(&self) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO gc_runs (started_at) VALUES (?1)",
-            params![now_rfc3339()],
+            params![self.now()],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -70,7 +70,7 @@ impl Ledger {
              WHERE id = ?1",
             params![
                 id,
-                now_rfc3339(),
+                self.now(),
                 f.outcome,
                 i(f.budget),
                 i(f.min_free),
@@ -89,7 +89,7 @@ impl Ledger {
     pub fn gc_abort(&self, id: i64, outcome: GcOutcome, detail: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE gc_runs SET finished_at = ?2, outcome = ?3, detail = ?4 WHERE id = ?1",
-            params![id, now_rfc3339(), outcome, detail],
+            params![id, self.now(), outcome, detail],
         )?;
         Ok(())
     }
@@ -145,7 +145,7 @@ impl Ledger {
                 i(bytes),
                 last_used,
                 reason,
-                now_rfc3339()
+                self.now()
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -155,7 +155,7 @@ impl Ledger {
     pub fn deletion_end(&self, id: i64, state: DeletionState, error: Option<&str>) -> Result<()> {
         self.conn.execute(
             "UPDATE gc_deletions SET state = ?2, error = ?3, at = ?4 WHERE id = ?1",
-            params![id, state, error, now_rfc3339()],
+            params![id, state, error, self.now()],
         )?;
         Ok(())
     }
@@ -193,8 +193,8 @@ impl Ledger {
 
     /// Docker volumes seen in use now; their last use becomes now.
     pub fn volumes_used_now(&mut self, names: &[&str]) -> Result<()> {
+        let now = self.now();
         let tx = self.conn.transaction()?;
-        let now = now_rfc3339();
         for name in names {
             tx.execute(
                 "INSERT INTO volume_use (volume, last_used) VALUES (?1, ?2)
@@ -212,9 +212,9 @@ impl Ledger {
         self.conn.execute(
             "INSERT INTO volume_use (volume, last_used) VALUES (?1, ?2)
              ON CONFLICT (volume) DO NOTHING",
-            params![name, now_rfc3339()],
+            params![name, self.now()],
         )?;
-        Ok(self.volume_last_used(name)?.unwrap_or_else(now_rfc3339))
+        Ok(self.volume_last_used(name)?.unwrap_or_else(|| self.now()))
     }
 
     pub fn volume_last_used(&self, name: &str) -> Result<Option<String>> {

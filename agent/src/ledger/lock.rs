@@ -53,7 +53,8 @@ impl Holder {
         Self {
             job: job.to_string(),
             pid: std::process::id(),
-            since: super::now_rfc3339(),
+            // Read by other processes, like the lock itself: the operating system's clock (clock.rs).
+            since: crate::clock::Clock::system().rfc3339(),
         }
     }
 

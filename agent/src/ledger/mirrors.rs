@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{now_rfc3339, Ledger, MirrorResult};
+use super::{Ledger, MirrorResult};
 use anyhow::Result;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -39,6 +39,7 @@ impl Ledger {
         &mut self,
         entries: &[(MirrorState, Vec<(String, String)>)],
     ) -> Result<()> {
+        let now = self.now();
         let tx = self.conn.transaction()?;
         for (state, events) in entries {
             tx.execute(
@@ -60,7 +61,7 @@ impl Ledger {
             for (kind, detail) in events {
                 tx.execute(
                     "INSERT INTO mirror_events (recipe, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-                    params![state.recipe, now_rfc3339(), kind, detail],
+                    params![state.recipe, &now, kind, detail],
                 )?;
             }
         }

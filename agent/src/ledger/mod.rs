@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 
+use crate::clock::Clock;
 use crate::error::{Damaged, Unusable};
 use crate::fsutil::Dir;
 use serde::Serialize;
@@ -39,6 +40,8 @@ pub const SCHEMA_VERSION: usize = migrations::ALL.len();
 pub struct Ledger {
     pub(crate) conn: Connection,
     path: PathBuf,
+    /// Stamps every record: the job's clock, so a test that moves time sees it in the records.
+    clock: Clock,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -51,7 +54,7 @@ pub struct Event {
 
 impl Ledger {
     /// Opens (creating if needed) `state_dir/state.db` and brings its schema up to date.
-    pub fn open(state_dir: &Path) -> Result<Self> {
+    pub fn open(state_dir: &Path, clock: &Clock) -> Result<Self> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
         let dir = Dir::open(state_dir)?;
@@ -105,12 +108,16 @@ impl Ledger {
                 diagnose(state_dir)
             )
         })?;
-        Ok(Self { conn, path })
+        Ok(Self {
+            conn,
+            path,
+            clock: clock.clone(),
+        })
     }
 
     /// Opens an existing database to read, without creating, migrating or writing anything:
     /// `None` when there is none. For commands that only look.
-    pub fn open_read_only(state_dir: &Path) -> Result<Option<Self>> {
+    pub fn open_read_only(state_dir: &Path, clock: &Clock) -> Result<Option<Self>> {
         let path = state_dir.join(DB_FILE);
         if !path.is_file() {
             return Ok(None);
@@ -128,7 +135,11 @@ impl Ledger {
                 path.display()
             );
         }
-        Ok(Some(Self { conn, path }))
+        Ok(Some(Self {
+            conn,
+            path,
+            clock: clock.clone(),
+        }))
     }
 
     /// SQLite's full `integrity_check`: every page, index and constraint; and the schema: every
@@ -143,6 +154,15 @@ impl Ledger {
         &self.path
     }
 
+    /// The time a record made now holds.
+    pub(crate) fn now(&self) -> String {
+        self.clock.rfc3339()
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     pub fn schema_version(&self) -> Result<u32> {
         Ok(self
             .conn
@@ -152,7 +172,7 @@ impl Ledger {
     pub fn record_event(&self, job: &str, kind: &str, detail: &serde_json::Value) -> Result<()> {
         self.conn.execute(
             "INSERT INTO events (at, job, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![now_rfc3339(), job, kind, detail.to_string()],
+            params![self.now(), job, kind, detail.to_string()],
         )?;
         Ok(())
     }
@@ -430,8 +450,6 @@ fn diagnose(state_dir: &Path) -> String {
     }
 }
 
-pub use crate::clock::now_rfc3339;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,11 +458,11 @@ mod tests {
     fn creates_migrates_and_reopens() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let state = dir.path().join("state");
-        let ledger = Ledger::open(&state)?;
+        let ledger = Ledger::open(&state, &crate::clock::Clock::system())?;
         assert_eq!(ledger.schema_version()? as usize, migrations::ALL.len());
         ledger.record_event("test", "hello", &serde_json::json!({"n": 1}))?;
         drop(ledger);
-        let again = Ledger::open(&state)?;
+        let again = Ledger::open(&state, &crate::clock::Clock::system())?;
         let events = again.recent_events(10)?;
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].detail["n"], 1);
@@ -466,12 +484,12 @@ mod tests {
         let me = std::fs::metadata(&state)?.uid();
         if me != 0 {
             eprintln!("SKIPPED part: not root, so ownership cannot be handed to another user here");
-            drop(Ledger::open(&state)?);
+            drop(Ledger::open(&state, &crate::clock::Clock::system())?);
             return Ok(());
         }
         std::os::unix::fs::chown(&state, Some(65534), Some(65534))?;
         let owner = |name: &str| std::fs::metadata(state.join(name)).map(|m| (m.uid(), m.gid()));
-        let ledger = Ledger::open(&state)?;
+        let ledger = Ledger::open(&state, &crate::clock::Clock::system())?;
         // While open, WAL mode keeps -wal and -shm beside the database; SQLite removes them on close.
         for name in [DB_FILE, "state.db-wal", "state.db-shm"] {
             assert_eq!(owner(name)?, (65534, 65534), "{name}");
@@ -484,11 +502,11 @@ mod tests {
     #[test]
     fn refuses_a_newer_schema() -> Result<()> {
         let dir = tempfile::tempdir()?;
-        drop(Ledger::open(dir.path())?);
+        drop(Ledger::open(dir.path(), &crate::clock::Clock::system())?);
         let conn = Connection::open(dir.path().join(DB_FILE))?;
         conn.pragma_update(None, "user_version", 999)?;
         drop(conn);
-        let err = Ledger::open(dir.path())
+        let err = Ledger::open(dir.path(), &crate::clock::Clock::system())
             .err()
             .map(|e| format!("{e:#}"))
             .unwrap_or_default();

@@ -2,7 +2,7 @@
 
 use rusqlite::params;
 
-use super::{now_rfc3339, Ledger};
+use super::Ledger;
 use anyhow::Result;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,10 +20,11 @@ impl Ledger {
         &mut self,
         make: impl FnOnce(&str, i64) -> Result<String>,
     ) -> Result<Outgoing> {
+        let now = self.now();
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO outbox (id, created_at, body) VALUES ('', ?1, '')",
-            [now_rfc3339()],
+            [&now],
         )?;
         let seq = tx.last_insert_rowid();
         let id = report_id(seq);

@@ -6,7 +6,7 @@ use anyhow::Result;
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{now_rfc3339, Ledger, ProbeOutcome};
+use super::{Ledger, ProbeOutcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProbeRow {
@@ -80,7 +80,7 @@ impl Ledger {
     pub fn probe_begin(&self, recipe: &str, fingerprint: &str) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO probes (recipe, started_at, fingerprint) VALUES (?1, ?2, ?3)",
-            params![recipe, now_rfc3339(), fingerprint],
+            params![recipe, self.now(), fingerprint],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -98,7 +98,7 @@ impl Ledger {
     pub fn probe_commented(&self, id: i64, comment: u64) -> Result<()> {
         self.conn.execute(
             "UPDATE probes SET comment_id = ?2, commented_at = ?3 WHERE id = ?1",
-            params![id, i64::try_from(comment)?, now_rfc3339()],
+            params![id, i64::try_from(comment)?, self.now()],
         )?;
         Ok(())
     }
@@ -118,10 +118,7 @@ impl Ledger {
             "UPDATE probes SET {} = ?2, evidence = ?3 WHERE id = ?1",
             stage.column()
         );
-        tx.execute(
-            &sql,
-            params![id, now_rfc3339(), serde_json::to_string(&list)?],
-        )?;
+        tx.execute(&sql, params![id, self.now(), serde_json::to_string(&list)?])?;
         tx.commit()?;
         Ok(())
     }
@@ -137,7 +134,7 @@ impl Ledger {
         self.conn.execute(
             "UPDATE probes SET finished_at = ?2, outcome = ?3, stopped_at = ?4, ci_state = ?5, detail = ?6
              WHERE id = ?1",
-            params![id, now_rfc3339(), outcome, stopped_at, ci_state, detail],
+            params![id, self.now(), outcome, stopped_at, ci_state, detail],
         )?;
         Ok(())
     }
@@ -149,7 +146,7 @@ impl Ledger {
             "UPDATE probes SET finished_at = ?1, outcome = 'interrupted',
                 detail = 'the agent stopped before this probe ended'
              WHERE finished_at IS NULL",
-            [now_rfc3339()],
+            [self.now()],
         )?;
         Ok(open)
     }
@@ -231,7 +228,7 @@ mod tests {
     #[test]
     fn a_probe_row_keeps_its_stages_and_a_killed_one_is_found() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path()).unwrap();
+        let ledger = Ledger::open(dir.path(), &crate::clock::Clock::system()).unwrap();
         let id = ledger.probe_begin("plausible", "fp").unwrap();
         ledger.probe_target(id, 3, "a".repeat(40).as_str()).unwrap();
         ledger.probe_commented(id, 17).unwrap();

@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
-use super::{now_rfc3339, Ledger, RunResult, SweepOutcome};
+use super::{Ledger, RunResult, SweepOutcome};
 use anyhow::Result;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,7 +230,7 @@ impl Ledger {
         self.conn.execute(
             "INSERT INTO runs (queue, commit_id, tag, version, base, result, cold, started_at, trigger)
              VALUES (?1, ?2, ?3, ?4, ?5, 'running', 1, ?6, ?7)",
-            params![queue, commit, tag, version, base, now_rfc3339(), trigger],
+            params![queue, commit, tag, version, base, self.now(), trigger],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -246,8 +246,9 @@ impl Ledger {
     /// Records a run's end and its tiers in one transaction: a kill leaves the run `running`
     /// (then `interrupted`), never half its tiers.
     pub fn run_finish(&mut self, id: i64, end: &RunEnd) -> Result<()> {
+        let now = self.now();
         let tx = self.conn.transaction()?;
-        finish_in(&tx, id, end, &now_rfc3339())?;
+        finish_in(&tx, id, end, &now)?;
         tx.commit()?;
         Ok(())
     }
@@ -336,7 +337,7 @@ impl Ledger {
         version: &str,
         commit: &str,
     ) -> Result<Canonical> {
-        let now = now_rfc3339();
+        let now = self.now();
         let tx = self.conn.transaction()?;
         finish_in(&tx, id, end, &now)?;
         let c = promote_in(&tx, id, recipe, version, commit, now)?;
@@ -353,8 +354,9 @@ impl Ledger {
         version: &str,
         commit: &str,
     ) -> Result<Canonical> {
+        let now = self.now();
         let tx = self.conn.transaction()?;
-        let c = promote_in(&tx, run, recipe, version, commit, now_rfc3339())?;
+        let c = promote_in(&tx, run, recipe, version, commit, now)?;
         tx.commit()?;
         Ok(c)
     }
@@ -378,7 +380,7 @@ impl Ledger {
         to: Option<(&str, &str, i64)>,
         detail: &str,
     ) -> Result<()> {
-        let now = now_rfc3339();
+        let now = self.now();
         let tx = self.conn.transaction()?;
         match to {
             Some((version, commit, run)) => tx.execute(
@@ -400,7 +402,7 @@ impl Ledger {
         Ok(self.conn.execute(
             "UPDATE runs SET result = 'error', detail = 'interrupted: the agent stopped during the run', finished_at = ?1
              WHERE result = 'running'",
-            [now_rfc3339()],
+            [self.now()],
         )?)
     }
 
@@ -472,17 +474,15 @@ impl Ledger {
     }
 
     pub fn sweep_begin(&self) -> Result<i64> {
-        self.conn.execute(
-            "INSERT INTO sweeps (started_at) VALUES (?1)",
-            [now_rfc3339()],
-        )?;
+        self.conn
+            .execute("INSERT INTO sweeps (started_at) VALUES (?1)", [self.now()])?;
         Ok(self.conn.last_insert_rowid())
     }
 
     pub fn sweep_finish(&self, id: i64, outcome: SweepOutcome, detail: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE sweeps SET outcome = ?1, detail = ?2, finished_at = ?3 WHERE id = ?4",
-            params![outcome, detail, now_rfc3339(), id],
+            params![outcome, detail, self.now(), id],
         )?;
         Ok(())
     }

@@ -14,7 +14,6 @@ use serde_json::json;
 pub use status::{standings, Standing};
 pub use sync::{Outcome, RecipeResult, Syncer};
 
-use crate::clock::now_rfc3339;
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::forge;
@@ -64,7 +63,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         } => {
             let chosen = enrollment.enrolled_named(&recipes)?;
             let lock = JobLock::mirrors(&config.state_dir, config.lock_wait)?;
-            let mut ledger = Ledger::open(&config.state_dir)?;
+            let mut ledger = Ledger::open(&config.state_dir, &ctx.clock)?;
             let forge = forge::from_config(&config)?;
             let results = sync_accepting(
                 (&config, forge.as_ref()),
@@ -188,7 +187,7 @@ fn sync_accepting(
         |result| {
             let recorded = match result.outcome {
                 Outcome::InSync => {
-                    unchanged.push(entry(&result));
+                    unchanged.push(entry(&result, ledger.clock().rfc3339()));
                     Ok(())
                 }
                 // Its holder records what it does; this run only notes that it stood aside.
@@ -218,12 +217,12 @@ fn sync_accepting(
 }
 
 fn record(ledger: &mut Ledger, r: &RecipeResult) -> Result<()> {
-    let (state, events) = entry(r);
+    let (state, events) = entry(r, ledger.clock().rfc3339());
     ledger.mirror_record(&state, &events)
 }
 
-/// The journal row and events of one result.
-fn entry(r: &RecipeResult) -> (MirrorState, Vec<(String, String)>) {
+/// The journal row and events of one result, synced at `at`.
+fn entry(r: &RecipeResult, at: String) -> (MirrorState, Vec<(String, String)>) {
     let result = match (r.outcome, r.created) {
         (Outcome::Failed | Outcome::Busy, _) => MirrorResult::Failed,
         (_, true) => MirrorResult::Created,
@@ -264,7 +263,7 @@ fn entry(r: &RecipeResult) -> (MirrorState, Vec<(String, String)>) {
     }
     let state = MirrorState {
         recipe: r.recipe.clone(),
-        synced_at: now_rfc3339(),
+        synced_at: at,
         result,
         error: r.error.clone(),
         upstream_head: r.upstream_head.clone(),

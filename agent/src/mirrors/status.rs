@@ -185,7 +185,7 @@ impl Answer for StatusAnswer {
 
 pub fn run(ctx: &Context, config: &Config, recipes: &[Recipe]) -> Result<Exit> {
     let found = standings(config, recipes)?;
-    let ledger = Ledger::open(&config.state_dir)?;
+    let ledger = Ledger::open(&config.state_dir, &ctx.clock)?;
     let mut rows = Vec::new();
     for (recipe, (standing, detail)) in found {
         let state = ledger.mirror_state(&recipe)?;

@@ -2,7 +2,7 @@
 //! is busy, no faster than `probe.min_interval`): make the head, comment, wait, record.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -94,7 +94,7 @@ pub fn run(ctx: &Context, names: &[String], dry_run: bool) -> Result<Exit> {
         .into());
     };
     let live = crate::bridge::live_poll_repos(&config);
-    let ledger = Ledger::open(&config.state_dir)?;
+    let ledger = Ledger::open(&config.state_dir, &ctx.clock)?;
     let (due, skipped) = due_and_skipped(&config, &ledger, &live, chosen, named)?;
     if dry_run {
         return answer_plan(&ctx.out, &due, &skipped);
@@ -154,7 +154,7 @@ fn due_and_skipped(
     chosen: Vec<Recipe>,
     named: bool,
 ) -> Result<(Due, Vec<Skipped>)> {
-    let now = SystemTime::now();
+    let now = ledger.clock().wall();
     let mut due = Vec::new();
     let mut skipped = Vec::new();
     for recipe in chosen {
@@ -200,7 +200,7 @@ pub fn history(ctx: &Context, names: &[String], limit: u32) -> Result<Exit> {
     if let Some(n) = names.iter().find(|n| enrollment.get(n).is_none()) {
         return Err(Unusable(format!("{n:?} is not declared in the enrollment")).into());
     }
-    let rows = match Ledger::open_read_only(&config.state_dir)? {
+    let rows = match Ledger::open_read_only(&config.state_dir, &ctx.clock)? {
         None => Vec::new(),
         Some(ledger) if names.is_empty() => ledger.probe_history(None, limit)?,
         Some(ledger) => {
@@ -261,23 +261,25 @@ impl Answer for ProbeHistory {
     }
 }
 
-/// Waits until `probe.min_interval` has passed since any probe last commented on the forge.
-fn wait_for_turn(config: &Config, ledger: &Ledger, out: &Output) -> Result<()> {
+/// Waits, on the ledger's clock, until `min_interval` (`probe.min_interval`) has passed since any
+/// probe last commented on the forge.
+fn wait_for_turn(min_interval: Duration, ledger: &Ledger, out: &Output) -> Result<()> {
     let Some(last) = ledger.probe_last_comment_at()? else {
         return Ok(());
     };
     let Ok(then) = humantime::parse_rfc3339(&last) else {
         return Ok(());
     };
-    let since = SystemTime::now().duration_since(then).unwrap_or_default();
-    let wait = config.probe.min_interval.saturating_sub(since);
+    let clock = ledger.clock();
+    let since = clock.age(then).unwrap_or_default();
+    let wait = min_interval.saturating_sub(since);
     if !wait.is_zero() {
         out.progress(format!(
             "waiting {}s: probes comment at most once per probe.min_interval ({})",
             wait.as_secs(),
-            humantime::format_duration(config.probe.min_interval)
+            humantime::format_duration(min_interval)
         ));
-        std::thread::sleep(wait);
+        clock.sleep(wait);
     }
     Ok(())
 }
@@ -314,7 +316,7 @@ fn probe_one(
             return Ok(report);
         }
     }
-    wait_for_turn(config, ledger, out)?;
+    wait_for_turn(config.probe.min_interval, ledger, out)?;
     let id = ledger.probe_begin(name, &fp.text())?;
     let attempt = || -> Result<(Scratch, super::watch::Ending)> {
         let deadline = Deadline::after(config.mirrors.recipe_timeout, "preparing the probe");
@@ -467,4 +469,35 @@ fn answer(out: &Output, reports: &[Report], skipped: &[Skipped]) -> Result<Exit>
     } else {
         Exit::Success
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::{Duration, SystemTime};
+
+    use crate::clock::manual;
+    use crate::ledger::Ledger;
+    use crate::output::{Format, Output};
+
+    /// probe.min_interval counts from the last comment on the ledger's clock: the wait is what is
+    /// left of it, slept on that clock, and nothing once it has passed. No real second goes by.
+    #[test]
+    fn a_probe_waits_what_is_left_of_min_interval_since_the_last_comment() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (clock, hand) = manual::at(start);
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), &clock).unwrap();
+        let out = Output::new(Format::Json);
+        let min = Duration::from_secs(600);
+        super::wait_for_turn(min, &ledger, &out).unwrap();
+        assert_eq!(hand.moved(), Duration::ZERO, "no probe commented yet");
+        let id = ledger.probe_begin("plausible", "{}").unwrap();
+        ledger.probe_commented(id, 7).unwrap();
+        hand.advance(Duration::from_secs(240));
+        super::wait_for_turn(min, &ledger, &out).unwrap();
+        assert_eq!(hand.moved(), min, "waited the 360 s left");
+        super::wait_for_turn(min, &ledger, &out).unwrap();
+        assert_eq!(hand.moved(), min, "its turn has come: no wait");
+    }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde_json::json;
 
+use crate::clock::Clock;
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::settings::config::Config;
@@ -31,7 +32,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         ))
         .into());
     };
-    let written = write(&config, &out)?;
+    let written = write(&config, &ctx.clock, &out)?;
     ctx.out.answer(
         &json!({ "dir": out, "files": written.files, "index_bytes": written.index_bytes }),
         |_| {
@@ -47,9 +48,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 
 /// What a job that changed the ledger does last when `[status_page] dir` is set: rewrite the
 /// page. A page that cannot be written is a warning, never the job's failure.
-pub fn refresh(config: &Config) {
+pub fn refresh(config: &Config, clock: &Clock) {
     if let Some(dir) = &config.status_page {
-        if let Err(e) = write(config, dir) {
+        if let Err(e) = write(config, clock, dir) {
             tracing::warn!(
                 "the status page in {} was not rewritten: {e:#}",
                 dir.display()
@@ -66,8 +67,8 @@ pub struct Written {
 /// Builds the site in a fresh directory beside `out`, then puts it in `out`'s place in one
 /// rename (an exchange when `out` exists), so a reader sees the old site or the new, never half
 /// of one; the old one is then removed without following anything in it.
-pub fn write(config: &Config, out: &Path) -> Result<Written> {
-    let site = model::build(config)?;
+pub fn write(config: &Config, clock: &Clock, out: &Path) -> Result<Written> {
+    let site = model::build(config, clock)?;
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -87,8 +87,8 @@ pub struct RunView {
 }
 
 /// Reads everything the page shows, from the health report and the ledger.
-pub fn build(config: &Config) -> Result<Site> {
-    let ledger = Ledger::open(&config.state_dir)?;
+pub fn build(config: &Config, clock: &crate::clock::Clock) -> Result<Site> {
+    let ledger = Ledger::open(&config.state_dir, clock)?;
     let health = crate::health::build_from(config, &ledger, false)?;
     let enrollment = Enrollment::load(&config.enrollment_file)?;
     let secrets = known_secrets(config);

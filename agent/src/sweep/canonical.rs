@@ -149,7 +149,7 @@ pub fn canonical(ctx: &Context, args: CanonicalArgs) -> Result<Exit> {
         Command::Show { recipe } | Command::Base { recipe } => Some(declared(&config, recipe)?),
         _ => None,
     };
-    let ledger = Ledger::open(&config.state_dir)?;
+    let ledger = Ledger::open(&config.state_dir, &ctx.clock)?;
     match args.command {
         Command::List => list(ctx, &ledger),
         Command::Show { recipe } => show(ctx, &ledger, &recipe),
@@ -395,7 +395,7 @@ impl Answer for History {
 pub fn history(ctx: &Context, args: HistoryArgs) -> Result<Exit> {
     let config = ctx.config()?;
     declared(&config, &args.recipe)?;
-    let ledger = Ledger::open(&config.state_dir)?;
+    let ledger = Ledger::open(&config.state_dir, &ctx.clock)?;
     let runs = ledger.history(&args.recipe, args.limit)?;
     let mut tiers = Vec::with_capacity(runs.len());
     for r in &runs {

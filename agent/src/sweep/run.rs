@@ -624,7 +624,12 @@ impl Sweeper<'_> {
             "to": to.map(|(tag, _)| tag),
             "detail": detail,
         });
-        crate::hooks::fire(self.config, HookEvent::CanonicalDemoted, details);
+        crate::hooks::fire(
+            self.config,
+            ledger.clock(),
+            HookEvent::CanonicalDemoted,
+            details,
+        );
         Ok(())
     }
 
@@ -637,7 +642,7 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
     let config = ctx.config()?;
     let enrollment = Enrollment::load(&config.enrollment_file)?;
     let recipes = canonical_recipes(&enrollment, &opts.only)?;
-    let mut ledger = Ledger::open(&config.state_dir)?;
+    let mut ledger = Ledger::open(&config.state_dir, &ctx.clock)?;
     let sweep = ledger.sweep_begin()?;
     let lock = match start(ctx, &config, &mut ledger, sweep)? {
         Started::Go(lock) => lock,
@@ -761,10 +766,10 @@ fn announce(config: &Config, ledger: &Ledger, recipe: &str, decision: &Decision)
     let details = serde_json::json!({ "recipe": recipe, "decision": decision });
     match decision {
         Decision::Promoted { .. } => {
-            crate::hooks::fire(config, HookEvent::Promotion, details);
+            crate::hooks::fire(config, ledger.clock(), HookEvent::Promotion, details);
         }
         Decision::Red { .. } | Decision::Error { .. } | Decision::SkipMirrorFailed { .. } => {
-            crate::hooks::fire(config, HookEvent::SweepFailure, details);
+            crate::hooks::fire(config, ledger.clock(), HookEvent::SweepFailure, details);
         }
         _ => {}
     }
@@ -866,7 +871,7 @@ fn announce_greenness(
     let details = serde_json::json!({
         "recipe": recipe, "run": run, "degree": now.degree, "failing": failing,
     });
-    crate::hooks::fire(config, event, details);
+    crate::hooks::fire(config, ledger.clock(), event, details);
     Ok(())
 }
 
@@ -953,7 +958,7 @@ pub fn explain(ctx: &crate::context::Context, name: &str) -> Result<Exit> {
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", cache.display()))?;
     let head = refs.branch.clone().unwrap_or_default();
     let (latest, verdicts) = release_in(&config, &git, &cache, &refs, &head);
-    let ledger = Ledger::open_read_only(&config.state_dir)?;
+    let ledger = Ledger::open_read_only(&config.state_dir, &ctx.clock)?;
     let synced_at = match &ledger {
         Some(l) => l.mirror_state(&recipe.name)?.map(|m| m.synced_at),
         None => None,

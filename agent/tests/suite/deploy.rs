@@ -639,7 +639,9 @@ fn rollback_returns_to_the_previous_generation_and_verifies() {
 fn an_interrupted_deploy_is_reported_on_the_next_start() {
     let f = Fixture::new(GOOD, "", "");
     // A deploy that died while building: its row is unfinished and its pid is gone.
-    let ledger = cc_ci_agent::ledger::Ledger::open(&f.state_dir()).unwrap();
+    let ledger =
+        cc_ci_agent::ledger::Ledger::open(&f.state_dir(), &cc_ci_agent::clock::Clock::system())
+            .unwrap();
     let id = ledger.deploy_begin("deploy", Some("x#cc-ci")).unwrap();
     ledger
         .deploy_set(

@@ -152,11 +152,13 @@ fn a_full_state_directory_is_a_clear_error_and_the_state_survives() {
     assert_eq!(again.code, 0, "{}", again.stderr);
     let status = h.agent(&["state", "status"]);
     assert_eq!(status.code, 0, "{}", status.stderr);
-    assert!(Ledger::open(&h.state())
-        .unwrap()
-        .gc_last_measured()
-        .unwrap()
-        .is_some());
+    assert!(
+        Ledger::open(&h.state(), &cc_ci_agent::clock::Clock::system())
+            .unwrap()
+            .gc_last_measured()
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -264,7 +266,7 @@ fn sigterm_mid_job_stops_it_and_releases_the_lock() {
     let run = h.agent(&["--format", "json", "gc"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!v.exists());
-    let deletions = Ledger::open(&h.state())
+    let deletions = Ledger::open(&h.state(), &cc_ci_agent::clock::Clock::system())
         .unwrap()
         .deletions_unfinished()
         .unwrap();
@@ -368,7 +370,7 @@ fn two_agents_started_together_do_not_both_run() {
     // Either the second found the first holding the lock (4), or started after it finished and
     // found nothing to do (0); never both deleting.
     assert!(codes == [0, 4] || codes == [0, 0], "{codes:?}");
-    let deleted = Ledger::open(&h.state())
+    let deleted = Ledger::open(&h.state(), &cc_ci_agent::clock::Clock::system())
         .unwrap()
         .deletions_recent(100)
         .unwrap();

@@ -85,7 +85,7 @@ impl Host {
     }
 
     fn canonical(&self, recipe: &str, version: &str) {
-        Ledger::open(&self.path("state"))
+        Ledger::open(&self.path("state"), &cc_ci_agent::clock::Clock::system())
             .unwrap()
             .canonical_set(&Canonical {
                 recipe: recipe.into(),
@@ -107,13 +107,14 @@ impl Host {
     }
 
     fn deletions(&self) -> Vec<(String, String, String)> {
-        let mut rows: Vec<_> = Ledger::open(&self.path("state"))
-            .unwrap()
-            .deletions_recent(100)
-            .unwrap()
-            .into_iter()
-            .map(|d| (d.volume, d.reason, d.state.to_string()))
-            .collect();
+        let mut rows: Vec<_> =
+            Ledger::open(&self.path("state"), &cc_ci_agent::clock::Clock::system())
+                .unwrap()
+                .deletions_recent(100)
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.volume, d.reason, d.state.to_string()))
+                .collect();
         rows.sort();
         rows
     }
@@ -480,10 +481,11 @@ fn kill_9_mid_delete_leaves_a_state_the_next_run_settles() {
             None => {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
-                    let began = Ledger::open(&h.path("state"))
-                        .ok()
-                        .and_then(|l| l.deletions_recent(1).ok())
-                        .is_some_and(|d| !d.is_empty());
+                    let began =
+                        Ledger::open(&h.path("state"), &cc_ci_agent::clock::Clock::system())
+                            .ok()
+                            .and_then(|l| l.deletions_recent(1).ok())
+                            .is_some_and(|d| !d.is_empty());
                     if began || Instant::now() > deadline {
                         break;
                     }
@@ -545,11 +547,12 @@ fn a_promotion_and_a_gc_never_interleave() {
         ),
     )
     .unwrap();
-    // The CI run makes the warm volume of the version it tests, taking its time.
-    let ci = r#"mkdir -p "$VOLUMES/$1_$2" && head -c 2097152 /dev/zero > "$VOLUMES/$1_$2/db" && sleep 3"#;
+    // The CI run makes the warm volume of the version it tests, then holds on until the test
+    // has tried its gc (the gate file): an event, not a pause long enough on a fast machine.
+    let ci = r#"mkdir -p "$VOLUMES/$1_$2" && head -c 2097152 /dev/zero > "$VOLUMES/$1_$2/db" && while [ ! -e "$GATE" ]; do sleep 0.02; done"#;
     let mut config = std::fs::read_to_string(&h.config).unwrap();
     config.push_str(&format!(
-        "\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n\n[sweep]\ncommand = [\"sh\", \"-c\", {ci:?}, \"ci\", \"{{recipe}}\", \"{{version}}\"]\npass_env = [\"VOLUMES\"]\n"
+        "\n[forge]\nkind = \"local\"\npath = \"mirrors\"\n\n[sweep]\ncommand = [\"sh\", \"-c\", {ci:?}, \"ci\", \"{{recipe}}\", \"{{version}}\"]\npass_env = [\"VOLUMES\", \"GATE\"]\n"
     ));
     std::fs::write(&h.config, config).unwrap();
     h.volume("a_1.0.0+1", 2, 30);
@@ -558,6 +561,7 @@ fn a_promotion_and_a_gc_never_interleave() {
     let sweep = h
         .command(&["sweep"])
         .env("VOLUMES", h.path("volumes"))
+        .env("GATE", h.path("gate"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -572,6 +576,7 @@ fn a_promotion_and_a_gc_never_interleave() {
     assert_eq!(during.code, 4, "{}\n{}", during.stdout, during.stderr);
     assert!(during.stderr.contains("sweep (pid"), "{}", during.stderr);
     assert_eq!(h.volumes(), vec!["a_1.0.0+1", "a_2.0.0+2"]);
+    std::fs::write(h.path("gate"), "").unwrap();
     let out = sweep.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -659,7 +664,7 @@ fn docker_volumes_are_listed_sized_and_removed_through_the_cli() {
         "{calls}"
     );
     // The volume seen in use is remembered as used now.
-    let last = Ledger::open(&h.path("state"))
+    let last = Ledger::open(&h.path("state"), &cc_ci_agent::clock::Clock::system())
         .unwrap()
         .volume_last_used("wordpress_6-1-0")
         .unwrap();

@@ -451,10 +451,13 @@ fn a_report_survives_kill_9_before_it_is_sent() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let waiting = cc_ci_agent::ledger::Ledger::open(&dir.path().join("state"))
-        .unwrap()
-        .outbox()
-        .unwrap();
+    let waiting = cc_ci_agent::ledger::Ledger::open(
+        &dir.path().join("state"),
+        &cc_ci_agent::clock::Clock::system(),
+    )
+    .unwrap()
+    .outbox()
+    .unwrap();
     assert_eq!(
         waiting.len(),
         1,

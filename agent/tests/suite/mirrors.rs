@@ -105,7 +105,11 @@ impl Fleet {
     }
 
     fn events(&self, name: &str) -> Vec<String> {
-        let ledger = cc_ci_agent::ledger::Ledger::open(&self.dir.path().join("state")).unwrap();
+        let ledger = cc_ci_agent::ledger::Ledger::open(
+            &self.dir.path().join("state"),
+            &cc_ci_agent::clock::Clock::system(),
+        )
+        .unwrap();
         ledger
             .mirror_events(name, 100)
             .unwrap()

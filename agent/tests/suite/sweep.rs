@@ -136,7 +136,7 @@ impl Sweep {
     }
 
     fn canonical(&self, recipe: &str) -> Option<String> {
-        Ledger::open(&self.path("state"))
+        Ledger::open(&self.path("state"), &cc_ci_agent::clock::Clock::system())
             .unwrap()
             .canonical(recipe)
             .unwrap()
@@ -361,7 +361,10 @@ fn ci_busy_or_another_agent_refuses_the_whole_sweep_and_it_is_recorded() {
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(run.stderr.contains("busy: deploy"), "{}", run.stderr);
     drop(held);
-    let sweeps = Ledger::open(&s.path("state")).unwrap().sweeps(10).unwrap();
+    let sweeps = Ledger::open(&s.path("state"), &cc_ci_agent::clock::Clock::system())
+        .unwrap()
+        .sweeps(10)
+        .unwrap();
     let outcomes: Vec<&str> = sweeps
         .iter()
         .map(|s| s.outcome.map_or("", |o| o.as_str()))
@@ -768,7 +771,7 @@ fn every_command_survives_a_closed_stdout_and_records_what_it_did() {
     }
     // The sweep run first under a closed pipe still promoted, recorded and finished.
     assert_eq!(s.canonical("wekan").as_deref(), Some("1.0.0+1.0"));
-    let ledger = Ledger::open(&s.path("state")).unwrap();
+    let ledger = Ledger::open(&s.path("state"), &cc_ci_agent::clock::Clock::system()).unwrap();
     let sweeps = ledger.sweeps(10).unwrap();
     assert!(
         sweeps
