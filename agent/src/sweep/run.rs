@@ -931,7 +931,59 @@ fn print_decision(out: &Output, recipe: &str, d: &Decision) {
     out.progress(format!("{mark:<9} {recipe:<24} {text}"));
 }
 
-/// `sweep --explain RECIPE`: why each tag was or was not taken.
+/// `sweep --explain RECIPE`'s answer (docs/sweep.md, "Why a tag was or was not taken").
+#[derive(Serialize)]
+struct Explained<'a> {
+    recipe: &'a str,
+    latest: Option<Release>,
+    canonical: Option<Canonical>,
+    tags: Vec<Verdict>,
+    /// When the mirror the tags were read from was last synced.
+    as_of: String,
+    /// The last run, when it tested the latest release.
+    last_run: Option<LastRun>,
+}
+
+#[derive(Serialize)]
+struct LastRun {
+    run: crate::ledger::RunRow,
+    tiers: Vec<crate::ledger::TierRow>,
+}
+
+impl Answer for Explained<'_> {
+    fn human(&self, out: &Output) -> String {
+        use std::fmt::Write as _;
+        let mut t = String::new();
+        for v in &self.tags {
+            let mark = if v.taken {
+                out.paint("TAKEN", Tone::Good)
+            } else {
+                out.paint("ignored", Tone::Dim)
+            };
+            let _ = writeln!(t, "{mark:<8} {:<32} {}", v.tag, v.reason);
+        }
+        if let Some(LastRun { run, tiers }) = &self.last_run {
+            let _ = write!(t, "last run of it: run #{}, {}", run.id, run.result);
+            if let Some(degree) = run.greenness {
+                let _ = write!(t, ", degree {}", crate::ledger::degree_shown(degree));
+            }
+            if !tiers.is_empty() {
+                let _ = write!(t, ": {}", crate::ledger::tiers_line(tiers));
+            }
+            t.push('\n');
+        }
+        let _ =
+            writeln!(
+            t,
+            "latest release: {}; canonical: {} (the mirror as of {}; `mirrors sync` to look again)",
+            self.latest.as_ref().map_or("none", |r| r.tag.as_str()),
+            self.canonical.as_ref().map_or("none", |c| c.version.as_str()),
+            self.as_of
+        );
+        t
+    }
+}
+
 /// `sweep --explain RECIPE`: reads only. No lock, no sync, nothing written: the tags are the
 /// mirror's as last synced (the recipe's cache), and the answer says so.
 pub fn explain(ctx: &crate::context::Context, name: &str) -> Result<Exit> {
@@ -979,32 +1031,13 @@ pub fn explain(ctx: &crate::context::Context, name: &str) -> Result<Exit> {
         },
         _ => None,
     };
-    let last_run = judged
-        .as_ref()
-        .map(|(r, t)| serde_json::json!({ "run": r, "tiers": t }));
-    ctx.out.answer(&serde_json::json!({ "recipe": name, "latest": latest, "canonical": canonical, "tags": verdicts, "as_of": as_of, "last_run": last_run }), |out| {
-        for v in &verdicts {
-            let mark = if v.taken {
-                out.paint("TAKEN", Tone::Good)
-            } else {
-                out.paint("ignored", Tone::Dim)
-            };
-            crate::say!("{mark:<8} {:<32} {}", v.tag, v.reason);
-        }
-        if let Some((r, tiers)) = &judged {
-            let degree = r.greenness.map(crate::ledger::degree_shown).unwrap_or_default();
-            crate::say!(
-                "last run of it: {} {} (degree {degree}) {}",
-                r.id,
-                r.result,
-                crate::ledger::tiers_line(tiers)
-            );
-        }
-        crate::say!(
-            "latest release: {}; canonical: {} (the mirror as of {as_of}; `mirrors sync` to look again)",
-            latest.map_or("none".into(), |r| r.tag),
-            canonical.map_or("none".into(), |c| c.version)
-        );
+    ctx.out.give(&Explained {
+        recipe: name,
+        latest,
+        canonical,
+        tags: verdicts,
+        as_of,
+        last_run: judged.map(|(run, tiers)| LastRun { run, tiers }),
     })?;
     Ok(Exit::Success)
 }

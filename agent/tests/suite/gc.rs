@@ -165,12 +165,11 @@ fn over_budget_deletes_the_oldest_unprotected_until_under_and_a_second_run_delet
     let before = h.volumes();
     let dry = h.agent(&["gc", "--dry-run"]);
     assert_eq!(dry.code, 0, "{}\n{}", dry.stdout, dry.stderr);
-    assert!(
-        dry.stdout.contains("would delete (over-budget)"),
-        "{}",
-        dry.stdout
-    );
-    assert!(dry.stdout.contains("keep (canonical)"), "{}", dry.stdout);
+    // The filesystem's free space is the machine's: a placeholder too.
+    let text = crate::screens::screen(&dry.stdout, h.dir.path());
+    let (head, rest) = text.split_once(", free ").unwrap();
+    let (_, tail) = rest.split_once(" (min_free").unwrap();
+    insta::assert_snapshot!("gc_dry_run", format!("{head}, free [FREE] (min_free{tail}"));
     assert_eq!(h.volumes(), before);
     assert!(h.deletions().is_empty());
 

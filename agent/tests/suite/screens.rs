@@ -11,7 +11,7 @@ use crate::support;
 
 /// The screen with what varies between runs replaced: `dir` by `[DIR]`, `127.0.0.1:PORT` by
 /// `127.0.0.1:[PORT]`, RFC 3339 times by `[TIME]`, hex runs of 12 or more by `[OID]`.
-fn screen(text: &str, dir: &Path) -> String {
+pub(crate) fn screen(text: &str, dir: &Path) -> String {
     let text = text.replace(&dir.to_string_lossy().into_owned(), "[DIR]");
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::new();
