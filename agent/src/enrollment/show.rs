@@ -1,18 +1,34 @@
 //! `enrollment list` and `enrollment poll-repos`.
 
+use std::path::Path;
+
 use anyhow::Result;
-use serde_json::json;
 
 use super::Target;
 use crate::context::Context;
 use crate::exit::Exit;
-use crate::output::{table, Tone};
-use crate::settings::enrollment::{Enrollment, TestPolicy};
+use crate::output::{table, Answer, Output, Tone};
+use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
 
 pub fn list(ctx: &Context, target: &Target) -> Result<Exit> {
     let enrollment = Enrollment::load(&target.file)?;
-    let answer = json!({ "file": target.file, "recipes": enrollment.recipes });
-    ctx.out.answer(&answer, |out| {
+    ctx.out.give(&Listed {
+        file: &target.file,
+        recipes: &enrollment.recipes,
+    })?;
+    Ok(Exit::Success)
+}
+
+/// `enrollment list`'s answer (docs/enrollment.md): the file, and every recipe it declares with
+/// its settings resolved.
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    file: &'a Path,
+    recipes: &'a [Recipe],
+}
+
+impl Answer for Listed<'_> {
+    fn human(&self, out: &Output) -> String {
         let yes_no = |b: bool, tone: Tone| {
             if b {
                 ("yes".to_string(), Some(tone))
@@ -20,7 +36,7 @@ pub fn list(ctx: &Context, target: &Target) -> Result<Exit> {
                 ("no".to_string(), Some(Tone::Dim))
             }
         };
-        let rows: Vec<_> = enrollment
+        let rows: Vec<_> = self
             .recipes
             .iter()
             .map(|r| {
@@ -41,24 +57,17 @@ pub fn list(ctx: &Context, target: &Target) -> Result<Exit> {
                 ]
             })
             .collect();
-        crate::say_raw!(
-            "{}",
-            table(
-                out,
-                &[
-                    "RECIPE",
-                    "ENROLLED",
-                    "CANONICAL",
-                    "TESTS",
-                    "BASE PIN",
-                    "BRANCH",
-                    "UPSTREAM"
-                ],
-                &rows
-            )
-        );
-    })?;
-    Ok(Exit::Success)
+        let head = [
+            "RECIPE",
+            "ENROLLED",
+            "CANONICAL",
+            "TESTS",
+            "BASE PIN",
+            "BRANCH",
+            "UPSTREAM",
+        ];
+        table(out, &head, &rows)
+    }
 }
 
 /// `enrollment poll-repos`'s answer: the bridge's `POLL_REPOS` value, as people and scripts see it.
@@ -67,8 +76,8 @@ struct PollRepos {
     poll_repos: String,
 }
 
-impl crate::output::Answer for PollRepos {
-    fn human(&self, _out: &crate::output::Output) -> String {
+impl Answer for PollRepos {
+    fn human(&self, _out: &Output) -> String {
         format!("{}\n", self.poll_repos)
     }
 }

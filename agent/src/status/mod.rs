@@ -8,7 +8,6 @@ pub mod model;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use serde_json::json;
 
 use crate::clock::Clock;
 use crate::context::Context;
@@ -33,16 +32,11 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         .into());
     };
     let written = write(&config, &ctx.clock, &out)?;
-    ctx.out.answer(
-        &json!({ "dir": out, "files": written.files, "index_bytes": written.index_bytes }),
-        |_| {
-            crate::say!(
-                "wrote the status page: {} ({} files)",
-                out.join("index.html").display(),
-                written.files
-            );
-        },
-    )?;
+    ctx.out.give(&Wrote {
+        dir: &out,
+        files: written.files,
+        index_bytes: written.index_bytes,
+    })?;
     Ok(Exit::Success)
 }
 
@@ -56,6 +50,24 @@ pub fn refresh(config: &Config, clock: &Clock) {
                 dir.display()
             );
         }
+    }
+}
+
+/// `status-page`'s answer (docs/status-page.md): where the site went and how much was written.
+#[derive(serde::Serialize)]
+struct Wrote<'a> {
+    dir: &'a Path,
+    files: usize,
+    index_bytes: usize,
+}
+
+impl crate::output::Answer for Wrote<'_> {
+    fn human(&self, _out: &crate::output::Output) -> String {
+        format!(
+            "wrote the status page: {} ({} files)\n",
+            self.dir.join("index.html").display(),
+            self.files
+        )
     }
 }
 

@@ -5,14 +5,13 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::context::Context;
 use crate::error::InputError;
 use crate::error::Unusable;
 use crate::exit::Exit;
 use crate::git::RefSet;
-use crate::ledger::{Canonical, Ledger, RunResult, RunRow};
+use crate::ledger::{Canonical, Ledger, RunResult, RunRow, TierRow};
 use crate::output::{table, Answer, Output};
 use crate::settings::enrollment::Enrollment;
 use crate::settings::rules::check_release_tag;
@@ -219,58 +218,69 @@ fn show(ctx: &Context, ledger: &Ledger, recipe: &str) -> Result<Exit> {
         Some(r) => ledger.run_tiers(r.id)?,
         None => Vec::new(),
     };
-    let answer = json!({
-        "recipe": recipe, "canonical": c, "run": run, "tiers": tiers,
-        "newest": newest, "newest_tiers": newest_tiers,
-    });
-    ctx.out.answer(&answer, |_| {
-        show_canonical(recipe, c, run, &tiers);
-        if let Some(n) = &newest {
-            let degree = n
-                .greenness
-                .map(crate::ledger::degree_shown)
-                .unwrap_or_default();
-            crate::say!(
-                "{recipe}: newest run {} of {}: {} (degree {degree}) {}",
-                n.id,
-                n.tag.clone().unwrap_or_default(),
-                n.result,
-                crate::ledger::tiers_line(&newest_tiers)
-            );
-        }
+    ctx.out.give(&Shown {
+        recipe,
+        canonical: c,
+        run,
+        tiers,
+        newest,
+        newest_tiers,
     })?;
     Ok(Exit::Success)
 }
 
-fn show_canonical(
-    recipe: &str,
-    c: Option<crate::ledger::Canonical>,
-    run: Option<crate::ledger::RunRow>,
-    tiers: &[crate::ledger::TierRow],
-) {
-    match c {
-        None => {
-            crate::say!("{recipe}: no canonical (no green release recorded, so it is not green)")
-        }
-        Some(c) => {
-            crate::say!(
+/// `canonical show RECIPE`'s answer (docs/sweep.md): the canonical, the run that promoted it and
+/// its tiers, and the newest run when it is another (what keeps a newer release out).
+#[derive(Serialize)]
+struct Shown<'a> {
+    recipe: &'a str,
+    canonical: Option<Canonical>,
+    run: Option<RunRow>,
+    tiers: Vec<TierRow>,
+    newest: Option<RunRow>,
+    newest_tiers: Vec<TierRow>,
+}
+
+impl Answer for Shown<'_> {
+    fn human(&self, _out: &Output) -> String {
+        use std::fmt::Write as _;
+        let recipe = self.recipe;
+        let mut t = String::new();
+        let _ = match &self.canonical {
+            None => writeln!(
+                t,
+                "{recipe}: no canonical (no green release recorded, so it is not green)"
+            ),
+            Some(c) => writeln!(
+                t,
                 "{recipe}: {} at {} since {}",
-                c.version,
-                c.commit,
-                c.promoted_at
+                c.version, c.commit, c.promoted_at
+            ),
+        };
+        if let (Some(_), Some(r)) = (&self.canonical, &self.run) {
+            let _ = writeln!(
+                t,
+                "  promoted by run #{} ({}, log {})",
+                r.id,
+                r.detail.as_deref().unwrap_or_default(),
+                r.log_path.as_deref().unwrap_or_default()
             );
-            if let Some(r) = run {
-                crate::say!(
-                    "  promoted by run {} ({}, log {})",
-                    r.id,
-                    r.detail.unwrap_or_default(),
-                    r.log_path.unwrap_or_default()
-                );
-            }
-            if !tiers.is_empty() {
-                crate::say!("  {}", crate::ledger::tiers_line(tiers));
-            }
         }
+        if self.canonical.is_some() && !self.tiers.is_empty() {
+            let _ = writeln!(t, "  {}", crate::ledger::tiers_line(&self.tiers));
+        }
+        if let Some(n) = &self.newest {
+            let tag = n.tag.as_deref().unwrap_or_default();
+            let _ = write!(t, "{recipe}: newest run #{} of {tag}: {}", n.id, n.result);
+            if let Some(degree) = n.greenness {
+                let _ = write!(t, ", degree {}", crate::ledger::degree_shown(degree));
+            }
+            if !self.newest_tiers.is_empty() {
+                let _ = write!(t, ": {}", crate::ledger::tiers_line(&self.newest_tiers));
+            }
+            t.push('\n');
+        }
+        t
     }
 }
 

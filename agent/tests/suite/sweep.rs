@@ -1092,3 +1092,19 @@ fn every_refusal_under_format_json_is_one_json_object() {
     assert!(v["error"].as_str().is_some(), "{v}");
     drop(held);
 }
+
+/// The screens a maintainer reads after a promotion: the canonical, and the recipe's history.
+#[test]
+fn canonical_show_and_history_after_a_promotion() {
+    let s = Sweep::new(&["wekan"], "");
+    s.up("wekan").tag("1.0.0+1.0", true);
+    s.sweep();
+    for (name, args) in [
+        ("canonical_show", &["canonical", "show", "wekan"][..]),
+        ("history", &["history", "wekan"]),
+    ] {
+        let run = s.agent(args);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        insta::assert_snapshot!(name, crate::screens::screen(&run.stdout, s.dir.path()));
+    }
+}
