@@ -124,6 +124,62 @@ pub fn read_token_file(configured: Option<&Path>, credential: &str, what: &str) 
     Ok(Secret(token.to_string()))
 }
 
+/// What stands in for a token of the agent's in anything it records or shows.
+pub const REDACTED: &str = "[a token of the agent's, not shown]";
+
+/// The agent's own tokens (forge, bridge, Drone), read as the jobs read them. Recipe CI runs as
+/// the agent's user and may find one (a credential file, a process's memory) and write it into
+/// its results or its output; what the agent records from a run, reports to the bridge or shows
+/// on the status page is passed through [`Known::redact`] first.
+pub struct Known(Vec<String>);
+
+impl Known {
+    pub fn of(config: &crate::settings::config::Config) -> Self {
+        use crate::settings::config::{Forge, BRIDGE_TOKEN_CREDENTIAL, FORGE_TOKEN_CREDENTIAL};
+        use crate::settings::deploy::{BusyCheck, DRONE_TOKEN_CREDENTIAL};
+        let mut found = Vec::new();
+        // Shorter than 8 bytes, a "token" would be found in ordinary words: not a real token.
+        let mut add = |file: Option<&Path>, credential: &str| {
+            if let Ok(t) = read_token_file(file, credential, "redaction") {
+                if t.expose().len() >= 8 {
+                    found.push(t.expose().to_string());
+                }
+            }
+        };
+        if let Some(Forge::Gitea { token_file, .. }) = &config.forge {
+            add(token_file.as_deref(), FORGE_TOKEN_CREDENTIAL);
+        }
+        add(config.bridge.token_file.as_deref(), BRIDGE_TOKEN_CREDENTIAL);
+        let checks = [
+            &config.deploy.busy_check,
+            &config.sweep.busy_check,
+            &config.probe.busy_check,
+        ];
+        for check in checks.into_iter().flatten() {
+            if let BusyCheck::Drone { drone, .. } = check {
+                add(drone.token_file.as_deref(), DRONE_TOKEN_CREDENTIAL);
+            }
+        }
+        if let Some(d) = &config.probe.drone {
+            add(d.token_file.as_deref(), DRONE_TOKEN_CREDENTIAL);
+        }
+        Self(found)
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        self.0
+            .iter()
+            .fold(text.to_string(), |t, s| t.replace(s.as_str(), REDACTED))
+    }
+
+    /// [`Known::redact`] on a text that may be absent, where it lies.
+    pub fn redact_each(&self, texts: [&mut Option<String>; 2]) {
+        for text in texts {
+            *text = text.take().map(|t| self.redact(&t));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,6 +98,20 @@ fn check(name: &'static str, status: Status, reason: impl Into<String>) -> Check
     }
 }
 
+/// The report goes to stdout, health.json and the bridge, and its reasons quote what recipe CI
+/// wrote (a run's detail, a tier's failing test): a token of the agent's in them is not repeated.
+/// A sweep records runs redacted already; this covers runs recorded before it did.
+fn redact(recipes: &mut [RecipeHealth], known: &crate::secrets::Known) {
+    for r in recipes {
+        for c in &mut r.checks {
+            c.reason = known.redact(&c.reason);
+        }
+        for t in r.greenness.iter_mut().flat_map(|g| g.failing.iter_mut()) {
+            t.reason = known.redact(&t.reason);
+        }
+    }
+}
+
 /// How long ago a recorded time was, by the ledger's clock; `None` for a time in the future.
 fn age(clock: &Clock, rfc3339: &str) -> Option<Duration> {
     clock.age(humantime::parse_rfc3339(rfc3339).ok()?)
@@ -546,11 +560,12 @@ pub fn build_from(config: &Config, ledger: &Ledger, live_mirrors: bool) -> Resul
         mirrors: mirrors.as_ref(),
         probing: ledger.probes_ran()?,
     };
-    let recipes = enrollment
+    let mut recipes = enrollment
         .recipes
         .iter()
         .map(|r| recipe_health(inputs, r))
         .collect::<Result<Vec<_>>>()?;
+    redact(&mut recipes, &crate::secrets::Known::of(config));
     let mut host = Vec::new();
     if let Some(standing) = crate::gc::disk_check(config, ledger)? {
         use crate::gc::DiskStanding;

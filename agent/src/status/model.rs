@@ -91,11 +91,9 @@ pub fn build(config: &Config, clock: &crate::clock::Clock) -> Result<Site> {
     let ledger = Ledger::open(&config.state_dir, clock)?;
     let health = crate::health::build_from(config, &ledger, false)?;
     let enrollment = Enrollment::load(&config.enrollment_file)?;
-    let secrets = known_secrets(config);
-    let mut health = health;
-    for c in health.recipes.iter_mut().flat_map(|r| r.checks.iter_mut()) {
-        c.reason = redact(&c.reason, &secrets);
-    }
+    // The health report comes redacted; what the page reads from the ledger and the logs besides
+    // (runs recorded before the sweep redacted, CI's own log) is redacted here.
+    let secrets = crate::secrets::Known::of(config);
     let mut recipes = Vec::new();
     for r in &enrollment.recipes {
         let Some(h) = health.recipes.iter().find(|h| h.recipe == r.name) else {
@@ -103,8 +101,11 @@ pub fn build(config: &Config, clock: &crate::clock::Clock) -> Result<Site> {
         };
         let mut view = recipe_view(&ledger, r, h.clone())?;
         for v in &mut view.runs {
-            v.log_tail = v.log_tail.take().map(|t| redact(&t, &secrets));
-            v.run.detail = v.run.detail.take().map(|d| redact(&d, &secrets));
+            v.log_tail = v.log_tail.take().map(|t| secrets.redact(&t));
+            v.run.detail = v.run.detail.take().map(|d| secrets.redact(&d));
+            for t in &mut v.tiers {
+                secrets.redact_each([&mut t.first_failure, &mut t.first_message]);
+            }
         }
         recipes.push(view);
     }
@@ -150,46 +151,6 @@ fn recipe_view(ledger: &Ledger, r: &Recipe, health: RecipeHealth) -> Result<Reci
         probes: ledger.probe_history(Some(&r.name), 10)?,
         runs,
         health,
-    })
-}
-
-/// The agent's own tokens (forge, bridge, Drone), read as the jobs read them: recipe CI could
-/// print one it found, and the page must not repeat it.
-fn known_secrets(config: &Config) -> Vec<String> {
-    use crate::secrets::read_token_file;
-    use crate::settings::config::{Forge, BRIDGE_TOKEN_CREDENTIAL, FORGE_TOKEN_CREDENTIAL};
-    use crate::settings::deploy::{BusyCheck, DRONE_TOKEN_CREDENTIAL};
-    let mut found = Vec::new();
-    let mut add = |file: Option<&Path>, credential: &str| {
-        if let Ok(t) = read_token_file(file, credential, "status page") {
-            if t.expose().len() >= 8 {
-                found.push(t.expose().to_string());
-            }
-        }
-    };
-    if let Some(Forge::Gitea { token_file, .. }) = &config.forge {
-        add(token_file.as_deref(), FORGE_TOKEN_CREDENTIAL);
-    }
-    add(config.bridge.token_file.as_deref(), BRIDGE_TOKEN_CREDENTIAL);
-    let checks = [
-        &config.deploy.busy_check,
-        &config.sweep.busy_check,
-        &config.probe.busy_check,
-    ];
-    for check in checks.into_iter().flatten() {
-        if let BusyCheck::Drone { drone, .. } = check {
-            add(drone.token_file.as_deref(), DRONE_TOKEN_CREDENTIAL);
-        }
-    }
-    if let Some(d) = &config.probe.drone {
-        add(d.token_file.as_deref(), DRONE_TOKEN_CREDENTIAL);
-    }
-    found
-}
-
-fn redact(text: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(text.to_string(), |t, s| {
-        t.replace(s.as_str(), "[a token of the agent's, not shown]")
     })
 }
 

@@ -365,6 +365,8 @@ struct Sweeper<'a> {
     out: &'a Output,
     force: bool,
     deadline: Instant,
+    /// The agent's tokens, kept out of what a run records.
+    known: crate::secrets::Known,
 }
 
 impl Sweeper<'_> {
@@ -527,7 +529,13 @@ impl Sweeper<'_> {
         let _ = writeln!(file, "$ {}", argv.join(" "));
         let done = ci(&argv, timeout).output_logged(file.try_clone()?, s.log_limit);
         let expected = recipe.tiers.as_deref().or(s.tiers.as_deref());
-        let end = run_end(&done, expected, &results, &mut file);
+        let mut end = run_end(&done, expected, &results, &mut file);
+        // CI's words are recorded, reported and shown: never a token of the agent's it found.
+        end.detail = self.known.redact(&end.detail);
+        for t in &mut end.tiers {
+            self.known
+                .redact_each([&mut t.first_failure, &mut t.first_message]);
+        }
         if let Some(teardown) = &s.teardown {
             let argv = substitute(teardown, &values);
             let _ = writeln!(file, "$ {}", argv.join(" "));
@@ -676,6 +684,7 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
         out: &ctx.out,
         force: opts.force,
         deadline: Instant::now() + config.sweep.run_timeout,
+        known: crate::secrets::Known::of(&config),
     };
     let mut report = Vec::new();
     for recipe in &recipes {

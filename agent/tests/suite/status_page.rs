@@ -29,7 +29,7 @@ fn fleet() -> Fleet {
             .map(|t| format!(
                 "<testcase classname=\"{t}.test_{t}\" name=\"{}\"><failure message=\"{}\"/></testcase>",
                 xml_attr(HOSTILE_TEST),
-                xml_attr(HOSTILE_MESSAGE)
+                xml_attr(&format!("{HOSTILE_MESSAGE} (found {BRIDGE_SECRET})"))
             ))
             .join("")
     );
@@ -144,6 +144,39 @@ fn every_kind_of_recipe_is_a_row_of_its_own_and_nothing_from_outside_is_markup()
 }
 
 /// A second write replaces the site whole; a link planted in the old one is not followed.
+/// Recipe CI that found a token of the agent's and put it in its results: the health report, as
+/// printed in either format and as written to health.json (which goes to the bridge), names the
+/// failing tier without the token.
+#[test]
+fn a_token_in_ci_results_is_not_repeated_by_the_health_report() {
+    let f = fleet();
+    for format in ["human", "json"] {
+        let run = f.agent(&["--format", format, "health"], &[]);
+        assert!(run.stdout.contains("backup"), "{}", run.stdout);
+        for (what, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+            assert!(!text.contains(BRIDGE_SECRET), "{format} {what}: {text}");
+        }
+    }
+    let file = std::fs::read_to_string(f.path("state/health.json")).unwrap();
+    assert!(!file.contains(BRIDGE_SECRET), "{file}");
+    assert!(file.contains("a token of the agent's, not shown"), "{file}");
+    // A run an older agent recorded unredacted: the report and the page still do not repeat it.
+    let db = rusqlite::Connection::open(f.path("state/state.db")).unwrap();
+    let old = format!("CI said {BRIDGE_SECRET}");
+    db.execute("UPDATE runs SET detail = ?1", [&old]).unwrap();
+    db.execute("UPDATE run_tiers SET first_message = ?1", [&old])
+        .unwrap();
+    drop(db);
+    let run = f.agent(&["--format", "json", "health"], &[]);
+    assert!(run.stdout.contains("CI said"), "{}", run.stdout);
+    assert!(!run.stdout.contains(BRIDGE_SECRET), "{}", run.stdout);
+    let site = write_site(&f);
+    for file in files(&site) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains(BRIDGE_SECRET), "{}", file.display());
+    }
+}
+
 #[test]
 fn the_site_is_replaced_in_one_rename_and_no_link_in_it_is_followed() {
     let f = fleet();
