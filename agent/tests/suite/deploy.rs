@@ -714,19 +714,17 @@ fn bad_input_is_refused_before_anything_happens() {
 fn history_and_status_read_the_journal() {
     let f = Fixture::new(GOOD, "", "");
     f.commit_system(&format!("{GOOD}unit web.service active\n"));
-    assert_eq!(f.agent(&["deploy"]).code, 0);
-    let run = f.agent(&["deploy", "history"]);
-    assert!(
-        run.stdout.contains("deployed") && run.stdout.contains("1 → 2"),
-        "{}",
-        run.stdout
-    );
-    let status = f.agent(&["deploy", "status"]);
-    assert!(
-        status.stdout.starts_with("deploy #1: deployed"),
-        "{}",
-        status.stdout
-    );
+    let deploy = f.agent(&["deploy"]);
+    assert_eq!(deploy.code, 0, "{}{}", deploy.stdout, deploy.stderr);
+    // Whole screens: the deploy as it went, the journal's history and status.
+    for (name, run) in [
+        ("deploy", deploy),
+        ("deploy_history", f.agent(&["deploy", "history"])),
+        ("deploy_status", f.agent(&["deploy", "status"])),
+    ] {
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        insta::assert_snapshot!(name, crate::screens::screen(&run.stdout, f.dir.path()));
+    }
 }
 
 /// A checkout that pulls from its upstream over git:// on 127.0.0.1, and a second clone of that

@@ -37,6 +37,11 @@ pub(crate) fn screen(text: &str, dir: &Path) -> String {
             i += hex;
             continue;
         }
+        if let Some(n) = seconds_at(&chars[i..]).filter(|_| boundary) {
+            out.push_str("[SECS]");
+            i += n;
+            continue;
+        }
         if chars[i..].starts_with(&['1', '2', '7', '.', '0', '.', '0', '.', '1', ':']) {
             out.push_str("127.0.0.1:[PORT]");
             i += 10;
@@ -49,6 +54,21 @@ pub(crate) fn screen(text: &str, dir: &Path) -> String {
         i += 1;
     }
     out
+}
+
+/// The length of a measured duration (`0.0s`, `12.34s`) at the start: it differs run to run.
+fn seconds_at(s: &[char]) -> Option<usize> {
+    let whole = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    if whole == 0 || s.get(whole) != Some(&'.') {
+        return None;
+    }
+    let frac = s[whole + 1..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let n = whole + 1 + frac;
+    let ends = s.get(n + 1).is_none_or(|c| !c.is_ascii_alphanumeric());
+    (frac > 0 && s.get(n) == Some(&'s') && ends).then_some(n + 1)
 }
 
 /// The length of an RFC 3339 UTC time (`2026-12-04T21:49:48Z`, fractions allowed) at the start.
@@ -83,11 +103,12 @@ fn ok(run: &Run) -> &str {
 fn the_placeholders_cover_what_varies_and_nothing_else() {
     let dir = Path::new("/tmp/.tmpAbC123");
     let text = "at 2026-12-04T21:49:48.123Z in /tmp/.tmpAbC123/state: main \
-                (none)..f8ce446fcdde, git://127.0.0.1:34579/a.git, 1.0.0+2.0.1, cafe, 2026-12-04";
+                (none)..f8ce446fcdde, git://127.0.0.1:34579/a.git, 1.0.0+2.0.1, cafe, 2026-12-04, \
+                build ok (0.4s), in 12s, 1.5 MiB, v1.2s3";
     assert_eq!(
         screen(text, dir),
         "at [TIME] in [DIR]/state: main (none)..[OID], git://127.0.0.1:[PORT]/a.git, \
-         1.0.0+2.0.1, cafe, 2026-12-04"
+         1.0.0+2.0.1, cafe, 2026-12-04, build ok ([SECS]), in 12s, 1.5 MiB, v1.2s3"
     );
 }
 
