@@ -48,10 +48,6 @@ impl Clock {
         Self(Arc::new(System))
     }
 
-    pub fn from_source(source: impl TimeSource + 'static) -> Self {
-        Self(Arc::new(source))
-    }
-
     pub fn wall(&self) -> SystemTime {
         self.0.wall()
     }

@@ -101,11 +101,14 @@ fn check(name: &'static str, status: Status, reason: impl Into<String>) -> Check
 /// The report goes to stdout, health.json and the bridge, and its reasons quote what recipe CI
 /// wrote (a run's detail, a tier's failing test): a token of the agent's in them is not repeated.
 /// A sweep records runs redacted already; this covers runs recorded before it did.
-fn redact(recipes: &mut [RecipeHealth], known: &crate::secrets::Known) {
+fn redact(recipes: &mut [RecipeHealth], host: &mut [Check], known: &crate::secrets::Known) {
+    for c in host
+        .iter_mut()
+        .chain(recipes.iter_mut().flat_map(|r| r.checks.iter_mut()))
+    {
+        c.reason = known.redact(&c.reason);
+    }
     for r in recipes {
-        for c in &mut r.checks {
-            c.reason = known.redact(&c.reason);
-        }
         for t in r.greenness.iter_mut().flat_map(|g| g.failing.iter_mut()) {
             t.reason = known.redact(&t.reason);
         }
@@ -536,11 +539,18 @@ pub fn build(config: &Config, clock: &Clock) -> Result<Report> {
 /// last sync.
 pub fn build_with(config: &Config, clock: &Clock, live_mirrors: bool) -> Result<Report> {
     let ledger = Ledger::open(&config.state_dir, clock)?;
-    build_from(config, &ledger, live_mirrors)
+    let known = crate::secrets::Known::of(config);
+    build_from(config, &ledger, live_mirrors, &known)
 }
 
 /// [`build_with`] on a ledger the caller has open (the status page reads more from it).
-pub fn build_from(config: &Config, ledger: &Ledger, live_mirrors: bool) -> Result<Report> {
+/// `known`: the agent's tokens, kept out of the report's reasons.
+pub fn build_from(
+    config: &Config,
+    ledger: &Ledger,
+    live_mirrors: bool,
+    known: &crate::secrets::Known,
+) -> Result<Report> {
     let enrollment = Enrollment::load(&config.enrollment_file)?;
     let live = crate::bridge::live_poll_repos(config);
     let mirrors: Option<Live> = if live_mirrors {
@@ -565,7 +575,6 @@ pub fn build_from(config: &Config, ledger: &Ledger, live_mirrors: bool) -> Resul
         .iter()
         .map(|r| recipe_health(inputs, r))
         .collect::<Result<Vec<_>>>()?;
-    redact(&mut recipes, &crate::secrets::Known::of(config));
     let mut host = Vec::new();
     if let Some(standing) = crate::gc::disk_check(config, ledger)? {
         use crate::gc::DiskStanding;
@@ -586,6 +595,7 @@ pub fn build_from(config: &Config, ledger: &Ledger, live_mirrors: bool) -> Resul
         let (status, reason) = deploy_check(&report);
         host.push(check("deploy", status, reason));
     }
+    redact(&mut recipes, &mut host, known);
     let host_verdict = host.iter().map(|c| match c.status {
         Status::Ok | Status::Unknown => Verdict::Healthy,
         Status::Warn => Verdict::Degraded,

@@ -89,11 +89,11 @@ pub struct RunView {
 /// Reads everything the page shows, from the health report and the ledger.
 pub fn build(config: &Config, clock: &crate::clock::Clock) -> Result<Site> {
     let ledger = Ledger::open(&config.state_dir, clock)?;
-    let health = crate::health::build_from(config, &ledger, false)?;
+    let secrets = crate::secrets::Known::of(config);
+    let health = crate::health::build_from(config, &ledger, false, &secrets)?;
     let enrollment = Enrollment::load(&config.enrollment_file)?;
     // The health report comes redacted; what the page reads from the ledger and the logs besides
     // (runs recorded before the sweep redacted, CI's own log) is redacted here.
-    let secrets = crate::secrets::Known::of(config);
     let mut recipes = Vec::new();
     for r in &enrollment.recipes {
         let Some(h) = health.recipes.iter().find(|h| h.recipe == r.name) else {
