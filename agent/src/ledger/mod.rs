@@ -29,7 +29,8 @@ pub use mirrors::{MirrorEvent, MirrorState};
 pub use outbox::Outgoing;
 pub use probes::{ProbeRow, StageColumn};
 pub use sweep::{
-    degree_shown, tiers_line, Canonical, Judged, RunEnd, RunRow, SweepRecord, SweepState, TierRow,
+    degree_shown, tiers_line, verdict_line, Canonical, Judged, RunEnd, RunRow, SweepRecord,
+    SweepState, TierRow,
 };
 pub use words::{DeletionState, GcOutcome, MirrorResult, ProbeOutcome, RunResult, SweepOutcome};
 

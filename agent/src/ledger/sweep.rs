@@ -109,6 +109,20 @@ pub fn degree_shown(degree: f64) -> String {
     }
 }
 
+/// A judged run's verdict as people read it: `red, degree 0.25: install ✓ … backup ✗ (test_x)`,
+/// the degree and the tiers only when the run has them.
+pub fn verdict_line(run: &RunRow, tiers: &[TierRow]) -> String {
+    let mut line = run.result.to_string();
+    if let Some(degree) = run.greenness {
+        line.push_str(&format!(", degree {}", degree_shown(degree)));
+    }
+    let shown = tiers_line(tiers);
+    if !shown.is_empty() {
+        line.push_str(&format!(": {shown}"));
+    }
+    line
+}
+
 /// The expected tiers of a run in one line: `install ✓ upgrade ✓ backup ✗ (test_x) functional ✓`.
 pub fn tiers_line(tiers: &[TierRow]) -> String {
     tiers

@@ -271,14 +271,8 @@ impl Answer for Shown<'_> {
         }
         if let Some(n) = &self.newest {
             let tag = n.tag.as_deref().unwrap_or_default();
-            let _ = write!(t, "{recipe}: newest run #{} of {tag}: {}", n.id, n.result);
-            if let Some(degree) = n.greenness {
-                let _ = write!(t, ", degree {}", crate::ledger::degree_shown(degree));
-            }
-            if !self.newest_tiers.is_empty() {
-                let _ = write!(t, ": {}", crate::ledger::tiers_line(&self.newest_tiers));
-            }
-            t.push('\n');
+            let verdict = crate::ledger::verdict_line(n, &self.newest_tiers);
+            let _ = writeln!(t, "{recipe}: newest run #{} of {tag}: {verdict}", n.id);
         }
         t
     }

@@ -972,14 +972,8 @@ impl Answer for Explained<'_> {
             let _ = writeln!(t, "{mark:<8} {:<32} {}", v.tag, v.reason);
         }
         if let Some(LastRun { run, tiers }) = &self.last_run {
-            let _ = write!(t, "last run of it: run #{}, {}", run.id, run.result);
-            if let Some(degree) = run.greenness {
-                let _ = write!(t, ", degree {}", crate::ledger::degree_shown(degree));
-            }
-            if !tiers.is_empty() {
-                let _ = write!(t, ": {}", crate::ledger::tiers_line(tiers));
-            }
-            t.push('\n');
+            let verdict = crate::ledger::verdict_line(run, tiers);
+            let _ = writeln!(t, "last run of it: run #{}, {verdict}", run.id);
         }
         let _ =
             writeln!(

@@ -1093,11 +1093,17 @@ fn every_refusal_under_format_json_is_one_json_object() {
     drop(held);
 }
 
-/// The screens a maintainer reads after a promotion: the canonical, and the recipe's history.
+/// The screens a maintainer reads after a promotion and a red release after it: the canonical
+/// (with the newest run, which keeps the release out), and the recipe's history.
 #[test]
 fn canonical_show_and_history_after_a_promotion() {
     let s = Sweep::new(&["wekan"], "");
-    s.up("wekan").tag("1.0.0+1.0", true);
+    let up = s.up("wekan");
+    up.tag("1.0.0+1.0", true);
+    s.sweep();
+    up.commit("compose.yml", "next\n");
+    up.tag("1.1.0+1.1", true);
+    s.red("wekan", "1.1.0+1.1");
     s.sweep();
     for (name, args) in [
         ("canonical_show", &["canonical", "show", "wekan"][..]),
