@@ -70,6 +70,8 @@ pub enum ProcessError {
     },
     #[error("{program} did not finish within {}s and was killed", timeout.as_secs())]
     Timeout { program: String, timeout: Duration },
+    #[error("{program} printed more than {limit} bytes, more than it may: not read")]
+    TooMuchOutput { program: String, limit: u64 },
     #[error("{program} failed ({status}){}", stderr_suffix(stderr))]
     Failed {
         program: String,
@@ -118,6 +120,8 @@ pub struct Cmd {
     clean_env: Option<Vec<String>>,
     timeout: Option<Duration>,
     stdin: Option<Vec<u8>>,
+    /// Bytes of stdout kept at most ([`Cmd::stdout_limit`]).
+    stdout_limit: Option<u64>,
 }
 
 impl Cmd {
@@ -130,7 +134,16 @@ impl Cmd {
             clean_env: None,
             timeout: None,
             stdin: None,
+            stdout_limit: None,
         }
+    }
+
+    /// At most `bytes` of stdout are held; a program that prints more is an error
+    /// ([`ProcessError::TooMuchOutput`]) and what it printed beyond them is read and dropped,
+    /// so memory stays bounded whatever a remote makes it print.
+    pub fn stdout_limit(mut self, bytes: u64) -> Self {
+        self.stdout_limit = Some(bytes);
+        self
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -243,14 +256,19 @@ impl Cmd {
             });
         }
         let (closed_tx, closed) = std::sync::mpsc::channel();
-        let stdout = drain(child.stdout.take(), closed_tx.clone());
-        let stderr = drain(child.stderr.take(), closed_tx);
+        let limit = self.stdout_limit.unwrap_or(u64::MAX);
+        let stdout = drain(child.stdout.take(), limit, closed_tx.clone());
+        let stderr = drain(child.stderr.take(), u64::MAX, closed_tx);
         let status = wait(&mut child, &running, &closed, self.timeout)
             .map_err(|e| self.wait_error(&program, e))?;
+        let (stdout, over) = stdout.join().unwrap_or_default();
+        if over {
+            return Err(ProcessError::TooMuchOutput { program, limit });
+        }
         Ok(Finished {
             status,
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
+            stdout,
+            stderr: stderr.join().unwrap_or_default().0,
         })
     }
 
@@ -422,19 +440,24 @@ pub fn failed(program: String, done: &Finished) -> ProcessError {
     }
 }
 
-/// Reads a pipe to its end; says so on `closed`, since both pipes closing means the child exited
-/// (or shut them), which is how `wait` learns it promptly without polling.
+/// Reads a pipe to its end, keeping at most `limit` bytes (whether more came is the second
+/// part); says so on `closed`, since both pipes closing means the child exited (or shut them),
+/// which is how `wait` learns it promptly without polling.
 fn drain<R: Read + Send + 'static>(
     pipe: Option<R>,
+    limit: u64,
     closed: std::sync::mpsc::Sender<()>,
-) -> std::thread::JoinHandle<String> {
+) -> std::thread::JoinHandle<(String, bool)> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
+        let mut over = false;
         if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut bytes);
+            let _ = (&mut p).take(limit).read_to_end(&mut bytes);
+            // Past the limit: read on and drop, so the child is never blocked on a full pipe.
+            over = std::io::copy(&mut p, &mut std::io::sink()).is_ok_and(|n| n > 0);
         }
         let _ = closed.send(());
-        String::from_utf8_lossy(&bytes).into_owned()
+        (String::from_utf8_lossy(&bytes).into_owned(), over)
     })
 }
 

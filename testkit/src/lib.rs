@@ -10,5 +10,6 @@ pub mod demo;
 pub mod drone;
 pub mod emulator;
 pub mod forge;
+pub mod slow_http;
 pub mod tls;
 pub mod webhook;

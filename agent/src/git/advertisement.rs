@@ -17,6 +17,21 @@ pub struct Advertisement {
 
 /// Reads the advertisement of `service` (`git-upload-pack` or `git-receive-pack`).
 pub fn parse(body: &[u8], service: &str) -> Result<Advertisement, String> {
+    let mut refs = Vec::new();
+    let caps = each_ref(body, service, |oid, name| {
+        refs.push((oid.to_string(), name.to_string()));
+        Ok(())
+    })?;
+    Ok(Advertisement { refs, caps })
+}
+
+/// Reads the advertisement of `service`, handing each `(oid, ref name)` to `each` as it is read
+/// (nothing is collected here); returns the capabilities.
+fn each_ref(
+    body: &[u8],
+    service: &str,
+    mut each: impl FnMut(&str, &str) -> Result<(), String>,
+) -> Result<HashSet<String>, String> {
     let mut r = Reader::new(body);
     let not_one = || format!("not a {service} advertisement");
     let framing = |e: pkt::PktError| format!("not a {service} advertisement: {e}");
@@ -27,18 +42,18 @@ pub fn parse(body: &[u8], service: &str) -> Result<Advertisement, String> {
     if r.expect().map_err(framing)? != Pkt::Flush {
         return Err(format!("{}: no flush after the service line", not_one()));
     }
-    let mut adv = Advertisement::default();
+    let mut caps = HashSet::new();
     let mut first = true;
     loop {
         let data = match r.expect().map_err(framing)? {
-            Pkt::Flush => return Ok(adv),
+            Pkt::Flush => return Ok(caps),
             Pkt::Data(d) => d,
         };
         let text = pkt::line(data);
         let refline = if first {
             first = false;
-            let (refline, caps) = text.split_once('\0').unwrap_or((&text, ""));
-            adv.caps = caps
+            let (refline, listed) = text.split_once('\0').unwrap_or((&text, ""));
+            caps = listed
                 .split(' ')
                 .filter(|c| !c.is_empty())
                 .map(String::from)
@@ -52,24 +67,21 @@ pub fn parse(body: &[u8], service: &str) -> Result<Advertisement, String> {
             .filter(|(oid, _)| super::is_oid(oid))
             .ok_or_else(|| format!("unexpected line in the advertisement: {refline:?}"))?;
         if name != "capabilities^{}" && name != ".have" {
-            adv.refs.push((oid.to_string(), name.to_string()));
+            each(oid, name)?;
         }
     }
 }
 
 /// The branch and tags of an upload-pack advertisement, held to the rules of a listing by
-/// `git ls-remote` ([`super::RefSet::parse`]): a ref git would not make, or one named twice, is
-/// not believed.
+/// `git ls-remote` ([`super::RefSet::parse`]): a ref git would not make, one named twice, or
+/// more tags than a listing may hold is not believed. Read ref by ref: what is kept is the
+/// branch and the tags, never a copy of the whole advertisement.
 pub fn ref_set(body: &[u8], branch: &str) -> Result<super::RefSet, String> {
-    let adv = parse(body, "git-upload-pack")?;
-    let mut text = String::new();
-    for (oid, name) in &adv.refs {
-        text.push_str(oid);
-        text.push('\t');
-        text.push_str(name);
-        text.push('\n');
-    }
-    super::RefSet::parse(&text, branch).map_err(|e| e.to_string())
+    let mut reader = super::RefSet::reader(branch);
+    each_ref(body, "git-upload-pack", |oid, name| {
+        reader.add(oid, name).map_err(|e| e.to_string())
+    })?;
+    Ok(reader.finish())
 }
 
 #[cfg(test)]

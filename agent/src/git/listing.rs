@@ -17,8 +17,9 @@ use super::pipeline::{self, Failure, Get, Limits, Origin, Response};
 use super::{advertisement, ErrorKind, Git, GitError, RefSet};
 use crate::deadline::Deadline;
 
-/// Advertisements larger than this are not read: 100 000 refs are about 8 MiB.
-const ADVERTISEMENT_LIMIT: u64 = 64 * 1024 * 1024;
+/// Advertisements larger than this are not read: 100 000 tags, each annotated, are about
+/// 14 MiB ([`super::refs::MAX_TAGS`]). Git is asked instead, and its listing has the same bounds.
+pub(super) const ADVERTISEMENT_LIMIT: u64 = 16 * 1024 * 1024;
 const CONTENT_TYPE: &str = "application/x-git-upload-pack-advertisement";
 
 /// What [`Git::list_many`] found.

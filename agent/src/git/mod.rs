@@ -100,7 +100,7 @@ fn to_git_error(e: ProcessError) -> GitError {
     let kind = match &e {
         ProcessError::Timeout { .. } => ErrorKind::Timeout,
         ProcessError::Failed { stderr, .. } => classify(stderr),
-        ProcessError::Spawn { .. } => ErrorKind::Other,
+        ProcessError::Spawn { .. } | ProcessError::TooMuchOutput { .. } => ErrorKind::Other,
     };
     GitError { kind, message }
 }
@@ -240,6 +240,7 @@ impl Git {
                 cmd.args(["-c", "protocol.version=2", "ls-remote", "--", url])
                     .arg(format!("refs/heads/{branch}"))
                     .arg("refs/tags/*")
+                    .stdout_limit(listing::ADVERTISEMENT_LIMIT)
             })
         })?;
         RefSet::parse(&out, branch).map_err(|e| GitError {

@@ -23,6 +23,9 @@ const WINDOW: usize = 32;
 const MAX_CONNECTIONS: usize = 16;
 const LINE_LIMIT: u64 = 8 * 1024;
 const HEADER_LIMIT: usize = 100;
+/// Interim answers (`100 Continue`) before the real one at most: a server has no reason to send
+/// more than one to a GET.
+const INTERIM_LIMIT: usize = 4;
 
 /// Why a request has no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +35,9 @@ pub enum Failure {
     TimedOut,
     /// Anything else: refused, reset, not HTTP, too large.
     Broken(String),
+    /// Not asked: the server closed so many connections that the call stopped opening new ones.
+    /// Nothing is known of the request; the caller asks another way.
+    NotAsked,
 }
 
 impl std::fmt::Display for Failure {
@@ -39,6 +45,10 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::TimedOut => f.write_str("no answer in time"),
             Failure::Broken(why) => f.write_str(why),
+            Failure::NotAsked => write!(
+                f,
+                "not asked: the server closed {MAX_CONNECTIONS} connections in a row"
+            ),
         }
     }
 }
@@ -92,18 +102,56 @@ pub struct Limits {
     pub body_limit: u64,
 }
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+/// A TCP connection that holds the call's limits on every read and write, not only between
+/// answers: each may take `io_timeout` and none may end past `until`, so a server that sends a
+/// byte now and then (a status line, a body, chunks, endless interim answers) is cut off at the
+/// call's end like one that sends nothing. TLS reads and writes through it, so the same holds
+/// inside TLS.
+struct Timed {
+    tcp: TcpStream,
+    limits: Limits,
 }
 
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
+impl Timed {
+    /// Sets the socket's timeout to what this read or write may take; out of time, an error.
+    fn arm(&self, write: bool) -> io::Result<()> {
+        let left = self.limits.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "out of time for the listing",
+            ));
+        }
+        let timeout = Some(self.limits.io_timeout.min(left));
+        if write {
+            self.tcp.set_write_timeout(timeout)
+        } else {
+            self.tcp.set_read_timeout(timeout)
         }
     }
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm(false)?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Timed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm(true)?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+enum Stream {
+    Plain(Timed),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Timed>>),
 }
 
 impl Read for Stream {
@@ -175,6 +223,11 @@ pub fn get_all(
             _ => {}
         }
     }
+    // Every connection the cap allows was used and answered something: the server closes after
+    // each few answers. What is left was never asked, which is no sign of a hang.
+    if connections == MAX_CONNECTIONS && stalled < 2 && Instant::now() < limits.until {
+        why = Failure::NotAsked;
+    }
     for i in todo {
         on_answer(i, Err(why.clone()));
     }
@@ -211,8 +264,9 @@ fn one_connection(
             in_flight.push_back(i);
         }
         if !batch.is_empty() {
-            let sent = set_timeouts(conn.get_ref(), limits)
-                .and_then(|()| conn.get_mut().write_all(&batch))
+            let sent = conn
+                .get_mut()
+                .write_all(&batch)
                 .and_then(|()| conn.get_mut().flush());
             if let Err(e) = sent {
                 give_back(todo, in_flight);
@@ -222,9 +276,7 @@ fn one_connection(
         let Some(&i) = in_flight.front() else {
             return (answered, None);
         };
-        let read = set_timeouts(conn.get_ref(), limits)
-            .map_err(io_failure)
-            .and_then(|()| read_response(&mut conn, limits.body_limit));
+        let read = read_response(&mut conn, limits.body_limit);
         match read {
             Ok((response, keep_open)) => {
                 in_flight.pop_front();
@@ -243,20 +295,6 @@ fn one_connection(
     }
 }
 
-/// Each read and write may take `io_timeout`, and none may end past the call's end.
-fn set_timeouts(stream: &Stream, limits: Limits) -> io::Result<()> {
-    let left = limits.until.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "out of time for the listing",
-        ));
-    }
-    let timeout = Some(limits.io_timeout.min(left));
-    stream.tcp().set_read_timeout(timeout)?;
-    stream.tcp().set_write_timeout(timeout)
-}
-
 fn connect(
     origin: &Origin,
     tls: Option<&Arc<rustls::ClientConfig>>,
@@ -272,7 +310,7 @@ fn connect(
             Ok(tcp) => {
                 // Pipelined requests are small writes that must leave at once.
                 tcp.set_nodelay(true)?;
-                return wrap(tcp, origin, bare, tls);
+                return wrap(Timed { tcp, limits }, origin, bare, tls);
             }
             Err(e) => last = e,
         }
@@ -281,7 +319,7 @@ fn connect(
 }
 
 fn wrap(
-    tcp: TcpStream,
+    tcp: Timed,
     origin: &Origin,
     bare: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
@@ -345,7 +383,7 @@ struct Head {
 }
 
 fn read_head(conn: &mut impl BufRead) -> Result<Head, Failure> {
-    loop {
+    for _ in 0..=INTERIM_LIMIT {
         let status_line = read_line(conn)?;
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default();
@@ -379,6 +417,7 @@ fn read_head(conn: &mut impl BufRead) -> Result<Head, Failure> {
             return Ok(head);
         }
     }
+    Err(format!("more than {INTERIM_LIMIT} interim answers").into())
 }
 
 fn read_header(head: &mut Head, line: &str) -> Result<(), String> {
@@ -454,7 +493,8 @@ fn read_chunks(conn: &mut impl BufRead, limit: u64, body: &mut Vec<u8>) -> Resul
             while !read_line(conn)?.is_empty() {}
             return Ok(());
         }
-        if body.len() as u64 + size > limit {
+        // A size near 2^64 must not wrap the sum past the limit.
+        if size > limit.saturating_sub(body.len() as u64) {
             return Err(format!("the answer is larger than {limit} bytes").into());
         }
         let before = body.len();
@@ -528,6 +568,28 @@ mod tests {
         let mut long = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
         long.extend(std::iter::repeat_n(b'a', 9000));
         assert!(read_all(&long).last().is_some_and(Result::is_err));
+    }
+
+    /// A chunk of size 1 then one of size 2^64 - 1: the sum must not wrap past the limit (in a
+    /// release build it did, and the read ran to the end of the connection).
+    #[test]
+    fn a_chunk_size_near_two_to_the_64_is_over_the_limit() {
+        let wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\nbbbb";
+        let got = read_all(wire);
+        assert!(
+            matches!(got.last(), Some(Err(Failure::Broken(why))) if why.contains("larger than")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn endless_interim_answers_are_refused() {
+        let wire = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(50);
+        let got = read_all(&wire);
+        assert!(
+            matches!(got.last(), Some(Err(Failure::Broken(why))) if why.contains("interim")),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -33,7 +33,15 @@ pub enum ParseError {
     /// prints as two lines, the second naming any ref it likes: refused, not believed.
     #[error("the ref listing names {0} more than once (a ref name with a line break in it?)")]
     Twice(String),
+    /// A recipe has hundreds of tags; a listing of more than [`MAX_TAGS`] is not read whole,
+    /// so that one repository cannot take the host's memory (a sync lists many at once).
+    #[error("the ref listing holds more than {MAX_TAGS} tags: not read (a recipe has hundreds)")]
+    TooMany,
 }
+
+/// Tags one listing may hold: a recipe repository has hundreds; 100 000 is a few tens of MiB in
+/// memory, and a fleet is listed many repositories at a time.
+pub const MAX_TAGS: usize = 100_000;
 
 /// A full git object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
 pub fn is_oid(s: &str) -> bool {
@@ -65,45 +73,23 @@ impl RefSet {
     /// Parses `git ls-remote` output (`<oid>\t<ref>`) for `refs/heads/<branch>` and `refs/tags/*`;
     /// other refs are ignored. Also reads `for-each-ref --format='%(objectname)%09%(refname)'`.
     pub fn parse(text: &str, branch: &str) -> Result<Self, ParseError> {
-        let head = format!("refs/heads/{branch}");
-        let mut set = RefSet::default();
-        let mut peeled: BTreeMap<String, String> = BTreeMap::new();
-        let twice = |name: &str| ParseError::Twice(name.to_string());
+        let mut reader = Self::reader(branch);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let bad = || ParseError::Line(line.to_string());
-            let (oid, name) = line.split_once('\t').ok_or_else(bad)?;
-            if !is_oid(oid) || name.is_empty() || name.contains(char::is_whitespace) {
-                return Err(bad());
-            }
-            if name == head {
-                if set.branch.replace(oid.to_string()).is_some() {
-                    return Err(twice(name));
-                }
-            } else if let Some(tag) = name.strip_prefix("refs/tags/") {
-                if !is_tag_name(tag.strip_suffix("^{}").unwrap_or(tag)) {
-                    return Err(bad());
-                }
-                let known = match tag.strip_suffix("^{}") {
-                    Some(base) => peeled.insert(base.to_string(), oid.to_string()).is_some(),
-                    None => {
-                        let tag_ref = Tag {
-                            oid: oid.to_string(),
-                            peeled: None,
-                        };
-                        set.tags.insert(tag.to_string(), tag_ref).is_some()
-                    }
-                };
-                if known {
-                    return Err(twice(name));
-                }
-            }
+            let (oid, name) = line
+                .split_once('\t')
+                .ok_or_else(|| ParseError::Line(line.to_string()))?;
+            reader.add(oid, name)?;
         }
-        for (tag, commit) in peeled {
-            if let Some(t) = set.tags.get_mut(&tag) {
-                t.peeled = Some(commit);
-            }
+        Ok(reader.finish())
+    }
+
+    /// Reads refs one at a time, as a listing arrives, by the rules of [`RefSet::parse`].
+    pub fn reader(branch: &str) -> Reader {
+        Reader {
+            head: format!("refs/heads/{branch}"),
+            set: RefSet::default(),
+            peeled: BTreeMap::new(),
         }
-        Ok(set)
     }
 
     /// Equal branch and equal tags, by tag object id: a re-made annotated tag on the same commit
@@ -115,6 +101,63 @@ impl RefSet {
                 .tags
                 .iter()
                 .all(|(n, t)| other.tags.get(n).is_some_and(|o| o.oid == t.oid))
+    }
+}
+
+/// A [`RefSet`] being read, ref by ref.
+pub struct Reader {
+    head: String,
+    set: RefSet,
+    peeled: BTreeMap<String, String>,
+}
+
+impl Reader {
+    /// One `<oid> <ref>`: the branch or a tag is kept, any other ref ignored; a ref git would
+    /// not make, a ref named twice or one tag too many is an error.
+    pub fn add(&mut self, oid: &str, name: &str) -> Result<(), ParseError> {
+        let bad = || ParseError::Line(format!("{oid}\t{name}"));
+        let twice = || ParseError::Twice(name.to_string());
+        if !is_oid(oid) || name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        if name == self.head {
+            if self.set.branch.replace(oid.to_string()).is_some() {
+                return Err(twice());
+            }
+        } else if let Some(tag) = name.strip_prefix("refs/tags/") {
+            if !is_tag_name(tag.strip_suffix("^{}").unwrap_or(tag)) {
+                return Err(bad());
+            }
+            let known = match tag.strip_suffix("^{}") {
+                Some(base) => self
+                    .peeled
+                    .insert(base.to_string(), oid.to_string())
+                    .is_some(),
+                None => {
+                    if self.set.tags.len() == MAX_TAGS {
+                        return Err(ParseError::TooMany);
+                    }
+                    let tag_ref = Tag {
+                        oid: oid.to_string(),
+                        peeled: None,
+                    };
+                    self.set.tags.insert(tag.to_string(), tag_ref).is_some()
+                }
+            };
+            if known || self.peeled.len() > MAX_TAGS {
+                return Err(if known { twice() } else { ParseError::TooMany });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> RefSet {
+        for (tag, commit) in std::mem::take(&mut self.peeled) {
+            if let Some(t) = self.set.tags.get_mut(&tag) {
+                t.peeled = Some(commit);
+            }
+        }
+        self.set
     }
 }
 
@@ -219,6 +262,21 @@ mod tests {
     const B: &str = "2222222222222222222222222222222222222222";
     const C: &str = "3333333333333333333333333333333333333333";
     const D: &str = "4444444444444444444444444444444444444444";
+
+    /// A listing of more tags than a recipe could have is refused as it is read, whether git
+    /// printed it or an advertisement held it: one repository cannot take the host's memory.
+    #[test]
+    fn a_listing_of_more_than_max_tags_is_refused() {
+        let oid = "a".repeat(40);
+        let mut text = format!("{oid}\trefs/heads/main\n");
+        for i in 0..MAX_TAGS {
+            text.push_str(&format!("{oid}\trefs/tags/1.{i}.0+1\n"));
+        }
+        let full = RefSet::parse(&text, "main").map(|s| s.tags.len());
+        assert_eq!(full, Ok(MAX_TAGS));
+        text.push_str(&format!("{oid}\trefs/tags/one-more\n"));
+        assert_eq!(RefSet::parse(&text, "main"), Err(ParseError::TooMany));
+    }
 
     #[test]
     fn parses_heads_annotated_and_lightweight_tags() {

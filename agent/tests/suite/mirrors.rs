@@ -706,6 +706,112 @@ fn one_recipe_cannot_take_longer_than_its_deadline() {
     assert_eq!(hanging.connections(), 1);
 }
 
+/// A listing server that sends its answer slowly, by any of HTTP/1.1's framings, ends with its
+/// recipe's deadline: the sync and the status finish, that recipe fails as a timeout, and a recipe
+/// on another upstream is synced.
+#[test]
+fn a_slow_answer_in_any_framing_ends_with_its_recipes_deadline() {
+    use cc_ci_testkit::slow_http::{Manner, SlowServer};
+    let guard = std::time::Duration::from_secs(90);
+    for manner in [
+        Manner::TrickleStatus,
+        Manner::EndlessContinue,
+        Manner::TrickleBody,
+        Manner::TrickleChunks,
+    ] {
+        let f = Fleet::new(&["slow", "fine"]);
+        let server = SlowServer::start(manner.clone());
+        f.set_upstream("slow", &server.url("slow"));
+        f.set_mirrors("retries = 1\ngit_timeout = \"10m\"\nrecipe_timeout = \"3s\"\n");
+        let config = f.config.to_str().unwrap();
+        let run = common::agent_guarded(
+            &["--config", config, "--format", "json", "mirrors", "sync"],
+            &[],
+            guard,
+        )
+        .unwrap_or_else(|| panic!("{manner:?}: mirrors sync still ran after {guard:?}"));
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+        assert_eq!(run.code, 11, "{manner:?}: {}\n{}", run.stdout, run.stderr);
+        f.assert_error(&v, "slow", "did not finish within");
+        f.assert_mirrored("fine");
+        let status = common::agent_guarded(&["--config", config, "mirrors", "status"], &[], guard)
+            .unwrap_or_else(|| panic!("{manner:?}: mirrors status still ran after {guard:?}"));
+        assert_eq!(status.code, 3, "{manner:?}: {}", status.stdout);
+    }
+}
+
+/// The same over TLS: the deadline holds inside the TLS stream too.
+#[test]
+fn a_slow_answer_over_tls_ends_with_its_recipes_deadline() {
+    use cc_ci_testkit::slow_http::{Manner, SlowServer};
+    let guard = std::time::Duration::from_secs(90);
+    let f = Fleet::new(&["slow", "fine"]);
+    let server = SlowServer::start(Manner::TrickleChunks);
+    let ca = TestCa::make(&f.dir.path().join("ca"));
+    let front = TlsFront::start(&ca, server.addr());
+    f.set_upstream("slow", &format!("{}/slow.git", front.url));
+    f.set_mirrors("retries = 1\ngit_timeout = \"10m\"\nrecipe_timeout = \"3s\"\n");
+    let config = f.config.to_str().unwrap();
+    let ca_pem = ca.ca_pem.as_path();
+    let run = common::agent_guarded(
+        &["--config", config, "--format", "json", "mirrors", "sync"],
+        &[("SSL_CERT_FILE", ca_pem), ("GIT_SSL_CAINFO", ca_pem)],
+        guard,
+    )
+    .unwrap_or_else(|| panic!("mirrors sync over TLS still ran after {guard:?}"));
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+    assert_eq!(run.code, 11, "{}\n{}", run.stdout, run.stderr);
+    assert!(front.handshakes() >= 1, "the listing went through TLS");
+    f.assert_error(&v, "slow", "did not finish within");
+    f.assert_mirrored("fine");
+}
+
+/// A chunk of size 1, then one of size 2^64 - 1: the body limit is not fooled by the sum
+/// wrapping, and the client stops reading at once rather than reading the connection dry.
+#[test]
+fn a_chunk_size_that_wraps_the_body_limit_is_refused_at_once() {
+    use cc_ci_testkit::slow_http::{Manner, SlowServer};
+    let f = Fleet::new(&["wraps"]);
+    let server = SlowServer::start(Manner::WrappingChunk);
+    f.set_upstream("wraps", &server.url("wraps"));
+    f.set_mirrors("retries = 1\ngit_timeout = \"30s\"\n");
+    let config = f.config.to_str().unwrap();
+    let run = common::agent_guarded(
+        &["--config", config, "--format", "json", "mirrors", "sync"],
+        &[],
+        std::time::Duration::from_secs(90),
+    )
+    .unwrap_or_else(|| panic!("mirrors sync still ran"));
+    // The listing refuses the answer and leaves the recipe to git, which this server cannot
+    // serve either: the recipe fails, the rest of the run goes on.
+    assert_eq!(run.code, 11, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        server.written() < 32 << 20,
+        "the client read {} bytes of a body it should have refused at its chunk size",
+        server.written()
+    );
+}
+
+/// A server that answers once per connection, in HTTP/1.0 (`Connection: close`): the recipes
+/// the listing's connection cap leaves unasked go to `git ls-remote`, and every one is synced.
+#[test]
+fn a_server_that_closes_after_each_answer_leaves_the_rest_to_git() {
+    use cc_ci_testkit::slow_http::{Manner, SlowServer};
+    let names: Vec<String> = (0..20).map(|i| format!("r{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let f = Fleet::new(&refs);
+    let server = SlowServer::start(Manner::CloseAfterEach(f.dir.path().join("upstream")));
+    for n in &refs {
+        f.set_upstream(n, &server.url(n));
+    }
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    for n in &refs {
+        f.assert_mirrored(n);
+        assert_eq!(f.result(&v, n)["outcome"], "synced", "{n}");
+    }
+}
+
 /// 20 000 commits on upstream's main, each tagged (every tenth annotated), by fast-import.
 fn many_tags(bare: &std::path::Path, n: usize) {
     let mut script = String::new();
@@ -756,6 +862,27 @@ fn twenty_thousand_tags_are_mirrored_and_kept_exact() {
     assert_eq!(summary.code, 0, "{}", summary.stdout);
     assert_eq!(f.result(&v, "bigtags")["tags"], 19_000);
     f.assert_mirrored("bigtags");
+}
+
+/// An upstream with more tags than a recipe could have (100 001, written straight into
+/// `packed-refs`): its listing is refused as it is read, by the pipelined listing and by git's
+/// alike, with a message that says why; the rest of the fleet is synced.
+#[test]
+fn an_upstream_with_more_tags_than_a_listing_may_hold_fails_alone() {
+    let f = Fleet::new(&["huge", "small"]);
+    let up = f.up("huge");
+    let head = git(&up.bare, &["rev-parse", "refs/heads/main"])
+        .trim()
+        .to_string();
+    let mut packed = String::from("# pack-refs with: peeled\n");
+    for i in 0..=100_000 {
+        packed.push_str(&format!("{head} refs/tags/0.{i}.0+1\n"));
+    }
+    std::fs::write(up.bare.join("packed-refs"), packed).unwrap();
+    let (run, v) = f.sync();
+    assert_eq!(run.code, 11, "{}\n{}", run.stdout, run.stderr);
+    f.assert_error(&v, "huge", "more than 100000 tags");
+    f.assert_mirrored("small");
 }
 
 #[test]

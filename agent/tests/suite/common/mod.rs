@@ -114,3 +114,36 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     all.sort();
     all
 }
+
+/// Runs the agent, killed if it is still running after `guard`: for a test whose failure would
+/// be a hang. `None` when it had to be killed. The guard is a bound on a hang, never a measure
+/// of speed: pick one far beyond what the command needs.
+pub fn agent_guarded(
+    args: &[&str],
+    env: &[(&str, &Path)],
+    guard: std::time::Duration,
+) -> Option<Run> {
+    let mut cmd = Command::new(bin());
+    cmd.envs(env.iter().copied())
+        .args(args)
+        .env_remove("CC_CI_AGENT_CONFIG")
+        .env_remove("NO_COLOR")
+        .env("CC_CI_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(guard) {
+        Ok(out) => Some(finish(out)),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            None
+        }
+    }
+}
