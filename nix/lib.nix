@@ -61,15 +61,20 @@ let
       authority = head (match "([^/]*).*" rest);
       userHost = match "(.*)@(.*)" authority;
       host = if userHost == null then authority else builtins.elemAt userHost 1;
+      # A URL's credentials are never echoed: what stands before the `@` is shown as ***.
+      shown = if parts == null || userHost == null then url
+        else "${scheme}://***@${host}${builtins.substring (builtins.stringLength authority) (-1) rest}";
     in
-    if match ".*[[:space:][:cntrl:]].*" url != null then "URL \"${url}\" contains white space or control characters"
-    else if parts == null then "URL \"${url}\" has no scheme: use https://, ssh://, git:// or file://"
-    else if scheme == "http" && !insecure then "URL \"${url}\" uses http://: use https://, or set allow_insecure = true"
-    else if !(elem scheme [ "https" "ssh" "git" "file" "http" ]) then "URL \"${url}\" has scheme \"${scheme}\": use https://, ssh://, git:// or file://"
-    else if scheme == "file" then (if match "/.*" rest == null then "URL \"${url}\" must name an absolute path (file:///...)" else null)
-    else if host == "" then "URL \"${url}\" has no host"
-    # The password itself is never echoed.
-    else if userHost != null && match ".*:.*" (head userHost) != null then "URL \"${scheme}://${head (match "([^:]*):.*" (head userHost))}:***@${host}/...\" embeds a password: remove it and give the token in a token file"
+    if match ".*[[:space:][:cntrl:]].*" url != null then "URL \"${shown}\" contains white space or control characters"
+    else if parts == null then "URL \"${shown}\" has no scheme: use https://, ssh://, git:// or file://"
+    else if scheme == "http" && !insecure then "URL \"${shown}\" uses http://: use https://, or set allow_insecure = true"
+    else if !(elem scheme [ "https" "ssh" "git" "file" "http" ]) then "URL \"${shown}\" has scheme \"${scheme}\": use https://, ssh://, git:// or file://"
+    else if scheme == "file" then (if match "/.*" rest == null then "URL \"${shown}\" must name an absolute path (file:///...)" else null)
+    else if host == "" then "URL \"${shown}\" has no host"
+    # ssh's login name is no secret; anything else before an `@` (a token as an HTTP user name,
+    # a password) is a credential.
+    else if userHost != null && !(scheme == "ssh" && match ".*:.*" (head userHost) == null)
+    then "URL \"${shown}\" holds credentials: remove them and give the token in a token file"
     else null;
 
   upstreamError = template: recipe: insecure:

@@ -62,10 +62,14 @@ pub struct Running {
 
 impl std::fmt::Display for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Drone's words: a line break in a slug must not start a line of the agent's.
+        use crate::output::one_line;
         write!(
             f,
             "{} #{} ({})",
-            self.slug, self.build.number, self.build.status
+            one_line(&self.slug),
+            self.build.number,
+            one_line(&self.build.status)
         )
     }
 }
@@ -182,5 +186,31 @@ impl Drone {
         let listed: Option<Vec<Build>> = serde_json::from_str(&body)
             .with_context(|| format!("builds of {slug}: not the JSON Drone sends"))?;
         Ok(listed.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slug with a line break (Drone's repository name comes from the forge) stays on the
+    /// line the agent prints it in.
+    #[test]
+    fn a_line_break_in_a_slug_starts_no_line_of_its_own() {
+        let running = Running {
+            slug: "o/r\nPROMOTED  plausible  9.9.9 is the canonical".into(),
+            build: Build {
+                number: 7,
+                status: "running\r".into(),
+                event: String::new(),
+                after: String::new(),
+            },
+        };
+        let shown = running.to_string();
+        assert!(!shown.contains(['\n', '\r']), "{shown:?}");
+        assert_eq!(
+            shown,
+            "o/r\\nPROMOTED  plausible  9.9.9 is the canonical #7 (running\\r)"
+        );
     }
 }

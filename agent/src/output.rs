@@ -63,7 +63,35 @@ pub fn terminal_safe(text: &str) -> String {
             }
             END => {}
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c if c.is_control() || is_bidi_control(c) => {
+                out.push_str(&c.escape_unicode().to_string());
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The characters that reorder the text around them (Unicode's bidirectional formatting
+/// characters): in a recipe's test name, `U+202E` makes `gnp.exe` read as `exe.png`, and an
+/// operator or maintainer reads what is not there. Shown escaped, like a control character.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` as one line of a line the agent prints: a line break or any other control character
+/// in it (a Drone repository's name, a forge's error, a program's stderr) is shown escaped, so
+/// what follows cannot start a line of its own that looks like the agent's.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push(' '),
+            c if c.is_control() || is_bidi_control(c) => {
+                out.push_str(&c.escape_unicode().to_string());
+            }
             c => out.push(c),
         }
     }
@@ -191,7 +219,7 @@ const CELL_MAX: usize = 100;
 
 /// A cell as a table shows it: one line, at most [`CELL_MAX`] characters, and the note number
 /// under which the whole text follows the table when it had to be cut.
-fn one_line(cell: &str, notes: &mut Vec<String>) -> String {
+fn table_cell(cell: &str, notes: &mut Vec<String>) -> String {
     let first = cell
         .lines()
         .map(str::trim)
@@ -215,7 +243,7 @@ pub fn table(out: &Output, header: &[&str], rows: &[Vec<(String, Option<Tone>)>]
         .iter()
         .map(|row| {
             row.iter()
-                .map(|(cell, tone)| (one_line(cell, &mut notes), *tone))
+                .map(|(cell, tone)| (table_cell(cell, &mut notes), *tone))
                 .collect()
         })
         .collect();
@@ -264,6 +292,10 @@ mod tests {
     fn control_characters_are_shown_and_only_the_agents_colours_are_obeyed() {
         let painted = format!("{MARK}32{END}ok{MARK}0{END}");
         assert_eq!(terminal_safe(&painted), "\x1b[32mok\x1b[0m");
+        assert_eq!(
+            terminal_safe("test_\u{202E}gnp.exe \u{2067}x\u{2069}"),
+            "test_\\u{202e}gnp.exe \\u{2067}x\\u{2069}"
+        );
         assert_eq!(
             terminal_safe("a\r\x1b[2J\u{9b}b\n\tc"),
             "a\\r\\u{1b}[2J\\u{9b}b\n\tc"

@@ -6,48 +6,9 @@ use serde::Serialize;
 use super::Ledger;
 use anyhow::Result;
 
-/// How far a deploy has come (the journal's `state` column). Stored as text; the order is the
-/// order of the happy path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Stage {
-    Preflight,
-    Building,
-    Armed,
-    Activating,
-    Verifying,
-    Committing,
-    RollingBack,
-    Finished,
-}
+pub use super::words::Stage;
 
 impl Stage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Preflight => "preflight",
-            Stage::Building => "building",
-            Stage::Armed => "armed",
-            Stage::Activating => "activating",
-            Stage::Verifying => "verifying",
-            Stage::Committing => "committing",
-            Stage::RollingBack => "rolling-back",
-            Stage::Finished => "finished",
-        }
-    }
-
-    fn parse(s: &str) -> Stage {
-        match s {
-            "preflight" => Stage::Preflight,
-            "building" => Stage::Building,
-            "armed" => Stage::Armed,
-            "activating" => Stage::Activating,
-            "verifying" => Stage::Verifying,
-            "committing" => Stage::Committing,
-            "rolling-back" => Stage::RollingBack,
-            _ => Stage::Finished,
-        }
-    }
-
     /// States in which the new system may be active but is not committed: the dead-man's to take.
     pub const UNCONFIRMED: [Stage; 3] = [Stage::Armed, Stage::Activating, Stage::Verifying];
 }
@@ -184,7 +145,7 @@ impl DeployRow {
         Ok(Self {
             id: r.get(0)?,
             kind: r.get(1)?,
-            state: Stage::parse(&r.get::<_, String>(2)?),
+            state: r.get(2)?,
             outcome: match r.get::<_, Option<String>>(3)? {
                 None => None,
                 Some(word) => Some(Outcome::parse(&word).ok_or_else(|| {
@@ -382,6 +343,24 @@ mod tests {
             (Stage::Finished, Some(Outcome::RolledBack))
         );
         assert!(agent.deploys_unfinished()?.is_empty());
+        Ok(())
+    }
+
+    /// A stage word this agent never writes (a newer agent's, or a hand edit) is damage, said
+    /// as such: read as `finished` it took the row out of the dead-man switch's unconfirmed set.
+    #[test]
+    fn an_unknown_stage_word_is_an_error_not_finished() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let journal = Ledger::open(dir.path(), &crate::clock::Clock::system())?;
+        let id = journal.deploy_begin("deploy", Some(".#cc-ci"))?;
+        journal.conn.execute(
+            "UPDATE deploys SET state = 'half-armed' WHERE id = ?1",
+            [id],
+        )?;
+        let read = journal.deploy_get(id);
+        let err = read.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(err.contains("\"half-armed\""), "{err}");
+        assert!(journal.deploys_unfinished().is_err());
         Ok(())
     }
 

@@ -91,6 +91,9 @@ impl Ledger {
             conn.pragma_update(None, "foreign_keys", "ON")?;
             check_integrity(&conn, &path, "quick_check")?;
             migrate(&mut conn, &path)?;
+            // SQLite calls a database with a dropped table whole: every job would go on with
+            // what is left of it (health reporting without its outbox, a sweep without runs).
+            check_schema(&conn, &path)?;
             Ok(conn)
         };
         // Two agents creating the database at once: switching a new file to WAL takes an
@@ -136,6 +139,7 @@ impl Ledger {
                 path.display()
             );
         }
+        check_schema(&conn, &path)?;
         Ok(Some(Self {
             conn,
             path,

@@ -61,6 +61,22 @@ macro_rules! stored_words {
 }
 
 stored_words! {
+    /// How far a deploy has come (the deploy journal's `state` column), in the order of the
+    /// happy path. A word no variant has is an error, never `finished`: that would take the row
+    /// out of the dead-man switch's unconfirmed set.
+    Stage {
+        Preflight => "preflight",
+        Building => "building",
+        Armed => "armed",
+        Activating => "activating",
+        Verifying => "verifying",
+        Committing => "committing",
+        RollingBack => "rolling-back",
+        Finished => "finished",
+    }
+}
+
+stored_words! {
     /// How a CI run of a recipe's release ended, judged tier by tier (or by its exit code).
     RunResult {
         /// Started, not finished (or interrupted before the next run found it).

@@ -397,7 +397,8 @@ pub fn check_http_url(url: &str) -> Result<(), String> {
             Ok(())
         }
         _ => Err(format!(
-            "URL {url:?} must be http:// or https:// with a host"
+            "URL {:?} must be http:// or https:// with a host",
+            super::rules::without_credentials(url)
         )),
     }
 }

@@ -54,11 +54,13 @@ pub struct EnrollmentEdit {
     current: Enrollment,
 }
 
-/// How the file is written, kept across an edit: a byte-order mark, CRLF line ends.
+/// How the file is written, kept across an edit: a byte-order mark, CRLF line ends, and
+/// whether its last line ends.
 #[derive(Debug, Clone, Copy, Default)]
 struct Style {
     bom: bool,
     crlf: bool,
+    open_end: bool,
 }
 
 impl Style {
@@ -66,10 +68,17 @@ impl Style {
         Self {
             bom: raw.starts_with(super::source::BOM),
             crlf: raw.contains("\r\n"),
+            open_end: !raw.is_empty() && !raw.ends_with('\n'),
         }
     }
 
     fn apply(self, text: &str) -> String {
+        // toml_edit ends every line it writes; a file whose last line did not end keeps it so.
+        let text = if self.open_end {
+            text.strip_suffix('\n').unwrap_or(text)
+        } else {
+            text
+        };
         let body = if self.crlf {
             text.replace("\r\n", "\n").replace('\n', "\r\n")
         } else {
@@ -332,7 +341,11 @@ impl EnrollmentEdit {
             None => Err(self.arg_error(&key, "declared in a form this command cannot edit")),
             Some(Removed::Kept) => Ok(()),
             Some(Removed::Table(gone)) => {
-                self.keep_comments_of(&prefix_of(&gone), gone.position());
+                if self.is_last_table(gone.position()) {
+                    self.give_back_to_the_end(&prefix_of(&gone));
+                } else {
+                    self.keep_comments_of(&prefix_of(&gone), gone.position());
+                }
                 Ok(())
             }
             Some(Removed::Dotted { comments, parent }) => {
@@ -342,6 +355,22 @@ impl EnrollmentEdit {
                 Ok(())
             }
         }
+    }
+
+    /// Whether no `[table]` is written after the place `at`.
+    fn is_last_table(&self, at: Option<usize>) -> bool {
+        let mut tables = Vec::new();
+        explicit_tables(self.doc.as_table(), &mut Vec::new(), &mut tables);
+        at.is_some_and(|at| tables.iter().all(|(t, _)| *t < at))
+    }
+
+    /// What stood above the removed last table (comments, blank lines) is the file's end again,
+    /// less the blank line that set the table off: what `add` found at the end is given back as
+    /// it was, and a hand-written last table takes its blank line with it.
+    fn give_back_to_the_end(&mut self, prefix: &str) {
+        let prefix = prefix.strip_suffix('\n').unwrap_or(prefix);
+        let trailing = self.doc.trailing().as_str().unwrap_or_default().to_string();
+        self.doc.set_trailing(format!("{prefix}{trailing}"));
     }
 
     /// Comments above a removed table (a file header, a note on the next section) stay: they go

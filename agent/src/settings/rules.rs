@@ -83,14 +83,15 @@ pub fn check_branch(branch: &str) -> Result<(), String> {
 
 /// Remote URLs the agent hands to git: never plain http unless allowed, never a password.
 pub fn check_url(url: &str, allow_insecure: bool) -> Result<(), String> {
+    let shown = without_credentials(url);
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "URL {url:?} contains white space or control characters"
+            "URL {shown:?} contains white space or control characters"
         ));
     }
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!(
-            "URL {url:?} has no scheme: use https://, ssh://, git:// or file://"
+            "URL {shown:?} has no scheme: use https://, ssh://, git:// or file://"
         ));
     };
     match scheme {
@@ -98,19 +99,19 @@ pub fn check_url(url: &str, allow_insecure: bool) -> Result<(), String> {
         "http" if allow_insecure => {}
         "http" => {
             return Err(format!(
-                "URL {url:?} uses http://: use https://, or set allow_insecure = true"
+                "URL {shown:?} uses http://: use https://, or set allow_insecure = true"
             ))
         }
         _ => {
             return Err(format!(
-                "URL {url:?} has scheme {scheme:?}: use https://, ssh://, git:// or file://"
+                "URL {shown:?} has scheme {scheme:?}: use https://, ssh://, git:// or file://"
             ))
         }
     }
     if scheme == "file" {
         if !rest.starts_with('/') {
             return Err(format!(
-                "URL {url:?} must name an absolute path (file:///...)"
+                "URL {shown:?} must name an absolute path (file:///...)"
             ));
         }
         return Ok(());
@@ -121,16 +122,31 @@ pub fn check_url(url: &str, allow_insecure: bool) -> Result<(), String> {
         None => (None, authority),
     };
     if host.is_empty() {
-        return Err(format!("URL {url:?} has no host"));
+        return Err(format!("URL {shown:?} has no host"));
     }
-    if let Some((user, _password)) = userinfo.and_then(|u| u.split_once(':')) {
-        // Never echo the password itself.
-        let shown = format!("{scheme}://{user}:***@{host}/...");
-        return Err(format!(
-            "URL {shown:?} embeds a password: remove it and give the token in a token file"
-        ));
+    match userinfo {
+        // ssh's login name (`ssh://git@host/...`) is no secret; its password would be.
+        Some(user) if scheme == "ssh" && !user.contains(':') => Ok(()),
+        // Over HTTP a user name is as good as a password (a token given as the login is how
+        // some forges take one), and git:// has no logins: never echoed.
+        Some(_) => Err(format!(
+            "URL {shown:?} holds credentials: remove them and give the token in a token file"
+        )),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// `url` with whatever stands before an `@` in its authority shown as `***`, for messages: a
+/// URL's credentials are never echoed.
+pub fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[end..]),
+        None => url.to_string(),
+    }
 }
 
 /// A recipe release tag, `<semver>+<app version>`: a valid semantic version with build metadata.
@@ -256,13 +272,22 @@ mod tests {
     }
 
     #[test]
-    fn password_is_never_echoed() {
-        let e = check_url("https://bot:hunter2@h/x.git", false)
-            .err()
-            .unwrap_or_default();
-        assert!(
-            e.contains("embeds a password") && !e.contains("hunter2"),
-            "{e}"
+    fn credentials_are_refused_and_never_echoed() {
+        for url in [
+            "https://bot:hunter2@h/x.git",
+            "https://ghp_hunter2@h/x.git",
+            "http://ghp_hunter2@h/x.git",
+            "git://hunter2@h/x.git",
+            "ssh://git:hunter2@h/x.git",
+            "https://ghp_hunter2@h/a b",
+        ] {
+            let e = check_url(url, true).err().unwrap_or_default();
+            assert!(!e.is_empty() && !e.contains("hunter2"), "{url}: {e}");
+        }
+        assert!(check_url("ssh://git@h/x.git", false).is_ok());
+        assert_eq!(
+            without_credentials("https://u:p@h:3000/o/r.git"),
+            "https://***@h:3000/o/r.git"
         );
     }
 

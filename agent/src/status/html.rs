@@ -50,7 +50,7 @@ tr.never-judged td:nth-of-type(1) { color: var(--grey); }
 ";
 
 fn page(title: &str, body: Markup) -> String {
-    html! {
+    let page = html! {
         (DOCTYPE)
         html lang="en" {
             head {
@@ -62,7 +62,26 @@ fn page(title: &str, body: Markup) -> String {
             body { (body) }
         }
     }
-    .into_string()
+    .into_string();
+    visible_bidi(&page)
+}
+
+/// The page with every bidirectional formatting character shown as its escape (`\u{202e}`):
+/// text from outside (a test name, CI's output, a forge's words) cannot reorder what a
+/// maintainer reads. The templates hold none of their own, so one pass over the page is all.
+fn visible_bidi(page: &str) -> String {
+    if !page.chars().any(crate::output::is_bidi_control) {
+        return page.to_string();
+    }
+    page.chars()
+        .map(|c| {
+            if crate::output::is_bidi_control(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `index.html`: the summary, the host, one row per recipe.
@@ -361,4 +380,18 @@ fn deploy_row(d: &DeployRow) -> Markup {
         td { code { (d.flake_commit.clone().unwrap_or_default()) } }
         td { @if !d.changes.is_null() { details { summary { "closure and units" } pre { (changes) } } } }
     } }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bidi_controls_from_outside_are_shown_not_obeyed() {
+        let page = super::page("t", text("test_\u{202E}gnp.exe"));
+        assert!(page.contains("test_\\u{202e}gnp.exe"), "{page}");
+        assert!(!page.contains('\u{202E}'));
+    }
+
+    fn text(t: &str) -> maud::Markup {
+        maud::html! { p { (t) } }
+    }
 }

@@ -25,6 +25,14 @@ fn assert_located_error(file: &std::path::Path, run: &common::Run) {
         "{shown}: nothing on stdout, got {}",
         run.stdout
     );
+    // The corpus's stand-in secrets: a URL's password or token-like user name is never echoed.
+    for secret in ["hunter2", "ghp_", "token@"] {
+        assert!(
+            !run.stderr.contains(secret),
+            "{shown}: the error echoes a credential: {}",
+            run.stderr
+        );
+    }
 }
 
 #[test]

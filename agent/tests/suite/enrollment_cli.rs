@@ -107,6 +107,50 @@ fn remove_keeps_comments_around_dotted_and_inline_recipes() {
     assert_eq!(poll.stdout, "plausible\n", "{after}");
 }
 
+/// `add` then `remove` of the same recipe gives the file back byte for byte, whatever its
+/// shape: comments on table headers, inline and nested tables, comments and blank lines at the
+/// end, no newline at the end, CRLF line ends.
+#[test]
+fn add_then_remove_gives_the_file_back_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("enrollment.toml");
+    let f = file.to_string_lossy().into_owned();
+    let shapes = [
+        "[defaults]\nupstream = \"https://x.example/{recipe}.git\"  # where\n\n[recipe.a]  # a\ncanonical = true # yes\n",
+        "[defaults]\nbranch = \"main\"\n[recipe.a]\ncanonical = true\n# about a\n",
+        "[defaults]\nbranch = \"main\"\n[recipe.a]\ncanonical = true\n# c1\n\n# c2\n",
+        "[defaults]\nbranch = \"main\"\n[recipe.a]\ncanonical = true\n\n\n",
+        "[defaults]\nbranch = \"main\"\n\n[recipe.a]\ncanonical = true # yes",
+        "[defaults]\nbranch = \"main\"\n\n[recipe.a]  # a",
+        "[defaults]\nbranch = \"main\"\n\n[recipe]\n\n[recipe.a] # inline\n\n",
+        "[defaults]\nbranch = \"main\"\n\n[recipe] # all of them\n[recipe.a]  # nested\ncanonical = true\n",
+        "recipe = { a = { canonical = true } } # the inline note\n\n[defaults]\nbranch = \"main\"\n",
+        "[recipe]\na = { canonical = true } # inline in a table\n",
+        "# the a note\nrecipe.a.canonical = true # dotted\n\n[defaults]\nbranch = \"main\"\n",
+        "[recipe.a] # a\n\n[defaults] # d\nbranch = \"main\"\n",
+    ];
+    let mut failed = Vec::new();
+    for shape in shapes {
+        for text in [shape.to_string(), shape.replace('\n', "\r\n")] {
+            fs::write(&file, &text).expect("write");
+            let add = agent(&["enrollment", "--file", &f, "add", "ghost", "--canonical"]);
+            let remove = agent(&["enrollment", "--file", &f, "remove", "ghost"]);
+            assert_eq!(
+                (add.code, remove.code),
+                (0, 0),
+                "{text:?}: {}{}",
+                add.stderr,
+                remove.stderr
+            );
+            let after = read(&file);
+            if after != text {
+                failed.push(format!("{text:?}\n  became {after:?}"));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
 #[test]
 fn refused_edits_write_nothing_and_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");

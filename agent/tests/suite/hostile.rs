@@ -309,6 +309,34 @@ fn a_database_missing_a_table_fails_the_integrity_check() {
     assert!(status.stderr.contains("outbox"), "{}", status.stderr);
 }
 
+/// The same database seen by the jobs: `health` (and every job that opens the ledger) refuses a
+/// database with a table dropped as damaged (exit 15), naming the table, rather than reporting
+/// from what is left of it.
+#[test]
+fn every_job_refuses_a_database_missing_a_table() {
+    for table in ["outbox", "runs", "probes"] {
+        let fleet = synced_fleet();
+        let db = fleet.state().join("state.db");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(&format!("PRAGMA foreign_keys = OFF; DROP TABLE {table}"))
+            .unwrap();
+        drop(conn);
+        for args in [&["health"][..], &["mirrors", "sync"], &["history", "app"]] {
+            let run = fleet.agent(args);
+            assert_eq!(
+                run.code, 15,
+                "{table}, {args:?}: {}{}",
+                run.stdout, run.stderr
+            );
+            assert!(
+                run.stderr.contains(table),
+                "{table}, {args:?}: {}",
+                run.stderr
+            );
+        }
+    }
+}
+
 /// Links planted at SQLite's `-wal` and `-shm` names: the open is refused (SQLite opens them
 /// without following), and the error names the planted file, not only "unable to open".
 #[test]
