@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
                     "every tier green".into()
                 },
                 tiers,
+                log_tail: Some("$ ci\nall tiers ran\n".into()),
             };
             ledger.run_finish(run, &end)?;
         }

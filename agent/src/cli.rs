@@ -92,6 +92,13 @@ enum Command {
         after_help = "Exit: 0 written, 2 bad input. See docs/status-page.md. Every code: docs/exit-codes.md."
     )]
     StatusPage(crate::status::Args),
+    /// What the agent runs of itself as another user (the CI user's side of a sweep).
+    #[command(
+        hide = true,
+        subcommand,
+        after_help = "Exit: 0 done. Not for people. Every code: docs/exit-codes.md."
+    )]
+    Internal(crate::sweep::Internal),
 }
 
 pub fn main() -> std::process::ExitCode {
@@ -116,13 +123,21 @@ pub fn parse<T: clap::Parser>(
 
 /// [`main`] for an argument list of its own (the first is the program's name).
 pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    crate::process::note_this_program(&args);
     let cli: Cli = match parse(args) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
     init_tracing();
-    crate::signals::stop_on_signals();
     let ctx = Context::new(Output::new(cli.format), Clock::system(), cli.config);
+    // Before any thread starts: the switch of user is the whole process's.
+    if let Err(err) = as_the_state_directorys_owner(&ctx, &cli.command) {
+        let code = classify(&err);
+        report(&err, code, ctx.out.is_json());
+        return code.into();
+    }
+    crate::signals::stop_on_signals();
     // The jobs whose last step rewrites the status page, when `[status_page] dir` is set.
     let changes_the_ledger = matches!(
         cli.command,
@@ -146,10 +161,11 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::pro
         Command::Health(args) => crate::health::run(&ctx, args),
         Command::Probe(args) => crate::probe::run(&ctx, args),
         Command::StatusPage(args) => crate::status::run(&ctx, args),
+        Command::Internal(command) => crate::sweep::internal(command),
     };
     if changes_the_ledger {
         if let Ok(config) = ctx.config() {
-            crate::status::refresh(&config, &ctx.clock);
+            refresh_the_page(&ctx, &config);
         }
     }
     match result {
@@ -160,6 +176,124 @@ pub fn main_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::pro
             code.into()
         }
     }
+}
+
+impl Command {
+    /// Whether the command reads or writes the state directory, and so runs as its owner when
+    /// root starts it. `deploy` and `rollback` are root's own jobs (they activate systems); what
+    /// they write there goes through the directory's descriptor, or a child that has switched.
+    fn works_in_the_state_directory(&self) -> bool {
+        !matches!(
+            self,
+            Command::Enrollment(_)
+                | Command::Deploy(_)
+                | Command::Rollback(_)
+                | Command::Internal(_)
+        )
+    }
+
+    /// Whether it runs recipe CI, as `[sweep] run_as` when that is set.
+    fn runs_ci(&self) -> bool {
+        matches!(self, Command::Sweep(args) if args.runs_ci())
+    }
+}
+
+/// Root never acts as root in the state directory (docs/reliability.md): a job root starts
+/// there reads its secrets as root, then becomes the directory's owner for good, so that
+/// nothing it reads or creates there is root's to give away. A directory root owns (or that is
+/// not there yet) leaves root as it is.
+fn as_the_state_directorys_owner(ctx: &Context, command: &Command) -> anyhow::Result<()> {
+    if !crate::privilege::is_root() || !command.works_in_the_state_directory() {
+        return Ok(());
+    }
+    // A configuration that does not load is the command's to report, as it would be.
+    let Ok(config) = ctx.config() else {
+        return Ok(());
+    };
+    let Some((uid, gid)) = crate::privilege::owner_of(&config.state_dir) else {
+        return Ok(());
+    };
+    let owner = crate::privilege::Account::by_uid(uid, gid).map_err(crate::error::Unusable)?;
+    if command.runs_ci() {
+        start_the_keeper(&config, &owner)?;
+    }
+    if uid == 0 {
+        return Ok(());
+    }
+    crate::secrets::read_ahead(&config);
+    crate::privilege::become_account(&owner).map_err(|e| {
+        crate::error::Unusable(format!(
+            "{} belongs to {} (uid {uid}), and root runs jobs there only as that user: {e:#}",
+            config.state_dir.display(),
+            owner.name
+        ))
+    })?;
+    tracing::info!(
+        "started as root: running as {} (uid {uid}), the owner of {}",
+        owner.name,
+        config.state_dir.display()
+    );
+    Ok(())
+}
+
+/// The last step of a job that changed the ledger, when `[status_page] dir` is set: the page
+/// again. After root's own jobs (deploy, rollback) it is written by a child that has become the
+/// state directory's owner: root writes nothing in that user's directory.
+fn refresh_the_page(ctx: &Context, config: &crate::settings::config::Config) {
+    if config.status_page.is_none() {
+        return;
+    }
+    let owner = crate::privilege::owner_of(&config.state_dir)
+        .filter(|(uid, _)| crate::privilege::is_root() && *uid != 0);
+    let Some((uid, gid)) = owner else {
+        crate::status::refresh(config, &ctx.clock);
+        return;
+    };
+    let args = [
+        std::ffi::OsStr::new("--config"),
+        ctx.config_path().as_os_str(),
+        std::ffi::OsStr::new("status-page"),
+    ];
+    let written = crate::privilege::Account::by_uid(uid, gid)
+        .map_err(anyhow::Error::msg)
+        .and_then(|owner| {
+            let cmd = crate::process::this_program(args)
+                .ok_or_else(|| anyhow::anyhow!("cannot tell which program this is"))?;
+            Ok(cmd.user(owner).timeout(PAGE_TIMEOUT).run()?)
+        });
+    if let Err(e) = written {
+        tracing::warn!(
+            "the status page was not rewritten (as the owner of {}): {e:#}",
+            config.state_dir.display()
+        );
+    }
+}
+
+/// How long the page's rewrite after a deploy may take.
+const PAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// For a sweep with `[sweep] run_as`, started as root: the keeper, which stays root to run CI as
+/// that user while the sweep runs as `owner` ([`crate::process::keeper`]).
+fn start_the_keeper(
+    config: &crate::settings::config::Config,
+    owner: &crate::privilege::Account,
+) -> anyhow::Result<()> {
+    let Some(name) = &config.sweep.run_as else {
+        return Ok(());
+    };
+    let at = |why: String| {
+        crate::error::Unusable(format!("{}: sweep.run_as: {why}", config.path.display()))
+    };
+    let runner = crate::privilege::Account::by_name(name).map_err(at)?;
+    if runner.uid == owner.uid {
+        return Err(at(format!(
+            "{name} owns the state directory: recipe CI needs a user of its own"
+        ))
+        .into());
+    }
+    let program = crate::process::this_program(std::iter::empty::<&str>())
+        .ok_or_else(|| at("cannot tell which program this is".into()))?;
+    crate::process::keeper::start(program, &runner, owner)
 }
 
 /// Prints an error chain: located input errors one per line, the rest as "error: a: b: c".

@@ -349,6 +349,160 @@ impl Dir {
         }
     }
 
+    /// Gives the regular file `name` exactly the permission bits `mode`, when this process owns
+    /// it and they differ (a file made by an older agent, or under a wide umask); a link or a
+    /// file with other hard links is left alone.
+    ///
+    /// Like [`Self::adopt`], it opens the file only when there is something to change: closing a
+    /// descriptor of a file SQLite has open would drop SQLite's locks on it.
+    pub fn restrict_mode(&self, name: &str, mode: u32) {
+        let me = rustix::process::geteuid().as_raw();
+        match self.find(name) {
+            Some(f) if f.kind == FileType::RegularFile && f.uid == me && f.mode != mode => {}
+            _ => return,
+        }
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let Ok(fd) = rustix::fs::openat(&self.fd, name, flags, Mode::empty()) else {
+            return;
+        };
+        let regular = rustix::fs::fstat(&fd).is_ok_and(|s| {
+            FileType::from_raw_mode(s.st_mode) == FileType::RegularFile && s.st_nlink == 1
+        });
+        if regular {
+            let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode));
+        }
+    }
+
+    /// Whether a directory (not a link to one) stands at `name`.
+    pub fn has_subdir(&self, name: &str) -> bool {
+        self.find(name)
+            .is_some_and(|f| f.kind == FileType::Directory)
+    }
+
+    /// A new subdirectory `<prefix>-<pid>-<unpredictable>` with `mode` (whatever the umask),
+    /// made here and opened without following anything: never one that stood there before.
+    pub fn fresh_subdir(&self, prefix: &str, mode: u32) -> Result<(String, Dir)> {
+        for _ in 0..16 {
+            let name = format!("{prefix}-{}-{:016x}", std::process::id(), unique());
+            match rustix::fs::mkdirat(&self.fd, name.as_str(), Mode::from_raw_mode(0o700)) {
+                Err(rustix::io::Errno::EXIST) => continue,
+                made => made.with_context(|| {
+                    format!("cannot make a directory in {}", self.path.display())
+                })?,
+            }
+            let dir = self.opened_subdir(&name)?;
+            rustix::fs::fchmod(&dir.fd, Mode::from_raw_mode(mode))?;
+            return Ok((name, dir));
+        }
+        anyhow::bail!(
+            "no free name for a new directory in {}",
+            self.path.display()
+        )
+    }
+
+    /// A new subdirectory `name` with `mode`; it must not exist.
+    pub fn new_subdir(&self, name: &str, mode: u32) -> Result<Dir> {
+        rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700))
+            .with_context(|| format!("cannot create {}", self.path.join(name).display()))?;
+        let dir = self.opened_subdir(name)?;
+        rustix::fs::fchmod(&dir.fd, Mode::from_raw_mode(mode))?;
+        Ok(dir)
+    }
+
+    fn opened_subdir(&self, name: &str) -> Result<Dir> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::empty())
+            .with_context(|| format!("cannot open {}", self.path.join(name).display()))?;
+        Ok(Dir {
+            fd,
+            path: self.path.join(name),
+        })
+    }
+
+    /// Writes a new file `name` (it must not exist; nothing at the name is followed) with
+    /// `bytes` and exactly `mode`. For a directory of the writer's own, filled then swapped in
+    /// whole: no file of it needs a rename or a sync of its own.
+    pub fn create_new(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode & 0o700))
+            .with_context(|| format!("cannot create {}", self.path.join(name).display()))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+        File::from(fd)
+            .write_all(bytes)
+            .with_context(|| format!("cannot write {}", self.path.join(name).display()))
+    }
+
+    /// Puts `from` at `to` in one rename: when `to` exists (whatever stands there) the two are
+    /// exchanged, and `from` then names what was at `to`. Whether something was there.
+    pub fn swap_in(&self, from: &str, to: &str) -> Result<bool> {
+        use rustix::fs::{renameat_with, RenameFlags};
+        let target = self.path.join(to);
+        loop {
+            match renameat_with(&self.fd, from, &self.fd, to, RenameFlags::EXCHANGE) {
+                Ok(()) => return Ok(true),
+                Err(rustix::io::Errno::NOENT) if self.find(to).is_none() => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot put {} in place", target.display()))
+                }
+            }
+            match renameat_with(&self.fd, from, &self.fd, to, RenameFlags::NOREPLACE) {
+                Ok(()) => return Ok(false),
+                // Someone made `to` in between: exchange with it after all.
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot put {} in place", target.display()))
+                }
+            }
+        }
+    }
+
+    /// Removes the entry `name` and, when it is a directory, all it holds, never following a
+    /// link (a link is removed as a link).
+    pub fn remove_tree(&self, name: &str) -> Result<()> {
+        match self.find(name) {
+            None => Ok(()),
+            Some(f) if f.kind == FileType::Directory => {
+                // An empty directory goes without being listed (one another user emptied, which
+                // this process may not be able to read).
+                match rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
+                    Ok(()) => Ok(()),
+                    Err(_) => std::fs::remove_dir_all(self.path.join(name)).with_context(|| {
+                        format!("cannot remove {}", self.path.join(name).display())
+                    }),
+                }
+            }
+            Some(_) => self.remove(name),
+        }
+    }
+
+    /// Removes what writers killed mid-write left: entries `<prefix>-<pid>-...` whose process is
+    /// gone (`kill -9`, a power cut). A live writer's is left alone.
+    pub fn remove_orphans(&self, prefix: &str) {
+        let start = format!("{prefix}-");
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&start)) else {
+                continue;
+            };
+            let pid = rest.split('-').next().unwrap_or_default();
+            let alive = pid
+                .parse::<u32>()
+                .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                if let Some(name) = name.to_str() {
+                    let _ = self.remove_tree(name);
+                }
+            }
+        }
+    }
+
     /// The size of the regular file `name`, `None` when missing; an error when something other than
     /// a regular file stands there.
     pub fn regular_size(&self, name: &str) -> Result<Option<u64>, String> {

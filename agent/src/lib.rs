@@ -27,6 +27,7 @@ pub mod http;
 pub mod ledger;
 pub mod mirrors;
 pub mod output;
+pub mod privilege;
 pub mod probe;
 pub mod process;
 pub mod published;

@@ -466,6 +466,25 @@ fn deploy_check(r: &crate::published::DeployReport) -> (Status, String) {
     }
 }
 
+/// Who recipe CI runs as, where the sweep runs CI at all: a user of its own (`[sweep] run_as`),
+/// or the agent's user, which leaves the ledger, the outbox, the page and the agent's tokens
+/// within CI's reach (docs/reliability.md): a warning, so that a host set up that way says so.
+fn ci_user_check(config: &Config) -> Option<(Status, String)> {
+    config.sweep.command.as_ref()?;
+    Some(match &config.sweep.run_as {
+        Some(user) => (
+            Status::Ok,
+            format!("recipe CI runs as {user}, a user of its own"),
+        ),
+        None => (
+            Status::Warn,
+            "recipe CI runs as the agent's own user: it can write the ledger and read the \
+             agent's tokens; set [sweep] run_as to a user of its own (docs/reliability.md)"
+                .to_string(),
+        ),
+    })
+}
+
 /// The sweep as a whole: a sweep that was refused is a week's releases not judged, and a sweep
 /// over no canonical recipe is green timers that promote nothing (the "hollow" sweep a real host
 /// ran for months). `None` when no recipe is canonical and no sweep ever ran: nothing to say.
@@ -587,6 +606,9 @@ pub fn build_from(
     }
     if let Some((status, reason)) = sweep_check(&enrollment, ledger, config.health.sweep_within)? {
         host.push(check("sweep", status, reason));
+    }
+    if let Some((status, reason)) = ci_user_check(config) {
+        host.push(check("ci user", status, reason));
     }
     if let Some(reason) = polled_but_not_enrolled(&enrollment, &live) {
         host.push(check("bridge", Status::Warn, reason));

@@ -193,4 +193,8 @@ pub const ALL: &[&str] = &[
     -- A recipe's newest runs, read for its history, its health and its status page, without
     -- a scan of every run (1,000 recipes of 50 runs: 0.4 s of scanning before it).
     CREATE INDEX runs_by_queue ON runs (queue, id);",
+    // 11: the end of each run's log as the sweep recorded it (its last 4 KiB, the agent's tokens
+    // taken out): what the status page shows. The page reads no file a run names: `log_path`
+    // is in a database the job user can write, and root may write the page.
+    "ALTER TABLE runs ADD COLUMN log_tail TEXT;",
 ];

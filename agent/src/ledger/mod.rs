@@ -35,6 +35,10 @@ pub use sweep::{
 pub use words::{DeletionState, GcOutcome, MirrorResult, ProbeOutcome, RunResult, SweepOutcome};
 
 pub const DB_FILE: &str = "state.db";
+const WAL_FILE: &str = "state.db-wal";
+const SHM_FILE: &str = "state.db-shm";
+/// The ledger's permission bits: its owner's alone.
+const DB_MODE: u32 = 0o600;
 /// The schema version this agent writes: the number of migrations.
 pub const SCHEMA_VERSION: usize = migrations::ALL.len();
 
@@ -79,6 +83,12 @@ impl Ledger {
         // it: closing any other descriptor of an open SQLite file drops SQLite's POSIX locks on it.
         // SQLite itself hands the -wal and -shm files it makes as root to the database's owner.
         dir.adopt(DB_FILE);
+        // The ledger is the owner's alone: a state directory a web server may enter (0751 with
+        // the status page) must not let any local user read it. SQLite gives its -wal and -shm
+        // files the database's mode when it makes them; older ones are brought in line.
+        for file in [DB_FILE, WAL_FILE, SHM_FILE] {
+            dir.restrict_mode(file, DB_MODE);
+        }
         let setup = || -> Result<Connection> {
             // No link anywhere in the path: the job user owns this directory.
             let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -244,6 +254,13 @@ fn create_whole(dir: &Dir, path: &Path) -> Result<()> {
         );
     }
     let made = (|| -> Result<()> {
+        // Made here first, empty and 0600 whatever the umask, so that SQLite (which takes an
+        // empty file for a new database) and its -wal and -shm files have the owner's mode.
+        let empty = dir
+            .open_own_file(&tmp, DB_MODE)?
+            .with_context(|| format!("{} is not a plain file", tmp_path.display()))?;
+        rustix::fs::fchmod(&empty, rustix::fs::Mode::from_raw_mode(DB_MODE))?;
+        drop(empty);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NOFOLLOW

@@ -59,6 +59,8 @@ pub struct RunEnd {
     pub detail: String,
     /// Tier by tier, from the run's results; empty for a run judged by its exit code alone.
     pub tiers: Vec<TierRow>,
+    /// The end of its log (CI's and the teardown's output), with the agent's tokens taken out.
+    pub log_tail: Option<String>,
 }
 
 /// A judged run's result and degree.
@@ -142,8 +144,9 @@ pub fn tiers_line(tiers: &[TierRow]) -> String {
 /// The run's row and its tiers, in the transaction `tx`.
 fn finish_in(tx: &rusqlite::Transaction<'_>, id: i64, end: &RunEnd, now: &str) -> Result<()> {
     tx.execute(
-        "UPDATE runs SET result = ?1, greenness = ?2, exit_code = ?3, detail = ?4, finished_at = ?5 WHERE id = ?6",
-        params![end.result, end.greenness, end.exit_code, end.detail, now, id],
+        "UPDATE runs SET result = ?1, greenness = ?2, exit_code = ?3, detail = ?4, finished_at = ?5,
+         log_tail = ?7 WHERE id = ?6",
+        params![end.result, end.greenness, end.exit_code, end.detail, now, id, end.log_tail],
     )?;
     let mut insert = tx.prepare(
         "INSERT INTO run_tiers (run, tier, place, expected, reported, tests, failures,
@@ -294,6 +297,22 @@ impl Ledger {
     }
 
     /// The tiers of each of `ids`, in one query (a page of fifty runs asks once, not fifty times).
+    /// The log tails the runs `ids` recorded ([`RunEnd::log_tail`]), by run.
+    pub fn run_log_tails(&self, ids: &[i64]) -> Result<std::collections::HashMap<i64, String>> {
+        let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) else {
+            return Ok(std::collections::HashMap::new());
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, log_tail FROM runs WHERE id >= ?1 AND id <= ?2 AND log_tail IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([lo, hi], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))?;
+        Ok(rows
+            .collect::<Result<std::collections::HashMap<_, _>, _>>()?
+            .into_iter()
+            .filter(|(id, _)| ids.contains(id))
+            .collect())
+    }
+
     pub fn run_tiers_of(
         &self,
         ids: &[i64],

@@ -36,6 +36,8 @@ pub(super) struct RawSweep {
     credentials: Vec<String>,
     log_limit: Option<super::values::ByteSize>,
     tiers: Option<Vec<String>>,
+    run_as: Option<String>,
+    run_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,6 +63,13 @@ pub struct SweepSettings {
     /// The tiers every recipe's results must report green (an enrollment entry's `tiers`
     /// narrows it); `None`: a run is judged by its exit code alone.
     pub tiers: Option<Vec<String>>,
+    /// The user recipe CI runs as, other than the agent's (docs/reliability.md); `None`: CI
+    /// runs as the agent's user, which `health` says.
+    pub run_as: Option<String>,
+    /// Where each run gets its directory (`<run_dir>/<recipe>-<run>/`, holding `{workdir}` and
+    /// `{results}`); `None`: `<state_dir>/sweep/runs`. With `run_as`, a directory that user can
+    /// enter.
+    pub run_dir: Option<PathBuf>,
 }
 
 /// The agent's own credentials: never handed to recipe CI.
@@ -110,28 +119,13 @@ fn placeholders_in(arg: &str) -> Vec<String> {
     found
 }
 
-pub(super) fn resolve(
-    raw: RawSweep,
+/// What recipe CI is handed of the agent's: environment variables and credentials, by name;
+/// never the agent's own tokens.
+fn check_what_ci_gets(
+    raw: &RawSweep,
     source: &TomlSource,
-    abs: &dyn Fn(&Path) -> PathBuf,
     errors: &mut Vec<crate::error::InputError>,
-) -> SweepSettings {
-    if let Some(argv) = &raw.command {
-        check_template(argv, "command", source, errors);
-    }
-    if let Some(argv) = &raw.teardown {
-        check_template(argv, "teardown", source, errors);
-    }
-    let timeout = raw.timeout.map_or(Duration::from_secs(2 * 3600), |s| s.0);
-    let run_timeout = raw
-        .run_timeout
-        .map_or(Duration::from_secs(24 * 3600), |s| s.0);
-    if timeout.is_zero() || run_timeout < timeout {
-        errors.push(source.error_at(
-            &["sweep", "run_timeout"],
-            "must be at least sweep.timeout, and both more than zero",
-        ));
-    }
+) {
     for name in &raw.pass_env {
         let valid = !name.is_empty()
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -162,8 +156,54 @@ pub(super) fn resolve(
             ));
         }
     }
+}
+
+/// `run_as`: a user name, never root.
+fn check_run_as(user: &str, source: &TomlSource, errors: &mut Vec<crate::error::InputError>) {
+    let valid = !user.is_empty()
+        && user.len() <= 32
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !user.starts_with('-');
+    if !valid {
+        errors.push(source.error_at(&["sweep", "run_as"], format!("{user:?} is not a user name")));
+    } else if user == "root" {
+        errors.push(source.error_at(
+            &["sweep", "run_as"],
+            "recipe CI is untrusted code: never root; name a user of its own",
+        ));
+    }
+}
+
+pub(super) fn resolve(
+    raw: RawSweep,
+    source: &TomlSource,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    errors: &mut Vec<crate::error::InputError>,
+) -> SweepSettings {
+    if let Some(argv) = &raw.command {
+        check_template(argv, "command", source, errors);
+    }
+    if let Some(argv) = &raw.teardown {
+        check_template(argv, "teardown", source, errors);
+    }
+    let timeout = raw.timeout.map_or(Duration::from_secs(2 * 3600), |s| s.0);
+    let run_timeout = raw
+        .run_timeout
+        .map_or(Duration::from_secs(24 * 3600), |s| s.0);
+    if timeout.is_zero() || run_timeout < timeout {
+        errors.push(source.error_at(
+            &["sweep", "run_timeout"],
+            "must be at least sweep.timeout, and both more than zero",
+        ));
+    }
+    check_what_ci_gets(&raw, source, errors);
     if let Some(Err(e)) = raw.tiers.as_deref().map(super::rules::check_tiers) {
         errors.push(source.error_at(&["sweep", "tiers"], e));
+    }
+    if let Some(user) = &raw.run_as {
+        check_run_as(user, source, errors);
     }
     let log_limit = raw.log_limit.map_or(64 << 20, |b| b.0);
     if log_limit < 4096 {
@@ -190,6 +230,8 @@ pub(super) fn resolve(
         credentials: raw.credentials,
         log_limit,
         tiers: raw.tiers,
+        run_as: raw.run_as,
+        run_dir: raw.run_dir.as_deref().map(abs),
         timeout,
         run_timeout,
         canonical_export_dir: raw.canonical_export_dir.as_deref().map(abs),

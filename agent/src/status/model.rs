@@ -3,8 +3,6 @@
 //! recipe's runs with their tiers, its canonical, mirror events and probes, and the deploy
 //! journal. Built once, serialised as `status.json`, rendered as HTML.
 
-use std::path::Path;
-
 use anyhow::Result;
 use serde::Serialize;
 
@@ -19,8 +17,6 @@ pub const SCHEMA: &str = "cc-ci.status/v1";
 /// Runs kept per recipe page; the strip on the index shows the newest of them.
 pub const RUNS: u32 = 50;
 pub const STRIP: usize = 6;
-/// How much of a run's log its page shows: the end, where CI says why it failed.
-pub const LOG_TAIL: u64 = 4096;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Site {
@@ -82,7 +78,8 @@ pub struct RecipeView {
 pub struct RunView {
     pub run: RunRow,
     pub tiers: Vec<TierRow>,
-    /// The end of its log, as CI wrote it (escaped when rendered).
+    /// The end of its log as the sweep recorded it in the ledger (escaped when rendered). The
+    /// page reads no file a run names: see [`crate::ledger::RunEnd::log_tail`].
     pub log_tail: Option<String>,
 }
 
@@ -125,12 +122,10 @@ fn recipe_view(ledger: &Ledger, r: &Recipe, health: RecipeHealth) -> Result<Reci
     let history = ledger.history(&r.name, RUNS)?;
     let ids: Vec<i64> = history.iter().map(|r| r.id).collect();
     let mut all_tiers = ledger.run_tiers_of(&ids)?;
+    let mut tails = ledger.run_log_tails(&ids)?;
     for run in history {
         let tiers = all_tiers.remove(&run.id).unwrap_or_default();
-        let log_tail = run
-            .log_path
-            .as_deref()
-            .and_then(|p| tail(Path::new(p), LOG_TAIL));
+        let log_tail = tails.remove(&run.id);
         runs.push(RunView {
             run,
             tiers,
@@ -174,25 +169,6 @@ pub fn summary(recipes: &[RecipeView]) -> Summary {
         broken: count(Standing::Broken),
         never_judged: count(Standing::NeverJudged),
     }
-}
-
-/// The last `limit` bytes of a log in the state directory, opened without following a link or
-/// blocking on a FIFO (recipe CI can write the state directory), as text.
-fn tail(path: &Path, limit: u64) -> Option<String> {
-    use rustix::fs::{Mode, OFlags};
-    use std::io::{Read, Seek, SeekFrom};
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).ok()?;
-    let mut file = std::fs::File::from(fd);
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    file.seek(SeekFrom::Start(meta.len().saturating_sub(limit)))
-        .ok()?;
-    let mut bytes = Vec::new();
-    file.take(limit).read_to_end(&mut bytes).ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]

@@ -39,14 +39,14 @@ impl Default for Limits {
 }
 
 /// The first failing test of a tier: its name and what it said, cut to [`TEXT_LIMIT`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct FirstFailure {
     pub test: String,
     pub message: String,
 }
 
 /// One tier's counts, summed over its test cases.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub tests: u64,
     pub failures: u64,
@@ -70,7 +70,7 @@ pub type Tiers = BTreeMap<String, Counts>;
 pub const TEXT_LIMIT: usize = 500;
 
 /// Why the results could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{0}")]
 pub struct Unreadable(pub String);
 

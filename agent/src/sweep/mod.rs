@@ -4,6 +4,7 @@ mod canonical;
 mod export;
 pub mod greenness;
 pub mod junit;
+mod place;
 mod run;
 pub mod versions;
 
@@ -24,6 +25,47 @@ pub struct Args {
     /// Say why each of RECIPE's tags was or was not taken as its latest release; test nothing.
     #[arg(long, value_name = "RECIPE", conflicts_with_all = ["recipes", "force"])]
     explain: Option<String>,
+}
+
+impl Args {
+    /// Whether it runs CI (rather than explaining a recipe's tags).
+    pub fn runs_ci(&self) -> bool {
+        self.explain.is_none()
+    }
+}
+
+/// `cc-ci-agent internal ...`: what the agent runs of itself as another user. Not for people:
+/// hidden from `--help` (docs/reliability.md, "Who can write what").
+#[derive(Debug, clap::Subcommand)]
+pub enum Internal {
+    /// Reads a run's results as the CI user and answers them as JSON on stdout.
+    ReadResults {
+        /// The run's results directory.
+        dir: std::path::PathBuf,
+    },
+    /// Empties a run's directory as the CI user.
+    Empty {
+        /// The run's directory.
+        dir: std::path::PathBuf,
+    },
+    /// The keeper, started by a sweep that started as root: runs CI as `run_as` for it.
+    Keeper {
+        /// The CI user (`[sweep] run_as`).
+        #[arg(long)]
+        runner: String,
+        /// The user the sweep runs as (the state directory's owner).
+        #[arg(long)]
+        job_uid: u32,
+    },
+}
+
+pub fn internal(command: Internal) -> Result<Exit> {
+    match command {
+        Internal::ReadResults { dir } => place::internal_read_results(&dir)?,
+        Internal::Empty { dir } => place::internal_empty(&dir)?,
+        Internal::Keeper { runner, job_uid } => crate::process::keeper::serve(&runner, job_uid)?,
+    }
+    Ok(Exit::Success)
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {

@@ -10,11 +10,11 @@ use serde::Serialize;
 
 use super::canonical;
 use super::export::export;
+use super::place::RunPlace;
 use super::versions::{choose, Candidate, Release, Verdict};
 use crate::busy::{self, Busy};
 use crate::error::{Busy as BusyError, Unusable};
 use crate::exit::Exit;
-use crate::fsutil::write_atomic;
 use crate::git::{Git, RefSet};
 use crate::ledger::{Canonical, JobLock, Ledger, RunEnd, RunResult, SweepOutcome, SweepState};
 use crate::mirrors::{self, Outcome as MirrorOutcome, RecipeResult};
@@ -229,34 +229,19 @@ fn substitute(argv: &[String], values: &[(&str, &str)]) -> Vec<String> {
 
 /// A teardown that failed is said in the log and the job's warnings; it changes no verdict.
 fn said_teardown(
-    recipe: &str,
     done: &Result<crate::process::Logged, crate::process::ProcessError>,
     log: &mut std::fs::File,
 ) {
     match done {
         Ok(d) if !d.status.success() => {
-            tracing::warn!(recipe, "teardown failed ({})", d.status);
+            tracing::warn!("teardown failed ({})", d.status);
         }
         Ok(_) => {}
         Err(e) => {
             let _ = writeln!(log, "{e}");
-            tracing::warn!(recipe, "teardown: {e}");
+            tracing::warn!("teardown: {e}");
         }
     }
-}
-
-/// `{results}`: an empty directory of the run's own, made anew (whatever an earlier run or
-/// recipe CI left at that name is removed first, without following a link).
-fn fresh_results_dir(state_dir: &Path, recipe: &str) -> Result<std::path::PathBuf> {
-    let dir = state_dir.join("sweep/results").join(recipe);
-    match std::fs::symlink_metadata(&dir) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dir),
-        Ok(_) => std::fs::remove_file(&dir),
-        Err(_) => Ok(()),
-    }
-    .with_context(|| format!("cannot clear {}", dir.display()))?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
 }
 
 /// What a finished CI command gave: a spawn failure is no verdict (nothing of the release ran);
@@ -264,7 +249,7 @@ fn fresh_results_dir(state_dir: &Path, recipe: &str) -> Result<std::path::PathBu
 fn run_end(
     done: &Result<crate::process::Logged, crate::process::ProcessError>,
     expected: Option<&[String]>,
-    results: &Path,
+    place: &RunPlace,
     log: &mut std::fs::File,
 ) -> RunEnd {
     let (exited, exit_code) = match done {
@@ -281,6 +266,7 @@ fn run_end(
                 exit_code: None,
                 detail: format!("CI could not be started: {e}"),
                 tiers: Vec::new(),
+                log_tail: None,
             };
         }
         Err(e) => {
@@ -288,7 +274,7 @@ fn run_end(
             (Err(e.to_string()), None)
         }
     };
-    let read = super::junit::read_dir(results, super::junit::Limits::default());
+    let read = place.read_results();
     // Without tiers, no results is the usual case, and the log's last line stays CI's own.
     if let (Err(why), Some(_)) = (&read, expected) {
         let _ = writeln!(log, "cc-ci: results: {why}");
@@ -304,7 +290,30 @@ fn run_end(
         exit_code,
         detail: v.detail,
         tiers: v.tiers,
+        log_tail: None,
     }
+}
+
+/// How much of a run's log its record keeps, for its status page: the end, where CI says why
+/// it failed.
+const LOG_TAIL: usize = 4096;
+
+/// What a finished command put at the end of the log: its output's tail (the agent's tokens
+/// already out of it), or why it did not run to its end.
+fn said(done: &Result<crate::process::Logged, crate::process::ProcessError>) -> String {
+    match done {
+        Ok(d) => d.tail.clone(),
+        Err(e) => format!("{e}\n"),
+    }
+}
+
+/// The last [`LOG_TAIL`] bytes of `text`, cut at a character.
+fn log_end(text: &str) -> String {
+    let mut at = text.len().saturating_sub(LOG_TAIL);
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    text[at..].to_string()
 }
 
 /// The log file of one run, opened in the state directory without following a link.
@@ -333,28 +342,6 @@ fn last_line(tail: &str) -> String {
     } else {
         format!(": {line}")
     }
-}
-
-/// Copies the credentials `names` from the sweep unit's credentials directory into a directory
-/// of the run's own: CI sees those, never the agent's tokens beside them. `None` when none are
-/// granted.
-fn grant_credentials(workdir: &Path, names: &[String]) -> Result<Option<std::path::PathBuf>> {
-    if names.is_empty() {
-        return Ok(None);
-    }
-    let from = std::env::var_os("CREDENTIALS_DIRECTORY")
-        .map(std::path::PathBuf::from)
-        .context(
-            "sweep.credentials names credentials, but the agent has no CREDENTIALS_DIRECTORY",
-        )?;
-    let to = workdir.join(".credentials");
-    std::fs::create_dir(&to).with_context(|| format!("cannot create {}", to.display()))?;
-    std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    for name in names {
-        let bytes = crate::fsutil::read_regular(&from.join(name), 1 << 20, true)?;
-        write_atomic(&to.join(name), &bytes, 0o400)?;
-    }
-    Ok(Some(to))
 }
 
 /// Writes `<dir>/<recipe>/canonical.json` atomically, for the harness that reattaches warm volumes.
@@ -489,63 +476,91 @@ impl Sweeper<'_> {
         )?;
         let log = logs.join(format!("{run}.log"));
         ledger.run_log(run, &log.to_string_lossy())?;
-        let workdir = self.config.state_dir.join("sweep/work").join(&recipe.name);
-        let _ = std::fs::remove_dir_all(&workdir);
-        std::fs::create_dir_all(&workdir)
-            .with_context(|| format!("cannot create {}", workdir.display()))?;
-        let workdir_s = workdir.to_string_lossy().into_owned();
-        let results = fresh_results_dir(&self.config.state_dir, &recipe.name)?;
-        let results_s = results.to_string_lossy().into_owned();
+        let place = RunPlace::make(self.config, &recipe.name, run)?;
+        let (work, results) = (
+            place.work.to_string_lossy(),
+            place.results.to_string_lossy(),
+        );
         let values = [
             ("{recipe}", recipe.name.as_str()),
             ("{version}", release.tag.as_str()),
             ("{commit}", release.commit.as_str()),
             ("{mirror_url}", mirror_url),
-            ("{workdir}", workdir_s.as_str()),
+            ("{workdir}", work.as_ref()),
             ("{base}", base.as_deref().unwrap_or("")),
-            ("{results}", results_s.as_str()),
+            ("{results}", results.as_ref()),
         ];
         self.say(
             recipe,
             &format!("testing {} cold (CI log {})", release.tag, log.display()),
         );
-        let argv = substitute(command, &values);
-        let timeout = s.timeout.min(left);
-        let credentials = grant_credentials(&workdir, &s.credentials)?;
+        let expected = recipe.tiers.as_deref().or(s.tiers.as_deref());
+        let end = self.run_ci(
+            command,
+            &values,
+            (&place, &log),
+            expected,
+            s.timeout.min(left),
+        );
+        place.remove();
+        self.record(ledger, (run, end?), (recipe, release, canonical), base)
+    }
+
+    /// Runs CI and its teardown in the run's place, each as the CI user, their output to the
+    /// log as it comes (the agent's tokens taken out), and judges the run by its exit status
+    /// and its results; the log's end goes with the judgement.
+    fn run_ci(
+        &self,
+        command: &[String],
+        values: &[(&str, &str)],
+        (place, log): (&RunPlace, &Path),
+        expected: Option<&[String]>,
+        timeout: Duration,
+    ) -> Result<RunEnd> {
+        let s = &self.config.sweep;
         let ci = |argv: &[String], timeout: Duration| {
             let mut cmd = Cmd::new(&argv[0])
                 .args(&argv[1..])
-                .current_dir(&workdir)
+                .current_dir(&place.work)
                 .clean_env(&s.pass_env)
+                .redact(self.known.clone())
                 .timeout(timeout);
-            if let Some(dir) = &credentials {
+            if let Some(dir) = &place.credentials {
                 cmd = cmd.env("CREDENTIALS_DIRECTORY", dir);
             }
-            cmd
+            cmd.as_ci_user()
         };
         // The log exists from the start and grows as CI prints: `tail -f` works, and memory
         // stays flat whatever CI prints.
-        let mut file = open_log(&log)?;
+        let mut file = open_log(log)?;
+        let argv = substitute(command, values);
         let _ = writeln!(file, "$ {}", argv.join(" "));
         let done = ci(&argv, timeout).output_logged(file.try_clone()?, s.log_limit);
-        let expected = recipe.tiers.as_deref().or(s.tiers.as_deref());
-        let mut end = run_end(&done, expected, &results, &mut file);
+        let mut end = run_end(&done, expected, place, &mut file);
         // CI's words are recorded, reported and shown: never a token of the agent's it found.
         end.detail = self.known.redact(&end.detail);
         for t in &mut end.tiers {
             self.known
                 .redact_each([&mut t.first_failure, &mut t.first_message]);
         }
+        let mut tail = said(&done);
         if let Some(teardown) = &s.teardown {
-            let argv = substitute(teardown, &values);
-            let _ = writeln!(file, "$ {}", argv.join(" "));
+            let argv = substitute(teardown, values);
+            let line = format!("$ {}", argv.join(" "));
+            let _ = writeln!(file, "{line}");
             let done = ci(&argv, s.timeout).output_logged(file.try_clone()?, s.log_limit);
-            said_teardown(&recipe.name, &done, &mut file);
+            said_teardown(&done, &mut file);
+            tail = format!("{tail}{}\n{}", self.known.redact(&line), said(&done));
         }
+        end.log_tail = Some(log_end(&self.known.redact(&tail)));
         let _ = file.sync_all();
-        let _ = std::fs::remove_dir_all(&results);
-        let _ = std::fs::remove_dir_all(&workdir);
-        self.record(ledger, (run, end), (recipe, release, canonical), base)
+        if crate::process::keeper::present() {
+            // Nothing CI started outlives its run.
+            if let Err(e) = crate::process::keeper::clear() {
+                tracing::warn!("cannot end what CI left running: {e:#}");
+            }
+        }
+        Ok(end)
     }
 
     /// Records a run's end, and promotes it when it is green: the decision.
@@ -756,6 +771,19 @@ fn start(
                 );
             })?;
             return Ok(Started::Refused(Exit::CiBusy));
+        }
+    }
+    if let Some(user) = &config.sweep.run_as {
+        if !crate::process::keeper::present() {
+            let why = format!(
+                "{}: sweep.run_as = {user:?}: CI runs as {user} only in a sweep started as root \
+                 (which runs as the state directory's owner and starts CI as {user}): start the \
+                 sweep as root, as the NixOS module's sweep unit does, or remove run_as to run \
+                 CI as the agent's own user (docs/reliability.md)",
+                config.path.display()
+            );
+            ledger.sweep_finish(sweep, SweepOutcome::Failed, &why)?;
+            return Err(Unusable(why).into());
         }
     }
     if config.sweep.command.is_none() {

@@ -51,13 +51,46 @@ fn synced_fleet() -> Fleet {
     fleet
 }
 
-/// A fleet synced once, whose state and metrics directories the job user owns, as on a real host.
+/// A fleet synced once, all of it the job user's (its state and metrics directories, its
+/// configuration and upstreams), as on a real host where the units' user owns its files.
 fn synced_fleet_of_the_job_user() -> (Fleet, PathBuf) {
     let fleet = synced_fleet();
+    chown_tree(fleet.root(), JOB_UID);
     let state = fleet.state();
-    chown_tree(&state, JOB_UID);
-    chown_tree(&fleet.root().join("metrics"), JOB_UID);
     (fleet, state)
+}
+
+/// Every file under `dir` that root owns: what a root job left behind in the job user's tree.
+fn owned_by_root(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = std::fs::symlink_metadata(entry.path()).unwrap();
+            if m.uid() == 0 {
+                found.push(entry.path());
+            }
+            if m.is_dir() {
+                todo.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// The agent run as the job user, as its units run it.
+fn as_job_user(fleet: &Fleet, args: &[&str]) -> common::Run {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&fleet.config)
+        .args(args)
+        .env_remove("CC_CI_AGENT_CONFIG")
+        .env("CC_CI_LOG", "warn")
+        .env("HOME", fleet.root())
+        .uid(JOB_UID)
+        .gid(JOB_UID);
+    common::finish(cmd.output())
 }
 
 fn chown_tree(path: &Path, uid: u32) {
@@ -73,12 +106,19 @@ fn chown_tree(path: &Path, uid: u32) {
 struct Fleet {
     dir: tempfile::TempDir,
     config: String,
+    upstream: Upstream,
 }
 
 impl Fleet {
     fn new(sweep_command: &str) -> Self {
+        Self::with(|_| sweep_command.to_string(), "")
+    }
+
+    /// A fleet whose CI command is made knowing the fleet's directory, with more of agent.toml.
+    fn with(sweep_command: impl Fn(&Path) -> String, more_config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
+        let sweep_command = sweep_command(root);
         for d in ["upstream", "work", "suites/app", "metrics"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
@@ -99,14 +139,22 @@ impl Fleet {
             format!(
                 "enrollment_file = \"enrollment.toml\"\nstate_dir = \"state\"\ntests_dir = \"suites\"\n\n\
                  [forge]\nkind = \"local\"\npath = \"mirrors\"\n\n[sweep]\ncommand = {sweep_command}\n\n\
-                 [health]\npoll_repos_file = \"poll-repos\"\nmetrics_file = \"metrics/cc-ci.prom\"\n"
+                 [health]\npoll_repos_file = \"poll-repos\"\nmetrics_file = \"metrics/cc-ci.prom\"\n{more_config}"
             ),
         )
         .unwrap();
         Self {
             config: config.to_string_lossy().into_owned(),
             dir,
+            upstream: up,
         }
+    }
+
+    /// A new commit on upstream's main (made by root; the tree is chowned after).
+    fn upstream_commit(&self, file: &str, content: &str) {
+        chown_tree(self.root(), 0);
+        self.upstream.commit(file, content);
+        chown_tree(self.root(), JOB_UID);
     }
 
     fn root(&self) -> &Path {
@@ -197,6 +245,427 @@ fn links_planted_in_the_state_directory_are_never_followed_by_root() {
             .file_type()
             .is_symlink(),
         "health.json is a report again, not the planted link"
+    );
+}
+
+/// An operator's root `mirrors sync`, `sweep`, `health` and `status-page` in the job user's
+/// state directory leave nothing of root's behind: the next run as the job user works (git's
+/// "dubious ownership" stopped it), and the ledger is the owner's alone (0600), even where the
+/// state directory is 0751 for a web server.
+#[test]
+fn root_jobs_in_the_job_users_directory_leave_nothing_of_roots() {
+    if !is_root() {
+        println!("NOT RUN HERE: root is needed to run the agent as root over another user's state");
+        return;
+    }
+    let (fleet, state) = synced_fleet_of_the_job_user();
+    fleet.upstream_commit("compose.yml", "v2\n");
+    for args in [
+        &["mirrors", "sync"][..],
+        &["sweep"],
+        &["health"],
+        &[
+            "status-page",
+            "--out",
+            &state.join("page").to_string_lossy(),
+        ],
+    ] {
+        let run = fleet.agent(args);
+        assert!(
+            [0, 13].contains(&run.code),
+            "{args:?}: {}{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+    assert_eq!(owned_by_root(&state), Vec::<PathBuf>::new());
+    for db in ["state.db", "state.db-wal", "state.db-shm"] {
+        if let Ok(m) = std::fs::metadata(state.join(db)) {
+            assert_eq!(m.mode() & 0o777, 0o600, "{db}: mode");
+        }
+    }
+    fleet.upstream_commit("compose.yml", "v3\n");
+    let again = as_job_user(&fleet, &["--format", "json", "mirrors", "sync"]);
+    assert_eq!(
+        again.code, 0,
+        "the job user's sync after root's: {}{}",
+        again.stdout, again.stderr
+    );
+}
+
+/// The job user points a run's `log_path` in the ledger (its own file) at a file only root can
+/// read; root's `status-page` shows nothing of it: the page shows what the ledger holds, and
+/// reads no path a run recorded.
+#[test]
+fn root_never_publishes_a_file_the_ledger_names() {
+    if !is_root() {
+        println!("NOT RUN HERE: root is needed to run the agent as root over another user's state");
+        return;
+    }
+    let (fleet, state) = synced_fleet_of_the_job_user();
+    // The sweep as its unit runs it: as the job user.
+    let sweep = as_job_user(&fleet, &["sweep"]);
+    assert_eq!(sweep.code, 0, "{}{}", sweep.stdout, sweep.stderr);
+    let victim = Victim::new(fleet.root(), "shadow");
+    let db = rusqlite::Connection::open(state.join("state.db")).unwrap();
+    db.execute(
+        "UPDATE runs SET log_path = ?1",
+        [victim.path.to_string_lossy()],
+    )
+    .unwrap();
+    drop(db);
+    let page = state.join("page");
+    let run = fleet.agent(&["status-page", "--out", &page.to_string_lossy()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    for file in ["status.json", "recipe/app.html"] {
+        let text = std::fs::read_to_string(page.join(file)).unwrap();
+        assert!(
+            !text.contains("precious shadow"),
+            "{file} shows root's file:\n{text}"
+        );
+    }
+    victim.assert_untouched();
+}
+
+/// While root writes the page, the job user swaps the directory being built for a link to a
+/// directory of root's, over and over: root writes nothing there and gives nothing away.
+#[test]
+fn the_job_user_cannot_redirect_roots_page_write() {
+    if !is_root() {
+        println!("NOT RUN HERE: root is needed to run the agent as root over another user's state");
+        return;
+    }
+    let (fleet, state) = synced_fleet_of_the_job_user();
+    let victim_dir = fleet.root().join("root-only");
+    std::fs::create_dir(&victim_dir).unwrap();
+    std::fs::set_permissions(&victim_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stop = fleet.root().join("stop");
+    // The attacker, as the job user: renames each new site directory away and plants a link to
+    // root's directory at its name, as fast as it can.
+    let attacker = format!(
+        "import os, sys\nos.setgid({JOB_UID}); os.setuid({JOB_UID})\nstate, victim, stop = sys.argv[1:4]\n\
+         n = 0\nwhile not os.path.exists(stop):\n    for name in os.listdir(state):\n        \
+         if name.startswith('.status-page.new-') and not name.endswith('.away'):\n            \
+         p = os.path.join(state, name)\n            try:\n                os.rename(p, p + '.away'); \
+         os.symlink(victim, p); n += 1\n            except OSError:\n                pass\n\
+         print(n)\n"
+    );
+    let child = std::process::Command::new("python3")
+        .args(["-c", &attacker])
+        .arg(&state)
+        .arg(&victim_dir)
+        .arg(&stop)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let page = state.join("page");
+    for _ in 0..60 {
+        let _ = fleet.agent(&["status-page", "--out", &page.to_string_lossy()]);
+    }
+    std::fs::write(&stop, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let swaps = String::from_utf8_lossy(&out.stdout);
+    let m = std::fs::metadata(&victim_dir).unwrap();
+    assert_eq!(
+        (m.uid(), m.mode() & 0o7777),
+        (0, 0o755),
+        "root's directory was given away"
+    );
+    let inside: Vec<_> = std::fs::read_dir(&victim_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "root wrote into its own directory for the job user ({swaps} swaps): {inside:?}"
+    );
+}
+
+/// Recipe CI prints a token of the agent's (here the bridge's, which the sweep holds), placed so
+/// that the log's last 4 KiB cut it in two. The log, the ledger and the page written later by a
+/// job that holds no token show neither the token nor its last half.
+#[test]
+fn a_token_ci_printed_is_on_no_page_whoever_writes_it() {
+    const TOKEN: &str = "bridge-token-zyxwvutsrq9876543210";
+    let half = &TOKEN[TOKEN.len() - 10..];
+    let fleet = Fleet::with(
+        |root| {
+            format!(
+                "[\"sh\", \"-c\", \"cat {}/bridge-token; head -c 4080 /dev/zero | tr '\\\\0' x\"]",
+                root.display()
+            )
+        },
+        "\n[bridge]\ntoken_file = \"bridge-token\"\n",
+    );
+    std::fs::write(fleet.root().join("bridge-token"), format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(
+        fleet.root().join("bridge-token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    let sweep = fleet.agent(&["sweep"]);
+    assert_eq!(sweep.code, 0, "{}{}", sweep.stdout, sweep.stderr);
+    // The next writer of the page holds no token at all.
+    std::fs::remove_file(fleet.root().join("bridge-token")).unwrap();
+    let page = fleet.root().join("page");
+    let run = fleet.agent(&["status-page", "--out", &page.to_string_lossy()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut seen = vec![
+        (
+            "status.json",
+            std::fs::read_to_string(page.join("status.json")).unwrap(),
+        ),
+        (
+            "recipe/app.html",
+            std::fs::read_to_string(page.join("recipe/app.html")).unwrap(),
+        ),
+    ];
+    let logs = fleet.state().join("sweep/logs/app");
+    for entry in std::fs::read_dir(&logs).unwrap().flatten() {
+        seen.push(("the log", std::fs::read_to_string(entry.path()).unwrap()));
+    }
+    let db = std::fs::read(fleet.state().join("state.db")).unwrap();
+    seen.push(("state.db", String::from_utf8_lossy(&db).into_owned()));
+    for (what, text) in &seen {
+        assert!(!text.contains(half), "{what} shows the token's last half");
+    }
+    assert!(
+        seen[1].1.contains("xxxxxxxx"),
+        "the page shows the log's end: {}",
+        seen[1].1
+    );
+}
+
+/// Who recipe CI runs as in the `run_as` tests: an account every Debian has, not the job user.
+const CI_USER: &str = "daemon";
+const CI_UID: u32 = 1;
+
+/// The tests that run CI as [`CI_USER`] take turns: at a run's end the keeper ends every process
+/// of that user (on a host, one sweep runs at a time under the host lock).
+static CI_USER_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn ci_user_turn() -> std::sync::MutexGuard<'static, ()> {
+    CI_USER_TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The processes whose real user is `uid`.
+fn processes_of(uid: u32) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let real = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse::<u32>()
+                .ok()?;
+            // A zombie has ended; it waits only for its parent (PID 1 here) to reap it.
+            let zombie = status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains("(zombie)"));
+            (real == uid && !zombie).then(|| status.lines().next().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// A fleet whose CI (a script) runs as `daemon`, with everything of the fleet the job user's.
+fn fleet_with_a_ci_user(more_config: &str) -> (Fleet, PathBuf, std::sync::MutexGuard<'static, ()>) {
+    let turn = ci_user_turn();
+    let fleet = Fleet::with(
+        |root| {
+            let state = root.join("state");
+            // The rest of [sweep] follows its command.
+            format!(
+                "[\"{}/ci.sh\", \"{{results}}\", \"{}\", \"{}\"]\n\
+                 run_as = \"{CI_USER}\"\nrun_dir = \"runs\"\ntiers = [\"install\"]",
+                root.display(),
+                state.display(),
+                root.display()
+            )
+        },
+        more_config,
+    );
+    let script = r#"#!/bin/sh
+results="$1"; state="$2"; root="$3"
+echo "ci runs as uid $(id -u)"
+if echo tamper >> "$state/state.db" 2>/dev/null; then echo "WROTE THE LEDGER"; else echo "could not write the ledger"; fi
+if cat "$root/agent-token" 2>/dev/null; then echo "READ THE TOKEN"; else echo "could not read the token"; fi
+setsid sleep 600 > /dev/null 2>&1 < /dev/null &
+cat > "$results/install.xml" <<XML
+<testsuite name="pytest"><testcase classname="install.test_deploy" name="test_up" time="0.1"/></testsuite>
+XML
+"#;
+    std::fs::write(fleet.root().join("ci.sh"), script).unwrap();
+    std::fs::set_permissions(
+        fleet.root().join("ci.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(fleet.root().join("agent-token"), "agent-token-0123456789\n").unwrap();
+    std::fs::set_permissions(
+        fleet.root().join("agent-token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
+    chown_tree(fleet.root(), JOB_UID);
+    // The CI user enters the fleet's directory (to reach its run directory), and reads nothing.
+    std::fs::set_permissions(fleet.root(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(fleet.state(), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let state = fleet.state();
+    (fleet, state, turn)
+}
+
+/// `[sweep] run_as`: a sweep root starts runs as the state directory's owner and CI as a user
+/// of its own, which can write neither the ledger nor read the agent's token, whose results are
+/// read back (as that user) and judged, and which leaves nothing running and nothing behind.
+#[test]
+fn recipe_ci_runs_as_a_user_of_its_own_that_cannot_touch_the_agents_files() {
+    if !is_root() {
+        println!("NOT RUN HERE: root is needed to run CI as a user of its own");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: this must run there"
+        );
+        return;
+    }
+    let (fleet, state, _turn) = fleet_with_a_ci_user("");
+    let sweep = fleet.agent(&["--format", "json", "sweep"]);
+    assert_eq!(sweep.code, 0, "{}{}", sweep.stdout, sweep.stderr);
+    assert!(sweep.stdout.contains("\"promoted\""), "{}", sweep.stdout);
+    let db = rusqlite::Connection::open(state.join("state.db")).unwrap();
+    let tail: String = db
+        .query_row(
+            "SELECT log_tail FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(db);
+    assert!(tail.contains(&format!("ci runs as uid {CI_UID}")), "{tail}");
+    assert!(tail.contains("could not write the ledger"), "{tail}");
+    assert!(tail.contains("could not read the token"), "{tail}");
+    assert_eq!(
+        processes_of(CI_UID),
+        Vec::<String>::new(),
+        "CI left processes running"
+    );
+    assert_eq!(owned_by_root(fleet.root()), Vec::<PathBuf>::new());
+    let runs: Vec<_> = std::fs::read_dir(fleet.root().join("runs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(runs.is_empty(), "the run's directory is left: {runs:?}");
+}
+
+/// CI that plants links in its results (to the ledger, to a file of root's): they are read as
+/// the CI user, so neither is read, and the run is judged from what CI itself wrote.
+#[test]
+fn links_in_a_ci_users_results_reach_nothing_of_the_agents() {
+    if !is_root() {
+        println!("NOT RUN HERE: root is needed to run CI as a user of its own");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: this must run there"
+        );
+        return;
+    }
+    let (fleet, state, _turn) = fleet_with_a_ci_user("");
+    let script = format!(
+        "#!/bin/sh\nln -s {}/state.db \"$1/ledger.xml\"\nln -s /etc/shadow \"$1/shadow.xml\"\n\
+         echo '<testsuite name=\"t\"><testcase classname=\"install.t\" name=\"ok\"/></testsuite>' > \"$1/install.xml\"\n",
+        state.display()
+    );
+    std::fs::write(fleet.root().join("ci.sh"), script).unwrap();
+    let sweep = fleet.agent(&["--format", "json", "sweep"]);
+    assert_eq!(sweep.code, 0, "{}{}", sweep.stdout, sweep.stderr);
+    assert!(sweep.stdout.contains("\"promoted\""), "{}", sweep.stdout);
+}
+
+/// The sweep killed (`kill -9`) while CI runs as its own user: the keeper sees it go and ends
+/// every process of the CI user, then itself; the next sweep records the run interrupted.
+#[test]
+fn killing_the_sweep_ends_its_ci_users_processes() {
+    if !is_root() {
+        println!("NOT RUN HERE: root is needed to run CI as a user of its own");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: this must run there"
+        );
+        return;
+    }
+    let (fleet, _state, _turn) = fleet_with_a_ci_user("");
+    let marks = fleet.root().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let started = marks.join("started");
+    std::fs::write(
+        fleet.root().join("ci.sh"),
+        format!("#!/bin/sh\ntouch {}\nsleep 600\n", started.display()),
+    )
+    .unwrap();
+    let mut sweep = std::process::Command::new(common::bin())
+        .args(["--config", &fleet.config, "sweep"])
+        .env("CC_CI_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < until, "CI never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!processes_of(CI_UID).is_empty(), "CI runs as its user");
+    sweep.kill().unwrap();
+    let _ = sweep.wait();
+    while !processes_of(CI_UID).is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "CI outlived the sweep: {:?}",
+            processes_of(CI_UID)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `run_as` in a sweep not started as root cannot be honoured: refused (exit 2), never CI run
+/// as the agent's user in its place.
+#[test]
+fn run_as_without_root_is_refused_not_ignored() {
+    if !is_root() {
+        println!("NOT RUN HERE: root is needed to run the agent as another user");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: this must run there"
+        );
+        return;
+    }
+    let (fleet, _, _turn) = fleet_with_a_ci_user("");
+    let sweep = as_job_user(&fleet, &["sweep"]);
+    assert_eq!(sweep.code, 2, "{}{}", sweep.stdout, sweep.stderr);
+    assert!(
+        sweep.stderr.contains("only in a sweep started as root"),
+        "{}",
+        sweep.stderr
+    );
+    let health = as_job_user(&fleet, &["health"]);
+    assert!(
+        !health.stdout.contains("could not write the ledger"),
+        "CI ran"
     );
 }
 
@@ -406,8 +875,11 @@ fn the_root_deploy_keeps_its_journal_where_the_job_user_cannot_write() {
     victim.assert_untouched();
 
     let journal = dir.path().join("deploy-journal");
+    // The page too: a deploy rewrites it last, through a child that has become the job user
+    // (from a ledger of its own: the link planted at state.db was for the journal's sake).
+    std::fs::remove_file(state.join("state.db")).unwrap();
     write_config(&format!(
-        "state_dir = {:?}\n",
+        "state_dir = {:?}\n\n[status_page]\ndir = \"state/page\"\n",
         journal.display().to_string()
     ));
     let run = common::agent(&["--config", &c, "deploy"]);
@@ -423,11 +895,13 @@ fn the_root_deploy_keeps_its_journal_where_the_job_user_cannot_write() {
     let status = common::agent(&["--config", &c, "--format", "json", "deploy", "status"]);
     assert_eq!(status.code, 0, "{}", status.stderr);
     assert!(status.stdout.contains("refused"), "{}", status.stdout);
-    // Nothing in the job user's directory is root's.
-    for entry in std::fs::read_dir(&state).unwrap().flatten() {
-        let m = std::fs::symlink_metadata(entry.path()).unwrap();
-        assert_eq!(m.uid(), JOB_UID, "{} is root's", entry.path().display());
-    }
+    // Nothing in the job user's directory is root's, the page included.
+    assert!(
+        state.join("page/index.html").is_file(),
+        "the deploy rewrote the page: {}",
+        run.stderr
+    );
+    assert_eq!(owned_by_root(&state), Vec::<PathBuf>::new());
 }
 
 /// Two `enrollment add` of different names at the same moment: both exit 0 and both names are

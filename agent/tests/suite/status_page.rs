@@ -199,6 +199,30 @@ fn the_site_is_replaced_in_one_rename_and_no_link_in_it_is_followed() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// A writer killed mid-way (`kill -9`) leaves its half-built site beside the page: the next
+/// writer removes it (its process is gone), and leaves a live writer's alone.
+#[test]
+fn half_built_sites_of_killed_writers_are_removed() {
+    let f = fleet();
+    write_site(&f);
+    let dead = f.path(".status-page.new-4999999-00000000deadbeef");
+    let older = f.path(".status-page.new--0123456789abcdef");
+    let live = f.path(&format!(
+        ".status-page.new-{}-00000000cafef00d",
+        std::os::unix::process::parent_id()
+    ));
+    for d in [&dead, &older, &live] {
+        std::fs::create_dir_all(d.join("recipe")).unwrap();
+        std::fs::write(d.join("index.html"), "half").unwrap();
+    }
+    write_site(&f);
+    assert!(
+        !dead.exists() && !older.exists(),
+        "a killed writer's site is left"
+    );
+    assert!(live.exists(), "a live writer's site was removed");
+}
+
 /// In a real browser, at a phone's width and a desktop's: the DOM Chromium built has the rows,
 /// the summary, and the hostile names as text, never as elements.
 #[test]

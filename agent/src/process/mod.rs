@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -16,6 +17,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process_group, Pid, Signal};
+
+pub mod keeper;
 
 /// Process groups of the children running now (each child's pid is its group's id).
 static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
@@ -122,6 +125,41 @@ pub struct Cmd {
     stdin: Option<Vec<u8>>,
     /// Bytes of stdout kept at most ([`Cmd::stdout_limit`]).
     stdout_limit: Option<u64>,
+    /// Tokens taken out of a logged run's output before it reaches its log ([`Cmd::redact`]).
+    redact: crate::secrets::Known,
+    /// The user the child becomes before it runs ([`Cmd::user`]).
+    user: Option<crate::privilege::Account>,
+    /// Started by the keeper, as the CI user ([`Cmd::as_ci_user`]).
+    kept: bool,
+}
+
+/// How this program was started: its executable and the arguments before the agent's own (the
+/// demo runs the agent as `cc-ci-demo agent ARGS`), for a child that is the agent again.
+static THIS_PROGRAM: std::sync::OnceLock<(PathBuf, Vec<OsString>)> = std::sync::OnceLock::new();
+
+/// Notes how the agent was started: `args` are the agent's own arguments, the program's name
+/// first, as `cli::main_from` got them.
+pub fn note_this_program(args: &[OsString]) {
+    let all: Vec<OsString> = std::env::args_os().collect();
+    let own = args.len().saturating_sub(1);
+    let prefix = if all.len() > own && all[all.len() - own..] == args[1..] {
+        all[1..all.len() - own].to_vec()
+    } else {
+        Vec::new()
+    };
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = THIS_PROGRAM.set((exe, prefix));
+    }
+}
+
+/// A command that runs this agent again with `args`; `None` when how it was started is unknown.
+pub fn this_program<I, S>(args: I) -> Option<Cmd>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let (exe, prefix) = THIS_PROGRAM.get()?;
+    Some(Cmd::new(exe).args(prefix).args(args))
 }
 
 impl Cmd {
@@ -135,7 +173,32 @@ impl Cmd {
             timeout: None,
             stdin: None,
             stdout_limit: None,
+            redact: crate::secrets::Known::default(),
+            user: None,
+            kept: false,
         }
+    }
+
+    /// Recipe CI's own user runs it (`[sweep] run_as`): the keeper starts it, since this process
+    /// cannot ([`keeper`]). Only its output comes back; it gets no stdin. Where this process has
+    /// no keeper (no `run_as`), it runs as any other command.
+    pub fn as_ci_user(mut self) -> Self {
+        self.kept = keeper::present();
+        self
+    }
+
+    /// The child becomes `account` (its groups, group and user, for good) before it runs: how
+    /// root starts work that belongs to another user. Needs root.
+    pub fn user(mut self, account: crate::privilege::Account) -> Self {
+        self.user = Some(account);
+        self
+    }
+
+    /// [`Cmd::output_logged`] writes the output with these tokens replaced, as it comes: the
+    /// log, and the tail the run's record keeps, never hold one.
+    pub fn redact(mut self, known: crate::secrets::Known) -> Self {
+        self.redact = known;
+        self
     }
 
     /// At most `bytes` of stdout are held; a program that prints more is an error
@@ -229,37 +292,34 @@ impl Cmd {
         for (k, v) in &self.env {
             command.env(k, v);
         }
+        if let Some(account) = self.user.clone() {
+            command
+                .env("HOME", &account.home)
+                .env("USER", &account.name)
+                .env("LOGNAME", &account.name);
+            let switch = crate::privilege::ChildSwitch::of(&account);
+            // SAFETY: after fork, in the child, before exec: raw system calls on values made
+            // before the fork, nothing allocated or locked.
+            unsafe {
+                command.pre_exec(move || switch.apply());
+            }
+        }
         command
     }
 
     /// Runs to completion (or timeout) whatever its exit status.
     pub fn output(&self) -> Result<Finished, ProcessError> {
         let program = self.display();
-        let mut command = self.command();
-        command
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
         tracing::debug!(command = %program, "running");
-        let mut child = command
-            .spawn()
+        let (mut started, out, err) = self
+            .start()
             .map_err(|e| self.wait_error(&program, WaitError::Io(e)))?;
-        let running = Running::new(&child);
-        if let (Some(bytes), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
-            // A child that exits without reading its stdin is not an error of ours.
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&bytes);
-            });
-        }
         let (closed_tx, closed) = std::sync::mpsc::channel();
         let limit = self.stdout_limit.unwrap_or(u64::MAX);
-        let stdout = drain(child.stdout.take(), limit, closed_tx.clone());
-        let stderr = drain(child.stderr.take(), u64::MAX, closed_tx);
-        let status = wait(&mut child, &running, &closed, self.timeout)
+        let stdout = drain(Some(out), limit, closed_tx.clone());
+        let stderr = drain(Some(err), u64::MAX, closed_tx);
+        let status = started
+            .wait(&closed, self.timeout)
             .map_err(|e| self.wait_error(&program, e))?;
         let (stdout, over) = stdout.join().unwrap_or_default();
         if over {
@@ -278,18 +338,15 @@ impl Cmd {
     /// prints a line.
     pub fn output_logged(&self, log: std::fs::File, cap: u64) -> Result<Logged, ProcessError> {
         let program = self.display();
-        let mut command = self.command();
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         tracing::debug!(command = %program, "running, output to its log");
-        let mut child = command
-            .spawn()
+        let (mut started, out, err) = self
+            .start()
             .map_err(|e| self.wait_error(&program, WaitError::Io(e)))?;
-        let running = Running::new(&child);
-        let sink = std::sync::Arc::new(Mutex::new(LogSink::new(log, cap)));
+        let sink = std::sync::Arc::new(Mutex::new(LogSink::new(log, cap, self.redact.stream())));
         let (closed_tx, closed) = std::sync::mpsc::channel();
-        let out = drain_to(child.stdout.take(), sink.clone(), closed_tx.clone());
-        let err = drain_to(child.stderr.take(), sink.clone(), closed_tx);
-        let waited = wait(&mut child, &running, &closed, self.timeout);
+        let out = drain_to(Some(out), sink.clone(), closed_tx.clone());
+        let err = drain_to(Some(err), sink.clone(), closed_tx);
+        let waited = started.wait(&closed, self.timeout);
         let _ = (out.join(), err.join());
         let (tail, dropped) = match sink.lock() {
             Ok(mut s) => s.finish(),
@@ -301,6 +358,45 @@ impl Cmd {
             tail,
             dropped,
         })
+    }
+
+    /// Starts the command with its stdout and stderr on pipes, and its stdin given or null:
+    /// as this process's child, or as the CI user's through the keeper.
+    fn start(&self) -> std::io::Result<(Started, std::fs::File, std::fs::File)> {
+        if self.kept {
+            if self.stdin.is_some() {
+                return Err(std::io::Error::other(
+                    "a command run by the keeper gets no stdin",
+                ));
+            }
+            let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC);
+            let ((out_r, out_w), (err_r, err_w)) = (pipe()?, pipe()?);
+            let (argv, cwd, env) = self.for_keeper();
+            let kept = keeper::run(&argv, cwd.as_deref(), &env, (out_w, err_w))?;
+            return Ok((Started::Kept(kept), out_r.into(), err_r.into()));
+        }
+        let mut command = self.command();
+        command
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn()?;
+        let running = Running::new(&child);
+        if let (Some(bytes), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
+            // A child that exits without reading its stdin is not an error of ours.
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            });
+        }
+        let missing = || std::io::Error::other("no pipe to the child");
+        let out = child.stdout.take().ok_or_else(missing)?;
+        let err = child.stderr.take().ok_or_else(missing)?;
+        let (out, err) = (OwnedFd::from(out).into(), OwnedFd::from(err).into());
+        Ok((Started::Local { child, running }, out, err))
     }
 
     fn wait_error(&self, program: &str, e: WaitError) -> ProcessError {
@@ -346,20 +442,28 @@ struct LogSink {
     written: u64,
     dropped: u64,
     tail: std::collections::VecDeque<u8>,
+    redactor: crate::secrets::StreamRedactor,
 }
 
 impl LogSink {
-    fn new(file: std::fs::File, cap: u64) -> Self {
+    fn new(file: std::fs::File, cap: u64, redactor: crate::secrets::StreamRedactor) -> Self {
         Self {
             file,
             cap,
             written: 0,
             dropped: 0,
             tail: std::collections::VecDeque::with_capacity(LOG_TAIL),
+            redactor,
         }
     }
 
+    /// A piece of output, its tokens taken out.
     fn take(&mut self, bytes: &[u8]) {
+        let clean = self.redactor.push(bytes);
+        self.keep(&clean);
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
         let room = usize::try_from(self.cap.saturating_sub(self.written)).unwrap_or(usize::MAX);
         let (kept, over) = bytes.split_at(room.min(bytes.len()));
         if !kept.is_empty() && self.file.write_all(kept).is_ok() {
@@ -376,6 +480,8 @@ impl LogSink {
 
     /// Notes in the log what the cap left out and appends the tail; returns the tail.
     fn finish(&mut self) -> (String, u64) {
+        let held = self.redactor.finish();
+        self.keep(&held);
         let tail: Vec<u8> = self.tail.iter().copied().collect();
         if self.dropped > 0 {
             let note = format!(
@@ -464,6 +570,67 @@ fn drain<R: Read + Send + 'static>(
 enum WaitError {
     Timeout,
     Io(std::io::Error),
+}
+
+/// A started command: this process's child, or the CI user's, which the keeper started.
+enum Started {
+    Local { child: Child, running: Running },
+    Kept(keeper::Kept),
+}
+
+impl Started {
+    fn wait(
+        &mut self,
+        closed: &std::sync::mpsc::Receiver<()>,
+        timeout: Option<Duration>,
+    ) -> Result<ExitStatus, WaitError> {
+        match self {
+            Started::Local { child, running } => wait(child, running, closed, timeout),
+            Started::Kept(kept) => wait_kept(kept, closed, timeout),
+        }
+    }
+}
+
+/// [`wait`] for a command the keeper started: its exit comes from the keeper, and so does its
+/// end at the timeout (this process cannot signal another user's processes).
+fn wait_kept(
+    kept: &keeper::Kept,
+    closed: &std::sync::mpsc::Receiver<()>,
+    timeout: Option<Duration>,
+) -> Result<ExitStatus, WaitError> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut open_pipes = 2;
+    let pipes_close = |open_pipes: &mut i32| {
+        while *open_pipes > 0 {
+            let closed_now = match deadline {
+                Some(d) => closed
+                    .recv_timeout(d.saturating_duration_since(Instant::now()))
+                    .is_ok(),
+                None => closed.recv().is_ok(),
+            };
+            if !closed_now {
+                break;
+            }
+            *open_pipes -= 1;
+        }
+    };
+    pipes_close(&mut open_pipes);
+    match kept.wait(deadline).map_err(WaitError::Io)? {
+        Some(status) => {
+            // What it started in the background and still holds the pipes gets until the
+            // deadline, then its group is ended.
+            pipes_close(&mut open_pipes);
+            if open_pipes > 0 {
+                kept.kill();
+            }
+            Ok(status)
+        }
+        None => {
+            kept.kill();
+            let _ = kept.wait(None);
+            Err(WaitError::Timeout)
+        }
+    }
 }
 
 fn wait(
