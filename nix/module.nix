@@ -9,6 +9,11 @@ let
   settingsFormat = pkgs.formats.toml { };
 
   stateDir = "/var/lib/cc-ci";
+  # Each CI run's directory is made here (`[sweep] run_dir`): the CI user must enter it, and
+  # finds nothing else in it (0711).
+  runDir = "/var/lib/cc-ci-runs";
+  runnerHome = "/var/lib/cc-ci-runner";
+  ciUser = cfg.sweep.runAs;
   # Root's deploy journal and work directory: recipe CI runs as cc-ci and can write stateDir.
   deployStateDir = "/var/lib/cc-ci-deploy";
   configPath = "/etc/cc-ci/agent.toml";
@@ -90,6 +95,18 @@ let
       default = "10m";
       description = "Random delay before each run (`RandomizedDelaySec`), so jobs do not start in lockstep.";
     };
+  };
+
+  # The sweep unit when recipe CI runs as a user of its own: it starts as root, the agent keeps
+  # a keeper process as root (to give each run's directory to the CI user, start CI as that user
+  # and end what CI leaves running) and does the sweep as cc-ci (docs/reliability.md). Root
+  # with no capability but those, never a StateDirectory= (systemd would give the agent's
+  # directory to root), and /proc showing other users' processes (the CI user's, to end them).
+  sweepAsRoot = builtins.removeAttrs hardening [ "User" "Group" "StateDirectory" "StateDirectoryMode" "RemoveIPC" ] // {
+    CapabilityBoundingSet = [ "CAP_SETUID" "CAP_SETGID" "CAP_CHOWN" "CAP_KILL" ];
+    # setresuid and setgroups are @privileged: the keeper and the sweep's own switch need them.
+    SystemCallFilter = [ "@system-service" "~@resources" ];
+    ProtectProc = "default";
   };
 
   # The jobs the agent runs on timers. `available` is false for a job whose command this agent
@@ -314,7 +331,17 @@ in
         type = lib.types.listOf lib.types.str;
         default = [ ];
         example = [ "docker" ];
-        description = "Supplementary groups for the sweep unit (a CI that drives Docker needs `docker`).";
+        description = "Supplementary groups of the user recipe CI runs as (`runAs`; a CI that drives Docker needs `docker`, which makes it root-equivalent on this host: docs/reliability.md). With `runAs = null`, of the sweep unit.";
+      };
+      runAs = lib.mkOption {
+        type = lib.types.nullOr (lib.types.strMatching "[a-z_][a-z0-9_-]{0,31}");
+        default = "cc-ci-runner";
+        description = ''
+          The user recipe CI runs as, declared by this module (a system user with a group of its own
+          and `extraGroups`): not the agent's user, so CI can neither write the ledger, the outbox
+          or the page nor read the agent's tokens. The sweep unit then starts as root and runs the
+          sweep as `cc-ci` (docs/reliability.md). `null`: CI runs as `cc-ci`, which `health` warns of.
+        '';
       };
     };
     drone = {
@@ -611,6 +638,10 @@ in
           message = "services.cc-ci.settings: set secrets with services.cc-ci.forge.tokenFile and services.cc-ci.bridge.tokenFile, which pass them as systemd credentials, not as token_file settings.";
         }
         {
+          assertion = !(builtins.elem ciUser [ "cc-ci" "root" ]);
+          message = "services.cc-ci.sweep.runAs: \"${toString ciUser}\" is not a user of recipe CI's own: CI run as it could write the agent's ledger or anything at all; name another user, or null to run CI as cc-ci.";
+        }
+        {
           assertion = cfg.statusPage.nginx.virtualHost == null || cfg.statusPage.enable;
           message = "services.cc-ci.statusPage.nginx.virtualHost: set, but services.cc-ci.statusPage.enable is not, so there is no page to serve.";
         }
@@ -637,6 +668,8 @@ in
         canonical_export_dir = cfg.sweep.exportDir;
         allow_prerelease = cfg.sweep.allowPrerelease;
         inherit (cfg.sweep) tiers;
+        run_as = ciUser;
+        run_dir = if ciUser != null then runDir else null;
       };
       deploy = dropNulls {
         inherit (cfg.deploy) flake;
@@ -727,7 +760,7 @@ in
             # health reads the bridge unit's environment with systemctl.
             ++ lib.optionals (name == "health") [ config.systemd.package ];
           environment.CC_CI_AGENT_CONFIG = configPath;
-          serviceConfig = hardening // {
+          serviceConfig = (if name == "sweep" && ciUser != null then sweepAsRoot else hardening) // {
             Type = "oneshot";
             TimeoutStartSec = job.timeout;
             ExecStart = lib.escapeShellArgs ([ exe ] ++ job.argv);
@@ -735,10 +768,13 @@ in
             ReadWritePaths = lib.optional (cfg.forge.kind == "local" && cfg.forge.path != null) cfg.forge.path
               ++ lib.optional (name == "health" && cfg.health.metricsFile != null) (dirOf cfg.health.metricsFile)
               ++ lib.optional (name == "sweep" && cfg.sweep.exportDir != null) cfg.sweep.exportDir
-              ++ lib.optional (name == "gc" && gcOnDirectories) cfg.disk.volumes.root;
+              ++ lib.optional (name == "gc" && gcOnDirectories) cfg.disk.volumes.root
+              ++ lib.optionals (name == "sweep" && ciUser != null) [ stateDir runDir runnerHome ];
+          } // lib.optionalAttrs (name == "sweep" && ciUser == null || name == "gc" && !gcOnDirectories) {
             SupplementaryGroups = lib.optionals (name == "sweep") cfg.sweep.extraGroups
               # The docker socket is group docker's.
               ++ lib.optionals (name == "gc" && !gcOnDirectories) [ "docker" ];
+          } // {
             # gc talks to nothing but the filesystem and, for docker, its unix socket.
             PrivateNetwork = name == "gc";
             RestrictAddressFamilies = if name == "gc" then [ "AF_UNIX" ] else hardening.RestrictAddressFamilies;
@@ -776,6 +812,17 @@ in
         group = "cc-ci";
         mode = "0750";
       };
+    } // lib.optionalAttrs (cfg.sweep.command != null && ciUser != null) {
+      ${runDir}.d = {
+        user = "cc-ci";
+        group = "cc-ci";
+        mode = "0711";
+      };
+      ${runnerHome}.d = {
+        user = ciUser;
+        group = ciUser;
+        mode = "0700";
+      };
     } // lib.optionalAttrs (cfg.disk.budget != null && gcOnDirectories && cfg.disk.volumes.root != null) {
       # CI runs make volumes here (group cc-ci); gc, as cc-ci, must be able to remove them.
       ${cfg.disk.volumes.root}.d = {
@@ -785,12 +832,22 @@ in
       };
     };
 
-    users.users.cc-ci = {
-      isSystemUser = true;
-      group = "cc-ci";
-      home = stateDir;
-      description = "cc-ci agent";
+    users.users = {
+      cc-ci = {
+        isSystemUser = true;
+        group = "cc-ci";
+        home = stateDir;
+        description = "cc-ci agent";
+      };
+    } // lib.optionalAttrs (ciUser != null && cfg.sweep.command != null) {
+      ${ciUser} = {
+        isSystemUser = true;
+        group = ciUser;
+        home = runnerHome;
+        inherit (cfg.sweep) extraGroups;
+        description = "cc-ci recipe CI";
+      };
     };
-    users.groups.cc-ci = { };
+    users.groups = { cc-ci = { }; } // lib.optionalAttrs (ciUser != null && cfg.sweep.command != null) { ${ciUser} = { }; };
   };
 }

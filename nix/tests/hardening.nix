@@ -1,6 +1,8 @@
 # Every agent unit's sandbox, as systemd itself scores it: `systemd-analyze security` for each, printed
 # in full, failing above an exposure of 5.0 for the units that do not run as root. The deploy unit
-# runs as root (it activates systems) and is printed for the record. Also: the forge token, written
+# runs as root (it activates systems) and is printed for the record; so is the sweep unit, which
+# starts as root with four capabilities only, to run recipe CI as a user of its own (checked:
+# root, exactly those capabilities, and the CI user declared). Also: the forge token, written
 # where the example host expects it and read by the mirror job, is in no log, state or config file.
 { pkgs, self }:
 pkgs.testers.runNixOSTest {
@@ -25,8 +27,8 @@ pkgs.testers.runNixOSTest {
 
     machine.wait_for_unit("multi-user.target")
 
-    non_root = ["cc-ci-enrollment-check", "cc-ci-mirrors", "cc-ci-sweep", "cc-ci-health", "cc-ci-gc", "cc-ci-probe"]
-    root = ["cc-ci-deploy"]
+    non_root = ["cc-ci-enrollment-check", "cc-ci-mirrors", "cc-ci-health", "cc-ci-gc", "cc-ci-probe"]
+    root = ["cc-ci-deploy", "cc-ci-sweep"]
     scores = {}
     for unit in non_root + root:
         out = machine.succeed(f"systemd-analyze security --no-pager {unit}.service")
@@ -38,6 +40,10 @@ pkgs.testers.runNixOSTest {
         assert (user == "cc-ci") == (unit in non_root), f"{unit} runs as {user!r}"
 
     print("exposure:", ", ".join(f"{u} {s}" for u, s in scores.items()))
+    caps = machine.succeed("systemctl show -p CapabilityBoundingSet --value cc-ci-sweep.service").split()
+    assert sorted(caps) == ["cap_chown", "cap_kill", "cap_setgid", "cap_setuid"], f"the sweep's capabilities: {caps}"
+    machine.succeed("id cc-ci-runner")
+    machine.fail("id -nG cc-ci | grep -qw cc-ci-runner")
     too_open = {u: s for u, s in scores.items() if u in non_root and s > 5.0}
     assert not too_open, f"exposure above 5.0: {too_open}"
 

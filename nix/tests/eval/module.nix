@@ -248,9 +248,46 @@ let
         unit = c.systemd.services.cc-ci-sweep.serviceConfig;
       in
       expect (timer.OnCalendar == "weekly" && timer.Persistent) "cc-ci-sweep.timer: ${builtins.toJSON timer}"
-        (expect (unit.SupplementaryGroups == [ "docker" ] && builtins.elem "/var/lib/cc-ci-tests/canonical" unit.ReadWritePaths)
+        (expect (builtins.elem "/var/lib/cc-ci-tests/canonical" unit.ReadWritePaths)
           "cc-ci-sweep.service: ${builtins.toJSON unit}"
           (summary c));
+
+    # Recipe CI runs as a user of its own: the module declares it (with sweep.extraGroups), the
+    # sweep unit starts as root with only what the keeper needs (docs/reliability.md), never
+    # with a StateDirectory (systemd would give root the agent's directory), and each run's
+    # directory is made in /var/lib/cc-ci-runs, which that user can enter and not list.
+    sweep-ci-user =
+      let
+        c = host {
+          services.cc-ci.sweep = { command = [ "/srv/ci/run" "{recipe}" ]; extraGroups = [ "docker" ]; };
+        };
+        unit = c.systemd.services.cc-ci-sweep.serviceConfig;
+        toml = c.environment.etc."cc-ci/agent.toml".source.text;
+        runner = c.users.users.cc-ci-runner;
+        runs = c.systemd.tmpfiles.settings."10-cc-ci"."/var/lib/cc-ci-runs".d;
+        asAgent = (host { services.cc-ci.sweep = { command = [ "/srv/ci/run" ]; runAs = null; }; });
+      in
+      expect (failed c == [ ]) "assertions failed: ${builtins.toJSON (failed c)}"
+        (expect (!(unit ? User) && !(unit ? StateDirectory) && !(unit ? SupplementaryGroups)
+            && unit.CapabilityBoundingSet == [ "CAP_SETUID" "CAP_SETGID" "CAP_CHOWN" "CAP_KILL" ]
+            && unit.NoNewPrivileges && unit.ProtectSystem == "strict" && unit.ProtectProc == "default"
+            && builtins.elem "/var/lib/cc-ci" unit.ReadWritePaths && builtins.elem "/var/lib/cc-ci-runs" unit.ReadWritePaths)
+          "cc-ci-sweep.service: ${builtins.toJSON unit}"
+          (expect (runner.isSystemUser && runner.group == "cc-ci-runner" && runner.extraGroups == [ "docker" ]
+              && (c.users.users.cc-ci.extraGroups or [ ]) == [ ])
+            "users.users.cc-ci-runner: ${builtins.toJSON runner}"
+            (expect (runs == { user = "cc-ci"; group = "cc-ci"; mode = "0711"; })
+              "tmpfiles /var/lib/cc-ci-runs: ${builtins.toJSON runs}"
+              (expect (lib.hasInfix "run_as = \"cc-ci-runner\"" toml && lib.hasInfix "run_dir = \"/var/lib/cc-ci-runs\"" toml)
+                "agent.toml [sweep]: ${toml}"
+                (expect (asAgent.systemd.services.cc-ci-sweep.serviceConfig.User == "cc-ci"
+                    && !(asAgent.users.users ? cc-ci-runner)
+                    && !(lib.hasInfix "run_as" asAgent.environment.etc."cc-ci/agent.toml".source.text))
+                  "with runAs = null the sweep runs as cc-ci, as before"
+                  { agentToml = toml; })))));
+
+    sweep-run-as-agent = refusedFor "services.cc-ci.sweep.runAs"
+      (host { services.cc-ci.sweep = { command = [ "/srv/ci/run" ]; runAs = "cc-ci"; }; });
 
     # The health job: every 15 minutes; a degraded or failed fleet does not fail the unit.
     health-job =
