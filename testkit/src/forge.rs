@@ -155,6 +155,77 @@ pub struct State {
     /// a queued task moves this long after a push to its branch (services/pull/pull.go
     /// `AddTestPullRequestTask`); before 1.23 it was the branch's tip at once.
     pub head_lag: Option<Duration>,
+    /// The server and version the forge speaks ([`Version`]).
+    pub version: Version,
+    /// What was asked or answered that the published API does not allow ([`crate::contract`]):
+    /// the forge's drop fails the test that made them.
+    pub violations: Vec<String>,
+}
+
+/// The servers the test forge can speak, with the differences that follow each (forge-facts.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    Gitea1_19,
+    Gitea1_21,
+    Gitea1_23,
+    #[default]
+    Gitea1_25,
+    Forgejo8,
+}
+
+impl Version {
+    pub const ALL: [Version; 5] = [
+        Version::Gitea1_19,
+        Version::Gitea1_21,
+        Version::Gitea1_23,
+        Version::Gitea1_25,
+        Version::Forgejo8,
+    ];
+
+    /// Its published API ([`crate::contract`]).
+    pub fn contract(self) -> &'static str {
+        match self {
+            Version::Gitea1_19 => "gitea-1.19.0",
+            Version::Gitea1_21 => "gitea-1.21.0",
+            Version::Gitea1_23 => "gitea-1.23.0",
+            Version::Gitea1_25 => "gitea-1.25.4",
+            Version::Forgejo8 => "forgejo-8.0.0",
+        }
+    }
+
+    /// What `GET /version` says (`api.ServerVersion`; Forgejo's Gitea-compatible version string
+    /// carries its own after `+`, routers/api/v1/misc/version.go).
+    pub fn version_string(self) -> &'static str {
+        match self {
+            Version::Gitea1_19 => "1.19.0",
+            Version::Gitea1_21 => "1.21.0",
+            Version::Gitea1_23 => "1.23.0",
+            Version::Gitea1_25 => "1.25.4",
+            Version::Forgejo8 => "8.0.0+gitea-1.22.0",
+        }
+    }
+
+    /// Gitea 1.23 and later read a listed pull request's head from `refs/pull/N/head`
+    /// (services/convert/pull.go `ToAPIPullRequests`); Forgejo 8 forked from 1.22.
+    pub fn lists_heads_from_pull_refs(self) -> bool {
+        matches!(self, Version::Gitea1_23 | Version::Gitea1_25)
+    }
+
+    /// A renamed repository: 301 from Gitea 1.24, 307 before and in Forgejo 8 (services/context
+    /// repo assignment, `RedirectToRepo`); a renamed organisation is 307 in every version
+    /// (context_response.go `RedirectToUser`).
+    pub fn renamed_repo_status(self) -> u16 {
+        if self == Version::Gitea1_25 {
+            301
+        } else {
+            307
+        }
+    }
+
+    /// Gitea before 1.20.5: a `token` header on git's paths is ignored (PR 26430).
+    pub fn ignores_token_header_on_git(self) -> bool {
+        self == Version::Gitea1_19
+    }
 }
 
 /// An API answer given to any `method` request whose path (after /api/v1) starts with `path`.
@@ -181,7 +252,13 @@ pub struct TestForge {
 }
 
 impl TestForge {
+    /// The forge speaking the newest Gitea ([`Version::default`]).
     pub fn start(root: &Path, org: &str, token: &str) -> Self {
+        Self::start_version(root, org, token, Version::default())
+    }
+
+    /// The forge speaking `version`: its answers, its differences, its published API.
+    pub fn start_version(root: &Path, org: &str, token: &str, version: Version) -> Self {
         std::fs::create_dir_all(root.join(org)).unwrap();
         let server = Arc::new(Server::http("127.0.0.1:0").unwrap());
         let url = format!("http://{}", server.server_addr().to_ip().unwrap());
@@ -192,6 +269,8 @@ impl TestForge {
             token: token.to_string(),
             state: Arc::new(Mutex::new(State {
                 login: "cc-ci-bot".into(),
+                version,
+                old_server: version.ignores_token_header_on_git(),
                 ..State::default()
             })),
             server: server.clone(),
@@ -265,10 +344,31 @@ impl TestForge {
     }
 }
 
+impl TestForge {
+    /// What was asked or answered outside the published API so far.
+    pub fn violations(&self) -> Vec<String> {
+        self.state.lock().unwrap().violations.clone()
+    }
+}
+
 impl Drop for TestForge {
     fn drop(&mut self) {
         self.server.unblock();
+        let violations = std::mem::take(&mut self.state.lock().unwrap().violations);
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!(
+                "the test forge was asked or answered what the published API does not allow:\n{}",
+                violations.join("\n")
+            );
+        }
     }
+}
+
+thread_local! {
+    /// The status and JSON of the last answer [`json`] made on this thread: what the contract
+    /// check reads back.
+    static ANSWERED: std::cell::RefCell<Option<(u16, serde_json::Value)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn base64_decode(text: &str) -> Option<String> {
@@ -288,6 +388,7 @@ fn base64_decode(text: &str) -> Option<String> {
 }
 
 fn json(status: u16, body: serde_json::Value) -> Response<std::io::Cursor<Vec<u8>>> {
+    ANSWERED.with(|a| *a.borrow_mut() = Some((status, body.clone())));
     Response::from_data(body.to_string().into_bytes())
         .with_status_code(status)
         .with_header(Header::from_bytes("Content-Type", "application/json").unwrap())
@@ -414,7 +515,9 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
         }
         let mut body = String::new();
         let _ = request.as_reader().read_to_string(&mut body);
+        ANSWERED.with(|a| a.borrow_mut().take());
         let response = api_call(&method, api, &query, &body, root, state, &login);
+        held_to_the_contract(state, (&method, api, &query, &body));
         let trickle = state.lock().unwrap().trickle.clone();
         match trickle.filter(|(p, _)| method == "GET" && api.starts_with(p.as_str())) {
             Some((_, pause)) => {
@@ -476,6 +579,23 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
     cgi(request, &method, &path, &query, root);
     if let Some((full, before)) = pushed {
         after_push(state, root, &full, &before);
+    }
+}
+
+/// The request against every supported version's published API, the answer against this
+/// forge's version's; what breaks either is kept for the forge's drop to fail the test with.
+fn held_to_the_contract(
+    state: &Mutex<State>,
+    (method, api, query, body): (&str, &str, &str, &str),
+) {
+    let mut faults = crate::contract::check_request(method, api, query, body);
+    let version = state.lock().unwrap().version;
+    if let Some((status, answer)) = ANSWERED.with(|a| a.borrow_mut().take()) {
+        let contract = crate::contract::named(version.contract());
+        faults.extend(contract.check_answer(method, api, status, &answer));
+    }
+    if !faults.is_empty() {
+        state.lock().unwrap().violations.extend(faults);
     }
 }
 
@@ -603,7 +723,10 @@ fn api_call(
         return refused;
     }
     match (method, parts.as_slice()) {
-        ("GET", ["version"]) => json(200, serde_json::json!({ "version": "1.22.6" })),
+        ("GET", ["version"]) => {
+            let version = state.lock().unwrap().version.version_string();
+            json(200, serde_json::json!({ "version": version }))
+        }
         ("GET", ["user"]) => json(200, serde_json::json!({ "id": 7, "login": login })),
         ("GET", ["orgs", org]) => {
             if root.join(org).is_dir() {
@@ -879,9 +1002,11 @@ fn api_call(
                 .push(rec.clone());
             json(201, status_json(&rec))
         }
+        // Paged like every list (`utils.GetListOptions`: `page` from 1, `limit` capped at
+        // MAX_RESPONSE_ITEMS), with `X-Total-Count` (routers/api/v1/repo/status.go).
         ("GET", ["repos", _org, repo, "statuses", sha]) => {
             let s = state.lock().unwrap();
-            let list: Vec<serde_json::Value> = s
+            let all: Vec<serde_json::Value> = s
                 .statuses
                 .get(&(repo.to_string(), sha.to_string()))
                 .into_iter()
@@ -889,7 +1014,19 @@ fn api_call(
                 .rev()
                 .map(status_json)
                 .collect();
-            json(200, serde_json::Value::Array(list))
+            let max = s.max_items.unwrap_or(50);
+            let number = |k: &str| query_value(query, k).and_then(|v| v.parse::<usize>().ok());
+            let limit = number("limit").unwrap_or(30).clamp(1, max);
+            let page = number("page").unwrap_or(1).max(1);
+            let list: Vec<serde_json::Value> = all
+                .iter()
+                .skip((page - 1) * limit)
+                .take(limit)
+                .cloned()
+                .collect();
+            json(200, serde_json::Value::Array(list)).with_header(
+                Header::from_bytes("X-Total-Count", all.len().to_string().as_bytes()).unwrap(),
+            )
         }
         ("POST", ["repos", org, repo, "pulls"]) => {
             let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
@@ -1093,9 +1230,11 @@ fn find_comment<'a>(s: &'a State, repo: &str, id: &str) -> Option<&'a CommentRec
         .find(|c| c.id.to_string() == id)
 }
 
+/// A commit status as Gitea lists it: its state under `status` (`api.CommitStatus`,
+/// modules/structs/status.go, every version); `state` is only the name in the request.
 fn status_json(s: &StatusRec) -> serde_json::Value {
     serde_json::json!({
-        "id": s.id, "state": s.state, "context": s.context, "description": s.description,
+        "id": s.id, "status": s.state, "context": s.context, "description": s.description,
         "creator": { "login": s.creator },
     })
 }

@@ -6,6 +6,7 @@
 //! `cc-ci-agent` binary holds none of it.
 
 pub mod bridge;
+pub mod contract;
 pub mod demo;
 pub mod drone;
 pub mod emulator;

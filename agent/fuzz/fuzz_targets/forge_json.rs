@@ -10,8 +10,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok((pulls, _skipped)) = decode_pulls(text) {
-        for p in pulls {
+    if let Ok(page) = decode_pulls(text) {
+        for p in page.pulls {
             assert!(p.head_sha.len() == 40 || p.head_sha.len() == 64);
             assert!(p.head_sha.bytes().all(|b| b.is_ascii_hexdigit()));
         }

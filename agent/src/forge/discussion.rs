@@ -9,7 +9,7 @@
 //! | `GET /repos/{o}/{r}/issues/{n}/comments?since=T` | every comment whose `updated_unix` is at or after T, at once, oldest first, each with `id`, `body`, `user.login`: no `page` or `limit`, so `since` is the only bound | routers/api/v1/repo/issue_comment.go (`ListIssueComments`), models/issues/comment.go (`FindCommentsOptions`) |
 //! | `POST /repos/{o}/{r}/issues/{n}/comments` `{body}` | 201 with the comment's `id` and `created_at`, in the server's clock | the same file (`CreateIssueComment`) |
 //! | `GET /repos/{o}/{r}/issues/comments/{id}/reactions` | a list of `{user.login, content}`; `null` when there is none | routers/api/v1/repo/issue_reaction.go |
-//! | `GET /repos/{o}/{r}/statuses/{sha}?page&limit` | a page of `{id, state, context, creator.login}`; states pending, success, error, failure, warning | routers/api/v1/repo/status.go |
+//! | `GET /repos/{o}/{r}/statuses/{sha}?page&limit` | a page of `{id, status, context, creator.login}` (`status`: the name in a listed status, `api.CommitStatus`; `state` only in the request that creates one), with `X-Total-Count`; states pending, success, error, failure, warning | routers/api/v1/repo/status.go, modules/structs/status.go |
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -135,14 +135,14 @@ pub enum Opened {
 }
 
 #[derive(Deserialize, Default)]
-struct ApiUser {
+pub(super) struct ApiUser {
     #[serde(default)]
     login: String,
 }
 
 #[derive(Deserialize)]
-struct ApiComment {
-    id: u64,
+pub(super) struct ApiComment {
+    id: i64,
     #[serde(default)]
     body: String,
     #[serde(default)]
@@ -150,7 +150,7 @@ struct ApiComment {
 }
 
 #[derive(Deserialize)]
-struct ApiReaction {
+pub(super) struct ApiReaction {
     #[serde(default)]
     user: Option<ApiUser>,
     #[serde(default)]
@@ -158,10 +158,12 @@ struct ApiReaction {
 }
 
 #[derive(Deserialize)]
-struct ApiStatus {
-    id: u64,
+pub(super) struct ApiStatus {
+    id: i64,
+    /// `status` in a listed status (`api.CommitStatus`, modules/structs/status.go, every
+    /// version); `state` is only the name in the request that creates one.
     #[serde(default)]
-    state: String,
+    status: String,
     #[serde(default)]
     context: String,
     #[serde(default)]
@@ -169,17 +171,32 @@ struct ApiStatus {
 }
 
 #[derive(Deserialize)]
-struct ApiBranch {
+pub(super) struct ApiBranch {
     #[serde(default)]
     r#ref: String,
     #[serde(default)]
     sha: String,
+    /// -1 when the branch's repository is gone (services/convert/pull.go).
     #[serde(default)]
-    repo_id: Option<u64>,
+    repo_id: Option<i64>,
+}
+
+/// What `POST .../pulls` answers that the agent reads: its number (the issue APIs take it).
+#[derive(Deserialize)]
+pub(super) struct ApiCreatedPull {
+    number: i64,
+}
+
+/// What `POST .../issues/{n}/comments` answers that the agent reads.
+#[derive(Deserialize)]
+pub(super) struct ApiCreatedComment {
+    id: i64,
+    #[serde(default)]
+    created_at: String,
 }
 
 #[derive(Deserialize)]
-struct ApiPullState {
+pub(super) struct ApiPullState {
     #[serde(default)]
     state: String,
     #[serde(default)]
@@ -226,24 +243,52 @@ impl Gitea {
     }
 
     /// A POST answered 201; what it created.
-    fn created(
+    fn created<T: serde::de::DeserializeOwned>(
         &self,
         (what, path): (&str, &str),
         body: &serde_json::Value,
         causes: &[(u16, String)],
         deadline: Deadline,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<T> {
         let answer = self.call("POST", path, Some(body), deadline)?;
         let text = self.expect_with(what, answer, &[201], causes)?;
         serde_json::from_str(&text).with_context(|| format!("{what}: not the JSON Gitea sends"))
     }
 }
 
-fn number_field(created: &serde_json::Value, field: &str, what: &str) -> Result<u64> {
-    created[field]
-        .as_u64()
-        .with_context(|| format!("{what}: the answer has no {field}"))
+/// A number Gitea gives as an int64 that the agent takes only when positive (an index, an id).
+fn positive(n: i64, what: &str, field: &str) -> Result<u64> {
+    u64::try_from(n)
+        .ok()
+        .filter(|n| *n > 0)
+        .with_context(|| format!("{what}: {field} {n} is not one"))
 }
+
+/// A list answer read item by item: `null` items (Gitea 1.19 to 1.22 write one after a
+/// converter error) and items that do not decode are left out, counted, and never fail the
+/// rest; a `null` list is an empty one (Go's nil slice).
+fn items<T: serde::de::DeserializeOwned>(body: &str, what: &str) -> Result<(Vec<T>, usize)> {
+    let listed: Option<Vec<serde_json::Value>> =
+        serde_json::from_str(body).with_context(|| format!("{what}: not the JSON Gitea sends"))?;
+    let mut odd = 0;
+    let kept = listed
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|item| {
+            let decoded = serde_json::from_value(item).ok();
+            odd += usize::from(decoded.is_none());
+            decoded
+        })
+        .collect();
+    if odd > 0 {
+        tracing::warn!("{what}: {odd} item(s) of the answer were not what Gitea sends, left out");
+    }
+    Ok((kept, odd))
+}
+
+/// Pages of commit statuses read at most: 20 pages of 50 (the probe's head has a few).
+const STATUS_PAGES: u32 = 20;
+const STATUS_PAGE_SIZE: usize = 50;
 
 impl Discussion for Gitea {
     fn open_pull(
@@ -269,10 +314,10 @@ impl Discussion for Gitea {
             return Ok(Opened::Exists(existing_number(&answer.body)));
         }
         let text = self.expect_with(&what, answer, &[201], &causes)?;
-        let created: serde_json::Value = serde_json::from_str(&text)
+        let created: ApiCreatedPull = serde_json::from_str(&text)
             .with_context(|| format!("{what}: not the JSON Gitea sends"))?;
         // `number`, not `id`: the issue APIs take the number.
-        number_field(&created, "number", &what).map(Opened::New)
+        positive(created.number, &what, "number").map(Opened::New)
     }
 
     fn pull(&self, recipe: &str, number: u64, deadline: Deadline) -> Result<Option<PullState>> {
@@ -288,7 +333,7 @@ impl Discussion for Gitea {
             .with_context(|| format!("{what}: not the JSON Gitea sends for a pull request"))?;
         Ok(Some(PullState {
             open: p.state == "open",
-            same_repo: p.head.repo_id.is_some() && p.head.repo_id == p.base.repo_id,
+            same_repo: super::gitea::same_repository(p.head.repo_id, p.base.repo_id),
             head_ref: p.head.r#ref,
             head_sha: p.head.sha,
             base_ref: p.base.r#ref,
@@ -333,15 +378,16 @@ impl Discussion for Gitea {
             return Ok(Listed::TooMany(why.clone()));
         }
         let body = self.expect(&what, answer, &[200])?;
-        let listed: Vec<ApiComment> = serde_json::from_str(&body)
-            .with_context(|| format!("{what}: not the JSON Gitea sends"))?;
+        let (listed, _) = items::<ApiComment>(&body, &what)?;
         Ok(Listed::All(
             listed
                 .into_iter()
-                .map(|c| Comment {
-                    id: c.id,
-                    body: c.body,
-                    login: login_of(c.user),
+                .filter_map(|c| {
+                    Some(Comment {
+                        id: u64::try_from(c.id).ok()?,
+                        body: c.body,
+                        login: login_of(c.user),
+                    })
                 })
                 .collect(),
         ))
@@ -363,14 +409,17 @@ impl Discussion for Gitea {
                 .to_string(),
         )];
         let request = serde_json::json!({ "body": body });
-        let created = self.created((&what, &path), &request, &causes, deadline)?;
-        let id = number_field(&created, "id", &what)?;
-        let created_at = created["created_at"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .with_context(|| format!("{what}: the answer has no created_at"))?
-            .to_string();
-        Ok(Posted { id, created_at })
+        let created: ApiCreatedComment =
+            self.created((&what, &path), &request, &causes, deadline)?;
+        let id = positive(created.id, &what, "id")?;
+        anyhow::ensure!(
+            !created.created_at.is_empty(),
+            "{what}: the answer has no created_at"
+        );
+        Ok(Posted {
+            id,
+            created_at: created.created_at,
+        })
     }
 
     fn reactions(&self, recipe: &str, comment: u64, deadline: Deadline) -> Result<Vec<Reaction>> {
@@ -390,24 +439,38 @@ impl Discussion for Gitea {
             .collect())
     }
 
+    /// Every page of the statuses (`X-Total-Count` says how many there are; a server may cap
+    /// a page below the `limit` asked), up to [`STATUS_PAGES`].
     fn statuses(&self, recipe: &str, sha: &str, deadline: Deadline) -> Result<Vec<CommitStatus>> {
         let org = self.org();
-        let listed: Vec<ApiStatus> = self.read(
-            &format!(
-                "listing the commit statuses of {} on {org}/{recipe}",
-                crate::git::short(sha)
-            ),
-            &format!("/repos/{org}/{recipe}/statuses/{sha}?page=1&limit=50"),
-            deadline,
-        )?;
-        Ok(listed
-            .into_iter()
-            .map(|s| CommitStatus {
-                id: s.id,
-                state: s.state,
-                context: s.context,
-                login: login_of(s.creator),
-            })
-            .collect())
+        let what = format!(
+            "listing the commit statuses of {} on {org}/{recipe}",
+            crate::git::short(sha)
+        );
+        let mut all = Vec::new();
+        let mut seen = 0;
+        for page in 1..=STATUS_PAGES {
+            let path = format!(
+                "/repos/{org}/{recipe}/statuses/{sha}?page={page}&limit={STATUS_PAGE_SIZE}"
+            );
+            let answer = self.call("GET", &path, None, deadline)?;
+            let total = answer.total;
+            let body = self.expect(&what, answer, &[200])?;
+            let (listed, odd) = items::<ApiStatus>(&body, &what)?;
+            let n = listed.len() + odd;
+            seen += n;
+            all.extend(listed.into_iter().filter_map(|s| {
+                Some(CommitStatus {
+                    id: u64::try_from(s.id).ok()?,
+                    state: s.status,
+                    context: s.context,
+                    login: login_of(s.creator),
+                })
+            }));
+            if n == 0 || total.map_or(n < STATUS_PAGE_SIZE, |t| seen >= t) {
+                break;
+            }
+        }
+        Ok(all)
     }
 }

@@ -27,7 +27,7 @@ pub(super) struct Answer {
     pub(super) body: String,
     gave_up: Option<String>,
     /// `X-Total-Count`: how many items a listing has in all, when the forge says.
-    total: Option<usize>,
+    pub(super) total: Option<usize>,
     /// `Location` of a redirect: where a renamed repository or org is now.
     location: Option<String>,
     /// The body was longer than the agent reads (and `body` is empty): why, for a caller that
@@ -69,36 +69,70 @@ fn retry_after(response: &ureq::http::Response<ureq::Body>) -> Option<Duration> 
     )
 }
 
-/// One page of `GET /repos/{org}/{repo}/pulls`, checked: every head sha must be a git object id,
-/// because it is handed to git as an argument. A pull request with no head sha (Gitea sends an
-/// empty one when the head branch is gone) is returned apart, by number, to be skipped.
-pub fn decode_pulls(body: &str) -> Result<(Vec<Pull>, Vec<u64>)> {
-    let batch: Vec<ApiPull> =
+/// One page of `GET /repos/{org}/{repo}/pulls`, item by item: one odd item never fails the
+/// page. Each head sha must be a git object id, because it is handed to git as an argument; a
+/// pull request with no head sha (Gitea sends an empty one when the head branch is gone) is
+/// returned apart, by number, to be skipped; an item that is no pull request (`null`, which
+/// Gitea 1.19 to 1.22 put in a list after a converter error, or one that does not decode) is
+/// returned apart with why, to be said.
+pub fn decode_pulls(body: &str) -> Result<DecodedPulls> {
+    let items: Vec<serde_json::Value> =
         serde_json::from_str(body).context("not the JSON Gitea sends for pull requests")?;
-    let (headless, batch): (Vec<ApiPull>, Vec<ApiPull>) =
-        batch.into_iter().partition(|p| p.head.sha.is_empty());
-    let skipped = headless.into_iter().map(|p| p.number).collect();
-    let pulls = batch
-        .into_iter()
-        .map(|p| {
-            if !crate::git::is_oid(&p.head.sha) {
-                bail!(
-                    "pull request #{}: head sha {:?} is not a commit id",
-                    p.number,
-                    p.head.sha
-                );
-            }
-            Ok(Pull {
-                number: p.number,
-                same_repo: p.head.repo_id.is_some()
-                    && p.head.repo_id == p.base.as_ref().and_then(|b| b.repo_id),
-                head_sha: p.head.sha,
-                head_ref: p.head.r#ref,
-                title: p.title,
-            })
-        })
-        .collect::<Result<Vec<Pull>>>()?;
-    Ok((pulls, skipped))
+    let mut page = DecodedPulls::default();
+    for (i, item) in items.into_iter().enumerate() {
+        match pull_of(item) {
+            Ok(Some(pull)) => page.pulls.push(pull),
+            Ok(None) => {}
+            Err(PullItem::Headless(number)) => page.headless.push(number),
+            Err(PullItem::Odd(why)) => page.odd.push(format!("item {} of the page: {why}", i + 1)),
+        }
+    }
+    Ok(page)
+}
+
+/// What one page of pull requests held.
+#[derive(Debug, Default)]
+pub struct DecodedPulls {
+    pub pulls: Vec<Pull>,
+    pub headless: Vec<u64>,
+    pub odd: Vec<String>,
+}
+
+enum PullItem {
+    Headless(u64),
+    Odd(String),
+}
+
+fn pull_of(item: serde_json::Value) -> Result<Option<Pull>, PullItem> {
+    if item.is_null() {
+        return Err(PullItem::Odd("null, not a pull request".into()));
+    }
+    let p: ApiPull = serde_json::from_value(item)
+        .map_err(|e| PullItem::Odd(format!("not a pull request as Gitea sends one: {e}")))?;
+    let number = u64::try_from(p.number)
+        .map_err(|_| PullItem::Odd(format!("number {} is not a pull request's", p.number)))?;
+    if p.head.sha.is_empty() {
+        return Err(PullItem::Headless(number));
+    }
+    if !crate::git::is_oid(&p.head.sha) {
+        return Err(PullItem::Odd(format!(
+            "pull request #{number}: head sha {:?} is not a commit id",
+            p.head.sha
+        )));
+    }
+    Ok(Some(Pull {
+        number,
+        same_repo: same_repository(p.head.repo_id, p.base.as_ref().and_then(|b| b.repo_id)),
+        head_sha: p.head.sha,
+        head_ref: p.head.r#ref,
+        title: p.title,
+    }))
+}
+
+/// Whether a pull request's head is in its base's repository: both ids known and equal. Gitea
+/// writes -1 for a head repository that is gone (services/convert/pull.go): never the same.
+pub(super) fn same_repository(head: Option<i64>, base: Option<i64>) -> bool {
+    matches!((head, base), (Some(h), Some(b)) if h > 0 && h == b)
 }
 
 pub struct Gitea {
@@ -113,8 +147,8 @@ pub struct Gitea {
 }
 
 #[derive(Deserialize)]
-struct ApiPull {
-    number: u64,
+pub(super) struct ApiPull {
+    number: i64,
     #[serde(default)]
     title: String,
     head: ApiHead,
@@ -123,15 +157,15 @@ struct ApiPull {
 }
 
 #[derive(Deserialize)]
-struct ApiBase {
+pub(super) struct ApiBase {
     #[serde(default)]
-    repo_id: Option<u64>,
+    repo_id: Option<i64>,
 }
 
 /// The parts of `GET /repos/{owner}/{repo}` the agent reads (Gitea's `api.Repository`,
 /// modules/structs/repo.go); absent fields are taken as a plain, writable repository.
 #[derive(Deserialize, Default)]
-struct ApiRepository {
+pub(super) struct ApiRepository {
     #[serde(default)]
     mirror: bool,
     #[serde(default)]
@@ -143,19 +177,20 @@ struct ApiRepository {
 }
 
 #[derive(Deserialize)]
-struct ApiPermissions {
+pub(super) struct ApiPermissions {
     push: bool,
 }
 
 #[derive(Deserialize)]
-struct ApiHead {
+pub(super) struct ApiHead {
     sha: String,
     /// The head branch's name (`api.PRBranchInfo.Ref`).
     #[serde(default)]
     r#ref: String,
-    /// The head branch's repository: the base's own, or a fork's (`api.PRBranchInfo.RepoID`).
+    /// The head branch's repository: the base's own, or a fork's (`api.PRBranchInfo.RepoID`);
+    /// -1 when that repository is gone.
     #[serde(default)]
-    repo_id: Option<u64>,
+    repo_id: Option<i64>,
 }
 
 impl Gitea {
@@ -480,12 +515,15 @@ impl Forge for Gitea {
                 answer,
                 &[200],
             )?;
-            let (batch, skipped) = decode_pulls(&body)
+            let batch = decode_pulls(&body)
                 .with_context(|| format!("pull requests of {}/{recipe}, page {page}", self.org))?;
-            let n = batch.len() + skipped.len();
-            listing.pulls.extend(batch);
-            listing.skipped.extend(skipped);
-            let seen = listing.pulls.len() + listing.skipped.len();
+            let n = batch.pulls.len() + batch.headless.len() + batch.odd.len();
+            listing.pulls.extend(batch.pulls);
+            listing.skipped.extend(batch.headless);
+            listing
+                .odd
+                .extend(batch.odd.into_iter().map(|o| format!("page {page}, {o}")));
+            let seen = listing.pulls.len() + listing.skipped.len() + listing.odd.len();
             if n == 0 || total.is_some_and(|t| seen >= t) {
                 return Ok(listing);
             }

@@ -1,5 +1,7 @@
 //! Where mirrors live: a Gitea/Forgejo org (REST API v1) or a local directory of bare repos.
 
+#[cfg(test)]
+mod contract;
 mod discussion;
 mod gitea;
 mod local;
@@ -11,7 +13,7 @@ use serde::Serialize;
 pub use discussion::{
     Comment, CommitStatus, Discussion, Listed, Opened, Posted, PullState, Reaction,
 };
-pub use gitea::{decode_pulls, Gitea};
+pub use gitea::{decode_pulls, DecodedPulls, Gitea};
 pub use local::Local;
 
 use crate::deadline::Deadline;
@@ -99,6 +101,8 @@ pub struct Pulls {
     pub pulls: Vec<Pull>,
     /// Pull requests without a head commit (their branch is gone), by number: not looked at.
     pub skipped: Vec<u64>,
+    /// Items of a page that were no pull request the agent could read, and why: not looked at.
+    pub odd: Vec<String>,
     /// False when there were more than the agent lists; only `pulls` were looked at.
     pub complete: bool,
 }

@@ -17,17 +17,17 @@ fn finding(what: impl Into<String>, verdict: Verdict, detail: impl Into<String>)
 }
 
 #[derive(Deserialize)]
-struct ApiVersion {
+pub(super) struct ApiVersion {
     version: String,
 }
 
 #[derive(Deserialize)]
-struct ApiUser {
+pub(super) struct ApiUser {
     login: String,
 }
 
 #[derive(Deserialize)]
-struct ApiOrgPermissions {
+pub(super) struct ApiOrgPermissions {
     #[serde(default)]
     can_create_repository: bool,
 }
@@ -35,7 +35,7 @@ struct ApiOrgPermissions {
 /// A branch protection rule (`api.BranchProtection`, modules/structs/repo_branch.go). Gitea
 /// before 1.23 has no `enable_force_push`: a protected branch refuses every force push there.
 #[derive(Deserialize, Serialize, Default)]
-struct ApiBranchProtection {
+pub(super) struct ApiBranchProtection {
     #[serde(default)]
     branch_name: String,
     #[serde(default)]

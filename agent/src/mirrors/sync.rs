@@ -374,6 +374,13 @@ impl Syncer<'_> {
             .forge
             .open_pulls(&recipe.name, deadline)
             .map_err(|e| format!("synced, but listing pull requests failed: {e:#}"))?;
+        if !listing.odd.is_empty() {
+            result.warnings.push(format!(
+                "{} listed pull request(s) could not be read, and were not looked at: {}",
+                listing.odd.len(),
+                listing.odd.join("; ")
+            ));
+        }
         if !listing.skipped.is_empty() {
             let list: Vec<String> = listing.skipped.iter().map(|n| format!("#{n}")).collect();
             result.warnings.push(format!(
