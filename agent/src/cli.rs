@@ -228,6 +228,19 @@ fn as_the_state_directorys_owner(ctx: &Context, command: &Command) -> anyhow::Re
             owner.name
         ))
     })?;
+    // Root's working directory (`/root`, a checkout under a private directory) may be closed to
+    // the owner, and every git it runs would fail to stat it: then the state directory is.
+    // (Its path, not `.`: git stats it by path, and a directory above may be closed.)
+    let usable = std::env::current_dir().and_then(std::fs::metadata);
+    if usable.is_err() {
+        std::env::set_current_dir(&config.state_dir).map_err(|e| {
+            crate::error::Unusable(format!(
+                "cannot enter {} as {}: {e}",
+                config.state_dir.display(),
+                owner.name
+            ))
+        })?;
+    }
     tracing::info!(
         "started as root: running as {} (uid {uid}), the owner of {}",
         owner.name,

@@ -81,13 +81,15 @@ fn owned_by_root(dir: &Path) -> Vec<PathBuf> {
 /// The agent run as the job user, as its units run it.
 fn as_job_user(fleet: &Fleet, args: &[&str]) -> common::Run {
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(common::bin());
+    let mut cmd = std::process::Command::new(common::bin_for_everyone());
     cmd.arg("--config")
         .arg(&fleet.config)
         .args(args)
         .env_remove("CC_CI_AGENT_CONFIG")
         .env("CC_CI_LOG", "warn")
         .env("HOME", fleet.root())
+        // As a unit runs it: in a directory of its own (systemd's default is `/`).
+        .current_dir(fleet.root())
         .uid(JOB_UID)
         .gid(JOB_UID);
     common::finish(cmd.output())
@@ -168,7 +170,7 @@ impl Fleet {
     fn agent(&self, args: &[&str]) -> common::Run {
         let mut full = vec!["--config", self.config.as_str()];
         full.extend_from_slice(args);
-        common::agent(&full)
+        common::agent_for_everyone(&full)
     }
 }
 
@@ -220,7 +222,7 @@ fn links_planted_in_the_state_directory_are_never_followed_by_root() {
     for v in [&lock, &health, &metrics, &temporary] {
         v.assert_untouched();
     }
-    assert_eq!(sync.code, 0, "{}", sync.stderr);
+    assert_eq!(sync.code, 0, "{}{}", sync.stdout, sync.stderr);
     assert!(
         [0, 13, 14].contains(&report.code),
         "health ran: {}",
@@ -246,6 +248,35 @@ fn links_planted_in_the_state_directory_are_never_followed_by_root() {
             .is_symlink(),
         "health.json is a report again, not the planted link"
     );
+}
+
+/// `sudo cc-ci-agent mirrors sync` from `/root`: the job becomes the state directory's owner,
+/// who cannot enter root's working directory, where git fails ("failed to stat"); it works from
+/// the state directory instead.
+#[test]
+fn a_root_job_started_where_the_owner_cannot_go_still_works() {
+    if !is_root() {
+        println!("NOT RUN HERE: root is needed to run the agent as root over another user's state");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: this must run there"
+        );
+        return;
+    }
+    let (fleet, _state) = synced_fleet_of_the_job_user();
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let inside = private.path().join("here");
+    std::fs::create_dir(&inside).unwrap();
+    fleet.upstream_commit("compose.yml", "from root's directory\n");
+    let run = std::process::Command::new(common::bin_for_everyone())
+        .args(["--config", &fleet.config, "mirrors", "sync"])
+        .current_dir(&inside)
+        .env("CC_CI_LOG", "warn")
+        .output()
+        .unwrap();
+    let run = common::finish(Ok(run));
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 }
 
 /// An operator's root `mirrors sync`, `sweep`, `health` and `status-page` in the job user's
@@ -617,7 +648,7 @@ fn killing_the_sweep_ends_its_ci_users_processes() {
         format!("#!/bin/sh\ntouch {}\nsleep 600\n", started.display()),
     )
     .unwrap();
-    let mut sweep = std::process::Command::new(common::bin())
+    let mut sweep = std::process::Command::new(common::bin_for_everyone())
         .args(["--config", &fleet.config, "sweep"])
         .env("CC_CI_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -865,7 +896,7 @@ fn the_root_deploy_keeps_its_journal_where_the_job_user_cannot_write() {
     let c = config.to_string_lossy().into_owned();
 
     write_config("");
-    let refused = common::agent(&["--config", &c, "deploy"]);
+    let refused = common::agent_for_everyone(&["--config", &c, "deploy"]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(
         refused.stderr.contains("set [deploy] state_dir"),
@@ -882,7 +913,7 @@ fn the_root_deploy_keeps_its_journal_where_the_job_user_cannot_write() {
         "state_dir = {:?}\n\n[status_page]\ndir = \"state/page\"\n",
         journal.display().to_string()
     ));
-    let run = common::agent(&["--config", &c, "deploy"]);
+    let run = common::agent_for_everyone(&["--config", &c, "deploy"]);
     assert!(
         run.stdout.contains("deploy #1") && run.stdout.contains("is not a git checkout"),
         "the deploy got as far as its pre-flight: {} {}{}",
@@ -917,7 +948,7 @@ fn concurrent_enrollment_edits_lose_nothing() {
         let children: Vec<_> = names
             .iter()
             .map(|n| {
-                std::process::Command::new(common::bin())
+                std::process::Command::new(common::bin_for_everyone())
                     .args(["enrollment", "--file", &f, "add", n])
                     .env("CC_CI_LOG", "warn")
                     .stdout(std::process::Stdio::null())
@@ -1038,7 +1069,7 @@ fn recipe_ci_gets_no_credential_it_was_not_granted() {
     std::fs::write(creds.join("bridge-token"), "bridge-s3cret-8842\n").unwrap();
     std::fs::write(creds.join("registry"), "registry-granted-9953\n").unwrap();
     assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
-    let out = std::process::Command::new(common::bin())
+    let out = std::process::Command::new(common::bin_for_everyone())
         .args(["--config", &fleet.config, "sweep"])
         .env("CREDENTIALS_DIRECTORY", &creds)
         .env("CC_CI_LOG", "warn")
@@ -1129,7 +1160,7 @@ fn ci_output_goes_to_its_log_as_it_comes_with_a_cap() {
     );
     fleet.append_config("log_limit = \"1M\"\n");
     assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
-    let mut child = std::process::Command::new(common::bin())
+    let mut child = std::process::Command::new(common::bin_for_everyone())
         .args(["--config", &fleet.config, "sweep"])
         .env("CC_CI_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -1172,7 +1203,7 @@ fn mkfifo(path: &Path) {
 /// Runs the agent, killing it if it has not finished by `limit`: a hang is a failure, not a
 /// test that never ends.
 fn agent_within(args: &[&str], limit: std::time::Duration) -> common::Run {
-    let mut child = std::process::Command::new(common::bin())
+    let mut child = std::process::Command::new(common::bin_for_everyone())
         .args(args)
         .env("CC_CI_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -1318,7 +1349,7 @@ fn deleting_the_lock_files_mid_sweep_lets_no_second_sweep_in() {
     );
     fleet.append_config("pass_env = [\"STATE\"]\n");
     assert_eq!(fleet.agent(&["mirrors", "sync"]).code, 0);
-    let first = std::process::Command::new(common::bin())
+    let first = std::process::Command::new(common::bin_for_everyone())
         .args(["--config", &fleet.config, "sweep"])
         .env("CC_CI_LOG", "warn")
         .env("STATE", fleet.state())

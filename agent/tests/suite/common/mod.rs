@@ -147,3 +147,42 @@ pub fn agent_guarded(
         }
     }
 }
+
+/// The agent's binary where every user may run it, as the Nix store is on a host: for the tests
+/// that run it as another user, or whose agent, started as root, runs itself again as another
+/// user (the keeper's helpers as the CI user, the page as the state directory's owner). The
+/// build's own binary may sit below a directory only its owner can enter (a checkout under a
+/// `mktemp -d`). One copy per checkout, renewed when the build changes.
+pub fn bin_for_everyone() -> &'static str {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    static COPY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let built = std::fs::metadata(bin()).expect("the agent's binary");
+        let key: u64 = bin().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let dir = std::env::temp_dir().join(format!("cc-ci-agent-for-everyone-{key:016x}"));
+        let copy = dir.join("cc-ci-agent");
+        let current = std::fs::metadata(&copy)
+            .is_ok_and(|m| m.size() == built.size() && m.mtime() >= built.mtime());
+        if !current {
+            std::fs::create_dir_all(&dir).expect("a directory for the binary");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let fresh = dir.join(format!(".cc-ci-agent.{}", std::process::id()));
+            std::fs::copy(bin(), &fresh).expect("a copy of the binary");
+            std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::rename(&fresh, &copy).expect("the copy in place");
+        }
+        copy.to_string_lossy().into_owned()
+    })
+}
+
+/// [`agent`] from [`bin_for_everyone`].
+pub fn agent_for_everyone(args: &[&str]) -> Run {
+    let mut cmd = Command::new(bin_for_everyone());
+    cmd.args(args)
+        .env_remove("CC_CI_AGENT_CONFIG")
+        .env_remove("NO_COLOR")
+        .env("CC_CI_LOG", "warn");
+    finish(cmd.output())
+}
