@@ -15,13 +15,20 @@ pub enum Busy {
     Unknown(String),
 }
 
-pub fn check(check: &BusyCheck) -> Busy {
-    check_beside(check, &|_| false)
+/// Whether CI is busy, by `check`; `watched` are the enrolled recipes' mirror repositories
+/// (`org/recipe`, as Drone names them), which a Drone check looks at even where its token's
+/// user cannot list them ([`Drone::incomplete`]).
+pub fn check(check: &BusyCheck, watched: &[String]) -> Busy {
+    check_beside(check, watched, &|_| false)
 }
 
 /// As [`check`], with the Drone builds `accounted` says are already accounted for (a probe's
 /// own, of a recipe probed before) not counted as busy.
-pub fn check_beside(check: &BusyCheck, accounted: &dyn Fn(&Running) -> bool) -> Busy {
+pub fn check_beside(
+    check: &BusyCheck,
+    watched: &[String],
+    accounted: &dyn Fn(&Running) -> bool,
+) -> Busy {
     match check {
         BusyCheck::Command { argv, timeout } => {
             let Some((program, args)) = argv.split_first() else {
@@ -50,7 +57,7 @@ pub fn check_beside(check: &BusyCheck, accounted: &dyn Fn(&Running) -> bool) -> 
         BusyCheck::Drone { drone, timeout } => {
             let token =
                 read_token_file(drone.token_file.as_deref(), DRONE_TOKEN_CREDENTIAL, "drone");
-            let asked = token.and_then(|t| Drone::new(drone, t, *timeout).incomplete());
+            let asked = token.and_then(|t| Drone::new(drone, t, *timeout).incomplete(watched));
             match asked {
                 Ok(found) => {
                     let running: Vec<String> = found
@@ -94,6 +101,19 @@ pub fn usable(check: &BusyCheck, section: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The enrolled recipes' mirror repositories as Drone names them (`org/recipe`): what a Drone
+/// busy check must see. Empty where the mirrors are not on a Gitea (no Drone builds them).
+pub fn watched(config: &crate::settings::config::Config) -> Vec<String> {
+    use crate::settings::config::Forge;
+    let Some(Forge::Gitea { org, .. }) = &config.forge else {
+        return Vec::new();
+    };
+    match crate::settings::enrollment::Enrollment::load(&config.enrollment_file) {
+        Ok(e) => e.enrolled().map(|r| format!("{org}/{}", r.name)).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 fn first_line(text: &str, default: &str) -> String {
     text.lines()
         .map(str::trim)
@@ -116,16 +136,16 @@ mod tests {
 
     #[test]
     fn command_exit_codes() {
-        assert_eq!(check(&cmd("exit 0")), Busy::Idle);
+        assert_eq!(check(&cmd("exit 0"), &[]), Busy::Idle);
         assert_eq!(
-            check(&cmd("echo 'plausible #41 since 10:02'; exit 1")),
+            check(&cmd("echo 'plausible #41 since 10:02'; exit 1"), &[]),
             Busy::Busy("plausible #41 since 10:02".into())
         );
-        assert!(matches!(check(&cmd("exit 2")), Busy::Unknown(_)));
+        assert!(matches!(check(&cmd("exit 2"), &[]), Busy::Unknown(_)));
         let slow = BusyCheck::Command {
             argv: vec!["sleep".into(), "5".into()],
             timeout: Duration::from_millis(100),
         };
-        assert!(matches!(check(&slow), Busy::Unknown(_)));
+        assert!(matches!(check(&slow, &[]), Busy::Unknown(_)));
     }
 }

@@ -51,7 +51,8 @@ struct RepoWithBuild {
 
 /// What OSS Drone's busy check rests on, said with its answer.
 pub const RECENT_ONLY: &str = "OSS Drone has no list of incomplete builds (HTTP 501): read from \
-     /api/user/builds, the newest 25 builds of the repositories the token's user can see";
+     /api/user/builds, the newest 25 builds of the repositories the token's user synced, and \
+     each enrolled repository's own builds where that list cannot see it";
 
 /// A build in flight and its repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,8 +151,14 @@ impl Drone {
 
     /// The builds in flight. OSS Drone has no list of them (`/api/builds/incomplete` answers
     /// 501, handler/api/builds/builds_oss.go): then the token's user's newest 25 builds are
-    /// read instead (`/api/user/builds`, in every edition), which the answer says.
-    pub fn incomplete(&self) -> Result<Incomplete> {
+    /// read instead (`/api/user/builds`, in every edition), which the answer says. That list
+    /// holds only the repositories the token's user synced itself (store/repos/repos.go joins
+    /// the user's permission rows): an admin that never synced gets `[]`. So each repository in
+    /// `watched` (the enrolled recipes' mirrors) it does not show is asked for its own builds
+    /// (`/api/repos/{slug}/builds`, which does not ask an admin for permission rows); one
+    /// that cannot be asked makes the answer an error ("cannot tell"), never "idle". A
+    /// repository Drone never synced (404) has no build of Drone's to wait for.
+    pub fn incomplete(&self, watched: &[String]) -> Result<Incomplete> {
         let (status, body) = self.call("/builds/incomplete", Deadline::none())?;
         let (body, from) = match status {
             200 => (body, None),
@@ -164,18 +171,51 @@ impl Drone {
         // A Go nil slice is rendered as `null`: an empty list either way.
         let listed: Option<Vec<RepoWithBuild>> = serde_json::from_str(&body)
             .context("the builds Drone listed: not the JSON Drone sends")?;
-        let running = listed
-            .unwrap_or_default()
+        let listed = listed.unwrap_or_default();
+        let seen: std::collections::BTreeSet<String> =
+            listed.iter().map(|r| r.slug.clone()).collect();
+        let mut running: Vec<Running> = listed
             .into_iter()
             .filter_map(|r| {
                 let b = r.build?;
-                matches!(b.status.as_str(), "pending" | "running").then_some(Running {
+                in_flight(&b).then_some(Running {
                     slug: r.slug,
                     build: b,
                 })
             })
             .collect();
+        if from.is_some() {
+            for slug in watched.iter().filter(|s| !seen.contains(*s)) {
+                running.extend(self.in_flight_of(slug)?);
+            }
+        }
         Ok(Incomplete { running, from })
+    }
+
+    /// The builds of `slug` in flight, asked of its own list; a repository Drone never synced
+    /// has none.
+    fn in_flight_of(&self, slug: &str) -> Result<Vec<Running>> {
+        let path = format!("/repos/{slug}/builds?page=1&per_page=25");
+        let body = match self.call(&path, Deadline::none())? {
+            (200, body) => body,
+            (404, _) => return Ok(Vec::new()),
+            (status, _) => {
+                return Err(self.refused(&path, status)).with_context(|| {
+                    format!("cannot tell whether {slug} is building (its builds cannot be read)")
+                })
+            }
+        };
+        let listed: Option<Vec<Build>> = serde_json::from_str(&body)
+            .with_context(|| format!("builds of {slug}: not the JSON Drone sends"))?;
+        Ok(listed
+            .unwrap_or_default()
+            .into_iter()
+            .filter(in_flight)
+            .map(|build| Running {
+                slug: slug.to_string(),
+                build,
+            })
+            .collect())
     }
 
     /// The newest builds of the repository `slug` (`owner/name`, one page of 25): Drone names a
@@ -187,6 +227,11 @@ impl Drone {
             .with_context(|| format!("builds of {slug}: not the JSON Drone sends"))?;
         Ok(listed.unwrap_or_default())
     }
+}
+
+/// A build Drone has not finished: pending or running.
+fn in_flight(b: &Build) -> bool {
+    matches!(b.status.as_str(), "pending" | "running")
 }
 
 #[cfg(test)]

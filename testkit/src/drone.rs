@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `Authorization: Bearer <token>`; an unknown token is a guest, not an error | session/session.go, handler/api/auth/auth.go |
 //! | `GET /api/builds/incomplete`: 401 `{"message":"Unauthorized"}` for a guest, 403 `{"message":"Forbidden"}` for a user who is not an admin; else the repositories with a pending or running build, each with `slug` and `build`, at most 50; `oss`: 501 `{"message":"Not Implemented"}` for everyone | handler/api/api.go, handler/api/acl/acl.go (`AuthorizeAdmin`), store/repos/repos.go (`queryRepoWithBuildIncomplete`), handler/api/builds/builds_oss.go |
-//! | `GET /api/user/builds`: 401 for a guest; else the newest 25 builds of the repositories the user may see, newest first, each as its repository with `slug` and `build` (in OSS too) | handler/api/user/activity.go (`HandleRecent`), store/repos/repos.go (`queryRepoWithBuildAll`) |
+//! | `GET /api/user/builds`: 401 for a guest; else the newest 25 builds of the repositories whose permission rows are the token's user's (those it synced), newest first, each as its repository with `slug` and `build` (in OSS too): an admin that never synced gets `[]` | handler/api/user/activity.go (`HandleRecent`), store/repos/repos.go (`queryRepoWithBuildAll`: joined on `perms` by user id) |
 //! | `POST /api/repos/{o}/{n}/builds?branch=&commit=`: a user with write access; 404 for a repository not activated; a `custom` event build of the commit, answered 200 with the build | handler/api/repos/builds/create.go |
 //! | `GET /api/repos/{o}/{n}/builds`: newest first; a repository Drone never synced 404, or 401 for a guest; one synced but never activated 200 `[]` | handler/api/repos/builds/list.go, handler/api/acl/repo.go (`InjectRepository`) |
 //! | `POST /hook` (the webhook activation installs on the forge): a `push` or a pull request `opened`/`synchronized` of an activated repository starts a build of that event, unless `[ci skip]` or `[skip ci]` is in the push's head commit message or the pull request's title or body; a custom build is never skipped so | service/hook/parser/parse.go, trigger/skip.go (`skipMessage`), trigger/trigger.go |
@@ -45,6 +45,9 @@ pub struct BuildRec {
 pub struct DroneState {
     /// `owner/name` of the repositories Drone has synced from the forge (activated or not).
     pub synced: BTreeSet<String>,
+    /// The repositories each Drone user (`admin`, `user`) synced itself: its permission rows,
+    /// which `/api/user/builds` is joined on.
+    pub synced_by: BTreeMap<&'static str, BTreeSet<String>>,
     /// `owner/name` of the repositories activated in Drone.
     pub activated: BTreeSet<String>,
     /// Drone's OSS build: no list of incomplete builds.
@@ -87,6 +90,7 @@ impl TestDrone {
             user_token: "drone-user-token".into(),
             state: Arc::new(Mutex::new(DroneState {
                 synced: BTreeSet::new(),
+                synced_by: BTreeMap::new(),
                 activated: BTreeSet::new(),
                 oss: false,
                 made: Vec::new(),
@@ -117,6 +121,19 @@ impl TestDrone {
         let mut s = self.state.lock().expect("state");
         s.synced.insert(slug.to_string());
         s.activated.insert(slug.to_string());
+        s.synced_by
+            .entry("user")
+            .or_default()
+            .insert(slug.to_string());
+    }
+
+    /// The admin's own Drone user synced `slug` too (it then has permission rows for it).
+    pub fn synced_by_admin(&self, slug: &str) {
+        let mut s = self.state.lock().expect("state");
+        s.synced_by
+            .entry("admin")
+            .or_default()
+            .insert(slug.to_string());
     }
 
     /// Where the forge sends its webhooks for activated repositories.
@@ -146,6 +163,16 @@ impl TestDrone {
             git_ref: "refs/heads/main".into(),
         });
         s.made.push((slug.to_string(), number));
+    }
+
+    /// The builds [`TestDrone::hold`] made on `slug` end, as a success.
+    pub fn release(&self, slug: &str) {
+        let mut s = self.state.lock().expect("state");
+        for b in s.builds.entry(slug.to_string()).or_default() {
+            if b.status == "running" {
+                b.status = "success".into();
+            }
+        }
     }
 
     pub fn finish_all(&self) {
@@ -213,7 +240,7 @@ fn handle(request: Request, admin: &str, user: &str, state: &Arc<Mutex<DroneStat
         ("GET", ["api", "user", "builds"]) if who == "guest" => {
             json(401, serde_json::json!({ "message": "Unauthorized" }))
         }
-        ("GET", ["api", "user", "builds"]) => json(200, recent(&state.lock().expect("state"))),
+        ("GET", ["api", "user", "builds"]) => json(200, recent(&state.lock().expect("state"), who)),
         ("POST", ["hook"]) => {
             hook(state, request_event(&request), request);
             return;
@@ -254,12 +281,14 @@ fn handle(request: Request, admin: &str, user: &str, state: &Arc<Mutex<DroneStat
     let _ = request.respond(response);
 }
 
-/// The newest 25 builds of every repository, newest first, each as its repository.
-fn recent(s: &DroneState) -> serde_json::Value {
+/// The newest 25 builds of the repositories `who` synced, newest first, each as its repository.
+fn recent(s: &DroneState, who: &str) -> serde_json::Value {
+    let mine = s.synced_by.get(who).cloned().unwrap_or_default();
     let list: Vec<serde_json::Value> = s
         .made
         .iter()
         .rev()
+        .filter(|(slug, _)| mine.contains(slug))
         .take(25)
         .filter_map(|(slug, n)| {
             let b = s.builds.get(slug)?.iter().find(|b| b.number == *n)?;

@@ -15,12 +15,18 @@
 //! | `archived` or `mirror`: 403 on git-receive-pack | routers/web/repo/githttp.go |
 //! | pull requests paged at `max_items` (default 50) whatever `limit` asks, with `X-Total-Count` and `Link` | modules/setting (`MAX_RESPONSE_ITEMS`), routers/api/v1/repo/pull.go |
 //! | `PATCH .../pulls/{n}` closed 201; `refuse_close` 412 | routers/api/v1/repo/pull.go (`EditPullRequest`) |
-//! | a comment on a missing issue 500, not 404; every comment listed in one answer, oldest first (`ListIssueComments` takes no page or limit), each with `id`, `user.login`, `created_at`, `updated_at`; ids are the instance's; `since`/`before` keep those with `updated_unix` >= since, <= before, and a time that does not parse is 422 | routers/api/v1/repo/issue_comment.go, routers/api/v1/utils (`GetQueryBeforeSince`), models/issues/comment.go (`FindCommentsOptions.ToConds`) |
+//! | a comment on a missing issue 500, not 404; every comment listed in one answer, oldest first (`ListIssueComments` takes no page or limit), each with `id`, `user.login`, `created_at`, `updated_at` in the server's zone (`+02:00`, not `Z`); ids are the instance's; `since`/`before` keep those with `updated_unix` >= since, <= before, and a time that does not parse is 422 | routers/api/v1/repo/issue_comment.go, routers/api/v1/utils (`GetQueryBeforeSince`), models/issues/comment.go (`FindCommentsOptions.ToConds`) |
 //! | the open pull requests listed newest first; `GET .../pulls/{n}` one of them, open or closed, 404 for none; `head` and `base` carry `ref` and `repo_id`, a fork's head its own repository's id (`fork`); `comments` the pull request's comment count | models/issues/issue_search.go (`applySorts` default), routers/api/v1/repo/pull.go (`GetPullRequest`), modules/structs/pull.go (`PRBranchInfo`, `Comments`), services/convert/pull.go (`Issue.NumComments`) |
 //! | `POST .../pulls` `{head, base, title, body}`: 201 with `number`; 404 a branch missing (`parseCompareInfo`); 409 "pull request already exists for these targets [id: ROW, issue_id: NUMBER, ...]" for an open, unmerged one of the same head repository, head and base (`GetUnmergedPullRequest`: `head_repo_id`, `is_closed = false`, `has_merged = false`; `IssueID: existingPr.Index`) | routers/api/v1/repo/pull.go (`CreatePullRequest`), models/issues/pull.go (`ErrPullRequestAlreadyExists`) |
 //! | a branch-backed pull request's `head.sha` is its branch's tip, at once unless `head_lag` is set | forge-facts.md (`head.sha` is read from `refs/pull/N/head`, moved after a push from a queue) |
 //! | `PATCH .../pulls/{n}` `{title}`: 201, the title changed | routers/api/v1/repo/pull.go (`EditPullRequest`) |
 //! | `hooks`: after a push, a `push` webhook per branch that moved and a pull request `synchronized` for each open one from it; a new pull request `opened`; delivered from a thread, after the answer ([`crate::webhook`]) | services/repository/push.go, services/pull/pull.go, services/webhook/deliver.go |
+//! | `version` ([`Version`]): `/version`, and the differences below follow it; every request is held to each supported version's published API and every answer to this version's ([`crate::contract`]) | ../shared/gitea-api/, tests/contract/ |
+//! | a renamed repository (`renamed_repos`): its old paths redirect, 307 up to 1.23, 301 from 1.24; a renamed org (`renamed_orgs`) 307 in every version | services/context (repo assignment, `RedirectToUser`) |
+//! | `POST /orgs/{o}/repos` for an org that does not exist: 404 | routers/api/v1/api.go (`orgAssignment`) |
+//! | `GET .../branch_protections`: 403 unless the token's user is the repository's admin (`admin_of`: what it created through the API) | routers/api/v1/api.go (`reqAdmin`) |
+//! | `GET .../statuses/{sha}`: each status's state under `status`, paged (`limit` capped at `max_items`), `X-Total-Count` | modules/structs/status.go, routers/api/v1/repo/status.go |
+//! | 1.19 to 1.22: a pull request converting failed (`converter_error`) is `null` in the list; a deleted head repository (`head_repo_gone`) is `repo_id` -1 | services/convert/pull.go |
 //! | `head_lag` (1.23 and later): in the pull-request LIST, `head.sha` stays the old head this long after a push to the branch, while the queue has not moved `refs/pull/N/head`; `GET .../pulls/{n}` shows the branch's tip at once | forge-facts.md; services/convert/pull.go (`ToAPIPullRequests` vs `ToAPIPullRequest`), services/pull/pull.go (`AddTestPullRequestTask`) |
 //! | `GET`/`POST .../issues/comments/{id}/reactions`: `{user.login, content}`; the list is `null` when empty | routers/api/v1/repo/issue_reaction.go |
 //! | `POST .../statuses/{sha}` `{state, context, description}`: 201, the state stored as sent; `GET .../statuses/{sha}` lists them with `id` and `creator.login` (the swagger's states: pending, success, error, failure, warning; the order is not relied on) | routers/api/v1/repo/status.go (`NewCommitStatus`, `GetCommitStatuses`) |
@@ -33,8 +39,7 @@
 //! Still unlike Gitea: `no_push` is only the API's `permissions.push` (Gitea, with a git that
 //! has proc-receive, serves the push advertisement to any reader and refuses in its pre-receive
 //! hook: tests that need that refusal write the hook), anonymous API reads get 401 (Gitea
-//! answers them for public repositories; the agent always sends its token), no
-//! renamed-repository redirects of its own (tests can them), tag and branch protection are
+//! answers them for public repositories; the agent always sends its token), tag and branch protection are
 //! pre-receive hooks a test writes rather than Gitea's rules, `Link` is sent on pull-request
 //! pages only, and a pull request whose head is its base is not refused (Gitea: 422
 //! "BaseHeadSame").
@@ -69,6 +74,12 @@ pub struct PullRec {
     pub refuse_close: bool,
     /// Opened from a fork (its owner): `head.repo_id` is the fork's, not the mirror's.
     pub fork: Option<String>,
+    /// Its head repository was deleted: `head.repo_id` is -1 and `head.repo` null
+    /// (services/convert/pull.go).
+    pub head_repo_gone: bool,
+    /// Gitea 1.19 to 1.22 only: converting it failed, and the list holds `null` in its place
+    /// (services/convert/pull.go `ToAPIPullRequests` appended the nil on error).
+    pub converter_error: bool,
     /// With `State::head_lag`: the head the pull request shows until Gitea's queue has moved
     /// `refs/pull/N/head` (the old head, and when the queue runs).
     #[serde(skip)]
@@ -157,6 +168,13 @@ pub struct State {
     pub head_lag: Option<Duration>,
     /// The server and version the forge speaks ([`Version`]).
     pub version: Version,
+    /// Repositories renamed (old name, new name): their old API paths answer with a redirect.
+    pub renamed_repos: BTreeMap<String, String>,
+    /// Organisations renamed (old, new).
+    pub renamed_orgs: BTreeMap<String, String>,
+    /// Repositories the token's user is an admin of: those it created through the API (the
+    /// creator becomes admin, forge-facts.md), and those a test names.
+    pub admin_of: std::collections::BTreeSet<String>,
     /// What was asked or answered that the published API does not allow ([`crate::contract`]):
     /// the forge's drop fails the test that made them.
     pub violations: Vec<String>,
@@ -582,6 +600,38 @@ fn handle(mut request: Request, root: &Path, token: &str, state: &Mutex<State>) 
     }
 }
 
+/// A renamed repository's or organisation's old path answers with a redirect to the new one:
+/// a repository's with 307 up to Gitea 1.23 and 301 from 1.24 (`RedirectToRepo`), an
+/// organisation's with 307 in every version (context_response.go `RedirectToUser`); see
+/// [`Version::renamed_repo_status`].
+fn redirect_of_rename(
+    state: &Mutex<State>,
+    parts: &[&str],
+) -> Option<Response<std::io::Cursor<Vec<u8>>>> {
+    let s = state.lock().unwrap();
+    let (status, to) = match parts {
+        ["repos", org, repo, rest @ ..] => {
+            let new = s.renamed_repos.get(*repo)?;
+            let tail: String = rest.iter().map(|p| format!("/{p}")).collect();
+            (
+                s.version.renamed_repo_status(),
+                format!("/api/v1/repos/{org}/{new}{tail}"),
+            )
+        }
+        ["orgs", org, rest @ ..] => {
+            let new = s.renamed_orgs.get(*org)?;
+            let tail: String = rest.iter().map(|p| format!("/{p}")).collect();
+            (307, format!("/api/v1/orgs/{new}{tail}"))
+        }
+        _ => return None,
+    };
+    Some(
+        Response::from_data(Vec::new())
+            .with_status_code(status)
+            .with_header(Header::from_bytes("Location", to.as_bytes()).unwrap()),
+    )
+}
+
 /// The request against every supported version's published API, the answer against this
 /// forge's version's; what breaks either is kept for the forge's drop to fail the test with.
 fn held_to_the_contract(
@@ -625,7 +675,11 @@ fn after_push(state: &Mutex<State>, root: &Path, full: &str, before: &BTreeMap<S
     let repo = root.join(format!("{full}.git"));
     let name = full.rsplit('/').next().unwrap_or_default().to_string();
     let mut s = state.lock().unwrap();
-    let (hooks, lag) = (s.hooks.clone(), s.head_lag);
+    // Only the versions that list heads from `refs/pull/N/head` show the queue's lag.
+    let lag = s
+        .head_lag
+        .filter(|_| s.version.lists_heads_from_pull_refs());
+    let hooks = s.hooks.clone();
     for (branch, after) in branch_tips(&repo) {
         let old = before
             .get(&branch)
@@ -718,6 +772,9 @@ fn api_call(
     login: &str,
 ) -> Response<std::io::Cursor<Vec<u8>>> {
     let parts: Vec<&str> = api.trim_matches('/').split('/').collect();
+    if let Some(moved) = redirect_of_rename(state, &parts) {
+        return moved;
+    }
     let level = if method == "GET" { "read" } else { "write" };
     if let Err(refused) = scope_held(state, level, scope_categories(&parts)) {
         return refused;
@@ -743,6 +800,15 @@ fn api_call(
             json(
                 200,
                 serde_json::json!({ "is_owner": false, "is_admin": false, "can_write": true, "can_read": true, "can_create_repository": can }),
+            )
+        }
+        // `reqAdmin` on the route (routers/api/v1/api.go): repository admins only.
+        ("GET", ["repos", _org, repo, "branch_protections"])
+            if !state.lock().unwrap().admin_of.contains(*repo) =>
+        {
+            json(
+                403,
+                serde_json::json!({ "message": "user should be an owner or a collaborator with admin write of a repository" }),
             )
         }
         ("GET", ["repos", _org, repo, "branch_protections"]) => {
@@ -778,6 +844,11 @@ fn api_call(
                 )
             }
         }
+        // `orgAssignment` finds no org: 404 (routers/api/v1/api.go), before any right is asked.
+        ("POST", ["orgs", org, "repos"]) if !root.join(org).is_dir() => json(
+            404,
+            serde_json::json!({ "message": "GetOrgByName", "errors": [] }),
+        ),
         ("POST", ["orgs", org, "repos"]) => {
             if state.lock().unwrap().no_create {
                 return json(
@@ -805,6 +876,7 @@ fn api_call(
             );
             let mut s = state.lock().unwrap();
             s.repos.entry(name.to_string()).or_default().empty = true;
+            s.admin_of.insert(name.to_string());
             json(201, serde_json::json!({ "name": name }))
         }
         ("GET", ["repos", _org, repo, "pulls"]) => {
@@ -838,11 +910,15 @@ fn api_call(
                 .filter(|p| p.open)
                 .collect();
             open.sort_by_key(|p| std::cmp::Reverse(p.number));
+            let nulls = !matches!(s.version, Version::Gitea1_23 | Version::Gitea1_25);
             let items: Vec<serde_json::Value> = open
                 .iter()
                 .skip((page - 1) * limit)
                 .take(limit)
-                .map(|p| pull_json(root, (_org, repo), p, Listed::InList))
+                .map(|p| match p.converter_error && nulls {
+                    true => serde_json::Value::Null,
+                    false => pull_json(root, (_org, repo), p, Listed::InList),
+                })
                 .collect();
             // Gitea's paging headers (routers/api/v1/repo/pull.go, `ctx.SetLinkHeader`).
             let last = open.len().div_ceil(limit.max(1)).max(1);
@@ -915,9 +991,7 @@ fn api_call(
             let bound = |k: &str| -> Result<Option<u64>, ()> {
                 match query_value(query, k) {
                     None => Ok(None),
-                    Some(v) => humantime::parse_rfc3339_weak(&v)
-                        .map(|t| Some(unix(t)))
-                        .map_err(|_| ()),
+                    Some(v) => parse_rfc3339(&v).map(Some).ok_or(()),
                 }
             };
             let (Ok(since), Ok(before)) = (bound("since"), bound("before")) else {
@@ -1145,9 +1219,44 @@ fn unix(t: std::time::SystemTime) -> u64 {
         .as_secs()
 }
 
+/// The offset of the forge's clock: Gitea writes times in the server's zone (`+02:00` for a
+/// server in Central Europe in summer), not always `Z` (modules/timeutil, `AsTime` in the
+/// configured location); the agent must pass them back as they came.
+const SERVER_OFFSET_MINUTES: i64 = 120;
+
+/// `secs` as Gitea writes a time: RFC 3339 in the server's zone, `2026-07-01T14:00:00+02:00`.
 fn rfc3339(secs: u64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(secs);
-    humantime::format_rfc3339_seconds(t).to_string()
+    let local = secs as i64 + SERVER_OFFSET_MINUTES * 60;
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(local.max(0) as u64);
+    let utc = humantime::format_rfc3339_seconds(t).to_string();
+    let sign = if SERVER_OFFSET_MINUTES < 0 { '-' } else { '+' };
+    let off = SERVER_OFFSET_MINUTES.abs();
+    format!(
+        "{}{sign}{:02}:{:02}",
+        utc.trim_end_matches('Z'),
+        off / 60,
+        off % 60
+    )
+}
+
+/// An RFC 3339 time with any offset (`Z`, `+02:00`, `-05:30`), as Go's `time.Parse` reads a
+/// query's `since` and `before` (routers/api/v1/utils `GetQueryBeforeSince`).
+fn parse_rfc3339(text: &str) -> Option<u64> {
+    if text.ends_with('Z') || text.ends_with('z') {
+        return humantime::parse_rfc3339_weak(&text[..text.len() - 1])
+            .ok()
+            .map(unix);
+    }
+    let (local, off) = text.split_at(text.len().checked_sub(6)?);
+    let sign = match off.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (h, m) = off[1..].split_once(':')?;
+    let minutes = h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?;
+    let at = unix(humantime::parse_rfc3339_weak(local).ok()?) as i64;
+    u64::try_from(at - sign * minutes * 60).ok()
 }
 
 /// A comment as Gitea's `api.Comment` has it (modules/structs/issue_comment.go).
@@ -1208,8 +1317,9 @@ fn pull_json(
         None => (p.head_sha.clone(), "feature".to_string()),
     };
     let head_repo = match &p.fork {
-        Some(owner) => repo_id(&format!("{owner}/{repo}")),
-        None => repo_id(&format!("{org}/{repo}")),
+        _ if p.head_repo_gone => -1,
+        Some(owner) => repo_id(&format!("{owner}/{repo}")) as i64,
+        None => repo_id(&format!("{org}/{repo}")) as i64,
     };
     serde_json::json!({
         "number": p.number,

@@ -108,7 +108,7 @@ fn look(
     }
     if let Some(check) = &config.deploy.busy_check {
         busy::usable(check, "deploy")?;
-        match busy::check(check) {
+        match busy::check(check, &busy::watched(config)) {
             CiBusy::Idle => {}
             CiBusy::Busy(what) => {
                 return Ok(Some(Quiet::Deferred(format!(

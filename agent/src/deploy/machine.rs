@@ -126,7 +126,12 @@ impl Checks for Live<'_> {
     }
 
     fn ci(&self) -> Option<Busy> {
-        self.config.deploy.busy_check.as_ref().map(busy::check)
+        let watched = busy::watched(self.config);
+        self.config
+            .deploy
+            .busy_check
+            .as_ref()
+            .map(|check| busy::check(check, &watched))
     }
 
     fn verify(&self, failed_before: &BTreeSet<String>) -> Verdict {

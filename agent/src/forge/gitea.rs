@@ -79,6 +79,7 @@ pub fn decode_pulls(body: &str) -> Result<DecodedPulls> {
     let items: Vec<serde_json::Value> =
         serde_json::from_str(body).context("not the JSON Gitea sends for pull requests")?;
     let mut page = DecodedPulls::default();
+    let listed = items.len();
     for (i, item) in items.into_iter().enumerate() {
         match pull_of(item) {
             Ok(Some(pull)) => page.pulls.push(pull),
@@ -86,6 +87,14 @@ pub fn decode_pulls(body: &str) -> Result<DecodedPulls> {
             Err(PullItem::Headless(number)) => page.headless.push(number),
             Err(PullItem::Odd(why)) => page.odd.push(format!("item {} of the page: {why}", i + 1)),
         }
+    }
+    // One odd item among pull requests is Gitea's (a converter error); a page of nothing else
+    // is not a page of pull requests at all.
+    if listed > 0 && page.odd.len() == listed {
+        bail!(
+            "not the JSON Gitea sends for pull requests: {}",
+            page.odd.first().map_or("", String::as_str)
+        );
     }
     Ok(page)
 }
@@ -419,7 +428,9 @@ impl Gitea {
                 ": the forge refused the token (check forge.token_file and the token's scopes)"
                     .into()
             }
-            (None, 301 | 308) => match &answer.location {
+            // A renamed repository: 307 up to Gitea 1.23, 301 from 1.24; a renamed
+            // organisation: 307 in every version (forge-facts.md).
+            (None, 301 | 307 | 308) => match &answer.location {
                 Some(to) => format!(
                     ": the forge answered with a redirect to {to}, which is not followed; if the \
                      repository or org was renamed or moved, update the enrollment or forge.org"

@@ -53,16 +53,94 @@ pub(super) struct ApiBranchProtection {
     force_push_allowlist_usernames: Vec<String>,
 }
 
-/// Whether a protection rule's name (a branch name or a glob) covers `branch`.
+/// The characters that make a rule name a glob (gobwas/glob's special characters).
+const GLOB: [char; 7] = ['*', '?', '[', ']', '{', '}', '\\'];
+
+/// Whether a protection rule's name covers `branch`, as Gitea matches it
+/// (models/git/protected_branch.go `Match`): a plain name case-insensitively; a glob with `/` as
+/// the separator (`*` and `?` never cross it, `**` does; `[a-z]`, `[!a]`, `{a,b}`, `\`).
 fn covers(rule: &str, branch: &str) -> bool {
-    match rule.split_once('*') {
-        None => rule == branch,
-        Some((head, tail)) => {
-            branch.len() >= head.len() + tail.len()
-                && branch.starts_with(head)
-                && branch.ends_with(tail)
+    if !rule.contains(GLOB) {
+        return rule.eq_ignore_ascii_case(branch);
+    }
+    let pattern: Vec<char> = rule.chars().collect();
+    let text: Vec<char> = branch.chars().collect();
+    glob_match(&pattern, &text)
+}
+
+fn glob_match(p: &[char], t: &[char]) -> bool {
+    match p.first() {
+        None => t.is_empty(),
+        Some('*') if p.get(1) == Some(&'*') => (0..=t.len()).any(|i| glob_match(&p[2..], &t[i..])),
+        Some('*') => (0..=t.len())
+            .take_while(|&i| i == 0 || t[i - 1] != '/')
+            .any(|i| glob_match(&p[1..], &t[i..])),
+        Some('?') => t.first().is_some_and(|c| *c != '/') && glob_match(&p[1..], &t[1..]),
+        Some('\\') => match (p.get(1), t.first()) {
+            (Some(e), Some(c)) => e == c && glob_match(&p[2..], &t[1..]),
+            _ => false,
+        },
+        Some('[') => match p.iter().position(|c| *c == ']') {
+            Some(end) => {
+                t.first().is_some_and(|c| in_class(&p[1..end], *c))
+                    && glob_match(&p[end + 1..], &t[1..])
+            }
+            None => t.first() == Some(&'[') && glob_match(&p[1..], &t[1..]),
+        },
+        Some('{') => match p.iter().position(|c| *c == '}') {
+            Some(end) => p[1..end].split(|c| *c == ',').any(|alt| {
+                let mut rest = alt.to_vec();
+                rest.extend_from_slice(&p[end + 1..]);
+                glob_match(&rest, t)
+            }),
+            None => t.first() == Some(&'{') && glob_match(&p[1..], &t[1..]),
+        },
+        Some(c) => t.first() == Some(c) && glob_match(&p[1..], &t[1..]),
+    }
+}
+
+/// `[...]`'s inside: characters and `a-z` ranges, `!` first to negate; never the separator.
+fn in_class(class: &[char], c: char) -> bool {
+    let (negated, class) = match class.first() {
+        Some('!') => (true, &class[1..]),
+        _ => (false, class),
+    };
+    let mut hit = false;
+    let mut i = 0;
+    while i < class.len() {
+        if class.get(i + 1) == Some(&'-') && i + 2 < class.len() {
+            hit |= class[i] <= c && c <= class[i + 2];
+            i += 3;
+        } else {
+            hit |= class[i] == c;
+            i += 1;
         }
     }
+    c != '/' && hit != negated
+}
+
+/// The rule Gitea applies to `branch`: the first plain name that covers it, else the first glob
+/// (protected_branch_list.go: plain names before globs, each kind in the order made, which is
+/// the order the API lists them in within each kind).
+fn applied_rule<'a>(
+    rules: &'a [ApiBranchProtection],
+    branch: &str,
+) -> Option<&'a ApiBranchProtection> {
+    let name = |r: &'a ApiBranchProtection| {
+        if r.rule_name.is_empty() {
+            r.branch_name.as_str()
+        } else {
+            r.rule_name.as_str()
+        }
+    };
+    let plain = rules
+        .iter()
+        .find(|r| !name(r).contains(GLOB) && covers(name(r), branch));
+    plain.or_else(|| {
+        rules
+            .iter()
+            .find(|r| name(r).contains(GLOB) && covers(name(r), branch))
+    })
 }
 
 /// What a rule that covers the branch means for the bot `login` (`None`: unknown).
@@ -218,17 +296,7 @@ impl Gitea {
         let path = format!("/repos/{}/{recipe}/branch_protections", self.org());
         match self.get_json::<Vec<ApiBranchProtection>>(&path, deadline) {
             Ok(Some(rules)) => {
-                let rule = rules.iter().find(|r| {
-                    covers(
-                        if r.rule_name.is_empty() {
-                            &r.branch_name
-                        } else {
-                            &r.rule_name
-                        },
-                        branch,
-                    )
-                });
-                if let Some(rule) = rule {
+                if let Some(rule) = applied_rule(&rules, branch) {
                     let mut f = judge_protection(rule, login, branch);
                     f.what = format!("{full} {}", f.what);
                     found.push(f);
@@ -251,10 +319,46 @@ impl Gitea {
 mod tests {
     use super::*;
 
+    /// Which rule Gitea applies to a branch (models/git/protected_branch.go `Match`,
+    /// protected_branch_list.go `GetFirstMatched` after `sort`): globs with `/` as a separator,
+    /// a plain name case-insensitively and before any glob.
+    #[test]
+    fn the_rule_gitea_applies_is_the_one_judged() {
+        for (rule, branch, covered) in [
+            ("main", "main", true),
+            ("Main", "main", true),
+            ("ma*", "main", true),
+            ("*", "main", true),
+            ("*", "release/1.0", false),
+            ("release/*", "release/1.0", true),
+            ("release/*", "release/1.0/hotfix", false),
+            ("release/**", "release/1.0/hotfix", true),
+            ("ma?n", "main", true),
+            ("m[a-c]in", "main", true),
+            ("m[!a]in", "main", false),
+            ("{main,master}", "master", true),
+            ("mai", "main", false),
+        ] {
+            assert_eq!(covers(rule, branch), covered, "{rule:?} on {branch:?}");
+        }
+        let rule = |name: &str, push: bool| ApiBranchProtection {
+            rule_name: name.into(),
+            enable_push: push,
+            enable_force_push: Some(true),
+            ..Default::default()
+        };
+        // Listed glob first, then the plain rule: Gitea applies the plain one.
+        let rules = [rule("*", false), rule("main", true)];
+        let applied = applied_rule(&rules, "main").map(|r| r.rule_name.as_str());
+        assert_eq!(applied, Some("main"));
+        assert_eq!(
+            applied_rule(&rules, "feature/x").map(|r| r.rule_name.as_str()),
+            None
+        );
+    }
+
     #[test]
     fn protection_rules_as_gitea_applies_them() {
-        assert!(covers("main", "main") && covers("ma*", "main") && covers("*", "main"));
-        assert!(!covers("release/*", "main") && !covers("mai", "main"));
         let open = ApiBranchProtection {
             enable_push: true,
             enable_force_push: Some(true),

@@ -77,7 +77,14 @@ fn judge(answer: Result<Response, Failure>, branch: &str) -> Result<RefSet, Fail
     if response.status != 200 {
         return Err(format!("HTTP {}", response.status).into());
     }
-    if response.content_type.as_deref() != Some(CONTENT_TYPE) {
+    // The media type, whatever parameters a proxy appends (`; charset=utf-8`), as git's own
+    // client reads it (and the push path here).
+    let media = response
+        .content_type
+        .as_deref()
+        .and_then(|t| t.split(';').next())
+        .map(str::trim);
+    if !media.is_some_and(|m| m.eq_ignore_ascii_case(CONTENT_TYPE)) {
         return Err(format!(
             "not a smart HTTP answer (Content-Type {:?})",
             response.content_type.unwrap_or_default()
@@ -182,6 +189,35 @@ fn lock<'a, 'b>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An advertisement whose Content-Type a proxy gave a charset is still the advertisement:
+    /// no fallback to git for it; another type is not.
+    #[test]
+    fn a_content_type_with_parameters_is_still_the_advertisement() {
+        let pkt = |l: &str| format!("{:04x}{l}", l.len() + 4);
+        let oid = "0123456789abcdef0123456789abcdef01234567";
+        let body = format!(
+            "{}0000{}0000",
+            pkt("# service=git-upload-pack\n"),
+            pkt(&format!("{oid} refs/heads/main\n"))
+        )
+        .into_bytes();
+        let answer = |t: &str| {
+            Ok(Response {
+                status: 200,
+                content_type: Some(t.to_string()),
+                body: body.clone(),
+            })
+        };
+        for t in [
+            CONTENT_TYPE,
+            "application/x-git-upload-pack-advertisement; charset=utf-8",
+        ] {
+            let refs = judge(answer(t), "main").map(|r| r.branch);
+            assert!(refs.is_ok(), "{t}: {refs:?}");
+        }
+        assert!(judge(answer("text/plain"), "main").is_err());
+    }
 
     #[test]
     fn only_http_urls_without_credentials_are_listed_here() {

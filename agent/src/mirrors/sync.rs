@@ -375,10 +375,16 @@ impl Syncer<'_> {
             .open_pulls(&recipe.name, deadline)
             .map_err(|e| format!("synced, but listing pull requests failed: {e:#}"))?;
         if !listing.odd.is_empty() {
+            let more = listing.odd.len().saturating_sub(3);
             result.warnings.push(format!(
-                "{} listed pull request(s) could not be read, and were not looked at: {}",
+                "{} listed pull request(s) could not be read, and were not looked at: {}{}",
                 listing.odd.len(),
-                listing.odd.join("; ")
+                listing.odd[..listing.odd.len().min(3)].join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
             ));
         }
         if !listing.skipped.is_empty() {

@@ -309,7 +309,10 @@ fn probe_one(
             own.iter()
                 .any(|(slug, head)| r.slug == *slug && r.build.after == *head)
         };
-        if let Busy::Busy(why) | Busy::Unknown(why) = busy::check_beside(check, &accounted) {
+        let watched = busy::watched(config);
+        if let Busy::Busy(why) | Busy::Unknown(why) =
+            busy::check_beside(check, &watched, &accounted)
+        {
             let id = ledger.probe_begin(name, &fp.text())?;
             report.detail = format!("CI is busy ({why}): not probed now, the next run will");
             ledger.probe_end(id, ProbeOutcome::Deferred, None, None, &report.detail)?;

@@ -120,11 +120,15 @@ impl Watch<'_> {
             return (None, None);
         };
         match d.builds(&self.full_name, deadline) {
+            // Drone's list of a repository's builds does not look at activation (handler/api/
+            // repos/builds/list.go): `[]` is a repository never activated, or activated and
+            // never built. Both are said; which it is, Drone's repository page shows.
             Ok(all) if all.is_empty() => (
                 Some(all),
                 Some(format!(
-                    "Drone lists no build of {} at all: it is synced but not activated in \
-                     Drone (activate it there, which also installs Drone's webhook)",
+                    "Drone lists no build of {} at all: it is not activated in Drone (activate \
+                     it there, which also installs Drone's webhook), or it is and has never \
+                     been built",
                     self.full_name
                 )),
             ),

@@ -753,7 +753,7 @@ fn start(
             ledger.sweep_finish(sweep, SweepOutcome::Failed, &format!("{e:#}"))?;
             return Err(e);
         }
-        let refusal = match busy::check(check) {
+        let refusal = match busy::check(check, &busy::watched(config)) {
             Busy::Idle => None,
             Busy::Busy(what) => Some(format!("a CI build is in flight ({what})")),
             Busy::Unknown(why) => Some(format!(

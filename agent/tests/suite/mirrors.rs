@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use cc_ci_testkit::tls::{TestCa, TlsFront};
 use common::{agent, Run};
-use support::forge::{Canned, TestForge};
+use support::forge::{Canned, TestForge, Version};
 use support::odd::{CraftedRefs, Hanging};
 use support::{git, git_stdin, refs, GitDaemon, Upstream};
 
@@ -27,9 +27,14 @@ struct Fleet {
 
 impl Fleet {
     fn new(names: &[&str]) -> Self {
+        Self::with_version(names, Version::default())
+    }
+
+    /// A fleet whose mirror forge speaks `version`.
+    fn with_version(names: &[&str], version: Version) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (daemon, upstreams) = support::upstream_fleet(dir.path(), names);
-        let forge = TestForge::start(&dir.path().join("forge"), ORG, TOKEN);
+        let forge = TestForge::start_version(&dir.path().join("forge"), ORG, TOKEN, version);
         let token_file = dir.path().join("forge-token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
         let config = dir.path().join("agent.toml");
@@ -1223,23 +1228,127 @@ fn a_repository_the_forge_will_not_create_is_named_by_cause() {
     }
 }
 
+/// A pull request whose head repository was deleted (`head.repo_id` -1) and, on Gitea 1.19 to
+/// 1.22, a `null` where converting one failed: the page is read around them, the merged pull
+/// request on it is still closed, and the unreadable item is said as a warning.
 #[test]
-fn a_renamed_repository_says_where_it_is_now() {
+fn a_gone_head_repository_and_a_null_item_never_fail_a_page() {
+    for version in [Version::Gitea1_19, Version::Gitea1_21, Version::Gitea1_25] {
+        let f = Fleet::with_version(&["keycloak"], version);
+        let up = f.up("keycloak");
+        assert_eq!(f.sync().0.code, 0);
+        git(&up.work, &["checkout", "-q", "-b", "fix"]);
+        std::fs::write(up.work.join("fix"), "ok\n").unwrap();
+        git(&up.work, &["add", "fix"]);
+        git(&up.work, &["commit", "-q", "-m", "fix"]);
+        let merged = git(&up.work, &["rev-parse", "HEAD"]).trim().to_string();
+        let mirror = f.forge.repo("keycloak");
+        let refspecs: Vec<String> = (1..=3)
+            .map(|n| format!("{merged}:refs/pull/{n}/head"))
+            .collect();
+        let mut push = vec!["push", "-q", mirror.to_str().unwrap()];
+        push.extend(refspecs.iter().map(String::as_str));
+        git(&up.work, &push);
+        for n in 1..=3 {
+            f.forge.add_pull("keycloak", n, &merged);
+        }
+        {
+            let mut s = f.forge.state.lock().unwrap();
+            let pulls = s.pulls.get_mut("keycloak").unwrap();
+            pulls[1].head_repo_gone = true;
+            pulls[2].converter_error = true;
+        }
+        git(&up.work, &["checkout", "-q", "main"]);
+        git(
+            &up.work,
+            &["merge", "-q", "--no-ff", "-m", "Merge fix", "fix"],
+        );
+        git(&up.work, &["push", "-q", "origin", "main"]);
+        let (run, v) = f.sync();
+        assert_eq!(run.code, 0, "{version:?}: {}", run.stderr);
+        let closed = f.result(&v, "keycloak")["closed_pulls"].clone();
+        let warnings = f.result(&v, "keycloak")["warnings"].to_string();
+        assert!(
+            !warnings.contains("listing pull requests failed"),
+            "{version:?}: {warnings}"
+        );
+        if version == Version::Gitea1_25 {
+            assert_eq!(closed, serde_json::json!([3, 2, 1]), "{version:?}: {v:#}");
+        } else {
+            assert_eq!(closed, serde_json::json!([2, 1]), "{version:?}: {v:#}");
+            assert!(
+                warnings.contains("could not be read"),
+                "{version:?}: {warnings}"
+            );
+        }
+    }
+}
+
+/// The org named in `forge.org` is not on the forge: creating a mirror there is Gitea's 404
+/// (`orgAssignment`), which the error explains; nothing is created.
+#[test]
+fn a_missing_org_is_named_when_a_mirror_cannot_be_created() {
     let f = Fleet::new(&["wordpress"]);
-    let moved = format!("{}/api/v1/repos/{ORG}/wordpress-old", f.forge.url);
-    f.can(
-        "GET",
-        "/repos/ORG/wordpress",
-        301,
-        &[("Location", &moved)],
-        None,
-    );
+    std::fs::remove_dir_all(f.forge.root.join(ORG)).unwrap();
     let (run, v) = f.sync();
     assert_eq!(run.code, 11, "{}", run.stderr);
-    f.assert_error(&v, "wordpress", "a redirect to");
-    f.assert_error(&v, "wordpress", "renamed or moved");
-    f.assert_error(&v, "wordpress", "wordpress-old");
-    assert!(!f.forge.repo("wordpress").exists());
+    f.assert_error(&v, "wordpress", "HTTP 404");
+    f.assert_error(
+        &v,
+        "wordpress",
+        "does not exist, or the token's user cannot see it",
+    );
+}
+
+/// Branch protections are for repository admins only (Gitea's `reqAdmin`): on a mirror the
+/// bot did not create, check-forge cannot read them, says so, and tells what to make sure of.
+#[test]
+fn check_forge_says_when_protections_cannot_be_read() {
+    let f = Fleet::new(&["made-elsewhere"]);
+    assert_eq!(f.sync().0.code, 0);
+    f.forge.state.lock().unwrap().admin_of.clear();
+    let run = f.agent(&["--format", "json", "mirrors", "check-forge"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let finding = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| {
+            f["what"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("protection of main")
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(finding["verdict"], "warn", "{v:#}");
+    let detail = finding["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("403") && detail.contains("make sure the bot may push"),
+        "{detail}"
+    );
+}
+
+/// A mirror renamed on the forge: its old path answers with a redirect, 307 up to Gitea 1.23
+/// and 301 from 1.24 (forge-facts.md); either way the error says where it is now, and nothing
+/// is created in its place.
+#[test]
+fn a_renamed_repository_says_where_it_is_now() {
+    for version in [Version::Gitea1_23, Version::Gitea1_25] {
+        let f = Fleet::with_version(&["wordpress"], version);
+        f.forge
+            .state
+            .lock()
+            .unwrap()
+            .renamed_repos
+            .insert("wordpress".into(), "wordpress-old".into());
+        let (run, v) = f.sync();
+        assert_eq!(run.code, 11, "{version:?}: {}", run.stderr);
+        f.assert_error(&v, "wordpress", "a redirect to");
+        f.assert_error(&v, "wordpress", "renamed or moved");
+        f.assert_error(&v, "wordpress", "wordpress-old");
+        assert!(!f.forge.repo("wordpress").exists());
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use cc_ci_testkit::bridge::{Answer, BridgeSpec, TestBridge};
 use cc_ci_testkit::drone::{Runs, TestDrone};
 
 use crate::common::{agent, Run};
-use crate::support::forge::TestForge;
+use crate::support::forge::{TestForge, Version};
 use crate::support::{refs, GitDaemon, Upstream};
 
 pub(crate) const TOKEN: &str = "forge-token-0123456789abcdef";
@@ -34,12 +34,17 @@ impl Host {
     /// `names` enrolled and mirrored (by a real sync); each activated in Drone. `probe_toml`
     /// goes under `[probe]` in agent.toml.
     pub(crate) fn new(names: &[&str], probe_toml: &str) -> Self {
+        Self::with_version(names, probe_toml, Version::default())
+    }
+
+    /// [`Host::new`] with a forge that speaks `version`.
+    pub(crate) fn with_version(names: &[&str], probe_toml: &str, version: Version) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (daemon, upstreams) = crate::support::upstream_fleet(dir.path(), names);
         for up in upstreams.values() {
             up.tag("1.0.0+1.2.3", true);
         }
-        let forge = TestForge::start(&dir.path().join("forge"), ORG, TOKEN);
+        let forge = TestForge::start_version(&dir.path().join("forge"), ORG, TOKEN, version);
         forge.add_user("bridge-bot", BRIDGE_TOKEN);
         forge.add_user("drone-bot", DRONE_FORGE_TOKEN);
         let drone = TestDrone::start(&forge.url, DRONE_FORGE_TOKEN);
@@ -190,6 +195,38 @@ pub(crate) fn only(v: &serde_json::Value) -> &serde_json::Value {
     let probes = v["probes"].as_array().unwrap();
     assert_eq!(probes.len(), 1, "{v:#}");
     &probes[0]
+}
+
+/// Against the oldest and newest Gitea and Forgejo 8 (each with its differences, and each
+/// request and answer held to its published API): sync, `check-forge` and a probe, proven.
+#[test]
+fn sync_check_forge_and_a_probe_work_on_each_supported_server() {
+    for version in [Version::Gitea1_19, Version::Gitea1_25, Version::Forgejo8] {
+        let mut host = Host::with_version(&["plausible"], "", version);
+        let probe =
+            "[probe.drone]\nurl = \"DRONE\"\nallow_insecure = true\ntoken_file = \"drone-token\"\n";
+        host.write_config(&probe.replace("DRONE", &host.drone.url));
+        let check = host.agent(&["--format", "json", "mirrors", "check-forge"]);
+        let findings: serde_json::Value = serde_json::from_str(&check.stdout).unwrap_or_default();
+        assert!(
+            findings["findings"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty()),
+            "{version:?}: {}{}",
+            check.stdout,
+            check.stderr
+        );
+        assert!(
+            check.stdout.contains(version.version_string()),
+            "{version:?}: {}",
+            check.stdout
+        );
+        host.bridge(&["plausible"], Answer::React);
+        let (run, v) = host.probe(&[]);
+        assert_eq!(run.code, 0, "{version:?}: {v:#}\n{}", run.stderr);
+        assert_eq!(v["probes"][0]["outcome"], "proven", "{version:?}: {v:#}");
+        assert_eq!(host.forge.violations(), Vec::<String>::new(), "{version:?}");
+    }
 }
 
 #[test]

@@ -84,16 +84,20 @@ fn with_webhooks_on_the_bridges_build_is_the_proof_and_no_recipe_waits() {
 }
 
 /// OSS Drone answers 501 to the incomplete list: the busy check asks the user's recent builds
-/// instead, and says so, rather than counting an answer it cannot have as busy for ever.
+/// instead, and says so, rather than counting an answer it cannot have as busy for ever. That
+/// list holds only what the token's user synced itself (an admin that never synced gets `[]`):
+/// an enrolled repository it does not show is asked for its own builds, never taken as idle.
 #[test]
 fn an_oss_drone_is_asked_for_its_recent_builds_instead() {
     let busy = "busy_check = { drone = { url = \"DRONE\", allow_insecure = true, token_file = \"drone-token\" } }\n";
-    let mut host = host_with_webhooks(&["plausible"], busy);
+    let mut host = host_with_webhooks(&["plausible", "ghost"], busy);
     host.drone.state.lock().unwrap().oss = true;
-    host.bridge(&["plausible"], Answer::React);
-    let (run, v) = host.probe(&[]);
+    host.bridge(&["plausible", "ghost"], Answer::React);
+    let (run, v) = host.probe(&["plausible"]);
     assert_eq!(run.code, 0, "{v:#}\n{}", run.stderr);
     assert_eq!(only(&v)["outcome"], "proven", "{v:#}");
+    // A build the admin's own list shows: a repository it synced.
+    host.drone.synced_by_admin(&format!("{ORG}/other"));
     host.drone.hold(&format!("{ORG}/other"));
     let (run, v) = host.probe(&["plausible"]);
     assert_eq!(run.code, 0, "{v:#}\n{}", run.stderr);
@@ -102,13 +106,25 @@ fn an_oss_drone_is_asked_for_its_recent_builds_instead() {
     let detail = p["detail"].as_str().unwrap();
     assert!(detail.contains(&format!("{ORG}/other #1")), "{detail}");
     assert!(detail.contains("/api/user/builds"), "{detail}");
+    // A build of an enrolled recipe the admin never synced: its own list is asked.
+    host.drone.release(&format!("{ORG}/other"));
+    host.drone.hold(&format!("{ORG}/ghost"));
+    let (run, v) = host.probe(&["plausible"]);
+    assert_eq!(run.code, 0, "{v:#}\n{}", run.stderr);
+    let p = only(&v);
+    assert_eq!(p["outcome"], "deferred", "{p:#}");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("{ORG}/ghost #")), "{detail}");
 }
 
 /// A repository Drone never synced (404) and one synced but not activated (200 `[]`): the probe
 /// keeps the bridge's answer, stops at build-started, and names the case.
 #[test]
 fn a_repository_drone_never_synced_or_never_activated_is_named() {
-    for (never_synced, says) in [(true, "never synced"), (false, "not activated")] {
+    for (never_synced, says) in [
+        (true, "never synced"),
+        (false, "or it is and has never been built"),
+    ] {
         let mut host = Host::new(&["plausible"], "");
         host.write_config(&DRONE_TOML.replace("DRONE", &host.drone.url));
         {
