@@ -43,6 +43,10 @@ let
     else if pred attrs.${key} then attrs.${key}
     else fail file (path ++ [ key ]) "expected ${typeName}, found ${typeOf attrs.${key}}";
 
+  # A tier as producers name their suites (agent/src/settings/rules.rs, is_tier_name): 1 to 128
+  # bytes, no control character, no white space at either end, not starting with `(`.
+  tierNamePattern = "[^[:cntrl:][:space:](]([^[:cntrl:]]{0,126}[^[:cntrl:][:space:]])?";
+  tierName = x: match tierNamePattern x != null;
   nameOk = name: match "[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?" name != null;
 
   branchError = b:
@@ -117,7 +121,7 @@ let
         let
           path = [ "recipe" name ];
           r = checkKeys file path
-            [ "enrolled" "canonical" "upgrade_base" "tests" "reason" "upstream" "branch" "allow_insecure" "probe" "tiers" ]
+            [ "enrolled" "canonical" "upgrade_base" "tests" "reason" "upstream" "branch" "allow_insecure" "probe" "tiers" "tier_from" ]
             (if !(nameOk name) then fail file path "recipe name \"${name}\" must match [a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?"
             else if isAttrs r0 then r0 else fail file path "expected a table, found ${typeOf r0}");
           o = opt file path r;
@@ -131,18 +135,19 @@ let
           tiers =
             let t = o "tiers" isList "a list of tier names" null;
                 at = path ++ [ "tiers" ];
-                tierOk = x: isString x && builtins.stringLength x <= 64 && match "[a-z0-9][a-z0-9_-]*" x != null;
+                tierOk = x: isString x && tierName x;
                 bad = builtins.filter (i: !(tierOk (builtins.elemAt t i))) (builtins.genList (i: i) (builtins.length t));
                 twice = builtins.filter (i: builtins.length (filter (x: x == builtins.elemAt t i) t) > 1) (builtins.genList (i: i) (builtins.length t));
             in if t == null then null
             else if t == [ ] then fail file at "must name at least one tier, such as [\"install\"]"
-            else if bad != [ ] then fail file at "entry ${toString (head bad)}: is not a tier name ([a-z0-9][a-z0-9_-]*, at most 64)"
+            else if bad != [ ] then fail file at "entry ${toString (head bad)}: is not a tier name (1 to 128 bytes, no control character, no white space at either end, not starting with `(`)"
             else if twice != [ ] then fail file at "entry ${toString (builtins.elemAt twice 1)}: is listed twice"
             else t;
+          tierFrom = o "tier_from" (t: isString t && elem t [ "auto" "suite" "classname" "file" ]) "\"auto\", \"suite\", \"classname\" or \"file\"" null;
           upstreamKey = if r ? upstream then path ++ [ "upstream" ] else if r ? allow_insecure then path ++ [ "allow_insecure" ] else [ "defaults" "upstream" ];
         in
         {
-          inherit name branch tests reason tiers;
+          inherit name branch tests reason tiers tierFrom;
           enrolled = o "enrolled" isBool "a boolean" true;
           probe = o "probe" isBool "a boolean" true;
           canonical = o "canonical" isBool "a boolean" defaultCanonical;
@@ -194,7 +199,7 @@ let
     "( *[0-9]+([.][0-9]+)? *(nsec|ns|usec|us|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y))+ *";
 in
 {
-  inherit defaultUpstream defaultBranch durationPattern fromAttrs fromFile pollRepos releaseTagOk;
+  inherit defaultUpstream defaultBranch durationPattern tierNamePattern fromAttrs fromFile pollRepos releaseTagOk;
 
   # POLL_REPOS of an enrollment file, as the bridge's environment gets it.
   pollReposOfFile = path: pollRepos (fromFile path);

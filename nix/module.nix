@@ -317,10 +317,15 @@ in
       };
       allowPrerelease = lib.mkOption { type = lib.types.bool; default = false; description = "Let pre-release tags become canonicals."; };
       tiers = lib.mkOption {
-        type = lib.types.nullOr (lib.types.nonEmptyListOf lib.types.str);
+        type = lib.types.nullOr (lib.types.nonEmptyListOf (lib.types.strMatching ccLib.tierNamePattern));
         default = null;
         example = [ "install" "upgrade" "backup" "functional" ];
         description = "The tiers every recipe's JUnit results in `{results}` must report green to be promoted (docs/sweep.md, \"Greenness\"); an enrollment entry's `tiers` replaces it for that recipe. Unset: a run is judged by its exit code.";
+      };
+      tierFrom = lib.mkOption {
+        type = lib.types.enum [ "auto" "suite" "classname" "file" ];
+        default = "auto";
+        description = "Where a test case's tier is read (docs/sweep.md, \"Greenness\"): `suite` (the `<testsuite name>`), `classname` (its first dotted part, or the case name's when the classname is empty), `file` (the results file's name: `{results}/install.xml` is tier `install`), or `auto`. An enrollment entry's `tier_from` replaces it for that recipe.";
       };
       extraPackages = lib.mkOption {
         type = lib.types.listOf lib.types.package;
@@ -668,6 +673,7 @@ in
         canonical_export_dir = cfg.sweep.exportDir;
         allow_prerelease = cfg.sweep.allowPrerelease;
         inherit (cfg.sweep) tiers;
+        tier_from = cfg.sweep.tierFrom;
         run_as = ciUser;
         run_dir = if ciUser != null then runDir else null;
       };

@@ -4,9 +4,10 @@
     cargo build --release --example junit_read
     python3 tests/bench/junit.py [--reader target/release/examples/junit_read] [--runs 5]
 
-Cases: a 10 MB pytest-format file of passing and failing test cases (read and summed), and the
-hostile files of tests/junit/hostile/ plus a 100,000-deep nesting and a 20 MiB file (each
-refused). Time is the best of --runs; peak memory is the reader's (or cat's) largest resident
+Cases: a 10 MB pytest-format file of passing and failing test cases (read and summed), a 5 MB
+one in UTF-8 and the same in UTF-16 (as .NET writes it), 2,000 files of one test class each (as
+Surefire writes them), and the hostile files of tests/junit/hostile/ plus a 100,000-deep nesting
+and a 20 MiB file (each refused). Time is the best of --runs; peak memory is the reader's (or cat's) largest resident
 set (RUSAGE_CHILDREN of a fresh process per measurement). Not a test: it prints figures and
 ratios; docs/performance.md records them.
 """
@@ -35,13 +36,13 @@ def best(cmd, runs):
     return min(t for t, _ in got), max(m for _, m in got)
 
 
-def case_10mb(d):
+def case_10mb(d, target=10_000_000):
     ok = ('<testcase classname="install.test_install" name="test_serves_the_index_page_of_a_fresh_install_{n}" '
           'file="install/test_install.py" line="12" time="0.01"/>')
     bad = ('<testcase classname="backup.test_backup" name="test_restore_{n}" time="0.02">'
            '<failure message="AssertionError: lost {n}">assert restored() == {n}</failure></testcase>')
     parts, size, n = [], 0, 0
-    while size < 10_000_000:
+    while size < target:
         piece = (bad if n % 10 == 0 else ok).format(n=n)
         parts.append(piece)
         size += len(piece)
@@ -50,6 +51,22 @@ def case_10mb(d):
     with open(os.path.join(d, "junit.xml"), "w") as f:
         f.write(f'<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">{body}</testsuite></testsuites>')
     return n
+
+
+def case_utf16(src, d):
+    with open(os.path.join(src, "junit.xml"), encoding="utf-8") as f:
+        text = f.read().replace('encoding="utf-8"', 'encoding="utf-16"')
+    with open(os.path.join(d, "junit.xml"), "wb") as f:
+        f.write(text.encode("utf-16"))  # with its byte-order mark
+
+
+def case_surefire(d, classes=2000, tests=10):
+    for c in range(classes):
+        cases = "".join(
+            f'<testcase name="test{t}" classname="install.T{c}Test" time="0.001"/>' for t in range(tests))
+        with open(os.path.join(d, f"TEST-install.T{c}Test.xml"), "w") as f:
+            f.write(f'<?xml version="1.0" encoding="UTF-8"?><testsuite name="install.T{c}Test" '
+                    f'tests="{tests}">{cases}</testsuite>')
 
 
 def main():
@@ -61,6 +78,12 @@ def main():
         cases = {}
         d = os.path.join(tmp, "10mb"); os.mkdir(d); n = case_10mb(d)
         cases[f"10 MB, {n} test cases"] = d
+        u8 = os.path.join(tmp, "utf8-5mb"); os.mkdir(u8); n5 = case_10mb(u8, 5_000_000)
+        cases[f"5 MB, {n5} test cases"] = u8
+        u = os.path.join(tmp, "utf16"); os.mkdir(u); case_utf16(u8, u)
+        cases["the same 5 MB in UTF-16"] = u
+        d = os.path.join(tmp, "surefire"); os.mkdir(d); case_surefire(d)
+        cases["2,000 files, 20,000 cases"] = d
         for name in sorted(os.listdir(os.path.join(ROOT, "tests/junit/hostile"))):
             d = os.path.join(tmp, name); os.mkdir(d)
             with open(os.path.join(ROOT, "tests/junit/hostile", name), "rb") as src:

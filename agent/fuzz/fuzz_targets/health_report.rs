@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
             }],
             greenness: (b % 3 == 0).then(|| cc_ci_agent::health::Greenness {
                 tag: name.to_string(),
-                result: "red".into(),
+                result: cc_ci_agent::ledger::RunResult::Red,
                 degree: f64::from(b % 5) / 4.0,
                 failing: vec![cc_ci_agent::health::FailingTier {
                     tier: reason.to_string(),

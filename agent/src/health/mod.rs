@@ -316,7 +316,7 @@ fn last_sweep(ledger: &Ledger, r: &Recipe) -> Result<Option<(Check, Option<Green
         let failing = ledger
             .run_tiers(run.id)?
             .iter()
-            .filter(|t| t.expected && !t.green)
+            .filter(|t| t.judged() && !t.green)
             .map(|t| FailingTier {
                 tier: t.tier.clone(),
                 reason: t.why_not_green(),

@@ -89,6 +89,13 @@ pub struct TierRow {
 }
 
 impl TierRow {
+    /// Whether the tier counts in the run's degree: expected of the recipe, or reported beyond
+    /// them with a failure or an error. A failing test is never ignored, wherever its producer
+    /// put it (a nested suite, a case with no class).
+    pub fn judged(&self) -> bool {
+        self.expected || (self.reported && self.failures + self.errors > 0)
+    }
+
     /// Why an expected tier is not green, in a few words.
     pub fn why_not_green(&self) -> String {
         if !self.reported {
@@ -129,7 +136,7 @@ pub fn verdict_line(run: &RunRow, tiers: &[TierRow]) -> String {
 pub fn tiers_line(tiers: &[TierRow]) -> String {
     tiers
         .iter()
-        .filter(|t| t.expected)
+        .filter(|t| t.judged())
         .map(|t| {
             if t.green {
                 format!("{} ✓", t.tier)
@@ -232,6 +239,16 @@ impl Ledger {
             .conn
             .query_row(&sql, params![queue, commit], run_of)
             .optional()?)
+    }
+
+    /// How many runs of this commit ended in `error`: it is not judged, so each sweep tries it
+    /// again, and says how many times it has.
+    pub fn errors_of(&self, queue: i64, commit: &str) -> Result<u32> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM runs WHERE queue = ?1 AND commit_id = ?2 AND result = 'error'",
+            params![queue, commit],
+            |r| r.get(0),
+        )?)
     }
 
     /// A cold CI run of `tag` at `commit` begins.

@@ -110,6 +110,7 @@ mod tests {
             branch: "main".into(),
             probe,
             tiers: None,
+            tier_from: None,
         }
     }
 

@@ -56,6 +56,7 @@ struct RawRecipe {
     allow_insecure: Option<bool>,
     probe: Option<bool>,
     tiers: Option<Vec<String>>,
+    tier_from: Option<super::sweep::TierFrom>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -89,6 +90,9 @@ pub struct Recipe {
     /// (docs/sweep.md, "Greenness"): a recipe with one release has no upgrade tier.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Vec<String>>,
+    /// Where its cases' tiers come from, instead of `[sweep] tier_from`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier_from: Option<super::sweep::TierFrom>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -257,6 +261,7 @@ impl Enrollment {
                 branch,
                 probe: r.probe.unwrap_or(true),
                 tiers: r.tiers,
+                tier_from: r.tier_from,
             });
         }
         let also_poll = also_poll(raw.bridge.also_poll, &recipes, source, &mut errors);

@@ -38,6 +38,7 @@ pub(super) struct RawSweep {
     tiers: Option<Vec<String>>,
     run_as: Option<String>,
     run_dir: Option<PathBuf>,
+    tier_from: Option<TierFrom>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,10 +67,30 @@ pub struct SweepSettings {
     /// The user recipe CI runs as, other than the agent's (docs/reliability.md); `None`: CI
     /// runs as the agent's user, which `health` says.
     pub run_as: Option<String>,
+    /// Where each case's tier comes from, unless a recipe says otherwise.
+    pub tier_from: TierFrom,
     /// Where each run gets its directory (`<run_dir>/<recipe>-<run>/`, holding `{workdir}` and
     /// `{results}`); `None`: `<state_dir>/sweep/runs`. With `run_as`, a directory that user can
     /// enter.
     pub run_dir: Option<PathBuf>,
+}
+
+/// Where a test case's tier comes from (docs/sweep.md, "Greenness"), for the host
+/// (`[sweep] tier_from`) or a recipe (its enrollment entry's `tier_from`). Each file of results
+/// is read by the same rule, whatever else is in the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TierFrom {
+    /// pytest's results (its one suite is named `pytest`): the classname's first part; any
+    /// other producer's: the outermost suite's name.
+    #[default]
+    Auto,
+    /// The outermost `<testsuite>`'s name.
+    Suite,
+    /// The `classname`'s first dotted part (a case without one: its name's).
+    Classname,
+    /// The results file's name: `{results}/install.xml` is tier `install`.
+    File,
 }
 
 /// The agent's own credentials: never handed to recipe CI.
@@ -232,6 +253,7 @@ pub(super) fn resolve(
         tiers: raw.tiers,
         run_as: raw.run_as,
         run_dir: raw.run_dir.as_deref().map(abs),
+        tier_from: raw.tier_from.unwrap_or_default(),
         timeout,
         run_timeout,
         canonical_export_dir: raw.canonical_export_dir.as_deref().map(abs),

@@ -147,7 +147,7 @@ fn last_run(v: &RunView) -> String {
     let broken: Vec<&str> = v
         .tiers
         .iter()
-        .filter(|t| t.expected && !t.green)
+        .filter(|t| t.judged() && !t.green)
         .map(|t| t.tier.as_str())
         .collect();
     let tag = v.run.tag.clone().unwrap_or_default();
@@ -340,7 +340,7 @@ pub fn recipe(site: &Site, r: &RecipeView) -> String {
                 th scope="row" { (v.run.id) } td { (v.run.started_at) } td { (v.run.tag.clone().unwrap_or_default()) }
                 td class=(run_class(v)) { (v.run.result) } td { (v.run.greenness.map(degree_shown).unwrap_or_default()) }
                 td { (tiers_line(&v.tiers))
-                    @for t in v.tiers.iter().filter(|t| t.expected && !t.green) {
+                    @for t in v.tiers.iter().filter(|t| t.judged() && !t.green) {
                         @if let Some(m) = &t.first_message { br; span class="muted" { (t.tier) ": " (m) } }
                     } }
                 td { (v.run.base.clone().unwrap_or_default()) }

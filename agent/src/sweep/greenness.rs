@@ -15,9 +15,26 @@ pub struct Verdict {
     pub detail: String,
 }
 
-/// How the CI command ended: `Ok` for exit 0, else what is said of it ("exit status: 1",
-/// "timed out after 1h").
-pub type Exited<'a> = Result<(), &'a str>;
+/// How the CI command ended: `Ok` for exit 0, else how it ended and its output's last line.
+pub type Exited<'a> = Result<(), Ended<'a>>;
+
+/// A CI command that did not exit 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended<'a> {
+    /// "exit status: 1", "timed out after 1h".
+    pub status: &'a str,
+    /// The last line of its output, or nothing.
+    pub said: &'a str,
+}
+
+impl std::fmt::Display for Ended<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.said {
+            "" => write!(f, "{}", self.status),
+            said => write!(f, "{}: {said}", self.status),
+        }
+    }
+}
 
 /// The verdict of a run whose command ended as `exited`, with `results` read from `{results}`,
 /// for a recipe expected to report `expected` (none: judged by its exit code, as before tiers).
@@ -40,43 +57,65 @@ pub fn judge(
             }
         }
     };
-    let tiers = rows(expected, &reported);
-    let not_green: Vec<&TierRow> = tiers.iter().filter(|t| t.expected && !t.green).collect();
+    let mut tiers = rows(expected, &reported);
+    let all_green = tiers.iter().all(|t| !t.judged() || t.green);
+    if let (Err(how), true) = (exited, all_green) {
+        // Results all green beside a failed command: a teardown that failed, a crash after the
+        // results were written. Not a row of ticks beside a failed command: the command is a
+        // tier of its own, not green, and the run is red (a verdict, not retried).
+        tiers.insert(expected.len(), exit_row(how));
+    }
+    let judged = tiers.iter().filter(|t| t.judged()).count();
+    let not_green: Vec<&TierRow> = tiers.iter().filter(|t| t.judged() && !t.green).collect();
     #[allow(clippy::cast_precision_loss)]
-    let degree = not_green.len() as f64 / expected.len().max(1) as f64;
-    match (not_green.is_empty(), exited) {
-        (true, Ok(())) => Verdict {
+    let degree = not_green.len() as f64 / judged.max(1) as f64;
+    if not_green.is_empty() {
+        return Verdict {
             result: RunResult::Green,
             degree: 0.0,
             detail: format!("every tier green: {}", expected.join(", ")),
             tiers,
-        },
-        (true, Err(how)) => Verdict {
-            result: RunResult::Error,
-            degree: 1.0,
-            detail: format!(
-                "CI ended with {how} though every tier's results are green: the results do not \
-                 tell the whole run, so it is not judged"
-            ),
-            tiers,
-        },
-        (false, exited) => {
-            let broken: Vec<String> = not_green.iter().map(|t| t.why_not_green()).collect();
-            let how = exited
-                .err()
-                .map(|h| format!(" (CI ended with {h})"))
-                .unwrap_or_default();
-            Verdict {
-                result: RunResult::Red,
-                degree,
-                detail: format!(
-                    "degree {}: {}{how}",
-                    crate::ledger::degree_shown(degree),
-                    broken.join("; ")
-                ),
-                tiers,
-            }
+        };
+    }
+    let broken: Vec<String> = not_green.iter().map(|t| t.why_not_green()).collect();
+    let how = match exited {
+        Err(how) if all_green => {
+            format!(": every tier's results are green, but CI ended with {how}")
         }
+        Err(how) => format!(" (CI ended with {how})"),
+        Ok(()) => String::new(),
+    };
+    Verdict {
+        result: RunResult::Red,
+        degree,
+        detail: format!(
+            "degree {}: {}{how}",
+            crate::ledger::degree_shown(degree),
+            broken.join("; ")
+        ),
+        tiers,
+    }
+}
+
+/// The row that stands for the CI command when it failed although every tier's results are
+/// green. Its name cannot be a tier's: a tier name does not start with `(`.
+pub const EXIT_TIER: &str = "(CI)";
+
+fn exit_row(how: Ended<'_>) -> TierRow {
+    TierRow {
+        tier: EXIT_TIER.to_string(),
+        expected: true,
+        reported: true,
+        green: false,
+        tests: 0,
+        failures: 0,
+        errors: 1,
+        skipped: 0,
+        seconds: 0.0,
+        first_failure: Some(how.status.to_string()),
+        first_message: Some(format!(
+            "CI ended with {how} although every tier's results are green"
+        )),
     }
 }
 
@@ -157,6 +196,10 @@ mod tests {
             .collect()
     }
 
+    fn ended(status: &str) -> Ended<'_> {
+        Ended { status, said: "" }
+    }
+
     fn four() -> Vec<String> {
         ["install", "upgrade", "backup", "functional"]
             .map(String::from)
@@ -171,7 +214,7 @@ mod tests {
             ("backup", 3, 1),
             ("functional", 5, 0),
         ]);
-        let v = judge(Some(&four()), Err("exit status: 1"), Ok(got));
+        let v = judge(Some(&four()), Err(ended("exit status: 1")), Ok(got));
         assert_eq!((v.result, v.degree), (RunResult::Red, 0.25));
         assert_eq!(
             crate::ledger::tiers_line(&v.tiers),
@@ -192,21 +235,50 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_exit_with_every_tier_green_and_unreadable_results_are_errors() {
+    fn a_failed_exit_with_every_tier_green_is_red_and_names_the_exit_status() {
         let got = tiers(&[
             ("install", 1, 0),
             ("upgrade", 1, 0),
             ("backup", 1, 0),
             ("functional", 1, 0),
         ]);
+        let v = judge(Some(&four()), Err(ended("exit status: 1")), Ok(got.clone()));
+        assert_eq!((v.result, v.degree), (RunResult::Red, 0.2));
         assert_eq!(
-            judge(Some(&four()), Err("exit status: 1"), Ok(got.clone())).result,
-            RunResult::Error
+            crate::ledger::tiers_line(&v.tiers),
+            "install ✓ upgrade ✓ backup ✓ functional ✓ (CI) ✗ (exit status: 1)"
+        );
+        assert_eq!(
+            v.detail,
+            "degree 0.20: (CI) ✗ (exit status: 1): every tier's results are green, but CI \
+             ended with exit status: 1"
         );
         assert_eq!(
             judge(Some(&four()), Ok(()), Ok(got)).result,
             RunResult::Green
         );
+    }
+
+    #[test]
+    fn a_failure_in_a_tier_not_expected_counts_and_is_named() {
+        let got = tiers(&[
+            ("install", 1, 0),
+            ("upgrade", 1, 0),
+            ("backup", 1, 0),
+            ("functional", 1, 0),
+            ("nightly", 2, 1),
+            ("extra", 1, 0),
+        ]);
+        let v = judge(Some(&four()), Err(ended("exit status: 1")), Ok(got));
+        assert_eq!((v.result, v.degree), (RunResult::Red, 0.2));
+        assert_eq!(
+            crate::ledger::tiers_line(&v.tiers),
+            "install ✓ upgrade ✓ backup ✓ functional ✓ nightly ✗ (t::test_restore)"
+        );
+    }
+
+    #[test]
+    fn unreadable_results_are_errors() {
         let v = judge(
             Some(&four()),
             Ok(()),
@@ -231,7 +303,7 @@ mod tests {
             judge(None, Ok(()), Err(Unreadable("none".into()))).result,
             RunResult::Green
         );
-        let v = judge(None, Err("exit status: 2"), Ok(Tiers::new()));
+        let v = judge(None, Err(ended("exit status: 2")), Ok(Tiers::new()));
         assert_eq!((v.result, v.degree), (RunResult::Red, 1.0));
     }
 }

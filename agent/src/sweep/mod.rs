@@ -40,6 +40,9 @@ impl Args {
 pub enum Internal {
     /// Reads a run's results as the CI user and answers them as JSON on stdout.
     ReadResults {
+        /// Where each case's tier comes from: auto, suite, classname or file.
+        #[arg(long, default_value = "auto")]
+        tier_from: String,
         /// The run's results directory.
         dir: std::path::PathBuf,
     },
@@ -61,7 +64,7 @@ pub enum Internal {
 
 pub fn internal(command: Internal) -> Result<Exit> {
     match command {
-        Internal::ReadResults { dir } => place::internal_read_results(&dir)?,
+        Internal::ReadResults { dir, tier_from } => place::internal_read_results(&dir, &tier_from)?,
         Internal::Empty { dir } => place::internal_empty(&dir)?,
         Internal::Keeper { runner, job_uid } => crate::process::keeper::serve(&runner, job_uid)?,
     }

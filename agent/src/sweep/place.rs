@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use super::junit::{self, Tiers, Unreadable};
+use super::junit::{self, TierFrom, Tiers, Unreadable};
 use crate::fsutil::Dir;
 use crate::process::{keeper, this_program};
 use crate::settings::config::Config;
@@ -75,14 +75,21 @@ impl RunPlace {
         })
     }
 
-    /// The suite's results, read as the CI user when it has one.
-    pub fn read_results(&self) -> Result<Tiers, Unreadable> {
+    /// The suite's results, each case's tier by `tier_from`, read as the CI user when it has
+    /// one.
+    pub fn read_results(&self, tier_from: TierFrom) -> Result<Tiers, Unreadable> {
         if !keeper::present() {
-            return junit::read_dir(&self.results, junit::Limits::default());
+            return junit::read_dir(&self.results, junit::Limits::default(), tier_from);
         }
+        let rule = serde_json::to_value(tier_from)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
         let helper = this_program([
             std::ffi::OsStr::new("internal"),
             std::ffi::OsStr::new("read-results"),
+            std::ffi::OsStr::new("--tier-from"),
+            std::ffi::OsStr::new(&rule),
             self.results.as_os_str(),
         ])
         .ok_or_else(|| Unreadable("cannot tell which program this is".into()))?;
@@ -183,9 +190,11 @@ fn remove(root: &Dir, name: &str) -> Result<()> {
 
 /// `cc-ci-agent internal read-results DIR`, run as the CI user: the results as JSON on stdout,
 /// `{"Ok": tiers}` or `{"Err": why}`.
-pub fn internal_read_results(dir: &Path) -> Result<()> {
+pub fn internal_read_results(dir: &Path, tier_from: &str) -> Result<()> {
     use std::io::Write as _;
-    let read = junit::read_dir(dir, junit::Limits::default());
+    let rule: TierFrom = serde_json::from_value(serde_json::Value::String(tier_from.into()))
+        .with_context(|| format!("{tier_from:?} is no tier rule"))?;
+    let read = junit::read_dir(dir, junit::Limits::default(), rule);
     // Raw JSON for the sweep to parse, not a screen: not through the terminal's escaping.
     let mut out = std::io::stdout().lock();
     out.write_all(serde_json::to_string(&read)?.as_bytes())?;

@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use super::canonical;
 use super::export::export;
+use super::greenness::Ended;
+use super::junit::TierFrom;
 use super::place::RunPlace;
 use super::versions::{choose, Candidate, Release, Verdict};
 use crate::busy::{self, Busy};
@@ -248,14 +250,14 @@ fn said_teardown(
 /// anything else is judged from the exit status and the results (docs/sweep.md, "Greenness").
 fn run_end(
     done: &Result<crate::process::Logged, crate::process::ProcessError>,
-    expected: Option<&[String]>,
+    (expected, tier_from): (Option<&[String]>, TierFrom),
     place: &RunPlace,
     log: &mut std::fs::File,
 ) -> RunEnd {
     let (exited, exit_code) = match done {
         Ok(d) if d.status.success() => (Ok(()), d.status.code()),
         Ok(d) => (
-            Err(format!("{}{}", d.status, last_line(&d.tail))),
+            Err((d.status.to_string(), last_line(&d.tail))),
             d.status.code(),
         ),
         Err(e @ crate::process::ProcessError::Spawn { .. }) => {
@@ -271,17 +273,20 @@ fn run_end(
         }
         Err(e) => {
             let _ = writeln!(log, "{e}");
-            (Err(e.to_string()), None)
+            (Err((e.to_string(), String::new())), None)
         }
     };
-    let read = place.read_results();
+    let read = place.read_results(tier_from);
     // Without tiers, no results is the usual case, and the log's last line stays CI's own.
     if let (Err(why), Some(_)) = (&read, expected) {
         let _ = writeln!(log, "cc-ci: results: {why}");
     }
     let v = super::greenness::judge(
         expected,
-        exited.as_ref().map(|_| ()).map_err(String::as_str),
+        exited
+            .as_ref()
+            .map(|_| ())
+            .map_err(|(status, said)| Ended { status, said }),
         read,
     );
     RunEnd {
@@ -337,11 +342,7 @@ fn last_line(tail: &str) -> String {
         .filter(|c| !c.is_control())
         .take(200)
         .collect();
-    if line.is_empty() {
-        String::new()
-    } else {
-        format!(": {line}")
-    }
+    line
 }
 
 /// Writes `<dir>/<recipe>/canonical.json` atomically, for the harness that reattaches warm volumes.
@@ -495,15 +496,21 @@ impl Sweeper<'_> {
             &format!("testing {} cold (CI log {})", release.tag, log.display()),
         );
         let expected = recipe.tiers.as_deref().or(s.tiers.as_deref());
+        let judged_by = (expected, recipe.tier_from.unwrap_or(s.tier_from));
         let end = self.run_ci(
             command,
             &values,
             (&place, &log),
-            expected,
+            judged_by,
             s.timeout.min(left),
         );
         place.remove();
-        self.record(ledger, (run, end?), (recipe, release, canonical), base)
+        self.record(
+            ledger,
+            (run, queue, end?),
+            (recipe, release, canonical),
+            base,
+        )
     }
 
     /// Runs CI and its teardown in the run's place, each as the CI user, their output to the
@@ -514,7 +521,7 @@ impl Sweeper<'_> {
         command: &[String],
         values: &[(&str, &str)],
         (place, log): (&RunPlace, &Path),
-        expected: Option<&[String]>,
+        judged_by: (Option<&[String]>, TierFrom),
         timeout: Duration,
     ) -> Result<RunEnd> {
         let s = &self.config.sweep;
@@ -536,7 +543,7 @@ impl Sweeper<'_> {
         let argv = substitute(command, values);
         let _ = writeln!(file, "$ {}", argv.join(" "));
         let done = ci(&argv, timeout).output_logged(file.try_clone()?, s.log_limit);
-        let mut end = run_end(&done, expected, place, &mut file);
+        let mut end = run_end(&done, judged_by, place, &mut file);
         // CI's words are recorded, reported and shown: never a token of the agent's it found.
         end.detail = self.known.redact(&end.detail);
         for t in &mut end.tiers {
@@ -567,14 +574,22 @@ impl Sweeper<'_> {
     fn record(
         &self,
         ledger: &mut Ledger,
-        (run, end): (i64, RunEnd),
+        (run, queue, end): (i64, i64, RunEnd),
         (recipe, release, canonical): (&Recipe, &Release, Option<&Canonical>),
         base: Option<String>,
     ) -> Result<Decision> {
         let s = &self.config.sweep;
         if end.result == RunResult::Error {
             ledger.run_finish(run, &end)?;
-            return Ok(Decision::Error { detail: end.detail });
+            // Not a verdict, so the next sweep runs it again: say so, and how often it has been.
+            let times = ledger.errors_of(queue, &release.commit)?;
+            let again = match times {
+                0 | 1 => "the next sweep tries it again".to_string(),
+                n => format!("in error {n} times at this commit; the next sweep tries it again"),
+            };
+            return Ok(Decision::Error {
+                detail: format!("{} ({again})", end.detail),
+            });
         }
         if end.result == RunResult::Green {
             // Green, cold, the latest release, enrolled, and a tag: the only way to a canonical.
@@ -902,7 +917,7 @@ fn announce_greenness(
     let failing: Vec<serde_json::Value> = ledger
         .run_tiers(run)?
         .iter()
-        .filter(|t| t.expected && !t.green)
+        .filter(|t| t.judged() && !t.green)
         .map(|t| serde_json::json!({ "tier": t.tier, "reason": t.why_not_green() }))
         .collect();
     let details = serde_json::json!({

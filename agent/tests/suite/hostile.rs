@@ -617,7 +617,7 @@ fn links_in_a_ci_users_results_reach_nothing_of_the_agents() {
     let (fleet, state, _turn) = fleet_with_a_ci_user("");
     let script = format!(
         "#!/bin/sh\nln -s {}/state.db \"$1/ledger.xml\"\nln -s /etc/shadow \"$1/shadow.xml\"\n\
-         echo '<testsuite name=\"t\"><testcase classname=\"install.t\" name=\"ok\"/></testsuite>' > \"$1/install.xml\"\n",
+         echo '<testsuite name=\"install\"><testcase classname=\"install.t\" name=\"ok\"/></testsuite>' > \"$1/install.xml\"\n",
         state.display()
     );
     std::fs::write(fleet.root().join("ci.sh"), script).unwrap();

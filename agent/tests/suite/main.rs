@@ -23,6 +23,7 @@ mod mirrors;
 mod nix_parity;
 mod probe;
 mod probe_drone;
+mod producers;
 mod screens;
 mod secrets;
 mod state_cli;

@@ -76,6 +76,20 @@ let
       tried = builtins.tryEval (builtins.deepSeq c.environment.etc."cc-ci/agent.toml".source.text true);
     in expect (!tried.success) "a duration the agent would refuse was accepted" "refused";
 
+    # A tier name the agent would refuse (`(` starts the rows the agent adds), or with a line
+    # break, is refused at evaluation; the names producers write (capitals, dots, slashes) pass.
+    tier-bad = let
+      refused = tiers: let c = host { services.cc-ci.sweep.tiers = tiers; };
+        in !(builtins.tryEval (builtins.deepSeq c.environment.etc."cc-ci/agent.toml".source.text true)).success;
+      good = host {
+        services.cc-ci.sweep.tiers = [ "Install" "Tests.Registration" "example.org/app/install" ];
+        services.cc-ci.sweep.tierFrom = "suite";
+      };
+      text = good.environment.etc."cc-ci/agent.toml".source.text;
+    in expect (refused [ "(CI)" ] && refused [ "a\nb" ] && refused [ " install" ])
+      "a tier name the agent refuses was accepted"
+      (expect (lib.hasInfix "tier_from = \"suite\"" text) "sweep.tierFrom did not reach agent.toml" "refused");
+
     # The example host as the flake builds it.
     example = let s = summary (host { }); in
       expect (s.failedAssertions == [ ]) "assertions failed: ${builtins.toJSON s.failedAssertions}"
