@@ -5,8 +5,18 @@
 
   outputs = { self, nixpkgs }:
     let
-      system = "x86_64-linux";
-      pkgs = nixpkgs.legacyPackages.${system};
+      # x86_64 and Arm hosts (Hetzner's Arm servers are aarch64-linux): the package, the module
+      # and the checks for both; each is built where a builder of that system exists.
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forEachSystem = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      # The example host, for a system.
+      exampleHost = system: nixpkgs.lib.nixosSystem {
+        modules = [
+          { nixpkgs.hostPlatform = system; }
+          self.nixosModules.cc-ci
+          ./nix/hosts/cc-ci/configuration.nix
+        ];
+      };
     in
     {
       lib = import ./nix/lib.nix;
@@ -14,24 +24,21 @@
       nixosModules.cc-ci = ./nix/module.nix;
       nixosModules.default = self.nixosModules.cc-ci;
 
-      packages.${system} = {
+      packages = forEachSystem (pkgs: {
         cc-ci-agent = pkgs.callPackage ./nix/package.nix { };
-        default = self.packages.${system}.cc-ci-agent;
-      };
+        default = self.packages.${pkgs.stdenv.hostPlatform.system}.cc-ci-agent;
+      });
 
-      nixosConfigurations.cc-ci = nixpkgs.lib.nixosSystem {
-        modules = [
-          { nixpkgs.hostPlatform = system; }
-          self.nixosModules.cc-ci
-          ./nix/hosts/cc-ci/configuration.nix
-        ];
-      };
+      nixosConfigurations.cc-ci = exampleHost "x86_64-linux";
+      nixosConfigurations.cc-ci-aarch64 = exampleHost "aarch64-linux";
 
-      checks.${system} = import ./nix/tests { inherit pkgs self; };
+      checks = forEachSystem (pkgs: import ./nix/tests { inherit pkgs self; });
 
-      devShells.${system}.default = pkgs.mkShell {
-        inputsFrom = [ self.packages.${system}.cc-ci-agent ];
-        packages = [ pkgs.cargo-nextest pkgs.clippy pkgs.rustfmt pkgs.sqlite ];
-      };
+      devShells = forEachSystem (pkgs: {
+        default = pkgs.mkShell {
+          inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.cc-ci-agent ];
+          packages = [ pkgs.cargo-nextest pkgs.clippy pkgs.rustfmt pkgs.sqlite ];
+        };
+      });
     };
 }

@@ -9,6 +9,13 @@ let
   settingsFormat = pkgs.formats.toml { };
 
   stateDir = "/var/lib/cc-ci";
+  # The state directory's one mode, for its tmpfiles rule (re-applied at every boot and
+  # activation) and every unit's StateDirectoryMode alike: 0751 with the status page, so a web
+  # server may reach its directory and never list the rest (the agent's files are 0640).
+  stateDirMode = if cfg.statusPage.enable then "0751" else "0750";
+  # Where the keeper service listens: one keeper, as root, for each sweep that connects.
+  keeperSocket = "/run/cc-ci/keeper.sock";
+  keeperService = cfg.sweep.command != null && cfg.sweep.runAs != null;
   # Each CI run's directory is made here (`[sweep] run_dir`): the CI user must enter it, and
   # finds nothing else in it (0711).
   runDir = "/var/lib/cc-ci-runs";
@@ -34,9 +41,7 @@ let
     User = "cc-ci";
     Group = "cc-ci";
     StateDirectory = "cc-ci";
-    # 0751 with the status page: a web server may reach its directory, never list the rest
-    # (the agent's files are 0640 by the umask).
-    StateDirectoryMode = if cfg.statusPage.enable then "0751" else "0750";
+    StateDirectoryMode = stateDirMode;
     UMask = "0027";
     ProtectSystem = "strict";
     ProtectHome = true;
@@ -91,22 +96,30 @@ let
       description = "Whether a run missed while the host was off happens at the next boot (`Persistent`).";
     };
     randomizedDelaySec = lib.mkOption {
-      type = lib.types.str;
+      type = timeSpanType;
       default = "10m";
       description = "Random delay before each run (`RandomizedDelaySec`), so jobs do not start in lockstep.";
     };
   };
 
-  # The sweep unit when recipe CI runs as a user of its own: it starts as root, the agent keeps
-  # a keeper process as root (to give each run's directory to the CI user, start CI as that user
-  # and end what CI leaves running) and does the sweep as cc-ci (docs/reliability.md). Root
-  # with no capability but those, never a StateDirectory= (systemd would give the agent's
-  # directory to root), and /proc showing other users' processes (the CI user's, to end them).
-  sweepAsRoot = builtins.removeAttrs hardening [ "User" "Group" "StateDirectory" "StateDirectoryMode" "RemoveIPC" ] // {
+  # Recipe CI's own unit, when it runs as a user of its own: `cc-ci-keeper@.service`, started by
+  # `cc-ci-keeper.socket` for each sweep that connects (docs/reliability.md). The keeper is root
+  # with four capabilities (to give each run's directory to the CI user, start CI as that user,
+  # end what it leaves running), and its sandbox is one a CI can work in: a JIT (Node, a JVM,
+  # Chromium) needs memory both written and run, Chromium's own sandbox and containers need
+  # namespaces, a test may need a device or to raise its limits. What CI never needs stays
+  # closed; `sweep.sandbox` tightens or widens it. The sweep itself, the agent's own code,
+  # keeps the agents' sandbox.
+  ciSandbox = lib.getAttrs [
+    "NoNewPrivileges" "ProtectSystem" "ProtectHome" "PrivateTmp" "ProtectKernelTunables"
+    "ProtectKernelModules" "ProtectKernelLogs" "ProtectControlGroups" "ProtectClock"
+    "ProtectHostname" "RestrictRealtime" "RestrictSUIDSGID" "LockPersonality" "SystemCallArchitectures"
+  ] hardening // {
     CapabilityBoundingSet = [ "CAP_SETUID" "CAP_SETGID" "CAP_CHOWN" "CAP_KILL" ];
-    # setresuid and setgroups are @privileged: the keeper and the sweep's own switch need them.
-    SystemCallFilter = [ "@system-service" "~@resources" ];
-    ProtectProc = "default";
+    ReadWritePaths = [ runDir runnerHome ] ++ lib.optional (cfg.disk.budget != null && gcOnDirectories && cfg.disk.volumes.root != null) cfg.disk.volumes.root;
+    RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
+    # Everything CI started ends with the keeper (the sweep gone, done or killed).
+    KillMode = "control-group";
   };
 
   # The jobs the agent runs on timers. `available` is false for a job whose command this agent
@@ -114,7 +127,8 @@ let
   jobs = {
     # timeout: TimeoutStartSec, so a job that hangs is stopped and its timer fires again. The
     # sweep's is above its own run_timeout (24h by default), which ends it cleanly first.
-    mirrors = { timer = cfg.mirrors.timer; argv = [ "mirrors" "sync" ]; available = true; timeout = "1h"; };
+    # Without a forge there is nothing to sync to (and an assertion refuses half a forge).
+    mirrors = { timer = cfg.mirrors.timer; argv = [ "mirrors" "sync" ]; available = cfg.forge.kind != null; timeout = "1h"; };
     sweep = { timer = cfg.sweep.timer; argv = [ "sweep" ]; available = cfg.sweep.command != null; timeout = "25h"; };
     health = { timer = cfg.health.timer; argv = [ "health" ]; available = true; timeout = "15min"; };
     gc = { timer = cfg.disk.gc.timer; argv = [ "gc" ]; available = cfg.disk.budget != null; timeout = "3h"; };
@@ -128,15 +142,27 @@ let
   droneBusyCheck = lib.optionalAttrs (cfg.drone.url != null && cfg.drone.busyCheck) { drone = droneTable; };
   activeJobs = lib.filterAttrs (_: j: j.available && j.timer.enable) jobs;
 
+  # What a unit that reaches the network is given, as nixpkgs' system.autoUpgrade gives its
+  # own: Nix's and the host's proxy settings.
+  networkEnvironment = config.nix.envVars // config.networking.proxy.envVars;
+  online = {
+    after = [ "network-online.target" ];
+    wants = [ "network-online.target" ];
+  };
+
   # The deploy's unit: root, and left alone by the activation it performs.
-  deployUnit = description: argv: {
+  deployUnit = description: argv: online // {
     description = "cc-ci: ${description}";
     restartIfChanged = false;
     stopIfChanged = false;
+    # Nor stopped by it when it removes this unit (a landed commit that turns the timer off):
+    # switch-to-configuration stops removed units unless told not to, as nixpkgs' auto-upgrade
+    # tells it.
+    unitConfig.X-StopOnRemoval = false;
     # git verifies SSH signatures with ssh-keygen, OpenPGP ones with gpg.
     path = [ config.system.build.nixos-rebuild config.nix.package pkgs.git config.systemd.package ]
       ++ lib.optionals (cfg.deploy.allowedSigners != null) [ pkgs.openssh pkgs.gnupg ];
-    environment.CC_CI_AGENT_CONFIG = configPath;
+    environment = networkEnvironment // { CC_CI_AGENT_CONFIG = configPath; };
     serviceConfig = {
       Type = "oneshot";
       # Above build_timeout (1h by default) plus verification: the deploy ends itself first.
@@ -161,6 +187,18 @@ let
     };
   };
 
+  # A URL the agent is given: http(s), and nothing before an `@` in its authority (a user name
+  # or password would sit in agent.toml, in the store every user can read).
+  urlType = lib.types.strMatching "https?://[^@/?#[:space:]]+([/?#][^[:space:]]*)?"
+    // { description = "http(s) URL without credentials"; };
+
+  # A directory or file on the host, given as a string so nothing is copied to the store.
+  absolutePath = lib.types.strMatching "/[^[:cntrl:]]*" // { description = "absolute path"; };
+
+  # A delay as systemd reads one ("30s", "10m", "1h 30min"), or whole seconds.
+  timeSpanType = lib.types.either lib.types.ints.unsigned (lib.types.strMatching "[0-9]+|${ccLib.durationPattern}")
+    // { description = "systemd time span (\"30s\", \"10m\", \"1h 30min\") or whole seconds"; };
+
   sizeType = lib.types.either lib.types.ints.unsigned (lib.types.strMatching "[0-9]+[KMGT]?");
 
   # A duration as the agent reads one (humantime): "90s", "2m", "1h 30m"; or whole seconds.
@@ -182,7 +220,7 @@ let
   checkOptions = {
     name = lib.mkOption { type = lib.types.str; description = "What the check is called in reports."; };
     url = lib.mkOption {
-      type = lib.types.nullOr (lib.types.strMatching "https?://.+");
+      type = lib.types.nullOr urlType;
       default = null;
       description = "GET this URL; a 2xx answer passes.";
     };
@@ -223,7 +261,7 @@ in
     };
 
     testsDir = lib.mkOption {
-      type = lib.types.nullOr lib.types.str;
+      type = lib.types.nullOr absolutePath;
       default = null;
       example = "/var/lib/cc-ci-tests";
       description = ''
@@ -239,7 +277,7 @@ in
         description = "Name of the bridge's systemd service (without `.service`); it gets `POLL_REPOS`.";
       };
       reportUrl = lib.mkOption {
-        type = lib.types.nullOr (lib.types.strMatching "https?://.+");
+        type = lib.types.nullOr urlType;
         default = null;
         example = "http://127.0.0.1:8080/cc-ci/health";
         description = "Where the health job POSTs its reports, with the bridge token as a bearer token.";
@@ -254,7 +292,7 @@ in
         description = "Where mirrors live: a Gitea/Forgejo org, or a local directory of bare repositories.";
       };
       url = lib.mkOption {
-        type = lib.types.nullOr (lib.types.strMatching "https?://.+");
+        type = lib.types.nullOr urlType;
         default = null;
         example = "https://git.autonomic.zone";
         description = "The forge's base URL (`kind = \"gitea\"`).";
@@ -266,7 +304,7 @@ in
         description = "The org holding the mirrors (`kind = \"gitea\"`).";
       };
       path = lib.mkOption {
-        type = lib.types.nullOr lib.types.str;
+        type = lib.types.nullOr absolutePath;
         default = null;
         example = "/srv/git/mirrors";
         description = "Directory of bare repositories `<recipe>.git` (`kind = \"local\"`).";
@@ -310,7 +348,7 @@ in
       };
       timeout = lib.mkOption { type = durationType; default = "2h"; description = "Longest one recipe's CI run may take."; };
       exportDir = lib.mkOption {
-        type = lib.types.nullOr lib.types.str;
+        type = lib.types.nullOr absolutePath;
         default = null;
         example = "/var/lib/cc-ci-tests/canonical";
         description = "Where `<recipe>/canonical.json` files are written after each promotion.";
@@ -348,10 +386,21 @@ in
           sweep as `cc-ci` (docs/reliability.md). `null`: CI runs as `cc-ci`, which `health` warns of.
         '';
       };
+      sandbox = lib.mkOption {
+        type = lib.types.attrsOf (lib.types.oneOf [ lib.types.bool lib.types.str lib.types.int (lib.types.listOf lib.types.str) ]);
+        default = { };
+        example = { MemoryDenyWriteExecute = true; PrivateDevices = true; RestrictNamespaces = true; };
+        description = ''
+          systemd settings for the unit recipe CI runs in (`cc-ci-keeper@.service`, with `runAs`),
+          over the module's, which fit a CI (a JIT, namespaces, devices allowed; no root, no new
+          privileges, the system read-only but the run's directory, the CI user's home and the
+          volumes): tighten it for a CI that needs less, widen it for one that needs more.
+        '';
+      };
     };
     drone = {
       url = lib.mkOption {
-        type = lib.types.nullOr (lib.types.strMatching "https?://[^@/?#]+.*");
+        type = lib.types.nullOr urlType;
         default = null;
         example = "https://drone.example.org";
         description = "The Drone server CI runs on: the probe reads its builds, and `busyCheck` asks it whether CI is busy.";
@@ -391,7 +440,7 @@ in
     health = {
       timer = timerOptions "health report" "*:0/15";
       metricsFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.str;
+        type = lib.types.nullOr absolutePath;
         default = null;
         example = "/var/lib/prometheus-node-exporter-text-files/cc-ci.prom";
         description = "Prometheus text file for node_exporter's textfile collector.";
@@ -403,7 +452,7 @@ in
       auto = timerOptions "deploy-what-lands" "*:0/5" // {
         enable = lib.mkEnableOption "deploying what lands on the checkout's upstream branch: every `onCalendar`, `cc-ci-agent deploy --auto` fast-forwards the `deploy.flake` checkout to its upstream and deploys it with verify-and-rollback (an idle host does one `ls-remote`)";
         randomizedDelaySec = lib.mkOption {
-          type = lib.types.str;
+          type = timeSpanType;
           default = "30s";
           description = "Random delay before each run (`RandomizedDelaySec`).";
         };
@@ -444,7 +493,8 @@ in
         type = lib.types.listOf lib.types.str;
         default = [ "${cfg.bridge.unit}.service" "cc-ci-enrollment-check.service" ]
           ++ map (name: "cc-ci-${name}.timer") (lib.attrNames activeJobs)
-          ++ lib.optional cfg.deploy.auto.enable "cc-ci-deploy-auto.timer";
+          ++ lib.optional cfg.deploy.auto.enable "cc-ci-deploy-auto.timer"
+          ++ lib.optional keeperService "cc-ci-keeper.socket";
         defaultText = lib.literalMD "the bridge, the enrollment check, and the agent's timers";
         description = "Units that must be active after activation.";
       };
@@ -457,7 +507,7 @@ in
       busyCheck = lib.mkOption {
         type = lib.types.nullOr (lib.types.submodule {
           options = {
-            url = lib.mkOption { type = lib.types.nullOr (lib.types.strMatching "https?://.+"); default = null; description = "2xx: idle; 423: busy."; };
+            url = lib.mkOption { type = lib.types.nullOr urlType; default = null; description = "2xx: idle; 423: busy."; };
             command = lib.mkOption { type = lib.types.nullOr (lib.types.nonEmptyListOf lib.types.str); default = null; description = "Exit 0: idle; exit 1: busy."; };
             timeout = lib.mkOption { type = durationType; default = "10s"; description = "How long the check may take."; };
           };
@@ -505,18 +555,19 @@ in
           '';
         };
         root = lib.mkOption {
-          type = lib.types.nullOr lib.types.str;
+          type = lib.types.nullOr absolutePath;
           default = null;
           example = "/var/lib/cc-ci-volumes";
           description = "With kind = \"directory\": the directory holding one directory per volume.";
         };
         dockerDataRoot = lib.mkOption {
-          type = lib.types.str;
+          type = absolutePath;
           default = "/var/lib/docker";
           description = "With kind = \"docker\": Docker's data root, whose filesystem `minFree` is about.";
         };
       };
-      gc.timer = timerOptions "warm-volume garbage collection" "daily";
+      # Not at midnight, when the weekly sweep starts: both take the host lock.
+      gc.timer = timerOptions "warm-volume garbage collection" "*-*-* 04:00:00";
     };
 
     statusPage = {
@@ -610,6 +661,11 @@ in
           message = "services.cc-ci.forge: kind = \"gitea\" needs services.cc-ci.forge.url and services.cc-ci.forge.org.";
         }
         {
+          assertion = cfg.forge.kind != null
+            || (cfg.forge.url == null && cfg.forge.org == null && cfg.forge.path == null && cfg.forge.tokenFile == null);
+          message = "services.cc-ci.forge.kind: the forge is half set (a url, org, path or tokenFile, and no kind), so the mirror job would fail every hour: set kind = \"gitea\" (with url and org) or \"local\" (with path).";
+        }
+        {
           assertion = cfg.forge.kind != "local" || cfg.forge.path != null;
           message = "services.cc-ci.forge.path: kind = \"local\" needs the directory of bare repositories.";
         }
@@ -676,6 +732,7 @@ in
         tier_from = cfg.sweep.tierFrom;
         run_as = ciUser;
         run_dir = if ciUser != null then runDir else null;
+        keeper_socket = if ciUser != null then keeperSocket else null;
       };
       deploy = dropNulls {
         inherit (cfg.deploy) flake;
@@ -747,35 +804,52 @@ in
           };
         };
 
+      }
+      // lib.optionalAttrs (cfg.deploy.flake != null) {
         # `systemctl start cc-ci-deploy` deploys without a login session to lose. It runs as root
         # (it activates systems), and activation must neither stop nor restart it: it is the
-        # process doing the activating, and may be replacing its own package.
+        # process doing the activating, and may be replacing its own package. Without
+        # deploy.flake there is nothing to deploy (it would build `.#cc-ci` from /): no unit.
         cc-ci-deploy = deployUnit "deploy the host's configuration with verify-and-rollback" [ "deploy" ];
       }
       // lib.optionalAttrs cfg.deploy.auto.enable {
         # The same unit for the timer: pull what landed, deploy it, or do nothing (one ls-remote).
         cc-ci-deploy-auto = deployUnit "deploy what lands on the checkout's upstream branch" [ "deploy" "--auto" ];
       }
+      // lib.optionalAttrs keeperService {
+        # One keeper per sweep that connects (cc-ci-keeper.socket, Accept=yes): root, to run
+        # recipe CI as sweep.runAs in this unit, under a sandbox that fits a CI.
+        "cc-ci-keeper@" = {
+          description = "cc-ci: run recipe CI as ${ciUser} for a sweep";
+          serviceConfig = ciSandbox // cfg.sweep.sandbox // {
+            ExecStart = lib.escapeShellArgs [ exe "internal" "keeper" "--runner" ciUser "--job-user" "cc-ci" ];
+            # The sweep's own timeout (sweep.timeout per run) ends CI first.
+            TimeoutStopSec = "30s";
+          };
+        };
+      }
       // lib.mapAttrs'
-        (name: job: lib.nameValuePair "cc-ci-${name}" {
+        (name: job: lib.nameValuePair "cc-ci-${name}" ((lib.optionalAttrs (name != "gc") online) // {
           description = "cc-ci: ${name}";
-          after = lib.optionals (name != "gc") [ "network-online.target" ];
-          wants = lib.optionals (name != "gc") [ "network-online.target" ];
           path = [ pkgs.git ]
+            # CI's PATH is the sweep's, handed to the keeper with the rest of its environment.
             ++ lib.optionals (name == "sweep") cfg.sweep.extraPackages
             # health reads the bridge unit's environment with systemctl.
             ++ lib.optionals (name == "health") [ config.systemd.package ];
-          environment.CC_CI_AGENT_CONFIG = configPath;
-          serviceConfig = (if name == "sweep" && ciUser != null then sweepAsRoot else hardening) // {
+          environment = lib.optionalAttrs (name != "gc") networkEnvironment // { CC_CI_AGENT_CONFIG = configPath; };
+          serviceConfig = hardening // {
             Type = "oneshot";
             TimeoutStartSec = job.timeout;
             ExecStart = lib.escapeShellArgs ([ exe ] ++ job.argv);
             LoadCredential = credentialsFor name;
+            # Each is made by the module (tmpfiles), or may be missing ("-": the agent then says
+            # so itself, instead of the unit failing to start).
             ReadWritePaths = lib.optional (cfg.forge.kind == "local" && cfg.forge.path != null) cfg.forge.path
-              ++ lib.optional (name == "health" && cfg.health.metricsFile != null) (dirOf cfg.health.metricsFile)
+              ++ lib.optional (name == "health" && cfg.health.metricsFile != null) "-${dirOf cfg.health.metricsFile}"
               ++ lib.optional (name == "sweep" && cfg.sweep.exportDir != null) cfg.sweep.exportDir
               ++ lib.optional (name == "gc" && gcOnDirectories) cfg.disk.volumes.root
-              ++ lib.optionals (name == "sweep" && ciUser != null) [ stateDir runDir runnerHome ];
+              # Each run's directory is made here, as cc-ci, and given to the CI user.
+              ++ lib.optionals (name == "sweep" && ciUser != null) [ runDir ];
           } // lib.optionalAttrs (name == "sweep" && ciUser == null || name == "gc" && !gcOnDirectories) {
             SupplementaryGroups = lib.optionals (name == "sweep") cfg.sweep.extraGroups
               # The docker socket is group docker's.
@@ -784,11 +858,12 @@ in
             # gc talks to nothing but the filesystem and, for docker, its unix socket.
             PrivateNetwork = name == "gc";
             RestrictAddressFamilies = if name == "gc" then [ "AF_UNIX" ] else hardening.RestrictAddressFamilies;
-            # health reports a degraded (13) or failed (14) fleet; the unit itself did its job,
-            # and a failed unit would read as a regression to the next deploy.
-            SuccessExitStatus = lib.optionals (name == "health") [ 13 14 ];
+            # A job that found another holding its lock (4) or CI busy (5) skipped its turn: the
+            # unit did its job, and a failed unit would read as a regression to the next deploy.
+            # So does health reporting a degraded (13) or failed (14) fleet.
+            SuccessExitStatus = if name == "health" then [ 13 14 ] else [ 4 5 ];
           };
-        })
+        }))
         activeJobs;
 
     systemd.timers = lib.mapAttrs'
@@ -812,11 +887,28 @@ in
       };
     };
 
+    systemd.sockets = lib.optionalAttrs keeperService {
+      cc-ci-keeper = {
+        description = "cc-ci: where a sweep asks for a keeper to run recipe CI as ${ciUser}";
+        wantedBy = [ "sockets.target" ];
+        socketConfig = {
+          ListenSequentialPacket = keeperSocket;
+          Accept = true;
+          # The sweep's user alone may ask (and the keeper checks who asked).
+          SocketUser = "root";
+          SocketGroup = "cc-ci";
+          SocketMode = "0660";
+          DirectoryMode = "0755";
+          MaxConnections = 4;
+        };
+      };
+    };
+
     systemd.tmpfiles.settings."10-cc-ci" = {
       ${stateDir}.d = {
         user = "cc-ci";
         group = "cc-ci";
-        mode = "0750";
+        mode = stateDirMode;
       };
     } // lib.optionalAttrs (cfg.sweep.command != null && ciUser != null) {
       ${runDir}.d = {
@@ -828,6 +920,20 @@ in
         user = ciUser;
         group = ciUser;
         mode = "0700";
+      };
+    } // lib.optionalAttrs (cfg.sweep.command != null && cfg.sweep.exportDir != null) {
+      # The sweep writes <recipe>/canonical.json here; the test harness reads it.
+      ${cfg.sweep.exportDir}.d = {
+        user = "cc-ci";
+        group = "cc-ci";
+        mode = "0755";
+      };
+    } // lib.optionalAttrs (cfg.forge.kind == "local" && cfg.forge.path != null) {
+      # The mirrors: bare repositories the agent makes and the bridge and CI read.
+      ${cfg.forge.path}.d = {
+        user = "cc-ci";
+        group = "cc-ci";
+        mode = "0755";
       };
     } // lib.optionalAttrs (cfg.disk.budget != null && gcOnDirectories && cfg.disk.volumes.root != null) {
       # CI runs make volumes here (group cc-ci); gc, as cc-ci, must be able to remove them.

@@ -1,5 +1,5 @@
 # The cc-ci-agent package, built from this repository's Cargo workspace.
-{ lib, rustPlatform, util-linux }:
+{ lib, rustPlatform, util-linux, git, openssh, gnupg, openssl, python3 }:
 let
   manifest = (builtins.fromTOML (builtins.readFile ../agent/Cargo.toml)).package;
 in
@@ -28,8 +28,12 @@ rustPlatform.buildRustPackage {
   cargoBuildFlags = [ "-p" "cc-ci-agent" ];
   cargoTestFlags = [ "-p" "cc-ci-agent" ];
 
-  # flock(1) and script(1) for the lock and terminal-colour tests.
-  nativeCheckInputs = [ util-linux ];
+  # What the tests call, as .ci/run installs it: flock(1) and script(1) (the lock and
+  # terminal-colour tests), git (every mirror, sweep and deploy test), ssh-keygen and gpg (the
+  # signed-deploy tests), openssl (the HTTPS tests make a CA), pytest (a real suite's results).
+  # Not here, and so NOT RUN HERE in this phase (each says so): the tests that need root (the
+  # CI-user and hostile-host tests), a tmpfs mount, Chromium, GoogleTest, Catch2 and mocha.
+  nativeCheckInputs = [ util-linux git openssh gnupg openssl (python3.withPackages (p: [ p.pytest ])) ];
   # These compare nix/lib.nix with the agent through nix-instantiate, which the build sandbox
   # lacks; .ci/run runs them, and the flake check `lib` covers nix/lib.nix itself.
   # The colour test needs a pseudo-terminal, which the build sandbox may not offer; .ci/run runs it.

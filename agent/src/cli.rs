@@ -203,6 +203,17 @@ impl Command {
 /// nothing it reads or creates there is root's to give away. A directory root owns (or that is
 /// not there yet) leaves root as it is.
 fn as_the_state_directorys_owner(ctx: &Context, command: &Command) -> anyhow::Result<()> {
+    if command.runs_ci() {
+        if let Some(socket) = ctx
+            .config()
+            .ok()
+            .and_then(|c| c.sweep.keeper_socket.clone())
+        {
+            // A keeper service runs CI as run_as: whoever this is, it needs no root.
+            crate::process::keeper::connect(&socket)
+                .map_err(|e| crate::error::Unusable(format!("{e:#}")))?;
+        }
+    }
     if !crate::privilege::is_root() || !command.works_in_the_state_directory() {
         return Ok(());
     }
@@ -214,7 +225,7 @@ fn as_the_state_directorys_owner(ctx: &Context, command: &Command) -> anyhow::Re
         return Ok(());
     };
     let owner = crate::privilege::Account::by_uid(uid, gid).map_err(crate::error::Unusable)?;
-    if command.runs_ci() {
+    if command.runs_ci() && !crate::process::keeper::present() {
         start_the_keeper(&config, &owner)?;
     }
     if uid == 0 {

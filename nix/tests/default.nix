@@ -1,10 +1,13 @@
 # The flake's checks: `nix flake check` runs them all (the VM test needs KVM).
 { pkgs, self }:
 let
-  host = self.nixosConfigurations.cc-ci.config;
+  system = pkgs.stdenv.hostPlatform.system;
+  # The example host of this system (flake.nix).
+  example = self.nixosConfigurations.${if system == "aarch64-linux" then "cc-ci-aarch64" else "cc-ci"};
+  host = example.config;
 in
 {
-  package = self.packages.${pkgs.stdenv.hostPlatform.system}.cc-ci-agent;
+  package = self.packages.${system}.cc-ci-agent;
 
   # nix/lib.nix against the corpus; the assertion runs at evaluation time.
   lib = pkgs.runCommand "cc-ci-lib-corpus" { checked = import ./lib.nix; } ''
@@ -35,7 +38,7 @@ in
     {
       generated = pkgs.writeText "options.md" (import ../options-doc.nix {
         inherit (pkgs) lib;
-        options = self.nixosConfigurations.cc-ci.options.services.cc-ci;
+        options = example.options.services.cc-ci;
       });
       documented = ../../docs/nixos.md;
     }

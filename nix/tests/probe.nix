@@ -3,21 +3,18 @@
 # `!testme`; a stand-in bridge, polling Gitea's API for the recipes in its POLL_REPOS, reacts and
 # starts a build on a stand-in Drone, whose build sets commit statuses through Gitea's API. The
 # recipe is proven, health says so, and upstream and the mirror's branch and tags are untouched.
-# The stand-ins are nix/tests/probe-stand-ins.py; Gitea is nixpkgs' own.
+# The stand-ins are nix/tests/probe-stand-ins.py; Gitea is nixpkgs' own, and holds upstream too
+# (org coop-cloud): a repository root made on the disk would not be cc-ci's, and git (2.45 and
+# later) refuses to read a repository another user owns ("dubious ownership").
 { pkgs, self }:
 let
   standIns = pkgs.writeScript "probe-stand-ins" ''
     #!${pkgs.python3.interpreter}
     ${builtins.readFile ./probe-stand-ins.py}
   '';
-  enrollment = pkgs.writeText "enrollment.toml" ''
-    [defaults]
-    upstream = "file:///var/lib/upstream/{recipe}.git"
-
-    [recipe.plausible]
-    tests = "exempt"
-    reason = "the VM test has no suites"
-  '';
+  # A file of the repository, not one a derivation writes: the module reads it at evaluation,
+  # and reading a built file there is import from derivation, which a flake check refuses.
+  enrollment = ./probe-enrollment.toml;
   secret = name: "/run/secrets/${name}";
 in
 pkgs.testers.runNixOSTest {
@@ -90,17 +87,19 @@ pkgs.testers.runNixOSTest {
         " && chmod 0400 /run/secrets/*"
     )
 
-    # Upstream: a release on main.
+    # Upstream: a release on main, in an org of its own on the same Gitea, public.
+    machine.succeed(f"curl -sf -X POST {auth} -H 'Content-Type: application/json' -d '{{\"username\": \"coop-cloud\"}}' {api}/orgs")
+    machine.succeed(f"curl -sf -X POST {auth} -H 'Content-Type: application/json' -d '{{\"name\": \"plausible\"}}' {api}/orgs/coop-cloud/repos")
+    upstream = "http://localhost:3000/coop-cloud/plausible.git"
     machine.succeed(
-        "mkdir -p /var/lib/upstream && git init -q --bare -b main /var/lib/upstream/plausible.git"
-        " && git clone -q /var/lib/upstream/plausible.git /tmp/work && cd /tmp/work"
+        "git init -q -b main /tmp/work && cd /tmp/work"
         " && git -c user.name=t -c user.email=t@localhost commit -q --allow-empty -m 'a recipe'"
         " && git -c user.name=t -c user.email=t@localhost tag -a -m release 1.0.0+2.1.0"
-        " && git push -q origin main --tags && chmod -R a+rX /var/lib/upstream"
+        f" && git push -q http://cc-ci-bot:{token}@localhost:3000/coop-cloud/plausible.git main --tags"
     )
     machine.succeed("systemctl start cc-ci-mirrors.service")
     mirror = "http://localhost:3000/recipe-maintainers/plausible.git"
-    upstream_refs = machine.succeed("git --git-dir=/var/lib/upstream/plausible.git show-ref")
+    upstream_refs = machine.succeed(f"git ls-remote {upstream}")
     mirror_refs = machine.succeed(f"git ls-remote {mirror} refs/heads/main 'refs/tags/*'")
     assert mirror_refs.split() and "refs/tags/1.0.0+2.1.0" in mirror_refs, mirror_refs
 
@@ -132,7 +131,7 @@ pkgs.testers.runNixOSTest {
     assert len(mine) == 1 and mine[0]["user"]["login"] == "cc-ci-bot", comments
 
     # Nothing but cc-ci/probe moved.
-    assert machine.succeed("git --git-dir=/var/lib/upstream/plausible.git show-ref") == upstream_refs
+    assert machine.succeed(f"git ls-remote {upstream}") == upstream_refs
     assert machine.succeed(f"git ls-remote {mirror} refs/heads/main 'refs/tags/*'") == mirror_refs
 
     report = json.loads(machine.succeed("runuser -u cc-ci -- cc-ci-agent --format json health || true"))

@@ -176,6 +176,35 @@ pub fn start(program: super::Cmd, runner: &Account, job: &Account) -> Result<()>
         .map_err(|_| anyhow::anyhow!("a keeper was started already"))
 }
 
+/// Connects to a keeper service listening at `path` (`[sweep] keeper_socket`; on NixOS
+/// `cc-ci-keeper.socket`, which starts one keeper as root for each connection, in a unit whose
+/// sandbox fits a CI). The sweep then needs no root at all.
+pub fn connect(path: &std::path::Path) -> Result<()> {
+    use rustix::net::{socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let reach = || {
+        format!(
+            "cannot reach the keeper at {} ([sweep] keeper_socket; on NixOS, is \
+             cc-ci-keeper.socket active?)",
+            path.display()
+        )
+    };
+    let sock = socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .with_context(reach)?;
+    let addr = SocketAddrUnix::new(path).with_context(reach)?;
+    rustix::net::connect(&sock, &addr).with_context(reach)?;
+    HANDLE
+        .set(Handle {
+            sock,
+            talking: Mutex::new(()),
+        })
+        .map_err(|_| anyhow::anyhow!("a keeper was started already"))
+}
+
 /// Whether this process has a keeper: CI runs as `[sweep] run_as` through it.
 pub fn present() -> bool {
     HANDLE.get().is_some()
@@ -299,19 +328,41 @@ impl Kept {
 
 // ---- The keeper's side. ----
 
-/// `cc-ci-agent internal keeper`: serves the sweep on descriptor 3 until it goes.
-pub fn serve(runner_name: &str, job_uid: u32) -> Result<()> {
+/// The user a keeper serves: the one the sweep runs as (the state directory's owner).
+#[derive(Debug, Clone)]
+pub enum JobUser {
+    /// Given by the sweep that started the keeper itself.
+    Uid(u32),
+    /// Given by a keeper service's unit, which cannot know the number.
+    Name(String),
+}
+
+/// `cc-ci-agent internal keeper`: serves the sweep on descriptor 3 until it goes: the socket a
+/// sweep started as root made for it (`start`), or one connection systemd accepted for it
+/// (`Accept=yes`, `connect`). Only root or the job user may be at the other end.
+pub fn serve(runner_name: &str, job: &JobUser) -> Result<()> {
     anyhow::ensure!(
         crate::privilege::is_root(),
-        "the keeper runs as root, started by a sweep"
+        "the keeper runs as root, started by a sweep or by cc-ci-keeper.socket"
     );
     let runner = Account::by_name(runner_name).map_err(anyhow::Error::msg)?;
+    let job_uid = match job {
+        JobUser::Uid(uid) => *uid,
+        JobUser::Name(name) => Account::by_name(name).map_err(anyhow::Error::msg)?.uid,
+    };
     anyhow::ensure!(
         runner.uid != 0 && runner.uid != job_uid,
         "[sweep] run_as must name a user other than root and the agent's own"
     );
-    // SAFETY: the descriptor the sweep put there for this process alone (`start`).
+    // SAFETY: the descriptor this process was started with for this alone.
     let sock: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(KEEPER_FD) };
+    let peer = rustix::net::sockopt::socket_peercred(&sock)
+        .context("descriptor 3 is not the sweep's socket")?;
+    let peer_uid = peer.uid.as_raw();
+    anyhow::ensure!(
+        peer_uid == 0 || peer_uid == job_uid,
+        "refused: uid {peer_uid} is neither root nor the sweep's user (uid {job_uid})"
+    );
     let keeper = Keeper {
         sock: Arc::new(sock),
         runner,

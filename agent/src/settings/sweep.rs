@@ -39,6 +39,7 @@ pub(super) struct RawSweep {
     run_as: Option<String>,
     run_dir: Option<PathBuf>,
     tier_from: Option<TierFrom>,
+    keeper_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,6 +74,10 @@ pub struct SweepSettings {
     /// `{results}`); `None`: `<state_dir>/sweep/runs`. With `run_as`, a directory that user can
     /// enter.
     pub run_dir: Option<PathBuf>,
+    /// With `run_as`: where a keeper service listens (systemd's `cc-ci-keeper.socket`, one
+    /// keeper per connection), so the sweep needs no root and CI runs in a unit of its own;
+    /// `None`: a sweep started as root starts its own keeper (docs/reliability.md).
+    pub keeper_socket: Option<PathBuf>,
 }
 
 /// Where a test case's tier comes from (docs/sweep.md, "Greenness"), for the host
@@ -226,6 +231,19 @@ pub(super) fn resolve(
     if let Some(user) = &raw.run_as {
         check_run_as(user, source, errors);
     }
+    if let Some(socket) = &raw.keeper_socket {
+        if raw.run_as.is_none() {
+            errors.push(source.error_at(
+                &["sweep", "keeper_socket"],
+                "a keeper runs CI as sweep.run_as, which is not set",
+            ));
+        } else if !socket.is_absolute() {
+            errors.push(source.error_at(
+                &["sweep", "keeper_socket"],
+                format!("{} is not an absolute path", socket.display()),
+            ));
+        }
+    }
     let log_limit = raw.log_limit.map_or(64 << 20, |b| b.0);
     if log_limit < 4096 {
         errors.push(source.error_at(&["sweep", "log_limit"], "must be at least 4 KiB"));
@@ -254,6 +272,7 @@ pub(super) fn resolve(
         run_as: raw.run_as,
         run_dir: raw.run_dir.as_deref().map(abs),
         tier_from: raw.tier_from.unwrap_or_default(),
+        keeper_socket: raw.keeper_socket,
         timeout,
         run_timeout,
         canonical_export_dir: raw.canonical_export_dir.as_deref().map(abs),

@@ -51,14 +51,22 @@ pub enum Internal {
         /// The run's directory.
         dir: std::path::PathBuf,
     },
-    /// The keeper, started by a sweep that started as root: runs CI as `run_as` for it.
+    /// The keeper, started by a sweep that started as root or by a keeper service for each
+    /// connection: runs CI as `run_as` for it.
     Keeper {
         /// The CI user (`[sweep] run_as`).
         #[arg(long)]
         runner: String,
-        /// The user the sweep runs as (the state directory's owner).
+        /// The user the sweep runs as (the state directory's owner), by number.
+        #[arg(
+            long,
+            conflicts_with = "job_user",
+            required_unless_present = "job_user"
+        )]
+        job_uid: Option<u32>,
+        /// The same, by name (a keeper service's unit).
         #[arg(long)]
-        job_uid: u32,
+        job_user: Option<String>,
     },
 }
 
@@ -66,7 +74,19 @@ pub fn internal(command: Internal) -> Result<Exit> {
     match command {
         Internal::ReadResults { dir, tier_from } => place::internal_read_results(&dir, &tier_from)?,
         Internal::Empty { dir } => place::internal_empty(&dir)?,
-        Internal::Keeper { runner, job_uid } => crate::process::keeper::serve(&runner, job_uid)?,
+        Internal::Keeper {
+            runner,
+            job_uid,
+            job_user,
+        } => {
+            use crate::process::keeper::{serve, JobUser};
+            let job = match (job_uid, job_user) {
+                (Some(uid), _) => JobUser::Uid(uid),
+                (None, Some(name)) => JobUser::Name(name),
+                (None, None) => anyhow::bail!("--job-uid or --job-user is needed"),
+            };
+            serve(&runner, &job)?
+        }
     }
     Ok(Exit::Success)
 }

@@ -791,10 +791,10 @@ fn start(
     if let Some(user) = &config.sweep.run_as {
         if !crate::process::keeper::present() {
             let why = format!(
-                "{}: sweep.run_as = {user:?}: CI runs as {user} only in a sweep started as root \
-                 (which runs as the state directory's owner and starts CI as {user}): start the \
-                 sweep as root, as the NixOS module's sweep unit does, or remove run_as to run \
-                 CI as the agent's own user (docs/reliability.md)",
+                "{}: sweep.run_as = {user:?}: CI runs as {user} only through a keeper: set \
+                 sweep.keeper_socket to a keeper service (as the NixOS module does), or start \
+                 the sweep as root (only in a sweep started as root is the keeper its child), \
+                 or remove run_as to run CI as the agent's own user (docs/reliability.md)",
                 config.path.display()
             );
             ledger.sweep_finish(sweep, SweepOutcome::Failed, &why)?;

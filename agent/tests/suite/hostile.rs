@@ -18,6 +18,20 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Whether this test can run here (as root); where it cannot it says so, and CI, which runs as
+/// root, fails rather than pass without running it.
+fn root_here(why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    println!("NOT RUN HERE: {why}");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs as root: this must run there"
+    );
+    false
+}
+
 /// A file the attacker wants root to damage: root's, 0600, with known bytes.
 struct Victim {
     path: PathBuf,
@@ -255,12 +269,7 @@ fn links_planted_in_the_state_directory_are_never_followed_by_root() {
 /// the state directory instead.
 #[test]
 fn a_root_job_started_where_the_owner_cannot_go_still_works() {
-    if !is_root() {
-        println!("NOT RUN HERE: root is needed to run the agent as root over another user's state");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: this must run there"
-        );
+    if !root_here("root is needed to run the agent as root over another user's state") {
         return;
     }
     let (fleet, _state) = synced_fleet_of_the_job_user();
@@ -514,6 +523,14 @@ fn processes_of(uid: u32) -> Vec<String> {
 
 /// A fleet whose CI (a script) runs as `daemon`, with everything of the fleet the job user's.
 fn fleet_with_a_ci_user(more_config: &str) -> (Fleet, PathBuf, std::sync::MutexGuard<'static, ()>) {
+    fleet_with_a_ci_user_and("", more_config)
+}
+
+/// [`fleet_with_a_ci_user`] with more lines in `[sweep]`.
+fn fleet_with_a_ci_user_and(
+    more_sweep: &str,
+    more_config: &str,
+) -> (Fleet, PathBuf, std::sync::MutexGuard<'static, ()>) {
     let turn = ci_user_turn();
     let fleet = Fleet::with(
         |root| {
@@ -521,7 +538,7 @@ fn fleet_with_a_ci_user(more_config: &str) -> (Fleet, PathBuf, std::sync::MutexG
             // The rest of [sweep] follows its command.
             format!(
                 "[\"{}/ci.sh\", \"{{results}}\", \"{}\", \"{}\"]\n\
-                 run_as = \"{CI_USER}\"\nrun_dir = \"runs\"\ntiers = [\"install\"]",
+                 run_as = \"{CI_USER}\"\nrun_dir = \"runs\"\ntiers = [\"install\"]\n{more_sweep}",
                 root.display(),
                 state.display(),
                 root.display()
@@ -565,12 +582,7 @@ XML
 /// read back (as that user) and judged, and which leaves nothing running and nothing behind.
 #[test]
 fn recipe_ci_runs_as_a_user_of_its_own_that_cannot_touch_the_agents_files() {
-    if !is_root() {
-        println!("NOT RUN HERE: root is needed to run CI as a user of its own");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: this must run there"
-        );
+    if !root_here("root is needed to run CI as a user of its own") {
         return;
     }
     let (fleet, state, _turn) = fleet_with_a_ci_user("");
@@ -602,16 +614,146 @@ fn recipe_ci_runs_as_a_user_of_its_own_that_cannot_touch_the_agents_files() {
     assert!(runs.is_empty(), "the run's directory is left: {runs:?}");
 }
 
+/// The job user's uid as a name the keeper service's unit gives (`--job-user`).
+fn job_user_name() -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd
+        .lines()
+        .find(|l| l.split(':').nth(2) == Some(&JOB_UID.to_string()))
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_string()
+}
+
+/// The keeper service's command, as the NixOS module's `cc-ci-keeper@.service` runs it.
+fn keeper_service() -> Vec<String> {
+    [
+        common::bin_for_everyone(),
+        "internal",
+        "keeper",
+        "--runner",
+        CI_USER,
+        "--job-user",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([job_user_name()])
+    .collect()
+}
+
+/// The sweep, started as the job user itself: no root anywhere in it.
+fn sweep_as_the_job_user(fleet: &Fleet) -> common::Run {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(common::bin_for_everyone())
+        .args(["--config", &fleet.config, "--format", "json", "sweep"])
+        .env("CC_CI_LOG", "warn")
+        .current_dir(fleet.root())
+        .uid(JOB_UID)
+        .gid(JOB_UID)
+        .output();
+    common::finish(out)
+}
+
+/// A fleet whose sweep reaches its keeper through a socket unit (systemd's
+/// `cc-ci-keeper.socket`, `Accept=yes`; a stand-in here) serving one connection.
+struct WithKeeperService {
+    fleet: Fleet,
+    state: PathBuf,
+    unit: support::socket_unit::SocketUnit,
+    _sockets: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+fn fleet_with_a_keeper_service() -> WithKeeperService {
+    let sockets = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(sockets.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = sockets.path().join("keeper.sock");
+    let (fleet, state, turn) =
+        fleet_with_a_ci_user_and(&format!("keeper_socket = {socket:?}\n"), "");
+    // Open to all: what keeps others out is the keeper's own check (the module's is 0660).
+    let unit = support::socket_unit::SocketUnit::listen(&socket, 0o666, 1, keeper_service());
+    WithKeeperService {
+        fleet,
+        state,
+        unit,
+        _sockets: sockets,
+        _turn: turn,
+    }
+}
+
+/// `[sweep] keeper_socket`: the sweep runs as the job user with no root at all, and CI still
+/// runs as a user of its own, through a keeper that the socket unit starts as root for the
+/// connection, in a unit whose sandbox fits CI. The keeper ends with the sweep and leaves
+/// nothing running.
+#[test]
+fn a_sweep_without_root_runs_ci_through_a_keeper_service() {
+    if !root_here("root is needed to run CI as a user of its own") {
+        return;
+    }
+    let k = fleet_with_a_keeper_service();
+    let sweep = sweep_as_the_job_user(&k.fleet);
+    assert_eq!(sweep.code, 0, "{}{}", sweep.stdout, sweep.stderr);
+    assert!(sweep.stdout.contains("\"promoted\""), "{}", sweep.stdout);
+    let keeper = &k.unit.served()[0];
+    assert!(
+        keeper.status.success(),
+        "the keeper: {}",
+        String::from_utf8_lossy(&keeper.stderr)
+    );
+    let db = rusqlite::Connection::open(k.state.join("state.db")).unwrap();
+    let tail: String = db
+        .query_row(
+            "SELECT log_tail FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(tail.contains(&format!("ci runs as uid {CI_UID}")), "{tail}");
+    assert!(tail.contains("could not write the ledger"), "{tail}");
+    assert_eq!(
+        processes_of(CI_UID),
+        Vec::<String>::new(),
+        "CI left processes running"
+    );
+    assert_eq!(owned_by_root(k.fleet.root()), Vec::<PathBuf>::new());
+}
+
+/// Whoever else reaches the keeper's socket (a mode left open, a group too wide) gets no
+/// keeper: it serves root and the sweep's user only, and says whom it refused.
+#[test]
+fn the_keeper_service_serves_the_sweeps_user_only() {
+    if !root_here("root is needed to run CI as a user of its own") {
+        return;
+    }
+    let k = fleet_with_a_keeper_service();
+    // The CI user itself, whose code would then start anything as itself with the keeper's
+    // help, or end the sweep's runs.
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(common::bin_for_everyone())
+        .args(["--config", &k.fleet.config, "sweep"])
+        .env("CC_CI_LOG", "warn")
+        .current_dir("/")
+        .uid(CI_UID)
+        .gid(CI_UID)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let keeper = &k.unit.served()[0];
+    let said = String::from_utf8_lossy(&keeper.stderr);
+    assert!(!keeper.status.success(), "the keeper served uid {CI_UID}");
+    assert!(
+        said.contains(&format!(
+            "uid {CI_UID} is neither root nor the sweep's user"
+        )),
+        "{said}"
+    );
+}
+
 /// CI that plants links in its results (to the ledger, to a file of root's): they are read as
 /// the CI user, so neither is read, and the run is judged from what CI itself wrote.
 #[test]
 fn links_in_a_ci_users_results_reach_nothing_of_the_agents() {
-    if !is_root() {
-        println!("NOT RUN HERE: root is needed to run CI as a user of its own");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: this must run there"
-        );
+    if !root_here("root is needed to run CI as a user of its own") {
         return;
     }
     let (fleet, state, _turn) = fleet_with_a_ci_user("");
@@ -630,12 +772,7 @@ fn links_in_a_ci_users_results_reach_nothing_of_the_agents() {
 /// every process of the CI user, then itself; the next sweep records the run interrupted.
 #[test]
 fn killing_the_sweep_ends_its_ci_users_processes() {
-    if !is_root() {
-        println!("NOT RUN HERE: root is needed to run CI as a user of its own");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: this must run there"
-        );
+    if !root_here("root is needed to run CI as a user of its own") {
         return;
     }
     let (fleet, _state, _turn) = fleet_with_a_ci_user("");
@@ -677,12 +814,7 @@ fn killing_the_sweep_ends_its_ci_users_processes() {
 /// as the agent's user in its place.
 #[test]
 fn run_as_without_root_is_refused_not_ignored() {
-    if !is_root() {
-        println!("NOT RUN HERE: root is needed to run the agent as another user");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: this must run there"
-        );
+    if !root_here("root is needed to run the agent as another user") {
         return;
     }
     let (fleet, _, _turn) = fleet_with_a_ci_user("");

@@ -2,7 +2,7 @@
 #   nix-instantiate --eval --strict --json nix/tests/eval/module.nix \
 #     --arg nixpkgsLib /path/to/nixpkgs.lib --argstr case example
 # Each case checks itself and evaluates to what the driver (eval-module.sh) checks further.
-{ nixpkgsLib, case }:
+{ nixpkgsLib, case, minimalHost ? null }:
 let
   lib = import (nixpkgsLib + "/lib");
   standIn = import ./stand-in.nix { inherit lib; };
@@ -29,7 +29,9 @@ let
     bridgePollRepos = config.systemd.services.cc-ci-bridge.environment.POLL_REPOS;
     agentToml = config.environment.etc."cc-ci/agent.toml".source.text;
     checkUnit = config.systemd.services.cc-ci-enrollment-check.serviceConfig;
-    deployUnit = { inherit (config.systemd.services.cc-ci-deploy) restartIfChanged stopIfChanged serviceConfig; };
+    deployUnit = if config.systemd.services ? cc-ci-deploy
+      then { inherit (config.systemd.services.cc-ci-deploy) restartIfChanged stopIfChanged serviceConfig; }
+      else null;
     mirrorsUnit = config.systemd.services.cc-ci-mirrors.serviceConfig;
     mirrorsTimer = config.systemd.timers.cc-ci-mirrors.timerConfig;
     units = builtins.attrNames config.systemd.services;
@@ -136,7 +138,7 @@ let
     });
 
     # The deploy unit is root, and activation never stops or restarts it.
-    deploy-unit = let s = summary (host { }); in
+    deploy-unit = let s = summary (host { services.cc-ci.deploy.flake = "/srv/cc-ci#cc-ci"; }); in
       expect (!s.deployUnit.restartIfChanged && !s.deployUnit.stopIfChanged && !(s.deployUnit.serviceConfig ? User)
           && s.deployUnit.serviceConfig.PrivateTmp && !(s.deployUnit.serviceConfig ? ProtectSystem)
           # Root's journal is root's own directory, not cc-ci's.
@@ -198,6 +200,7 @@ let
         services.cc-ci.probe.timer.enable = true;
         services.cc-ci.probe.bridgeLogin = "cc-ci-bridge";
         services.cc-ci.drone = { url = "https://drone.example.org"; tokenFile = "/run/secrets/cc-ci-drone-token"; };
+        services.cc-ci.deploy.flake = "/srv/cc-ci#cc-ci";
       };
       unit = c.systemd.services.cc-ci-probe.serviceConfig;
       timer = c.systemd.timers.cc-ci-probe.timerConfig;
@@ -267,9 +270,9 @@ let
           (summary c));
 
     # Recipe CI runs as a user of its own: the module declares it (with sweep.extraGroups), the
-    # sweep unit starts as root with only what the keeper needs (docs/reliability.md), never
-    # with a StateDirectory (systemd would give root the agent's directory), and each run's
-    # directory is made in /var/lib/cc-ci-runs, which that user can enter and not list.
+    # sweep unit is the agents' own (cc-ci, no capability) and reaches CI's unit through the
+    # keeper's socket (sweep-sandbox), and each run's directory is made in /var/lib/cc-ci-runs,
+    # which that user can enter and not list.
     sweep-ci-user =
       let
         c = host {
@@ -282,10 +285,9 @@ let
         asAgent = (host { services.cc-ci.sweep = { command = [ "/srv/ci/run" ]; runAs = null; }; });
       in
       expect (failed c == [ ]) "assertions failed: ${builtins.toJSON (failed c)}"
-        (expect (!(unit ? User) && !(unit ? StateDirectory) && !(unit ? SupplementaryGroups)
-            && unit.CapabilityBoundingSet == [ "CAP_SETUID" "CAP_SETGID" "CAP_CHOWN" "CAP_KILL" ]
-            && unit.NoNewPrivileges && unit.ProtectSystem == "strict" && unit.ProtectProc == "default"
-            && builtins.elem "/var/lib/cc-ci" unit.ReadWritePaths && builtins.elem "/var/lib/cc-ci-runs" unit.ReadWritePaths)
+        (expect (unit.User == "cc-ci" && unit.StateDirectory == "cc-ci" && !(unit ? SupplementaryGroups)
+            && unit.CapabilityBoundingSet == "" && unit.NoNewPrivileges && unit.ProtectSystem == "strict"
+            && unit.ReadWritePaths == [ "/var/lib/cc-ci-runs" ])
           "cc-ci-sweep.service: ${builtins.toJSON unit}"
           (expect (runner.isSystemUser && runner.group == "cc-ci-runner" && runner.extraGroups == [ "docker" ]
               && (c.users.users.cc-ci.extraGroups or [ ]) == [ ])
@@ -295,7 +297,7 @@ let
               (expect (lib.hasInfix "run_as = \"cc-ci-runner\"" toml && lib.hasInfix "run_dir = \"/var/lib/cc-ci-runs\"" toml)
                 "agent.toml [sweep]: ${toml}"
                 (expect (asAgent.systemd.services.cc-ci-sweep.serviceConfig.User == "cc-ci"
-                    && !(asAgent.users.users ? cc-ci-runner)
+                    && !(asAgent.users.users ? cc-ci-runner) && !(asAgent.systemd.sockets ? cc-ci-keeper)
                     && !(lib.hasInfix "run_as" asAgent.environment.etc."cc-ci/agent.toml".source.text))
                   "with runAs = null the sweep runs as cc-ci, as before"
                   { agentToml = toml; })))));
@@ -314,18 +316,18 @@ let
         unit = c.systemd.services.cc-ci-health.serviceConfig;
       in
       expect (c.systemd.timers.cc-ci-health.timerConfig.OnCalendar == "*:0/15" && unit.SuccessExitStatus == [ 13 14 ]
-          && builtins.elem "/var/lib/node-exporter" unit.ReadWritePaths)
+          && builtins.elem "-/var/lib/node-exporter" unit.ReadWritePaths)
         "cc-ci-health: ${builtins.toJSON unit}"
         (summary c);
 
-    # With a budget, a daily, persistent gc on the volumes' directory, with no network at all.
+    # With a budget, a daily (at four, not with the sweep at midnight), persistent gc on the volumes directory, with no network at all.
     gc-job =
       let
         c = host { };
         unit = c.systemd.services.cc-ci-gc.serviceConfig;
         toml = c.environment.etc."cc-ci/agent.toml".source.text;
       in
-      expect (c.systemd.timers.cc-ci-gc.timerConfig.OnCalendar == "daily" && c.systemd.timers.cc-ci-gc.timerConfig.Persistent)
+      expect (c.systemd.timers.cc-ci-gc.timerConfig.OnCalendar == "*-*-* 04:00:00" && c.systemd.timers.cc-ci-gc.timerConfig.Persistent)
         "cc-ci-gc.timer: ${builtins.toJSON c.systemd.timers.cc-ci-gc.timerConfig}"
         (expect (unit.User == "cc-ci" && unit.PrivateNetwork && unit.RestrictAddressFamilies == [ "AF_UNIX" ]
             && unit.CapabilityBoundingSet == "" && unit.LoadCredential == [ ]
@@ -384,6 +386,187 @@ let
 
     deploy-check-both = refusedFor "services.cc-ci.deploy.checks"
       (host { services.cc-ci.deploy.checks = [ { name = "x"; url = "http://h/"; command = [ "true" ]; } ]; });
+
+    # ---- A real host's first day (issue 40). ----
+
+    # A landed commit that turns the deploy timer off must not stop the deploy applying it:
+    # switch-to-configuration stops removed units unless X-StopOnRemoval is false.
+    deploy-stop-on-removal = let
+      c = host { services.cc-ci.deploy = { flake = "/srv/cc-ci#cc-ci"; auto.enable = true; }; };
+      kept = unit: (c.systemd.services.${unit}.unitConfig or { }).X-StopOnRemoval or true == false;
+    in expect (kept "cc-ci-deploy" && kept "cc-ci-deploy-auto")
+      "the deploy units may be stopped by their own removal: ${builtins.toJSON (map (u: c.systemd.services.${u}.unitConfig or { }) [ "cc-ci-deploy" "cc-ci-deploy-auto" ])}"
+      true;
+
+    # One mode for the state directory, from one place: the tmpfiles rule (re-applied at every
+    # boot and activation) and every unit's StateDirectoryMode agree, with and without the page.
+    state-dir-mode = let
+      modes = c: {
+        tmpfiles = c.systemd.tmpfiles.settings."10-cc-ci"."/var/lib/cc-ci".d.mode;
+        units = lib.unique (lib.mapAttrsToList (_: u: u.serviceConfig.StateDirectoryMode)
+          (lib.filterAttrs (_: u: (u.serviceConfig.StateDirectory or null) == "cc-ci") c.systemd.services));
+      };
+      plain = modes (host { });
+      page = modes (host { services.cc-ci.statusPage.enable = true; });
+    in expect (plain.units == [ plain.tmpfiles ] && page.units == [ page.tmpfiles ] && page.tmpfiles == "0751")
+      "the state directory has two modes: ${builtins.toJSON { inherit plain page; }}"
+      true;
+
+    # Deploys reach the network: after network-online.target, with the proxy nixpkgs' own
+    # auto-upgrade passes; so do the jobs that talk to the forge.
+    deploy-network = let
+      c = host {
+        services.cc-ci.deploy = { flake = "/srv/cc-ci#cc-ci"; auto.enable = true; };
+        networking.proxy.envVars = { https_proxy = "http://proxy.example.org:3128"; };
+        nix.envVars = { http_proxy = "http://proxy.example.org:3128"; };
+      };
+      online = unit: let u = c.systemd.services.${unit}; in
+        builtins.elem "network-online.target" (u.after or [ ]) && builtins.elem "network-online.target" (u.wants or [ ])
+        && (u.environment.https_proxy or null) == "http://proxy.example.org:3128";
+      bad = lib.filter (u: !online u) [ "cc-ci-deploy" "cc-ci-deploy-auto" "cc-ci-mirrors" ];
+    in expect (bad == [ ]) "no network or no proxy for ${builtins.toJSON bad}" true;
+
+    # A directory a unit is given to write, and that may not exist yet, fails no unit: each is
+    # made by the module or marked optional ("-").
+    paths-missing = let
+      c = host {
+        services.cc-ci.health.metricsFile = "/var/lib/node-exporter/cc-ci.prom";
+        services.cc-ci.sweep = { command = [ "/srv/ci/run" ]; exportDir = "/var/lib/cc-ci-tests/canonical"; };
+      };
+      made = lib.attrNames c.systemd.tmpfiles.settings."10-cc-ci";
+      unsafe = lib.concatLists (lib.mapAttrsToList (name: u:
+        map (p: "${name}: ${p}") (lib.filter (p: !(lib.hasPrefix "-" p) && !(builtins.elem p made))
+          (u.serviceConfig.ReadWritePaths or [ ])))
+        c.systemd.services);
+    in expect (unsafe == [ ]) "paths a unit needs and nothing makes: ${builtins.toJSON unsafe}" true;
+
+    # The README's host: a token and no forge. No mirror job that fails every hour: an
+    # assertion names the option.
+    forge-kind-missing = refusedFor "services.cc-ci.forge.kind"
+      (host { services.cc-ci.forge = { kind = lib.mkForce null; url = lib.mkForce null; org = lib.mkForce null; }; });
+
+    # Without a forge at all, no mirror job and no probe job; without deploy.flake, no deploy
+    # unit (it would build `.#cc-ci` from /).
+    no-forge-no-flake = let
+      c = host { services.cc-ci.forge = { kind = lib.mkForce null; url = lib.mkForce null; org = lib.mkForce null; tokenFile = lib.mkForce null; }; };
+      units = builtins.attrNames c.systemd.services;
+    in expect (failed c == [ ]) "assertions failed: ${builtins.toJSON (failed c)}"
+      (expect (!(builtins.elem "cc-ci-mirrors" units) && !(builtins.elem "cc-ci-deploy" units)
+          && !(builtins.elem "cc-ci-mirrors.timer" c.services.cc-ci.deploy.requiredUnits))
+        "units that cannot work: ${builtins.toJSON units}" true);
+
+    # Values the agent would refuse at run time are refused at evaluation: a URL with a user
+    # name or password (it would sit in agent.toml, in the store), a relative path, a delay
+    # systemd cannot read.
+    values-checked = let
+      refused = extra: let c = host extra; in
+        !(builtins.tryEval (builtins.deepSeq [ c.environment.etc."cc-ci/agent.toml".source.text c.systemd.timers ] true)).success;
+      cases = {
+        forge-url = { services.cc-ci.forge.url = lib.mkForce "https://bot:secret@git.example.org"; };
+        report-url = { services.cc-ci.bridge.reportUrl = "http://u:p@127.0.0.1:8080/health"; services.cc-ci.bridge.tokenFile = "/run/t"; };
+        drone-url = { services.cc-ci.drone = { url = "https://admin:pw@drone.example.org"; tokenFile = "/run/t"; }; };
+        tests-dir = { services.cc-ci.testsDir = "tests"; };
+        forge-path = { services.cc-ci.forge = { kind = lib.mkForce "local"; path = "mirrors"; }; };
+        export-dir = { services.cc-ci.sweep = { command = [ "/srv/ci/run" ]; exportDir = "canonical"; }; };
+        metrics-file = { services.cc-ci.health.metricsFile = "cc-ci.prom"; };
+        delay = { services.cc-ci.mirrors.timer.randomizedDelaySec = "ten minutes"; };
+      };
+      accepted = lib.attrNames (lib.filterAttrs (_: extra: !(refused extra)) cases);
+    in expect (accepted == [ ]) "accepted at evaluation: ${builtins.toJSON accepted}"
+      (expect (!(refused { services.cc-ci.mirrors.timer.randomizedDelaySec = "1h 30min"; }))
+        "a delay systemd reads was refused" true);
+
+    # Recipe CI runs in a unit of its own, under a sandbox that fits a CI (a JIT, namespaces,
+    # devices), started through a socket only cc-ci may use; the sweep itself is the agent's
+    # code and runs as cc-ci under the agents' sandbox, with no root and no capability.
+    sweep-sandbox = let
+      c = host { services.cc-ci.sweep.command = [ "/srv/ci/run" "{recipe}" ]; };
+      tight = host {
+        services.cc-ci.sweep.command = [ "/srv/ci/run" "{recipe}" ];
+        services.cc-ci.sweep.sandbox.MemoryDenyWriteExecute = true;
+      };
+      sweep = c.systemd.services.cc-ci-sweep.serviceConfig;
+      socket = c.systemd.sockets.cc-ci-keeper.socketConfig or { };
+      keeper = c.systemd.services."cc-ci-keeper@".serviceConfig or { };
+      toml = c.environment.etc."cc-ci/agent.toml".source.text;
+    in expect (sweep.User == "cc-ci" && sweep.MemoryDenyWriteExecute && sweep.RestrictNamespaces
+        && sweep.CapabilityBoundingSet == "")
+      "the sweep unit is not the agent's sandbox: ${builtins.toJSON sweep}"
+      (expect (socket.ListenSequentialPacket or null == "/run/cc-ci/keeper.sock" && socket.Accept or false
+          && socket.SocketUser or null == "root" && socket.SocketGroup or null == "cc-ci" && socket.SocketMode or null == "0660")
+        "cc-ci-keeper.socket: ${builtins.toJSON socket}"
+        (expect (!(keeper ? User) && !(keeper.MemoryDenyWriteExecute or false) && !(keeper.RestrictNamespaces or false)
+            && !(keeper.PrivateDevices or false) && keeper.NoNewPrivileges or false
+            && keeper.CapabilityBoundingSet or null == [ "CAP_SETUID" "CAP_SETGID" "CAP_CHOWN" "CAP_KILL" ])
+          "cc-ci-keeper@.service: ${builtins.toJSON keeper}"
+          (expect (lib.hasInfix "keeper_socket = \"/run/cc-ci/keeper.sock\"" toml)
+            "agent.toml [sweep]: ${toml}"
+            (expect (tight.systemd.services."cc-ci-keeper@".serviceConfig.MemoryDenyWriteExecute)
+              "sweep.sandbox does not reach the CI's unit" true))));
+
+    # gc and the sweep do not start at the same minute, and a job that finds another holding
+    # the host lock (exit 4) or CI busy (exit 5) is skipped, not a failed unit.
+    stagger = let
+      c = host { services.cc-ci.sweep.command = [ "/srv/ci/run" ]; };
+      at = name: c.systemd.timers."cc-ci-${name}".timerConfig.OnCalendar;
+      busyOk = name: let ok = c.systemd.services."cc-ci-${name}".serviceConfig.SuccessExitStatus or [ ]; in
+        builtins.elem 4 ok && builtins.elem 5 ok;
+      failing = lib.filter (n: !(busyOk n)) [ "gc" "sweep" "mirrors" ];
+    in expect (at "gc" != "daily" || at "sweep" != "weekly")
+      "gc (${at "gc"}) and the sweep (${at "sweep"}) both start at midnight"
+      (expect (failing == [ ]) "a busy host fails ${builtins.toJSON failing}" true);
+
+    # The package's own tests run in its check phase: what they call is there.
+    package-check-inputs = let
+      fake = name: { type = "derivation"; inherit name; outPath = "/nix/store/00000000000000000000000000000000-${name}"; };
+      drv = import ../../package.nix {
+        inherit lib;
+        rustPlatform.buildRustPackage = args: args;
+        util-linux = fake "util-linux"; git = fake "git"; openssh = fake "openssh"; gnupg = fake "gnupg";
+        openssl = fake "openssl"; python3 = fake "python3" // { withPackages = _: fake "python3-with-pytest"; };
+      };
+      names = map (d: d.name) drv.nativeCheckInputs;
+      missing = lib.filter (n: !(builtins.elem n names)) [ "util-linux" "git" "openssh" "gnupg" ];
+    in expect (missing == [ ]) "the check phase lacks ${builtins.toJSON missing}" names;
+
+    # The flake for x86_64 and Arm hosts: its outputs, with a stand-in nixpkgs, have the
+    # package, the checks and an example host for both systems.
+    flake-systems = let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      nixpkgs = {
+        lib = lib // {
+          nixosSystem = { modules }: lib.evalModules {
+            specialArgs = { inherit (standIn) pkgs; };
+            modules = [ standIn.nixos ] ++ modules;
+          };
+        };
+        legacyPackages = lib.genAttrs systems (system: standIn.pkgs // {
+          stdenv.hostPlatform.system = system;
+          runCommand = name: _: _: { inherit name; };
+          mkShell = _: { };
+        });
+      };
+      flake = (import ../../../flake.nix).outputs { self = flake; inherit nixpkgs; };
+      missing = lib.filter (sys: !(flake.packages ? ${sys} && flake.checks ? ${sys} && flake.devShells ? ${sys})) systems;
+      platform = name: flake.nixosConfigurations.${name}.config.nixpkgs.hostPlatform;
+    in expect (missing == [ ]) "no package, checks or shell for ${builtins.toJSON missing}"
+      (expect (platform "cc-ci" == "x86_64-linux" && platform "cc-ci-aarch64" == "aarch64-linux")
+        "the example hosts' platforms: ${platform "cc-ci"}, ${platform "cc-ci-aarch64"}"
+        (expect (failed flake.nixosConfigurations.cc-ci-aarch64.config == [ ]) "the Arm example host's assertions fail"
+          (builtins.attrNames flake.checks.aarch64-linux)));
+
+    # docs/nixos.md's minimal host (eval-module.sh cuts it out of the page): its assertions
+    # hold, and it has what a first day needs: the bridge gets POLL_REPOS, the mirror job has a
+    # forge and its token, and no unit that cannot work.
+    minimal-host = let
+      c = eval [ minimalHost ];
+      units = builtins.attrNames c.systemd.services;
+      bridge = c.systemd.services.${c.services.cc-ci.bridge.unit};
+    in expect (failed c == [ ]) "assertions failed: ${builtins.toJSON (failed c)}"
+      (expect (bridge.environment.POLL_REPOS == c.services.cc-ci.pollRepos && builtins.elem "cc-ci-mirrors" units
+          && c.systemd.services.cc-ci-mirrors.serviceConfig.LoadCredential != [ ])
+        "the minimal host is not a working host: ${builtins.toJSON units}"
+        (builtins.filter (lib.hasPrefix "cc-ci") units));
 
     # An invalid enrollment stops evaluation with the file and key named.
     invalid-enrollment = summary (host {

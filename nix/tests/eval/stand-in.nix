@@ -64,6 +64,16 @@ in
     };
     callPackage = _: _: fakeDrv "cc-ci-agent";
     writeShellScript = name: _: "/nix/store/00000000000000000000000000000000-${name}";
+    # Files built by derivations: a path that exists in no store here, so a test that reads one
+    # while evaluating (import from derivation, which a flake check refuses) fails here too.
+    writeScript = name: _: fakeDrv name;
+    writeText = name: _: fakeDrv name;
+    symlinkJoin = { name, ... }: fakeDrv name;
+    # The NixOS test framework: keeps what a test is made of, for nix/tests/eval/vm-tests.nix.
+    testers.runNixOSTest = test: test;
+    python3 = fakeDrv "python3" // { interpreter = "/nix/store/00000000000000000000000000000000-python3/bin/python3"; };
+    curl = fakeDrv "curl";
+    gitea = fakeDrv "gitea";
     sqlite = fakeDrv "sqlite";
     git = fakeDrv "git";
     openssh = fakeDrv "openssh";
@@ -78,9 +88,21 @@ in
     config.system.build.nixos-rebuild = fakeDrv "nixos-rebuild";
     config.nix.package = fakeDrv "nix";
     config.systemd.package = fakeDrv "systemd";
+    # What nixpkgs' auto-upgrade passes its unit, declared as NixOS declares them.
+    options.nix.envVars = lib.mkOption { type = types.attrs; default = { }; };
+    options.networking.proxy.envVars = lib.mkOption { type = types.attrs; default = { }; };
     options.assertions = lib.mkOption {
       type = types.listOf types.unspecified;
       default = [ ];
+    };
+    # Declared as NixOS declares it: a specialisation's configuration is a module of its own,
+    # evaluated over its parent's (nix/tests/eval/vm-tests.nix does), priorities and all.
+    options.specialisation = lib.mkOption {
+      type = types.attrsOf (types.submodule {
+        options.configuration = lib.mkOption { type = types.deferredModule; default = { }; };
+        options.inheritParentConfig = lib.mkOption { type = types.bool; default = true; };
+      });
+      default = { };
     };
     # Declared, as nixpkgs declares it: a freeform `services.nginx` whose presence hung on the
     # module's own condition would be an infinite recursion that NixOS never meets.

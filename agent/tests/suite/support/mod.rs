@@ -7,6 +7,7 @@ pub mod forge {
     pub use cc_ci_testkit::forge::*;
 }
 pub mod odd;
+pub mod socket_unit;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
