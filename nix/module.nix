@@ -137,6 +137,100 @@ let
     probe = { timer = cfg.probe.timer; argv = [ "probe" ]; available = true; timeout = "12h"; };
   };
 
+  # A job's unit (`cc-ci-<name>.service`), for its timer and for `cc-ci`, the command that
+  # runs a job by hand the way its unit does.
+  jobUnit = name: job: (lib.optionalAttrs (name != "gc") online) // {
+    description = "cc-ci: ${name}";
+    path = [ pkgs.git ]
+      # CI's PATH is the sweep's, handed to the keeper with the rest of its environment.
+      ++ lib.optionals (name == "sweep") cfg.sweep.extraPackages
+      # health reads the bridge unit's environment with systemctl.
+      ++ lib.optionals (name == "health") [ config.systemd.package ];
+    environment = lib.optionalAttrs (name != "gc") networkEnvironment // { CC_CI_AGENT_CONFIG = configPath; };
+    serviceConfig = hardening // {
+      Type = "oneshot";
+      TimeoutStartSec = job.timeout;
+      ExecStart = lib.escapeShellArgs ([ exe ] ++ job.argv);
+      LoadCredential = credentialsFor name;
+      # Each is made by the module (tmpfiles), or may be missing ("-": the agent then says
+      # so itself, instead of the unit failing to start).
+      ReadWritePaths = lib.optional (cfg.forge.kind == "local" && cfg.forge.path != null) cfg.forge.path
+        ++ lib.optional (name == "health" && cfg.health.metricsFile != null) "-${dirOf cfg.health.metricsFile}"
+        ++ lib.optional (name == "sweep" && cfg.sweep.exportDir != null) cfg.sweep.exportDir
+        ++ lib.optional (name == "gc" && gcOnDirectories) cfg.disk.volumes.root
+        # Each run's directory is made here, as cc-ci, and given to the CI user.
+        ++ lib.optionals (name == "sweep" && ciUser != null) [ runDir ];
+    } // lib.optionalAttrs (name == "sweep" && ciUser == null || name == "gc" && !gcOnDirectories) {
+      SupplementaryGroups = lib.optionals (name == "sweep") cfg.sweep.extraGroups
+        # The docker socket is group docker's.
+        ++ lib.optionals (name == "gc" && !gcOnDirectories) [ "docker" ];
+    } // {
+      # gc talks to nothing but the filesystem and, for docker, its unix socket.
+      PrivateNetwork = name == "gc";
+      RestrictAddressFamilies = if name == "gc" then [ "AF_UNIX" ] else hardening.RestrictAddressFamilies;
+      # A job that found another holding its lock (4) or CI busy (5) skipped its turn: the
+      # unit did its job, and a failed unit would read as a regression to the next deploy.
+      # So does health reporting a degraded (13) or failed (14) fleet.
+      SuccessExitStatus = if name == "health" then [ 13 14 ] else [ 4 5 ];
+    };
+  };
+
+  # `cc-ci ARGS`: `cc-ci-agent ARGS` run by hand the way its job's unit runs it, through
+  # `systemd-run` with the unit's properties: the service user, its credentials, its state
+  # directory and sandbox, its environment; output and exit code to the terminal. A command
+  # with no unit of its own (enrollment, canonical, history, state, status-page) runs as the
+  # agent's units do, with no credential. Root's own jobs, deploy and rollback, stay root.
+  byHand =
+    let
+      available = lib.filterAttrs (_: j: j.available) jobs;
+      values = v:
+        if builtins.isList v then map toString v
+        else if builtins.isBool v then [ (if v then "yes" else "no") ]
+        else [ (toString v) ];
+      # What systemd-run is told: every setting of the unit but how it starts and ends.
+      properties = unit:
+        let kept = builtins.removeAttrs unit.serviceConfig [ "Type" "ExecStart" "TimeoutStartSec" "SuccessExitStatus" ];
+        in lib.concatLists (lib.mapAttrsToList (k: v: map (x: "--property=${k}=${x}") (values v)) kept)
+          ++ lib.mapAttrsToList (k: v: "--setenv=${k}=${v}") (unit.environment // {
+            PATH = lib.makeBinPath (unit.path ++ [ pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused config.systemd.package ]);
+          });
+      family = name: unit: "    ${name}) properties=(${lib.escapeShellArgs (properties unit)}) ;;";
+      other = jobUnit "other" { argv = [ ]; timeout = "infinity"; };
+    in
+    pkgs.writeShellScriptBin "cc-ci" ''
+      set -euo pipefail
+      # cc-ci ARGS: cc-ci-agent ARGS, run as its job's unit runs it (docs/nixos.md, "By hand").
+      agent=${lib.escapeShellArg exe}
+      job=
+      skip=
+      for arg in "$@"; do
+        if [ -n "$skip" ]; then skip=; continue; fi
+        case "$arg" in
+          --config|--format) skip=1 ;;
+          -*) ;;
+          *) job=$arg; break ;;
+        esac
+      done
+      case "$job" in
+        # Root's own: they activate systems.
+        deploy|rollback|"")
+          exec "$agent" "$@" ;;
+      esac
+      if [ "$(id -u)" != 0 ]; then
+        echo "cc-ci: run it as root (sudo cc-ci $*): it starts the command as its unit's user, with the unit's credentials" >&2
+        exit 2
+      fi
+      case "$job" in
+      ${lib.concatStringsSep "
+" (lib.mapAttrsToList (name: job: family name (jobUnit name job)) available)}
+          *) properties=(${lib.escapeShellArgs (properties other)}) ;;
+      esac
+      # A terminal gets one (progress lines, colour, Ctrl-C); a pipe gets the output as it is.
+      if [ -t 0 ] && [ -t 1 ]; then how=--pty; else how=--pipe; fi
+      exec ${config.systemd.package}/bin/systemd-run --quiet --wait --collect "$how" \
+        --unit="cc-ci-by-hand-$$" "''${properties[@]}" -- "$agent" "$@"
+    '';
+
   # Drone, asked whether CI is busy (sweep, probe, and deploy without a busyCheck of its own).
   droneTable = { inherit (cfg.drone) url; } // lib.optionalAttrs cfg.drone.allowInsecure { allow_insecure = true; };
   droneBusyCheck = lib.optionalAttrs (cfg.drone.url != null && cfg.drone.busyCheck) { drone = droneTable; };
@@ -782,7 +876,7 @@ in
         locations."/".extraConfig = "autoindex off;";
       };
     };
-    environment.systemPackages = [ cfg.package ];
+    environment.systemPackages = [ cfg.package byHand ];
 
     systemd.services =
       {
@@ -828,43 +922,7 @@ in
           };
         };
       }
-      // lib.mapAttrs'
-        (name: job: lib.nameValuePair "cc-ci-${name}" ((lib.optionalAttrs (name != "gc") online) // {
-          description = "cc-ci: ${name}";
-          path = [ pkgs.git ]
-            # CI's PATH is the sweep's, handed to the keeper with the rest of its environment.
-            ++ lib.optionals (name == "sweep") cfg.sweep.extraPackages
-            # health reads the bridge unit's environment with systemctl.
-            ++ lib.optionals (name == "health") [ config.systemd.package ];
-          environment = lib.optionalAttrs (name != "gc") networkEnvironment // { CC_CI_AGENT_CONFIG = configPath; };
-          serviceConfig = hardening // {
-            Type = "oneshot";
-            TimeoutStartSec = job.timeout;
-            ExecStart = lib.escapeShellArgs ([ exe ] ++ job.argv);
-            LoadCredential = credentialsFor name;
-            # Each is made by the module (tmpfiles), or may be missing ("-": the agent then says
-            # so itself, instead of the unit failing to start).
-            ReadWritePaths = lib.optional (cfg.forge.kind == "local" && cfg.forge.path != null) cfg.forge.path
-              ++ lib.optional (name == "health" && cfg.health.metricsFile != null) "-${dirOf cfg.health.metricsFile}"
-              ++ lib.optional (name == "sweep" && cfg.sweep.exportDir != null) cfg.sweep.exportDir
-              ++ lib.optional (name == "gc" && gcOnDirectories) cfg.disk.volumes.root
-              # Each run's directory is made here, as cc-ci, and given to the CI user.
-              ++ lib.optionals (name == "sweep" && ciUser != null) [ runDir ];
-          } // lib.optionalAttrs (name == "sweep" && ciUser == null || name == "gc" && !gcOnDirectories) {
-            SupplementaryGroups = lib.optionals (name == "sweep") cfg.sweep.extraGroups
-              # The docker socket is group docker's.
-              ++ lib.optionals (name == "gc" && !gcOnDirectories) [ "docker" ];
-          } // {
-            # gc talks to nothing but the filesystem and, for docker, its unix socket.
-            PrivateNetwork = name == "gc";
-            RestrictAddressFamilies = if name == "gc" then [ "AF_UNIX" ] else hardening.RestrictAddressFamilies;
-            # A job that found another holding its lock (4) or CI busy (5) skipped its turn: the
-            # unit did its job, and a failed unit would read as a regression to the next deploy.
-            # So does health reporting a degraded (13) or failed (14) fleet.
-            SuccessExitStatus = if name == "health" then [ 13 14 ] else [ 4 5 ];
-          };
-        }))
-        activeJobs;
+      // lib.mapAttrs' (name: job: lib.nameValuePair "cc-ci-${name}" (jobUnit name job)) activeJobs;
 
     systemd.timers = lib.mapAttrs'
       (name: job: lib.nameValuePair "cc-ci-${name}" {

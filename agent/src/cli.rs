@@ -336,8 +336,13 @@ fn report(err: &anyhow::Error, code: Exit, json: bool) {
         eprintln!("error: {}", crate::output::terminal_safe(line));
     }
     if json {
-        let body = serde_json::json!({ "error": lines.join("\n"), "exit": code as u8 });
-        crate::output::write_stdout(format!("{body}\n").as_bytes());
+        let body = crate::output::ErrorAnswer {
+            error: lines.join("\n"),
+            exit: code as u8,
+        };
+        if let Ok(text) = crate::output::json_text(&body) {
+            crate::output::write_json_stdout(&text);
+        }
     }
 }
 

@@ -69,3 +69,19 @@ pub fn classify(err: &anyhow::Error) -> Exit {
     }
     Exit::Failure
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/exit-codes.md lists every code once, in order, from 0 to the highest: a reader
+    /// looking for 12 finds it between 11 and 13.
+    #[test]
+    fn the_documented_codes_are_every_code_in_order() {
+        let doc = include_str!("../../docs/exit-codes.md");
+        let codes: Vec<u8> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| ")?.split(' ').next()?.parse().ok())
+            .collect();
+        let highest = super::Exit::NotTriggerable as u8;
+        assert_eq!(codes, (0..=highest).collect::<Vec<u8>>());
+    }
+}

@@ -31,14 +31,16 @@ pkgs.testers.runNixOSTest {
     volume("custom-html_1.0.0+1.25.3", 30)
     volume("custom-html_0.9.0+1.25.2", 60)
 
+    # By hand, as an operator at a root shell does: `cc-ci` runs each command as its unit does
+    # (its user, sandbox and state directory; /srv, since the unit's /tmp is its own).
     machine.succeed(
-        "mkdir -p /tmp/canon/custom-html && echo '{\"recipe\": \"custom-html\", \"version\": \"1.0.0+1.25.3\", "
-        "\"commit\": \"0000000000000000000000000000000000000000\"}' > /tmp/canon/custom-html/canonical.json"
-        " && chmod -R a+rX /tmp/canon"
-        " && runuser -u cc-ci -- cc-ci-agent canonical import /tmp/canon"
+        "mkdir -p /srv/canon/custom-html && echo '{\"recipe\": \"custom-html\", \"version\": \"1.0.0+1.25.3\", "
+        "\"commit\": \"0000000000000000000000000000000000000000\"}' > /srv/canon/custom-html/canonical.json"
+        " && chmod -R a+rX /srv/canon"
+        " && cc-ci canonical import /srv/canon"
     )
 
-    print(machine.succeed("runuser -u cc-ci -- cc-ci-agent gc --dry-run"))
+    print(machine.succeed("cc-ci gc --dry-run"))
     machine.succeed("systemctl start cc-ci-gc.service")
     print(machine.succeed("journalctl -u cc-ci-gc.service --no-pager"))
     machine.succeed(f"test -d {root}/custom-html_1.0.0+1.25.3")
@@ -48,7 +50,7 @@ pkgs.testers.runNixOSTest {
     props = machine.succeed("systemctl show cc-ci-gc.service -p User -p PrivateNetwork -p Result")
     assert "User=cc-ci" in props and "PrivateNetwork=yes" in props and "Result=success" in props, props
 
-    report = machine.succeed("cc-ci-agent --format json health || true")
+    report = machine.succeed("cc-ci --format json health || true")
     import json
     disk = [c for c in json.loads(report)["host"] if c["name"] == "disk"]
     assert disk and disk[0]["status"] == "ok", report

@@ -114,7 +114,7 @@ pkgs.testers.runNixOSTest {
     result = machine.succeed("systemctl show -p Result --value cc-ci-probe.service").strip()
     assert result == "success", result
 
-    history = json.loads(machine.succeed("runuser -u cc-ci -- cc-ci-agent --format json probe --history"))
+    history = json.loads(machine.succeed("cc-ci --format json probe --history"))
     probe = history["probes"][0]
     assert probe["recipe"] == "plausible" and probe["outcome"] == "proven", history
     assert probe["ci_state"] == "success", history
@@ -134,13 +134,13 @@ pkgs.testers.runNixOSTest {
     assert machine.succeed(f"git ls-remote {upstream}") == upstream_refs
     assert machine.succeed(f"git ls-remote {mirror} refs/heads/main 'refs/tags/*'") == mirror_refs
 
-    report = json.loads(machine.succeed("runuser -u cc-ci -- cc-ci-agent --format json health || true"))
+    report = json.loads(machine.succeed("cc-ci --format json health || true"))
     checks = {c["name"]: c for r in report["recipes"] if r["recipe"] == "plausible" for c in r["checks"]}
     assert checks["triggerable"]["status"] == "ok", checks
 
     # Proven just now: the next run is not due, and comments nowhere.
     machine.succeed("systemctl start cc-ci-probe.service")
-    again = json.loads(machine.succeed("runuser -u cc-ci -- cc-ci-agent --format json probe --history"))
+    again = json.loads(machine.succeed("cc-ci --format json probe --history"))
     assert len(again["probes"]) == 1, again
   '';
 }

@@ -49,7 +49,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 }
 
 /// `state status`'s answer.
-#[derive(Serialize)]
+#[derive(schemars::JsonSchema, Serialize)]
 struct StateStatus {
     database: PathBuf,
     schema_version: u32,
@@ -84,4 +84,10 @@ impl Answer for StateStatus {
         }
         t
     }
+}
+
+/// This family's JSON answers, for `crate::schemas`.
+pub(crate) fn answers() -> Vec<crate::output::Answers> {
+    use crate::output::{of, Answers};
+    vec![Answers::new("state status", vec![of::<StateStatus>])]
 }

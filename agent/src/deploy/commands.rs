@@ -100,8 +100,8 @@ pub(super) fn finish_output(
 
 /// A deploy's or rollback's answer: its journal row and its exit code. People saw the steps as
 /// they went, so their form is empty.
-#[derive(Serialize)]
-struct Deployed {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct Deployed {
     deploy: Option<DeployRow>,
     exit_code: u8,
 }
@@ -364,8 +364,8 @@ pub fn status(ctx: &Context) -> Result<Exit> {
 }
 
 /// `deploy status`'s answer: the last deploy, and any left unfinished.
-#[derive(Serialize)]
-struct Status {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct Status {
     last: Option<DeployRow>,
     unfinished: Vec<DeployRow>,
 }
@@ -433,8 +433,8 @@ pub fn history(ctx: &Context, limit: u32) -> Result<Exit> {
 }
 
 /// `deploy history`'s answer: the newest deploys and rollbacks first.
-#[derive(Serialize)]
-struct History {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct History {
     deploys: Vec<DeployRow>,
 }
 

@@ -116,3 +116,14 @@ pub(crate) fn exit_of(outcome: crate::ledger::Outcome) -> crate::exit::Exit {
         Outcome::RefusedCiBusy => Exit::CiBusy,
     }
 }
+
+/// This family's JSON answers, for `crate::schemas`.
+pub(crate) fn answers() -> Vec<crate::output::Answers> {
+    use crate::output::{of, Answers};
+    vec![
+        Answers::new("deploy", vec![of::<commands::Deployed>]),
+        Answers::new("rollback", vec![of::<commands::Deployed>]),
+        Answers::new("deploy status", vec![of::<commands::Status>]),
+        Answers::new("deploy history", vec![of::<commands::History>]),
+    ]
+}

@@ -19,22 +19,22 @@ pub struct Args {
     pub tests_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
+#[derive(schemars::JsonSchema, Debug, Serialize, PartialEq, Eq, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
     Warning,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Serialize)]
 pub struct Problem {
     pub recipe: String,
     pub severity: Severity,
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
-struct Report {
+#[derive(schemars::JsonSchema, Debug, Serialize)]
+pub(super) struct Report {
     file: PathBuf,
     ok: bool,
     declared: usize,

@@ -172,7 +172,7 @@ fn done(ctx: &Context, edited: Edited, target: &Target, poll_repos: String) -> R
 }
 
 /// What an edit did, to which recipe: `{"added": NAME}` (or `set`, `removed`) in the answer.
-#[derive(Serialize)]
+#[derive(schemars::JsonSchema, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Edited {
     Added(String),
@@ -192,8 +192,8 @@ impl Edited {
 
 /// `enrollment add|set|remove`'s answer: what was done, in which file, and the bridge's
 /// `POLL_REPOS` after it.
-#[derive(Serialize)]
-struct EditAnswer {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct EditAnswer {
     #[serde(flatten)]
     edited: Edited,
     file: PathBuf,
@@ -234,8 +234,8 @@ pub fn import(ctx: &Context, target: &Target, args: ImportArgs) -> Result<Exit> 
 }
 
 /// `enrollment import`'s answer: the file written and how many recipes it declares.
-#[derive(serde::Serialize)]
-struct Imported {
+#[derive(schemars::JsonSchema, serde::Serialize)]
+pub(super) struct Imported {
     file: std::path::PathBuf,
     recipes: usize,
 }

@@ -83,3 +83,18 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
         Command::Import(a) => edit::import(ctx, &Target::resolve(ctx, args.file, None)?, a),
     }
 }
+
+/// This family's JSON answers, for `crate::schemas`.
+pub(crate) fn answers() -> Vec<crate::output::Answers> {
+    use crate::output::{of, Answers};
+    let edit = || -> Vec<crate::output::Of> { vec![of::<edit::EditAnswer>] };
+    vec![
+        Answers::new("enrollment list", vec![of::<show::Listed<'static>>]),
+        Answers::new("enrollment poll-repos", vec![of::<show::PollRepos>]),
+        Answers::new("enrollment check", vec![of::<check::Report>]),
+        Answers::new("enrollment add", edit()),
+        Answers::new("enrollment set", edit()),
+        Answers::new("enrollment remove", edit()),
+        Answers::new("enrollment import", vec![of::<edit::Imported>]),
+    ]
+}

@@ -21,8 +21,8 @@ pub fn list(ctx: &Context, target: &Target) -> Result<Exit> {
 
 /// `enrollment list`'s answer (docs/enrollment.md): the file, and every recipe it declares with
 /// its settings resolved.
-#[derive(serde::Serialize)]
-struct Listed<'a> {
+#[derive(schemars::JsonSchema, serde::Serialize)]
+pub(super) struct Listed<'a> {
     file: &'a Path,
     recipes: &'a [Recipe],
 }
@@ -71,8 +71,8 @@ impl Answer for Listed<'_> {
 }
 
 /// `enrollment poll-repos`'s answer: the bridge's `POLL_REPOS` value, as people and scripts see it.
-#[derive(serde::Serialize)]
-struct PollRepos {
+#[derive(schemars::JsonSchema, serde::Serialize)]
+pub(super) struct PollRepos {
     poll_repos: String,
 }
 

@@ -402,8 +402,8 @@ fn print(
 }
 
 /// `gc`'s answer (docs/disk.md, "The answer"): the plan, what was freed, what was kept or failed.
-#[derive(Serialize)]
-struct GcAnswer<'a> {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct GcAnswer<'a> {
     dry_run: bool,
     plan: &'a Plan,
     /// `None` under `--dry-run`.
@@ -416,7 +416,7 @@ struct GcAnswer<'a> {
     now: SystemTime,
 }
 
-#[derive(Serialize)]
+#[derive(schemars::JsonSchema, Serialize)]
 struct Failure<'a> {
     volume: &'a str,
     error: &'a str,

@@ -27,3 +27,9 @@ pub struct Args {
 pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     collect::run(ctx, args.dry_run)
 }
+
+/// This family's JSON answers, for `crate::schemas`.
+pub(crate) fn answers() -> Vec<crate::output::Answers> {
+    use crate::output::{of, Answers};
+    vec![Answers::new("gc", vec![of::<collect::GcAnswer<'static>>])]
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::settings::disk::Pin;
 
 /// One warm volume as a backend sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Volume {
     /// The directory name or the docker volume name: what is deleted.
     pub name: String,
@@ -18,7 +18,9 @@ pub struct Volume {
     pub version: Option<String>,
     /// Bytes on disk (allocated, as `du` counts them).
     pub bytes: u64,
+    /// When it was last used (RFC 3339, UTC).
     #[serde(serialize_with = "serialize_time")]
+    #[schemars(with = "String")]
     pub last_used: SystemTime,
     /// A run holds it now (directory: its lock is taken; docker: a container uses it).
     pub in_use: bool,
@@ -33,7 +35,7 @@ fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S
     s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
     /// The volume of its recipe's current canonical.
@@ -76,14 +78,14 @@ impl Reason {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Keep,
     Delete,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct Decided {
     #[serde(flatten)]
     pub volume: Volume,
@@ -92,7 +94,7 @@ pub struct Decided {
 }
 
 /// Why the budget or min_free still does not hold after the plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Shortfall {
     /// The protected volumes alone take more than the budget: raise it or unpin.
@@ -107,7 +109,7 @@ pub enum Shortfall {
     BelowMinFree { by: u64, min_free: u64, free: u64 },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct Plan {
     pub budget: u64,
     pub min_free: u64,

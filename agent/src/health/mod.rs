@@ -21,7 +21,7 @@ use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
 
 pub const SCHEMA: &str = "cc-ci.health/v1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Ok,
@@ -31,7 +31,7 @@ pub enum Status {
     Fail,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Healthy,
@@ -39,14 +39,14 @@ pub enum Verdict {
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct Check {
     pub name: &'static str,
     pub status: Status,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct RecipeHealth {
     pub recipe: String,
     pub enrolled: bool,
@@ -59,7 +59,7 @@ pub struct RecipeHealth {
 }
 
 /// A run's greenness as the health report carries it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct Greenness {
     pub tag: String,
     pub result: RunResult,
@@ -69,13 +69,13 @@ pub struct Greenness {
     pub failing: Vec<FailingTier>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct FailingTier {
     pub tier: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct Report {
     pub schema: &'static str,
     /// Set when the report is queued for the bridge: its id and sequence number.
@@ -803,6 +803,17 @@ impl serde::Serialize for HealthAnswer<'_> {
     }
 }
 
+/// Its JSON is the report's, so its schema is too.
+impl schemars::JsonSchema for HealthAnswer<'_> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        Report::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        Report::json_schema(generator)
+    }
+}
+
 impl Answer for HealthAnswer<'_> {
     fn human(&self, out: &Output) -> String {
         use std::fmt::Write as _;
@@ -857,7 +868,8 @@ fn table_of(out: &Output, report: &Report) -> String {
             Status::Fail => ("failed", Tone::Bad),
             _ => ("unknown", Tone::Dim),
         };
-        let _ = writeln!(t, "{}: {}: {}", c.name, out.paint(word, shade), c.reason);
+        let reason = crate::output::one_reason(&c.reason);
+        let _ = writeln!(t, "{}: {}: {reason}", c.name, out.paint(word, shade));
     }
     let _ = writeln!(
         t,
@@ -865,6 +877,12 @@ fn table_of(out: &Output, report: &Report) -> String {
         out.paint(verdict_name(report.verdict), tone(report.verdict))
     );
     t
+}
+
+/// This family's JSON answers, for `crate::schemas`.
+pub(crate) fn answers() -> Vec<crate::output::Answers> {
+    use crate::output::{of, Answers};
+    vec![Answers::new("health", vec![of::<HealthAnswer<'static>>])]
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ impl Stage {
 }
 
 /// How a deploy or rollback ended: the word in the journal and the exit code it gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Active, verified, and the boot default.
@@ -101,7 +101,7 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct DeployRow {
     pub id: i64,
     pub kind: String,

@@ -41,7 +41,7 @@ const PROBE: &str = "probe";
 /// How often a waiting job tries again.
 const RETRY: Duration = Duration::from_millis(100);
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     pub job: String,
     pub pid: u32,

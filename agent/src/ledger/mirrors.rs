@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Ledger, MirrorResult};
 use anyhow::Result;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct MirrorState {
     pub recipe: String,
     pub synced_at: String,
@@ -17,7 +17,7 @@ pub struct MirrorState {
     pub tags: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct MirrorEvent {
     pub at: String,
     pub kind: String,

@@ -49,7 +49,7 @@ pub struct Ledger {
     clock: Clock,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
     pub at: String,
     pub job: String,

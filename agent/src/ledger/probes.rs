@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{Ledger, ProbeOutcome};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProbeRow {
     pub id: i64,
     pub recipe: String,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{Ledger, RunResult, SweepOutcome};
 use anyhow::Result;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Canonical {
     pub recipe: String,
     pub version: String,
@@ -15,7 +15,7 @@ pub struct Canonical {
     pub promoted_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize)]
 pub struct RunRow {
     pub id: i64,
     pub recipe: String,
@@ -71,7 +71,7 @@ pub struct Judged {
 }
 
 /// One tier of a run, as its results gave it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize)]
 pub struct TierRow {
     pub tier: String,
     /// Named in the recipe's tiers (else reported beyond them, and not counted).

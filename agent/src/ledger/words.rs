@@ -5,7 +5,8 @@
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 /// Declares an enum stored as one word per variant: `as_str`, `Display`, `Serialize` as the word,
-/// and rusqlite's `ToSql` and `FromSql` through the same words.
+/// its JSON schema (one of the words), and rusqlite's `ToSql` and `FromSql` through the same
+/// words.
 macro_rules! stored_words {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $word:literal,)+ }) => {
         $(#[$meta])*
@@ -26,6 +27,16 @@ macro_rules! stored_words {
                     $($word => Some($name::$variant),)+
                     _ => None,
                 }
+            }
+        }
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "enum": [$($word),+] })
             }
         }
 

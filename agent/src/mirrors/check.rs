@@ -12,8 +12,8 @@ use crate::settings::config::Config;
 use crate::settings::enrollment::Recipe;
 
 /// `mirrors check-forge`'s answer: each finding, and whether syncs will work.
-#[derive(Serialize)]
-struct CheckAnswer {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct CheckAnswer {
     findings: Vec<Finding>,
     ready: bool,
 }

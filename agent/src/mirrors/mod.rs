@@ -90,7 +90,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 }
 
 /// `mirrors sync`'s answer (its JSON schema is in docs/mirrors.md, "The answer").
-#[derive(Debug, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Serialize)]
 pub struct SyncAnswer {
     /// Every recipe's result, sorted by name.
     pub results: Vec<RecipeResult>,
@@ -167,6 +167,9 @@ fn sync_accepting(
         accept_deletions,
         ..syncer(config, forge)
     };
+    let progress = crate::progress::Progress::start(out);
+    let total = recipes.len();
+    progress.set(format!("mirrors sync: listing {total} recipes"), None);
     let connections = syncer.list_all(recipes);
     tracing::debug!(
         connections,
@@ -204,8 +207,13 @@ fn sync_accepting(
             // Each result for people as it arrives; the answer at the end has them all.
             print_result(out, &result);
             results.push(result);
+            progress.set(
+                format!("mirrors sync: {} of {total} done", results.len()),
+                None,
+            );
         },
     );
+    drop(progress);
     if let Err(e) = ledger.mirror_record_many(&unchanged) {
         record_error.get_or_insert(e);
     }
@@ -304,6 +312,16 @@ fn print_result(out: &Output, r: &RecipeResult) {
     for w in &r.warnings {
         out.progress(format!("  {} {w}", out.paint("warning:", Tone::Warn)));
     }
+}
+
+/// This family's JSON answers, for `crate::schemas`.
+pub(crate) fn answers() -> Vec<crate::output::Answers> {
+    use crate::output::{of, Answers};
+    vec![
+        Answers::new("mirrors sync", vec![of::<SyncAnswer>]),
+        Answers::new("mirrors status", vec![of::<status::StatusAnswer>]),
+        Answers::new("mirrors check-forge", vec![of::<check::CheckAnswer>]),
+    ]
 }
 
 #[cfg(test)]

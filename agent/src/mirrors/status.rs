@@ -15,7 +15,7 @@ use crate::output::{table, Answer, Output, Tone};
 use crate::settings::config::Config;
 use crate::settings::enrollment::Recipe;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Standing {
     Missing,
@@ -33,7 +33,7 @@ pub enum Standing {
     Refused,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Serialize)]
 struct Row {
     recipe: String,
     standing: Standing,
@@ -148,8 +148,8 @@ pub fn standings(config: &Config, recipes: &[Recipe]) -> Result<Vec<(String, (St
 }
 
 /// `mirrors status`'s answer: every mirror's standing, and whether all are in sync.
-#[derive(Serialize)]
-struct StatusAnswer {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct StatusAnswer {
     mirrors: Vec<Row>,
     all_in_sync: bool,
 }

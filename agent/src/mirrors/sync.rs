@@ -19,7 +19,7 @@ const MARKER: &str = "<!-- cc-ci: merged upstream -->";
 use crate::git::{plan, Change, ErrorKind, Git, GitError, RefSet};
 use crate::settings::enrollment::Recipe;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Equal already: no fetch, no push.
@@ -32,7 +32,7 @@ pub enum Outcome {
     Busy,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct RecipeResult {
     pub recipe: String,
     pub outcome: Outcome,

@@ -36,3 +36,16 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
     }
     run::run(ctx, &args.recipes, args.dry_run)
 }
+
+/// This family's JSON answers, for `crate::schemas`.
+pub(crate) fn answers() -> Vec<crate::output::Answers> {
+    use crate::output::{of, Answers};
+    vec![Answers::new(
+        "probe",
+        vec![
+            of::<run::ProbeAnswer<'static>>,
+            of::<run::ProbeHistory>,
+            of::<run::Plan<'static>>,
+        ],
+    )]
+}

@@ -38,7 +38,7 @@ impl Fingerprint {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "why", rename_all = "kebab-case")]
 pub enum Choice {
     /// Probed now: never proven, stale, changed, stopped last time, or named.

@@ -57,7 +57,7 @@ pub fn fingerprint(
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 struct Report {
     recipe: String,
     outcome: ProbeOutcome,
@@ -71,7 +71,7 @@ struct Report {
     detail: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 struct Skipped {
     recipe: String,
     #[serde(flatten)]
@@ -218,8 +218,8 @@ pub fn history(ctx: &Context, names: &[String], limit: u32) -> Result<Exit> {
 }
 
 /// `probe --history`'s answer: the journal's probes, newest first.
-#[derive(Serialize)]
-struct ProbeHistory {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct ProbeHistory {
     probes: Vec<crate::ledger::ProbeRow>,
 }
 
@@ -395,13 +395,13 @@ fn answer_plan(
 }
 
 /// `probe --dry-run`'s answer: what would be probed and why, and what would not.
-#[derive(Serialize)]
-struct Plan<'a> {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct Plan<'a> {
     due: Vec<WouldProbe>,
     skipped: &'a [Skipped],
 }
 
-#[derive(Serialize)]
+#[derive(schemars::JsonSchema, Serialize)]
 struct WouldProbe {
     recipe: String,
     reason: String,
@@ -429,8 +429,8 @@ fn skip_words(choice: &Choice) -> String {
 }
 
 /// `probe`'s answer: each recipe probed, and each one not due.
-#[derive(Serialize)]
-struct ProbeAnswer<'a> {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct ProbeAnswer<'a> {
     probes: &'a [Report],
     skipped: &'a [Skipped],
 }

@@ -7,7 +7,7 @@ use crate::drone::Build;
 use crate::forge::{Comment, CommitStatus, Reaction};
 
 /// In the order they must happen. The words are what the journal and the report hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
     /// The bridge saw the comment: a reaction to it, a reply, or a status on the head.

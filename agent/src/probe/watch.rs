@@ -38,7 +38,7 @@ fn comment_body(settings: &ProbeSettings, recipe: &str, head: &str) -> String {
 }
 
 /// One stage as a probe saw it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct StageSeen {
     pub stage: Stage,
     /// Milliseconds from the comment.

@@ -66,7 +66,7 @@ pub enum TestsMode {
     Exempt,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum TestPolicy {
     Required,
@@ -74,7 +74,7 @@ pub enum TestPolicy {
 }
 
 /// One declared recipe with every default applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recipe {
     pub name: String,
     pub enrolled: bool,

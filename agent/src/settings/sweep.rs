@@ -83,7 +83,9 @@ pub struct SweepSettings {
 /// Where a test case's tier comes from (docs/sweep.md, "Greenness"), for the host
 /// (`[sweep] tier_from`) or a recipe (its enrollment entry's `tier_from`). Each file of results
 /// is read by the same rule, whatever else is in the directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TierFrom {
     /// pytest's results (its one suite is named `pytest`): the classname's first part; any

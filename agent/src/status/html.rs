@@ -69,7 +69,7 @@ fn page(title: &str, body: Markup) -> String {
 /// The page with every bidirectional formatting character shown as its escape (`\u{202e}`):
 /// text from outside (a test name, CI's output, a forge's words) cannot reorder what a
 /// maintainer reads. The templates hold none of their own, so one pass over the page is all.
-fn visible_bidi(page: &str) -> String {
+pub(super) fn visible_bidi(page: &str) -> String {
     if !page.chars().any(crate::output::is_bidi_control) {
         return page.to_string();
     }

@@ -1,7 +1,10 @@
 //! `cc-ci-agent status-page --out DIR`: the fleet as a static site, from the ledger
 //! (docs/status-page.md). No server of its own and no JavaScript: `index.html`, a page per
-//! recipe, `deploys.html` and `status.json`, readable from `file://` or any web server.
+//! recipe, `deploys.html`, `status.json`, a badge per recipe (`badge/<recipe>.svg`) and an Atom
+//! feed of greenness changes (`feed.xml`), readable from `file://` or any web server.
 
+mod badge;
+mod feed;
 mod html;
 pub mod model;
 
@@ -55,7 +58,7 @@ pub fn refresh(config: &Config, clock: &Clock) {
 }
 
 /// `status-page`'s answer (docs/status-page.md): where the site went and how much was written.
-#[derive(serde::Serialize)]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 struct Wrote<'a> {
     dir: &'a Path,
     files: usize,
@@ -134,6 +137,12 @@ fn fill(dir: &Dir, site: &model::Site) -> Result<Written> {
             &html::recipe(site, r),
         )?;
     }
+    // For recipe maintainers: a badge per recipe, and the feed of greenness changes.
+    let badges = dir.new_subdir("badge", 0o755)?;
+    for r in &site.recipes {
+        put(&badges, &format!("{}.svg", r.name), &badge::svg(r))?;
+    }
+    put(dir, "feed.xml", &feed::atom(site))?;
     // The fleet with each recipe's newest run: its history is on its page (and in `history
     // --format json`); at 1,000 recipes with 50 runs each, all of it as JSON would be 55 MB.
     let mut fleet = site.clone();
@@ -145,4 +154,10 @@ fn fill(dir: &Dir, site: &model::Site) -> Result<Written> {
         files,
         index_bytes: index.len(),
     })
+}
+
+/// This family's JSON answers, for `crate::schemas`.
+pub(crate) fn answers() -> Vec<crate::output::Answers> {
+    use crate::output::{of, Answers};
+    vec![Answers::new("status-page", vec![of::<Wrote<'static>>])]
 }

@@ -18,7 +18,7 @@ pub const SCHEMA: &str = "cc-ci.status/v1";
 pub const RUNS: u32 = 50;
 pub const STRIP: usize = 6;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Site {
     pub schema: &'static str,
     pub generated_at: String,
@@ -29,7 +29,7 @@ pub struct Site {
 }
 
 /// The fleet in numbers: each enrolled recipe is in exactly one of the last five.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Summary {
     pub recipes: usize,
     pub green: usize,
@@ -39,7 +39,7 @@ pub struct Summary {
 }
 
 /// Where a recipe stands, as the index colours and words it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Standing {
     Green,
@@ -59,7 +59,7 @@ impl Standing {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct RecipeView {
     pub name: String,
     pub enrolled: bool,
@@ -74,7 +74,7 @@ pub struct RecipeView {
     pub runs: Vec<RunView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize)]
 pub struct RunView {
     pub run: RunRow,
     pub tiers: Vec<TierRow>,

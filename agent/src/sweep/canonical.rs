@@ -168,8 +168,8 @@ fn list(ctx: &Context, ledger: &Ledger) -> Result<Exit> {
 }
 
 /// `canonical list`'s answer: every recipe's canonical release.
-#[derive(Serialize)]
-struct Canonicals {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct Canonicals {
     canonicals: Vec<Canonical>,
 }
 
@@ -231,8 +231,8 @@ fn show(ctx: &Context, ledger: &Ledger, recipe: &str) -> Result<Exit> {
 
 /// `canonical show RECIPE`'s answer (docs/sweep.md): the canonical, the run that promoted it and
 /// its tiers, and the newest run when it is another (what keeps a newer release out).
-#[derive(Serialize)]
-struct Shown<'a> {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct Shown<'a> {
     recipe: &'a str,
     canonical: Option<Canonical>,
     run: Option<RunRow>,
@@ -289,29 +289,41 @@ fn base(
         None => standing_canonical(config, ledger, r)?,
     };
     let Some(b) = base else {
-        eprintln!(
-            "{}: no upgrade_base and no canonical: there is no version to upgrade from",
-            r.name
-        );
+        let reason = "no upgrade_base and no canonical: there is no version to upgrade from";
+        let answer = Base {
+            recipe: r.name.clone(),
+            base: None,
+            reason: Some(reason.into()),
+        };
+        // A person reads why on stderr; a script's `$(canonical base ...)` gets nothing.
+        ctx.out
+            .answer(&answer, |_| eprintln!("{}: {reason}", r.name))?;
         return Ok(Exit::NoBase);
     };
     ctx.out.give(&Base {
         recipe: r.name.clone(),
-        base: b,
+        base: Some(b),
+        reason: None,
     })?;
     Ok(Exit::Success)
 }
 
-/// `canonical base`'s answer: the version an upgrade test starts from.
-#[derive(Serialize)]
-struct Base {
+/// `canonical base`'s answer: the version an upgrade test starts from, or none and why
+/// (exit 12).
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct Base {
     recipe: String,
-    base: String,
+    base: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 impl Answer for Base {
     fn human(&self, _out: &Output) -> String {
-        format!("{}\n", self.base)
+        self.base
+            .as_deref()
+            .map(|b| format!("{b}\n"))
+            .unwrap_or_default()
     }
 }
 
@@ -339,8 +351,8 @@ fn import(ctx: &Context, ledger: &Ledger, dir: &std::path::Path) -> Result<Exit>
 }
 
 /// `canonical import`'s answer: the recipes whose canonical was imported.
-#[derive(Serialize)]
-struct Imported {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct Imported {
     imported: Vec<String>,
 }
 
@@ -352,13 +364,13 @@ impl Answer for Imported {
 }
 
 /// `history`'s answer: a recipe's runs, newest first, each with its tiers.
-#[derive(Serialize)]
-struct History {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct History {
     recipe: String,
     runs: Vec<RunWithTiers>,
 }
 
-#[derive(Serialize)]
+#[derive(schemars::JsonSchema, Serialize)]
 struct RunWithTiers {
     #[serde(flatten)]
     run: RunRow,

@@ -107,3 +107,23 @@ pub fn run(ctx: &Context, args: Args) -> Result<Exit> {
 pub use canonical::{canonical, history};
 pub use export::export;
 pub use run::upgrade_base;
+
+/// This family's JSON answers, for `crate::schemas`.
+pub(crate) fn answers() -> Vec<crate::output::Answers> {
+    use crate::output::{of, Answers};
+    vec![
+        Answers::new(
+            "sweep",
+            vec![
+                of::<run::SweepAnswer<'static>>,
+                of::<run::Explained<'static>>,
+                of::<run::Refused>,
+            ],
+        ),
+        Answers::new("canonical list", vec![of::<canonical::Canonicals>]),
+        Answers::new("canonical show", vec![of::<canonical::Shown<'static>>]),
+        Answers::new("canonical base", vec![of::<canonical::Base>]),
+        Answers::new("canonical import", vec![of::<canonical::Imported>]),
+        Answers::new("history", vec![of::<canonical::History>]),
+    ]
+}

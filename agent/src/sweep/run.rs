@@ -26,7 +26,7 @@ use crate::settings::config::{Config, HookEvent};
 use crate::settings::enrollment::{Enrollment, Recipe, TestPolicy};
 use crate::settings::rules::check_release_tag;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "decision", rename_all = "kebab-case")]
 pub enum Decision {
     /// No release tag on the branch at all.
@@ -69,7 +69,7 @@ pub enum Decision {
     },
 }
 
-#[derive(Debug, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Serialize)]
 pub struct RecipeSweep {
     pub recipe: String,
     #[serde(flatten)]
@@ -355,6 +355,9 @@ struct Sweeper<'a> {
     deadline: Instant,
     /// The agent's tokens, kept out of what a run records.
     known: crate::secrets::Known,
+    /// What a person at the terminal sees while a recipe is tested, and which of how many.
+    progress: crate::progress::Progress,
+    at: std::cell::Cell<(usize, usize)>,
 }
 
 impl Sweeper<'_> {
@@ -494,6 +497,14 @@ impl Sweeper<'_> {
         self.say(
             recipe,
             &format!("testing {} cold (CI log {})", release.tag, log.display()),
+        );
+        let (at, of) = self.at.get();
+        self.progress.set(
+            format!(
+                "sweep {at} of {of}: {} {} cold, CI",
+                recipe.name, release.tag
+            ),
+            Some(log.clone()),
         );
         let expected = recipe.tiers.as_deref().or(s.tiers.as_deref());
         let judged_by = (expected, recipe.tier_from.unwrap_or(s.tier_from));
@@ -715,12 +726,19 @@ pub fn run(ctx: &crate::context::Context, opts: Options) -> Result<Exit> {
         force: opts.force,
         deadline: Instant::now() + config.sweep.run_timeout,
         known: crate::secrets::Known::of(&config),
+        progress: crate::progress::Progress::start(&ctx.out),
+        at: std::cell::Cell::new((0, recipes.len())),
     };
     let mut report = Vec::new();
-    for recipe in &recipes {
+    for (i, recipe) in recipes.iter().enumerate() {
         let Some(result) = synced.iter().find(|r| r.recipe == recipe.name) else {
             continue;
         };
+        sweeper.at.set((i + 1, recipes.len()));
+        sweeper.progress.set(
+            format!("sweep {} of {}: {}", i + 1, recipes.len(), recipe.name),
+            None,
+        );
         // A recipe another job holds past lock_wait is not judged this week, and says why.
         let decision = match lock
             .recipe(&recipe.name, config.lock_wait)
@@ -778,11 +796,15 @@ fn start(
         if let Some(why) = refusal {
             ledger.sweep_finish(sweep, SweepOutcome::RefusedCiBusy, &why)?;
             // One answer in either format: under --format json, a refusal is an object too.
-            let answer = serde_json::json!({ "sweep": sweep, "refused": "ci-busy", "reason": why });
+            let answer = Refused {
+                sweep,
+                refused: "ci-busy",
+                reason: why,
+            };
             ctx.out.answer(&answer, |_| {
                 eprintln!(
                     "refused: {}: the whole sweep is skipped",
-                    crate::output::terminal_safe(&why)
+                    crate::output::terminal_safe(&answer.reason)
                 );
             })?;
             return Ok(Started::Refused(Exit::CiBusy));
@@ -849,8 +871,8 @@ fn finish(
 }
 
 /// `sweep`'s answer: the sweep's journal id and every recipe's decision.
-#[derive(Serialize)]
-struct SweepAnswer<'a> {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct SweepAnswer<'a> {
     sweep: i64,
     recipes: &'a [RecipeSweep],
 }
@@ -984,8 +1006,8 @@ fn print_decision(out: &Output, recipe: &str, d: &Decision) {
 }
 
 /// `sweep --explain RECIPE`'s answer (docs/sweep.md, "Why a tag was or was not taken").
-#[derive(Serialize)]
-struct Explained<'a> {
+#[derive(schemars::JsonSchema, Serialize)]
+pub(super) struct Explained<'a> {
     recipe: &'a str,
     latest: Option<Release>,
     canonical: Option<Canonical>,
@@ -996,7 +1018,7 @@ struct Explained<'a> {
     last_run: Option<LastRun>,
 }
 
-#[derive(Serialize)]
+#[derive(schemars::JsonSchema, Serialize)]
 struct LastRun {
     run: crate::ledger::RunRow,
     tiers: Vec<crate::ledger::TierRow>,
@@ -1086,4 +1108,13 @@ pub fn explain(ctx: &crate::context::Context, name: &str) -> Result<Exit> {
         last_run: judged.map(|(run, tiers)| LastRun { run, tiers }),
     })?;
     Ok(Exit::Success)
+}
+/// A sweep refused before it began (CI busy, exit 5): under `--format json` one object too.
+#[derive(Serialize, schemars::JsonSchema)]
+pub(super) struct Refused {
+    /// The sweep's number in the ledger, refusals included.
+    pub sweep: i64,
+    /// Why it did not run: `ci-busy`.
+    pub refused: &'static str,
+    pub reason: String,
 }

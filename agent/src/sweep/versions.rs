@@ -9,7 +9,7 @@ use crate::settings::rules::check_release_tag;
 
 /// A tag known to be a release on the branch. Only [`choose`] makes one, so anything promoted
 /// came from a release tag: an untagged state has no way to become a canonical.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Release {
     pub tag: String,
     pub commit: String,
@@ -17,7 +17,7 @@ pub struct Release {
     pub version: semver::Version,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
     pub tag: String,
     pub taken: bool,

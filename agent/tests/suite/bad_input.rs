@@ -82,8 +82,14 @@ fn command_lines() {
             out.stderr
         );
         if let Some(want) = c.get("stdout").and_then(|v| v.as_str()) {
+            // JSON is compared as JSON: the same object, however it is laid out.
+            let as_json = |t: &str| serde_json::from_str::<serde_json::Value>(t).ok();
+            let same = match (as_json(want), as_json(&out.stdout)) {
+                (Some(w), Some(got)) => w == got,
+                _ => out.stdout.contains(want),
+            };
             assert!(
-                out.stdout.contains(want),
+                same,
                 "{}: stdout lacks {want:?}:\n{}",
                 path.display(),
                 out.stdout
@@ -319,4 +325,35 @@ fn forge_answers() {
             path.display()
         );
     }
+}
+
+/// docs/configuration.md's sample error is the one the agent prints for that mistake.
+#[test]
+fn the_documented_sample_error_is_the_agents() {
+    let doc = std::fs::read_to_string(common::repo().join("docs/configuration.md")).unwrap();
+    let (_, after) = doc.split_once("<!-- sample error:").unwrap();
+    let sample = after
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap()
+        .replace("/etc/cc-ci/agent.toml", "AGENT_TOML");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "enrollment_file = \"e.toml\"\n\n[deploy]\nflak = \"/srv/cc-ci#cc-ci\"\n",
+    )
+    .unwrap();
+    let run = common::agent(&[
+        "--config",
+        config.to_str().unwrap(),
+        "enrollment",
+        "poll-repos",
+    ]);
+    assert_eq!(run.code, 2);
+    let said = run
+        .stderr
+        .trim()
+        .replace(config.to_str().unwrap(), "AGENT_TOML");
+    assert_eq!(said, sample);
 }

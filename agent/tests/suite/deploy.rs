@@ -104,7 +104,7 @@ impl Fixture {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        common::finish(cmd.output())
+        common::run(&mut cmd)
     }
 
     fn last(&self) -> serde_json::Value {

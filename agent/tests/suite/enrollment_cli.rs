@@ -446,7 +446,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
         if no_color {
             c.env("NO_COLOR", "1");
         }
-        common::finish(c.output())
+        common::run(&mut c)
     };
     let tty = on_tty(false);
     assert_eq!(tty.code, 0, "{}", tty.stderr);

@@ -60,7 +60,7 @@ impl Host {
     }
 
     fn agent(&self, args: &[&str]) -> Run {
-        common::finish(self.command(args).output())
+        common::run(&mut self.command(args))
     }
 
     /// A one-byte budget and no grace: gc deletes every volume nobody protects.

@@ -50,7 +50,7 @@ impl Host {
     }
 
     fn agent(&self, args: &[&str]) -> Run {
-        common::finish(self.command(args).output())
+        common::run(&mut self.command(args))
     }
 
     fn command(&self, args: &[&str]) -> Command {

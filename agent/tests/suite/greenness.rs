@@ -105,7 +105,7 @@ impl Fleet {
         for (k, v) in env {
             c.env(k, v);
         }
-        common::finish(c.output())
+        common::run(&mut c)
     }
 
     pub(crate) fn sweep(&self, args: &[&str]) -> (Run, serde_json::Value) {
@@ -563,4 +563,83 @@ fn a_kill_while_results_are_read_leaves_no_half_recorded_run() {
     );
     let (run, _) = f.sweep(&[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+/// On a terminal, a sweep says what it is doing while CI runs: which recipe of how many, its
+/// release, for how long, and CI's last line; piped, nothing but the records. (script(1) gives
+/// the agent a terminal; CI waits for the test's word, so the line is seen while it runs.)
+#[test]
+fn a_sweep_on_a_terminal_shows_its_progress_and_piped_only_its_records() {
+    let Ok(script) = which::which("script") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "script(1) missing: the progress check cannot run"
+        );
+        eprintln!("greenness: NOT RUN HERE: no script(1) (util-linux) for a terminal");
+        return;
+    };
+    let ci = r#"echo "pulling image"; while [ ! -e "$3" ]; do sleep 0.05; done; cp -a "$CASES/$1/." "$2/""#;
+    let f = Fleet::with_cases(&["plausible"], FOUR);
+    let gate = f.path("gate");
+    let command = format!(
+        "[\"sh\", \"-c\", {ci:?}, \"ci\", \"{{recipe}}\", \"{{results}}\", {:?}]",
+        gate.to_string_lossy()
+    );
+    let f = f.rewrite_command(&command);
+    f.case("plausible", &["pytest-7.2/green.xml"], 0);
+    let line = format!(
+        "{} --config {} sweep",
+        common::bin(),
+        f.config.to_string_lossy()
+    );
+    let mut child = std::process::Command::new(script)
+        .args(["-qec", &line, "/dev/null"])
+        .env("CASES", f.path("cases"))
+        .env("CC_CI_LOG", "warn")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let (seen, mut out) = (seen.clone(), child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let want = "sweep 1 of 1: plausible 1.0.0+1.0 cold, CI, 0:0";
+    let until = Instant::now() + Duration::from_secs(60);
+    while !(seen.lock().unwrap().contains(want) && seen.lock().unwrap().contains("pulling image")) {
+        assert!(
+            Instant::now() < until,
+            "no progress line: {:?}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&gate, "").unwrap();
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    assert!(
+        seen.lock().unwrap().contains("promoted"),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    std::fs::remove_file(&gate).unwrap();
+    std::fs::write(&gate, "").unwrap();
+    let piped = f.agent(&["sweep", "--force"], &[]);
+    assert!(
+        !piped.stderr.contains('\r') && !piped.stderr.contains("sweep 1 of 1"),
+        "{:?}",
+        piped.stderr
+    );
 }

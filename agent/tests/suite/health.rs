@@ -356,7 +356,8 @@ fn health_change_fires_only_when_a_verdict_changes() {
 #[test]
 fn real_reports_match_the_published_schema() {
     let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo().join("docs/health-report.schema.json")).unwrap(),
+        &std::fs::read_to_string(common::repo().join("docs/schemas/health-report.schema.json"))
+            .unwrap(),
     )
     .unwrap();
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
@@ -526,4 +527,45 @@ fn the_bridge_polling_what_is_not_enrolled_is_said_and_also_poll_is_not_a_recipe
         "poll-repos",
     ]);
     assert_eq!(poll.stdout, "cc-ci,exempt,good,unpolled\n");
+}
+
+/// A reason holding a program's stderr of several lines is one line of `health`: here
+/// systemctl on a host not booted with systemd (its two lines, as Debian's systemctl prints them
+/// without systemd as PID 1; a stand-in says them, so every machine sees the same).
+#[test]
+fn a_reason_of_several_lines_is_one_line_of_health() {
+    let (dir, config) = setup();
+    let systemctl = dir.path().join("systemctl");
+    std::fs::write(
+        &systemctl,
+        "#!/bin/sh\necho 'System has not been booted with systemd as init system (PID 1). Can'\\''t operate.' >&2\n\
+         echo 'Failed to connect to bus: Host is down' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &systemctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("poll_repos_file = \"poll-repos\"\n", "")
+        + &format!(
+            "\n[deploy]\nsystemctl = {:?}\n",
+            systemctl.to_string_lossy()
+        );
+    std::fs::write(&config, text).unwrap();
+    let run = common::agent(&["--config", &config, "health"]);
+    assert!(
+        run.stdout.contains("Failed to connect to bus"),
+        "{}",
+        run.stdout
+    );
+    for line in run.stdout.lines() {
+        assert!(
+            !line.starts_with("Failed to connect") && !line.starts_with("System has not"),
+            "a line that starts nowhere:\n{}",
+            run.stdout
+        );
+    }
 }

@@ -106,7 +106,7 @@ fn as_job_user(fleet: &Fleet, args: &[&str]) -> common::Run {
         .current_dir(fleet.root())
         .uid(JOB_UID)
         .gid(JOB_UID);
-    common::finish(cmd.output())
+    common::run(&mut cmd)
 }
 
 fn chown_tree(path: &Path, uid: u32) {

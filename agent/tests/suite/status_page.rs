@@ -120,7 +120,7 @@ fn every_kind_of_recipe_is_a_row_of_its_own_and_nothing_from_outside_is_markup()
     let status: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(site.join("status.json")).unwrap()).unwrap();
     let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo().join("docs/status.schema.json")).unwrap(),
+        &std::fs::read_to_string(common::repo().join("docs/schemas/status.schema.json")).unwrap(),
     )
     .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
@@ -227,12 +227,7 @@ fn half_built_sites_of_killed_writers_are_removed() {
 /// the summary, and the hostile names as text, never as elements.
 #[test]
 fn the_page_in_headless_chromium_at_phone_and_desktop_width() {
-    let Some(chromium) = chromium() else {
-        eprintln!("status page: NOT RUN HERE: no chromium (apt install chromium; .ci/run does)");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have chromium: .ci/run installs it"
-        );
+    let Some(chromium) = chromium_here() else {
         return;
     };
     let f = fleet();
@@ -303,6 +298,19 @@ fn browse(chromium: &Path, f: &Fleet, how: &[&str], (w, h): (u32, u32), url: &st
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Chromium where it is installed; elsewhere says NOT RUN HERE, and fails in CI, which has it.
+fn chromium_here() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        eprintln!("status page: NOT RUN HERE: no chromium (apt install chromium; .ci/run does)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have chromium: .ci/run installs it"
+        );
+    }
+    found
+}
+
 fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser"]
         .into_iter()
@@ -325,4 +333,130 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// For recipe maintainers: a badge per recipe (the canonical version and its standing, in the
+/// page's colours, its words as text for a screen reader) and an Atom feed of greenness
+/// changes, both escaped like the page.
+#[test]
+fn badges_and_the_feed_say_each_recipes_standing_and_escape_what_came_from_outside() {
+    let f = fleet();
+    let site = write_site(&f);
+    for (recipe, says, colour) in [
+        ("plausible", "1.0.0+1.0 green", "#1a7f37"),
+        ("custom-html", "partly broken", "#9a6700"),
+        ("wordpress", "broken", "#c62828"),
+        ("hedgedoc", "never judged", "#6e7781"),
+    ] {
+        let svg = std::fs::read_to_string(site.join(format!("badge/{recipe}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(&format!("aria-label=\"{recipe}: cc-ci ")) && svg.contains(says),
+            "{recipe}: {svg}"
+        );
+        assert!(
+            svg.contains(&format!("fill=\"{colour}\"")),
+            "{recipe}: {svg}"
+        );
+    }
+    let feed = std::fs::read_to_string(site.join("feed.xml")).unwrap();
+    assert!(
+        feed.contains("<title>plausible 1.0.0+1.0 is green: promoted</title>"),
+        "{feed}"
+    );
+    assert!(
+        feed.contains("<title>wordpress 1.0.0+1.0 is not green</title>"),
+        "{feed}"
+    );
+    assert!(
+        feed.contains("<title>custom-html 1.0.0+1.0 is not green</title>"),
+        "{feed}"
+    );
+    assert!(
+        !feed.contains("<img") && !feed.contains("<script") && feed.contains("&lt;img"),
+        "{feed}"
+    );
+    assert!(!feed.contains(BRIDGE_SECRET));
+}
+
+/// In Chromium: a badge renders as an image whose words the DOM holds, and the feed parses as
+/// Atom (DOMParser, in a page the test writes beside the site) with its entries.
+#[test]
+fn a_badge_renders_and_the_feed_parses_as_atom_in_chromium() {
+    let Some(chromium) = chromium_here() else {
+        return;
+    };
+    let f = fleet();
+    let site = write_site(&f);
+    let badge = format!("file://{}", site.join("badge/wordpress.svg").display());
+    let dom = browse(&chromium, &f, &["--dump-dom"], (300, 60), &badge);
+    assert!(dom.contains("wordpress: cc-ci broken"), "{dom}");
+    let shots = common::repo().join("target/status-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("badge-wordpress.png");
+    let _ = browse(
+        &chromium,
+        &f,
+        &[&format!("--screenshot={}", shot.display())],
+        (300, 60),
+        &badge,
+    );
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0),
+        "no badge screenshot"
+    );
+    let feed = std::fs::read_to_string(site.join("feed.xml")).unwrap();
+    let harness = f.path("feed-check.html");
+    std::fs::write(
+        &harness,
+        format!(
+            "<!doctype html><meta charset=utf-8><body><script>\n\
+             const A = 'http://www.w3.org/2005/Atom';\n\
+             const doc = new DOMParser().parseFromString({}, 'application/xml');\n\
+             const root = doc.documentElement;\n\
+             document.body.textContent = JSON.stringify({{\n\
+               errors: doc.getElementsByTagName('parsererror').length,\n\
+               ns: root.namespaceURI, name: root.localName,\n\
+               entries: doc.getElementsByTagNameNS(A, 'entry').length,\n\
+               titles: [...doc.getElementsByTagNameNS(A, 'entry')].map(e => e.getElementsByTagNameNS(A, 'title')[0].textContent),\n\
+             }});\n</script>",
+            serde_json::to_string(&feed).unwrap()
+        ),
+    )
+    .unwrap();
+    let dom = browse(
+        &chromium,
+        &f,
+        &["--dump-dom"],
+        (800, 600),
+        &format!("file://{}", harness.display()),
+    );
+    let body = dom
+        .split_once("<body>")
+        .and_then(|(_, b)| b.split_once("</body>"))
+        .map(|(b, _)| {
+            b.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&")
+        })
+        .unwrap_or_else(|| panic!("{dom}"));
+    let got: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {dom}"));
+    assert_eq!(got["errors"], 0, "{got:#}");
+    assert_eq!(
+        (&got["ns"], &got["name"]),
+        (&"http://www.w3.org/2005/Atom".into(), &"feed".into())
+    );
+    assert_eq!(got["entries"], 3, "{got:#}");
+    assert!(
+        got["titles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "plausible 1.0.0+1.0 is green: promoted"),
+        "{got:#}"
+    );
 }

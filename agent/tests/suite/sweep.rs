@@ -87,7 +87,7 @@ impl Sweep {
     }
 
     fn agent(&self, args: &[&str]) -> Run {
-        common::finish(self.command(args).output())
+        common::run(&mut self.command(args))
     }
 
     fn sweep(&self) -> (Run, serde_json::Value) {

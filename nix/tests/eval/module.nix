@@ -568,6 +568,24 @@ let
         "the minimal host is not a working host: ${builtins.toJSON units}"
         (builtins.filter (lib.hasPrefix "cc-ci") units));
 
+    # `cc-ci ARGS` runs a job by hand as its unit does: systemd-run with the unit's user,
+    # credentials, state directory and sandbox; deploy and rollback stay root's.
+    cc-ci-command = let
+      c = host { services.cc-ci.sweep.command = [ "/srv/ci/run" "{recipe}" ]; };
+      found = lib.filter (p: (p.name or "") == "cc-ci") c.environment.systemPackages;
+      text = (builtins.head found).text;
+      line = job: lib.findFirst (l: lib.hasPrefix "    ${job})" l) "" (lib.splitString "\n" text);
+      has = job: part: lib.hasInfix part (line job);
+    in expect (found != [ ] && lib.hasInfix "systemd-run --quiet --wait --collect" text)
+      "no cc-ci command on the host's PATH"
+      (expect (has "mirrors" "'--property=User=cc-ci'" && has "mirrors" "'--property=LoadCredential=forge-token:/run/secrets/cc-ci-forge-token'"
+          && has "mirrors" "'--property=StateDirectory=cc-ci'" && has "mirrors" "'--property=ProtectSystem=strict'"
+          && has "mirrors" "'--setenv=CC_CI_AGENT_CONFIG=/etc/cc-ci/agent.toml'"
+          && has "gc" "'--property=PrivateNetwork=yes'" && has "sweep" "'--property=ReadWritePaths=/var/lib/cc-ci-runs'"
+          && !(has "mirrors" "ExecStart") && !(has "mirrors" "SuccessExitStatus"))
+        "cc-ci does not run a job as its unit does:\n${text}"
+        (expect (lib.hasInfix "deploy|rollback|\"\")" text) "deploy and rollback are not root's own" true));
+
     # An invalid enrollment stops evaluation with the file and key named.
     invalid-enrollment = summary (host {
       services.cc-ci.enrollmentFile = lib.mkForce ../../../tests/enrollment/invalid/name-uppercase.toml;

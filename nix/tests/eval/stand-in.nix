@@ -64,6 +64,8 @@ in
     };
     callPackage = _: _: fakeDrv "cc-ci-agent";
     writeShellScript = name: _: "/nix/store/00000000000000000000000000000000-${name}";
+    # Kept with its text, so a case can read the script the module wrote.
+    writeShellScriptBin = name: text: fakeDrv name // { inherit text; };
     # Files built by derivations: a path that exists in no store here, so a test that reads one
     # while evaluating (import from derivation, which a flake check refuses) fails here too.
     writeScript = name: _: fakeDrv name;
@@ -79,6 +81,9 @@ in
     openssh = fakeDrv "openssh";
     gnupg = fakeDrv "gnupg";
     coreutils = fakeDrv "coreutils";
+    findutils = fakeDrv "findutils";
+    gnugrep = fakeDrv "gnugrep";
+    gnused = fakeDrv "gnused";
   };
 
   # Freeform: every NixOS option the module or the example host sets is accepted and merged.
@@ -88,6 +93,9 @@ in
     config.system.build.nixos-rebuild = fakeDrv "nixos-rebuild";
     config.nix.package = fakeDrv "nix";
     config.systemd.package = fakeDrv "systemd";
+    # A list every module adds to, declared as NixOS declares it (a freeform value would refuse
+    # two definitions).
+    options.environment.systemPackages = lib.mkOption { type = types.listOf types.unspecified; default = [ ]; };
     # What nixpkgs' auto-upgrade passes its unit, declared as NixOS declares them.
     options.nix.envVars = lib.mkOption { type = types.attrs; default = { }; };
     options.networking.proxy.envVars = lib.mkOption { type = types.attrs; default = { }; };

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: they drive the real `cc-ci-agent` binary.
 #![allow(dead_code)]
 
+pub mod answers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -51,7 +53,19 @@ pub fn agent_env(dir: Option<&Path>, args: &[&str], env: &[(&str, &Path)]) -> Ru
     if let Some(d) = dir {
         cmd.current_dir(d);
     }
-    finish(cmd.output())
+    run(&mut cmd)
+}
+
+/// Runs the agent as `cmd` says; a `--format json` answer is checked against its command's
+/// schema ([`answers::check`]).
+pub fn run(cmd: &mut Command) -> Run {
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let run = finish(cmd.output());
+    answers::check(&args, &run);
+    run
 }
 
 pub fn finish(out: std::io::Result<Output>) -> Run {
@@ -184,5 +198,5 @@ pub fn agent_for_everyone(args: &[&str]) -> Run {
         .env_remove("CC_CI_AGENT_CONFIG")
         .env_remove("NO_COLOR")
         .env("CC_CI_LOG", "warn");
-    finish(cmd.output())
+    run(&mut cmd)
 }
